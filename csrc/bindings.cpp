@@ -1,0 +1,232 @@
+// Python bindings (nanobind): the native core exposes the encoder executor and the raw kernels (the latter for
+// property tests against numpy references at every ISA level).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <omp.h>
+
+#include <memory>
+#include <stdexcept>
+
+#include "core/isa.h"
+#include "executor/encoder.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using tf::Isa;
+
+using F32In = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
+using I64In = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+
+template <class T>
+nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& v, std::vector<size_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
+}
+
+tf::Act act_from(int a) {
+  if (a < 0 || a > 4) throw std::invalid_argument("unknown activation code");
+  return static_cast<tf::Act>(a);
+}
+
+std::map<std::string, tf::HostTensor> host_tensors(const nb::dict& tensors) {
+  std::map<std::string, tf::HostTensor> out;
+  for (auto [key, value] : tensors) {
+    const std::string name = nb::cast<std::string>(key);
+    auto arr = nb::cast<nb::ndarray<nb::c_contig, nb::device::cpu>>(value);
+    tf::HostTensor h;
+    h.data = arr.data();
+    for (size_t i = 0; i < arr.ndim(); ++i) h.shape.push_back(static_cast<int64_t>(arr.shape(i)));
+    if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
+    else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
+    else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
+    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8 or int32");
+    out[name] = h;
+  }
+  return out;
+}
+
+class PyEncoder {
+ public:
+  PyEncoder(const nb::dict& config, const nb::dict& tensors, const std::string& isa, int threads) {
+    tf::EncoderConfig c;
+    auto geti = [&](const char* k) { return nb::cast<int64_t>(config[k]); };
+    c.hidden = geti("hidden");
+    c.heads = geti("heads");
+    c.layers = geti("layers");
+    c.intermediate = geti("intermediate");
+    c.vocab = geti("vocab");
+    c.max_positions = geti("max_positions");
+    c.type_vocab = geti("type_vocab");
+    c.pad_token_id = geti("pad_token_id");
+    c.position_mode = static_cast<int>(geti("position_mode"));
+    c.ln_eps = nb::cast<float>(config["ln_eps"]);
+    c.act = act_from(static_cast<int>(geti("act")));
+    c.head_pool = static_cast<int>(geti("head_pool"));
+    for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
+    const Isa level = tf::resolve_isa(isa);
+    if (threads > 256) threads = 256;
+    engine_ = std::make_unique<tf::EncoderEngine>(c, host_tensors(tensors), level, threads);
+  }
+
+  nb::tuple run(I64In ids, nb::object mask, nb::object types) {
+    const int64_t batch = ids.shape(0), seq = ids.shape(1);
+    I64In m, t;
+    const int64_t* mp = nullptr;
+    const int64_t* tp = nullptr;
+    if (!mask.is_none()) {
+      m = nb::cast<I64In>(mask);
+      if (m.shape(0) != (size_t)batch || m.shape(1) != (size_t)seq)
+        throw std::invalid_argument("attention_mask shape differs from input_ids");
+      mp = m.data();
+    }
+    if (!types.is_none()) {
+      t = nb::cast<I64In>(types);
+      if (t.shape(0) != (size_t)batch || t.shape(1) != (size_t)seq)
+        throw std::invalid_argument("token_type_ids shape differs from input_ids");
+      tp = t.data();
+    }
+    tf::RunResult r;
+    {
+      nb::gil_scoped_release release;
+      engine_->run(ids.data(), mp, tp, batch, seq, &r);
+    }
+    const size_t H = r.hidden.size() / (batch * seq);
+    auto hidden = to_numpy(std::move(r.hidden), {(size_t)batch, (size_t)seq, H});
+    if (r.head_dim == 0) return nb::make_tuple(hidden, nb::none());
+    const size_t rows = r.head.size() / r.head_dim;
+    std::vector<size_t> shape = rows == (size_t)batch ? std::vector<size_t>{(size_t)batch, (size_t)r.head_dim}
+                                                      : std::vector<size_t>{(size_t)batch, (size_t)seq, (size_t)r.head_dim};
+    return nb::make_tuple(hidden, to_numpy(std::move(r.head), shape));
+  }
+
+  std::unique_ptr<tf::EncoderEngine> engine_;
+};
+
+// ---- raw kernels for tests ----
+nb::ndarray<nb::numpy, float> k_gemm_f32(F32In a, F32In w, nb::object bias, int act, nb::object residual,
+                                         float alpha, const std::string& isa, bool w_is_kn) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (a.ndim() != 2 || w.ndim() != 2) throw std::invalid_argument("a and w must be 2-D");
+  const int64_t m = a.shape(0), k = a.shape(1);
+  const int64_t n = w_is_kn ? w.shape(1) : w.shape(0);
+  if ((w_is_kn ? (int64_t)w.shape(0) : (int64_t)w.shape(1)) != k) throw std::invalid_argument("inner dims differ");
+  tf::AlignedBuf packed(kt.pack_f32_size(n, k) + 64);
+  if (w_is_kn) kt.pack_f32_kn(w.data(), n, n, k, packed.as<float>());
+  else kt.pack_f32_nk(w.data(), k, n, k, packed.as<float>());
+  std::vector<float> c(m * n);
+  tf::Epilogue epi;
+  epi.alpha = alpha;
+  epi.act = act_from(act);
+  F32In b, r;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  if (!residual.is_none()) { r = nb::cast<F32In>(residual); epi.residual = r.data(); epi.ld_residual = n; }
+  // split into two column ranges and two row ranges to exercise partial tiles the way threads do
+  const int64_t nsplit = (n / kt.f32_nr) / 2 * kt.f32_nr, msplit = m / 2;
+  kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, msplit, 0, nsplit, epi);
+  kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, msplit, m, 0, nsplit, epi);
+  kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, m, nsplit, n, epi);
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
+nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+                                        nb::ndarray<const int8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
+                                        F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
+                                        const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
+  if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
+  tf::AlignedBuf packed(kt.pack_s8_size(n, k) + 64);
+  kt.pack_s8(w.data(), n, k, packed.as<void>());
+  std::vector<int32_t> colsum(n, 0);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t kk = 0; kk < k; ++kk) colsum[j] += w.data()[j * k + kk];
+  const int64_t ldq = (k + 3) / 4 * 4;
+  std::vector<uint8_t> ap(m * ldq, static_cast<uint8_t>(a_zp));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t kk = 0; kk < k; ++kk) ap[i * ldq + kk] = a.data()[i * k + kk];
+  std::vector<float> c(m * n);
+  tf::Epilogue epi;
+  epi.w_scale = w_scale.data();
+  epi.col_sum = colsum.data();
+  epi.a_scale = a_scale;
+  epi.a_zp = a_zp;
+  epi.act = act_from(act);
+  F32In b;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  const int64_t nsplit = (n / kt.s8_nr) / 2 * kt.s8_nr, msplit = m / 2;
+  kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, msplit, 0, nsplit, epi);
+  kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, msplit, m, 0, nsplit, epi);
+  kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, nsplit, n, epi);
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
+nb::ndarray<nb::numpy, float> k_rowop(F32In x, const std::string& op, nb::object g, nb::object b, float eps,
+                                      const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  std::vector<float> y(x.data(), x.data() + rows * cols);
+  if (op == "layernorm") {
+    F32In gg = nb::cast<F32In>(g), bb = nb::cast<F32In>(b);
+    kt.layernorm(y.data(), y.data(), rows, cols, cols, gg.data(), bb.data(), eps);
+  } else if (op == "softmax") {
+    kt.softmax_rows(y.data(), rows, cols, cols);
+  } else if (op == "gelu") {
+    kt.activation(y.data(), rows * cols, tf::Act::GeluErf);
+  } else if (op == "gelu_tanh") {
+    kt.activation(y.data(), rows * cols, tf::Act::GeluTanh);
+  } else if (op == "relu") {
+    kt.activation(y.data(), rows * cols, tf::Act::Relu);
+  } else if (op == "tanh") {
+    kt.activation(y.data(), rows * cols, tf::Act::Tanh);
+  } else {
+    throw std::invalid_argument("unknown row op '" + op + "'");
+  }
+  return to_numpy(std::move(y), {(size_t)rows, (size_t)cols});
+}
+
+nb::ndarray<nb::numpy, uint8_t> k_quantize(F32In x, float scale, int zp, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  std::vector<uint8_t> q(rows * cols);
+  kt.quantize_u8(x.data(), cols, q.data(), cols, rows, cols, 1.0f / scale, zp);
+  return to_numpy(std::move(q), {(size_t)rows, (size_t)cols});
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "trimformer native core";
+  m.def("detect_isa", [] { return std::string(tf::isa_name(tf::detect_isa())); });
+  m.def("resolve_isa", [](const std::string& s) { return std::string(tf::isa_name(tf::resolve_isa(s))); },
+        "requested"_a = "");
+  m.def("has_avx512_bf16", &tf::cpu_has_avx512_bf16);
+  m.def("max_threads", [] { return omp_get_max_threads(); });
+  m.def("gemm_f32", &k_gemm_f32, "a"_a, "w"_a, "bias"_a = nb::none(), "act"_a = 0, "residual"_a = nb::none(),
+        "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
+  m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
+        "act"_a = 0, "isa"_a = "");
+  m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
+  m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
+  nb::class_<PyEncoder>(m, "EncoderEngine")
+      .def(nb::init<const nb::dict&, const nb::dict&, const std::string&, int>(), "config"_a, "tensors"_a,
+           "isa"_a = "", "threads"_a = 1)
+      .def("run", &PyEncoder::run, "input_ids"_a, "attention_mask"_a = nb::none(), "token_type_ids"_a = nb::none())
+      .def_prop_ro("isa", [](PyEncoder& e) { return std::string(tf::isa_name(e.engine_->isa())); })
+      .def_prop_rw("threads", [](PyEncoder& e) { return e.engine_->threads(); },
+                   [](PyEncoder& e, int t) { e.engine_->set_threads(t > 256 ? 256 : t); })
+      .def("set_observe", [](PyEncoder& e, bool on) { e.engine_->set_observe(on); })
+      .def("observed_ranges", [](PyEncoder& e) { return e.engine_->observed_ranges(); })
+      .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })
+      .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); });
+}

@@ -1,0 +1,91 @@
+#include "isa.h"
+
+#include <cpuid.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+namespace tf {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512Vnni: return "avx512_vnni";
+    case Isa::Avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+bool isa_from_name(const std::string& name, Isa* out) {
+  if (name == "avx512_vnni" || name == "avx512") { *out = Isa::Avx512Vnni; return true; }
+  if (name == "avx2") { *out = Isa::Avx2; return true; }
+  if (name == "scalar") { *out = Isa::Scalar; return true; }
+  return false;
+}
+
+static uint64_t xgetbv0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+
+struct CpuFlags {
+  bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false,
+       avx512vnni = false, avx512bf16 = false;
+};
+
+static CpuFlags read_flags() {
+  CpuFlags f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = c & (1u << 27), has_avx = c & (1u << 28);
+  f.fma = c & (1u << 12);
+  if (!osxsave || !has_avx) return f;
+  const uint64_t xcr0 = xgetbv0();
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;
+  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+  f.avx2 = ymm_state && (b & (1u << 5));
+  f.avx512f = zmm_state && (b & (1u << 16));
+  f.avx512dq = zmm_state && (b & (1u << 17));
+  f.avx512bw = zmm_state && (b & (1u << 30));
+  f.avx512vl = zmm_state && (b & (1u << 31));
+  f.avx512vnni = zmm_state && (c & (1u << 11));
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm_state && (a & (1u << 5));
+  return f;
+}
+
+Isa detect_isa() {
+  const CpuFlags f = read_flags();
+  if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.fma) return Isa::Avx512Vnni;
+  if (f.avx2 && f.fma) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+bool cpu_has_avx512_bf16() { return read_flags().avx512bf16; }
+
+Isa resolve_isa(const std::string& requested) {
+  const Isa best = detect_isa();
+  std::string want = requested;
+  if (want.empty() || want == "auto") {
+    const char* env = std::getenv("TRIMFORMER_ISA");
+    want = env ? env : "";
+  }
+  if (want.empty() || want == "auto") return best;
+  Isa isa;
+  if (!isa_from_name(want, &isa))
+    throw std::invalid_argument("unknown ISA level '" + want + "' (expected avx512_vnni, avx2 or scalar)");
+  if (static_cast<int>(isa) > static_cast<int>(best))
+    throw std::invalid_argument(std::string("ISA level '") + want + "' is not supported by this CPU (best: " +
+                                isa_name(best) + ")");
+  return isa;
+}
+
+const KernelTable& kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512Vnni: return avx512::table();
+    case Isa::Avx2: return avx2::table();
+    default: return scalar::table();
+  }
+}
+
+}  // namespace tf

@@ -1,0 +1,93 @@
+// ISA levels and the per-level kernel table.
+//
+// Every kernel family is compiled once per ISA level in its own translation unit (flags set in CMakeLists.txt),
+// each inside its own namespace so that no inline function compiled with wider instructions can be picked by the
+// linker for a narrower level. The executor only ever calls kernels through a KernelTable.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tf {
+
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512Vnni = 2 };
+
+const char* isa_name(Isa isa);
+bool isa_from_name(const std::string& name, Isa* out);
+// Highest level this CPU (and OS, for the wider register state) supports.
+Isa detect_isa();
+// detect_isa() lowered by TRIMFORMER_ISA if set; a request above what the CPU has is an error (throws).
+Isa resolve_isa(const std::string& requested);
+bool cpu_has_avx512_bf16();
+
+enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
+
+// What happens to a GEMM tile after accumulation, applied while the tile is hot in cache:
+//   v = alpha * acc (fp32) or a_scale * w_scale[n] * (acc - a_zp * col_sum[n]) (int8)
+//   v += bias[n];  v = act(v);  v += residual[m, n];  store fp32 to C  (and/or u8 quantized to out_u8)
+struct Epilogue {
+  float alpha = 1.0f;
+  const float* bias = nullptr;
+  Act act = Act::None;
+  const float* residual = nullptr;
+  int64_t ld_residual = 0;
+  // int8 dequantization
+  const float* w_scale = nullptr;
+  const int32_t* col_sum = nullptr;
+  float a_scale = 1.0f;
+  int32_t a_zp = 0;
+};
+
+// Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
+struct PackedF32 {
+  float* data = nullptr;
+  int64_t n = 0, k = 0;
+};
+// Packed INT8 weights for one ISA (layout private to that ISA's kernels).
+struct PackedS8 {
+  void* data = nullptr;
+  int64_t n = 0, k = 0;
+  int32_t* col_sum = nullptr;  // sum_k w[n, k], for the activation zero point
+};
+
+struct KernelTable {
+  Isa isa;
+  // ---- FP32 GEMM: C[m, n] = epi(sum_k A[m, k] * B[k, n]) ----
+  // bytes needed to pack an [n x k] matrix
+  size_t (*pack_f32_size)(int64_t n, int64_t k);
+  // pack from B stored as W[n][k] (Linear weight; also K in Q.K^T) with row stride ldw
+  void (*pack_f32_nk)(const float* w, int64_t ldw, int64_t n, int64_t k, float* out);
+  // pack from B stored as B[k][n] (V in P.V) with row stride ldb
+  void (*pack_f32_kn)(const float* b, int64_t ldb, int64_t n, int64_t k, float* out);
+  // rows [m0, m1) x panel columns [n0, n1): threads split work by calling on disjoint ranges
+  void (*gemm_f32)(const float* a, int64_t lda, const float* packed_b, int64_t n, int64_t k, float* c,
+                   int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
+  int64_t f32_nr;  // panel width: n ranges must be multiples of this (except the last)
+  // ---- INT8 GEMM: u8 activations x s8 weights -> s32 ----
+  size_t (*pack_s8_size)(int64_t n, int64_t k);
+  void (*pack_s8)(const int8_t* w, int64_t n, int64_t k, void* out);
+  int64_t s8_k_align;  // activation rows must be padded (with the zero point) to a multiple of this
+  void (*gemm_s8)(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
+                  int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
+  int64_t s8_nr;
+  // ---- row ops ----
+  void (*layernorm)(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, const float* g,
+                    const float* b, float eps);
+  void (*softmax_rows)(float* x, int64_t rows, int64_t cols, int64_t ld);
+  void (*activation)(float* x, int64_t n, Act act);
+  void (*minmax)(const float* x, int64_t n, float* mn, float* mx);
+  // quantize rows of x [rows x cols] (row stride ldx) to u8 rows of stride ldq, padding cols..ldq with zp
+  void (*quantize_u8)(const float* x, int64_t ldx, uint8_t* q, int64_t ldq, int64_t rows, int64_t cols,
+                      float inv_scale, int32_t zp);
+  // apply the epilogue to one fp32 tile in place (used by kernels and by the executor)
+  void (*epilogue_f32)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t m0, int64_t n0,
+                       const Epilogue& epi);
+};
+
+const KernelTable& kernels_for(Isa isa);
+
+namespace scalar { const KernelTable& table(); }
+namespace avx2 { const KernelTable& table(); }
+namespace avx512 { const KernelTable& table(); }
+
+}  // namespace tf

@@ -1,0 +1,413 @@
+#include "encoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+namespace tf {
+
+AlignedBuf::~AlignedBuf() { std::free(ptr_); }
+
+void AlignedBuf::reserve(size_t bytes) {
+  if (bytes <= size_) return;
+  std::free(ptr_);
+  const size_t rounded = (bytes + 63) / 64 * 64;
+  ptr_ = std::aligned_alloc(64, rounded);
+  if (!ptr_) throw std::bad_alloc();
+  size_ = rounded;
+}
+
+namespace {
+
+const HostTensor& need(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
+                       std::vector<int64_t> shape) {
+  auto it = t.find(name);
+  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
+  const HostTensor& h = it->second;
+  if (h.dtype != dtype) throw std::invalid_argument("tensor '" + name + "' has the wrong dtype");
+  if (h.shape != shape) {
+    std::string s = "tensor '" + name + "' has shape [";
+    for (auto d : h.shape) s += std::to_string(d) + ",";
+    s += "], expected [";
+    for (auto d : shape) s += std::to_string(d) + ",";
+    throw std::invalid_argument(s + "]");
+  }
+  return h;
+}
+
+std::vector<float> copy_f32(const std::map<std::string, HostTensor>& t, const std::string& name,
+                            std::vector<int64_t> shape) {
+  const HostTensor& h = need(t, name, 'f', shape);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  const float* p = static_cast<const float*>(h.data);
+  return std::vector<float>(p, p + n);
+}
+
+// Split [0, total) into `parts` contiguous chunks aligned to `align`; chunk i is [lo, hi).
+inline void split_range(int64_t total, int64_t align, int parts, int i, int64_t* lo, int64_t* hi) {
+  const int64_t units = (total + align - 1) / align;
+  const int64_t per = units / parts, extra = units % parts;
+  const int64_t u0 = i * per + std::min<int64_t>(i, extra);
+  const int64_t u1 = u0 + per + (i < extra ? 1 : 0);
+  *lo = std::min(total, u0 * align);
+  *hi = std::min(total, u1 * align);
+}
+
+}  // namespace
+
+void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  L->name = name;
+  auto it = t.find(name + ".weight");
+  auto itq = t.find(name + ".qweight");
+  if (it != t.end()) {
+    const HostTensor& w = it->second;
+    if (w.dtype != 'f' || w.shape.size() != 2) throw std::invalid_argument("bad weight '" + name + "'");
+    L->n = w.shape[0];
+    L->k = w.shape[1];
+    L->int8 = false;
+    L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
+    kt_->pack_f32_nk(static_cast<const float*>(w.data), L->k, L->n, L->k, L->packed.as<float>());
+  } else if (itq != t.end()) {
+    const HostTensor& w = itq->second;
+    if (w.dtype != 'b' || w.shape.size() != 2) throw std::invalid_argument("bad qweight '" + name + "'");
+    L->n = w.shape[0];
+    L->k = w.shape[1];
+    L->int8 = true;
+    const int8_t* q = static_cast<const int8_t*>(w.data);
+    L->packed.reserve(kt_->pack_s8_size(L->n, L->k));
+    kt_->pack_s8(q, L->n, L->k, L->packed.as<void>());
+    L->w_scale = copy_f32(t, name + ".wscale", {L->n});
+    L->col_sum.assign(L->n, 0);
+    for (int64_t j = 0; j < L->n; ++j) {
+      int32_t s = 0;
+      for (int64_t kk = 0; kk < L->k; ++kk) s += q[j * L->k + kk];
+      L->col_sum[j] = s;
+    }
+    auto sc = t.find(name + ".act_scale");
+    if (sc != t.end()) {
+      const HostTensor& zp = need(t, name + ".act_zero_point", 'i', {1});
+      need(t, name + ".act_scale", 'f', {1});
+      L->static_act = true;
+      L->a_scale = *static_cast<const float*>(sc->second.data);
+      L->a_zp = *static_cast<const int32_t*>(zp.data);
+      if (!(L->a_scale > 0.0f) || L->a_zp < 0 || L->a_zp > 255)
+        throw std::invalid_argument("bad activation quantization parameters for '" + name + "'");
+    }
+  } else {
+    throw std::invalid_argument("missing tensor '" + name + ".weight' (or '.qweight')");
+  }
+  if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+}
+
+EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
+                             int threads)
+    : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
+  const int64_t H = cfg.hidden;
+  if (H <= 0 || cfg.heads <= 0 || H % cfg.heads != 0) throw std::invalid_argument("hidden must divide into heads");
+  word_ = copy_f32(t, "emb.word", {cfg.vocab, H});
+  pos_ = copy_f32(t, "emb.pos", {cfg.max_positions, H});
+  if (cfg.type_vocab > 0) type_ = copy_f32(t, "emb.type", {cfg.type_vocab, H});
+  emb_g_ = copy_f32(t, "emb.ln.g", {H});
+  emb_b_ = copy_f32(t, "emb.ln.b", {H});
+  layers_.resize(cfg.layers);
+  for (int64_t i = 0; i < cfg.layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    EncoderLayer& L = layers_[i];
+    load_linear(&L.qkv, p + "qkv", t);
+    load_linear(&L.attn_out, p + "attn_out", t);
+    load_linear(&L.ffn1, p + "ffn1", t);
+    load_linear(&L.ffn2, p + "ffn2", t);
+    if (L.qkv.n != 3 * H || L.qkv.k != H || L.attn_out.n != H || L.attn_out.k != H || L.ffn1.k != H ||
+        L.ffn2.n != H || L.ffn2.k != L.ffn1.n)
+      throw std::invalid_argument("layer " + std::to_string(i) + " weight shapes do not match the config");
+    L.ln1_g = copy_f32(t, p + "ln1.g", {H});
+    L.ln1_b = copy_f32(t, p + "ln1.b", {H});
+    L.ln2_g = copy_f32(t, p + "ln2.g", {H});
+    L.ln2_b = copy_f32(t, p + "ln2.b", {H});
+  }
+  int64_t prev = H;
+  head_.resize(cfg.head_acts.size());
+  for (size_t j = 0; j < head_.size(); ++j) {
+    load_linear(&head_[j], "head." + std::to_string(j), t);
+    if (head_[j].k != prev) throw std::invalid_argument("head layer shapes do not chain");
+    prev = head_[j].n;
+  }
+}
+
+size_t EncoderEngine::packed_bytes() const {
+  size_t b = 0;
+  for (const auto& L : layers_) b += L.qkv.packed.size() + L.attn_out.packed.size() + L.ffn1.packed.size() +
+                                     L.ffn2.packed.size();
+  return b;
+}
+
+void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
+  const int64_t M = batch * seq, H = cfg_.hidden;
+  int64_t max_k = H;
+  for (const auto& L : layers_) max_k = std::max(max_k, L.ffn2.k);
+  for (const auto& L : head_) max_k = std::max(max_k, std::max(L.k, L.n));
+  if (M > cap_tokens_) {
+    x_.reserve(M * H * 4);
+    x1_.reserve(M * H * 4);
+    qkv_.reserve(M * 3 * H * 4);
+    ctx_.reserve(M * H * 4);
+    ff_.reserve(M * std::max<int64_t>(max_k, 1) * 4);
+    q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
+    mask_bias_.reserve(M * 4);
+    head_in_.reserve(M * max_k * 4);
+    head_tmp_.reserve(M * max_k * 4);
+    cap_tokens_ = M;
+  }
+  if (seq > cap_seq_ || static_cast<int>(scratch_.size()) < threads_) {
+    cap_seq_ = std::max(cap_seq_, seq);
+    const int64_t d = H / cfg_.heads;
+    const size_t bytes = kt_->pack_f32_size(cap_seq_, d) + kt_->pack_f32_size(d, cap_seq_) +
+                         cap_seq_ * cap_seq_ * 4 + 256;
+    if (static_cast<int>(scratch_.size()) < threads_) scratch_.resize(threads_);
+    for (auto& s : scratch_) s.reserve(bytes);
+  }
+  cap_batch_ = std::max(cap_batch_, batch);
+}
+
+void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n,
+                                      int64_t k, float* c, int64_t ldc, const Epilogue& epi) {
+  const KernelTable* kt = kt_;
+  const int64_t nr = kt->f32_nr;
+  const int nt = threads_;
+  const bool split_n = (n / nr) >= 2 * nt;
+#pragma omp parallel num_threads(nt)
+  {
+    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+    int64_t lo, hi;
+    if (split_n) {
+      split_range(n, nr, cnt, i, &lo, &hi);
+      if (lo < hi) kt->gemm_f32(a, lda, packed, n, k, c, ldc, 0, m, lo, hi, epi);
+    } else {
+      split_range(m, 1, cnt, i, &lo, &hi);
+      if (lo < hi) kt->gemm_f32(a, lda, packed, n, k, c, ldc, lo, hi, 0, n, epi);
+    }
+  }
+}
+
+void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual) {
+  Epilogue epi;
+  epi.bias = L.bias.empty() ? nullptr : L.bias.data();
+  epi.act = act;
+  epi.residual = residual;
+  epi.ld_residual = L.n;
+  const KernelTable* kt = kt_;
+  const int nt = threads_;
+  float mn = 0.0f, mx = 0.0f;
+  const bool need_range = observe_ || (L.int8 && !L.static_act);
+  if (need_range) {
+    float tmn[256], tmx[256];
+#pragma omp parallel num_threads(nt)
+    {
+      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+      int64_t lo, hi;
+      split_range(m, 1, cnt, i, &lo, &hi);
+      tmn[i] = INFINITY;
+      tmx[i] = -INFINITY;
+      if (lo < hi) kt->minmax(in + lo * L.k, (hi - lo) * L.k, &tmn[i], &tmx[i]);
+#pragma omp barrier
+#pragma omp single
+      {
+        mn = tmn[0];
+        mx = tmx[0];
+        for (int j = 1; j < cnt; ++j) { mn = std::min(mn, tmn[j]); mx = std::max(mx, tmx[j]); }
+      }
+    }
+    if (observe_) {
+      L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
+      L.obs_max = L.obs_seen ? std::max(L.obs_max, mx) : mx;
+      L.obs_seen = true;
+    }
+  }
+  if (!L.int8) {
+    gemm_f32_parallel(in, L.k, L.packed.as<float>(), m, L.n, L.k, out, L.n, epi);
+    return;
+  }
+  // Asymmetric u8 activations: the range always contains 0 so that zero padding stays exact.
+  float scale;
+  int32_t zp;
+  if (L.static_act) {
+    scale = L.a_scale;
+    zp = L.a_zp;
+  } else {
+    mn = std::min(mn, 0.0f);
+    mx = std::max(mx, 0.0f);
+    scale = (mx - mn) / 255.0f;
+    if (!(scale > 0.0f)) scale = 1.0f;
+    zp = static_cast<int32_t>(std::nearbyint(-mn / scale));
+    zp = std::min(255, std::max(0, zp));
+  }
+  const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
+  uint8_t* q = q8_.as<uint8_t>();
+  const float inv = 1.0f / scale;
+  epi.w_scale = L.w_scale.data();
+  epi.col_sum = L.col_sum.data();
+  epi.a_scale = scale;
+  epi.a_zp = zp;
+  const int64_t nr = kt->s8_nr;
+  const bool split_n = (L.n / nr) >= 2 * nt;
+#pragma omp parallel num_threads(nt)
+  {
+    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+    int64_t lo, hi;
+    split_range(m, 1, cnt, i, &lo, &hi);
+    if (lo < hi) kt->quantize_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, inv, zp);
+#pragma omp barrier
+    if (split_n) {
+      split_range(L.n, nr, cnt, i, &lo, &hi);
+      if (lo < hi) kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, out, L.n, 0, m, lo, hi, epi);
+    } else if (lo < hi) {
+      kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
+    }
+  }
+}
+
+void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
+  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
+  const KernelTable* kt = kt_;
+  const size_t kbytes = kt->pack_f32_size(seq, d), vbytes = kt->pack_f32_size(d, seq);
+  const int64_t tasks = batch * nh;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / nh, h = task % nh;
+    char* base = scratch_[omp_get_thread_num()].as<char>();
+    float* kpack = reinterpret_cast<float*>(base);
+    float* vpack = reinterpret_cast<float*>(base + (kbytes + 63) / 64 * 64);
+    float* scores = reinterpret_cast<float*>(base + (kbytes + 63) / 64 * 64 + (vbytes + 63) / 64 * 64);
+    const float* q = qkv + b * seq * ld + h * d;
+    kt->pack_f32_nk(q + H, ld, seq, d, kpack);
+    kt->pack_f32_kn(q + 2 * H, ld, d, seq, vpack);
+    Epilogue se;
+    se.alpha = alpha;
+    se.bias = mask_bias + b * seq;
+    kt->gemm_f32(q, ld, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
+    kt->softmax_rows(scores, seq, seq, seq);
+    kt->gemm_f32(scores, seq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
+  }
+}
+
+void EncoderEngine::embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
+                          float* x) {
+  const int64_t H = cfg_.hidden;
+  std::vector<int64_t> pos(batch * seq);
+  for (int64_t b = 0; b < batch; ++b) {
+    int64_t count = 0;
+    for (int64_t s = 0; s < seq; ++s) {
+      const int64_t i = b * seq + s;
+      if (cfg_.position_mode == 1) {
+        const bool real = ids[i] != cfg_.pad_token_id;
+        count += real;
+        pos[i] = real ? count + cfg_.pad_token_id : cfg_.pad_token_id;
+      } else {
+        pos[i] = s;
+      }
+      if (pos[i] >= cfg_.max_positions) throw std::invalid_argument("sequence longer than the model's positions");
+    }
+  }
+  (void)mask;
+  const KernelTable* kt = kt_;
+  const float* type0 = type_.empty() ? nullptr : type_.data();
+#pragma omp parallel for num_threads(threads_) schedule(static)
+  for (int64_t i = 0; i < batch * seq; ++i) {
+    float* row = x + i * H;
+    const float* w = word_.data() + ids[i] * H;
+    const float* p = pos_.data() + pos[i] * H;
+    if (type0) {
+      const float* ty = type0 + (types ? types[i] : 0) * H;
+      for (int64_t j = 0; j < H; ++j) row[j] = w[j] + ty[j] + p[j];
+    } else {
+      for (int64_t j = 0; j < H; ++j) row[j] = w[j] + p[j];
+    }
+    kt->layernorm(row, row, 1, H, H, emb_g_.data(), emb_b_.data(), cfg_.ln_eps);
+  }
+}
+
+void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
+                        RunResult* out) {
+  if (batch <= 0 || seq <= 0) throw std::invalid_argument("batch and sequence length must be positive");
+  const int64_t M = batch * seq, H = cfg_.hidden;
+  for (int64_t i = 0; i < M; ++i) {
+    if (ids[i] < 0 || ids[i] >= cfg_.vocab) throw std::invalid_argument("input_ids out of the vocabulary range");
+    if (types && (types[i] < 0 || types[i] >= std::max<int64_t>(cfg_.type_vocab, 1)))
+      throw std::invalid_argument("token_type_ids out of range");
+  }
+  const int64_t pos_limit = cfg_.position_mode == 1 ? cfg_.max_positions - cfg_.pad_token_id - 1 : cfg_.max_positions;
+  if (seq > pos_limit)
+    throw std::invalid_argument("sequence length " + std::to_string(seq) + " exceeds the model's maximum of " +
+                                std::to_string(pos_limit));
+  ensure_buffers(batch, seq);
+  float* x = x_.as<float>();
+  float* x1 = x1_.as<float>();
+  float* qkv = qkv_.as<float>();
+  float* ctx = ctx_.as<float>();
+  float* ff = ff_.as<float>();
+  float* mb = mask_bias_.as<float>();
+  for (int64_t i = 0; i < M; ++i) mb[i] = (mask && mask[i] == 0) ? -1e30f : 0.0f;
+
+  embed(ids, mask, types, batch, seq, x);
+  const KernelTable* kt = kt_;
+  auto layernorm_par = [&](float* buf, const std::vector<float>& g, const std::vector<float>& b) {
+#pragma omp parallel num_threads(threads_)
+    {
+      int64_t lo, hi;
+      split_range(M, 1, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+      if (lo < hi) kt->layernorm(buf + lo * H, buf + lo * H, hi - lo, H, H, g.data(), b.data(), cfg_.ln_eps);
+    }
+  };
+  for (auto& L : layers_) {
+    linear(L.qkv, x, M, qkv, Act::None, nullptr);
+    attention(qkv, mb, batch, seq, ctx);
+    linear(L.attn_out, ctx, M, x1, Act::None, x);
+    layernorm_par(x1, L.ln1_g, L.ln1_b);
+    linear(L.ffn1, x1, M, ff, cfg_.act, nullptr);
+    linear(L.ffn2, ff, M, x, Act::None, x1);
+    layernorm_par(x, L.ln2_g, L.ln2_b);
+  }
+  out->hidden.assign(x, x + M * H);
+  out->head.clear();
+  out->head_dim = 0;
+  if (head_.empty()) return;
+  const int64_t rows = cfg_.head_pool == 1 ? batch : M;
+  float* hin = head_in_.as<float>();
+  float* htmp = head_tmp_.as<float>();
+  if (cfg_.head_pool == 1) {
+    for (int64_t b = 0; b < batch; ++b) std::memcpy(hin + b * H, x + b * seq * H, H * 4);
+  } else {
+    std::memcpy(hin, x, M * H * 4);
+  }
+  for (size_t j = 0; j < head_.size(); ++j) {
+    linear(head_[j], hin, rows, htmp, cfg_.head_acts[j], nullptr);
+    std::swap(hin, htmp);
+  }
+  const int64_t od = head_.back().n;
+  out->head.assign(hin, hin + rows * od);
+  out->head_dim = od;
+}
+
+std::map<std::string, std::pair<float, float>> EncoderEngine::observed_ranges() const {
+  std::map<std::string, std::pair<float, float>> r;
+  auto add = [&](const Linear& L) {
+    if (L.obs_seen) r[L.name] = {L.obs_min, L.obs_max};
+  };
+  for (const auto& L : layers_) { add(L.qkv); add(L.attn_out); add(L.ffn1); add(L.ffn2); }
+  for (const auto& L : head_) add(L);
+  return r;
+}
+
+void EncoderEngine::reset_observers() {
+  auto rs = [](Linear& L) { L.obs_seen = false; };
+  for (auto& L : layers_) { rs(L.qkv); rs(L.attn_out); rs(L.ffn1); rs(L.ffn2); }
+  for (auto& L : head_) rs(L);
+}
+
+}  // namespace tf

@@ -1,0 +1,114 @@
+// The encoder executor: BERT / DistilBERT / RoBERTa forward pass (embeddings, N post-LN layers, optional head)
+// run entirely in native code over pre-packed weights and activation buffers reused across calls.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../core/isa.h"
+
+namespace tf {
+
+// 64-byte aligned, grow-only scratch / weight storage.
+class AlignedBuf {
+ public:
+  AlignedBuf() = default;
+  explicit AlignedBuf(size_t bytes) { reserve(bytes); }
+  ~AlignedBuf();
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  AlignedBuf(AlignedBuf&& o) noexcept : ptr_(o.ptr_), size_(o.size_) { o.ptr_ = nullptr; o.size_ = 0; }
+  void reserve(size_t bytes);  // grows only; contents are not preserved
+  template <class T> T* as() const { return static_cast<T*>(ptr_); }
+  size_t size() const { return size_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A tensor handed over from Python (borrowed for the duration of the constructor).
+struct HostTensor {
+  const void* data = nullptr;
+  std::vector<int64_t> shape;
+  char dtype = 'f';  // 'f' float32, 'b' int8, 'i' int32
+};
+
+struct Linear {
+  std::string name;
+  int64_t n = 0, k = 0;
+  bool int8 = false;
+  AlignedBuf packed;
+  std::vector<float> bias;
+  std::vector<float> w_scale;
+  std::vector<int32_t> col_sum;
+  bool static_act = false;
+  float a_scale = 1.0f;
+  int32_t a_zp = 0;
+  // calibration observer over the layer's input
+  float obs_min = 0.0f, obs_max = 0.0f;
+  bool obs_seen = false;
+};
+
+struct EncoderLayer {
+  Linear qkv, attn_out, ffn1, ffn2;
+  std::vector<float> ln1_g, ln1_b, ln2_g, ln2_b;
+};
+
+struct EncoderConfig {
+  int64_t hidden = 0, heads = 0, layers = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
+  int64_t pad_token_id = 0;
+  int position_mode = 0;  // 0: 0..S-1 (BERT, DistilBERT); 1: RoBERTa (pad + 1 + running count of non-pad)
+  float ln_eps = 1e-12f;
+  Act act = Act::GeluErf;
+  int head_pool = 0;  // 0: per token, 1: first token ([CLS])
+  std::vector<Act> head_acts;
+};
+
+struct RunResult {
+  std::vector<float> hidden;  // [B, S, H]
+  std::vector<float> head;    // [B, out] or [B, S, out]
+  int64_t head_dim = 0;
+};
+
+class EncoderEngine {
+ public:
+  EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& tensors, Isa isa, int threads);
+  // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
+  // one run at a time per engine (the Python wrapper holds a lock).
+  void run(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
+           RunResult* out);
+  Isa isa() const { return kt_->isa; }
+  int threads() const { return threads_; }
+  void set_threads(int t) { threads_ = t > 0 ? t : 1; }
+  void set_observe(bool on) { observe_ = on; }
+  // name -> (min, max) of every Linear input seen while observing
+  std::map<std::string, std::pair<float, float>> observed_ranges() const;
+  void reset_observers();
+  size_t packed_bytes() const;
+
+ private:
+  void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
+  void gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n, int64_t k, float* c,
+                         int64_t ldc, const Epilogue& epi);
+  void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
+  void ensure_buffers(int64_t batch, int64_t seq);
+
+  EncoderConfig cfg_;
+  const KernelTable* kt_;
+  int threads_;
+  bool observe_ = false;
+  std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
+  std::vector<EncoderLayer> layers_;
+  std::vector<Linear> head_;
+  // activation buffers, sized for the largest batch x seq seen so far
+  int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
+  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, mask_bias_, head_in_, head_tmp_;
+  std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
+};
+
+}  // namespace tf

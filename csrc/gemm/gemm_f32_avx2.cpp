@@ -1,0 +1,89 @@
+// FP32 GEMM for AVX2+FMA: B packed in panels of 16 columns, micro-tile 6 rows x 16 columns (12 ymm accumulators).
+#define TF_ISA_NS avx2
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+
+namespace tf {
+namespace avx2 {
+
+const int64_t kF32Nr = 16;
+namespace {
+constexpr int64_t NR = 16;
+constexpr int MR = 6;
+
+template <int R>
+inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols) {
+  __m256 c0[R], c1[R];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const __m256 b0 = _mm256_load_ps(b + kk * NR);
+    const __m256 b1 = _mm256_load_ps(b + kk * NR + 8);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i * lda + kk);
+      c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
+    }
+  }
+  if (cols == NR) {
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      _mm256_storeu_ps(c + i * ldc, c0[i]);
+      _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
+    }
+  } else {
+    alignas(32) float tmp[NR];
+    for (int i = 0; i < R; ++i) {
+      _mm256_store_ps(tmp, c0[i]);
+      _mm256_store_ps(tmp + 8, c1[i]);
+      std::memcpy(c + i * ldc, tmp, cols * 4);
+    }
+  }
+}
+
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
+const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+}  // namespace
+
+size_t pack_f32_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k) * 4; }
+
+void pack_f32_nk(const float* w, int64_t ldw, int64_t n, int64_t k, float* out) {
+  for (int64_t p = 0; p < n; p += NR) {
+    float* dst = out + p * k;
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < NR; ++j) dst[kk * NR + j] = p + j < n ? w[(p + j) * ldw + kk] : 0.0f;
+  }
+}
+
+void pack_f32_kn(const float* b, int64_t ldb, int64_t n, int64_t k, float* out) {
+  for (int64_t p = 0; p < n; p += NR) {
+    float* dst = out + p * k;
+    const int64_t cols = n - p < NR ? n - p : NR;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      std::memcpy(dst + kk * NR, b + kk * ldb + p, cols * 4);
+      for (int64_t j = cols; j < NR; ++j) dst[kk * NR + j] = 0.0f;
+    }
+  }
+}
+
+void gemm_f32(const float* a, int64_t lda, const float* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
+              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
+  for (int64_t p = n0; p < n1; p += NR) {
+    const float* bp = packed_b + p * k;
+    const int64_t cols = (n1 - p < NR ? n1 - p : NR);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
+      kMicro[rows](a + m * lda, lda, bp, k, c + m * ldc + p, ldc, cols);
+      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, epi);
+    }
+  }
+  (void)n;
+}
+
+}  // namespace avx2
+}  // namespace tf

@@ -1,0 +1,91 @@
+// FP32 GEMM for AVX-512: B packed in panels of 32 columns ([panel][k][32]), micro-tile 12 rows x 32 columns
+// (24 zmm accumulators, 2 B loads and 12 broadcasts per k step). See docs/kernels/gemm.md.
+#define TF_ISA_NS avx512
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+
+namespace tf {
+namespace avx512 {
+
+const int64_t kF32Nr = 32;
+namespace {
+constexpr int64_t NR = 32;
+constexpr int MR = 12;
+
+template <int R>
+inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols) {
+  __m512 c0[R], c1[R];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < k; ++kk) {
+    const __m512 b0 = _mm512_load_ps(b + kk * NR);
+    const __m512 b1 = _mm512_load_ps(b + kk * NR + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i * lda + kk]);
+      c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+      c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+    }
+  }
+  if (cols == NR) {
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      _mm512_storeu_ps(c + i * ldc, c0[i]);
+      _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+    }
+  } else {
+    const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
+    const __mmask16 m1 = cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
+    for (int i = 0; i < R; ++i) {
+      _mm512_mask_storeu_ps(c + i * ldc, m0, c0[i]);
+      _mm512_mask_storeu_ps(c + i * ldc + 16, m1, c1[i]);
+    }
+  }
+}
+
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
+const MicroFn kMicro[MR + 1] = {nullptr,   micro<1>, micro<2>, micro<3>,  micro<4>,  micro<5>, micro<6>,
+                                micro<7>,  micro<8>, micro<9>, micro<10>, micro<11>, micro<12>};
+}  // namespace
+
+size_t pack_f32_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k) * 4; }
+
+void pack_f32_nk(const float* w, int64_t ldw, int64_t n, int64_t k, float* out) {
+  for (int64_t p = 0; p < n; p += NR) {
+    float* dst = out + p * k;
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int64_t j = 0; j < NR; ++j) dst[kk * NR + j] = p + j < n ? w[(p + j) * ldw + kk] : 0.0f;
+  }
+}
+
+void pack_f32_kn(const float* b, int64_t ldb, int64_t n, int64_t k, float* out) {
+  for (int64_t p = 0; p < n; p += NR) {
+    float* dst = out + p * k;
+    const int64_t cols = n - p < NR ? n - p : NR;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      std::memcpy(dst + kk * NR, b + kk * ldb + p, cols * 4);
+      for (int64_t j = cols; j < NR; ++j) dst[kk * NR + j] = 0.0f;
+    }
+  }
+}
+
+void gemm_f32(const float* a, int64_t lda, const float* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
+              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
+  for (int64_t p = n0; p < n1; p += NR) {
+    const float* bp = packed_b + p * k;
+    const int64_t cols = (n1 - p < NR ? n1 - p : NR);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
+      kMicro[rows](a + m * lda, lda, bp, k, c + m * ldc + p, ldc, cols);
+      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, epi);
+    }
+  }
+  (void)n;
+}
+
+}  // namespace avx512
+}  // namespace tf

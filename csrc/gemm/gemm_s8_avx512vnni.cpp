@@ -1,0 +1,106 @@
+// INT8 GEMM on AVX-512 VNNI: u8 activations x s8 weights -> s32 with vpdpbusd (4-way dot product per lane).
+// B is packed in panels of 64 columns as [k/4][64][4] bytes so that one 64-byte load feeds 16 output columns
+// with their 4 consecutive k values. Micro-tile 6 rows x 64 columns = 24 zmm accumulators; each k step costs
+// 4 loads + 6 broadcasts for 24 vpdpbusd. Dequantization, bias, activation and residual run on the tile while hot.
+#define TF_ISA_NS avx512
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+
+namespace tf {
+namespace avx512 {
+
+const int64_t kS8Nr = 64;
+namespace {
+constexpr int64_t NR = 64;
+constexpr int MR = 6;
+
+inline int64_t k4(int64_t k) { return (k + 3) / 4; }
+
+inline __mmask16 lane_mask(int64_t cols, int j) {
+  const int64_t left = cols - 16 * j;
+  if (left >= 16) return 0xFFFF;
+  if (left <= 0) return 0;
+  return static_cast<__mmask16>((1u << left) - 1);
+}
+
+template <int R>
+inline void micro(const uint8_t* a, int64_t lda, const int8_t* b, int64_t kq, float* c, int64_t ldc, int64_t cols,
+                  const __m512* comp, const __m512* scale) {
+  __m512i acc[R][4];
+#pragma GCC unroll 6
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_si512();
+  for (int64_t kk = 0; kk < kq; ++kk) {
+    const int8_t* bk = b + kk * NR * 4;
+    const __m512i b0 = _mm512_load_si512(bk);
+    const __m512i b1 = _mm512_load_si512(bk + 64);
+    const __m512i b2 = _mm512_load_si512(bk + 128);
+    const __m512i b3 = _mm512_load_si512(bk + 192);
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      int32_t quad;
+      std::memcpy(&quad, a + i * lda + kk * 4, 4);
+      const __m512i av = _mm512_set1_epi32(quad);
+      acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
+      acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
+      acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], av, b2);
+      acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], av, b3);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc[i][j]), comp[j]), scale[j]);
+      _mm512_mask_storeu_ps(c + i * ldc + 16 * j, lane_mask(cols, j), v);
+    }
+}
+
+using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, float*, int64_t, int64_t, const __m512*,
+                         const __m512*);
+const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+}  // namespace
+
+size_t pack_s8_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k4(k) * 4); }
+
+void pack_s8(const int8_t* w, int64_t n, int64_t k, void* out) {
+  int8_t* dst = static_cast<int8_t*>(out);
+  const int64_t kq = k4(k);
+  for (int64_t p = 0; p < n; p += NR)
+    for (int64_t kk = 0; kk < kq; ++kk)
+      for (int64_t j = 0; j < NR; ++j)
+        for (int64_t t = 0; t < 4; ++t) {
+          const int64_t col = p + j, kidx = kk * 4 + t;
+          *dst++ = (col < n && kidx < k) ? w[col * k + kidx] : 0;
+        }
+}
+
+void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
+             int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
+  const int8_t* pb = static_cast<const int8_t*>(packed_b);
+  const int64_t kq = k4(k);
+  Epilogue rest = epi;
+  rest.alpha = 1.0f;  // dequantization is done in the micro-kernel
+  const __m512 zp = _mm512_set1_ps(static_cast<float>(epi.a_zp));
+  for (int64_t p = n0; p < n1; p += NR) {
+    const int64_t cols = (n1 - p < NR ? n1 - p : NR);
+    __m512 comp[4], scale[4];
+    for (int j = 0; j < 4; ++j) {
+      const __mmask16 mk = lane_mask(cols, j);
+      comp[j] = _mm512_mul_ps(zp, _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + p + 16 * j)));
+      scale[j] = _mm512_mul_ps(_mm512_set1_ps(epi.a_scale), _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j));
+    }
+    const int8_t* bp = pb + p * kq * 4;
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
+      kMicro[rows](a + m * lda, lda, bp, kq, c + m * ldc + p, ldc, cols, comp, scale);
+      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, rest);
+    }
+  }
+  (void)n;
+}
+
+}  // namespace avx512
+}  // namespace tf

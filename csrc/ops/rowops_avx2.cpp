@@ -1,0 +1,6 @@
+// Row ops compiled for the avx2 level (flags in CMakeLists.txt).
+#define TF_ISA_NS avx2
+#define TF_ISA_AVX2 1
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+#include "rowops.inc"

@@ -1,0 +1,1 @@
+"""trimformer: compress Transformer models and run them fast on CPUs."""
