@@ -22,8 +22,8 @@ namespace {
 
 using tf::Isa;
 
-using F32In = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
-using I64In = nb::ndarray<const int64_t, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32In = nb::ndarray<const float, nb::ro, nb::c_contig, nb::device::cpu>;
+using I64In = nb::ndarray<const int64_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
 template <class T>
 nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& v, std::vector<size_t> shape) {
@@ -37,11 +37,11 @@ tf::Act act_from(int a) {
   return static_cast<tf::Act>(a);
 }
 
-std::map<std::string, tf::HostTensor> host_tensors(const nb::dict& tensors) {
+using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+
+std::map<std::string, tf::HostTensor> host_tensors(const std::map<std::string, AnyArray>& tensors) {
   std::map<std::string, tf::HostTensor> out;
-  for (auto [key, value] : tensors) {
-    const std::string name = nb::cast<std::string>(key);
-    auto arr = nb::cast<nb::ndarray<nb::c_contig, nb::device::cpu>>(value);
+  for (const auto& [name, arr] : tensors) {
     tf::HostTensor h;
     h.data = arr.data();
     for (size_t i = 0; i < arr.ndim(); ++i) h.shape.push_back(static_cast<int64_t>(arr.shape(i)));
@@ -56,7 +56,7 @@ std::map<std::string, tf::HostTensor> host_tensors(const nb::dict& tensors) {
 
 class PyEncoder {
  public:
-  PyEncoder(const nb::dict& config, const nb::dict& tensors, const std::string& isa, int threads) {
+  PyEncoder(const nb::dict& config, const std::map<std::string, AnyArray>& tensors, const std::string& isa, int threads) {
     tf::EncoderConfig c;
     auto geti = [&](const char* k) { return nb::cast<int64_t>(config[k]); };
     c.hidden = geti("hidden");
@@ -137,8 +137,8 @@ nb::ndarray<nb::numpy, float> k_gemm_f32(F32In a, F32In w, nb::object bias, int 
   return to_numpy(std::move(c), {(size_t)m, (size_t)n});
 }
 
-nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
-                                        nb::ndarray<const int8_t, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
+nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+                                        nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
                                         F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
                                         const std::string& isa) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
@@ -157,8 +157,9 @@ nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ndim<2>, 
   tf::Epilogue epi;
   epi.w_scale = w_scale.data();
   epi.col_sum = colsum.data();
-  epi.a_scale = a_scale;
-  epi.a_zp = a_zp;
+  std::vector<float> rs(m, a_scale), rz(m, static_cast<float>(a_zp));
+  epi.row_scale = rs.data();
+  epi.row_zp = rz.data();
   epi.act = act_from(act);
   F32In b;
   if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
@@ -219,7 +220,7 @@ NB_MODULE(_core, m) {
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   nb::class_<PyEncoder>(m, "EncoderEngine")
-      .def(nb::init<const nb::dict&, const nb::dict&, const std::string&, int>(), "config"_a, "tensors"_a,
+      .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
            "isa"_a = "", "threads"_a = 1)
       .def("run", &PyEncoder::run, "input_ids"_a, "attention_mask"_a = nb::none(), "token_type_ids"_a = nb::none())
       .def_prop_ro("isa", [](PyEncoder& e) { return std::string(tf::isa_name(e.engine_->isa())); })

@@ -34,8 +34,9 @@ struct Epilogue {
   // int8 dequantization
   const float* w_scale = nullptr;
   const int32_t* col_sum = nullptr;
-  float a_scale = 1.0f;
-  int32_t a_zp = 0;
+  // per-row activation scale and zero point (indexed by the global row m; a per-tensor scheme repeats one value)
+  const float* row_scale = nullptr;
+  const float* row_zp = nullptr;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
@@ -79,6 +80,9 @@ struct KernelTable {
   // quantize rows of x [rows x cols] (row stride ldx) to u8 rows of stride ldq, padding cols..ldq with zp
   void (*quantize_u8)(const float* x, int64_t ldx, uint8_t* q, int64_t ldq, int64_t rows, int64_t cols,
                       float inv_scale, int32_t zp);
+  // dynamic per-row quantization: each row gets its own asymmetric range (always containing 0)
+  void (*quantize_rows_u8)(const float* x, int64_t ldx, uint8_t* q, int64_t ldq, int64_t rows, int64_t cols,
+                           float* scale_out, float* zp_out);
   // apply the epilogue to one fp32 tile in place (used by kernels and by the executor)
   void (*epilogue_f32)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t m0, int64_t n0,
                        const Epilogue& epi);

@@ -159,6 +159,8 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
     ff_.reserve(M * std::max<int64_t>(max_k, 1) * 4);
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     mask_bias_.reserve(M * 4);
+    row_scale_.reserve(M * 4);
+    row_zp_.reserve(M * 4);
     head_in_.reserve(M * max_k * 4);
     head_tmp_.reserve(M * max_k * 4);
     cap_tokens_ = M;
@@ -202,57 +204,36 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
   epi.ld_residual = L.n;
   const KernelTable* kt = kt_;
   const int nt = threads_;
-  float mn = 0.0f, mx = 0.0f;
-  const bool need_range = observe_ || (L.int8 && !L.static_act);
-  if (need_range) {
-    float tmn[256], tmx[256];
+  if (observe_) {
+    float tmn[256], tmx[256], mn = INFINITY, mx = -INFINITY;
 #pragma omp parallel num_threads(nt)
     {
-      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+      const int i = omp_get_thread_num();
       int64_t lo, hi;
-      split_range(m, 1, cnt, i, &lo, &hi);
+      split_range(m, 1, omp_get_num_threads(), i, &lo, &hi);
       tmn[i] = INFINITY;
       tmx[i] = -INFINITY;
       if (lo < hi) kt->minmax(in + lo * L.k, (hi - lo) * L.k, &tmn[i], &tmx[i]);
-#pragma omp barrier
-#pragma omp single
-      {
-        mn = tmn[0];
-        mx = tmx[0];
-        for (int j = 1; j < cnt; ++j) { mn = std::min(mn, tmn[j]); mx = std::max(mx, tmx[j]); }
-      }
     }
-    if (observe_) {
-      L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
-      L.obs_max = L.obs_seen ? std::max(L.obs_max, mx) : mx;
-      L.obs_seen = true;
-    }
+    for (int j = 0; j < nt; ++j) { mn = std::min(mn, tmn[j]); mx = std::max(mx, tmx[j]); }
+    L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
+    L.obs_max = L.obs_seen ? std::max(L.obs_max, mx) : mx;
+    L.obs_seen = true;
   }
   if (!L.int8) {
     gemm_f32_parallel(in, L.k, L.packed.as<float>(), m, L.n, L.k, out, L.n, epi);
     return;
   }
-  // Asymmetric u8 activations: the range always contains 0 so that zero padding stays exact.
-  float scale;
-  int32_t zp;
-  if (L.static_act) {
-    scale = L.a_scale;
-    zp = L.a_zp;
-  } else {
-    mn = std::min(mn, 0.0f);
-    mx = std::max(mx, 0.0f);
-    scale = (mx - mn) / 255.0f;
-    if (!(scale > 0.0f)) scale = 1.0f;
-    zp = static_cast<int32_t>(std::nearbyint(-mn / scale));
-    zp = std::min(255, std::max(0, zp));
-  }
+  // u8 activations: static = one calibrated (scale, zero point) for the tensor; dynamic = per-row ranges
+  // computed on the fly (finer than a per-tensor range, at the cost of one min/max pass that is fused here).
   const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
   uint8_t* q = q8_.as<uint8_t>();
-  const float inv = 1.0f / scale;
+  float* rs = row_scale_.as<float>();
+  float* rz = row_zp_.as<float>();
   epi.w_scale = L.w_scale.data();
   epi.col_sum = L.col_sum.data();
-  epi.a_scale = scale;
-  epi.a_zp = zp;
+  epi.row_scale = rs;
+  epi.row_zp = rz;
   const int64_t nr = kt->s8_nr;
   const bool split_n = (L.n / nr) >= 2 * nt;
 #pragma omp parallel num_threads(nt)
@@ -260,7 +241,14 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
     const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
     int64_t lo, hi;
     split_range(m, 1, cnt, i, &lo, &hi);
-    if (lo < hi) kt->quantize_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, inv, zp);
+    if (lo < hi) {
+      if (L.static_act) {
+        for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
+        kt->quantize_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
+      } else {
+        kt->quantize_rows_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
+      }
+    }
 #pragma omp barrier
     if (split_n) {
       split_range(L.n, nr, cnt, i, &lo, &hi);

@@ -107,7 +107,7 @@ class EncoderEngine {
   std::vector<Linear> head_;
   // activation buffers, sized for the largest batch x seq seen so far
   int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
-  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, mask_bias_, head_in_, head_tmp_;
+  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
   std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
 };
 

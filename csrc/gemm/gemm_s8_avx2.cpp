@@ -21,7 +21,7 @@ inline int64_t k2(int64_t k) { return (k + 3) / 4 * 2; }  // pairs, k padded to 
 
 template <int R>
 inline void micro(const uint8_t* a, int64_t lda, const int16_t* b, int64_t kp, float* c, int64_t ldc, int64_t cols,
-                  const float* comp, const float* scale) {
+                  const float* colsum, const float* wscale, const float* rscale, const float* rzp) {
   __m256i acc0[R], acc1[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_si256();
@@ -41,12 +41,13 @@ inline void micro(const uint8_t* a, int64_t lda, const int16_t* b, int64_t kp, f
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc0[i]);
     _mm256_store_si256(reinterpret_cast<__m256i*>(tmp + 8), acc1[i]);
     float* row = c + i * ldc;
-    for (int64_t j = 0; j < cols; ++j) row[j] = (static_cast<float>(tmp[j]) - comp[j]) * scale[j];
+    for (int64_t j = 0; j < cols; ++j)
+      row[j] = (static_cast<float>(tmp[j]) - rzp[i] * colsum[j]) * (rscale[i] * wscale[j]);
   }
 }
 
 using MicroFn = void (*)(const uint8_t*, int64_t, const int16_t*, int64_t, float*, int64_t, int64_t, const float*,
-                         const float*);
+                         const float*, const float*, const float*);
 const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
 }  // namespace
 
@@ -70,17 +71,15 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
   const int64_t kp = k2(k);
   Epilogue rest = epi;
   rest.alpha = 1.0f;
-  float comp[NR], scale[NR];
+  float colsum[NR];
   for (int64_t p = n0; p < n1; p += NR) {
     const int64_t cols = (n1 - p < NR ? n1 - p : NR);
-    for (int64_t j = 0; j < cols; ++j) {
-      comp[j] = static_cast<float>(epi.a_zp) * static_cast<float>(epi.col_sum[p + j]);
-      scale[j] = epi.a_scale * epi.w_scale[p + j];
-    }
+    for (int64_t j = 0; j < cols; ++j) colsum[j] = static_cast<float>(epi.col_sum[p + j]);
     const int16_t* bp = pb + p * kp * 2;
     for (int64_t m = m0; m < m1; m += MR) {
       const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
-      kMicro[rows](a + m * lda, lda, bp, kp, c + m * ldc + p, ldc, cols, comp, scale);
+      kMicro[rows](a + m * lda, lda, bp, kp, c + m * ldc + p, ldc, cols, colsum, epi.w_scale + p, epi.row_scale + m,
+                   epi.row_zp + m);
       epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, rest);
     }
   }

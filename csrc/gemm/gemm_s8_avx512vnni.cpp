@@ -29,7 +29,7 @@ inline __mmask16 lane_mask(int64_t cols, int j) {
 
 template <int R>
 inline void micro(const uint8_t* a, int64_t lda, const int8_t* b, int64_t kq, float* c, int64_t ldc, int64_t cols,
-                  const __m512* comp, const __m512* scale) {
+                  const __m512* colsum, const __m512* wscale, const float* rscale, const float* rzp) {
   __m512i acc[R][4];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i)
@@ -51,15 +51,19 @@ inline void micro(const uint8_t* a, int64_t lda, const int8_t* b, int64_t kq, fl
       acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], av, b3);
     }
   }
-  for (int i = 0; i < R; ++i)
+  // v = (acc - zp[row] * colsum[n]) * (scale[row] * w_scale[n]), the same float ops as the scalar reference
+  for (int i = 0; i < R; ++i) {
+    const __m512 zi = _mm512_set1_ps(rzp[i]), si = _mm512_set1_ps(rscale[i]);
     for (int j = 0; j < 4; ++j) {
-      const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(acc[i][j]), comp[j]), scale[j]);
+      const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(zi, colsum[j]));
+      const __m512 v = _mm512_mul_ps(centered, _mm512_mul_ps(si, wscale[j]));
       _mm512_mask_storeu_ps(c + i * ldc + 16 * j, lane_mask(cols, j), v);
     }
+  }
 }
 
 using MicroFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, float*, int64_t, int64_t, const __m512*,
-                         const __m512*);
+                         const __m512*, const float*, const float*);
 const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
 }  // namespace
 
@@ -83,19 +87,19 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
   const int64_t kq = k4(k);
   Epilogue rest = epi;
   rest.alpha = 1.0f;  // dequantization is done in the micro-kernel
-  const __m512 zp = _mm512_set1_ps(static_cast<float>(epi.a_zp));
   for (int64_t p = n0; p < n1; p += NR) {
     const int64_t cols = (n1 - p < NR ? n1 - p : NR);
-    __m512 comp[4], scale[4];
+    __m512 colsum[4], wscale[4];
     for (int j = 0; j < 4; ++j) {
       const __mmask16 mk = lane_mask(cols, j);
-      comp[j] = _mm512_mul_ps(zp, _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + p + 16 * j)));
-      scale[j] = _mm512_mul_ps(_mm512_set1_ps(epi.a_scale), _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j));
+      colsum[j] = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + p + 16 * j));
+      wscale[j] = _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j);
     }
     const int8_t* bp = pb + p * kq * 4;
     for (int64_t m = m0; m < m1; m += MR) {
       const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
-      kMicro[rows](a + m * lda, lda, bp, kq, c + m * ldc + p, ldc, cols, comp, scale);
+      kMicro[rows](a + m * lda, lda, bp, kq, c + m * ldc + p, ldc, cols, colsum, wscale, epi.row_scale + m,
+                   epi.row_zp + m);
       epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, rest);
     }
   }

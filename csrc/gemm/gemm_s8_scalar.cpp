@@ -35,8 +35,8 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
       const int8_t* wr = pb + col * kp;
       int32_t acc = 0;
       for (int64_t kk = 0; kk < kp; ++kk) acc += static_cast<int32_t>(ar[kk]) * static_cast<int32_t>(wr[kk]);
-      row[col] = (static_cast<float>(acc) - static_cast<float>(epi.a_zp) * static_cast<float>(epi.col_sum[col])) *
-                 (epi.a_scale * epi.w_scale[col]);
+      row[col] = (static_cast<float>(acc) - epi.row_zp[m] * static_cast<float>(epi.col_sum[col])) *
+                 (epi.row_scale[m] * epi.w_scale[col]);
     }
     epilogue_f32(row + n0, ldc, 1, n1 - n0, m, n0, rest);
   }

@@ -1,1 +1,38 @@
-"""trimformer: compress Transformer models and run them fast on CPUs."""
+"""trimformer: compress Transformer models and run them fast on CPUs.
+
+    import trimformer as tf
+    engine = tf.compile("path/to/hf-checkpoint", quantize="int8-dynamic")
+    out = engine.run(input_ids, attention_mask)
+    tf.save(engine, "model.tf"); engine = tf.load("model.tf")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .io import ModelFormatError, load, save  # noqa: E402
+from .models.encoder import CheckpointError, UnsupportedModelError  # noqa: E402
+from .runtime.engine import Engine, compile_encoder  # noqa: E402
+
+
+def compile(model: Any, *, quantize: str | None = None, calibration: Any = None, threads: int | None = None,
+            isa: str | None = None) -> Engine:
+    """Compile a Hugging Face encoder (checkpoint directory or in-memory model) into an Engine.
+
+    quantize: None (FP32), "int8-dynamic" (activation scales per call) or "int8-static" (calibrated scales baked
+    in; `calibration` is an iterable of tokenized batches `{"input_ids", "attention_mask", ...}`).
+    """
+    return compile_encoder(model, quantize=quantize, calibration=calibration, threads=threads, isa=isa)
+
+
+def pipeline(task: str, model: Any = None, tokenizer: Any = None, **kwargs: Any):
+    """A Hugging Face-style pipeline over a trimformer Engine (see trimformer.pipelines)."""
+    from .pipelines import pipeline as _pipeline
+
+    return _pipeline(task, model=model, tokenizer=tokenizer, **kwargs)
+
+
+__all__ = ["CheckpointError", "Engine", "ModelFormatError", "UnsupportedModelError", "compile", "load", "pipeline",
+           "save", "__version__"]

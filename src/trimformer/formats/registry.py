@@ -1,0 +1,79 @@
+"""The registry of weight formats, shared by the compressor, the packer (save/load) and the native kernels.
+
+A format turns a dense float32 Linear weight [out, in] into the tensors stored on disk (by suffix), and back.
+The native engine recognises the stored suffixes (`.weight` for float32, `.qweight` + `.wscale` for INT8) and
+packs them for the active ISA at load time, so files stay portable across CPUs. Adding a format is one entry
+here plus its kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    name: str
+    description: str
+    # dense float32 [out, in] -> {suffix: array}
+    encode: Callable[[np.ndarray], dict[str, np.ndarray]]
+    # {suffix: array} -> dense float32 [out, in]
+    decode: Callable[[dict[str, np.ndarray]], np.ndarray]
+    suffixes: tuple[str, ...]
+    bits_per_weight: float
+
+
+def _f32_encode(w: np.ndarray) -> dict[str, np.ndarray]:
+    return {".weight": np.ascontiguousarray(w, dtype=np.float32)}
+
+
+def _f32_decode(t: dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(t[".weight"], dtype=np.float32)
+
+
+def quantize_int8_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel INT8 in [-127, 127]: w ~= q * scale[:, None]."""
+    w = np.asarray(w, dtype=np.float32)
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _int8_encode(w: np.ndarray) -> dict[str, np.ndarray]:
+    q, scale = quantize_int8_per_channel(w)
+    return {".qweight": q, ".wscale": scale}
+
+
+def _int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
+    return t[".qweight"].astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
+
+
+FORMATS: dict[str, WeightFormat] = {
+    f.name: f
+    for f in (
+        WeightFormat("f32", "dense float32", _f32_encode, _f32_decode, (".weight",), 32),
+        WeightFormat("int8", "dense INT8, symmetric per-output-channel scales", _int8_encode, _int8_decode,
+                     (".qweight", ".wscale"), 8),
+    )
+}
+
+
+def get_format(name: str) -> WeightFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown weight format '{name}'; known: {', '.join(FORMATS)}") from None
+
+
+def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """Asymmetric u8 scale and zero point for an observed range (the range always includes 0)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = (hi - lo) / 255.0
+    if not scale > 0:
+        scale = 1.0
+    zp = int(np.clip(np.rint(-lo / scale), 0, 255))
+    return scale, zp

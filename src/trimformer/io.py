@@ -1,0 +1,123 @@
+"""trimformer's on-disk model: `model.json` (versioned schema) + `weights.safetensors` (+ tokenizer files).
+
+Writes are atomic: everything goes to a temporary sibling directory that replaces the target by rename, so a
+killed save leaves the previous model intact. Loads are memory-mapped and validated against the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .formats.registry import get_format
+from .formats.safetensors_io import SafetensorsError, SafetensorsFile, save_safetensors
+from .models.encoder import EncoderSpec
+from .runtime.engine import _TOKENIZER_FILES, Engine
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "trimformer"
+
+
+class ModelFormatError(ValueError):
+    """A saved trimformer model is missing, corrupt, or from an unknown schema version."""
+
+
+def save(engine: Engine, path: str | Path) -> Path:
+    """Write `engine` to directory `path` atomically and return the path."""
+    from . import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, arr in engine.tensors.items():
+        tensors[name] = {"dtype": str(np.asarray(arr).dtype), "shape": list(np.shape(arr))}
+    doc = {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "kind": "encoder",
+        "trimformer_version": __version__,
+        "spec": engine.spec.to_json(),
+        "quantize": engine.quantize,
+        "linear_formats": engine.formats,
+        "tensors": tensors,
+        "extra": engine.extra,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_safetensors(engine.tensors, tmp / "weights.safetensors", metadata={"format": FORMAT_NAME})
+        if engine.tokenizer_path is not None:
+            for f in _TOKENIZER_FILES:
+                if (engine.tokenizer_path / f).is_file():
+                    shutil.copy2(engine.tokenizer_path / f, tmp / f)
+        (tmp / "model.json").write_text(json.dumps(doc, indent=1))
+        with open(tmp / "model.json", "rb") as fh:
+            os.fsync(fh.fileno())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            old.rmdir()
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load(path: str | Path, threads: int | None = None, isa: str | None = None) -> Engine:
+    """Load a model saved by `save` (weights memory-mapped, then packed for this CPU)."""
+    path = Path(path)
+    meta_file = path / "model.json"
+    if not meta_file.is_file():
+        raise ModelFormatError(f"{path}: not a trimformer model (no model.json)")
+    try:
+        doc = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{meta_file}: corrupt ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ModelFormatError(f"{meta_file}: not a trimformer model.json")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ModelFormatError(
+            f"{meta_file}: schema version {version!r} is not supported by this trimformer (supports {SCHEMA_VERSION})"
+        )
+    if doc.get("kind") != "encoder":
+        raise ModelFormatError(f"{meta_file}: unknown model kind {doc.get('kind')!r}")
+    try:
+        spec = EncoderSpec.from_json(doc["spec"])
+        formats = dict(doc["linear_formats"])
+        listed = dict(doc["tensors"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"{meta_file}: malformed ({e})") from None
+    for fmt in set(formats.values()):
+        try:
+            get_format(fmt)
+        except ValueError as e:
+            raise ModelFormatError(f"{meta_file}: {e}") from None
+    try:
+        st = SafetensorsFile(path / "weights.safetensors")
+    except SafetensorsError as e:
+        raise ModelFormatError(str(e)) from None
+    tensors = {}
+    for name, info in listed.items():
+        if name not in st:
+            raise ModelFormatError(f"{path}: weights.safetensors lacks tensor '{name}'")
+        arr = st.get(name)
+        if list(arr.shape) != list(info["shape"]) or str(arr.dtype) != info["dtype"]:
+            raise ModelFormatError(
+                f"{path}: tensor '{name}' is {arr.dtype}{list(arr.shape)}, model.json says {info['dtype']}{info['shape']}"
+            )
+        tensors[name] = arr
+    tok = path if any((path / f).exists() for f in _TOKENIZER_FILES) else None
+    try:
+        return Engine(spec, tensors, formats, quantize=doc.get("quantize"), threads=threads, isa=isa,
+                      tokenizer_path=tok, extra=doc.get("extra"))
+    except ValueError as e:
+        raise ModelFormatError(f"{path}: {e}") from None

@@ -1,0 +1,303 @@
+"""Encoder architectures (BERT, MiniLM, DistilBERT, RoBERTa/XLM-R): one spec and one weight-name map each.
+
+A Hugging Face checkpoint is turned into an `EncoderSpec` and a dict of float32 tensors under trimformer's
+canonical names (`emb.word`, `layers.{i}.qkv.weight` with Q, K, V fused, `head.{j}.weight`, ...). Nothing here
+needs torch: checkpoints are read from safetensors; an in-memory `transformers` model is read via state_dict().
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..formats.safetensors_io import SafetensorsError, SafetensorsFile
+
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta")
+TASKS = ("feature-extraction", "sequence-classification", "token-classification", "question-answering")
+ACTIVATIONS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3, "tanh": 4}
+_HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+           "relu": "relu"}
+
+
+class UnsupportedModelError(ValueError):
+    """The checkpoint's architecture is not one trimformer runs."""
+
+
+class CheckpointError(ValueError):
+    """The checkpoint directory is missing files or has tensors that do not match its config."""
+
+
+@dataclass
+class EncoderSpec:
+    arch: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    vocab: int
+    max_positions: int
+    type_vocab: int
+    pad_token_id: int
+    position_mode: int  # 0: positions 0..S-1; 1: RoBERTa (pad + 1 + running count of non-pad tokens)
+    ln_eps: float
+    act: str
+    task: str = "feature-extraction"
+    head_pool: str = "token"  # "cls" (first token) or "token" (every token)
+    head_acts: list[str] = field(default_factory=list)
+    id2label: dict[int, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.id2label is not None:
+            d["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EncoderSpec:
+        d = dict(d)
+        if d.get("id2label") is not None:
+            d["id2label"] = {int(k): v for k, v in d["id2label"].items()}
+        names = set(cls.__dataclass_fields__)
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown encoder spec fields: {sorted(unknown)}")
+        return cls(**d)
+
+    def native_config(self) -> dict[str, Any]:
+        return {
+            "hidden": self.hidden, "heads": self.heads, "layers": self.layers, "intermediate": self.intermediate,
+            "vocab": self.vocab, "max_positions": self.max_positions, "type_vocab": self.type_vocab,
+            "pad_token_id": self.pad_token_id, "position_mode": self.position_mode, "ln_eps": float(self.ln_eps),
+            "act": ACTIVATIONS[self.act], "head_pool": 1 if self.head_pool == "cls" else 0,
+            "head_acts": [ACTIVATIONS[a] for a in self.head_acts],
+        }
+
+    def linear_names(self) -> list[str]:
+        names = [f"layers.{i}.{p}" for i in range(self.layers) for p in ("qkv", "attn_out", "ffn1", "ffn2")]
+        return names + [f"head.{j}" for j in range(len(self.head_acts))]
+
+
+def _task_of(architecture: str) -> str:
+    if architecture.endswith("ForSequenceClassification"):
+        return "sequence-classification"
+    if architecture.endswith("ForTokenClassification"):
+        return "token-classification"
+    if architecture.endswith("ForQuestionAnswering"):
+        return "question-answering"
+    return "feature-extraction"
+
+
+def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> EncoderSpec:
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"model_type '{model_type}' is not supported by the encoder runtime; supported: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT, MiniLM, DistilBERT, RoBERTa)"
+        )
+    if architecture is None:
+        archs = cfg.get("architectures") or []
+        architecture = archs[0] if archs else ""
+    task = _task_of(architecture)
+    id2label = None
+    if task != "feature-extraction":
+        raw = cfg.get("id2label") or {}
+        id2label = {int(k): str(v) for k, v in raw.items()} or None
+    if model_type == "distilbert":
+        if cfg.get("sinusoidal_pos_embds"):
+            pass  # the sinusoidal table is stored as a regular embedding weight
+        act = _HF_ACT.get(cfg.get("activation", "gelu"))
+        spec = EncoderSpec(
+            arch="distilbert", hidden=cfg["dim"], layers=cfg["n_layers"], heads=cfg["n_heads"],
+            intermediate=cfg["hidden_dim"], vocab=cfg["vocab_size"], max_positions=cfg["max_position_embeddings"],
+            type_vocab=0, pad_token_id=int(cfg.get("pad_token_id") or 0), position_mode=0, ln_eps=1e-12,
+            act=act or "", task=task,
+        )
+        raw_act = cfg.get("activation", "gelu")
+    else:
+        pos_type = cfg.get("position_embedding_type") or "absolute"
+        if pos_type != "absolute":
+            raise UnsupportedModelError(f"position_embedding_type '{pos_type}' is not supported (only absolute)")
+        roberta = model_type in ("roberta", "xlm-roberta")
+        raw_act = cfg.get("hidden_act", "gelu")
+        spec = EncoderSpec(
+            arch="roberta" if roberta else "bert", hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
+            heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"], vocab=cfg["vocab_size"],
+            max_positions=cfg["max_position_embeddings"], type_vocab=int(cfg.get("type_vocab_size", 2)),
+            pad_token_id=int(cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None else (1 if roberta else 0)),
+            position_mode=1 if roberta else 0, ln_eps=float(cfg.get("layer_norm_eps", 1e-12)),
+            act=_HF_ACT.get(raw_act, ""), task=task,
+        )
+    if not spec.act:
+        raise UnsupportedModelError(f"activation '{raw_act}' is not supported (gelu, gelu_new, relu)")
+    if spec.hidden % spec.heads:
+        raise CheckpointError(f"hidden size {spec.hidden} is not divisible by {spec.heads} heads")
+    # heads: pooling + activation of each dense layer
+    if task == "sequence-classification":
+        spec.head_pool = "cls"
+        spec.head_acts = {"bert": ["tanh", "none"], "roberta": ["tanh", "none"], "distilbert": ["relu", "none"]}[
+            spec.arch
+        ]
+    elif task in ("token-classification", "question-answering"):
+        spec.head_pool, spec.head_acts = "token", ["none"]
+    return spec
+
+
+def _hf_names(spec: EncoderSpec, i: int | None = None) -> dict[str, Any]:
+    """Canonical name -> HF name(s) (without the model prefix). Lists are fused along the output dimension."""
+    if spec.arch == "distilbert":
+        emb = {"emb.word": "embeddings.word_embeddings.weight", "emb.pos": "embeddings.position_embeddings.weight",
+               "emb.ln.g": "embeddings.LayerNorm.weight", "emb.ln.b": "embeddings.LayerNorm.bias"}
+        if i is None:
+            return emb
+        p = f"transformer.layer.{i}."
+        return {
+            "qkv.weight": [p + "attention.q_lin.weight", p + "attention.k_lin.weight", p + "attention.v_lin.weight"],
+            "qkv.bias": [p + "attention.q_lin.bias", p + "attention.k_lin.bias", p + "attention.v_lin.bias"],
+            "attn_out.weight": p + "attention.out_lin.weight", "attn_out.bias": p + "attention.out_lin.bias",
+            "ln1.g": p + "sa_layer_norm.weight", "ln1.b": p + "sa_layer_norm.bias",
+            "ffn1.weight": p + "ffn.lin1.weight", "ffn1.bias": p + "ffn.lin1.bias",
+            "ffn2.weight": p + "ffn.lin2.weight", "ffn2.bias": p + "ffn.lin2.bias",
+            "ln2.g": p + "output_layer_norm.weight", "ln2.b": p + "output_layer_norm.bias",
+        }
+    emb = {"emb.word": "embeddings.word_embeddings.weight", "emb.pos": "embeddings.position_embeddings.weight",
+           "emb.type": "embeddings.token_type_embeddings.weight", "emb.ln.g": "embeddings.LayerNorm.weight",
+           "emb.ln.b": "embeddings.LayerNorm.bias"}
+    if i is None:
+        return emb
+    p = f"encoder.layer.{i}."
+    a = p + "attention.self."
+    return {
+        "qkv.weight": [a + "query.weight", a + "key.weight", a + "value.weight"],
+        "qkv.bias": [a + "query.bias", a + "key.bias", a + "value.bias"],
+        "attn_out.weight": p + "attention.output.dense.weight", "attn_out.bias": p + "attention.output.dense.bias",
+        "ln1.g": p + "attention.output.LayerNorm.weight", "ln1.b": p + "attention.output.LayerNorm.bias",
+        "ffn1.weight": p + "intermediate.dense.weight", "ffn1.bias": p + "intermediate.dense.bias",
+        "ffn2.weight": p + "output.dense.weight", "ffn2.bias": p + "output.dense.bias",
+        "ln2.g": p + "output.LayerNorm.weight", "ln2.b": p + "output.LayerNorm.bias",
+    }
+
+
+def _head_names(spec: EncoderSpec, prefix: str) -> list[str]:
+    """HF names of the head's dense layers in order (the BERT pooler lives under the model prefix)."""
+    if spec.task == "sequence-classification":
+        return {"bert": [prefix + "pooler.dense", "classifier"],
+                "roberta": ["classifier.dense", "classifier.out_proj"],
+                "distilbert": ["pre_classifier", "classifier"]}[spec.arch]
+    if spec.task == "token-classification":
+        return ["classifier"]
+    if spec.task == "question-answering":
+        return ["qa_outputs"]
+    return []
+
+
+def _legacy(name: str) -> list[str]:
+    # very old BERT checkpoints store LayerNorm as gamma/beta
+    return [name, name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")]
+
+
+class _TensorSource:
+    def __init__(self, getter, names: list[str]):
+        self._get = getter
+        self.names = set(names)
+
+    def find(self, name: str, prefixes: list[str]) -> str | None:
+        for cand in _legacy(name):
+            for pre in prefixes:
+                if pre + cand in self.names:
+                    return pre + cand
+        return None
+
+    def get(self, full: str) -> np.ndarray:
+        return np.ascontiguousarray(self._get(full), dtype=np.float32)
+
+
+def _collect(spec: EncoderSpec, src: _TensorSource) -> dict[str, np.ndarray]:
+    model_prefix = {"bert": "bert.", "roberta": "roberta.", "distilbert": "distilbert."}[spec.arch]
+    prefixes = [model_prefix, ""]
+    out: dict[str, np.ndarray] = {}
+
+    def fetch(hf: str) -> np.ndarray:
+        full = src.find(hf, prefixes)
+        if full is None:
+            raise CheckpointError(f"checkpoint has no tensor '{hf}' (looked under prefixes {prefixes})")
+        return src.get(full)
+
+    for canon, hf in _hf_names(spec).items():
+        if canon == "emb.type" and spec.type_vocab == 0:
+            continue
+        out[canon] = fetch(hf)
+    for i in range(spec.layers):
+        for canon, hf in _hf_names(spec, i).items():
+            out[f"layers.{i}.{canon}"] = np.concatenate([fetch(h) for h in hf]) if isinstance(hf, list) else fetch(hf)
+    for j, hf in enumerate(_head_names(spec, model_prefix)):
+        full_w = src.find(hf + ".weight", [""])
+        if full_w is None:
+            raise CheckpointError(f"checkpoint for {spec.task} has no head tensor '{hf}.weight'")
+        out[f"head.{j}.weight"] = src.get(full_w)
+        full_b = src.find(hf + ".bias", [""])
+        n_out = out[f"head.{j}.weight"].shape[0]
+        out[f"head.{j}.bias"] = src.get(full_b) if full_b else np.zeros(n_out, np.float32)
+    _check_shapes(spec, out)
+    if spec.task in ("sequence-classification", "token-classification"):
+        n = out[f"head.{len(spec.head_acts) - 1}.weight"].shape[0]
+        if not spec.id2label or len(spec.id2label) != n:
+            spec.id2label = {i: f"LABEL_{i}" for i in range(n)}
+    return out
+
+
+def _check_shapes(spec: EncoderSpec, t: dict[str, np.ndarray]) -> None:
+    H, inter = spec.hidden, spec.intermediate
+    want = {"emb.word": (spec.vocab, H), "emb.pos": (spec.max_positions, H), "emb.ln.g": (H,), "emb.ln.b": (H,)}
+    if spec.type_vocab:
+        want["emb.type"] = (spec.type_vocab, H)
+    for i in range(spec.layers):
+        p = f"layers.{i}."
+        want.update({p + "qkv.weight": (3 * H, H), p + "qkv.bias": (3 * H,), p + "attn_out.weight": (H, H),
+                     p + "attn_out.bias": (H,), p + "ffn1.weight": (inter, H), p + "ffn1.bias": (inter,),
+                     p + "ffn2.weight": (H, inter), p + "ffn2.bias": (H,), p + "ln1.g": (H,), p + "ln1.b": (H,),
+                     p + "ln2.g": (H,), p + "ln2.b": (H,)})
+    for name, shape in want.items():
+        if tuple(t[name].shape) != shape:
+            raise CheckpointError(f"tensor {name} has shape {list(t[name].shape)}, config implies {list(shape)}")
+
+
+def load_hf_dir(path: str | Path) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
+    """Read a Hugging Face encoder checkpoint directory (config.json + model.safetensors or sharded index)."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from None
+    spec = spec_from_config(cfg)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        extra = " (pytorch_model.bin is not read: it is a pickle)" if (path / "pytorch_model.bin").exists() else ""
+        raise CheckpointError(f"{path}: no model.safetensors{extra}")
+    shards = [SafetensorsFile(path / f) for f in files]
+    where = {name: s for s in shards for name in s.keys()}
+    src = _TensorSource(lambda n: where[n].as_float32(n), list(where))
+    try:
+        tensors = _collect(spec, src)
+    except SafetensorsError as e:
+        raise CheckpointError(str(e)) from None
+    return spec, tensors
+
+
+def load_hf_model(model: Any) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
+    """Read an in-memory `transformers` model (needs torch, which the caller already has)."""
+    cfg = model.config.to_dict()
+    spec = spec_from_config(cfg, architecture=type(model).__name__)
+    state = {k: v for k, v in model.state_dict().items()}
+    src = _TensorSource(lambda n: state[n].detach().float().cpu().numpy(), list(state))
+    return spec, _collect(spec, src)

@@ -1,0 +1,165 @@
+"""The planner and the Engine: compile a model once into a plan (spec + stored tensors in registry formats) and
+hand it to the native executor, which packs the weights for this CPU and runs the whole forward pass per call."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..formats.registry import activation_qparams, get_format
+from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
+
+QUANTIZE_MODES = (None, "int8-dynamic", "int8-static")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "merges.txt", "vocab.json", "sentencepiece.bpe.model")
+
+
+def default_threads() -> int:
+    env = os.environ.get("TRIMFORMER_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class Engine:
+    """A compiled encoder. `run` executes the whole forward pass in one native call."""
+
+    def __init__(self, spec: EncoderSpec, tensors: Mapping[str, np.ndarray], formats: Mapping[str, str], *,
+                 quantize: str | None = None, threads: int | None = None, isa: str | None = None,
+                 tokenizer_path: str | Path | None = None, extra: dict[str, Any] | None = None):
+        self.spec = spec
+        self.tensors = dict(tensors)  # the stored (logical) tensors: what `save` writes
+        self.formats = dict(formats)  # linear name -> registry format name
+        self.quantize = quantize
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self.extra = dict(extra or {})
+        self._lock = threading.Lock()
+        native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
+        self._native = _core.EncoderEngine(spec.native_config(), native, isa or "", threads or default_threads())
+
+    @property
+    def isa(self) -> str:
+        return self._native.isa
+
+    @property
+    def threads(self) -> int:
+        return self._native.threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        self._native.threads = int(n)
+
+    def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> dict[str, np.ndarray]:
+        ids = _as_ids(input_ids, "input_ids")
+        mask = None if attention_mask is None else _as_ids(attention_mask, "attention_mask")
+        types = None if token_type_ids is None else _as_ids(token_type_ids, "token_type_ids")
+        for name, arr in (("attention_mask", mask), ("token_type_ids", types)):
+            if arr is not None and arr.shape != ids.shape:
+                raise ValueError(f"{name} has shape {arr.shape}, input_ids has {ids.shape}")
+        with self._lock:
+            hidden, head = self._native.run(ids, mask, types)
+        out = {"last_hidden_state": hidden}
+        if head is not None:
+            if self.spec.task == "question-answering":
+                out["start_logits"] = np.ascontiguousarray(head[..., 0])
+                out["end_logits"] = np.ascontiguousarray(head[..., 1])
+            else:
+                out["logits"] = head
+        return out
+
+    __call__ = run
+
+    def observe(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+        """Run calibration batches with observers on and return each Linear input's (min, max)."""
+        self._native.reset_observers()
+        self._native.set_observe(True)
+        try:
+            for b in batches:
+                self.run(b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
+        finally:
+            self._native.set_observe(False)
+        return dict(self._native.observed_ranges())
+
+    @property
+    def packed_bytes(self) -> int:
+        return int(self._native.packed_bytes)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"Engine({s.arch}, task={s.task}, layers={s.layers}, hidden={s.hidden}, quantize={self.quantize}, "
+                f"isa={self.isa}, threads={self.threads})")
+
+
+def _as_ids(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be [batch, seq], got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: Mapping[str, str]) -> dict:
+    stored: dict[str, np.ndarray] = {}
+    linear = set(spec.linear_names())
+    for name, arr in dense.items():
+        base, _, suffix = name.rpartition(".")
+        if base in linear and suffix == "weight":
+            for sfx, t in get_format(fmt_of[base]).encode(arr).items():
+                stored[base + sfx] = t
+        else:
+            stored[name] = arr
+    return stored
+
+
+def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
+                    threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
+                    keep_float: Iterable[str] = ()) -> Engine:
+    """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
+
+    keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such model directory")
+        spec, dense = load_hf_dir(path)
+        tok = path if any((path / f).exists() for f in _TOKENIZER_FILES) else None
+    else:
+        spec, dense = load_hf_model(model)
+        tok = None
+        name = getattr(getattr(model, "config", None), "_name_or_path", "")
+        if name and Path(name).is_dir():
+            tok = Path(name)
+    keep = tuple(keep_float)
+    fmt_of = {}
+    for name in spec.linear_names():
+        quantized = quantize is not None and (quantize_head or not name.startswith("head."))
+        quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
+        fmt_of[name] = "int8" if quantized else "f32"
+    stored = _encode_linears(spec, dense, fmt_of)
+    if quantize == "int8-static":
+        if calibration is None:
+            raise ValueError("quantize='int8-static' needs calibration batches (an iterable of tokenized dicts)")
+        float_engine = Engine(spec, dense, {n: "f32" for n in fmt_of}, threads=threads, isa=isa)
+        ranges = float_engine.observe(calibration)
+        if not ranges:
+            raise ValueError("calibration produced no batches")
+        for name, fmt in fmt_of.items():
+            if fmt == "int8":
+                scale, zp = activation_qparams(*ranges[name])
+                stored[name + ".act_scale"] = np.array([scale], np.float32)
+                stored[name + ".act_zero_point"] = np.array([zp], np.int32)
+    return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok)
