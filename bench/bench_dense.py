@@ -119,6 +119,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bad = [m for m in args.models if m not in peers.MODEL_CONFIGS]
     if bad:
         ap.error(f"unknown models {bad}; known: {', '.join(peers.MODEL_CONFIGS)}")
+    args.runtimes = list(dict.fromkeys(args.runtimes))  # a runtime listed twice would overwrite its entry
     if args.max_time_s is not None and args.max_time_s <= 0:
         args.max_time_s = None
     return args
@@ -453,8 +454,17 @@ def evaluate_goals(model: dict[str, Any], seqs: Sequence[int], batches: Sequence
         if not vals:
             return {"status": "not measured", "why": f"no config in this run ({what})"}
         if not measured:
-            missing = [n for n in need if not _ok(rts.get(n))]
-            return {"status": "not measured", "why": f"unavailable/failed: {', '.join(missing) or 'configs'}"}
+            not_run = [n for n in need if n not in rts]
+            failed = [n for n in need if n in rts and not _ok(rts[n])]
+            why = "; ".join(
+                x
+                for x in (
+                    f"not run: {', '.join(not_run)}" if not_run else "",
+                    f"unavailable/failed: {', '.join(failed)}" if failed else "",
+                )
+                if x
+            )
+            return {"status": "not measured", "why": why or "no overlapping configs"}
         st = "met" if all(ok(v) for _, v in measured) else "not met"
         if len(measured) < len(vals):
             st += f" (on {len(measured)} of {len(vals)} configs)"
@@ -608,7 +618,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             cos = c.get("cosine")
             lines.append(
                 f"| {r} | {e['status']}{flag} | {_fmt(cos, '.6f') if cos is not None else c.get('error', 'n/a')}"
-                f" | {_fmt(c.get('min_token_cosine'), '.6f')} | {_fmt(c.get('max_abs_diff'), '.4f')} | "
+                f" | {_fmt(c.get('min_token_cosine'), '.6f')} | {_fmt(c.get('max_abs_diff'), '.2e')} | "
                 f"{_fmt(e.get('build_s'), '.1f')} | {note} |"
             )
         lines.append("")

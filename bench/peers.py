@@ -29,7 +29,8 @@ os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")
 
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE_DIR = BENCH_DIR / ".cache"
-DEEPSPARSE_VENV = BENCH_DIR / ".venv-deepsparse"
+# Same override as deepsparse_env.sh, so a venv kept elsewhere can be used.
+DEEPSPARSE_VENV = Path(os.environ.get("DEEPSPARSE_VENV", BENCH_DIR / ".venv-deepsparse"))
 ARTIFACT_VERSION = 1  # bump when the export/quantization recipe changes
 OPSET = 17
 CLASSIC_ATTN = "bench_classic"
@@ -414,7 +415,9 @@ def torch_runner(info: ModelInfo, threads: int, int8: bool) -> tuple[Runner, dic
                 model = fn(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
             except Exception as e:  # removed/broken backends surface here
                 raise Unavailable(f"quantize_dynamic failed: {e!r}") from e
-        dep = sorted({str(w.message).splitlines()[0] for w in caught if "deprecat" in str(w.message).lower()})
+        dep = sorted(
+            {str(w.message).splitlines()[0][:90] for w in caught if "deprecat" in str(w.message).lower()}
+        )
         notes.update(quantized_engine=torch.backends.quantized.engine, deprecation=dep)
     return TorchRunner(model, info.uses_token_types), notes
 

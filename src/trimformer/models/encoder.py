@@ -284,10 +284,10 @@ def load_hf_dir(path: str | Path) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
     else:
         extra = " (pytorch_model.bin is not read: it is a pickle)" if (path / "pytorch_model.bin").exists() else ""
         raise CheckpointError(f"{path}: no model.safetensors{extra}")
-    shards = [SafetensorsFile(path / f) for f in files]
-    where = {name: s for s in shards for name in s.keys()}
-    src = _TensorSource(lambda n: where[n].as_float32(n), list(where))
     try:
+        shards = [SafetensorsFile(path / f) for f in files]
+        where = {name: s for s in shards for name in s.keys()}
+        src = _TensorSource(lambda n: where[n].as_float32(n), list(where))
         tensors = _collect(spec, src)
     except SafetensorsError as e:
         raise CheckpointError(str(e)) from None

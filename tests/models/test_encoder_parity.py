@@ -1,0 +1,179 @@
+"""FP32 outputs equal transformers' PyTorch outputs (max relative error < 1e-4) for random-config encoders with
+every head, at every ISA level, with padding; INT8 stays close; unsupported models fail clearly."""
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import trimformer as tf
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+SMALL = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=80, vocab_size=211,
+             max_position_embeddings=96)
+
+
+def _models():
+    from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
+                              DistilBertConfig, DistilBertForQuestionAnswering,
+                              DistilBertForSequenceClassification, DistilBertModel, RobertaConfig,
+                              RobertaForSequenceClassification, RobertaForTokenClassification, RobertaModel)
+
+    bert = BertConfig(**SMALL, num_labels=3)
+    bert_qa = BertConfig(**SMALL)
+    bert_tanh = BertConfig(**SMALL, hidden_act="gelu_new", num_labels=5)
+    distil_kw = dict(dim=48, n_layers=2, n_heads=4, hidden_dim=80, vocab_size=211, max_position_embeddings=96)
+    distil = DistilBertConfig(**distil_kw, num_labels=4)
+    distil_qa = DistilBertConfig(**distil_kw)
+    roberta = RobertaConfig(**{**SMALL, "max_position_embeddings": 100}, num_labels=3, type_vocab_size=1)
+    return {
+        "bert": lambda: BertModel(bert, add_pooling_layer=False),
+        "bert-seqcls": lambda: BertForSequenceClassification(bert),
+        "bert-tanh-seqcls": lambda: BertForSequenceClassification(bert_tanh),
+        "bert-qa": lambda: BertForQuestionAnswering(bert_qa),
+        "distilbert": lambda: DistilBertModel(distil),
+        "distilbert-seqcls": lambda: DistilBertForSequenceClassification(distil),
+        "distilbert-qa": lambda: DistilBertForQuestionAnswering(distil_qa),
+        "roberta": lambda: RobertaModel(roberta, add_pooling_layer=False),
+        "roberta-seqcls": lambda: RobertaForSequenceClassification(roberta),
+        "roberta-tokcls": lambda: RobertaForTokenClassification(roberta),
+    }
+
+
+MODELS = _models()
+
+
+def _inputs(rng, batch=3, seq=19, pad_id=0, vocab=211):
+    ids = rng.integers(3, vocab, (batch, seq)).astype(np.int64)
+    mask = np.ones((batch, seq), np.int64)
+    for b in range(1, batch):  # ragged lengths: later rows padded
+        n = seq - 4 * b
+        mask[b, n:] = 0
+        ids[b, n:] = pad_id
+    types = np.zeros_like(ids)
+    types[:, seq // 2:] = 1
+    return ids, mask, types
+
+
+def _reference(model, ids, mask, types):
+    kw = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+    if model.config.model_type == "bert":
+        kw["token_type_ids"] = torch.tensor(types)
+    with torch.no_grad():
+        out = model(**kw, output_hidden_states=True)
+    ref = {"last_hidden_state": out.hidden_states[-1].numpy()}
+    for key in ("logits", "start_logits", "end_logits"):
+        if getattr(out, key, None) is not None:
+            ref[key] = out[key].numpy()
+    return ref
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    out = {}
+    for name, make in MODELS.items():
+        m = make().eval()
+        # random init leaves LayerNorm at identity and biases at zero: perturb so every tensor matters
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        d = tmp_path_factory.mktemp(name)
+        m.save_pretrained(d)
+        out[name] = (m, d)
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fp32_parity_from_checkpoint_dir(saved, isa, rng, name):
+    model, path = saved[name]
+    ids, mask, types = _inputs(rng, pad_id=model.config.pad_token_id)
+    ref = _reference(model, ids, mask, types)
+    eng = tf.compile(path, isa=isa, threads=2)
+    got = eng.run(ids, mask, types if model.config.model_type == "bert" else None)
+    assert set(ref) == set(got), (set(ref), set(got))
+    for key in ref:
+        assert got[key].shape == ref[key].shape
+        assert rel_err(got[key], ref[key]) < 1e-4, (key, rel_err(got[key], ref[key]))
+
+
+@pytest.mark.parametrize("name", ["bert-seqcls", "distilbert-qa", "roberta-tokcls"])
+def test_fp32_parity_from_memory_model(saved, rng, name):
+    model, _ = saved[name]
+    ids, mask, types = _inputs(rng, batch=2, seq=11, pad_id=model.config.pad_token_id)
+    ref = _reference(model, ids, mask, types)
+    got = tf.compile(model).run(ids, mask, types if model.config.model_type == "bert" else None)
+    for key in ref:
+        assert rel_err(got[key], ref[key]) < 1e-4
+
+
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+def test_int8_close_to_fp32(saved, isa, rng, quantize):
+    model, path = saved["bert-seqcls"]
+    ids, mask, types = _inputs(rng)
+    calib = [{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}]
+    fp = tf.compile(path).run(ids, mask, types)["last_hidden_state"]
+    q = tf.compile(path, quantize=quantize, calibration=calib, isa=isa).run(ids, mask, types)["last_hidden_state"]
+    cos = (fp * q).sum(-1) / np.linalg.norm(fp, axis=-1) / np.linalg.norm(q, axis=-1)
+    assert cos.min() > 0.99
+
+
+def test_int8_identical_across_isa_levels(saved, rng):
+    from conftest import ISA_LEVELS
+
+    _, path = saved["distilbert"]
+    ids, mask, _ = _inputs(rng)
+    outs = [tf.compile(path, quantize="int8-dynamic", isa=i).run(ids, mask)["last_hidden_state"]
+            for i in ISA_LEVELS]
+    for o in outs[1:]:  # integer GEMMs are exact; the float epilogues/attention may differ in the last bits
+        assert rel_err(o, outs[0]) < 1e-4
+
+
+def test_threads_and_dynamic_shapes_agree(saved, rng):
+    _, path = saved["bert"]
+    eng = tf.compile(path, threads=1)
+    ids, mask, types = _inputs(rng, batch=4, seq=23)
+    one = eng.run(ids, mask, types)["last_hidden_state"]
+    eng.threads = 2
+    assert rel_err(eng.run(ids, mask, types)["last_hidden_state"], one) < 1e-6
+    # a smaller call after a larger one reuses the buffers and still computes the right thing
+    small = eng.run(ids[:1, :7], mask[:1, :7], types[:1, :7])["last_hidden_state"]
+    fresh = tf.compile(path).run(ids[:1, :7], mask[:1, :7], types[:1, :7])["last_hidden_state"]
+    assert rel_err(small, fresh) < 1e-6
+
+
+def test_bad_inputs_raise_clear_errors(saved):
+    _, path = saved["bert"]
+    eng = tf.compile(path)
+    with pytest.raises(ValueError, match="vocabulary"):
+        eng.run(np.array([[1, 2, 10_000]]))
+    with pytest.raises(ValueError, match="exceeds"):
+        eng.run(np.ones((1, 97), np.int64))
+    with pytest.raises(ValueError, match="shape"):
+        eng.run(np.ones((2, 5), np.int64), np.ones((2, 4), np.int64))
+    with pytest.raises(ValueError, match="integers"):
+        eng.run(np.ones((1, 5), np.float32))
+    with pytest.raises(ValueError, match="token_type_ids"):
+        eng.run(np.ones((1, 5), np.int64), None, np.full((1, 5), 7))
+
+
+def test_unsupported_architecture_names_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    with pytest.raises(tf.UnsupportedModelError, match="bert, distilbert, roberta"):
+        tf.compile(tmp_path)
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path, saved):
+    with pytest.raises(FileNotFoundError):
+        tf.compile(tmp_path / "nope")
+    with pytest.raises(tf.CheckpointError, match="config.json"):
+        tf.compile(tmp_path)
+    _, path = saved["bert"]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((path / "config.json").read_text())
+    data = (path / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(tf.CheckpointError, match="truncated"):
+        tf.compile(bad)

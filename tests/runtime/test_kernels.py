@@ -1,0 +1,89 @@
+"""Every kernel against a numpy reference over odd shapes, at every ISA level (see conftest.ISA_LEVELS)."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+from trimformer import _core
+
+SHAPES = [(1, 1, 1), (1, 7, 3), (5, 33, 17), (13, 37, 29), (3, 65, 130), (31, 97, 61), (67, 129, 71), (2, 300, 5)]
+ACTS = {0: lambda x: x, 1: lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))),
+        2: lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+        3: lambda x: np.maximum(x, 0), 4: np.tanh}
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_gemm_f32_matches_numpy(isa, rng, m, n, k):
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    bias = rng.standard_normal(n, dtype=np.float32)
+    res = rng.standard_normal((m, n), dtype=np.float32)
+    for act, fn in ACTS.items():
+        got = _core.gemm_f32(a, w, bias=bias, act=act, residual=res, alpha=0.5, isa=isa)
+        ref = fn(0.5 * (a.astype(np.float64) @ w.T.astype(np.float64)) + bias) + res
+        assert got.shape == (m, n)
+        assert rel_err(got, ref) < 1e-5, (act, rel_err(got, ref))
+    # B given as [k, n] (the attention P.V layout)
+    got = _core.gemm_f32(a, np.ascontiguousarray(w.T), isa=isa, w_is_kn=True)
+    assert rel_err(got, a.astype(np.float64) @ w.T) < 1e-5
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_gemm_s8_is_exact(isa, rng, m, n, k):
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    ws = rng.random(n, dtype=np.float32) + 0.01
+    a_scale, zp = np.float32(0.0173), 131
+    got = _core.gemm_s8(a, w, ws, float(a_scale), zp, isa=isa)
+    acc = a.astype(np.int64) @ w.T.astype(np.int64)
+    colsum = w.astype(np.int64).sum(1)
+    # the same float32 operations as the kernels: (acc - zp * colsum) * (a_scale * w_scale)
+    ref = (acc.astype(np.float32) - np.float32(zp) * colsum.astype(np.float32)) * (a_scale * ws)
+    np.testing.assert_array_equal(got, ref.astype(np.float32))
+
+
+def test_gemm_s8_identical_across_isa_levels(rng):
+    from conftest import ISA_LEVELS
+
+    a = rng.integers(0, 256, (19, 203), dtype=np.uint8)
+    w = rng.integers(-127, 128, (77, 203), dtype=np.int8)
+    ws = rng.random(77, dtype=np.float32)
+    bias = rng.standard_normal(77, dtype=np.float32)
+    outs = [_core.gemm_s8(a, w, ws, 0.02, 7, bias=bias, act=1, isa=i) for i in ISA_LEVELS]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("rows,cols", [(1, 1), (3, 17), (7, 384), (5, 1001)])
+def test_row_ops(isa, rng, rows, cols):
+    x = (rng.standard_normal((rows, cols), dtype=np.float32) * 4).astype(np.float32)
+    g = rng.standard_normal(cols, dtype=np.float32)
+    b = rng.standard_normal(cols, dtype=np.float32)
+    x64 = x.astype(np.float64)
+    ln = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5) * g + b
+    assert rel_err(_core.rowop(x, "layernorm", g, b, 1e-5, isa=isa), ln) < 1e-5
+    e = np.exp(x64 - x64.max(1, keepdims=True))
+    assert np.abs(_core.rowop(x, "softmax", isa=isa) - e / e.sum(1, keepdims=True)).max() < 1e-6
+    for name, code in (("gelu", 1), ("gelu_tanh", 2), ("relu", 3), ("tanh", 4)):
+        assert np.abs(_core.rowop(x, name, isa=isa) - ACTS[code](x64)).max() < 2e-6 * max(1, np.abs(x).max())
+
+
+def test_softmax_is_stable_for_large_inputs(isa):
+    x = np.array([[1e4, 1e4 - 1, -1e30, 0.0]], np.float32)
+    y = _core.rowop(x, "softmax", isa=isa)
+    assert np.all(np.isfinite(y)) and abs(y.sum() - 1) < 1e-6 and y[0, 2] == 0
+
+
+def test_quantize_u8(isa, rng):
+    x = rng.standard_normal((9, 70), dtype=np.float32) * 3
+    scale, zp = 0.05, 100
+    ref = np.clip(np.rint(x * np.float32(1 / scale)) + zp, 0, 255).astype(np.uint8)
+    got = _core.quantize_u8(x, scale, zp, isa=isa)
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1  # rounding of exact .5 ties may differ by one
+
+
+def test_forcing_an_unknown_isa_fails_clearly():
+    with pytest.raises(ValueError, match="unknown ISA"):
+        _core.resolve_isa("sse9")
