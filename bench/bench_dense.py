@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -54,6 +55,7 @@ ALL_RUNTIMES = (
     "deepsparse-fp32",
     DS_INT8,
 )
+FOREIGN_WARN = 0.25  # cores used by other processes above which a runtime's timings are flagged
 CHECK_MIN_COSINE = 0.99  # below this a runtime's numbers are flagged: fast but wrong is not a result
 INTERESTING_FLAGS = (
     "avx2",
@@ -206,6 +208,45 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- running
 
 
+class ForeignLoad:
+    """CPU time used by *other* processes while a runtime was measured (Linux /proc/stat).
+
+    Thread-pool runtimes on a 2-core machine degrade by 10-100x when anything else runs (a compile, a
+    test suite): each barrier waits for a descheduled worker. Recording this makes such runs visible
+    instead of silently wrong.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.busy0, self.steal0 = self._stat()
+        self.own0 = self._own()
+
+    @staticmethod
+    def _stat() -> tuple[float, float]:
+        try:
+            f = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return float("nan"), float("nan")
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = f[3] + (f[4] if len(f) > 4 else 0.0)  # idle + iowait
+        steal = f[7] if len(f) > 7 else 0.0
+        guest = sum(f[8:10])  # already included in user/nice
+        return (sum(f) - idle - steal - guest) / hz, steal / hz
+
+    @staticmethod
+    def _own() -> float:
+        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.t0
+        busy, steal = self._stat()
+        if wall <= 0 or busy != busy:  # NaN: no /proc/stat
+            return {"other_cores": None, "steal_cores": None}
+        other = max(0.0, (busy - self.busy0) - (self._own() - self.own0)) / wall
+        return {"other_cores": round(other, 3), "steal_cores": round((steal - self.steal0) / wall, 3)}
+
+
 def build_runner(
     rt: str, info: peers.ModelInfo, threads: int, calib: list[dict[str, np.ndarray]]
 ) -> tuple[Any, dict[str, Any]]:
@@ -265,10 +306,10 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "results": [],
             "budget": {},
             "notes": {},
-            "loadavg_before": os.getloadavg(),
         }
         t1 = time.perf_counter()
         log(f"{name}: {rt} ...")
+        probe = ForeignLoad()
         try:
             if rt.startswith("deepsparse"):
                 _run_deepsparse(rt, info, calib, check, ref, args, entry)
@@ -279,9 +320,16 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         except Exception as e:
             entry.update(status="error", error=f"{e!r}", traceback=traceback.format_exc(limit=6))
         entry["wall_s"] = round(time.perf_counter() - t1, 2)
+        entry["foreign_load"] = probe.stop()
         model["runtimes"][rt] = entry
         summary = ", ".join(f"s{r['seq']}b{r['batch']}={r['median_ms']:.2f}ms" for r in entry["results"])
-        log(f"{name}: {rt} {entry['status']} {summary} {entry.get('error', '')[:200]}")
+        busy = entry["foreign_load"].get("other_cores")
+        warn = (
+            f" [other processes used {busy:.2f} cores: timings unreliable]"
+            if busy and busy > FOREIGN_WARN
+            else ""
+        )
+        log(f"{name}: {rt} {entry['status']} {summary} {entry.get('error', '')[:200]}{warn}")
         gc.collect()
         time.sleep(0.5)  # let idle worker threads of the previous runtime park before the next one
     return model
@@ -543,6 +591,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "(trimformer / peer) for throughput and DeepSparse goals.",
         "",
     ]
+    if any(contended(m, list(m["runtimes"])) for m in report["models"].values()):
+        lines += [
+            "**Some runtimes were timed while other processes used the CPU (see the warnings below): "
+            "treat the goal verdicts of this run as provisional.**",
+            "",
+        ]
     for name, model in report["models"].items():
         rts = [r for r in runs["runtimes"] if r in model["runtimes"]]
         ok_rts = [r for r in rts if _ok(model["runtimes"][r])]
@@ -553,6 +607,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{info['arch']}, {info['layers']} layers, hidden {info['hidden']}, {info['heads']} heads, "
             f"random weights (seed {info['seed']}). ORT fusions: {model.get('ort_fusions') or 'n/a'}.",
             "",
+            *_contention_warning(model, rts),
             "### Latency (median ms, p90 in parentheses)",
             "",
             "| config | " + " | ".join(ok_rts) + " |",
@@ -606,8 +661,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"### Runtime status and output check (vs torch fp32, batch 2 x seq {runs['seqs'][0]}, "
             "row 2 padded by a quarter; cosine over real tokens)",
             "",
-            "| runtime | status | cosine | min token cosine | max abs diff | build s | notes |",
-            "|---|---|---|---|---|---|---|",
+            "| runtime | status | cosine | min token cosine | max abs diff | build s | other procs (cores) | notes |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in rts:
             e = model["runtimes"][r]
@@ -619,10 +674,32 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             lines.append(
                 f"| {r} | {e['status']}{flag} | {_fmt(cos, '.6f') if cos is not None else c.get('error', 'n/a')}"
                 f" | {_fmt(c.get('min_token_cosine'), '.6f')} | {_fmt(c.get('max_abs_diff'), '.2e')} | "
-                f"{_fmt(e.get('build_s'), '.1f')} | {note} |"
+                f"{_fmt(e.get('build_s'), '.1f')} | {_fmt((e.get('foreign_load') or {}).get('other_cores'))} | "
+                f"{note} |"
             )
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
+
+
+def contended(model: dict[str, Any], rts: Sequence[str]) -> list[tuple[str, float]]:
+    out = []
+    for r in rts:
+        busy = (model["runtimes"][r].get("foreign_load") or {}).get("other_cores")
+        if busy is not None and busy > FOREIGN_WARN:
+            out.append((r, busy))
+    return out
+
+
+def _contention_warning(model: dict[str, Any], rts: Sequence[str]) -> list[str]:
+    bad = contended(model, rts)
+    if not bad:
+        return []
+    which = ", ".join(f"{r} ({b:.2f} cores)" for r, b in bad)
+    return [
+        f"**Warning: other processes used CPU while these runtimes were timed, so their numbers are "
+        f"unreliable: {which}. Re-run on an idle machine.**",
+        "",
+    ]
 
 
 def _load(v: Any) -> str:

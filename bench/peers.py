@@ -10,6 +10,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -52,6 +53,9 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
     },
     "distilbert": {"arch": "distilbert", "n_layers": 6, "dim": 768, "n_heads": 12, "hidden_dim": 3072},
 }
+
+
+_HEXLINE = re.compile(r"^\s*(\[[0-9a-f]+\]|\d+# 0x[0-9a-f]+: ?)\s*$")
 
 
 class Unavailable(RuntimeError):
@@ -512,7 +516,13 @@ def run_deepsparse(
         env["NM_DISABLE_ANALYTICS"] = "1"
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
         if proc.returncode != 0 or not (t / "out.json").exists():
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            # DeepSparse aborts print a hex backtrace: keep the readable lines (e.g. "Assertion at ...").
+            text = [
+                ln
+                for ln in (proc.stderr or proc.stdout).splitlines()
+                if ln.strip() and not _HEXLINE.match(ln)
+            ]
+            tail = "\n".join(text[-12:])
             raise RuntimeError(f"deepsparse_runner exited {proc.returncode}: {tail}")
         res = json.loads((t / "out.json").read_text())
         out = np.load(t / "check_out.npy") if (t / "check_out.npy").exists() else None

@@ -9,6 +9,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 
@@ -204,6 +206,46 @@ nb::ndarray<nb::numpy, uint8_t> k_quantize(F32In x, float scale, int zp, const s
   return to_numpy(std::move(q), {(size_t)rows, (size_t)cols});
 }
 
+// Times one GEMM shape with pre-packed random weights (no packing or Python in the loop): seconds per call.
+double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int iters, const std::string& isa,
+                   int threads) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  const bool s8 = kind == "s8";
+  if (!s8 && kind != "f32") throw std::invalid_argument("kind must be f32 or s8");
+  const int64_t ldq = (k + 3) / 4 * 4;
+  std::vector<float> a(m * k, 0.5f), c(m * n), ws(n, 1.0f), rs(m, 1.0f), rz(m, 0.0f);
+  std::vector<uint8_t> aq(m * ldq, 3);
+  std::vector<int8_t> w(n * k, 1);
+  std::vector<float> wf(n * k, 0.25f);
+  std::vector<int32_t> cs(n, 0);
+  tf::AlignedBuf packed(s8 ? kt.pack_s8_size(n, k) : kt.pack_f32_size(n, k));
+  if (s8) kt.pack_s8(w.data(), n, k, packed.as<void>());
+  else kt.pack_f32_nk(wf.data(), k, n, k, packed.as<float>());
+  tf::Epilogue epi;
+  epi.w_scale = ws.data();
+  epi.col_sum = cs.data();
+  epi.row_scale = rs.data();
+  epi.row_zp = rz.data();
+  const int64_t nr = s8 ? kt.s8_nr : kt.f32_nr;
+  nb::gil_scoped_release release;
+  auto once = [&] {
+#pragma omp parallel num_threads(threads)
+    {
+      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+      const int64_t units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
+      const int64_t lo = std::min(n, i * per * nr), hi = std::min(n, (i + 1) * per * nr);
+      if (lo < hi) {
+        if (s8) kt.gemm_s8(aq.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, lo, hi, epi);
+        else kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, m, lo, hi, epi);
+      }
+    }
+  };
+  once();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int it = 0; it < iters; ++it) once();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -218,6 +260,7 @@ NB_MODULE(_core, m) {
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "");
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
+  m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
@@ -228,6 +271,8 @@ NB_MODULE(_core, m) {
                    [](PyEncoder& e, int t) { e.engine_->set_threads(t > 256 ? 256 : t); })
       .def("set_observe", [](PyEncoder& e, bool on) { e.engine_->set_observe(on); })
       .def("observed_ranges", [](PyEncoder& e) { return e.engine_->observed_ranges(); })
+      .def("set_profile", [](PyEncoder& e, bool on) { e.engine_->set_profile(on); })
+      .def("profile", [](PyEncoder& e) { return e.engine_->profile(); })
       .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })
       .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); });
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -342,7 +343,16 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   float* mb = mask_bias_.as<float>();
   for (int64_t i = 0; i < M; ++i) mb[i] = (mask && mask[i] == 0) ? -1e30f : 0.0f;
 
+  using clk = std::chrono::steady_clock;
+  auto t0 = clk::now();
+  auto lap = [&](const char* what) {
+    if (!profile_) return;
+    const auto t1 = clk::now();
+    profile_ms_[what] += std::chrono::duration<double, std::milli>(t1 - t0).count();
+    t0 = t1;
+  };
   embed(ids, mask, types, batch, seq, x);
+  lap("embed");
   const KernelTable* kt = kt_;
   auto layernorm_par = [&](float* buf, const std::vector<float>& g, const std::vector<float>& b) {
 #pragma omp parallel num_threads(threads_)
@@ -354,14 +364,22 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   };
   for (auto& L : layers_) {
     linear(L.qkv, x, M, qkv, Act::None, nullptr);
+    lap("qkv");
     attention(qkv, mb, batch, seq, ctx);
+    lap("attention");
     linear(L.attn_out, ctx, M, x1, Act::None, x);
+    lap("attn_out");
     layernorm_par(x1, L.ln1_g, L.ln1_b);
+    lap("layernorm");
     linear(L.ffn1, x1, M, ff, cfg_.act, nullptr);
+    lap("ffn1");
     linear(L.ffn2, ff, M, x, Act::None, x1);
+    lap("ffn2");
     layernorm_par(x, L.ln2_g, L.ln2_b);
+    lap("layernorm");
   }
   out->hidden.assign(x, x + M * H);
+  lap("output");
   out->head.clear();
   out->head_dim = 0;
   if (head_.empty()) return;

@@ -88,6 +88,9 @@ class EncoderEngine {
   std::map<std::string, std::pair<float, float>> observed_ranges() const;
   void reset_observers();
   size_t packed_bytes() const;
+  // per-op wall time (ms) accumulated over runs while profiling is on
+  void set_profile(bool on) { profile_ = on; if (on) profile_ms_.clear(); }
+  const std::map<std::string, double>& profile() const { return profile_ms_; }
 
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
@@ -102,6 +105,8 @@ class EncoderEngine {
   const KernelTable* kt_;
   int threads_;
   bool observe_ = false;
+  bool profile_ = false;
+  std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;
   std::vector<Linear> head_;

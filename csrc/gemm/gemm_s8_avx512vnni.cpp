@@ -20,6 +20,10 @@ constexpr int MR = 6;
 
 inline int64_t k4(int64_t k) { return (k + 3) / 4; }
 
+// acc += dot4(u8 a, s8 b) per 32-bit lane. Written as inline asm because GCC 12 treats the intrinsic's
+// accumulator as a fresh value and surrounds every vpdpbusd with register copies and stack spills.
+#define TF_DPBUSD(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
+
 inline __mmask16 lane_mask(int64_t cols, int j) {
   const int64_t left = cols - 16 * j;
   if (left >= 16) return 0xFFFF;
@@ -28,12 +32,24 @@ inline __mmask16 lane_mask(int64_t cols, int j) {
 }
 
 template <int R>
+inline void store_row(const __m512i (&acc)[4], float* c, int64_t cols, const __m512* colsum, const __m512* wscale,
+                      float rscale, float rzp) {
+  // v = (acc - zp[row] * colsum[n]) * (scale[row] * w_scale[n]), the same float ops as the scalar reference
+  const __m512 zi = _mm512_set1_ps(rzp), si = _mm512_set1_ps(rscale);
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[j]), _mm512_mul_ps(zi, colsum[j]));
+    _mm512_mask_storeu_ps(c + 16 * j, lane_mask(cols, j), _mm512_mul_ps(centered, _mm512_mul_ps(si, wscale[j])));
+  }
+}
+
+template <int R>
 inline void micro(const uint8_t* a, int64_t lda, const int8_t* b, int64_t kq, float* c, int64_t ldc, int64_t cols,
                   const __m512* colsum, const __m512* wscale, const float* rscale, const float* rzp) {
-  __m512i acc[R][4];
+  // one 1-D array per column group: GCC keeps these in registers only when every index is a constant
+  __m512i a0[R], a1[R], a2[R], a3[R];
 #pragma GCC unroll 6
-  for (int i = 0; i < R; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_si512();
+  for (int i = 0; i < R; ++i) a0[i] = a1[i] = a2[i] = a3[i] = _mm512_setzero_si512();
   for (int64_t kk = 0; kk < kq; ++kk) {
     const int8_t* bk = b + kk * NR * 4;
     const __m512i b0 = _mm512_load_si512(bk);
@@ -45,20 +61,16 @@ inline void micro(const uint8_t* a, int64_t lda, const int8_t* b, int64_t kq, fl
       int32_t quad;
       std::memcpy(&quad, a + i * lda + kk * 4, 4);
       const __m512i av = _mm512_set1_epi32(quad);
-      acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], av, b0);
-      acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], av, b1);
-      acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], av, b2);
-      acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], av, b3);
+      TF_DPBUSD(a0[i], av, b0);
+      TF_DPBUSD(a1[i], av, b1);
+      TF_DPBUSD(a2[i], av, b2);
+      TF_DPBUSD(a3[i], av, b3);
     }
   }
-  // v = (acc - zp[row] * colsum[n]) * (scale[row] * w_scale[n]), the same float ops as the scalar reference
+#pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
-    const __m512 zi = _mm512_set1_ps(rzp[i]), si = _mm512_set1_ps(rscale[i]);
-    for (int j = 0; j < 4; ++j) {
-      const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[i][j]), _mm512_mul_ps(zi, colsum[j]));
-      const __m512 v = _mm512_mul_ps(centered, _mm512_mul_ps(si, wscale[j]));
-      _mm512_mask_storeu_ps(c + i * ldc + 16 * j, lane_mask(cols, j), v);
-    }
+    const __m512i row[4] = {a0[i], a1[i], a2[i], a3[i]};
+    store_row<R>(row, c + i * ldc, cols, colsum, wscale, rscale[i], rzp[i]);
   }
 }
 

@@ -53,7 +53,7 @@ class QuestionAnsweringPipeline(Pipeline):
             cs = cs * len(qs)
         if len(qs) != len(cs):
             raise ValueError(f"{len(qs)} questions for {len(cs)} contexts")
-        return list(zip(qs, cs)), single
+        return list(zip(qs, cs, strict=True)), single
 
     def __call__(self, *args: Any, question: Any = None, context: Any = None, **kwargs: Any) -> Any:
         """Answer `question` from `context` (strings, or lists of them)."""
@@ -64,20 +64,15 @@ class QuestionAnsweringPipeline(Pipeline):
                 raise TypeError("question and context must be strings")
             if not q.strip():
                 raise ValueError("question is empty")
-        windows: list[Encoding] = []
-        owner: list[int] = []
-        for n, (q, c) in enumerate(examples):
-            for w in self._windows(q, c, int(opts["doc_stride"])):
-                windows.append(w)
-                owner.append(n)
-        outs = self.forward(windows, ("start_logits", "end_logits"))
+        per_example = [self._windows(q, c, int(opts["doc_stride"])) for q, c in examples]
+        windows: list[Encoding] = [w for ws in per_example for w in ws]
+        outs = iter(self.forward(windows, ("start_logits", "end_logits")))
         results = []
-        for n, (_, c) in enumerate(examples):
+        for (_, c), ws in zip(examples, per_example, strict=True):
             cands: list[dict] = []
             null_score = 1.0
-            for w, o, who in zip(windows, outs, owner):
-                if who != n:
-                    continue
+            for w in ws:
+                o = next(outs)
                 found, null = self._spans(c, w, o["start_logits"], o["end_logits"], opts)
                 cands += found
                 null_score = min(null_score, null)

@@ -57,7 +57,7 @@ class TextClassificationPipeline(Pipeline):
             pairs = [None] * len(raw) if pair is None else list(pair) if not isinstance(pair, str) else [pair]
             if len(pairs) != len(raw):
                 raise ValueError(f"text_pair has {len(pairs)} entries for {len(raw)} inputs")
-            items = [self._as_item(x, p) for x, p in zip(raw, pairs)]
+            items = [self._as_item(x, p) for x, p in zip(raw, pairs, strict=True)]
         outs = self.forward(self.encode(items), ("logits",))
         top_k = opts["top_k"]
         results = [self._postprocess(o["logits"], opts["function_to_apply"], top_k) for o in outs]

@@ -47,7 +47,8 @@ class TokenClassificationPipeline(Pipeline):
         encs = self.encode(texts)
         outs = self.forward(encs, ("logits",))
         ignore = set(opts["ignore_labels"] or ())
-        res = [self._postprocess(t, e, o["logits"], strategy, ignore) for t, e, o in zip(texts, encs, outs)]
+        res = [self._postprocess(t, e, o["logits"], strategy, ignore)
+               for t, e, o in zip(texts, encs, outs, strict=True)]
         return res[0] if single else res
 
     def _postprocess(self, text: str, enc: Encoding, logits: np.ndarray, strategy: str, ignore: set) -> list[dict]:
