@@ -309,7 +309,6 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         }
         t1 = time.perf_counter()
         log(f"{name}: {rt} ...")
-        probe = ForeignLoad()
         try:
             if rt.startswith("deepsparse"):
                 _run_deepsparse(rt, info, calib, check, ref, args, entry)
@@ -320,10 +319,9 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         except Exception as e:
             entry.update(status="error", error=f"{e!r}", traceback=traceback.format_exc(limit=6))
         entry["wall_s"] = round(time.perf_counter() - t1, 2)
-        entry["foreign_load"] = probe.stop()
         model["runtimes"][rt] = entry
         summary = ", ".join(f"s{r['seq']}b{r['batch']}={r['median_ms']:.2f}ms" for r in entry["results"])
-        busy = entry["foreign_load"].get("other_cores")
+        busy = (entry.get("foreign_load") or {}).get("other_cores")
         warn = (
             f" [other processes used {busy:.2f} cores: timings unreliable]"
             if busy and busy > FOREIGN_WARN
@@ -358,6 +356,7 @@ def _run_inprocess(
     entry["build_s"] = round(time.perf_counter() - t, 3)
     entry["notes"] = notes
     _check(entry, runner(*check), ref, check[1])
+    probe = ForeignLoad()  # timing phase only: artifact builds cause kernel writeback that is not contention
 
     def timed(batch: int, seq: int) -> Timing:
         return time_runner(
@@ -375,6 +374,7 @@ def _run_inprocess(
             entry["budget"][str(seq)] = max_throughput_under_budget(
                 lambda b, s=seq: timed(b, s), args.budget_ms, args.budget_batches
             )
+    entry["foreign_load"] = probe.stop()
 
 
 def _run_deepsparse(
@@ -393,6 +393,7 @@ def _run_deepsparse(
     # fp32 gets the raw classic-mask export (ORT's fused contrib ops are unknown to DeepSparse); int8 the
     # same QOperator graph as ort-int8-static.
     path = peers.export_onnx(info) if rt == "deepsparse-fp32" else peers.ort_int8_static(info, calib)
+    probe = ForeignLoad()
     res, out = peers.run_deepsparse(
         path,
         args.seqs,
@@ -407,6 +408,7 @@ def _run_deepsparse(
         args.budget_batches,
         check,
     )
+    entry["foreign_load"] = probe.stop()
     entry["results"] = res["results"]
     entry["budget"] = res["budget"]
     entry["notes"].update(
@@ -649,12 +651,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             for r, bud in budgets:
                 cells = []
                 for s in runs["seqs"]:
-                    x = bud.get(str(s))
-                    cells.append(
-                        "n/a"
-                        if not x or x["best_batch"] is None
-                        else f"{x['best_throughput']:.1f} @ b{x['best_batch']}"
-                    )
+                    cells.append(_budget_cell(bud.get(str(s))))
                 lines.append(f"| {r} | " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -679,6 +676,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             )
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _budget_cell(x: dict[str, Any] | None) -> str:
+    if not x:
+        return "n/a"
+    if x["best_batch"] is None:
+        first = x["tried"][0] if x["tried"] else None
+        return f"none (b{first['batch']} p90 {first['p90_ms']:.1f} ms)" if first else "none"
+    return f"{x['best_throughput']:.1f} @ b{x['best_batch']}"
 
 
 def contended(model: dict[str, Any], rts: Sequence[str]) -> list[tuple[str, float]]:
@@ -787,6 +793,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = bench_model(name, args)
         fus = peers.CACHE_DIR / f"{name}-seed{args.seed}" / "model.opt.fusions.json"
         model["ort_fusions"] = json.loads(fus.read_text()) if fus.exists() else None
+        # Op histograms document what each peer ran (e.g. no Range/Where mask subgraph in the export).
+        cache = peers.CACHE_DIR / f"{name}-seed{args.seed}"
+        model["onnx_ops"] = {f.name: peers.op_histogram(f) for f in sorted(cache.glob("*.onnx"))}
         model["ratios"] = [ratios(model, s, b) for s, b in configs(run)]
         model["goals"] = evaluate_goals(model, args.seqs, args.batches)
         report["models"][name] = model

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -527,6 +527,3 @@ def run_deepsparse(
         res = json.loads((t / "out.json").read_text())
         out = np.load(t / "check_out.npy") if (t / "check_out.npy").exists() else None
     return res, out
-
-
-RunnerFactory = Callable[[], tuple[Runner, dict[str, Any]]]

@@ -107,14 +107,12 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
         raw = cfg.get("id2label") or {}
         id2label = {int(k): str(v) for k, v in raw.items()} or None
     if model_type == "distilbert":
-        if cfg.get("sinusoidal_pos_embds"):
-            pass  # the sinusoidal table is stored as a regular embedding weight
         act = _HF_ACT.get(cfg.get("activation", "gelu"))
         spec = EncoderSpec(
             arch="distilbert", hidden=cfg["dim"], layers=cfg["n_layers"], heads=cfg["n_heads"],
             intermediate=cfg["hidden_dim"], vocab=cfg["vocab_size"], max_positions=cfg["max_position_embeddings"],
             type_vocab=0, pad_token_id=int(cfg.get("pad_token_id") or 0), position_mode=0, ln_eps=1e-12,
-            act=act or "", task=task,
+            act=act or "", task=task, id2label=id2label,
         )
         raw_act = cfg.get("activation", "gelu")
     else:
@@ -129,7 +127,7 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
             max_positions=cfg["max_position_embeddings"], type_vocab=int(cfg.get("type_vocab_size", 2)),
             pad_token_id=int(cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None else (1 if roberta else 0)),
             position_mode=1 if roberta else 0, ln_eps=float(cfg.get("layer_norm_eps", 1e-12)),
-            act=_HF_ACT.get(raw_act, ""), task=task,
+            act=_HF_ACT.get(raw_act, ""), task=task, id2label=id2label,
         )
     if not spec.act:
         raise UnsupportedModelError(f"activation '{raw_act}' is not supported (gelu, gelu_new, relu)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -66,9 +65,3 @@ def calibration_batches(tokenizer: Tokenizer, n_samples: int = 128, batch_size: 
         raise ValueError(f"calibration needs at least 1 sample, got {n_samples}")
     return tokenize_batches(tokenizer, calibration_sentences(n_samples), batch_size, max_length)
 
-
-def iter_with_progress(batches: list[dict], callback) -> Iterator[dict]:
-    """Yield batches, calling `callback()` after each one has been consumed."""
-    for b in batches:
-        yield b
-        callback()
