@@ -11,46 +11,63 @@
 namespace tf {
 namespace avx512 {
 
-const int64_t kF32Nr = 32;
+#ifndef TF_F32_NV
+#define TF_F32_NV 2
+#endif
+#ifndef TF_F32_MR
+#define TF_F32_MR 12
+#endif
 namespace {
-constexpr int64_t NR = 32;
-constexpr int MR = 12;
+constexpr int NV = TF_F32_NV;  // zmm vectors per tile row
+constexpr int64_t NR = 16 * NV;
+constexpr int MR = TF_F32_MR;
 
 template <int R>
 inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols) {
-  __m512 c0[R], c1[R];
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+  __m512 acc[NV][R];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v)
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) acc[v][i] = _mm512_setzero_ps();
   for (int64_t kk = 0; kk < k; ++kk) {
-    const __m512 b0 = _mm512_load_ps(b + kk * NR);
-    const __m512 b1 = _mm512_load_ps(b + kk * NR + 16);
-#pragma GCC unroll 12
+    __m512 bv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + kk * NR + 16 * v);
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i * lda + kk]);
-      c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-      c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_fmadd_ps(av, bv[v], acc[v][i]);
     }
   }
-  if (cols == NR) {
-#pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      _mm512_storeu_ps(c + i * ldc, c0[i]);
-      _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const int64_t left = cols - 16 * v;
+      const __mmask16 mk = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+      _mm512_mask_storeu_ps(c + i * ldc + 16 * v, mk, acc[v][i]);
     }
-  } else {
-    const __mmask16 m0 = cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << cols) - 1);
-    const __mmask16 m1 = cols <= 16 ? 0 : static_cast<__mmask16>((1u << (cols - 16)) - 1);
-    for (int i = 0; i < R; ++i) {
-      _mm512_mask_storeu_ps(c + i * ldc, m0, c0[i]);
-      _mm512_mask_storeu_ps(c + i * ldc + 16, m1, c1[i]);
-    }
-  }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
-const MicroFn kMicro[MR + 1] = {nullptr,   micro<1>, micro<2>, micro<3>,  micro<4>,  micro<5>, micro<6>,
-                                micro<7>,  micro<8>, micro<9>, micro<10>, micro<11>, micro<12>};
+template <int... Rs>
+struct MicroTable {
+  using Fn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
+  static constexpr Fn fns[sizeof...(Rs) + 1] = {nullptr, micro<Rs>...};
+};
+template <int... Rs>
+constexpr typename MicroTable<Rs...>::Fn MicroTable<Rs...>::fns[];
+
+template <int N, int... Rs>
+struct Seq : Seq<N - 1, N, Rs...> {};
+template <int... Rs>
+struct Seq<0, Rs...> {
+  using Table = MicroTable<Rs...>;
+};
+const auto& kMicro = Seq<MR>::Table::fns;
 }  // namespace
+
+const int64_t kF32Nr = NR;
 
 size_t pack_f32_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k) * 4; }
 
