@@ -73,6 +73,7 @@ class PyEncoder {
     c.ln_eps = nb::cast<float>(config["ln_eps"]);
     c.act = act_from(static_cast<int>(geti("act")));
     c.head_pool = static_cast<int>(geti("head_pool"));
+    c.attention_int8 = config.contains("attention_int8") && nb::cast<bool>(config["attention_int8"]);
     for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
     const Isa level = tf::resolve_isa(isa);
     if (threads > 256) threads = 256;
@@ -139,15 +140,15 @@ nb::ndarray<nb::numpy, float> k_gemm_f32(F32In a, F32In w, nb::object bias, int 
   return to_numpy(std::move(c), {(size_t)m, (size_t)n});
 }
 
-nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+nb::object k_gemm_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
                                         nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
                                         F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
-                                        const std::string& isa) {
+                                        const std::string& isa, float out_scale, int out_zp) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
   tf::AlignedBuf packed(kt.pack_s8_size(n, k) + 64);
-  kt.pack_s8(w.data(), n, k, packed.as<void>());
+  kt.pack_s8(w.data(), k, n, k, packed.as<void>());
   std::vector<int32_t> colsum(n, 0);
   for (int64_t j = 0; j < n; ++j)
     for (int64_t kk = 0; kk < k; ++kk) colsum[j] += w.data()[j * k + kk];
@@ -165,11 +166,20 @@ nb::ndarray<nb::numpy, float> k_gemm_s8(nb::ndarray<const uint8_t, nb::ro, nb::n
   epi.act = act_from(act);
   F32In b;
   if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  std::vector<uint8_t> oq;
+  if (out_scale > 0.0f) {  // requantizing epilogue: u8 output with this scale / zero point
+    oq.assign(m * n, 0);
+    epi.out_u8 = oq.data();
+    epi.ld_out_u8 = n;
+    epi.out_inv_scale = 1.0f / out_scale;
+    epi.out_zp = out_zp;
+  }
   const int64_t nsplit = (n / kt.s8_nr) / 2 * kt.s8_nr, msplit = m / 2;
   kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, msplit, 0, nsplit, epi);
   kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, msplit, m, 0, nsplit, epi);
   kt.gemm_s8(ap.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, nsplit, n, epi);
-  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+  if (out_scale > 0.0f) return nb::cast(to_numpy(std::move(oq), {(size_t)m, (size_t)n}));
+  return nb::cast(to_numpy(std::move(c), {(size_t)m, (size_t)n}));
 }
 
 nb::ndarray<nb::numpy, float> k_rowop(F32In x, const std::string& op, nb::object g, nb::object b, float eps,
@@ -219,7 +229,7 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
   std::vector<float> wf(n * k, 0.25f);
   std::vector<int32_t> cs(n, 0);
   tf::AlignedBuf packed(s8 ? kt.pack_s8_size(n, k) : kt.pack_f32_size(n, k));
-  if (s8) kt.pack_s8(w.data(), n, k, packed.as<void>());
+  if (s8) kt.pack_s8(w.data(), k, n, k, packed.as<void>());
   else kt.pack_f32_nk(wf.data(), k, n, k, packed.as<float>());
   tf::Epilogue epi;
   epi.w_scale = ws.data();
@@ -258,7 +268,7 @@ NB_MODULE(_core, m) {
   m.def("gemm_f32", &k_gemm_f32, "a"_a, "w"_a, "bias"_a = nb::none(), "act"_a = 0, "residual"_a = nb::none(),
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
-        "act"_a = 0, "isa"_a = "");
+        "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");

@@ -37,6 +37,12 @@ struct Epilogue {
   // per-row activation scale and zero point (indexed by the global row m; a per-tensor scheme repeats one value)
   const float* row_scale = nullptr;
   const float* row_zp = nullptr;
+  // requantization (INT8 GEMM only): if set, the finished tile is quantized with this static scale / zero point
+  // into out_u8 instead of being stored as float, so the next INT8 layer reads it directly
+  uint8_t* out_u8 = nullptr;
+  int64_t ld_out_u8 = 0;
+  float out_inv_scale = 1.0f;
+  int32_t out_zp = 0;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
@@ -66,7 +72,7 @@ struct KernelTable {
   int64_t f32_nr;  // panel width: n ranges must be multiples of this (except the last)
   // ---- INT8 GEMM: u8 activations x s8 weights -> s32 ----
   size_t (*pack_s8_size)(int64_t n, int64_t k);
-  void (*pack_s8)(const int8_t* w, int64_t n, int64_t k, void* out);
+  void (*pack_s8)(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out);  // from W[n][k], row stride ldw
   int64_t s8_k_align;  // activation rows must be padded (with the zero point) to a multiple of this
   void (*gemm_s8)(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
                   int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
@@ -83,6 +89,9 @@ struct KernelTable {
   // dynamic per-row quantization: each row gets its own asymmetric range (always containing 0)
   void (*quantize_rows_u8)(const float* x, int64_t ldx, uint8_t* q, int64_t ldq, int64_t rows, int64_t cols,
                            float* scale_out, float* zp_out);
+  // symmetric per-row s8 in [-127, 127]: scale = max|x| / 127; also each row's integer sum (for zero points)
+  void (*quantize_rows_s8)(const float* x, int64_t ldx, int8_t* q, int64_t ldq, int64_t rows, int64_t cols,
+                           float* scale_out, int32_t* sum_out);
   // apply the epilogue to one fp32 tile in place (used by kernels and by the executor)
   void (*epilogue_f32)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t m0, int64_t n0,
                        const Epilogue& epi);

@@ -81,7 +81,7 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
     L->int8 = true;
     const int8_t* q = static_cast<const int8_t*>(w.data);
     L->packed.reserve(kt_->pack_s8_size(L->n, L->k));
-    kt_->pack_s8(q, L->n, L->k, L->packed.as<void>());
+    kt_->pack_s8(q, L->k, L->n, L->k, L->packed.as<void>());
     L->w_scale = copy_f32(t, name + ".wscale", {L->n});
     L->col_sum.assign(L->n, 0);
     for (int64_t j = 0; j < L->n; ++j) {
@@ -159,6 +159,7 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
     ctx_.reserve(M * H * 4);
     ff_.reserve(M * std::max<int64_t>(max_k, 1) * 4);
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
+    q8b_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     mask_bias_.reserve(M * 4);
     row_scale_.reserve(M * 4);
     row_zp_.reserve(M * 4);
@@ -168,9 +169,7 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
   }
   if (seq > cap_seq_ || static_cast<int>(scratch_.size()) < threads_) {
     cap_seq_ = std::max(cap_seq_, seq);
-    const int64_t d = H / cfg_.heads;
-    const size_t bytes = kt_->pack_f32_size(cap_seq_, d) + kt_->pack_f32_size(d, cap_seq_) +
-                         cap_seq_ * cap_seq_ * 4 + 256;
+    const size_t bytes = attention_scratch_bytes(cap_seq_);
     if (static_cast<int>(scratch_.size()) < threads_) scratch_.resize(threads_);
     for (auto& s : scratch_) s.reserve(bytes);
   }
@@ -197,15 +196,28 @@ void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* 
   }
 }
 
+int64_t EncoderEngine::q_stride(int64_t k) const {
+  return (k + kt_->s8_k_align - 1) / kt_->s8_k_align * kt_->s8_k_align;
+}
+
 void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual) {
+  LinearIO io;
+  io.in = in;
+  io.out = out;
+  io.act = act;
+  io.residual = residual;
+  linear(L, io, m);
+}
+
+void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   Epilogue epi;
   epi.bias = L.bias.empty() ? nullptr : L.bias.data();
-  epi.act = act;
-  epi.residual = residual;
+  epi.act = io.act;
+  epi.residual = io.residual;
   epi.ld_residual = L.n;
   const KernelTable* kt = kt_;
   const int nt = threads_;
-  if (observe_) {
+  if (observe_ && io.in) {
     float tmn[256], tmx[256], mn = INFINITY, mx = -INFINITY;
 #pragma omp parallel num_threads(nt)
     {
@@ -214,7 +226,7 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
       split_range(m, 1, omp_get_num_threads(), i, &lo, &hi);
       tmn[i] = INFINITY;
       tmx[i] = -INFINITY;
-      if (lo < hi) kt->minmax(in + lo * L.k, (hi - lo) * L.k, &tmn[i], &tmx[i]);
+      if (lo < hi) kt->minmax(io.in + lo * L.k, (hi - lo) * L.k, &tmn[i], &tmx[i]);
     }
     for (int j = 0; j < nt; ++j) { mn = std::min(mn, tmn[j]); mx = std::max(mx, tmx[j]); }
     L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
@@ -222,19 +234,26 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
     L.obs_seen = true;
   }
   if (!L.int8) {
-    gemm_f32_parallel(in, L.k, L.packed.as<float>(), m, L.n, L.k, out, L.n, epi);
+    gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi);
     return;
   }
   // u8 activations: static = one calibrated (scale, zero point) for the tensor; dynamic = per-row ranges
-  // computed on the fly (finer than a per-tensor range, at the cost of one min/max pass that is fused here).
-  const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
-  uint8_t* q = q8_.as<uint8_t>();
+  // computed on the fly (finer than a per-tensor range). An input that arrives already quantized (requantized by
+  // the previous layer's epilogue) skips this pass.
+  const int64_t ldq = q_stride(L.k);
+  const uint8_t* q = io.in_q ? io.in_q : q8_.as<uint8_t>();
   float* rs = row_scale_.as<float>();
   float* rz = row_zp_.as<float>();
   epi.w_scale = L.w_scale.data();
   epi.col_sum = L.col_sum.data();
   epi.row_scale = rs;
   epi.row_zp = rz;
+  if (io.out_q) {
+    epi.out_u8 = io.out_q;
+    epi.ld_out_u8 = q_stride(L.n);
+    epi.out_inv_scale = 1.0f / io.next->a_scale;
+    epi.out_zp = io.next->a_zp;
+  }
   const int64_t nr = kt->s8_nr;
   const bool split_n = (L.n / nr) >= 2 * nt;
 #pragma omp parallel num_threads(nt)
@@ -245,18 +264,107 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
     if (lo < hi) {
       if (L.static_act) {
         for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
-        kt->quantize_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
+        if (!io.in_q)
+          kt->quantize_u8(io.in + lo * L.k, L.k, q8_.as<uint8_t>() + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale,
+                          L.a_zp);
       } else {
-        kt->quantize_rows_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
+        kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8_.as<uint8_t>() + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
       }
+      if (io.out_q && epi.ld_out_u8 > L.n)  // padding columns of the requantized output hold the zero point
+        for (int64_t r = lo; r < hi; ++r)
+          std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
     }
 #pragma omp barrier
     if (split_n) {
       split_range(L.n, nr, cnt, i, &lo, &hi);
-      if (lo < hi) kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, out, L.n, 0, m, lo, hi, epi);
+      if (lo < hi) kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, 0, m, lo, hi, epi);
     } else if (lo < hi) {
-      kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
+      kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, lo, hi, 0, L.n, epi);
     }
+  }
+}
+
+namespace {
+// Carves 64-byte aligned pieces out of one scratch buffer.
+struct Carver {
+  char* p;
+  template <class T>
+  T* take(size_t count) {
+    T* r = reinterpret_cast<T*>(p);
+    p += (count * sizeof(T) + 63) / 64 * 64;
+    return r;
+  }
+};
+inline int64_t round4(int64_t x) { return (x + 3) / 4 * 4; }
+}  // namespace
+
+size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
+  const int64_t d = cfg_.hidden / cfg_.heads;
+  const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
+  size_t f32 = al(kt_->pack_f32_size(seq, d)) + al(kt_->pack_f32_size(d, seq)) + al(seq * seq * 4);
+  size_t s8 = al(seq * round4(d)) + 2 * al(seq * 4) +                        // Q as u8 + row params
+              al(seq * d) + 2 * al(seq * 4) + al(kt_->pack_s8_size(seq, d)) +  // K as s8 + scale, sums, packed
+              al(seq * seq * 4) + al(seq * round4(seq)) + 2 * al(seq * 4) +    // scores, P as u8 + row params
+              al(d * seq * 4) + al(d * seq) + 2 * al(d * 4) + al(kt_->pack_s8_size(d, seq));  // V^T
+  return std::max(f32, s8) + 256;
+}
+
+// Attention with both matmuls in INT8: Q rows as u8 with per-row ranges, K rows as symmetric s8 (the "weight"
+// of Q.K^T, so the VNNI packing reads K's rows directly), P rows as u8 in [0, rowmax], and V^T rows (channels)
+// as symmetric s8. Softmax and the mask stay in float.
+void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
+  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
+  const KernelTable* kt = kt_;
+  const int64_t dq = round4(d), sq = round4(seq);
+  const int64_t tasks = batch * nh;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / nh, h = task % nh;
+    Carver c{scratch_[omp_get_thread_num()].as<char>()};
+    uint8_t* qa = c.take<uint8_t>(seq * dq);
+    float* qs = c.take<float>(seq);
+    float* qz = c.take<float>(seq);
+    int8_t* k8 = c.take<int8_t>(seq * d);
+    float* ks = c.take<float>(seq);
+    int32_t* ksum = c.take<int32_t>(seq);
+    void* kpack = c.take<char>(kt->pack_s8_size(seq, d));
+    float* scores = c.take<float>(seq * seq);
+    uint8_t* pa = c.take<uint8_t>(seq * sq);
+    float* ps = c.take<float>(seq);
+    float* pz = c.take<float>(seq);
+    float* vt = c.take<float>(d * seq);
+    int8_t* v8 = c.take<int8_t>(d * seq);
+    float* vs = c.take<float>(d);
+    int32_t* vsum = c.take<int32_t>(d);
+    void* vpack = c.take<char>(kt->pack_s8_size(d, seq));
+
+    const float* q = qkv + b * seq * ld + h * d;
+    const float* k = q + H;
+    const float* v = q + 2 * H;
+    kt->quantize_rows_u8(q, ld, qa, dq, seq, d, qs, qz);
+    kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
+    for (int64_t j = 0; j < seq; ++j) ks[j] *= alpha;  // fold the 1/sqrt(d) scale into K's scales
+    kt->pack_s8(k8, d, seq, d, kpack);
+    Epilogue se;
+    se.bias = mask_bias + b * seq;
+    se.w_scale = ks;
+    se.col_sum = ksum;
+    se.row_scale = qs;
+    se.row_zp = qz;
+    kt->gemm_s8(qa, dq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
+    kt->softmax_rows(scores, seq, seq, seq);
+    kt->quantize_rows_u8(scores, seq, pa, sq, seq, seq, ps, pz);
+    for (int64_t j = 0; j < seq; ++j)
+      for (int64_t t = 0; t < d; ++t) vt[t * seq + j] = v[j * ld + t];
+    kt->quantize_rows_s8(vt, seq, v8, seq, d, seq, vs, vsum);
+    kt->pack_s8(v8, seq, d, seq, vpack);
+    Epilogue ve;
+    ve.w_scale = vs;
+    ve.col_sum = vsum;
+    ve.row_scale = ps;
+    ve.row_zp = pz;
+    kt->gemm_s8(pa, sq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, ve);
   }
 }
 
@@ -365,15 +473,32 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   for (auto& L : layers_) {
     linear(L.qkv, x, M, qkv, Act::None, nullptr);
     lap("qkv");
-    attention(qkv, mb, batch, seq, ctx);
+    if (cfg_.attention_int8) attention_s8(qkv, mb, batch, seq, ctx);
+    else attention(qkv, mb, batch, seq, ctx);
     lap("attention");
     linear(L.attn_out, ctx, M, x1, Act::None, x);
     lap("attn_out");
     layernorm_par(x1, L.ln1_g, L.ln1_b);
     lap("layernorm");
-    linear(L.ffn1, x1, M, ff, cfg_.act, nullptr);
-    lap("ffn1");
-    linear(L.ffn2, ff, M, x, Act::None, x1);
+    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
+      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (no float round trip through memory)
+      LinearIO up;
+      up.in = x1;
+      up.out_q = q8b_.as<uint8_t>();
+      up.next = &L.ffn2;
+      up.act = cfg_.act;
+      linear(L.ffn1, up, M);
+      lap("ffn1");
+      LinearIO down;
+      down.in_q = q8b_.as<uint8_t>();
+      down.out = x;
+      down.residual = x1;
+      linear(L.ffn2, down, M);
+    } else {
+      linear(L.ffn1, x1, M, ff, cfg_.act, nullptr);
+      lap("ffn1");
+      linear(L.ffn2, ff, M, x, Act::None, x1);
+    }
     lap("ffn2");
     layernorm_par(x, L.ln2_g, L.ln2_b);
     lap("layernorm");

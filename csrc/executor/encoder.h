@@ -52,6 +52,18 @@ struct Linear {
   bool obs_seen = false;
 };
 
+// Where a Linear reads and writes: float in/out, or u8 already quantized with the layer's static parameters
+// (in_q), or u8 requantized for the `next` layer's static parameters (out_q).
+struct LinearIO {
+  const float* in = nullptr;
+  const uint8_t* in_q = nullptr;
+  float* out = nullptr;
+  uint8_t* out_q = nullptr;
+  const Linear* next = nullptr;
+  Act act = Act::None;
+  const float* residual = nullptr;
+};
+
 struct EncoderLayer {
   Linear qkv, attn_out, ffn1, ffn2;
   std::vector<float> ln1_g, ln1_b, ln2_g, ln2_b;
@@ -64,6 +76,7 @@ struct EncoderConfig {
   float ln_eps = 1e-12f;
   Act act = Act::GeluErf;
   int head_pool = 0;  // 0: per token, 1: first token ([CLS])
+  bool attention_int8 = false;  // Q.K^T and P.V as u8 x s8 GEMMs (quantized engines)
   std::vector<Act> head_acts;
 };
 
@@ -95,9 +108,13 @@ class EncoderEngine {
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
+  void linear(Linear& L, const LinearIO& io, int64_t m);
+  int64_t q_stride(int64_t k) const;
   void gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n, int64_t k, float* c,
                          int64_t ldc, const Epilogue& epi);
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);
 
@@ -112,7 +129,7 @@ class EncoderEngine {
   std::vector<Linear> head_;
   // activation buffers, sized for the largest batch x seq seen so far
   int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
-  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
+  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
   std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
 };
 

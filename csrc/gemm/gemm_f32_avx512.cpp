@@ -69,26 +69,7 @@ const auto& kMicro = Seq<MR>::Table::fns;
 
 const int64_t kF32Nr = NR;
 
-size_t pack_f32_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k) * 4; }
-
-void pack_f32_nk(const float* w, int64_t ldw, int64_t n, int64_t k, float* out) {
-  for (int64_t p = 0; p < n; p += NR) {
-    float* dst = out + p * k;
-    for (int64_t kk = 0; kk < k; ++kk)
-      for (int64_t j = 0; j < NR; ++j) dst[kk * NR + j] = p + j < n ? w[(p + j) * ldw + kk] : 0.0f;
-  }
-}
-
-void pack_f32_kn(const float* b, int64_t ldb, int64_t n, int64_t k, float* out) {
-  for (int64_t p = 0; p < n; p += NR) {
-    float* dst = out + p * k;
-    const int64_t cols = n - p < NR ? n - p : NR;
-    for (int64_t kk = 0; kk < k; ++kk) {
-      std::memcpy(dst + kk * NR, b + kk * ldb + p, cols * 4);
-      for (int64_t j = cols; j < NR; ++j) dst[kk * NR + j] = 0.0f;
-    }
-  }
-}
+#include "pack_f32.inc"
 
 void gemm_f32(const float* a, int64_t lda, const float* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
               int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {

@@ -53,7 +53,7 @@ const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>,
 
 size_t pack_s8_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k2(k) * 2 * 2); }
 
-void pack_s8(const int8_t* w, int64_t n, int64_t k, void* out) {
+void pack_s8(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out) {
   int16_t* dst = static_cast<int16_t*>(out);
   const int64_t kp = k2(k);
   for (int64_t p = 0; p < n; p += NR)
@@ -61,7 +61,7 @@ void pack_s8(const int8_t* w, int64_t n, int64_t k, void* out) {
       for (int64_t j = 0; j < NR; ++j)
         for (int64_t t = 0; t < 2; ++t) {
           const int64_t col = p + j, kidx = kk * 2 + t;
-          *dst++ = (col < n && kidx < k) ? w[col * k + kidx] : 0;
+          *dst++ = (col < n && kidx < k) ? w[col * ldw + kidx] : 0;
         }
 }
 
@@ -76,11 +76,18 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
     const int64_t cols = (n1 - p < NR ? n1 - p : NR);
     for (int64_t j = 0; j < cols; ++j) colsum[j] = static_cast<float>(epi.col_sum[p + j]);
     const int16_t* bp = pb + p * kp * 2;
+    alignas(32) float tile[MR * NR];
     for (int64_t m = m0; m < m1; m += MR) {
       const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
-      kMicro[rows](a + m * lda, lda, bp, kp, c + m * ldc + p, ldc, cols, colsum, epi.w_scale + p, epi.row_scale + m,
+      float* dst = epi.out_u8 ? tile : c + m * ldc + p;
+      const int64_t ldd = epi.out_u8 ? NR : ldc;
+      kMicro[rows](a + m * lda, lda, bp, kp, dst, ldd, cols, colsum, epi.w_scale + p, epi.row_scale + m,
                    epi.row_zp + m);
-      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, rest);
+      epilogue_f32(dst, ldd, rows, cols, m, p, rest);
+      if (epi.out_u8)
+        for (int i = 0; i < rows; ++i)
+          quantize_u8(tile + i * NR, NR, epi.out_u8 + (m + i) * epi.ld_out_u8 + p, cols, 1, cols, epi.out_inv_scale,
+                      epi.out_zp);
     }
   }
   (void)n;

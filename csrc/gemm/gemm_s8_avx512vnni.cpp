@@ -81,16 +81,24 @@ const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>,
 
 size_t pack_s8_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k4(k) * 4); }
 
-void pack_s8(const int8_t* w, int64_t n, int64_t k, void* out) {
+void pack_s8(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out) {
   int8_t* dst = static_cast<int8_t*>(out);
-  const int64_t kq = k4(k);
-  for (int64_t p = 0; p < n; p += NR)
-    for (int64_t kk = 0; kk < kq; ++kk)
-      for (int64_t j = 0; j < NR; ++j)
-        for (int64_t t = 0; t < 4; ++t) {
-          const int64_t col = p + j, kidx = kk * 4 + t;
-          *dst++ = (col < n && kidx < k) ? w[col * k + kidx] : 0;
-        }
+  const int64_t kq = k4(k), kfull = k / 4;
+  for (int64_t p = 0; p < n; p += NR) {
+    const int64_t cols = n - p < NR ? n - p : NR;
+    for (int64_t j = 0; j < NR; ++j) {
+      int8_t* d = dst + j * 4;
+      if (j >= cols) {
+        for (int64_t kk = 0; kk < kq; ++kk) std::memset(d + kk * NR * 4, 0, 4);
+        continue;
+      }
+      const int8_t* src = w + (p + j) * ldw;
+      for (int64_t kk = 0; kk < kfull; ++kk) std::memcpy(d + kk * NR * 4, src + kk * 4, 4);
+      if (kfull < kq)
+        for (int64_t t = 0; t < 4; ++t) d[kfull * NR * 4 + t] = kfull * 4 + t < k ? src[kfull * 4 + t] : 0;
+    }
+    dst += kq * NR * 4;
+  }
 }
 
 void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
@@ -108,11 +116,17 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
       wscale[j] = _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j);
     }
     const int8_t* bp = pb + p * kq * 4;
+    alignas(64) float tile[MR * NR];
     for (int64_t m = m0; m < m1; m += MR) {
       const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
-      kMicro[rows](a + m * lda, lda, bp, kq, c + m * ldc + p, ldc, cols, colsum, wscale, epi.row_scale + m,
-                   epi.row_zp + m);
-      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, rest);
+      float* dst = epi.out_u8 ? tile : c + m * ldc + p;
+      const int64_t ldd = epi.out_u8 ? NR : ldc;
+      kMicro[rows](a + m * lda, lda, bp, kq, dst, ldd, cols, colsum, wscale, epi.row_scale + m, epi.row_zp + m);
+      epilogue_f32(dst, ldd, rows, cols, m, p, rest);
+      if (epi.out_u8)
+        for (int i = 0; i < rows; ++i)
+          quantize_u8(tile + i * NR, NR, epi.out_u8 + (m + i) * epi.ld_out_u8 + p, cols, 1, cols, epi.out_inv_scale,
+                      epi.out_zp);
     }
   }
   (void)n;

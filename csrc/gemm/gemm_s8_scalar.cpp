@@ -15,11 +15,11 @@ inline int64_t kpad(int64_t k) { return (k + 3) / 4 * 4; }
 
 size_t pack_s8_size(int64_t n, int64_t k) { return static_cast<size_t>(n * kpad(k)); }
 
-void pack_s8(const int8_t* w, int64_t n, int64_t k, void* out) {
+void pack_s8(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out) {
   int8_t* dst = static_cast<int8_t*>(out);
   const int64_t kp = kpad(k);
   for (int64_t col = 0; col < n; ++col)
-    for (int64_t kk = 0; kk < kp; ++kk) dst[col * kp + kk] = kk < k ? w[col * k + kk] : 0;
+    for (int64_t kk = 0; kk < kp; ++kk) dst[col * kp + kk] = kk < k ? w[col * ldw + kk] : 0;
 }
 
 void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
@@ -28,9 +28,10 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
   const int64_t kp = kpad(k);
   Epilogue rest = epi;
   rest.alpha = 1.0f;
+  float* tmp = epi.out_u8 ? new float[n1] : nullptr;  // one row, when requantizing
   for (int64_t m = m0; m < m1; ++m) {
     const uint8_t* ar = a + m * lda;
-    float* row = c + m * ldc;
+    float* row = epi.out_u8 ? tmp : c + m * ldc;
     for (int64_t col = n0; col < n1; ++col) {
       const int8_t* wr = pb + col * kp;
       int32_t acc = 0;
@@ -39,7 +40,11 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
                  (epi.row_scale[m] * epi.w_scale[col]);
     }
     epilogue_f32(row + n0, ldc, 1, n1 - n0, m, n0, rest);
+    if (epi.out_u8)
+      quantize_u8(row + n0, n1 - n0, epi.out_u8 + m * epi.ld_out_u8 + n0, n1 - n0, 1, n1 - n0, epi.out_inv_scale,
+                  epi.out_zp);
   }
+  delete[] tmp;
   (void)n;
 }
 

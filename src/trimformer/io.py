@@ -44,6 +44,7 @@ def save(engine: Engine, path: str | Path) -> Path:
         "spec": engine.spec.to_json(),
         "quantize": engine.quantize,
         "linear_formats": engine.formats,
+        "attention": engine.attention,
         "tensors": tensors,
         "extra": engine.extra,
     }
@@ -118,6 +119,6 @@ def load(path: str | Path, threads: int | None = None, isa: str | None = None) -
     tok = path if any((path / f).exists() for f in _TOKENIZER_FILES) else None
     try:
         return Engine(spec, tensors, formats, quantize=doc.get("quantize"), threads=threads, isa=isa,
-                      tokenizer_path=tok, extra=doc.get("extra"))
+                      tokenizer_path=tok, extra=doc.get("extra"), attention=doc.get("attention", "f32"))
     except ValueError as e:
         raise ModelFormatError(f"{path}: {e}") from None

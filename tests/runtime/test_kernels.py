@@ -44,6 +44,18 @@ def test_gemm_s8_is_exact(isa, rng, m, n, k):
     np.testing.assert_array_equal(got, ref.astype(np.float32))
 
 
+@pytest.mark.parametrize("m,n,k", [(1, 5, 3), (7, 70, 33), (13, 130, 64)])
+def test_gemm_s8_requantizing_epilogue(isa, rng, m, n, k):
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    ws = (rng.random(n, dtype=np.float32) + 0.5) * 1e-3
+    bias = rng.standard_normal(n, dtype=np.float32)
+    as_float = _core.gemm_s8(a, w, ws, 0.02, 9, bias=bias, act=1, isa=isa)
+    q = _core.gemm_s8(a, w, ws, 0.02, 9, bias=bias, act=1, isa=isa, out_scale=0.01, out_zp=17)
+    assert q.dtype == np.uint8
+    np.testing.assert_array_equal(q, _core.quantize_u8(as_float, 0.01, 17, isa=isa))
+
+
 def test_gemm_s8_identical_across_isa_levels(rng):
     from conftest import ISA_LEVELS
 

@@ -16,6 +16,7 @@ from ..formats.registry import activation_qparams, get_format
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 
 QUANTIZE_MODES = (None, "int8-dynamic", "int8-static")
+ATTENTION_MODES = ("f32", "int8")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                     "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
@@ -32,16 +33,21 @@ class Engine:
 
     def __init__(self, spec: EncoderSpec, tensors: Mapping[str, np.ndarray], formats: Mapping[str, str], *,
                  quantize: str | None = None, threads: int | None = None, isa: str | None = None,
-                 tokenizer_path: str | Path | None = None, extra: dict[str, Any] | None = None):
+                 tokenizer_path: str | Path | None = None, extra: dict[str, Any] | None = None,
+                 attention: str = "f32"):
         self.spec = spec
         self.tensors = dict(tensors)  # the stored (logical) tensors: what `save` writes
         self.formats = dict(formats)  # linear name -> registry format name
         self.quantize = quantize
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
         self.extra = dict(extra or {})
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        self.attention = attention
         self._lock = threading.Lock()
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        self._native = _core.EncoderEngine(spec.native_config(), native, isa or "", threads or default_threads())
+        config = {**spec.native_config(), "attention_int8": attention == "int8"}
+        self._native = _core.EncoderEngine(config, native, isa or "", threads or default_threads())
 
     @property
     def isa(self) -> str:
@@ -124,10 +130,11 @@ def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: 
 
 def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
-                    keep_float: Iterable[str] = ()) -> Engine:
+                    keep_float: Iterable[str] = (), attention: str | None = None) -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
+    attention: "int8" (the default when quantizing: Q.K^T and P.V as INT8 GEMMs) or "f32".
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -162,4 +169,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                 scale, zp = activation_qparams(*ranges[name])
                 stored[name + ".act_scale"] = np.array([scale], np.float32)
                 stored[name + ".act_zero_point"] = np.array([zp], np.int32)
-    return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok)
+    if attention is None:
+        attention = "int8" if quantize else "f32"
+    return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
+                  attention=attention)
