@@ -50,7 +50,8 @@ std::map<std::string, tf::HostTensor> host_tensors(const std::map<std::string, A
     if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
     else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
     else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
-    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8 or int32");
+    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits
+    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, int32 or uint16 (bf16)");
     out[name] = h;
   }
   return out;
@@ -216,6 +217,30 @@ nb::ndarray<nb::numpy, uint8_t> k_quantize(F32In x, float scale, int zp, const s
   return to_numpy(std::move(q), {(size_t)rows, (size_t)cols});
 }
 
+nb::ndarray<nb::numpy, float> k_gemm_bf16(F32In a, nb::ndarray<const uint16_t, nb::ro, nb::ndim<2>, nb::c_contig,
+                                          nb::device::cpu> w, nb::object bias, int act) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::Isa::Avx512Vnni);
+  if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16() || !kt.gemm_bf16)
+    throw std::invalid_argument("this CPU has no AVX512_BF16");
+  if (a.ndim() != 2) throw std::invalid_argument("a must be 2-D");
+  const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
+  if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
+  tf::AlignedBuf packed(kt.pack_bf16_size(n, k) + 64);
+  kt.pack_bf16(w.data(), n, k, packed.as<void>());
+  const int64_t lda = (k + 1) / 2 * 2;
+  std::vector<uint16_t> ab(m * lda + 2);
+  kt.to_bf16_rows(a.data(), k, ab.data(), lda, m, k);
+  std::vector<float> c(m * n);
+  tf::Epilogue epi;
+  epi.act = act_from(act);
+  F32In b;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  const int64_t nsplit = (n / kt.bf16_nr) / 2 * kt.bf16_nr;
+  kt.gemm_bf16(ab.data(), lda, packed.as<void>(), n, k, c.data(), n, 0, m, 0, nsplit, epi);
+  kt.gemm_bf16(ab.data(), lda, packed.as<void>(), n, k, c.data(), n, 0, m, nsplit, n, epi);
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
 // Times one GEMM shape with pre-packed random weights (no packing or Python in the loop): seconds per call.
 double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int iters, const std::string& isa,
                    int threads) {
@@ -269,6 +294,7 @@ NB_MODULE(_core, m) {
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
+  m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");

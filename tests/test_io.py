@@ -31,7 +31,7 @@ def ids(rng):
     return rng.integers(1, 120, (2, 13)).astype(np.int64)
 
 
-@pytest.mark.parametrize("quantize", [None, "int8-dynamic", "int8-static"])
+@pytest.mark.parametrize("quantize", [None, "bf16", "int8-dynamic", "int8-static"])
 def test_round_trip_identical(model_dir, tmp_path, ids, quantize):
     calib = [{"input_ids": ids}]
     eng = tf.compile(model_dir, quantize=quantize, calibration=calib)
@@ -44,8 +44,10 @@ def test_round_trip_identical(model_dir, tmp_path, ids, quantize):
         np.testing.assert_array_equal(a[k], b[k])
     doc = json.loads((out / "model.json").read_text())
     assert doc["schema_version"] == 1 and doc["kind"] == "encoder"
-    if quantize:
+    if quantize and quantize.startswith("int8"):
         assert doc["tensors"]["layers.0.qkv.qweight"]["dtype"] == "int8"
+    if quantize == "bf16":
+        assert doc["tensors"]["layers.0.qkv.bweight"]["dtype"] == "uint16"
 
 
 def test_tokenizer_files_travel_with_the_model(tmp_path, ids):

@@ -77,6 +77,18 @@ struct KernelTable {
   void (*gemm_s8)(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
                   int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
   int64_t s8_nr;
+  // optional fused path (null where absent): per-column symmetric s8 quantization of X [k][n] packed directly as
+  // the B operand of W[n][k] = X^T (attention's V), with column scales and integer column sums
+  void (*quant_pack_kn_s8)(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
+                           int32_t* sum_out);
+  // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
+  size_t (*pack_bf16_size)(int64_t n, int64_t k);
+  void (*pack_bf16)(const uint16_t* w, int64_t n, int64_t k, void* out);
+  // rows of x to bf16 (round to nearest even), padding each row to ldy with zeros
+  void (*to_bf16_rows)(const float* x, int64_t ldx, uint16_t* y, int64_t ldy, int64_t rows, int64_t cols);
+  void (*gemm_bf16)(const uint16_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
+                    int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
+  int64_t bf16_nr;
   // ---- row ops ----
   void (*layernorm)(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, const float* g,
                     const float* b, float eps);

@@ -65,7 +65,27 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
   L->name = name;
   auto it = t.find(name + ".weight");
   auto itq = t.find(name + ".qweight");
-  if (it != t.end()) {
+  auto itb = t.find(name + ".bweight");
+  if (itb != t.end()) {
+    const HostTensor& w = itb->second;
+    if (w.dtype != 'h' || w.shape.size() != 2) throw std::invalid_argument("bad bweight '" + name + "'");
+    L->n = w.shape[0];
+    L->k = w.shape[1];
+    const uint16_t* bits = static_cast<const uint16_t*>(w.data);
+    if (kt_->gemm_bf16 && cpu_has_avx512_bf16()) {
+      L->bf16 = true;
+      L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
+      kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
+    } else {  // no BF16 instructions at this level: the same bf16 weights, computed in float32
+      std::vector<float> wide(L->n * L->k);
+      for (int64_t i = 0; i < L->n * L->k; ++i) {
+        const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+        std::memcpy(&wide[i], &u, 4);
+      }
+      L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
+      kt_->pack_f32_nk(wide.data(), L->k, L->n, L->k, L->packed.as<float>());
+    }
+  } else if (it != t.end()) {
     const HostTensor& w = it->second;
     if (w.dtype != 'f' || w.shape.size() != 2) throw std::invalid_argument("bad weight '" + name + "'");
     L->n = w.shape[0];
@@ -160,6 +180,7 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
     ff_.reserve(M * std::max<int64_t>(max_k, 1) * 4);
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     q8b_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
+    bf_.reserve(M * ((max_k + 1) / 2 * 2) * 2 + 64);
     mask_bias_.reserve(M * 4);
     row_scale_.reserve(M * 4);
     row_zp_.reserve(M * 4);
@@ -232,6 +253,27 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
     L.obs_max = L.obs_seen ? std::max(L.obs_max, mx) : mx;
     L.obs_seen = true;
+  }
+  if (L.bf16) {
+    const int64_t ldb = (L.k + 1) / 2 * 2;
+    uint16_t* a = bf_.as<uint16_t>();
+    const int64_t nr = kt->bf16_nr;
+    const bool split_n = (L.n / nr) >= 2 * nt;
+#pragma omp parallel num_threads(nt)
+    {
+      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+      int64_t lo, hi;
+      split_range(m, 1, cnt, i, &lo, &hi);
+      if (lo < hi) kt->to_bf16_rows(io.in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k);
+#pragma omp barrier
+      if (split_n) {
+        split_range(L.n, nr, cnt, i, &lo, &hi);
+        if (lo < hi) kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, 0, m, lo, hi, epi);
+      } else if (lo < hi) {
+        kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, lo, hi, 0, L.n, epi);
+      }
+    }
+    return;
   }
   if (!L.int8) {
     gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi);
@@ -355,10 +397,14 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
     kt->gemm_s8(qa, dq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_rows(scores, seq, seq, seq);
     kt->quantize_rows_u8(scores, seq, pa, sq, seq, seq, ps, pz);
-    for (int64_t j = 0; j < seq; ++j)
-      for (int64_t t = 0; t < d; ++t) vt[t * seq + j] = v[j * ld + t];
-    kt->quantize_rows_s8(vt, seq, v8, seq, d, seq, vs, vsum);
-    kt->pack_s8(v8, seq, d, seq, vpack);
+    if (kt->quant_pack_kn_s8) {
+      kt->quant_pack_kn_s8(v, ld, seq, d, vpack, vs, vsum);
+    } else {  // transpose V, quantize its rows (= channels), pack
+      for (int64_t j = 0; j < seq; ++j)
+        for (int64_t t = 0; t < d; ++t) vt[t * seq + j] = v[j * ld + t];
+      kt->quantize_rows_s8(vt, seq, v8, seq, d, seq, vs, vsum);
+      kt->pack_s8(v8, seq, d, seq, vpack);
+    }
     Epilogue ve;
     ve.w_scale = vs;
     ve.col_sum = vsum;

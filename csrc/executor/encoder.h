@@ -33,13 +33,14 @@ class AlignedBuf {
 struct HostTensor {
   const void* data = nullptr;
   std::vector<int64_t> shape;
-  char dtype = 'f';  // 'f' float32, 'b' int8, 'i' int32
+  char dtype = 'f';  // 'f' float32, 'b' int8, 'i' int32, 'h' bf16 bits
 };
 
 struct Linear {
   std::string name;
   int64_t n = 0, k = 0;
   bool int8 = false;
+  bool bf16 = false;  // bf16 weights run by the BF16 kernel (else bf16 weights are widened to float32 at load)
   AlignedBuf packed;
   std::vector<float> bias;
   std::vector<float> w_scale;
@@ -129,7 +130,7 @@ class EncoderEngine {
   std::vector<Linear> head_;
   // activation buffers, sized for the largest batch x seq seen so far
   int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
-  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
+  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, bf_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
   std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
 };
 

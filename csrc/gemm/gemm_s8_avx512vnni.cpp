@@ -101,6 +101,44 @@ void pack_s8(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out) {
   }
 }
 
+void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
+                      int32_t* sum_out) {
+  // Column ranges: one symmetric scale per output column n (a channel of V), over all k rows.
+  const int64_t nv = (n + 15) / 16;
+  for (int64_t v = 0; v < nv; ++v) {
+    const __mmask16 mk = lane_mask(n - 16 * v, 0);
+    __m512 amax = _mm512_setzero_ps();
+    for (int64_t r = 0; r < k; ++r)
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + r * ldx + 16 * v)));
+    const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                              _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
+    _mm512_mask_storeu_ps(scale_out + 16 * v, mk, scale);
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+    __m512i sum = _mm512_setzero_si512();
+    // 4 rows at a time become one 32-bit word per column: exactly the [k/4][64][4] VNNI panel layout
+    int8_t* panel = static_cast<int8_t*>(out) + (16 * v / NR) * k4(k) * NR * 4 + (16 * v % NR) * 4;
+    for (int64_t r = 0; r < k; r += 4) {
+      __m512i word = _mm512_setzero_si512();
+      for (int t = 0; t < 4; ++t) {
+        if (r + t >= k) break;
+        const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + (r + t) * ldx + 16 * v), inv);
+        __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+        sum = _mm512_add_epi32(sum, q);
+        word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, _mm512_set1_epi32(0xFF)), 8 * t));
+      }
+      _mm512_store_si512(panel + (r / 4) * NR * 4, word);
+    }
+    _mm512_mask_storeu_epi32(sum_out + 16 * v, mk, sum);
+  }
+  // columns of the last panel past n stay zero
+  const int64_t padded = (n + NR - 1) / NR * NR;
+  for (int64_t c = (n + 15) / 16 * 16; c < padded; c += 16) {
+    int8_t* panel = static_cast<int8_t*>(out) + (c / NR) * k4(k) * NR * 4 + (c % NR) * 4;
+    for (int64_t r = 0; r < k; r += 4) _mm512_store_si512(panel + (r / 4) * NR * 4, _mm512_setzero_si512());
+  }
+}
+
 void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
   const int8_t* pb = static_cast<const int8_t*>(packed_b);

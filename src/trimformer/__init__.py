@@ -21,8 +21,9 @@ def compile(model: Any, *, quantize: str | None = None, calibration: Any = None,
             isa: str | None = None) -> Engine:
     """Compile a Hugging Face encoder (checkpoint directory or in-memory model) into an Engine.
 
-    quantize: None (FP32), "int8-dynamic" (activation scales per call) or "int8-static" (calibrated scales baked
-    in; `calibration` is an iterable of tokenized batches `{"input_ids", "attention_mask", ...}`).
+    quantize: None (FP32), "bf16" (bfloat16 weights and GEMM inputs, float32 accumulation), "int8-dynamic"
+    (activation ranges per row, per call) or "int8-static" (calibrated scales baked in; `calibration` is an
+    iterable of tokenized batches `{"input_ids", "attention_mask", ...}`).
     """
     return compile_encoder(model, quantize=quantize, calibration=calibration, threads=threads, isa=isa)
 

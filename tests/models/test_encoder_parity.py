@@ -119,6 +119,17 @@ def test_int8_close_to_fp32(saved, isa, rng, quantize):
     assert cos.min() > 0.99
 
 
+def test_bf16_close_to_fp32(saved, isa, rng):
+    model, path = saved["roberta-seqcls"]
+    ids, mask, _ = _inputs(rng, pad_id=model.config.pad_token_id)
+    fp = tf.compile(path).run(ids, mask)
+    eng = tf.compile(path, quantize="bf16", isa=isa)
+    assert eng.formats["layers.0.qkv"] == "bf16"
+    got = eng.run(ids, mask)
+    for key in fp:
+        assert rel_err(got[key], fp[key]) < 2e-2
+
+
 def test_int8_identical_across_isa_levels(saved, rng):
     from conftest import ISA_LEVELS
 

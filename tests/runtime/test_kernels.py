@@ -104,3 +104,19 @@ def test_quantize_u8(isa, rng):
 def test_forcing_an_unknown_isa_fails_clearly():
     with pytest.raises(ValueError, match="unknown ISA"):
         _core.resolve_isa("sse9")
+
+
+@pytest.mark.skipif(not _core.has_avx512_bf16() or _core.detect_isa() != "avx512_vnni",
+                    reason="CPU has no AVX512_BF16")
+@pytest.mark.parametrize("m,n,k", [(1, 3, 1), (7, 65, 33), (13, 130, 64), (29, 64, 257)])
+def test_gemm_bf16_matches_reference(rng, m, n, k):
+    from trimformer.formats.registry import from_bf16_bits, to_bf16_bits
+
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    bias = rng.standard_normal(n, dtype=np.float32)
+    bits = to_bf16_bits(w)
+    got = _core.gemm_bf16(a, bits, bias=bias, act=3)
+    # reference: the same bf16-rounded operands, exact products, float64 sums
+    ref = np.maximum(from_bf16_bits(to_bf16_bits(a)).astype(np.float64) @ from_bf16_bits(bits).T + bias, 0)
+    assert rel_err(got, ref) < 1e-5

@@ -52,12 +52,25 @@ def _int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
     return t[".qweight"].astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
 
 
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bit patterns (uint16), rounding to nearest even like the hardware converter."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 FORMATS: dict[str, WeightFormat] = {
     f.name: f
     for f in (
         WeightFormat("f32", "dense float32", _f32_encode, _f32_decode, (".weight",), 32),
         WeightFormat("int8", "dense INT8, symmetric per-output-channel scales", _int8_encode, _int8_decode,
                      (".qweight", ".wscale"), 8),
+        WeightFormat("bf16", "dense bfloat16 (AVX512-BF16 kernel; widened to float32 on CPUs without it)",
+                     lambda w: {".bweight": to_bf16_bits(w)}, lambda t: from_bf16_bits(t[".bweight"]),
+                     (".bweight",), 16),
     )
 }
 

@@ -24,6 +24,8 @@ _DTYPES: dict[str, np.dtype] = {
     "I16": np.dtype("<i2"),
     "I8": np.dtype("i1"),
     "U8": np.dtype("u1"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
     "BOOL": np.dtype("?"),
 }
 

@@ -15,7 +15,7 @@ from .. import _core
 from ..formats.registry import activation_qparams, get_format
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 
-QUANTIZE_MODES = (None, "int8-dynamic", "int8-static")
+QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
 ATTENTION_MODES = ("f32", "int8")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                     "merges.txt", "vocab.json", "sentencepiece.bpe.model")
@@ -155,7 +155,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     for name in spec.linear_names():
         quantized = quantize is not None and (quantize_head or not name.startswith("head."))
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
-        fmt_of[name] = "int8" if quantized else "f32"
+        fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
     stored = _encode_linears(spec, dense, fmt_of)
     if quantize == "int8-static":
         if calibration is None:
@@ -170,6 +170,6 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                 stored[name + ".act_scale"] = np.array([scale], np.float32)
                 stored[name + ".act_zero_point"] = np.array([zp], np.int32)
     if attention is None:
-        attention = "int8" if quantize else "f32"
+        attention = "int8" if quantize in ("int8-dynamic", "int8-static") else "f32"
     return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
                   attention=attention)
