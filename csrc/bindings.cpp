@@ -74,7 +74,7 @@ class PyEncoder {
     c.ln_eps = nb::cast<float>(config["ln_eps"]);
     c.act = act_from(static_cast<int>(geti("act")));
     c.head_pool = static_cast<int>(geti("head_pool"));
-    c.attention_int8 = config.contains("attention_int8") && nb::cast<bool>(config["attention_int8"]);
+    c.attention_mode = config.contains("attention_mode") ? nb::cast<int>(config["attention_mode"]) : 0;
     for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
     const Isa level = tf::resolve_isa(isa);
     if (threads > 256) threads = 256;

@@ -89,6 +89,8 @@ struct KernelTable {
   void (*gemm_bf16)(const uint16_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
                     int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
   int64_t bf16_nr;
+  void (*pack_bf16_kn)(const float* x, int64_t ldx, int64_t n, int64_t k, void* out);        // from X[k][n]
+  void (*pack_bf16_nk_f32)(const float* w, int64_t ldw, int64_t n, int64_t k, void* out);    // from W[n][k]
   // ---- row ops ----
   void (*layernorm)(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, const float* g,
                     const float* b, float eps);

@@ -130,6 +130,8 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || H % cfg.heads != 0) throw std::invalid_argument("hidden must divide into heads");
+  if (cfg.attention_mode == 2 && !(kt_->gemm_bf16 && cpu_has_avx512_bf16()))
+    throw std::invalid_argument("BF16 attention needs AVX512_BF16 at the avx512_vnni level");
   word_ = copy_f32(t, "emb.word", {cfg.vocab, H});
   pos_ = copy_f32(t, "emb.pos", {cfg.max_positions, H});
   if (cfg.type_vocab > 0) type_ = copy_f32(t, "emb.type", {cfg.type_vocab, H});
@@ -348,7 +350,43 @@ size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
               al(seq * d) + 2 * al(seq * 4) + al(kt_->pack_s8_size(seq, d)) +  // K as s8 + scale, sums, packed
               al(seq * seq * 4) + al(seq * round4(seq)) + 2 * al(seq * 4) +    // scores, P as u8 + row params
               al(d * seq * 4) + al(d * seq) + 2 * al(d * 4) + al(kt_->pack_s8_size(d, seq));  // V^T
-  return std::max(f32, s8) + 256;
+  size_t bf16 = 0;
+  if (kt_->gemm_bf16)
+    bf16 = al(seq * (d + 2) * 2) + al(kt_->pack_bf16_size(seq, d)) + al(seq * seq * 4) + al(seq * (seq + 2) * 2) +
+           al(kt_->pack_bf16_size(d, seq));
+  return std::max(std::max(f32, s8), bf16) + 256;
+}
+
+// Attention with both matmuls in BF16 (float32 accumulation): no scales to compute, so unlike INT8 it also pays
+// off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction).
+void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq,
+                                   float* ctx) {
+  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
+  const KernelTable* kt = kt_;
+  const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
+  const int64_t tasks = batch * nh;
+#pragma omp parallel for num_threads(threads_) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / nh, h = task % nh;
+    Carver c{scratch_[omp_get_thread_num()].as<char>()};
+    uint16_t* qb = c.take<uint16_t>(seq * dp);
+    void* kpack = c.take<char>(kt->pack_bf16_size(seq, d));
+    float* scores = c.take<float>(seq * seq);
+    uint16_t* pb = c.take<uint16_t>(seq * sp);
+    void* vpack = c.take<char>(kt->pack_bf16_size(d, seq));
+    const float* q = qkv + b * seq * ld + h * d;
+    kt->to_bf16_rows(q, ld, qb, dp, seq, d);
+    kt->pack_bf16_nk_f32(q + H, ld, seq, d, kpack);
+    Epilogue se;
+    se.alpha = alpha;
+    se.bias = mask_bias + b * seq;
+    kt->gemm_bf16(qb, dp, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
+    kt->softmax_rows(scores, seq, seq, seq);
+    kt->to_bf16_rows(scores, seq, pb, sp, seq, seq);
+    kt->pack_bf16_kn(q + 2 * H, ld, d, seq, vpack);
+    kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
+  }
 }
 
 // Attention with both matmuls in INT8: Q rows as u8 with per-row ranges, K rows as symmetric s8 (the "weight"
@@ -519,7 +557,8 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   for (auto& L : layers_) {
     linear(L.qkv, x, M, qkv, Act::None, nullptr);
     lap("qkv");
-    if (cfg_.attention_int8) attention_s8(qkv, mb, batch, seq, ctx);
+    if (cfg_.attention_mode == 1) attention_s8(qkv, mb, batch, seq, ctx);
+    else if (cfg_.attention_mode == 2) attention_bf16(qkv, mb, batch, seq, ctx);
     else attention(qkv, mb, batch, seq, ctx);
     lap("attention");
     linear(L.attn_out, ctx, M, x1, Act::None, x);

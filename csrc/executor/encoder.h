@@ -77,7 +77,7 @@ struct EncoderConfig {
   float ln_eps = 1e-12f;
   Act act = Act::GeluErf;
   int head_pool = 0;  // 0: per token, 1: first token ([CLS])
-  bool attention_int8 = false;  // Q.K^T and P.V as u8 x s8 GEMMs (quantized engines)
+  int attention_mode = 0;  // 0: float32; 1: INT8 (u8 x s8 GEMMs); 2: BF16 GEMMs with float32 accumulation
   std::vector<Act> head_acts;
 };
 
@@ -115,6 +115,7 @@ class EncoderEngine {
                          int64_t ldc, const Epilogue& epi);
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  void attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);

@@ -82,6 +82,48 @@ void pack_bf16(const uint16_t* w, int64_t n, int64_t k, void* out) {
   }
 }
 
+// B given as X[k][n] (attention's V): pairs of rows become the [k/2][64][2] panel words directly
+void pack_bf16_kn(const float* x, int64_t ldx, int64_t n, int64_t k, void* out) {
+  uint16_t* dst = static_cast<uint16_t*>(out);
+  const int64_t kp = k2(k), padded = (n + NR - 1) / NR * NR;
+  for (int64_t c = 0; c < padded; c += 16) {
+    const int64_t left = n - c;
+    const __mmask16 mk = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+    uint16_t* panel = dst + (c / NR) * kp * NR * 2 + (c % NR) * 2;
+    for (int64_t kk = 0; kk < kp; ++kk) {
+      const __m512 r0 = _mm512_maskz_loadu_ps(mk, x + (2 * kk) * ldx + c);
+      const __m512 r1 = 2 * kk + 1 < k ? _mm512_maskz_loadu_ps(mk, x + (2 * kk + 1) * ldx + c) : _mm512_setzero_ps();
+      const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(r0));
+      const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(r1));
+      _mm512_store_si512(panel + kk * NR * 2, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+// B given as W[n][k] (attention's K) in float: converted and packed in one pass
+void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* out) {
+  uint16_t* dst = static_cast<uint16_t*>(out);
+  const int64_t kp = k2(k);
+  for (int64_t p = 0; p < n; p += NR) {
+    for (int64_t j = 0; j < NR; ++j) {
+      uint16_t* d = dst + j * 2;
+      const int64_t col = p + j;
+      for (int64_t kk = 0; kk < kp; ++kk)
+        for (int64_t t = 0; t < 2; ++t) {
+          const int64_t kidx = kk * 2 + t;
+          uint16_t bits = 0;
+          if (col < n && kidx < k) {
+            uint32_t u;
+            std::memcpy(&u, w + col * ldw + kidx, 4);
+            bits = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+          }
+          d[kk * NR * 2 + t] = bits;
+        }
+    }
+    dst += kp * NR * 2;
+  }
+}
+
 void to_bf16_rows(const float* x, int64_t ldx, uint16_t* y, int64_t ldy, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ldx;

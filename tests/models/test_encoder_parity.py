@@ -188,3 +188,25 @@ def test_missing_or_corrupt_checkpoint(tmp_path, saved):
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(tf.CheckpointError, match="truncated"):
         tf.compile(bad)
+
+
+@pytest.mark.parametrize("attention", ["f32", "int8", "bf16"])
+def test_attention_precisions_close_to_fp32(saved, rng, attention):
+    from trimformer.runtime.engine import bf16_available, compile_encoder
+
+    if attention == "bf16" and not bf16_available():
+        pytest.skip("CPU has no AVX512_BF16")
+    _, path = saved["bert"]
+    ids, mask, types = _inputs(rng, seq=37)
+    fp = tf.compile(path).run(ids, mask, types)["last_hidden_state"]
+    got = compile_encoder(path, attention=attention).run(ids, mask, types)["last_hidden_state"]
+    assert rel_err(got, fp) < (1e-5 if attention == "f32" else 3e-2)
+
+
+def test_bf16_attention_unavailable_level_falls_back_with_a_warning(saved):
+    from trimformer.runtime.engine import compile_encoder
+
+    _, path = saved["bert"]
+    with pytest.warns(UserWarning, match="AVX512_BF16"):
+        eng = compile_encoder(path, attention="bf16", isa="avx2")
+    assert eng.attention == "f32"
