@@ -3,9 +3,9 @@ every head, at every ISA level, with padding; INT8 stays close; unsupported mode
 
 import numpy as np
 import pytest
-from conftest import rel_err
 
 import trimformer as tf
+from conftest import rel_err
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -15,10 +15,20 @@ SMALL = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, interme
 
 
 def _models():
-    from transformers import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel,
-                              DistilBertConfig, DistilBertForQuestionAnswering,
-                              DistilBertForSequenceClassification, DistilBertModel, RobertaConfig,
-                              RobertaForSequenceClassification, RobertaForTokenClassification, RobertaModel)
+    from transformers import (
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertModel,
+        DistilBertConfig,
+        DistilBertForQuestionAnswering,
+        DistilBertForSequenceClassification,
+        DistilBertModel,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+        RobertaForTokenClassification,
+        RobertaModel,
+    )
 
     bert = BertConfig(**SMALL, num_labels=3)
     bert_qa = BertConfig(**SMALL)

@@ -3,9 +3,9 @@ transformers, and INT8 (dynamic and static) sentence embeddings with cosine >= 0
 
 import numpy as np
 import pytest
-from conftest import rel_err
 
 import trimformer as tf
+from conftest import rel_err
 from trimformer import assets
 
 torch = pytest.importorskip("torch")
@@ -43,7 +43,7 @@ def _embed(hidden, mask):
 def test_fp32_parity_on_real_model(data):
     path, batches, refs, _ = data
     eng = tf.compile(path)
-    for b, ref in zip(batches[:2], refs[:2]):
+    for b, ref in zip(batches[:2], refs[:2], strict=True):
         got = eng.run(b["input_ids"], b["attention_mask"], b["token_type_ids"])["last_hidden_state"]
         assert rel_err(got, ref) < 1e-4
 
@@ -53,7 +53,7 @@ def test_int8_sentence_embeddings_cosine(data, quantize):
     path, batches, refs, calib = data
     eng = tf.compile(path, quantize=quantize, calibration=calib)
     cos = []
-    for b, ref in zip(batches, refs):
+    for b, ref in zip(batches, refs, strict=True):
         got = eng.run(b["input_ids"], b["attention_mask"], b["token_type_ids"])["last_hidden_state"]
         cos.append((_embed(got, b["attention_mask"]) * _embed(ref, b["attention_mask"])).sum(1))
     cos = np.concatenate(cos)

@@ -4,8 +4,8 @@ import math
 
 import numpy as np
 import pytest
-from conftest import rel_err
 
+from conftest import rel_err
 from trimformer import _core
 
 SHAPES = [(1, 1, 1), (1, 7, 3), (5, 33, 17), (13, 37, 29), (3, 65, 130), (31, 97, 61), (67, 129, 71), (2, 300, 5)]
