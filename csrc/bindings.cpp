@@ -81,7 +81,11 @@ class PyEncoder {
     engine_ = std::make_unique<tf::EncoderEngine>(c, host_tensors(tensors), level, threads);
   }
 
-  nb::tuple run(I64In ids, nb::object mask, nb::object types) {
+  nb::tuple run(I64In ids, nb::object mask, nb::object types, const std::string& pooling, bool normalize) {
+    int pool = 0;
+    if (pooling == "cls") pool = 1;
+    else if (pooling == "mean") pool = 2;
+    else if (!pooling.empty()) throw std::invalid_argument("pooling must be 'cls', 'mean' or empty");
     const int64_t batch = ids.shape(0), seq = ids.shape(1);
     I64In m, t;
     const int64_t* mp = nullptr;
@@ -101,15 +105,17 @@ class PyEncoder {
     tf::RunResult r;
     {
       nb::gil_scoped_release release;
-      engine_->run(ids.data(), mp, tp, batch, seq, &r);
+      engine_->run(ids.data(), mp, tp, batch, seq, &r, pool, normalize);
     }
     const size_t H = r.hidden.size() / (batch * seq);
+    nb::object pooled = nb::none();
+    if (pool) pooled = nb::cast(to_numpy(std::move(r.pooled), {(size_t)batch, H}));
     auto hidden = to_numpy(std::move(r.hidden), {(size_t)batch, (size_t)seq, H});
-    if (r.head_dim == 0) return nb::make_tuple(hidden, nb::none());
+    if (r.head_dim == 0) return nb::make_tuple(hidden, nb::none(), pooled);
     const size_t rows = r.head.size() / r.head_dim;
     std::vector<size_t> shape = rows == (size_t)batch ? std::vector<size_t>{(size_t)batch, (size_t)r.head_dim}
                                                       : std::vector<size_t>{(size_t)batch, (size_t)seq, (size_t)r.head_dim};
-    return nb::make_tuple(hidden, to_numpy(std::move(r.head), shape));
+    return nb::make_tuple(hidden, to_numpy(std::move(r.head), shape), pooled);
   }
 
   std::unique_ptr<tf::EncoderEngine> engine_;
@@ -301,7 +307,8 @@ NB_MODULE(_core, m) {
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
            "isa"_a = "", "threads"_a = 1)
-      .def("run", &PyEncoder::run, "input_ids"_a, "attention_mask"_a = nb::none(), "token_type_ids"_a = nb::none())
+      .def("run", &PyEncoder::run, "input_ids"_a, "attention_mask"_a = nb::none(), "token_type_ids"_a = nb::none(),
+           "pooling"_a = "", "normalize"_a = false)
       .def_prop_ro("isa", [](PyEncoder& e) { return std::string(tf::isa_name(e.engine_->isa())); })
       .def_prop_rw("threads", [](PyEncoder& e) { return e.engine_->threads(); },
                    [](PyEncoder& e, int t) { e.engine_->set_threads(t > 256 ? 256 : t); })

@@ -42,10 +42,7 @@ def embed(engine: tf.Engine, tok: Tokenizer, texts: list[str], batch: int = 32, 
     for i in track(steps, description=desc, console=console, transient=True) if desc else steps:
         idx = order[i:i + batch]
         b = tokenize(tok, [texts[j] for j in idx])
-        h = engine.run(**b)["last_hidden_state"]
-        m = b["attention_mask"][..., None].astype(np.float32)
-        v = (h * m).sum(1) / m.sum(1)
-        out[idx] = v / np.linalg.norm(v, axis=1, keepdims=True)
+        out[idx] = engine.run(**b, pooling="mean", normalize=True)["pooled"]  # native masked mean + L2
     return out
 
 

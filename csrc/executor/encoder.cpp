@@ -514,7 +514,7 @@ void EncoderEngine::embed(const int64_t* ids, const int64_t* mask, const int64_t
 }
 
 void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
-                        RunResult* out) {
+                        RunResult* out, int pooling, bool normalize) {
   if (batch <= 0 || seq <= 0) throw std::invalid_argument("batch and sequence length must be positive");
   const int64_t M = batch * seq, H = cfg_.hidden;
   for (int64_t i = 0; i < M; ++i) {
@@ -589,6 +589,32 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     lap("layernorm");
   }
   out->hidden.assign(x, x + M * H);
+  out->pooled.clear();
+  if (pooling != 0) {
+    out->pooled.assign(batch * H, 0.0f);
+    for (int64_t b = 0; b < batch; ++b) {
+      float* dst = out->pooled.data() + b * H;
+      if (pooling == 1) {
+        std::memcpy(dst, x + b * seq * H, H * 4);
+      } else {  // mean over the tokens the mask keeps (all tokens without a mask)
+        int64_t count = 0;
+        for (int64_t s = 0; s < seq; ++s) {
+          if (mask && mask[b * seq + s] == 0) continue;
+          const float* row = x + (b * seq + s) * H;
+          for (int64_t j = 0; j < H; ++j) dst[j] += row[j];
+          ++count;
+        }
+        const float inv = 1.0f / static_cast<float>(std::max<int64_t>(count, 1));
+        for (int64_t j = 0; j < H; ++j) dst[j] *= inv;
+      }
+      if (normalize) {
+        double ss = 0.0;
+        for (int64_t j = 0; j < H; ++j) ss += static_cast<double>(dst[j]) * dst[j];
+        const float inv = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-12));
+        for (int64_t j = 0; j < H; ++j) dst[j] *= inv;
+      }
+    }
+  }
   lap("output");
   out->head.clear();
   out->head_dim = 0;

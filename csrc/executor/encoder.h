@@ -85,6 +85,7 @@ struct RunResult {
   std::vector<float> hidden;  // [B, S, H]
   std::vector<float> head;    // [B, out] or [B, S, out]
   int64_t head_dim = 0;
+  std::vector<float> pooled;  // [B, H] when pooling was asked for
 };
 
 class EncoderEngine {
@@ -92,8 +93,9 @@ class EncoderEngine {
   EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& tensors, Isa isa, int threads);
   // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
   // one run at a time per engine (the Python wrapper holds a lock).
+  // pooling: 0 none, 1 first token ([CLS]), 2 mean over unmasked tokens; normalize: L2-normalize pooled rows
   void run(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
-           RunResult* out);
+           RunResult* out, int pooling = 0, bool normalize = false);
   Isa isa() const { return kt_->isa; }
   int threads() const { return threads_; }
   void set_threads(int t) { threads_ = t > 0 ? t : 1; }

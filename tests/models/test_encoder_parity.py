@@ -220,3 +220,17 @@ def test_bf16_attention_unavailable_level_falls_back_with_a_warning(saved):
     with pytest.warns(UserWarning, match="AVX512_BF16"):
         eng = compile_encoder(path, attention="bf16", isa="avx2")
     assert eng.attention == "f32"
+
+
+def test_native_pooling(saved, rng):
+    _, path = saved["bert"]
+    ids, mask, types = _inputs(rng)
+    eng = tf.compile(path)
+    out = eng.run(ids, mask, types, pooling="mean", normalize=True)
+    h, m = out["last_hidden_state"], mask[..., None]
+    ref = (h * m).sum(1) / m.sum(1)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert rel_err(out["pooled"], ref) < 1e-6
+    np.testing.assert_array_equal(eng.run(ids, mask, types, pooling="cls")["pooled"], h[:, 0])
+    with pytest.raises(ValueError, match="pooling"):
+        eng.run(ids, pooling="max")

@@ -82,7 +82,14 @@ class Engine:
     def threads(self, n: int) -> None:
         self._native.threads = int(n)
 
-    def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> dict[str, np.ndarray]:
+    def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
+            pooling: str | None = None, normalize: bool = False) -> dict[str, np.ndarray]:
+        """Forward pass. pooling="mean" (over unmasked tokens) or "cls" adds `pooled` [batch, hidden], L2-normalized
+        with normalize=True (sentence-transformers' embedding for MiniLM is mean + normalize)."""
+        if pooling not in (None, "mean", "cls"):
+            raise ValueError(f"pooling must be None, 'mean' or 'cls', got {pooling!r}")
+        if normalize and pooling is None:
+            raise ValueError("normalize=True needs pooling='mean' or 'cls'")
         ids = _as_ids(input_ids, "input_ids")
         mask = None if attention_mask is None else _as_ids(attention_mask, "attention_mask")
         types = None if token_type_ids is None else _as_ids(token_type_ids, "token_type_ids")
@@ -90,8 +97,10 @@ class Engine:
             if arr is not None and arr.shape != ids.shape:
                 raise ValueError(f"{name} has shape {arr.shape}, input_ids has {ids.shape}")
         with self._lock:
-            hidden, head = self._native.run(ids, mask, types)
+            hidden, head, pooled = self._native.run(ids, mask, types, pooling or "", normalize)
         out = {"last_hidden_state": hidden}
+        if pooled is not None:
+            out["pooled"] = pooled
         if head is not None:
             if self.spec.task == "question-answering":
                 out["start_logits"] = np.ascontiguousarray(head[..., 0])
