@@ -59,6 +59,28 @@ inline void split_range(int64_t total, int64_t align, int parts, int i, int64_t*
   *hi = std::min(total, u1 * align);
 }
 
+// One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
+// after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
+template <class Prep, class Gemm>
+void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm) {
+  const bool split_n = (n / nr) >= 2 * nt;
+#pragma omp parallel num_threads(nt)
+  {
+    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+    int64_t lo, hi;
+    split_range(m, 1, cnt, i, &lo, &hi);
+    if (lo < hi) prep(lo, hi);
+#pragma omp barrier
+    if (split_n) {
+      int64_t n0, n1;
+      split_range(n, nr, cnt, i, &n0, &n1);
+      if (n0 < n1) gemm(int64_t{0}, m, n0, n1);
+    } else if (lo < hi) {
+      gemm(lo, hi, int64_t{0}, n);
+    }
+  }
+}
+
 }  // namespace
 
 void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
@@ -202,21 +224,11 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
 void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n,
                                       int64_t k, float* c, int64_t ldc, const Epilogue& epi) {
   const KernelTable* kt = kt_;
-  const int64_t nr = kt->f32_nr;
-  const int nt = threads_;
-  const bool split_n = (n / nr) >= 2 * nt;
-#pragma omp parallel num_threads(nt)
-  {
-    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
-    int64_t lo, hi;
-    if (split_n) {
-      split_range(n, nr, cnt, i, &lo, &hi);
-      if (lo < hi) kt->gemm_f32(a, lda, packed, n, k, c, ldc, 0, m, lo, hi, epi);
-    } else {
-      split_range(m, 1, cnt, i, &lo, &hi);
-      if (lo < hi) kt->gemm_f32(a, lda, packed, n, k, c, ldc, lo, hi, 0, n, epi);
-    }
-  }
+  parallel_linear(
+      threads_, m, n, kt->f32_nr, [](int64_t, int64_t) {},
+      [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+        kt->gemm_f32(a, lda, packed, n, k, c, ldc, m0, m1, n0, n1, epi);
+      });
 }
 
 int64_t EncoderEngine::q_stride(int64_t k) const {
@@ -259,22 +271,12 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   if (L.bf16) {
     const int64_t ldb = (L.k + 1) / 2 * 2;
     uint16_t* a = bf_.as<uint16_t>();
-    const int64_t nr = kt->bf16_nr;
-    const bool split_n = (L.n / nr) >= 2 * nt;
-#pragma omp parallel num_threads(nt)
-    {
-      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
-      int64_t lo, hi;
-      split_range(m, 1, cnt, i, &lo, &hi);
-      if (lo < hi) kt->to_bf16_rows(io.in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k);
-#pragma omp barrier
-      if (split_n) {
-        split_range(L.n, nr, cnt, i, &lo, &hi);
-        if (lo < hi) kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, 0, m, lo, hi, epi);
-      } else if (lo < hi) {
-        kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, lo, hi, 0, L.n, epi);
-      }
-    }
+    parallel_linear(
+        nt, m, L.n, kt->bf16_nr,
+        [&](int64_t lo, int64_t hi) { kt->to_bf16_rows(io.in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k); },
+        [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+          kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
+        });
     return;
   }
   if (!L.int8) {
@@ -298,34 +300,22 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     epi.out_inv_scale = 1.0f / io.next->a_scale;
     epi.out_zp = io.next->a_zp;
   }
-  const int64_t nr = kt->s8_nr;
-  const bool split_n = (L.n / nr) >= 2 * nt;
-#pragma omp parallel num_threads(nt)
-  {
-    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
-    int64_t lo, hi;
-    split_range(m, 1, cnt, i, &lo, &hi);
-    if (lo < hi) {
-      if (L.static_act) {
-        for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
-        if (!io.in_q)
-          kt->quantize_u8(io.in + lo * L.k, L.k, q8_.as<uint8_t>() + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale,
-                          L.a_zp);
-      } else {
-        kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8_.as<uint8_t>() + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
-      }
-      if (io.out_q && epi.ld_out_u8 > L.n)  // padding columns of the requantized output hold the zero point
-        for (int64_t r = lo; r < hi; ++r)
-          std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
+  uint8_t* q8 = q8_.as<uint8_t>();
+  auto prep = [&](int64_t lo, int64_t hi) {
+    if (L.static_act) {
+      for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
+      if (!io.in_q)
+        kt->quantize_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
+    } else {
+      kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
     }
-#pragma omp barrier
-    if (split_n) {
-      split_range(L.n, nr, cnt, i, &lo, &hi);
-      if (lo < hi) kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, 0, m, lo, hi, epi);
-    } else if (lo < hi) {
-      kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, lo, hi, 0, L.n, epi);
-    }
-  }
+    if (io.out_q && epi.ld_out_u8 > L.n)  // padding columns of the requantized output hold the zero point
+      for (int64_t r = lo; r < hi; ++r)
+        std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
+  };
+  parallel_linear(nt, m, L.n, kt->s8_nr, prep, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
+  });
 }
 
 namespace {

@@ -69,21 +69,8 @@ const auto& kMicro = Seq<MR>::Table::fns;
 
 const int64_t kF32Nr = NR;
 
+#define TF_F32_DRIVER 1
 #include "pack_f32.inc"
-
-void gemm_f32(const float* a, int64_t lda, const float* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
-              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
-  for (int64_t p = n0; p < n1; p += NR) {
-    const float* bp = packed_b + p * k;
-    const int64_t cols = (n1 - p < NR ? n1 - p : NR);
-    for (int64_t m = m0; m < m1; m += MR) {
-      const int rows = static_cast<int>(m1 - m < MR ? m1 - m : MR);
-      kMicro[rows](a + m * lda, lda, bp, k, c + m * ldc + p, ldc, cols);
-      epilogue_f32(c + m * ldc + p, ldc, rows, cols, m, p, epi);
-    }
-  }
-  (void)n;
-}
 
 }  // namespace avx512
 }  // namespace tf
