@@ -314,6 +314,10 @@ NB_MODULE(_core, m) {
                    [](PyEncoder& e, int t) { e.engine_->set_threads(t > 256 ? 256 : t); })
       .def("set_observe", [](PyEncoder& e, bool on) { e.engine_->set_observe(on); })
       .def("observed_ranges", [](PyEncoder& e) { return e.engine_->observed_ranges(); })
+      .def("set_histograms", [](PyEncoder& e, const std::map<std::string, std::pair<float, float>>& r, int bins) {
+        e.engine_->set_histograms(r, bins);
+      })
+      .def("histograms", [](PyEncoder& e) { return e.engine_->histograms(); })
       .def("set_profile", [](PyEncoder& e, bool on) { e.engine_->set_profile(on); })
       .def("profile", [](PyEncoder& e) { return e.engine_->profile(); })
       .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })

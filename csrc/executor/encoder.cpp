@@ -267,6 +267,16 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     L.obs_min = L.obs_seen ? std::min(L.obs_min, mn) : mn;
     L.obs_max = L.obs_seen ? std::max(L.obs_max, mx) : mx;
     L.obs_seen = true;
+    if (!L.hist.empty() && L.hist_hi > L.hist_lo) {  // calibration only: a plain serial pass
+      const int64_t bins = static_cast<int64_t>(L.hist.size());
+      const float w = static_cast<float>(bins) / (L.hist_hi - L.hist_lo);
+      const float* x = io.in;
+      for (int64_t i = 0; i < m * L.k; ++i) {
+        int64_t b = static_cast<int64_t>((x[i] - L.hist_lo) * w);
+        b = b < 0 ? 0 : (b >= bins ? bins - 1 : b);
+        L.hist[b] += 1.0;
+      }
+    }
   }
   if (L.bf16) {
     const int64_t ldb = (L.k + 1) / 2 * 2;
@@ -624,6 +634,31 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   const int64_t od = head_.back().n;
   out->head.assign(hin, hin + rows * od);
   out->head_dim = od;
+}
+
+void EncoderEngine::set_histograms(const std::map<std::string, std::pair<float, float>>& ranges, int bins) {
+  auto set = [&](Linear& L) {
+    auto it = ranges.find(L.name);
+    if (it == ranges.end() || bins <= 0) {
+      L.hist.clear();
+      return;
+    }
+    L.hist_lo = it->second.first;
+    L.hist_hi = it->second.second;
+    L.hist.assign(bins, 0.0);
+  };
+  for (auto& L : layers_) { set(L.qkv); set(L.attn_out); set(L.ffn1); set(L.ffn2); }
+  for (auto& L : head_) set(L);
+}
+
+std::map<std::string, std::vector<double>> EncoderEngine::histograms() const {
+  std::map<std::string, std::vector<double>> r;
+  auto add = [&](const Linear& L) {
+    if (!L.hist.empty()) r[L.name] = L.hist;
+  };
+  for (const auto& L : layers_) { add(L.qkv); add(L.attn_out); add(L.ffn1); add(L.ffn2); }
+  for (const auto& L : head_) add(L);
+  return r;
 }
 
 std::map<std::string, std::pair<float, float>> EncoderEngine::observed_ranges() const {

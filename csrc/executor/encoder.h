@@ -51,6 +51,9 @@ struct Linear {
   // calibration observer over the layer's input
   float obs_min = 0.0f, obs_max = 0.0f;
   bool obs_seen = false;
+  // histogram observer (second calibration pass): counts of input values over [hist_lo, hist_hi]
+  float hist_lo = 0.0f, hist_hi = 0.0f;
+  std::vector<double> hist;
 };
 
 // Where a Linear reads and writes: float in/out, or u8 already quantized with the layer's static parameters
@@ -100,6 +103,9 @@ class EncoderEngine {
   int threads() const { return threads_; }
   void set_threads(int t) { threads_ = t > 0 ? t : 1; }
   void set_observe(bool on) { observe_ = on; }
+  // histogram mode: per-Linear [lo, hi] ranges (from a min/max pass) and the number of bins
+  void set_histograms(const std::map<std::string, std::pair<float, float>>& ranges, int bins);
+  std::map<std::string, std::vector<double>> histograms() const;
   // name -> (min, max) of every Linear input seen while observing
   std::map<std::string, std::pair<float, float>> observed_ranges() const;
   void reset_observers();

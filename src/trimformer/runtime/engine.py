@@ -160,11 +160,14 @@ def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: 
 
 def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
-                    keep_float: Iterable[str] = (), attention: str | None = None) -> Engine:
+                    keep_float: Iterable[str] = (), attention: str | None = None,
+                    calibration_method: str = "minmax") -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
+    calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
+    (see runtime/calibration.py).
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -190,8 +193,10 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     if quantize == "int8-static":
         if calibration is None:
             raise ValueError("quantize='int8-static' needs calibration batches (an iterable of tokenized dicts)")
+        from .calibration import calibrate_ranges
+
         float_engine = Engine(spec, dense, {n: "f32" for n in fmt_of}, threads=threads, isa=isa)
-        ranges = float_engine.observe(calibration)
+        ranges = calibrate_ranges(float_engine, calibration, calibration_method)
         if not ranges:
             raise ValueError("calibration produced no batches")
         for name, fmt in fmt_of.items():
