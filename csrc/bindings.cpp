@@ -247,12 +247,91 @@ nb::ndarray<nb::numpy, float> k_gemm_bf16(F32In a, nb::ndarray<const uint16_t, n
   return to_numpy(std::move(c), {(size_t)m, (size_t)n});
 }
 
+// BSR (1x4 blocks) from a dense int8 matrix: blocks that are all zero are dropped
+struct BsrHost {
+  std::vector<int32_t> rowptr, cols, col_sum;
+  std::vector<int8_t> values;
+  std::vector<float> w_scale;
+  int64_t block_rows = 1;
+  tf::BsrS8 view(int64_t n, int64_t k) const {
+    tf::BsrS8 b;
+    b.n = n;
+    b.k = k;
+    b.block_rows = block_rows;
+    b.rowptr = rowptr.data();
+    b.cols = cols.data();
+    b.values = values.data();
+    b.col_sum = col_sum.data();
+    b.w_scale = w_scale.data();
+    return b;
+  }
+};
+
+BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, int64_t R = 1) {
+  BsrHost h;
+  h.rowptr.push_back(0);
+  h.col_sum.assign(n, 0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t kk = 0; kk < k; ++kk) h.col_sum[r] += w[r * k + kk];
+  for (int64_t b = 0; b < (n + R - 1) / R; ++b) {
+    for (int64_t g = 0; g < (k + 3) / 4; ++g) {
+      int8_t blk[16] = {0};
+      bool any = false;
+      for (int64_t i = 0; i < R; ++i)
+        for (int t = 0; t < 4; ++t)
+          if (b * R + i < n && g * 4 + t < k) {
+            blk[i * 4 + t] = w[(b * R + i) * k + g * 4 + t];
+            any |= blk[i * 4 + t] != 0;
+          }
+      if (!any) continue;
+      h.cols.push_back(static_cast<int32_t>(g));
+      h.values.insert(h.values.end(), blk, blk + 4 * R);
+    }
+    h.rowptr.push_back(static_cast<int32_t>(h.cols.size()));
+  }
+  h.w_scale.assign(ws, ws + n);
+  h.block_rows = R;
+  h.values.resize(h.values.size() + 4);  // never empty
+  h.cols.resize(h.cols.size() + 1);
+  return h;
+}
+
+nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+                                            nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
+                                            F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
+                                            const std::string& isa, int block_rows) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
+  if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
+  if (block_rows != 1 && block_rows != 4) throw std::invalid_argument("block_rows must be 1 or 4");
+  const BsrHost h = bsr_from_dense(w.data(), n, k, w_scale.data(), block_rows);
+  const tf::BsrS8 bw = h.view(n, k);
+  const int64_t ldq = (k + 3) / 4 * 4;
+  std::vector<uint8_t> ap(m * ldq, static_cast<uint8_t>(a_zp));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t kk = 0; kk < k; ++kk) ap[i * ldq + kk] = a.data()[i * k + kk];
+  tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
+  kt.bsr_pack_at(ap.data(), ldq, m, 0, (m + 15) / 16 * 16 / 2 / 16 * 16, k, at.as<uint8_t>());
+  kt.bsr_pack_at(ap.data(), ldq, m, (m + 15) / 16 * 16 / 2 / 16 * 16, m, k, at.as<uint8_t>());
+  std::vector<float> c(m * n), rs(m, a_scale), rz(m, static_cast<float>(a_zp));
+  tf::Epilogue epi;
+  epi.row_scale = rs.data();
+  epi.row_zp = rz.data();
+  epi.act = act_from(act);
+  F32In b;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
+  kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, 0, nsplit, epi);
+  kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, nsplit, n, epi);
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
 // Times one GEMM shape with pre-packed random weights (no packing or Python in the loop): seconds per call.
 double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int iters, const std::string& isa,
-                   int threads) {
+                   int threads, double density, int block_rows) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
-  const bool s8 = kind == "s8";
-  if (!s8 && kind != "f32") throw std::invalid_argument("kind must be f32 or s8");
+  const bool s8 = kind == "s8", bsr = kind == "bsr";
+  if (!s8 && !bsr && kind != "f32") throw std::invalid_argument("kind must be f32, s8 or bsr");
   const int64_t ldq = (k + 3) / 4 * 4;
   std::vector<float> a(m * k, 0.5f), c(m * n), ws(n, 1.0f), rs(m, 1.0f), rz(m, 0.0f);
   std::vector<uint8_t> aq(m * ldq, 3);
@@ -262,21 +341,40 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
   tf::AlignedBuf packed(s8 ? kt.pack_s8_size(n, k) : kt.pack_f32_size(n, k));
   if (s8) kt.pack_s8(w.data(), k, n, k, packed.as<void>());
   else kt.pack_f32_nk(wf.data(), k, n, k, packed.as<float>());
+  // bsr: a deterministic pseudo-random block pattern with the given density of non-zero 1x4 blocks
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  for (int64_t r = 0; r < n; r += block_rows)
+    for (int64_t g = 0; g < (k + 3) / 4; ++g) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      const bool keep = static_cast<double>(state >> 11) / 9007199254740992.0 < density;
+      for (int64_t i = r; i < r + block_rows && i < n; ++i)
+        for (int t = 0; t < 4 && g * 4 + t < k; ++t) w[i * k + g * 4 + t] = keep ? 1 : 0;
+    }
+  const BsrHost bh = bsr_from_dense(w.data(), n, k, ws.data(), block_rows);
+  const tf::BsrS8 bw = bh.view(n, k);
+  tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
   tf::Epilogue epi;
   epi.w_scale = ws.data();
   epi.col_sum = cs.data();
   epi.row_scale = rs.data();
   epi.row_zp = rz.data();
-  const int64_t nr = s8 ? kt.s8_nr : kt.f32_nr;
+  const int64_t nr = s8 ? kt.s8_nr : (bsr ? 16 : kt.f32_nr);
   nb::gil_scoped_release release;
   auto once = [&] {
 #pragma omp parallel num_threads(threads)
     {
       const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+      if (bsr) {  // the executor's split: activation re-layout by rows, barrier, then output rows of W
+        const int64_t mb = ((m + 15) / 16 + cnt - 1) / cnt * 16;
+        const int64_t r0 = std::min(m, i * mb), r1 = std::min(m, (i + 1) * mb);
+        if (r0 < r1) kt.bsr_pack_at(aq.data(), ldq, m, r0, r1, k, at.as<uint8_t>());
+#pragma omp barrier
+      }
       const int64_t units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
       const int64_t lo = std::min(n, i * per * nr), hi = std::min(n, (i + 1) * per * nr);
       if (lo < hi) {
-        if (s8) kt.gemm_s8(aq.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, lo, hi, epi);
+        if (bsr) kt.gemm_bsr_s8(aq.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, lo, hi, epi);
+        else if (s8) kt.gemm_s8(aq.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, lo, hi, epi);
         else kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, m, lo, hi, epi);
       }
     }
@@ -300,9 +398,12 @@ NB_MODULE(_core, m) {
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
+  m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
+        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
-  m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1);
+  m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
+        "density"_a = 1.0, "block_rows"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,

@@ -57,6 +57,19 @@ struct PackedS8 {
   int32_t* col_sum = nullptr;  // sum_k w[n, k], for the activation zero point
 };
 
+// Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
+// features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers
+// inputs 4*cols[j] .. 4*cols[j]+3 and holds R x 4 bytes at values[4R*j ..] (row-major: output row, then input).
+struct BsrS8 {
+  int64_t n = 0, k = 0;
+  int64_t block_rows = 1;
+  const int32_t* rowptr = nullptr;
+  const int32_t* cols = nullptr;
+  const int8_t* values = nullptr;
+  const int32_t* col_sum = nullptr;  // per output row: sum of its weights (for the activation zero point)
+  const float* w_scale = nullptr;    // per output row
+};
+
 struct KernelTable {
   Isa isa;
   // ---- FP32 GEMM: C[m, n] = epi(sum_k A[m, k] * B[k, n]) ----
@@ -81,6 +94,14 @@ struct KernelTable {
   // the B operand of W[n][k] = X^T (attention's V), with column scales and integer column sums
   void (*quant_pack_kn_s8)(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
                            int32_t* sum_out);
+  // ---- block-sparse INT8 GEMM (1x4 blocks) ----
+  // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly)
+  size_t (*bsr_at_size)(int64_t m, int64_t k);
+  // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
+  void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
+  // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`)
+  void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
+                      int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
   size_t (*pack_bf16_size)(int64_t n, int64_t k);
   void (*pack_bf16)(const uint16_t* w, int64_t n, int64_t k, void* out);

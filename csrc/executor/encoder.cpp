@@ -62,13 +62,14 @@ inline void split_range(int64_t total, int64_t align, int parts, int i, int64_t*
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
 // after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
 template <class Prep, class Gemm>
-void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm) {
-  const bool split_n = (n / nr) >= 2 * nt;
+void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, bool always_split_n = false,
+                     int64_t row_align = 1) {
+  const bool split_n = always_split_n || (n / nr) >= 2 * nt;
 #pragma omp parallel num_threads(nt)
   {
     const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
     int64_t lo, hi;
-    split_range(m, 1, cnt, i, &lo, &hi);
+    split_range(m, row_align, cnt, i, &lo, &hi);
     if (lo < hi) prep(lo, hi);
 #pragma omp barrier
     if (split_n) {
@@ -88,7 +89,10 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
   auto it = t.find(name + ".weight");
   auto itq = t.find(name + ".qweight");
   auto itb = t.find(name + ".bweight");
-  if (itb != t.end()) {
+  auto its = t.find(name + ".bsr_values");
+  if (its != t.end()) {
+    load_block_sparse(L, name, t);
+  } else if (itb != t.end()) {
     const HostTensor& w = itb->second;
     if (w.dtype != 'h' || w.shape.size() != 2) throw std::invalid_argument("bad bweight '" + name + "'");
     L->n = w.shape[0];
@@ -145,6 +149,54 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
     throw std::invalid_argument("missing tensor '" + name + ".weight' (or '.qweight')");
   }
   if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+}
+
+// Block-sparse INT8: shape [n, k, block_rows], row-block pointers, block columns (k/4 index), block bytes.
+// Everything is validated here so that a corrupt file is an error, never an out-of-bounds read in a kernel.
+void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  const HostTensor& shape = need(t, name + ".bsr_shape", 'i', {3});
+  const int32_t* sh = static_cast<const int32_t*>(shape.data);
+  L->n = sh[0];
+  L->k = sh[1];
+  L->bsr_rows = sh[2];
+  const int64_t R = L->bsr_rows, nblk = (L->n + R - 1) / R, kq = (L->k + 3) / 4;
+  if (L->n <= 0 || L->k <= 0 || (R != 1 && R != 4))
+    throw std::invalid_argument("bad block-sparse shape for '" + name + "'");
+  const HostTensor& rp = need(t, name + ".bsr_rowptr", 'i', {nblk + 1});
+  const int32_t* rowptr = static_cast<const int32_t*>(rp.data);
+  const int64_t nnzb = rowptr[nblk];
+  const HostTensor& cl = need(t, name + ".bsr_cols", 'i', {nnzb});
+  const HostTensor& vl = need(t, name + ".bsr_values", 'b', {nnzb, 4 * R});
+  const int32_t* cols = static_cast<const int32_t*>(cl.data);
+  if (rowptr[0] != 0) throw std::invalid_argument("'" + name + "': block row pointers must start at 0");
+  for (int64_t b = 0; b < nblk; ++b)
+    if (rowptr[b + 1] < rowptr[b]) throw std::invalid_argument("'" + name + "': block row pointers decrease");
+  for (int64_t j = 0; j < nnzb; ++j)
+    if (cols[j] < 0 || cols[j] >= kq) throw std::invalid_argument("'" + name + "': block column out of range");
+  L->int8 = true;
+  L->sparse = true;
+  L->bsr_rowptr.assign(rowptr, rowptr + nblk + 1);
+  L->bsr_cols.assign(cols, cols + nnzb);
+  const int8_t* vals = static_cast<const int8_t*>(vl.data);
+  L->bsr_values.assign(vals, vals + nnzb * 4 * R);
+  L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
+  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
+  L->w_scale = copy_f32(t, name + ".wscale", {L->n});
+  L->col_sum.assign(L->n, 0);
+  for (int64_t b = 0; b < nblk; ++b)
+    for (int32_t j = rowptr[b]; j < rowptr[b + 1]; ++j)
+      for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
+        for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
+  auto sc = t.find(name + ".act_scale");
+  if (sc != t.end()) {
+    const HostTensor& zp = need(t, name + ".act_zero_point", 'i', {1});
+    need(t, name + ".act_scale", 'f', {1});
+    L->static_act = true;
+    L->a_scale = *static_cast<const float*>(sc->second.data);
+    L->a_zp = *static_cast<const int32_t*>(zp.data);
+    if (!(L->a_scale > 0.0f) || L->a_zp < 0 || L->a_zp > 255)
+      throw std::invalid_argument("bad activation quantization parameters for '" + name + "'");
+  }
 }
 
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
@@ -205,6 +257,7 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     q8b_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     bf_.reserve(M * ((max_k + 1) / 2 * 2) * 2 + 64);
+    at_.reserve(kt_->bsr_at_size(M, max_k) + 64);
     mask_bias_.reserve(M * 4);
     row_scale_.reserve(M * 4);
     row_zp_.reserve(M * 4);
@@ -323,6 +376,30 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       for (int64_t r = lo; r < hi; ++r)
         std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
   };
+  if (L.sparse) {
+    BsrS8 bw;
+    bw.n = L.n;
+    bw.k = L.k;
+    bw.block_rows = L.bsr_rows;
+    bw.rowptr = L.bsr_rowptr.data();
+    bw.cols = L.bsr_cols.data();
+    bw.values = L.bsr_values.data();
+    bw.col_sum = L.col_sum.data();
+    bw.w_scale = L.w_scale.data();
+    uint8_t* at = at_.as<uint8_t>();
+    // rows are quantized and re-laid in blocks of 16 tokens; output rows split in multiples of 16
+    parallel_linear(
+        nt, m, L.n, 16,
+        [&](int64_t lo, int64_t hi) {
+          prep(lo, hi);
+          kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, at);
+        },
+        [&](int64_t, int64_t, int64_t n0, int64_t n1) {
+          kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
+        },
+        /*always_split_n=*/true, /*row_align=*/16);
+    return;
+  }
   parallel_linear(nt, m, L.n, kt->s8_nr, prep, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
     kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
   });
@@ -565,7 +642,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     lap("attn_out");
     layernorm_par(x1, L.ln1_g, L.ln1_b);
     lap("layernorm");
-    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
+    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !L.ffn1.sparse && !observe_) {
       // static INT8: FFN1's epilogue writes FFN2's u8 input directly (no float round trip through memory)
       LinearIO up;
       up.in = x1;

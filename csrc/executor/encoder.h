@@ -41,6 +41,10 @@ struct Linear {
   int64_t n = 0, k = 0;
   bool int8 = false;
   bool bf16 = false;  // bf16 weights run by the BF16 kernel (else bf16 weights are widened to float32 at load)
+  bool sparse = false;  // INT8 block-sparse (BsrS8) instead of a packed dense INT8 matrix
+  std::vector<int32_t> bsr_rowptr, bsr_cols;
+  std::vector<int8_t> bsr_values;
+  int64_t bsr_rows = 1;
   AlignedBuf packed;
   std::vector<float> bias;
   std::vector<float> w_scale;
@@ -116,6 +120,7 @@ class EncoderEngine {
 
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void load_block_sparse(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);
   int64_t q_stride(int64_t k) const;
@@ -139,7 +144,7 @@ class EncoderEngine {
   std::vector<Linear> head_;
   // activation buffers, sized for the largest batch x seq seen so far
   int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
-  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, bf_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
+  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, bf_, at_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
   std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
 };
 

@@ -24,6 +24,7 @@ class WeightFormat:
     decode: Callable[[dict[str, np.ndarray]], np.ndarray]
     suffixes: tuple[str, ...]
     bits_per_weight: float
+    int8_activations: bool = False  # the kernel consumes u8 activations (static mode calibrates their range)
 
 
 def _f32_encode(w: np.ndarray) -> dict[str, np.ndarray]:
@@ -52,6 +53,19 @@ def _int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
     return t[".qweight"].astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
 
 
+def _block_int8_encode(w: np.ndarray) -> dict[str, np.ndarray]:
+    from .sparsity import encode_block_int8
+
+    q, scale = quantize_int8_per_channel(w)
+    return {**encode_block_int8(q), ".wscale": scale}
+
+
+def _block_int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
+    from .sparsity import decode_block_int8
+
+    return decode_block_int8(t).astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
+
+
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """float32 -> bf16 bit patterns (uint16), rounding to nearest even like the hardware converter."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -67,7 +81,11 @@ FORMATS: dict[str, WeightFormat] = {
     for f in (
         WeightFormat("f32", "dense float32", _f32_encode, _f32_decode, (".weight",), 32),
         WeightFormat("int8", "dense INT8, symmetric per-output-channel scales", _int8_encode, _int8_decode,
-                     (".qweight", ".wscale"), 8),
+                     (".qweight", ".wscale"), 8, int8_activations=True),
+        WeightFormat("block-int8", "block-sparse INT8: only 4x4 blocks with a non-zero are stored and computed",
+                     _block_int8_encode, _block_int8_decode,
+                     (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values", ".wscale"), 8,
+                     int8_activations=True),
         WeightFormat("bf16", "dense bfloat16 (AVX512-BF16 kernel; widened to float32 on CPUs without it)",
                      lambda w: {".bweight": to_bf16_bits(w)}, lambda t: from_bf16_bits(t[".bweight"]),
                      (".bweight",), 16),

@@ -14,10 +14,13 @@ import numpy as np
 
 from .. import _core
 from ..formats.registry import activation_qparams, get_format
+from ..formats.sparsity import block_density
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 
 QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
-ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
+ATTENTION_MODES = ("f32", "int8", "bf16")
+# Block-sparse INT8 pays off below this fraction of non-zero 4x4 blocks (kernel timings, bench/bench_sparse_kernels.py)
+SPARSE_MAX_BLOCK_DENSITY = 0.5  # index = the native attention_mode
 
 
 def bf16_available(isa: str | None = None) -> bool:
@@ -161,13 +164,15 @@ def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: 
 def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
                     keep_float: Iterable[str] = (), attention: str | None = None,
-                    calibration_method: str = "minmax") -> Engine:
+                    calibration_method: str = "minmax", sparse: bool | None = None) -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
     calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
     (see runtime/calibration.py).
+    sparse: with INT8, store and run Linear weights in the block-sparse format: True for every layer, None
+    (default) for layers where at most SPARSE_MAX_BLOCK_DENSITY of the 4x4 blocks hold a non-zero, False never.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -189,6 +194,10 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         quantized = quantize is not None and (quantize_head or not name.startswith("head."))
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
+        if fmt_of[name] == "int8" and sparse is not False:
+            density = block_density(dense[name + ".weight"])
+            if sparse or density <= SPARSE_MAX_BLOCK_DENSITY:
+                fmt_of[name] = "block-int8"
     stored = _encode_linears(spec, dense, fmt_of)
     if quantize == "int8-static":
         if calibration is None:
@@ -200,7 +209,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         if not ranges:
             raise ValueError("calibration produced no batches")
         for name, fmt in fmt_of.items():
-            if fmt == "int8":
+            if get_format(fmt).int8_activations:
                 scale, zp = activation_qparams(*ranges[name])
                 stored[name + ".act_scale"] = np.array([scale], np.float32)
                 stored[name + ".act_zero_point"] = np.array([zp], np.int32)
