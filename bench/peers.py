@@ -124,18 +124,25 @@ def _lib_versions() -> dict[str, str]:
     }
 
 
-def prepare_model(name: str, seed: int = 0, cache: Path = CACHE_DIR) -> ModelInfo:
-    """Random-weight model from a config (seeded), saved as an HF checkpoint dir (safetensors)."""
+def prepare_model(name: str, seed: int = 0, cache: Path = CACHE_DIR, sparsity: float = 0.0,
+                  pattern: str = "block") -> ModelInfo:
+    """Random-weight model from a config (seeded), saved as an HF checkpoint dir (safetensors).
+
+    With sparsity > 0 every encoder Linear is magnitude-pruned (trimformer.compress.prune_magnitude) before
+    saving, so every runtime built from the checkpoint gets the same sparse weights.
+    """
     if name not in MODEL_CONFIGS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_CONFIGS)}")
     import torch
     from transformers import BertModel, DistilBertModel
 
     cfg = _hf_config(name)
-    d = cache / f"{name}-seed{seed}"
+    d = cache / (f"{name}-seed{seed}" + (f"-{pattern.replace(':', 'of')}{round(sparsity * 100)}" if sparsity else ""))
     stamp = {
         "config": MODEL_CONFIGS[name],
         "seed": seed,
+        "sparsity": sparsity,
+        "pattern": pattern,
         "artifact_version": ARTIFACT_VERSION,
         **_lib_versions(),
     }
@@ -146,6 +153,10 @@ def prepare_model(name: str, seed: int = 0, cache: Path = CACHE_DIR) -> ModelInf
         torch.manual_seed(seed)  # HF init draws from the global torch RNG: seeding makes weights reproducible
         cls = BertModel if MODEL_CONFIGS[name]["arch"] == "bert" else DistilBertModel
         model = cls(cfg).eval()
+        if sparsity:
+            from trimformer.compress import prune_magnitude
+
+            prune_magnitude(model, sparsity, pattern)
         model.save_pretrained(d / "hf", safe_serialization=True)
         stamp_path.write_text(json.dumps(stamp, indent=1))
     arch = MODEL_CONFIGS[name]["arch"]
