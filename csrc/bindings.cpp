@@ -214,6 +214,16 @@ nb::ndarray<nb::numpy, float> k_rowop(F32In x, const std::string& op, nb::object
   return to_numpy(std::move(y), {(size_t)rows, (size_t)cols});
 }
 
+nb::tuple k_softmax_u8(F32In x, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  std::vector<uint8_t> q(rows * cols);
+  std::vector<float> s(rows), z(rows);
+  kt.softmax_u8_rows(x.data(), rows, cols, cols, q.data(), cols, s.data(), z.data());
+  return nb::make_tuple(to_numpy(std::move(q), {(size_t)rows, (size_t)cols}), to_numpy(std::move(s), {(size_t)rows}));
+}
+
 nb::ndarray<nb::numpy, uint8_t> k_quantize(F32In x, float scale, int zp, const std::string& isa) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
@@ -404,6 +414,7 @@ NB_MODULE(_core, m) {
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
         "density"_a = 1.0, "block_rows"_a = 1);
+  m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,

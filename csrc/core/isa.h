@@ -116,6 +116,10 @@ struct KernelTable {
   void (*layernorm)(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, const float* g,
                     const float* b, float eps);
   void (*softmax_rows)(float* x, int64_t rows, int64_t cols, int64_t ld);
+  // softmax straight to u8: p = e / sum with e = exp(x - max) in (0, 1], so quantizing p with the per-row scale
+  // max(p) / 255 = 1 / (255 sum) gives round(255 e): no normalization pass and no separate quantization pass
+  void (*softmax_u8_rows)(const float* x, int64_t rows, int64_t cols, int64_t ld, uint8_t* q, int64_t ldq,
+                          float* scale_out, float* zp_out);
   void (*activation)(float* x, int64_t n, Act act);
   void (*minmax)(const float* x, int64_t n, float* mn, float* mx);
   // quantize rows of x [rows x cols] (row stride ldx) to u8 rows of stride ldq, padding cols..ldq with zp

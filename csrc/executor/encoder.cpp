@@ -510,8 +510,7 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
     se.row_scale = qs;
     se.row_zp = qz;
     kt->gemm_s8(qa, dq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
-    kt->softmax_rows(scores, seq, seq, seq);
-    kt->quantize_rows_u8(scores, seq, pa, sq, seq, seq, ps, pz);
+    kt->softmax_u8_rows(scores, seq, seq, seq, pa, sq, ps, pz);
     if (kt->quant_pack_kn_s8) {
       kt->quant_pack_kn_s8(v, ld, seq, d, vpack, vs, vsum);
     } else {  // transpose V, quantize its rows (= channels), pack

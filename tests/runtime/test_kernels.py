@@ -120,3 +120,14 @@ def test_gemm_bf16_matches_reference(rng, m, n, k):
     # reference: the same bf16-rounded operands, exact products, float64 sums
     ref = np.maximum(from_bf16_bits(to_bf16_bits(a)).astype(np.float64) @ from_bf16_bits(bits).T + bias, 0)
     assert rel_err(got, ref) < 1e-5
+
+
+def test_softmax_straight_to_u8(isa, rng):
+    x = (rng.standard_normal((7, 45)) * 3).astype(np.float32)
+    x[2, 5:] = -1e30  # masked keys
+    q, scale = _core.softmax_u8(x, isa=isa)
+    p = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    # dequantized probabilities are within half a quantization step of the exact softmax
+    assert np.all(np.abs(q * scale[:, None] - p) <= scale[:, None] * 0.5 + 1e-6)
+    assert np.all(q.max(1) == 255) and np.all(q[2, 5:] == 0)
