@@ -135,20 +135,26 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
       for (int64_t kk = 0; kk < L->k; ++kk) s += q[j * L->k + kk];
       L->col_sum[j] = s;
     }
-    auto sc = t.find(name + ".act_scale");
-    if (sc != t.end()) {
-      const HostTensor& zp = need(t, name + ".act_zero_point", 'i', {1});
-      need(t, name + ".act_scale", 'f', {1});
-      L->static_act = true;
-      L->a_scale = *static_cast<const float*>(sc->second.data);
-      L->a_zp = *static_cast<const int32_t*>(zp.data);
-      if (!(L->a_scale > 0.0f) || L->a_zp < 0 || L->a_zp > 255)
-        throw std::invalid_argument("bad activation quantization parameters for '" + name + "'");
-    }
+    load_static_activation(L, name, t);
   } else {
     throw std::invalid_argument("missing tensor '" + name + ".weight' (or '.qweight')");
   }
   if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+}
+
+// Calibrated (static) activation scale and zero point of an INT8 Linear's input, when the plan has them.
+void EncoderEngine::load_static_activation(Linear* L, const std::string& name,
+                                           const std::map<std::string, HostTensor>& t) {
+  auto sc = t.find(name + ".act_scale");
+  if (sc != t.end()) {
+    const HostTensor& zp = need(t, name + ".act_zero_point", 'i', {1});
+    need(t, name + ".act_scale", 'f', {1});
+    L->static_act = true;
+    L->a_scale = *static_cast<const float*>(sc->second.data);
+    L->a_zp = *static_cast<const int32_t*>(zp.data);
+    if (!(L->a_scale > 0.0f) || L->a_zp < 0 || L->a_zp > 255)
+      throw std::invalid_argument("bad activation quantization parameters for '" + name + "'");
+  }
 }
 
 // Block-sparse INT8: shape [n, k, block_rows], row-block pointers, block columns (k/4 index), block bytes.
@@ -187,16 +193,7 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
     for (int32_t j = rowptr[b]; j < rowptr[b + 1]; ++j)
       for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
         for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
-  auto sc = t.find(name + ".act_scale");
-  if (sc != t.end()) {
-    const HostTensor& zp = need(t, name + ".act_zero_point", 'i', {1});
-    need(t, name + ".act_scale", 'f', {1});
-    L->static_act = true;
-    L->a_scale = *static_cast<const float*>(sc->second.data);
-    L->a_zp = *static_cast<const int32_t*>(zp.data);
-    if (!(L->a_scale > 0.0f) || L->a_zp < 0 || L->a_zp > 255)
-      throw std::invalid_argument("bad activation quantization parameters for '" + name + "'");
-  }
+  load_static_activation(L, name, t);
 }
 
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,

@@ -121,6 +121,7 @@ class EncoderEngine {
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void load_block_sparse(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void load_static_activation(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);
   int64_t q_stride(int64_t k) const;
