@@ -18,14 +18,17 @@ from .runtime.engine import Engine, compile_encoder  # noqa: E402
 
 
 def compile(model: Any, *, quantize: str | None = None, calibration: Any = None, threads: int | None = None,
-            isa: str | None = None) -> Engine:
+            isa: str | None = None, **options: Any) -> Engine:
     """Compile a Hugging Face encoder (checkpoint directory or in-memory model) into an Engine.
 
     quantize: None (FP32), "bf16" (bfloat16 weights and GEMM inputs, float32 accumulation), "int8-dynamic"
     (activation ranges per row, per call) or "int8-static" (calibrated scales baked in; `calibration` is an
     iterable of tokenized batches `{"input_ids", "attention_mask", ...}`).
+
+    Further planner options (`sparse`, `attention`, `keep_float`, `calibration_method`, `quantize_head`) are
+    described in `trimformer.runtime.engine.compile_encoder`.
     """
-    return compile_encoder(model, quantize=quantize, calibration=calibration, threads=threads, isa=isa)
+    return compile_encoder(model, quantize=quantize, calibration=calibration, threads=threads, isa=isa, **options)
 
 
 def pipeline(task: str, model: Any = None, tokenizer: Any = None, **kwargs: Any):

@@ -60,7 +60,7 @@ def test_block_sparse_runtime_equals_dense_int8(isa, rng, quantize, tmp_path):
     mask = np.ones_like(ids)
     mask[1, 15:] = 0
     calib = [{"input_ids": ids, "attention_mask": mask}]
-    sparse = compile_encoder(model, quantize=quantize, calibration=calib, isa=isa)
+    sparse = compile_encoder(model, quantize=quantize, calibration=calib, isa=isa, sparse=True)
     dense = compile_encoder(model, quantize=quantize, calibration=calib, isa=isa, sparse=False)
     assert sparse.formats["layers.0.qkv"] == "block-int8" and dense.formats["layers.0.qkv"] == "int8"
     a, b = sparse.run(ids, mask), dense.run(ids, mask)
@@ -74,12 +74,27 @@ def test_block_sparse_runtime_equals_dense_int8(isa, rng, quantize, tmp_path):
     np.testing.assert_array_equal(back.run(ids, mask)["logits"], a["logits"])
 
 
+def test_compile_time_dispatch_times_each_candidate(tmp_path):
+    model = _model()
+    prune_magnitude(model, 0.9, "block")
+    eng = compile_encoder(model, quantize="int8-dynamic")  # sparse="tune" by default
+    timings = eng.extra["dispatch"]
+    assert set(timings) == {n for n in eng.spec.linear_names() if n.startswith("layers.")}
+    for name, t in timings.items():  # the faster measured format is the one kept
+        faster = "block-int8" if t["block_sparse_ms"] <= t["dense_ms"] else "int8"
+        assert eng.formats[name] == faster
+    back = tf.load(tf.save(eng, tmp_path / "m"))  # the choice is cached in the saved model
+    assert back.formats == eng.formats and back.extra["dispatch"] == timings
+    dense_model = _model()
+    assert "dispatch" not in compile_encoder(dense_model, quantize="int8-dynamic").extra  # nothing to tune
+
+
 def test_corrupt_block_sparse_tensors_fail_clearly(rng):
     from trimformer.runtime.engine import Engine
 
     model = _model()
     prune_magnitude(model, 0.75, "block")
-    eng = compile_encoder(model, quantize="int8-dynamic")
+    eng = compile_encoder(model, quantize="int8-dynamic", sparse=True)
     bad = dict(eng.tensors)
     cols = bad["layers.0.ffn1.bsr_cols"].copy()
     cols[0] = 10_000

@@ -164,15 +164,17 @@ def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: 
 def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
                     keep_float: Iterable[str] = (), attention: str | None = None,
-                    calibration_method: str = "minmax", sparse: bool | None = None) -> Engine:
+                    calibration_method: str = "minmax", sparse: bool | str | None = "tune") -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
     calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
     (see runtime/calibration.py).
-    sparse: with INT8, store and run Linear weights in the block-sparse format: True for every layer, None
-    (default) for layers where at most SPARSE_MAX_BLOCK_DENSITY of the 4x4 blocks hold a non-zero, False never.
+    sparse: with INT8, how Linear layers with zero 4x4 blocks are dispatched: "tune" (default) times the dense
+    and the block-sparse INT8 GEMM on each candidate layer's own weight (block density <= SPARSE_MAX_BLOCK_DENSITY)
+    at compile time and keeps the faster (timings are recorded in `engine.extra["dispatch"]` and saved); True
+    forces block-sparse for every layer, None uses the density threshold alone, False never.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -196,8 +198,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
         if fmt_of[name] == "int8" and sparse is not False:
             density = block_density(dense[name + ".weight"])
-            if sparse or density <= SPARSE_MAX_BLOCK_DENSITY:
+            if sparse is True or density <= SPARSE_MAX_BLOCK_DENSITY:
                 fmt_of[name] = "block-int8"
+    dispatch = _tune_sparse(spec, dense, fmt_of, threads, isa) if sparse == "tune" else {}
     stored = _encode_linears(spec, dense, fmt_of)
     if quantize == "int8-static":
         if calibration is None:
@@ -216,4 +219,21 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     if attention is None:
         attention = default_attention(quantize, spec.hidden // spec.heads, isa)
     return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
-                  attention=attention)
+                  attention=attention, extra={"dispatch": dispatch} if dispatch else None)
+
+
+def _tune_sparse(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], threads: int | None,
+                 isa: str | None, tokens: int = 128) -> dict[str, dict[str, float]]:
+    """Time dense vs block-sparse INT8 on every block-sparse candidate's own weight; keep the faster format."""
+    from ..formats.registry import quantize_int8_per_channel
+
+    timings = {}
+    for name, fmt in fmt_of.items():
+        if fmt != "block-int8":
+            continue
+        q, _ = quantize_int8_per_channel(dense[name + ".weight"])
+        t_dense, t_sparse = _core.time_int8_formats(q, tokens, 4, 5, isa or "", threads or default_threads())
+        timings[name] = {"dense_ms": t_dense * 1e3, "block_sparse_ms": t_sparse * 1e3}
+        if t_dense < t_sparse:
+            fmt_of[name] = "int8"
+    return timings
