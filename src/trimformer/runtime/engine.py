@@ -18,9 +18,12 @@ from ..formats.sparsity import block_density
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 
 QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
-ATTENTION_MODES = ("f32", "int8", "bf16")
-# Block-sparse INT8 pays off below this fraction of non-zero 4x4 blocks (kernel timings, bench/bench_sparse_kernels.py)
-SPARSE_MAX_BLOCK_DENSITY = 0.5  # index = the native attention_mode
+ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
+# Layers with at most this fraction of non-zero 4x4 blocks are block-sparse candidates (bench_sparse_kernels.py:
+# at 50% sparsity the 4x4 kernel is already 1.3-1.8x our dense INT8); "tune" then times both per layer
+SPARSE_MAX_BLOCK_DENSITY = 0.5
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
 
 def bf16_available(isa: str | None = None) -> bool:
@@ -37,8 +40,6 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     if quantize.startswith("int8"):
         return "int8"
     return "bf16" if quantize == "bf16" and bf16_available(isa) else "f32"
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                    "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
 
 def default_threads() -> int:
@@ -178,6 +179,8 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if sparse not in (True, False, None, "tune"):
+        raise ValueError(f"sparse must be True, False, None or 'tune', got {sparse!r}")
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
@@ -200,7 +203,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
             density = block_density(dense[name + ".weight"])
             if sparse is True or density <= SPARSE_MAX_BLOCK_DENSITY:
                 fmt_of[name] = "block-int8"
-    dispatch = _tune_sparse(spec, dense, fmt_of, threads, isa) if sparse == "tune" else {}
+    dispatch = _tune_sparse(dense, fmt_of, threads, isa) if sparse == "tune" else {}
     stored = _encode_linears(spec, dense, fmt_of)
     if quantize == "int8-static":
         if calibration is None:
@@ -222,8 +225,8 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                   attention=attention, extra={"dispatch": dispatch} if dispatch else None)
 
 
-def _tune_sparse(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], threads: int | None,
-                 isa: str | None, tokens: int = 128) -> dict[str, dict[str, float]]:
+def _tune_sparse(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], threads: int | None, isa: str | None,
+                 tokens: int = 128) -> dict[str, dict[str, float]]:
     """Time dense vs block-sparse INT8 on every block-sparse candidate's own weight; keep the faster format."""
     from ..formats.registry import quantize_int8_per_channel
 
