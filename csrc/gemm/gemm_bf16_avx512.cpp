@@ -59,14 +59,10 @@ inline void micro(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t kp,
 
 using MicroFn = void (*)(const uint16_t*, int64_t, const uint16_t*, int64_t, float*, int64_t, int64_t);
 const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
-}  // namespace
 
-const int64_t kBf16Nr = NR;
-
-size_t pack_bf16_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k2(k) * 2 * 2); }
-
-void pack_bf16(const uint16_t* w, int64_t n, int64_t k, void* out) {
-  uint16_t* dst = static_cast<uint16_t*>(out);
+// Writes the [panel of 64][k/2][64][2] layout; bits(col, kidx) gives the bf16 of W[col][kidx] (in range only).
+template <class Bits>
+void pack_pairs(int64_t n, int64_t k, uint16_t* dst, Bits bits) {
   const int64_t kp = k2(k);
   for (int64_t p = 0; p < n; p += NR) {
     for (int64_t j = 0; j < NR; ++j) {
@@ -75,11 +71,20 @@ void pack_bf16(const uint16_t* w, int64_t n, int64_t k, void* out) {
       for (int64_t kk = 0; kk < kp; ++kk)
         for (int64_t t = 0; t < 2; ++t) {
           const int64_t kidx = kk * 2 + t;
-          d[kk * NR * 2 + t] = (col < n && kidx < k) ? w[col * k + kidx] : 0;
+          d[kk * NR * 2 + t] = (col < n && kidx < k) ? bits(col, kidx) : uint16_t{0};
         }
     }
     dst += kp * NR * 2;
   }
+}
+}  // namespace
+
+const int64_t kBf16Nr = NR;
+
+size_t pack_bf16_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k2(k) * 2 * 2); }
+
+void pack_bf16(const uint16_t* w, int64_t n, int64_t k, void* out) {
+  pack_pairs(n, k, static_cast<uint16_t*>(out), [&](int64_t col, int64_t kidx) { return w[col * k + kidx]; });
 }
 
 // B given as X[k][n] (attention's V): pairs of rows become the [k/2][64][2] panel words directly
@@ -100,28 +105,13 @@ void pack_bf16_kn(const float* x, int64_t ldx, int64_t n, int64_t k, void* out) 
   }
 }
 
-// B given as W[n][k] (attention's K) in float: converted and packed in one pass
+// B given as W[n][k] (attention's K) in float: converted (round to nearest even) and packed in one pass
 void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* out) {
-  uint16_t* dst = static_cast<uint16_t*>(out);
-  const int64_t kp = k2(k);
-  for (int64_t p = 0; p < n; p += NR) {
-    for (int64_t j = 0; j < NR; ++j) {
-      uint16_t* d = dst + j * 2;
-      const int64_t col = p + j;
-      for (int64_t kk = 0; kk < kp; ++kk)
-        for (int64_t t = 0; t < 2; ++t) {
-          const int64_t kidx = kk * 2 + t;
-          uint16_t bits = 0;
-          if (col < n && kidx < k) {
-            uint32_t u;
-            std::memcpy(&u, w + col * ldw + kidx, 4);
-            bits = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-          }
-          d[kk * NR * 2 + t] = bits;
-        }
-    }
-    dst += kp * NR * 2;
-  }
+  pack_pairs(n, k, static_cast<uint16_t*>(out), [&](int64_t col, int64_t kidx) {
+    uint32_t u;
+    std::memcpy(&u, w + col * ldw + kidx, 4);
+    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  });
 }
 
 void to_bf16_rows(const float* x, int64_t ldx, uint16_t* y, int64_t ldy, int64_t rows, int64_t cols) {
