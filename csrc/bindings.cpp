@@ -336,6 +336,29 @@ nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, n
   return to_numpy(std::move(c), {(size_t)m, (size_t)n});
 }
 
+// One INT8 GEMM call, dense or block-sparse, split across `threads` the way the executor splits it: the
+// sparse path first re-lays the activations by rows (then a barrier), and both split output columns.
+void run_int8_split(const tf::KernelTable& kt, int threads, bool sparse, const uint8_t* aq, int64_t ldq, int64_t m,
+                    int64_t n, int64_t k, const void* packed, const tf::BsrS8& bw, uint8_t* at, float* c,
+                    const tf::Epilogue& epi) {
+#pragma omp parallel num_threads(threads)
+  {
+    const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
+    if (sparse) {
+      const int64_t mb = ((m + 15) / 16 + cnt - 1) / cnt * 16;
+      const int64_t r0 = std::min(m, i * mb), r1 = std::min(m, (i + 1) * mb);
+      if (r0 < r1) kt.bsr_pack_at(aq, ldq, m, r0, r1, k, at);
+#pragma omp barrier
+    }
+    const int64_t nr = sparse ? 16 : kt.s8_nr, units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
+    const int64_t lo = std::min(n, i * per * nr), hi = std::min(n, (i + 1) * per * nr);
+    if (lo < hi) {
+      if (sparse) kt.gemm_bsr_s8(aq, ldq, at, m, bw, c, n, lo, hi, epi);
+      else kt.gemm_s8(aq, ldq, packed, n, k, c, n, 0, m, lo, hi, epi);
+    }
+  }
+}
+
 // Compile-time dispatch: seconds per call of the dense INT8 GEMM and of the block-sparse INT8 GEMM on this exact
 // weight (same threads, m tokens, synthetic activations), so the planner can keep the faster one per layer.
 nb::tuple k_time_int8_formats(nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
@@ -358,22 +381,8 @@ nb::tuple k_time_int8_formats(nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb:
   epi.row_scale = rs.data();
   epi.row_zp = rz.data();
   auto run = [&](bool sparse) {
-#pragma omp parallel num_threads(threads)
-    {
-      const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
-      if (sparse) {
-        const int64_t mb = ((m + 15) / 16 + cnt - 1) / cnt * 16;
-        const int64_t r0 = std::min(m, i * mb), r1 = std::min(m, (i + 1) * mb);
-        if (r0 < r1) kt.bsr_pack_at(aq.data(), ldq, m, r0, r1, k, at.as<uint8_t>());
-#pragma omp barrier
-      }
-      const int64_t nr = sparse ? 16 : kt.s8_nr, units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
-      const int64_t lo = std::min(n, i * per * nr), hi = std::min(n, (i + 1) * per * nr);
-      if (lo < hi) {
-        if (sparse) kt.gemm_bsr_s8(aq.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, lo, hi, epi);
-        else kt.gemm_s8(aq.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, lo, hi, epi);
-      }
-    }
+    run_int8_split(kt, threads, sparse, aq.data(), ldq, m, n, k, packed.as<void>(), bw, at.as<uint8_t>(), c.data(),
+                   epi);
   };
   double best[2] = {1e30, 1e30};
   {
@@ -422,25 +431,20 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
   epi.col_sum = cs.data();
   epi.row_scale = rs.data();
   epi.row_zp = rz.data();
-  const int64_t nr = s8 ? kt.s8_nr : (bsr ? 16 : kt.f32_nr);
+  const int64_t nr = kt.f32_nr;
   nb::gil_scoped_release release;
   auto once = [&] {
+    if (s8 || bsr) {
+      run_int8_split(kt, threads, bsr, aq.data(), ldq, m, n, k, packed.as<void>(), bw, at.as<uint8_t>(), c.data(),
+                     epi);
+      return;
+    }
 #pragma omp parallel num_threads(threads)
     {
       const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
-      if (bsr) {  // the executor's split: activation re-layout by rows, barrier, then output rows of W
-        const int64_t mb = ((m + 15) / 16 + cnt - 1) / cnt * 16;
-        const int64_t r0 = std::min(m, i * mb), r1 = std::min(m, (i + 1) * mb);
-        if (r0 < r1) kt.bsr_pack_at(aq.data(), ldq, m, r0, r1, k, at.as<uint8_t>());
-#pragma omp barrier
-      }
       const int64_t units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
       const int64_t lo = std::min(n, i * per * nr), hi = std::min(n, (i + 1) * per * nr);
-      if (lo < hi) {
-        if (bsr) kt.gemm_bsr_s8(aq.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, lo, hi, epi);
-        else if (s8) kt.gemm_s8(aq.data(), ldq, packed.as<void>(), n, k, c.data(), n, 0, m, lo, hi, epi);
-        else kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, m, lo, hi, epi);
-      }
+      if (lo < hi) kt.gemm_f32(a.data(), k, packed.as<float>(), n, k, c.data(), n, 0, m, lo, hi, epi);
     }
   };
   once();

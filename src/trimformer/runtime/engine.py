@@ -32,7 +32,8 @@ def bf16_available(isa: str | None = None) -> bool:
 
 
 def default_attention(quantize: str | None, head_dim: int, isa: str | None = None) -> str:
-    """Attention matmul precision for a plan, from measurements on Zen 5 (2 threads, seq 128, batch 16): at head
+    """Attention matmul precision for a plan, from development profiles (Engine profiler, not a committed
+    benchmark) on Zen 5 (2 threads, seq 128, batch 16): at head
     size 64 (BERT-base) INT8 attention took 50 ms, BF16 57 ms, float32 72 ms; at head size 32 (MiniLM) float32
     and BF16 tied (24 ms) and INT8 lost (29 ms): per-row scales, softmax and packing dominate there."""
     if quantize is None or head_dim < 64:
