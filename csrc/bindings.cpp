@@ -15,14 +15,37 @@
 #include <stdexcept>
 
 #include "core/isa.h"
+#include "bindings_common.h"
 #include "executor/encoder.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 
+namespace tf {
+// A map of numpy arrays as borrowed host tensors (shared by every engine's binding).
+std::map<std::string, HostTensor> host_tensors(const std::map<std::string, AnyArray>& tensors) {
+  std::map<std::string, HostTensor> out;
+  for (const auto& [name, arr] : tensors) {
+    HostTensor h;
+    h.data = arr.data();
+    for (size_t i = 0; i < arr.ndim(); ++i) h.shape.push_back(static_cast<int64_t>(arr.shape(i)));
+    if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
+    else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
+    else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
+    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits
+    else if (arr.dtype() == nb::dtype<uint8_t>()) h.dtype = 'u';   // packed k-bit codes
+    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, uint8, int32 or uint16 (bf16)");
+    out[name] = h;
+  }
+  return out;
+}
+}  // namespace tf
+
 namespace {
 
 using tf::Isa;
+using tf::AnyArray;
+using tf::host_tensors;
 
 using F32In = nb::ndarray<const float, nb::ro, nb::c_contig, nb::device::cpu>;
 using I64In = nb::ndarray<const int64_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
@@ -37,24 +60,6 @@ nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& v, std::vector<size_t> shape
 tf::Act act_from(int a) {
   if (a < 0 || a > 4) throw std::invalid_argument("unknown activation code");
   return static_cast<tf::Act>(a);
-}
-
-using AnyArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
-
-std::map<std::string, tf::HostTensor> host_tensors(const std::map<std::string, AnyArray>& tensors) {
-  std::map<std::string, tf::HostTensor> out;
-  for (const auto& [name, arr] : tensors) {
-    tf::HostTensor h;
-    h.data = arr.data();
-    for (size_t i = 0; i < arr.ndim(); ++i) h.shape.push_back(static_cast<int64_t>(arr.shape(i)));
-    if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
-    else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
-    else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
-    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits
-    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, int32 or uint16 (bf16)");
-    out[name] = h;
-  }
-  return out;
 }
 
 class PyEncoder {
@@ -494,4 +499,5 @@ NB_MODULE(_core, m) {
       .def("profile", [](PyEncoder& e) { return e.engine_->profile(); })
       .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })
       .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); });
+  tf::register_decoder(m);
 }

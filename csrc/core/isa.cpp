@@ -1,4 +1,5 @@
 #include "isa.h"
+#include "decoder_kernels.h"
 
 #include <cpuid.h>
 
@@ -85,6 +86,14 @@ const KernelTable& kernels_for(Isa isa) {
     case Isa::Avx512Vnni: return avx512::table();
     case Isa::Avx2: return avx2::table();
     default: return scalar::table();
+  }
+}
+
+const DecoderKernels& decoder_kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512Vnni: return avx512::decoder_table();
+    case Isa::Avx2: return avx2::decoder_table();
+    default: return scalar::decoder_table();
   }
 }
 

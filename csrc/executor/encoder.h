@@ -33,7 +33,7 @@ class AlignedBuf {
 struct HostTensor {
   const void* data = nullptr;
   std::vector<int64_t> shape;
-  char dtype = 'f';  // 'f' float32, 'b' int8, 'i' int32, 'h' bf16 bits
+  char dtype = 'f';  // 'f' float32, 'b' int8, 'u' uint8, 'i' int32, 'h' bf16 bits
 };
 
 struct Linear {

@@ -1,0 +1,163 @@
+// Python bindings of the decoder executor and of the decoder kernels (the latter for property tests).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "bindings_common.h"
+#include "core/decoder_kernels.h"
+#include "executor/decoder.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using I64In = nb::ndarray<const int64_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
+using F32In = nb::ndarray<const float, nb::ro, nb::c_contig, nb::device::cpu>;
+using U8In = nb::ndarray<const uint8_t, nb::ro, nb::c_contig, nb::device::cpu>;
+
+template <class T>
+nb::ndarray<nb::numpy, T> owned(std::vector<T>&& v, std::vector<size_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
+}
+
+class PyDecoder {
+ public:
+  PyDecoder(const nb::dict& config, const std::map<std::string, tf::AnyArray>& tensors, const std::string& isa,
+            int threads) {
+    tf::DecoderConfig c;
+    auto geti = [&](const char* k) { return nb::cast<int64_t>(config[k]); };
+    c.arch = static_cast<int>(geti("arch"));
+    c.hidden = geti("hidden");
+    c.layers = geti("layers");
+    c.heads = geti("heads");
+    c.kv_heads = geti("kv_heads");
+    c.head_dim = geti("head_dim");
+    c.intermediate = geti("intermediate");
+    c.vocab = geti("vocab");
+    c.max_positions = geti("max_positions");
+    c.norm_eps = nb::cast<float>(config["norm_eps"]);
+    c.rope_theta = nb::cast<float>(config["rope_theta"]);
+    c.act = static_cast<int>(geti("act"));
+    if (c.arch < 0 || c.arch > 1 || c.act < 0 || c.act > 2) throw std::invalid_argument("bad decoder arch / act");
+    engine_ = std::make_unique<tf::DecoderEngine>(c, tf::host_tensors(tensors), tf::resolve_isa(isa),
+                                                  threads > 256 ? 256 : threads);
+  }
+
+  void begin(int64_t batch, int64_t capacity) { engine_->begin(batch, capacity); }
+
+  nb::ndarray<nb::numpy, float> forward(I64In ids, nb::object mask, int mode, nb::object targets) {
+    const int64_t B = ids.shape(0), T = ids.shape(1);
+    I64In m, tg;
+    const int64_t* mp = nullptr;
+    const int64_t* tp = nullptr;
+    if (!mask.is_none()) {
+      m = nb::cast<I64In>(mask);
+      if (m.shape(0) != (size_t)B || m.shape(1) != (size_t)T) throw std::invalid_argument("mask shape differs from ids");
+      mp = m.data();
+    }
+    if (!targets.is_none()) {
+      tg = nb::cast<I64In>(targets);
+      if (tg.shape(0) != (size_t)B || tg.shape(1) != (size_t)T)
+        throw std::invalid_argument("targets shape differs from ids");
+      tp = tg.data();
+    }
+    std::vector<float> out;
+    {
+      nb::gil_scoped_release release;
+      engine_->forward(ids.data(), mp, B, T, mode, tp, &out);
+    }
+    const size_t V = static_cast<size_t>(vocab());
+    if (mode == 0) return owned(std::move(out), {(size_t)B, V});
+    if (mode == 1) return owned(std::move(out), {(size_t)B, (size_t)T, V});
+    return owned(std::move(out), {(size_t)B, (size_t)T});
+  }
+
+  int64_t vocab() const { return vocab_ ? vocab_ : 0; }
+  std::unique_ptr<tf::DecoderEngine> engine_;
+  int64_t vocab_ = 0;
+};
+
+tf::KbitWeight kbit_view(U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group,
+                         F32In lut, std::vector<float>* off_store) {
+  tf::KbitWeight w;
+  if (mode < 0 || mode > 4) throw std::invalid_argument("bad k-bit mode");
+  if (group <= 0 || k % group) throw std::invalid_argument("k must be a multiple of group");
+  w.mode = static_cast<tf::KbitMode>(mode);
+  w.n = codes.shape(0);
+  w.k = k;
+  w.group = group;
+  w.row_bytes = codes.shape(1);
+  const int64_t need = w.mode == tf::KbitMode::Lut4 ? (k + 31) / 32 * 16 : k;
+  if (w.row_bytes != need) throw std::invalid_argument("code rows have the wrong size");
+  if (scales.size() != (size_t)(w.n * (k / group))) throw std::invalid_argument("scales have the wrong size");
+  if (lut.size() != 16) throw std::invalid_argument("lut must have 16 entries");
+  w.codes = codes.data();
+  w.scales = scales.data();
+  if (!offsets.is_none()) {
+    F32In o = nb::cast<F32In>(offsets);
+    if (o.size() != scales.size()) throw std::invalid_argument("offsets have the wrong size");
+    off_store->assign(o.data(), o.data() + o.size());
+    w.offsets = off_store->data();
+  }
+  for (int i = 0; i < 16; ++i) w.lut[i] = lut.data()[i];
+  return w;
+}
+
+}  // namespace
+
+namespace tf {
+
+void register_decoder(nb::module_& m) {
+  nb::class_<PyDecoder>(m, "DecoderEngine")
+      .def("__init__",
+           [](PyDecoder* self, const nb::dict& config, const std::map<std::string, AnyArray>& tensors,
+              const std::string& isa, int threads) {
+             new (self) PyDecoder(config, tensors, isa, threads);
+             self->vocab_ = nb::cast<int64_t>(config["vocab"]);
+           },
+           "config"_a, "tensors"_a, "isa"_a = "", "threads"_a = 1)
+      .def("begin", &PyDecoder::begin, "batch"_a, "capacity"_a)
+      .def("forward", &PyDecoder::forward, "ids"_a, "mask"_a = nb::none(), "mode"_a = 0, "targets"_a = nb::none())
+      .def_prop_ro("length", [](PyDecoder& e) { return e.engine_->length(); })
+      .def_prop_ro("capacity", [](PyDecoder& e) { return e.engine_->capacity(); })
+      .def_prop_ro("batch", [](PyDecoder& e) { return e.engine_->batch(); })
+      .def_prop_ro("isa", [](PyDecoder& e) { return std::string(isa_name(e.engine_->isa())); })
+      .def_prop_ro("weight_bytes", [](PyDecoder& e) { return e.engine_->weight_bytes(); })
+      .def_prop_ro("cache_bytes", [](PyDecoder& e) { return e.engine_->cache_bytes(); })
+      .def_prop_rw("threads", [](PyDecoder& e) { return e.engine_->threads(); },
+                   [](PyDecoder& e, int t) { e.engine_->set_threads(t > 256 ? 256 : t); });
+
+  // kernel entry points for tests: y = x . W^T through the GEMV path, and the dequantized W
+  m.def("kbit_gemv", [](F32In x, U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group,
+                        F32In lut, const std::string& isa) {
+    std::vector<float> off;
+    const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
+    if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
+    const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    const int64_t mrows = x.shape(0), G = k / group;
+    std::vector<float> xs(mrows * G), y(mrows * w.n);
+    dk.group_sums(x.data(), k, mrows, k, group, xs.data());
+    dk.kbit_gemv(x.data(), k, mrows, w, xs.data(), y.data(), w.n, 0, w.n);
+    return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
+  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a, "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  m.def("kbit_dequant", [](U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group, F32In lut,
+                           const std::string& isa) {
+    std::vector<float> off;
+    const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
+    const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    std::vector<float> out(w.n * k);
+    dk.kbit_dequant(w, 0, w.n, out.data());
+    return owned(std::move(out), {(size_t)w.n, (size_t)k});
+  }, "codes"_a, "scales"_a, "offsets"_a, "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+}
+
+}  // namespace tf

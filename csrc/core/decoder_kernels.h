@@ -1,0 +1,63 @@
+// The decoder's kernel table: row ops for causal LMs (RMSNorm, SwiGLU, rotary embeddings), attention over the
+// KV cache, and the weight-only k-bit GEMV / dequantization kernels. Like KernelTable, each ISA level's entries
+// are compiled in their own translation unit (csrc/ops/decoder_ops_<isa>.cpp) inside that level's namespace.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "isa.h"
+
+namespace tf {
+
+// How a packed k-bit row stores its codes (csrc/kbit/README.md):
+//   Lut4: two 4-bit codes per byte, chunks of 32 codes in 16 bytes (byte j: code j low nibble, code j+16 high),
+//         value = lut[code] (int2/int3/int4/nf4/fp4: up to 16 levels)
+//   S8 / U8: one signed / unsigned byte per weight, value = the byte
+//   E4M3 / E5M2: one FP8 byte per weight, decoded by moving its bits into a float32 (the power-of-two rebias is
+//         folded into the group scales at pack time, so decoding is two integer ops)
+enum class KbitMode : int { Lut4 = 0, S8 = 1, U8 = 2, E4M3 = 3, E5M2 = 4 };
+
+struct KbitWeight {
+  KbitMode mode = KbitMode::Lut4;
+  int64_t n = 0, k = 0, group = 0;  // k % group == 0; groups run along k
+  int64_t row_bytes = 0;            // bytes per output row of `codes`
+  const uint8_t* codes = nullptr;
+  const float* scales = nullptr;   // [n][k / group]  (FP8: already multiplied by the rebias power of two)
+  const float* offsets = nullptr;  // [n][k / group] or null (symmetric types)
+  float lut[16] = {};
+};
+
+struct DecoderKernels {
+  Isa isa;
+  // y = x / rms(x) * g, rows of `cols`, row strides ldx / ldy
+  void (*rmsnorm)(const float* x, int64_t ldx, float* y, int64_t ldy, int64_t rows, int64_t cols, const float* g,
+                  float eps);
+  // out[r, j] = silu(gu[r, j]) * gu[r, cols + j]  (gate then up halves of one fused GEMM output)
+  void (*silu_mul)(const float* gu, int64_t ldgu, float* out, int64_t ldo, int64_t rows, int64_t cols);
+  // rotate-half rotary embedding of `heads` consecutive head vectors of size d, in place; cs = [cos | sin] (d/2 each)
+  void (*rope)(float* x, int64_t heads, int64_t d, const float* cs);
+  // causal attention of `rows` query rows of one head against the cache: keys transposed kt [d][ld_kt], values
+  // vc [slots][ld_v]. Query row t sees slots [0, limit[t]) where valid[s] != 0; out[t] = softmax(scale q.k) v
+  // (zeros if it sees no valid slot). scratch: limit[rows - 1] floats
+  void (*attend)(const float* q, int64_t ldq, int64_t rows, const float* kt, int64_t ld_kt, const float* vc,
+                 int64_t ld_v, int64_t d, const int64_t* limit, const uint8_t* valid, float scale, float* out,
+                 int64_t ldo, float* scratch);
+  // y[r, n0:n1] = x[r, :] . W[n0:n1, :]^T for r < m (m small: decode), x rows of stride ldx; xsum[r][g] = sum of
+  // x[r] over group g (needed for the offsets). Plain store, no epilogue.
+  void (*kbit_gemv)(const float* x, int64_t ldx, int64_t m, const KbitWeight& w, const float* xsum, float* y,
+                    int64_t ldy, int64_t n0, int64_t n1);
+  // dequantize rows [r0, r1) of W to float32 [r1 - r0][k]
+  void (*kbit_dequant)(const KbitWeight& w, int64_t r0, int64_t r1, float* out);
+  // out[r][g] = sum of x[r, g*group .. (g+1)*group)
+  void (*group_sums)(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t group, float* out);
+  // log(sum(exp(x))) of one row, computed stably (max first)
+  float (*logsumexp)(const float* x, int64_t n);
+};
+
+const DecoderKernels& decoder_kernels_for(Isa isa);
+
+namespace scalar { const DecoderKernels& decoder_table(); }
+namespace avx2 { const DecoderKernels& decoder_table(); }
+namespace avx512 { const DecoderKernels& decoder_table(); }
+
+}  // namespace tf

@@ -1,0 +1,604 @@
+#include "decoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace tf {
+
+// Stored tensors of a decoder Linear NAME (the registry's suffixes, formats/registry.py):
+//   NAME.weight  f32 [n, k]                      dense float32
+//   NAME.bweight u16 [n, k]                      bfloat16 bits (BF16 GEMM; widened to float32 without AVX512_BF16)
+//   NAME.qweight s8 [n, k] + NAME.wscale [n]      W8A8: INT8 per-channel weights, u8 activations quantized per token
+//     (+ NAME.outlier_idx i32 [n_o] + NAME.outlier_weight f32 [n, n_o]: LLM.int8() features kept in float32)
+//   NAME.kcodes u8 [n, row_bytes] + NAME.kscales f32 [n, G] (+ NAME.koffsets f32 [n, G])
+//     + NAME.kmeta i32 [3] = (mode, k, group) + NAME.klut f32 [16]   weight-only k-bit (KbitWeight)
+//   NAME.bias f32 [n] (optional)
+
+namespace {
+
+const HostTensor& need_t(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
+                         const std::vector<int64_t>& shape) {
+  auto it = t.find(name);
+  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
+  const HostTensor& h = it->second;
+  if (h.dtype != dtype) throw std::invalid_argument("tensor '" + name + "' has the wrong dtype");
+  if (h.shape != shape) {
+    std::string s = "tensor '" + name + "' has shape [";
+    for (auto d : h.shape) s += std::to_string(d) + ",";
+    s += "], expected [";
+    for (auto d : shape) s += std::to_string(d) + ",";
+    throw std::invalid_argument(s + "]");
+  }
+  return h;
+}
+
+template <class T>
+std::vector<T> copy_t(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
+                      const std::vector<int64_t>& shape) {
+  const HostTensor& h = need_t(t, name, dtype, shape);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  const T* p = static_cast<const T*>(h.data);
+  return std::vector<T>(p, p + n);
+}
+
+const HostTensor* find_t(const std::map<std::string, HostTensor>& t, const std::string& name) {
+  auto it = t.find(name);
+  return it == t.end() ? nullptr : &it->second;
+}
+
+inline void split(int64_t total, int64_t align, int parts, int i, int64_t* lo, int64_t* hi) {
+  const int64_t units = (total + align - 1) / align;
+  const int64_t per = units / parts, extra = units % parts;
+  const int64_t u0 = i * per + std::min<int64_t>(i, extra);
+  const int64_t u1 = u0 + per + (i < extra ? 1 : 0);
+  *lo = std::min(total, u0 * align);
+  *hi = std::min(total, u1 * align);
+}
+
+constexpr int64_t kKbitGemvMaxRows = 8;  // up to this many tokens the k-bit GEMV beats dequantize + GEMM
+constexpr int64_t kKbitChunkRows = 64;   // rows dequantized (and packed) at a time by the prefill path
+constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
+constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
+
+}  // namespace
+
+size_t DecLinear::bytes() const {
+  return packed.size() + codes.size() + 4 * (scales.size() + offsets.size() + w_scale.size()) +
+         outlier_packed.size();
+}
+
+void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  L->name = name;
+  if (const HostTensor* w = find_t(t, name + ".weight")) {
+    if (w->dtype != 'f' || w->shape.size() != 2) throw std::invalid_argument("bad weight '" + name + "'");
+    L->kind = DecLinear::F32;
+    L->n = w->shape[0];
+    L->k = w->shape[1];
+    L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
+    kt_->pack_f32_nk(static_cast<const float*>(w->data), L->k, L->n, L->k, L->packed.as<float>());
+  } else if (const HostTensor* b = find_t(t, name + ".bweight")) {
+    if (b->dtype != 'h' || b->shape.size() != 2) throw std::invalid_argument("bad bweight '" + name + "'");
+    L->n = b->shape[0];
+    L->k = b->shape[1];
+    const uint16_t* bits = static_cast<const uint16_t*>(b->data);
+    if (kt_->gemm_bf16 && cpu_has_avx512_bf16()) {
+      L->kind = DecLinear::BF16;
+      L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
+      kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
+    } else {  // no BF16 instructions at this level: the same bf16 values computed in float32
+      L->kind = DecLinear::F32;
+      std::vector<float> wide(L->n * L->k);
+      for (int64_t i = 0; i < L->n * L->k; ++i) {
+        const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+        std::memcpy(&wide[i], &u, 4);
+      }
+      L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
+      kt_->pack_f32_nk(wide.data(), L->k, L->n, L->k, L->packed.as<float>());
+    }
+  } else if (const HostTensor* q = find_t(t, name + ".qweight")) {
+    if (q->dtype != 'b' || q->shape.size() != 2) throw std::invalid_argument("bad qweight '" + name + "'");
+    L->kind = DecLinear::S8;
+    L->n = q->shape[0];
+    L->k = q->shape[1];
+    const int8_t* qw = static_cast<const int8_t*>(q->data);
+    L->packed.reserve(kt_->pack_s8_size(L->n, L->k));
+    kt_->pack_s8(qw, L->k, L->n, L->k, L->packed.as<void>());
+    L->w_scale = copy_t<float>(t, name + ".wscale", 'f', {L->n});
+    L->col_sum.assign(L->n, 0);
+    for (int64_t j = 0; j < L->n; ++j) {
+      int32_t s = 0;
+      for (int64_t kk = 0; kk < L->k; ++kk) s += qw[j * L->k + kk];
+      L->col_sum[j] = s;
+    }
+    if (const HostTensor* oi = find_t(t, name + ".outlier_idx")) {
+      if (oi->dtype != 'i' || oi->shape.size() != 1) throw std::invalid_argument("bad outlier_idx '" + name + "'");
+      const int64_t no = oi->shape[0];
+      L->outlier_idx = copy_t<int32_t>(t, name + ".outlier_idx", 'i', {no});
+      for (int64_t i = 0; i < no; ++i)
+        if (L->outlier_idx[i] < 0 || L->outlier_idx[i] >= L->k || (i && L->outlier_idx[i] <= L->outlier_idx[i - 1]))
+          throw std::invalid_argument("'" + name + "': outlier indices must be increasing input features");
+      const HostTensor& ow = need_t(t, name + ".outlier_weight", 'f', {L->n, no});
+      if (no > 0) {
+        L->outlier_packed.reserve(kt_->pack_f32_size(L->n, no));
+        kt_->pack_f32_nk(static_cast<const float*>(ow.data), no, L->n, no, L->outlier_packed.as<float>());
+      }
+    }
+  } else if (const HostTensor* c = find_t(t, name + ".kcodes")) {
+    if (c->dtype != 'u' || c->shape.size() != 2) throw std::invalid_argument("bad kcodes '" + name + "'");
+    const std::vector<int32_t> meta = copy_t<int32_t>(t, name + ".kmeta", 'i', {3});
+    const int mode = meta[0];
+    L->kind = DecLinear::KBIT;
+    L->n = c->shape[0];
+    L->k = meta[1];
+    const int64_t group = meta[2];
+    if (mode < 0 || mode > 4 || L->k <= 0 || group <= 0 || L->k % group != 0)
+      throw std::invalid_argument("'" + name + "': bad k-bit metadata (mode, k, group)");
+    const KbitMode km = static_cast<KbitMode>(mode);
+    const int64_t row_bytes = km == KbitMode::Lut4 ? (L->k + 31) / 32 * 16 : L->k;
+    if (c->shape[1] != row_bytes) throw std::invalid_argument("'" + name + "': k-bit code rows have the wrong size");
+    L->codes.assign(static_cast<const uint8_t*>(c->data), static_cast<const uint8_t*>(c->data) + L->n * row_bytes);
+    L->codes.resize(L->codes.size() + 64, 0);  // vector loads may touch bytes just past the last row
+    const int64_t G = L->k / group;
+    L->scales = copy_t<float>(t, name + ".kscales", 'f', {L->n, G});
+    if (find_t(t, name + ".koffsets")) L->offsets = copy_t<float>(t, name + ".koffsets", 'f', {L->n, G});
+    const std::vector<float> lut = copy_t<float>(t, name + ".klut", 'f', {16});
+    KbitWeight& w = L->kw;
+    w.mode = km;
+    w.n = L->n;
+    w.k = L->k;
+    w.group = group;
+    w.row_bytes = row_bytes;
+    w.codes = L->codes.data();
+    w.scales = L->scales.data();
+    w.offsets = L->offsets.empty() ? nullptr : L->offsets.data();
+    std::copy(lut.begin(), lut.end(), w.lut);
+  } else {
+    throw std::invalid_argument("missing tensor '" + name + ".weight' (or .bweight / .qweight / .kcodes)");
+  }
+  if (find_t(t, name + ".bias")) L->bias = copy_t<float>(t, name + ".bias", 'f', {L->n});
+}
+
+DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
+                             int threads)
+    : cfg_(cfg), kt_(&kernels_for(isa)), dk_(&decoder_kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
+  const int64_t H = cfg.hidden, d = cfg.head_dim;
+  if (H <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kv_heads <= 0 || d <= 0 || cfg.heads % cfg.kv_heads != 0 ||
+      d % 2 != 0 || cfg.vocab <= 0 || cfg.intermediate <= 0)
+    throw std::invalid_argument("bad decoder config (heads must be a multiple of kv_heads, head_dim even)");
+  const bool llama = cfg.arch == 0;
+  tok_ = copy_t<float>(t, "emb.tok", 'f', {cfg.vocab, H});
+  if (!llama) pos_emb_ = copy_t<float>(t, "emb.pos", 'f', {cfg.max_positions, H});
+  final_g_ = copy_t<float>(t, "final_ln.g", 'f', {H});
+  if (!llama) final_b_ = copy_t<float>(t, "final_ln.b", 'f', {H});
+  const int64_t qkv_rows = (cfg.heads + 2 * cfg.kv_heads) * d;
+  layers_.resize(cfg.layers);
+  for (int64_t i = 0; i < cfg.layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    DecoderLayerW& L = layers_[i];
+    load_linear(&L.qkv, p + "qkv", t);
+    load_linear(&L.o, p + "o", t);
+    load_linear(&L.up, p + (llama ? "gate_up" : "up"), t);
+    load_linear(&L.down, p + "down", t);
+    const int64_t up_rows = (llama ? 2 : 1) * cfg.intermediate;
+    if (L.qkv.n != qkv_rows || L.qkv.k != H || L.o.n != H || L.o.k != cfg.heads * d || L.up.n != up_rows ||
+        L.up.k != H || L.down.n != H || L.down.k != cfg.intermediate)
+      throw std::invalid_argument("layer " + std::to_string(i) + " weight shapes do not match the config");
+    L.ln1_g = copy_t<float>(t, p + "ln1.g", 'f', {H});
+    L.ln2_g = copy_t<float>(t, p + "ln2.g", 'f', {H});
+    if (!llama) {
+      L.ln1_b = copy_t<float>(t, p + "ln1.b", 'f', {H});
+      L.ln2_b = copy_t<float>(t, p + "ln2.b", 'f', {H});
+    }
+  }
+  load_linear(&head_, "lm_head", t);
+  if (head_.n != cfg.vocab || head_.k != H) throw std::invalid_argument("lm_head shape does not match the config");
+}
+
+size_t DecoderEngine::weight_bytes() const {
+  size_t b = head_.bytes() + 4 * (tok_.size() + pos_emb_.size());
+  for (const auto& L : layers_) b += L.qkv.bytes() + L.o.bytes() + L.up.bytes() + L.down.bytes();
+  return b;
+}
+
+void DecoderEngine::begin(int64_t batch, int64_t capacity) {
+  if (batch <= 0 || capacity <= 0) throw std::invalid_argument("batch and capacity must be positive");
+  if (cfg_.arch == 1 && capacity > cfg_.max_positions)
+    throw std::invalid_argument("capacity " + std::to_string(capacity) + " exceeds the model's " +
+                                std::to_string(cfg_.max_positions) + " positions");
+  const int64_t per = cfg_.layers * batch * cfg_.kv_heads * capacity * cfg_.head_dim;
+  if (per > (int64_t{1} << 34)) throw std::invalid_argument("KV cache request too large");
+  kcache_.reserve(per * 4);
+  vcache_.reserve(per * 4);
+  batch_ = batch;
+  cap_ = capacity;
+  len_ = 0;
+  valid_.assign(batch * capacity, 0);
+  next_pos_.assign(batch, 0);
+}
+
+const float* DecoderEngine::rope_table(int64_t pos) {
+  const int64_t d = cfg_.head_dim, h2 = d / 2;
+  if (pos >= rope_rows_) {
+    const int64_t rows = std::max<int64_t>(pos + 1, std::max<int64_t>(2 * rope_rows_, 256));
+    rope_cs_.resize(rows * d);
+    for (int64_t p = rope_rows_; p < rows; ++p)
+      for (int64_t i = 0; i < h2; ++i) {
+        // as Hugging Face computes it: float32 inverse frequencies and angles
+        const float inv = static_cast<float>(1.0 / std::pow(static_cast<double>(cfg_.rope_theta),
+                                                            static_cast<double>(2 * i) / static_cast<double>(d)));
+        const float ang = static_cast<float>(p) * inv;
+        rope_cs_[p * d + i] = static_cast<float>(std::cos(static_cast<double>(ang)));
+        rope_cs_[p * d + h2 + i] = static_cast<float>(std::sin(static_cast<double>(ang)));
+      }
+    rope_rows_ = rows;
+  }
+  return rope_cs_.data() + pos * d;
+}
+
+void DecoderEngine::ensure_buffers(int64_t rows) {
+  const int64_t H = cfg_.hidden, d = cfg_.head_dim;
+  const int64_t R = (cfg_.heads + 2 * cfg_.kv_heads) * d;
+  const int64_t up_rows = (cfg_.arch == 0 ? 2 : 1) * cfg_.intermediate;
+  const int64_t max_k = std::max(std::max(H, cfg_.intermediate), cfg_.heads * d);
+  if (rows > cap_rows_) {
+    x_.reserve(rows * H * 4);
+    h_.reserve(rows * H * 4);
+    sel_.reserve(rows * H * 4);
+    qkv_.reserve(rows * R * 4);
+    ctx_.reserve(rows * cfg_.heads * d * 4);
+    ff_.reserve(rows * up_rows * 4);
+    act_.reserve(rows * std::max(cfg_.intermediate, H) * 4);
+    q8_.reserve(rows * ((max_k + 3) / 4 * 4 + 64) + 64);
+    bf_.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
+    rs_.reserve(rows * 4 + 64);
+    rz_.reserve(rows * 4 + 64);
+    xsum_.reserve(rows * max_k * 4 + 64);  // group sums: at most one per input feature
+    logit_.reserve(std::min<int64_t>(rows, std::max(kLogitChunk, batch_)) * cfg_.vocab * 4 + 64);
+    cap_rows_ = rows;
+  }
+  // per-thread scratch: k-bit prefill chunk (dequantized + packed), attention (scores + packed K and V)
+  size_t need = 0;
+  auto kbit_bytes = [&](int64_t k) {
+    return static_cast<size_t>(kKbitChunkRows * k * 4) + kt_->pack_f32_size(kKbitChunkRows, k) + 128;
+  };
+  need = std::max(need, kbit_bytes(max_k));
+  const int64_t S = cap_;
+  const int64_t T = std::min(rows, cap_);
+  need = std::max(need, static_cast<size_t>(T * S * 4) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 256);
+  if (need > scratch_bytes_ || static_cast<int>(scratch_.size()) < threads_) {
+    scratch_bytes_ = std::max(need, scratch_bytes_);
+    if (static_cast<int>(scratch_.size()) < threads_) scratch_.resize(threads_);
+    for (auto& s : scratch_) s.reserve(scratch_bytes_);
+  }
+}
+
+void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* out, Act act,
+                              const float* residual, int tid, int nt) {
+  Epilogue epi;
+  epi.bias = L.bias.empty() ? nullptr : L.bias.data();
+  epi.act = act;
+  epi.residual = residual;
+  epi.ld_residual = L.n;
+  const KernelTable* kt = kt_;
+  int64_t lo, hi;
+  split(m, 1, nt, tid, &lo, &hi);
+  switch (L.kind) {
+    case DecLinear::F32: {
+      const int64_t nr = kt->f32_nr;
+      if (L.n / nr >= 2 * nt || m < 2 * nt) {
+        int64_t n0, n1;
+        split(L.n, nr, nt, tid, &n0, &n1);
+        if (n0 < n1) kt->gemm_f32(in, L.k, L.packed.as<float>(), L.n, L.k, out, L.n, 0, m, n0, n1, epi);
+      } else if (lo < hi) {
+        kt->gemm_f32(in, L.k, L.packed.as<float>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
+      }
+      break;
+    }
+    case DecLinear::BF16: {
+      const int64_t ldb = (L.k + 1) / 2 * 2;
+      uint16_t* a = bf_.as<uint16_t>();
+      if (lo < hi) kt->to_bf16_rows(in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k);
+#pragma omp barrier
+      const int64_t nr = kt->bf16_nr;
+      if (L.n / nr >= 2 * nt || m < 2 * nt) {
+        int64_t n0, n1;
+        split(L.n, nr, nt, tid, &n0, &n1);
+        if (n0 < n1) kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, out, L.n, 0, m, n0, n1, epi);
+      } else if (lo < hi) {
+        kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
+      }
+      break;
+    }
+    case DecLinear::S8: {
+      const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
+      uint8_t* q = q8_.as<uint8_t>();
+      float* rs = rs_.as<float>();
+      float* rz = rz_.as<float>();
+      const int64_t no = static_cast<int64_t>(L.outlier_idx.size());
+      float* xo = xsum_.as<float>();  // outlier features [m][no] (xsum is unused by this format)
+      if (lo < hi) {
+        if (no == 0) {
+          kt->quantize_rows_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
+        } else {
+          // LLM.int8(): outlier features leave the INT8 product (zeroed before quantizing so they do not widen
+          // the row's range) and are multiplied in float32
+          std::vector<float> row(L.k);
+          for (int64_t r = lo; r < hi; ++r) {
+            std::memcpy(row.data(), in + r * L.k, L.k * 4);
+            for (int64_t i = 0; i < no; ++i) {
+              xo[r * no + i] = row[L.outlier_idx[i]];
+              row[L.outlier_idx[i]] = 0.0f;
+            }
+            kt->quantize_rows_u8(row.data(), L.k, q + r * ldq, ldq, 1, L.k, rs + r, rz + r);
+          }
+        }
+      }
+#pragma omp barrier
+      epi.w_scale = L.w_scale.data();
+      epi.col_sum = L.col_sum.data();
+      epi.row_scale = rs;
+      epi.row_zp = rz;
+      Epilogue e8 = epi;
+      if (no > 0) {  // the INT8 part first, raw; bias, activation and residual after the float32 part
+        e8.bias = nullptr;
+        e8.act = Act::None;
+        e8.residual = nullptr;
+      }
+      int64_t n0 = 0, n1 = L.n, m0 = 0, m1 = m;
+      const int64_t nr = kt->s8_nr;
+      if (L.n / nr >= 2 * nt || m < 2 * nt) {
+        split(L.n, nr, nt, tid, &n0, &n1);
+      } else {
+        m0 = lo;
+        m1 = hi;
+      }
+      if (n0 < n1 && m0 < m1) {
+        kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, out, L.n, m0, m1, n0, n1, e8);
+        if (no > 0) {
+          // the same rows and columns in float32 over the outlier features, added to the INT8 result; then bias,
+          // activation and residual. n0 / n1 are multiples of the INT8 panel width, itself a multiple of the FP32 one
+          std::vector<float> part((m1 - m0) * L.n);
+          kt->gemm_f32(xo + m0 * no, no, L.outlier_packed.as<float>(), L.n, no, part.data(), L.n, 0, m1 - m0, n0, n1,
+                       Epilogue{});
+          for (int64_t r = m0; r < m1; ++r)
+            for (int64_t j = n0; j < n1; ++j) out[r * L.n + j] += part[(r - m0) * L.n + j];
+          Epilogue ef;
+          ef.bias = epi.bias;
+          ef.act = act;
+          ef.residual = residual;
+          ef.ld_residual = L.n;
+          kt->epilogue_f32(out + m0 * L.n + n0, L.n, m1 - m0, n1 - n0, m0, n0, ef);
+        }
+      }
+      break;
+    }
+    case DecLinear::KBIT: {
+      const KbitWeight& w = L.kw;
+      const int64_t G = w.k / w.group;
+      if (m <= kKbitGemvMaxRows) {
+        float* xs = xsum_.as<float>();
+        if (w.offsets && lo < hi) dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
+#pragma omp barrier
+        int64_t n0, n1;
+        split(L.n, 16, nt, tid, &n0, &n1);
+        if (n0 < n1) {
+          dk_->kbit_gemv(in, L.k, m, w, xs, out, L.n, n0, n1);
+          if (epi.bias || epi.act != Act::None || epi.residual)
+            kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
+        }
+      } else {
+        // prefill: dequantize a chunk of weight rows, pack it as a small FP32 panel matrix, run the FP32 GEMM
+        // over all m tokens; the dequantization is amortised over the tokens
+        const int64_t nr = kt->f32_nr;
+        const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
+        int64_t n0, n1;
+        split(L.n, chunk, nt, tid, &n0, &n1);
+        char* scratch = scratch_[tid].as<char>();
+        float* deq = reinterpret_cast<float*>(scratch);
+        float* pk = reinterpret_cast<float*>(scratch + ((kKbitChunkRows * L.k * 4 + 63) / 64 * 64));
+        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+          const int64_t rows = std::min(chunk, n1 - c0);
+          dk_->kbit_dequant(w, c0, c0 + rows, deq);
+          kt->pack_f32_nk(deq, L.k, rows, L.k, pk);
+          Epilogue ec = epi;
+          if (ec.bias) ec.bias += c0;
+          if (ec.residual) ec.residual += c0;
+          kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
+        }
+      }
+      break;
+    }
+  }
+#pragma omp barrier
+}
+
+void DecoderEngine::attention_mt(int64_t layer, const float* qkv, int64_t B, int64_t T, float* ctx, int tid,
+                                 int nt) {
+  const int64_t d = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads, R = (Hq + 2 * Hkv) * d;
+  const int64_t S = len_ + T, group = Hq / Hkv, Hd = Hq * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  float* kc = kcache_.as<float>() + layer * B * Hkv * d * cap_;
+  float* vc = vcache_.as<float>() + layer * B * Hkv * cap_ * d;
+  const int64_t items = B * Hq;
+  for (int64_t it = tid; it < items; it += nt) {
+    const int64_t b = it / Hq, h = it % Hq, kvh = h / group;
+    const float* kt_base = kc + (b * Hkv + kvh) * d * cap_;
+    const float* v_base = vc + (b * Hkv + kvh) * cap_ * d;
+    const float* q = qkv + (b * T) * R + h * d;
+    float* out = ctx + (b * T) * Hd + h * d;
+    const int64_t* lim = limits_.data() + b * T;
+    const uint8_t* valid = valid_.data() + b * cap_;
+    char* scratch = scratch_[tid].as<char>();
+    if (T < kAttnGemmMinRows) {
+      dk_->attend(q, R, T, kt_base, cap_, v_base, d, d, lim, valid, scale, out, Hd, reinterpret_cast<float*>(scratch));
+      continue;
+    }
+    float* sc = reinterpret_cast<float*>(scratch);
+    float* pk = reinterpret_cast<float*>(scratch + (T * S * 4 + 63) / 64 * 64);
+    float* pv = pk + kt_->pack_f32_size(S, d) / 4;
+    kt_->pack_f32_kn(kt_base, cap_, S, d, pk);
+    Epilogue es;
+    es.alpha = scale;
+    kt_->gemm_f32(q, R, pk, S, d, sc, S, 0, T, 0, S, es);
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = sc + t * S;
+      bool any = false;
+      for (int64_t s = 0; s < S; ++s) {
+        if (s >= lim[t] || !valid[s]) row[s] = -INFINITY;
+        else any = true;
+      }
+      if (!any) std::fill(row, row + S, 0.0f);  // a fully padded query row: zero weights, zero output
+      else kt_->softmax_rows(row, 1, S, S);
+    }
+    kt_->pack_f32_kn(v_base, d, d, S, pv);
+    kt_->gemm_f32(sc, S, pv, d, S, out, Hd, 0, T, 0, d, Epilogue{});
+  }
+#pragma omp barrier
+}
+
+void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, int64_t T, int mode,
+                            const int64_t* targets, std::vector<float>* out) {
+  if (batch_ == 0) throw std::invalid_argument("call begin(batch, capacity) before forward");
+  if (B != batch_) throw std::invalid_argument("batch " + std::to_string(B) + " differs from the cache's " +
+                                               std::to_string(batch_));
+  if (T <= 0) throw std::invalid_argument("no tokens to run");
+  if (len_ + T > cap_)
+    throw std::invalid_argument("sequence length " + std::to_string(len_ + T) + " exceeds the cache capacity " +
+                                std::to_string(cap_));
+  if (mode < 0 || mode > 2) throw std::invalid_argument("bad logits mode");
+  if (mode == 2 && !targets) throw std::invalid_argument("mode 2 needs targets");
+  const int64_t M = B * T, H = cfg_.hidden, V = cfg_.vocab, d = cfg_.head_dim;
+  const int64_t Hkv = cfg_.kv_heads, Hq = cfg_.heads, R = (Hq + 2 * Hkv) * d;
+  for (int64_t i = 0; i < M; ++i) {
+    if (ids[i] < 0 || ids[i] >= V) throw std::invalid_argument("token id " + std::to_string(ids[i]) + " out of range");
+    if (mode == 2 && (targets[i] < -1 || targets[i] >= V)) throw std::invalid_argument("target id out of range");
+  }
+  // positions, validity and attention limits (serial: B*T integers)
+  row_pos_.resize(M);
+  limits_.resize(M);
+  std::vector<int64_t> pos_after(next_pos_);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const bool real = !mask || mask[b * T + t] != 0;
+      row_pos_[b * T + t] = pos_after[b];
+      if (real) ++pos_after[b];
+      limits_[b * T + t] = len_ + t + 1;
+    }
+  const bool llama = cfg_.arch == 0;
+  for (int64_t b = 0; b < B; ++b)
+    if (pos_after[b] > cfg_.max_positions && !llama)
+      throw std::invalid_argument("position " + std::to_string(pos_after[b]) + " exceeds the model's " +
+                                  std::to_string(cfg_.max_positions));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) valid_[b * cap_ + len_ + t] = (!mask || mask[b * T + t] != 0) ? 1 : 0;
+  if (llama) rope_table(*std::max_element(pos_after.begin(), pos_after.end()));
+  ensure_buffers(M);
+  const int64_t out_rows = mode == 0 ? B : M;
+  out->assign(mode == 2 ? M : out_rows * V, 0.0f);
+  float* x = x_.as<float>();
+  float* x2 = h_.as<float>();  // residual ping-pong partner of x
+  float* hn = sel_.as<float>();
+  float* qkv = qkv_.as<float>();
+  float* ctx = ctx_.as<float>();
+  float* ff = ff_.as<float>();
+  float* act = act_.as<float>();
+  const Act mlp_act = cfg_.act == 1 ? Act::GeluTanh : (cfg_.act == 2 ? Act::GeluErf : Act::None);
+  const float* rope_cs = rope_cs_.data();
+  const int nt_req = threads_;
+  float* result = out->data();
+  std::vector<float> head_in(out_rows * H);
+
+#pragma omp parallel num_threads(nt_req)
+  {
+    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t lo, hi;
+    split(M, 1, nt, tid, &lo, &hi);
+    for (int64_t r = lo; r < hi; ++r) {
+      std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);
+      if (!llama) {
+        const float* pe = pos_emb_.data() + std::min(row_pos_[r], cfg_.max_positions - 1) * H;
+        for (int64_t j = 0; j < H; ++j) x[r * H + j] += pe[j];
+      }
+    }
+#pragma omp barrier
+    for (int64_t li = 0; li < cfg_.layers; ++li) {
+      DecoderLayerW& Lw = layers_[li];
+      if (lo < hi) {
+        if (llama) dk_->rmsnorm(x + lo * H, H, hn + lo * H, H, hi - lo, H, Lw.ln1_g.data(), cfg_.norm_eps);
+        else kt_->layernorm(x + lo * H, hn + lo * H, hi - lo, H, H, Lw.ln1_g.data(), Lw.ln1_b.data(), cfg_.norm_eps);
+      }
+#pragma omp barrier
+      linear_mt(Lw.qkv, hn, M, qkv, Act::None, nullptr, tid, nt);
+      // rotary embedding on Q and K, then K / V into the cache (padding slots hold zeros)
+      float* kc = kcache_.as<float>() + li * B * Hkv * d * cap_;
+      float* vc = vcache_.as<float>() + li * B * Hkv * cap_ * d;
+      for (int64_t r = lo; r < hi; ++r) {
+        float* row = qkv + r * R;
+        const int64_t b = r / T, slot = len_ + r % T;
+        const bool real = valid_[b * cap_ + slot] != 0;
+        if (llama) dk_->rope(row, Hq + Hkv, d, rope_cs + row_pos_[r] * d);
+        for (int64_t g = 0; g < Hkv; ++g) {
+          const float* kr = row + (Hq + g) * d;
+          const float* vr = row + (Hq + Hkv + g) * d;
+          float* kt_base = kc + (b * Hkv + g) * d * cap_;
+          float* v_dst = vc + ((b * Hkv + g) * cap_ + slot) * d;
+          for (int64_t i = 0; i < d; ++i) kt_base[i * cap_ + slot] = real ? kr[i] : 0.0f;
+          if (real) std::memcpy(v_dst, vr, d * 4);
+          else std::memset(v_dst, 0, d * 4);
+        }
+      }
+#pragma omp barrier
+      attention_mt(li, qkv, B, T, ctx, tid, nt);
+      linear_mt(Lw.o, ctx, M, x2, Act::None, x, tid, nt);
+      if (lo < hi) {
+        if (llama) dk_->rmsnorm(x2 + lo * H, H, hn + lo * H, H, hi - lo, H, Lw.ln2_g.data(), cfg_.norm_eps);
+        else kt_->layernorm(x2 + lo * H, hn + lo * H, hi - lo, H, H, Lw.ln2_g.data(), Lw.ln2_b.data(), cfg_.norm_eps);
+      }
+#pragma omp barrier
+      if (llama) {
+        linear_mt(Lw.up, hn, M, ff, Act::None, nullptr, tid, nt);
+        if (lo < hi) dk_->silu_mul(ff + lo * 2 * cfg_.intermediate, 2 * cfg_.intermediate,
+                                   act + lo * cfg_.intermediate, cfg_.intermediate, hi - lo, cfg_.intermediate);
+#pragma omp barrier
+        linear_mt(Lw.down, act, M, x, Act::None, x2, tid, nt);
+      } else {
+        linear_mt(Lw.up, hn, M, ff, mlp_act, nullptr, tid, nt);
+        linear_mt(Lw.down, ff, M, x, Act::None, x2, tid, nt);
+      }
+    }
+    // final norm of the rows whose logits are wanted
+    int64_t olo, ohi;
+    split(out_rows, 1, nt, tid, &olo, &ohi);
+    for (int64_t r = olo; r < ohi; ++r) {
+      const float* src = x + (mode == 0 ? r * T + (T - 1) : r) * H;
+      if (llama) dk_->rmsnorm(src, H, head_in.data() + r * H, H, 1, H, final_g_.data(), cfg_.norm_eps);
+      else kt_->layernorm(src, head_in.data() + r * H, 1, H, H, final_g_.data(), final_b_.data(), cfg_.norm_eps);
+    }
+#pragma omp barrier
+    if (mode != 2) {
+      linear_mt(head_, head_in.data(), out_rows, result, Act::None, nullptr, tid, nt);
+    } else {
+      float* lg = logit_.as<float>();
+      for (int64_t c0 = 0; c0 < M; c0 += kLogitChunk) {
+        const int64_t rows = std::min(kLogitChunk, M - c0);
+        linear_mt(head_, head_in.data() + c0 * H, rows, lg, Act::None, nullptr, tid, nt);
+        int64_t a0, a1;
+        split(rows, 1, nt, tid, &a0, &a1);
+        for (int64_t r = a0; r < a1; ++r) {
+          const int64_t tg = targets[c0 + r];
+          result[c0 + r] = tg < 0 ? 0.0f : lg[r * V + tg] - dk_->logsumexp(lg + r * V, V);
+        }
+#pragma omp barrier
+      }
+    }
+  }
+  next_pos_ = pos_after;
+  len_ += T;
+}
+
+}  // namespace tf
