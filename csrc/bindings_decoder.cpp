@@ -148,7 +148,7 @@ void register_decoder(nb::module_& m) {
     dk.group_sums(x.data(), k, mrows, k, group, xs.data());
     dk.kbit_gemv(x.data(), k, mrows, w, xs.data(), y.data(), w.n, 0, w.n);
     return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
-  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a, "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
   m.def("kbit_dequant", [](U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group, F32In lut,
                            const std::string& isa) {
     std::vector<float> off;
@@ -157,7 +157,7 @@ void register_decoder(nb::module_& m) {
     std::vector<float> out(w.n * k);
     dk.kbit_dequant(w, 0, w.n, out.data());
     return owned(std::move(out), {(size_t)w.n, (size_t)k});
-  }, "codes"_a, "scales"_a, "offsets"_a, "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  }, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
 }
 
 }  // namespace tf

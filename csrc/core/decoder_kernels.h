@@ -13,8 +13,8 @@ namespace tf {
 //   Lut4: two 4-bit codes per byte, chunks of 32 codes in 16 bytes (byte j: code j low nibble, code j+16 high),
 //         value = lut[code] (int2/int3/int4/nf4/fp4: up to 16 levels)
 //   S8 / U8: one signed / unsigned byte per weight, value = the byte
-//   E4M3 / E5M2: one FP8 byte per weight, decoded by moving its bits into a float32 (the power-of-two rebias is
-//         folded into the group scales at pack time, so decoding is two integer ops)
+//   E4M3 / E5M2: one FP8 byte per weight, decoded by moving its bits into a float32 and multiplying by the
+//         power of two that rebiases the exponent (exact, subnormals included): no table
 enum class KbitMode : int { Lut4 = 0, S8 = 1, U8 = 2, E4M3 = 3, E5M2 = 4 };
 
 struct KbitWeight {
@@ -22,7 +22,7 @@ struct KbitWeight {
   int64_t n = 0, k = 0, group = 0;  // k % group == 0; groups run along k
   int64_t row_bytes = 0;            // bytes per output row of `codes`
   const uint8_t* codes = nullptr;
-  const float* scales = nullptr;   // [n][k / group]  (FP8: already multiplied by the rebias power of two)
+  const float* scales = nullptr;   // [n][k / group]
   const float* offsets = nullptr;  // [n][k / group] or null (symmetric types)
   float lut[16] = {};
 };

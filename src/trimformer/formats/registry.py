@@ -93,11 +93,112 @@ FORMATS: dict[str, WeightFormat] = {
 }
 
 
+# ---- weight-only k-bit formats (decoder runtime): one parametric family over formats/kbit.py's types ----
+# Native modes (csrc/core/decoder_kernels.h KbitMode): codes of <= 4 bits are stored two per byte and decoded
+# through a 16-entry table; 8-bit types are stored one per byte and decoded arithmetically.
+_KBIT_MODE = {"int8": 1, "int8-asym": 2, "fp8-e4m3": 3, "fp8-e5m2": 4}
+
+
+def pack_kbit(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray | None, type_name: str,
+              group_size: int) -> dict[str, np.ndarray]:
+    """Stored tensors of a k-bit weight given its codes [n, k] and group parameters (formats/kbit.py layout)."""
+    from .kbit import get_kbit_type
+
+    t = get_kbit_type(type_name)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be [n, k], got shape {codes.shape}")
+    n, k = codes.shape
+    if group_size <= 0 or k % group_size:
+        raise ValueError(f"in_features {k} is not a multiple of group_size {group_size}")
+    g = k // group_size
+    scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(n, g)
+    if int(codes.max(initial=0)) >= (1 << t.bits):
+        raise ValueError(f"codes exceed {t.bits} bits")
+    lut = np.zeros(16, np.float32)
+    if t.bits <= 4:
+        mode = 0
+        lut[: t.lut.size] = t.lut
+        kp = (k + 31) // 32 * 32
+        padded = np.zeros((n, kp), np.uint8)
+        padded[:, :k] = codes
+        chunks = padded.reshape(n, kp // 32, 2, 16)  # per 32-code chunk: byte j = code j | code (j + 16) << 4
+        stored = (chunks[:, :, 0, :] | (chunks[:, :, 1, :] << 4)).reshape(n, kp // 2)
+    else:
+        mode = _KBIT_MODE[type_name]
+        stored = codes ^ np.uint8(0x80) if type_name == "int8" else codes  # int8: code - 128 as a signed byte
+    out = {".kcodes": np.ascontiguousarray(stored, dtype=np.uint8), ".kscales": scales,
+           ".kmeta": np.array([mode, k, group_size], np.int32), ".klut": lut}
+    if t.affine:
+        if offsets is None:
+            raise ValueError(f"{type_name} is affine: offsets are required")
+        out[".koffsets"] = np.ascontiguousarray(offsets, dtype=np.float32).reshape(n, g)
+    return out
+
+
+def unpack_kbit(t: dict[str, np.ndarray]) -> np.ndarray:
+    """Dense float32 [n, k] of stored k-bit tensors (the reference the kernels are tested against)."""
+    mode, k, group = (int(v) for v in t[".kmeta"])
+    stored = np.asarray(t[".kcodes"], np.uint8)
+    n = stored.shape[0]
+    if mode == 0:
+        chunks = stored.reshape(n, -1, 16)
+        codes = np.stack([chunks & 15, chunks >> 4], axis=2).reshape(n, -1)[:, :k]
+        vals = np.asarray(t[".klut"], np.float32)[codes]
+    elif mode == 1:
+        vals = stored.view(np.int8).astype(np.float32)
+    elif mode == 2:
+        vals = stored.astype(np.float32)
+    else:
+        from .kbit import get_kbit_type
+
+        vals = get_kbit_type("fp8-e4m3" if mode == 3 else "fp8-e5m2").lut[stored]
+    g = k // group
+    w = vals.reshape(n, g, group) * np.asarray(t[".kscales"], np.float32).reshape(n, g, 1)
+    if ".koffsets" in t:
+        w = w + np.asarray(t[".koffsets"], np.float32).reshape(n, g, 1)
+    return w.reshape(n, k).astype(np.float32)
+
+
+def parse_kbit_format(name: str) -> tuple[str, int | None] | None:
+    """'int4-g128' -> ('int4', 128); 'fp8-e4m3' -> ('fp8-e4m3', None: per channel); None if not a k-bit name."""
+    from .kbit import KBIT_TYPES
+
+    base, _, grp = name.rpartition("-g")
+    if base in KBIT_TYPES and grp.isdigit():
+        return base, int(grp)
+    if name in KBIT_TYPES:
+        return name, None
+    return None
+
+
+def kbit_format(name: str) -> WeightFormat:
+    """The weight-only k-bit format `TYPE-gGROUP` (or `TYPE` for one group per output channel), RTN-encoded."""
+    parsed = parse_kbit_format(name)
+    if parsed is None:
+        raise ValueError(f"'{name}' is not a k-bit format (TYPE[-gGROUP], TYPE one of formats/kbit.py's types)")
+    type_name, group = parsed
+
+    def encode(w: np.ndarray) -> dict[str, np.ndarray]:
+        from .kbit import quantize_rtn, resolve_group_size
+
+        g = resolve_group_size(w.shape[1], group)
+        codes, scales, offsets = quantize_rtn(w, type_name, g)
+        return pack_kbit(codes, scales, offsets, type_name, g)
+
+    from .kbit import get_kbit_type
+
+    bits = get_kbit_type(type_name).bits
+    return WeightFormat(name, f"weight-only {type_name}, group {group or 'per channel'}", encode, unpack_kbit,
+                        (".kcodes", ".kscales", ".kmeta", ".klut"), (4 if bits <= 4 else 8) + 32 / (group or 4096))
+
+
 def get_format(name: str) -> WeightFormat:
-    try:
+    if name in FORMATS:
         return FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown weight format '{name}'; known: {', '.join(FORMATS)}") from None
+    if parse_kbit_format(name) is not None:
+        return kbit_format(name)
+    raise ValueError(f"unknown weight format '{name}'; known: {', '.join(FORMATS)}, or a k-bit TYPE[-gGROUP]")
 
 
 def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
