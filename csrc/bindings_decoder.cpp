@@ -90,7 +90,7 @@ tf::KbitWeight kbit_view(U8In codes, F32In scales, nb::object offsets, int mode,
                          F32In lut, std::vector<float>* off_store) {
   tf::KbitWeight w;
   if (mode < 0 || mode > 4) throw std::invalid_argument("bad k-bit mode");
-  if (group <= 0 || k % group) throw std::invalid_argument("k must be a multiple of group");
+  if (group <= 0 || group > k) throw std::invalid_argument("group must be in [1, k]");
   w.mode = static_cast<tf::KbitMode>(mode);
   w.n = codes.shape(0);
   w.k = k;
@@ -98,7 +98,7 @@ tf::KbitWeight kbit_view(U8In codes, F32In scales, nb::object offsets, int mode,
   w.row_bytes = codes.shape(1);
   const int64_t need = w.mode == tf::KbitMode::Lut4 ? (k + 31) / 32 * 16 : k;
   if (w.row_bytes != need) throw std::invalid_argument("code rows have the wrong size");
-  if (scales.size() != (size_t)(w.n * (k / group))) throw std::invalid_argument("scales have the wrong size");
+  if (scales.size() != (size_t)(w.n * ((k + group - 1) / group))) throw std::invalid_argument("scales have the wrong size");
   if (lut.size() != 16) throw std::invalid_argument("lut must have 16 entries");
   w.codes = codes.data();
   w.scales = scales.data();
@@ -143,7 +143,7 @@ void register_decoder(nb::module_& m) {
     const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
     if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
     const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
-    const int64_t mrows = x.shape(0), G = k / group;
+    const int64_t mrows = x.shape(0), G = (k + group - 1) / group;
     std::vector<float> xs(mrows * G), y(mrows * w.n);
     dk.group_sums(x.data(), k, mrows, k, group, xs.data());
     dk.kbit_gemv(x.data(), k, mrows, w, xs.data(), y.data(), w.n, 0, w.n);

@@ -19,11 +19,11 @@ enum class KbitMode : int { Lut4 = 0, S8 = 1, U8 = 2, E4M3 = 3, E5M2 = 4 };
 
 struct KbitWeight {
   KbitMode mode = KbitMode::Lut4;
-  int64_t n = 0, k = 0, group = 0;  // k % group == 0; groups run along k
+  int64_t n = 0, k = 0, group = 0;  // groups run along k; the last may be shorter (ceil(k / group) groups)
   int64_t row_bytes = 0;            // bytes per output row of `codes`
   const uint8_t* codes = nullptr;
-  const float* scales = nullptr;   // [n][k / group]
-  const float* offsets = nullptr;  // [n][k / group] or null (symmetric types)
+  const float* scales = nullptr;   // [n][ceil(k / group)]
+  const float* offsets = nullptr;  // [n][ceil(k / group)] or null (symmetric types)
   float lut[16] = {};
 };
 

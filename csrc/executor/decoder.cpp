@@ -136,14 +136,14 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     L->n = c->shape[0];
     L->k = meta[1];
     const int64_t group = meta[2];
-    if (mode < 0 || mode > 4 || L->k <= 0 || group <= 0 || L->k % group != 0)
+    if (mode < 0 || mode > 4 || L->k <= 0 || group <= 0 || group > L->k)
       throw std::invalid_argument("'" + name + "': bad k-bit metadata (mode, k, group)");
     const KbitMode km = static_cast<KbitMode>(mode);
     const int64_t row_bytes = km == KbitMode::Lut4 ? (L->k + 31) / 32 * 16 : L->k;
     if (c->shape[1] != row_bytes) throw std::invalid_argument("'" + name + "': k-bit code rows have the wrong size");
     L->codes.assign(static_cast<const uint8_t*>(c->data), static_cast<const uint8_t*>(c->data) + L->n * row_bytes);
     L->codes.resize(L->codes.size() + 64, 0);  // vector loads may touch bytes just past the last row
-    const int64_t G = L->k / group;
+    const int64_t G = (L->k + group - 1) / group;
     L->scales = copy_t<float>(t, name + ".kscales", 'f', {L->n, G});
     if (find_t(t, name + ".koffsets")) L->offsets = copy_t<float>(t, name + ".koffsets", 'f', {L->n, G});
     const std::vector<float> lut = copy_t<float>(t, name + ".klut", 'f', {16});
@@ -379,7 +379,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
     }
     case DecLinear::KBIT: {
       const KbitWeight& w = L.kw;
-      const int64_t G = w.k / w.group;
+      const int64_t G = (w.k + w.group - 1) / w.group;
       if (m <= kKbitGemvMaxRows) {
         float* xs = xsum_.as<float>();
         if (w.offsets && lo < hi) dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);

@@ -114,8 +114,8 @@ def test_bad_arguments():
         sparsegpt_prune(w, acc.hessian, 1.5)
     with pytest.raises(ValueError, match="Hessian shape"):
         gptq_quantize(w, acc.hessian[:5, :5], "int4", None)
-    with pytest.raises(ValueError, match="multiple"):
-        gptq_quantize(w, acc.hessian, "int4", 16)
+    with pytest.raises(ValueError, match="positive"):
+        gptq_quantize(w, acc.hessian, "int4", -16)
     with pytest.raises(ValueError, match="unknown"):
         gptq_quantize(w, acc.hessian, "int7", None)
 
@@ -127,3 +127,14 @@ def test_dead_inputs_are_zeroed():
     h[:, 5] = 0
     deq, *_ = gptq_quantize(w, h, "int4", 32)
     assert torch.all(deq[:, 5] == 0)
+
+
+def test_gptq_ragged_last_group_matches_dequantize():
+    # k = 30 at group 16: one group of 16 and one of 14, each with its own scale
+    w, x, acc = _layer(7, n=8, k=30, tokens=128)
+    deq, codes, scales, offsets = gptq_quantize(w, acc.hessian, "int4", 16)
+    assert scales.shape == (8, 2)
+    from trimformer.formats.kbit import dequantize
+
+    np.testing.assert_allclose(deq.numpy(), dequantize(codes, scales, offsets, "int4", 16), rtol=1e-6, atol=1e-7)
+

@@ -107,8 +107,11 @@ def test_asym_reproduces_min_and_max(rng):
 
 def test_bad_arguments(rng):
     w = rng.standard_normal((4, 100)).astype(np.float32)
-    with pytest.raises(ValueError, match="multiple"):
-        quantize_rtn(w, "int4", 64)
+    with pytest.raises(ValueError, match="positive"):
+        quantize_rtn(w, "int4", -5)
+    codes, scales, offsets = quantize_rtn(w, "int4", 64)
+    with pytest.raises(ValueError, match="does not fit"):  # 2 groups of 64 cannot cover 100 columns at g = 32
+        dequantize(codes, scales, offsets, "int4", 32)
     with pytest.raises(ValueError, match="2-D"):
         quantize_rtn(w[0], "int4", 50)
     with pytest.raises(ValueError, match="unknown"):
@@ -117,3 +120,16 @@ def test_bad_arguments(rng):
         dequantize(np.full((4, 100), 16, np.uint8), np.ones((4, 2)), np.zeros((4, 2)), "int4")
     with pytest.raises(ValueError, match="NaN"):
         quantize_rtn(np.full((2, 4), np.nan, np.float32), "int4", 4)
+
+
+def test_ragged_last_group(rng):
+    # k = 576 at g = 128 (SmolLM2): four groups of 128 and one of 64, each with its own parameters
+    w = rng.standard_normal((3, 576)).astype(np.float32)
+    for t in ("int4", "int4-asym", "nf4"):
+        codes, scales, offsets = quantize_rtn(w, t, 128)
+        assert scales.shape == (3, 5)
+        deq = dequantize(codes, scales, offsets, t, 128)
+        ref_head = dequantize(*quantize_rtn(w[:, :512], t, 128), t)
+        ref_tail = dequantize(*quantize_rtn(w[:, 512:], t, 64), t)
+        np.testing.assert_array_equal(deq, np.concatenate([ref_head, ref_tail], axis=1))
+

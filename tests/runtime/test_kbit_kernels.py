@@ -19,12 +19,13 @@ def _call(fn, st, *args, isa):
 
 
 @pytest.mark.parametrize("type_name", TYPES)
-@pytest.mark.parametrize("n,k,group", [(37, 96, 32), (5, 256, 128), (19, 64, 64), (3, 45, 45), (11, 48, 16)])
+@pytest.mark.parametrize("n,k,group", [(37, 96, 32), (5, 256, 128), (19, 64, 64), (3, 45, 45), (11, 48, 16),
+                                       (7, 576, 128), (4, 100, 32)])  # ragged last groups
 def test_pack_dequant_roundtrip(type_name, n, k, group, isa, rng):
     w = rng.standard_normal((n, k)).astype(np.float32)
     codes, scales, offsets = quantize_rtn(w, type_name, group)
     st = pack_kbit(codes, scales, offsets, type_name, group)
-    ref = dequantize(codes, scales, offsets, type_name)
+    ref = dequantize(codes, scales, offsets, type_name, group)
     np.testing.assert_array_equal(unpack_kbit(st), ref)
     got = _call(_core.kbit_dequant, st, isa=isa)
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
@@ -32,7 +33,7 @@ def test_pack_dequant_roundtrip(type_name, n, k, group, isa, rng):
 
 @pytest.mark.parametrize("type_name", TYPES)
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 8])
-@pytest.mark.parametrize("n,k,group", [(37, 96, 32), (21, 384, 128), (9, 45, 45)])
+@pytest.mark.parametrize("n,k,group", [(37, 96, 32), (21, 384, 128), (9, 45, 45), (13, 576, 128), (5, 70, 32)])
 def test_gemv_matches_dense_reference(type_name, m, n, k, group, isa, rng):
     w = rng.standard_normal((n, k)).astype(np.float32) * 0.1
     codes, scales, offsets = quantize_rtn(w, type_name, group)

@@ -191,9 +191,10 @@ def _obs_sweep(
     if grid is not None:
         g = kbit.resolve_group_size(k, group_size)
         codes = torch.zeros(n, k, dtype=torch.int64, device=dev)
-        scales = torch.zeros(n, k // g, dtype=torch.float64, device=dev)
-        offsets = torch.zeros(n, k // g, dtype=torch.float64, device=dev)
-        have = torch.zeros(k // g, dtype=torch.bool)
+        ng = kbit.num_groups(k, g)  # the last group may be shorter
+        scales = torch.zeros(n, ng, dtype=torch.float64, device=dev)
+        offsets = torch.zeros(n, ng, dtype=torch.float64, device=dev)
+        have = torch.zeros(ng, dtype=torch.bool)
         zero_code = None
         if prune is not None or not bool(keep.all()):
             if grid.t.affine:
@@ -227,7 +228,7 @@ def _obs_sweep(
                 if not have[gi]:
                     # the group's current weights: this block's from w1, later blocks' plus pending updates
                     members = pos_of[gi * g:(gi + 1) * g]
-                    cur = torch.empty(n, g, dtype=w.dtype, device=dev)
+                    cur = torch.empty(n, members.numel(), dtype=w.dtype, device=dev)
                     inb = (members >= i1) & (members < i2)
                     cur[:, inb] = w1[:, members[inb] - i1]
                     out = ~inb
@@ -318,7 +319,8 @@ def sparsegpt_prune(
         group_size=quantizer.group_size if quantizer is not None else None)
     if quantizer is not None:
         quantizer.codes, quantizer.scales, quantizer.offsets = codes, scales, offsets
-        deq = kbit.dequantize(codes, scales, offsets, quantizer.type_name)
+        deq = kbit.dequantize(codes, scales, offsets, quantizer.type_name,
+                              kbit.resolve_group_size(wd.shape[1], quantizer.group_size))
         result = torch.from_numpy(deq).to(w.device)
         return result * keep.to(result.dtype), keep
     return (out * keep).to(torch.float32), keep
@@ -364,7 +366,7 @@ def gptq_quantize(
     hinv, wd = _inverse_hessian_factor(hd, wd, percdamp)
     _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device),
                                               group_size=g, keep=mask, perm=perm)
-    deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, type_name)).to(w.device)
+    deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, type_name, g)).to(w.device)
     if mask is not None:
         keep = mask if perm is None else mask[:, torch.argsort(perm)]
         deq = deq * keep.to(deq.dtype)

@@ -33,6 +33,7 @@ __all__ = [
     "group_params",
     "quantize_rtn",
     "quantize_with_params",
+    "num_groups",
     "resolve_group_size",
 ]
 
@@ -131,13 +132,29 @@ def get_kbit_type(name: str) -> KbitType:
 
 
 def resolve_group_size(k: int, group_size: int | None) -> int:
-    """``None``, 0 or -1 mean one group per output channel (g = k). k must be a multiple of g."""
+    """``None``, 0 or -1 mean one group per output channel (g = k). When k is not a multiple of g the last group
+    is shorter (SmolLM2's 576 inputs at g = 128: four groups of 128 and one of 64, as the GPTQ reference does)."""
     g = k if group_size in (None, 0, -1) else int(group_size)
     if g <= 0:
         raise ValueError(f"group_size must be positive (or None/-1 for per-channel), got {group_size}")
-    if k % g != 0:
-        raise ValueError(f"in_features {k} is not a multiple of group_size {g}")
-    return g
+    return min(g, k)
+
+
+def num_groups(k: int, g: int) -> int:
+    """Groups per row: ceil(k / g) (the last one may be shorter)."""
+    return -(-k // g)
+
+
+def _group_of_columns(k: int, scales_cols: int, group_size: int | None) -> int:
+    """The group size implied by scales of `scales_cols` groups over k columns (explicit when k % G != 0)."""
+    if group_size is not None:
+        g = resolve_group_size(k, group_size)
+        if num_groups(k, g) != scales_cols:
+            raise ValueError(f"{scales_cols} groups do not fit {k} columns at group_size {g}")
+        return g
+    if scales_cols == 0 or k % scales_cols:
+        raise ValueError(f"{scales_cols} groups do not divide {k} columns: pass group_size")
+    return k // scales_cols
 
 
 def _as_matrix(w: np.ndarray) -> np.ndarray:
@@ -179,9 +196,10 @@ def _nearest_codes(t: KbitType, x: np.ndarray) -> np.ndarray:
 
 
 def quantize_with_params(
-    w: np.ndarray, scales: np.ndarray, offsets: np.ndarray, type_name: str
+    w: np.ndarray, scales: np.ndarray, offsets: np.ndarray, type_name: str, group_size: int | None = None
 ) -> np.ndarray:
-    """Codes [n, k] (uint8) of the nearest LUT values given per-group scales/offsets [n, k // g]."""
+    """Codes [n, k] (uint8) of the nearest LUT values given per-group scales/offsets [n, ceil(k / g)]
+    (group_size is needed only when k is not a multiple of it)."""
     t = get_kbit_type(type_name)
     w = _as_matrix(w)
     scales = np.asarray(scales, dtype=np.float32)
@@ -189,11 +207,14 @@ def quantize_with_params(
     if scales.ndim == 1:
         scales, offsets = scales[:, None], offsets.reshape(-1, 1)
     n, k = w.shape
-    if scales.shape != offsets.shape or scales.shape[0] != n or scales.shape[1] == 0 or k % scales.shape[1]:
+    if scales.shape != offsets.shape or scales.shape[0] != n or scales.shape[1] == 0:
         raise ValueError(f"scales/offsets shape {scales.shape}/{offsets.shape} does not fit weight {w.shape}")
-    g = k // scales.shape[1]
-    s = np.repeat(scales, g, axis=1).astype(np.float64)
-    o = np.repeat(offsets, g, axis=1).astype(np.float64)
+    try:
+        g = _group_of_columns(k, scales.shape[1], group_size)
+    except ValueError:
+        raise ValueError(f"scales/offsets shape {scales.shape}/{offsets.shape} does not fit weight {w.shape}") from None
+    s = np.repeat(scales, g, axis=1)[:, :k].astype(np.float64)
+    o = np.repeat(offsets, g, axis=1)[:, :k].astype(np.float64)
     safe = np.where(s > 0, s, 1.0)
     x = np.where(s > 0, (w - o) / safe, 0.0)  # zero-scale groups: every value is the offset (or 0)
     return _nearest_codes(t, x)
@@ -202,17 +223,23 @@ def quantize_with_params(
 def quantize_rtn(
     w: np.ndarray, type_name: str, group_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Round-to-nearest grouped quantization: returns (codes uint8 [n,k], scales f32 [n,k//g], offsets)."""
+    """Round-to-nearest grouped quantization: returns (codes uint8 [n,k], scales f32 [n,ceil(k/g)], offsets)."""
     get_kbit_type(type_name)
     w = _as_matrix(w)
     n, k = w.shape
     g = resolve_group_size(k, group_size)
-    scales, offsets = group_params(w.reshape(n, k // g, g), type_name)
-    codes = quantize_with_params(w, scales, offsets, type_name)
+    full = k // g * g
+    scales, offsets = group_params(w[:, :full].reshape(n, k // g, g), type_name)
+    if full < k:  # the shorter last group
+        s_last, o_last = group_params(w[:, full:], type_name)
+        scales = np.concatenate([scales, s_last[:, None]], axis=1)
+        offsets = np.concatenate([offsets, o_last[:, None]], axis=1)
+    codes = quantize_with_params(w, scales, offsets, type_name, g)
     return codes, scales, offsets
 
 
-def dequantize(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray, type_name: str) -> np.ndarray:
+def dequantize(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray, type_name: str,
+               group_size: int | None = None) -> np.ndarray:
     """float32 [n, k]: ``LUT[codes] * scales[:, j // g] + offsets[:, j // g]``."""
     t = get_kbit_type(type_name)
     codes = np.asarray(codes)
@@ -223,8 +250,11 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray, type_
     scales = np.asarray(scales, dtype=np.float32)
     offsets = np.asarray(offsets, dtype=np.float32)
     n, k = codes.shape
-    if scales.shape != offsets.shape or scales.ndim != 2 or scales.shape[0] != n or k % max(scales.shape[1], 1):
+    if scales.shape != offsets.shape or scales.ndim != 2 or scales.shape[0] != n:
         raise ValueError(f"scales/offsets shape {scales.shape}/{offsets.shape} does not fit codes {codes.shape}")
-    g = k // scales.shape[1]
+    try:
+        g = _group_of_columns(k, scales.shape[1], group_size)
+    except ValueError:
+        raise ValueError(f"scales/offsets shape {scales.shape}/{offsets.shape} does not fit codes {codes.shape}") from None
     vals = t.lut[codes.astype(np.intp)]
-    return (vals * np.repeat(scales, g, axis=1) + np.repeat(offsets, g, axis=1)).astype(np.float32)
+    return (vals * np.repeat(scales, g, axis=1)[:, :k] + np.repeat(offsets, g, axis=1)[:, :k]).astype(np.float32)

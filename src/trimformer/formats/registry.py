@@ -109,9 +109,9 @@ def pack_kbit(codes: np.ndarray, scales: np.ndarray, offsets: np.ndarray | None,
     if codes.ndim != 2:
         raise ValueError(f"codes must be [n, k], got shape {codes.shape}")
     n, k = codes.shape
-    if group_size <= 0 or k % group_size:
-        raise ValueError(f"in_features {k} is not a multiple of group_size {group_size}")
-    g = k // group_size
+    if not 0 < group_size <= k:
+        raise ValueError(f"group_size must be in [1, in_features={k}], got {group_size}")
+    g = -(-k // group_size)  # groups per row; the last may be shorter
     scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(n, g)
     if int(codes.max(initial=0)) >= (1 << t.bits):
         raise ValueError(f"codes exceed {t.bits} bits")
@@ -153,11 +153,11 @@ def unpack_kbit(t: dict[str, np.ndarray]) -> np.ndarray:
         from .kbit import get_kbit_type
 
         vals = get_kbit_type("fp8-e4m3" if mode == 3 else "fp8-e5m2").lut[stored]
-    g = k // group
-    w = vals.reshape(n, g, group) * np.asarray(t[".kscales"], np.float32).reshape(n, g, 1)
+    g = -(-k // group)
+    w = vals * np.repeat(np.asarray(t[".kscales"], np.float32).reshape(n, g), group, axis=1)[:, :k]
     if ".koffsets" in t:
-        w = w + np.asarray(t[".koffsets"], np.float32).reshape(n, g, 1)
-    return w.reshape(n, k).astype(np.float32)
+        w = w + np.repeat(np.asarray(t[".koffsets"], np.float32).reshape(n, g), group, axis=1)[:, :k]
+    return w.astype(np.float32)
 
 
 def parse_kbit_format(name: str) -> tuple[str, int | None] | None:

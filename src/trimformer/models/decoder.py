@@ -335,17 +335,34 @@ def load_gguf(path: str | Path) -> tuple[DecoderSpec, dict[str, np.ndarray]]:
         raise GGUFError(f"{path}: {type(e).__name__}: {e}") from None
 
 
+def _field_strings(reader: Any, key: str) -> list[str]:
+    f = reader.fields.get(key)
+    if f is None:
+        return []
+    return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
+
+
 def gguf_tokenizer_json(path: str | Path) -> str | None:
-    """The GGUF's tokenizer as a Hugging Face tokenizer.json string (via transformers' converter), or None if
-    transformers is not installed."""
-    try:
-        from transformers.integrations.ggml import convert_gguf_tokenizer
-        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    except ImportError:
+    """The GGUF's byte-level BPE tokenizer ("gpt2" tokenizer model: Llama-3 / SmolLM / GPT-2 style) as a
+    Hugging Face tokenizer.json string, built with `tokenizers` (no torch, no transformers); None if the file
+    has no such tokenizer (e.g. a SentencePiece "llama" vocabulary)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    reader = open_gguf(path)
+    if _field(reader, "tokenizer.ggml.model") != "gpt2":
         return None
-    info = load_gguf_checkpoint(str(path), return_tensors=False)
-    arch = info["config"].get("model_type", "llama")
-    tok, _ = convert_gguf_tokenizer(arch, info["tokenizer"])
+    tokens = _field_strings(reader, "tokenizer.ggml.tokens")
+    merges = _field_strings(reader, "tokenizer.ggml.merges")
+    types_field = reader.fields.get("tokenizer.ggml.token_type")
+    types = [int(types_field.parts[i][0]) for i in types_field.data] if types_field is not None else []
+    vocab = {t: i for i, t in enumerate(tokens)}
+    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    special = [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == 3]
+    if special:
+        tok.add_special_tokens(special)
     return tok.to_str()
 
 
