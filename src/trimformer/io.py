@@ -16,7 +16,9 @@ import numpy as np
 
 from .formats.registry import get_format
 from .formats.safetensors_io import SafetensorsError, SafetensorsFile, save_safetensors
+from .models.decoder import DecoderSpec
 from .models.encoder import EncoderSpec
+from .runtime.decoder import DecoderEngine
 from .runtime.engine import _TOKENIZER_FILES, Engine
 
 SCHEMA_VERSION = 1
@@ -27,8 +29,8 @@ class ModelFormatError(ValueError):
     """A saved trimformer model is missing, corrupt, or from an unknown schema version."""
 
 
-def save(engine: Engine, path: str | Path) -> Path:
-    """Write `engine` to directory `path` atomically and return the path."""
+def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
+    """Write `engine` (an encoder Engine or a DecoderEngine) to directory `path` atomically and return the path."""
     from . import __version__
 
     path = Path(path)
@@ -36,22 +38,26 @@ def save(engine: Engine, path: str | Path) -> Path:
     tensors = {}
     for name, arr in engine.tensors.items():
         tensors[name] = {"dtype": str(np.asarray(arr).dtype), "shape": list(np.shape(arr))}
+    decoder = getattr(engine, "kind", "encoder") == "decoder"
     doc = {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
-        "kind": "encoder",
+        "kind": "decoder" if decoder else "encoder",
         "trimformer_version": __version__,
         "spec": engine.spec.to_json(),
-        "quantize": engine.quantize,
         "linear_formats": engine.formats,
-        "attention": engine.attention,
         "tensors": tensors,
         "extra": engine.extra,
     }
+    if not decoder:
+        doc["quantize"] = engine.quantize
+        doc["attention"] = engine.attention
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         save_safetensors(engine.tensors, tmp / "weights.safetensors", metadata={"format": FORMAT_NAME})
-        if engine.tokenizer_path is not None:
+        if decoder and engine.tokenizer_json is not None:
+            (tmp / "tokenizer.json").write_text(engine.tokenizer_json)
+        elif not decoder and engine.tokenizer_path is not None:
             for f in _TOKENIZER_FILES:
                 if (engine.tokenizer_path / f).is_file():
                     shutil.copy2(engine.tokenizer_path / f, tmp / f)
@@ -89,15 +95,16 @@ def load(path: str | Path, threads: int | None = None, isa: str | None = None) -
         raise ModelFormatError(
             f"{meta_file}: schema version {version!r} is not supported by this trimformer (supports {SCHEMA_VERSION})"
         )
-    if doc.get("kind") != "encoder":
-        raise ModelFormatError(f"{meta_file}: unknown model kind {doc.get('kind')!r}")
+    kind = doc.get("kind")
+    if kind not in ("encoder", "decoder"):
+        raise ModelFormatError(f"{meta_file}: unknown model kind {kind!r}")
     try:
-        spec = EncoderSpec.from_json(doc["spec"])
+        spec = DecoderSpec.from_json(doc["spec"]) if kind == "decoder" else EncoderSpec.from_json(doc["spec"])
         formats = dict(doc["linear_formats"])
         listed = dict(doc["tensors"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFormatError(f"{meta_file}: malformed ({e})") from None
-    for fmt in set(formats.values()):
+    for fmt in set(formats.values()) if kind == "encoder" else ():  # decoder tensors are validated natively
         try:
             get_format(fmt)
         except ValueError as e:
@@ -116,6 +123,13 @@ def load(path: str | Path, threads: int | None = None, isa: str | None = None) -
                 f"{path}: tensor '{name}' is {arr.dtype}{list(arr.shape)}, model.json says {info['dtype']}{info['shape']}"
             )
         tensors[name] = arr
+    if kind == "decoder":
+        tok_file = path / "tokenizer.json"
+        try:
+            return DecoderEngine(spec, tensors, formats, threads=threads, isa=isa, extra=doc.get("extra"),
+                                 tokenizer_json=tok_file.read_text() if tok_file.is_file() else None)
+        except ValueError as e:
+            raise ModelFormatError(f"{path}: {e}") from None
     tok = path if any((path / f).exists() for f in _TOKENIZER_FILES) else None
     try:
         return Engine(spec, tensors, formats, quantize=doc.get("quantize"), threads=threads, isa=isa,

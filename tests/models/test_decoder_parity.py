@@ -124,3 +124,25 @@ def test_bad_requests_raise():
         eng.logits([[1, 2, 500]])
     with pytest.raises(ValueError):
         eng.logits(np.zeros((2, 3), np.float32))
+
+
+def test_save_load_roundtrip_and_compile_dispatch(tmp_path):
+    import trimformer as tf
+
+    model = tiny_llama(6)
+    eng = tf.compile(model, weights="int4-g32", threads=1)
+    assert isinstance(eng, tf.DecoderEngine)
+    ids = np.arange(1, 20)[None, :]
+    tf.save(eng, tmp_path / "m")
+    back = tf.load(tmp_path / "m", threads=1)
+    assert isinstance(back, tf.DecoderEngine) and back.formats == eng.formats
+    np.testing.assert_array_equal(back.logits(ids), eng.logits(ids))
+    assert back.generate(ids[0, :4].tolist(), 5) == eng.generate(ids[0, :4].tolist(), 5)
+    # a corrupt decoder tensor is a clear error, not a crash
+    import json
+
+    doc = json.loads((tmp_path / "m" / "model.json").read_text())
+    doc["spec"]["layers"] = 3
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(tf.ModelFormatError, match="missing tensor"):
+        tf.load(tmp_path / "m")
