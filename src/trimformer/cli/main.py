@@ -168,6 +168,12 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from .. import save
 
     src, out = Path(args.src), Path(args.out)
+    from ..models.decoder import is_decoder_source
+
+    if is_decoder_source(src):
+        from .llm_cmds import compile_decoder_cmd
+
+        return compile_decoder_cmd(args, _console())
     if (src / "model.json").is_file():
         raise CLIError(f"{src} is already a trimformer model (model.json); compile takes a Hugging Face checkpoint")
     if out.resolve() == src.resolve():
@@ -422,9 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", parents=[common, runtime], help="compile a Hugging Face checkpoint",
                        description="Compile a Hugging Face encoder checkpoint directory into a trimformer model.")
-    c.add_argument("src", metavar="SRC", help="Hugging Face checkpoint directory (config.json + *.safetensors)")
+    c.add_argument("src", metavar="SRC", help="Hugging Face checkpoint directory (config.json + *.safetensors), "
+                   "or a decoder LLM: HF / compressed directory or .gguf file")
     c.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (written atomically)")
     c.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none")
+    c.add_argument("--weights", default=None, help="decoders: f32, bf16, w8a8, llm-int8, int8-wo, gguf or a k-bit "
+                   "TYPE[-gGROUP] (int4-g128, nf4-g64, fp8-e4m3, ...)")
     c.add_argument("--calibration-samples", type=int, default=128, metavar="N",
                    help="int8-static: Wikipedia calibration sentences (default 128)")
     c.add_argument("--tokenizer", default=None, help="tokenizer.json or directory for calibration (default: SRC)")
@@ -474,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verbose", "-v", action="store_true", help="also print the per-Linear format table")
     i.set_defaults(func=cmd_info)
+
+    from .llm_cmds import register as register_llm
+
+    register_llm(sub, common, runtime)
     return p
 
 

@@ -53,8 +53,11 @@ DEFAULT_TASK_FOR_HEAD: dict[str, str] = {
 def normalize_task(task: str) -> str:
     """Canonical pipeline task name (aliases such as "ner" or "sentiment-analysis" resolved)."""
     t = TASK_ALIASES.get(task, task)
+    if t == "text-generation":
+        return t
     if t not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; supported: {', '.join([*PIPELINES, *TASK_ALIASES])}")
+        raise ValueError(f"unknown task {task!r}; supported: "
+                         f"{', '.join([*PIPELINES, 'text-generation', *TASK_ALIASES])}")
     return t
 
 
@@ -71,6 +74,8 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
     """
     if device not in (None, "cpu", -1) and not (isinstance(device, str) and device.startswith("cpu")):
         raise ValueError(f"trimformer runs on CPU only; device={device!r} is not supported")
+    if task == "text-generation":
+        return _text_generation(model, tokenizer, threads, **kwargs)
     task = normalize_task(task) if task is not None else None
     calib = kwargs.pop("calibration_samples", 128)
     engine = resolve_engine(model, threads=threads, quantize=quantize, tokenizer=tokenizer,
@@ -85,6 +90,28 @@ def pipeline(task: str | None = None, model: Any = None, tokenizer: Any = None, 
                                          "path, a directory holding one, or a tokenizers.Tokenizer)")
     tok = load_tokenizer(tokenizer)
     return PIPELINES[task](engine, tok, batch_size=batch_size, max_length=max_length, **kwargs)
+
+
+def _text_generation(model: Any, tokenizer: Any, threads: int | None, **kwargs: Any):
+    """A text-generation pipeline over a DecoderEngine, a saved decoder, a checkpoint / .gguf or an HF model."""
+    from ..runtime.decoder import DecoderEngine, compile_decoder
+    from .text_generation import TextGenerationPipeline
+
+    weights = kwargs.pop("weights", "f32")
+    if isinstance(model, DecoderEngine):
+        engine = model
+    elif isinstance(model, (str, Path)) and (Path(model) / "model.json").is_file():
+        from ..io import load
+
+        engine = load(model, threads=threads)
+        if not isinstance(engine, DecoderEngine):
+            raise ValueError(f"{model} is an encoder: text-generation needs a decoder (Llama family, GPT-2)")
+    elif model is None:
+        raise ValueError("text-generation needs model= (a decoder checkpoint, .gguf file or DecoderEngine)")
+    else:
+        engine = compile_decoder(model, weights=weights, threads=threads)
+    tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+    return TextGenerationPipeline(engine, tok, **kwargs)
 
 
 def _check_head(task: str, engine: Engine) -> None:
