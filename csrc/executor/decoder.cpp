@@ -64,6 +64,10 @@ constexpr int64_t kKbitGemvMaxRows = 8;  // up to this many tokens the k-bit GEM
 constexpr int64_t kKbitChunkRows = 64;   // rows dequantized (and packed) at a time by the prefill path
 constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
+// Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers
+// instead of splitting them and meeting at a barrier: a decode step then synchronises only after each GEMM and
+// after attention (5 barriers per layer), which is what a small model's step time is made of.
+constexpr int64_t kPrivateRows = 8;
 
 }  // namespace
 
@@ -270,11 +274,37 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
   const int64_t S = cap_;
   const int64_t T = std::min(rows, cap_);
   need = std::max(need, static_cast<size_t>(T * S * 4) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 256);
+  const int64_t ldq = (max_k + 63) / 64 * 64;
+  const size_t priv_bytes = static_cast<size_t>(kPrivateRows) *
+                            (ldq + 4 * (2 + max_k + H + cfg_.intermediate) + 2 * ldq) + 6 * 64;
+  if (static_cast<int>(priv_.size()) < threads_) priv_.resize(threads_);
+  for (auto& b : priv_) b.reserve(priv_bytes);
+  priv_ldq_ = ldq;
   if (need > scratch_bytes_ || static_cast<int>(scratch_.size()) < threads_) {
     scratch_bytes_ = std::max(need, scratch_bytes_);
     if (static_cast<int>(scratch_.size()) < threads_) scratch_.resize(threads_);
     for (auto& s : scratch_) s.reserve(scratch_bytes_);
   }
+}
+
+DecoderEngine::Private DecoderEngine::private_buffers(int tid) const {
+  // carve [q8 | bf16 | rs | rz | xsum | hn | act], 64-byte aligned pieces, out of this thread's buffer
+  char* p = priv_[tid].as<char>();
+  auto take = [&p](size_t bytes) {
+    char* r = p;
+    p += (bytes + 63) / 64 * 64;
+    return r;
+  };
+  const int64_t max_k = std::max(std::max(cfg_.hidden, cfg_.intermediate), cfg_.heads * cfg_.head_dim);
+  Private v;
+  v.q8 = reinterpret_cast<uint8_t*>(take(kPrivateRows * priv_ldq_));
+  v.bf = reinterpret_cast<uint16_t*>(take(kPrivateRows * priv_ldq_ * 2));
+  v.rs = reinterpret_cast<float*>(take(kPrivateRows * 4));
+  v.rz = reinterpret_cast<float*>(take(kPrivateRows * 4));
+  v.xsum = reinterpret_cast<float*>(take(kPrivateRows * max_k * 4));
+  v.hn = reinterpret_cast<float*>(take(kPrivateRows * cfg_.hidden * 4));
+  v.act = reinterpret_cast<float*>(take(kPrivateRows * cfg_.intermediate * 4));
+  return v;
 }
 
 void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* out, Act act,
@@ -287,6 +317,12 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
   const KernelTable* kt = kt_;
   int64_t lo, hi;
   split(m, 1, nt, tid, &lo, &hi);
+  const bool priv = m <= kPrivateRows;  // every thread prepares all rows for itself: no barrier
+  const Private pv = private_buffers(tid);
+  if (priv) {
+    lo = 0;
+    hi = m;
+  }
   switch (L.kind) {
     case DecLinear::F32: {
       const int64_t nr = kt->f32_nr;
@@ -301,9 +337,11 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
     }
     case DecLinear::BF16: {
       const int64_t ldb = (L.k + 1) / 2 * 2;
-      uint16_t* a = bf_.as<uint16_t>();
+      uint16_t* a = priv ? pv.bf : bf_.as<uint16_t>();
       if (lo < hi) kt->to_bf16_rows(in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k);
+      if (!priv) {
 #pragma omp barrier
+      }
       const int64_t nr = kt->bf16_nr;
       if (L.n / nr >= 2 * nt || m < 2 * nt) {
         int64_t n0, n1;
@@ -316,11 +354,11 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
     }
     case DecLinear::S8: {
       const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
-      uint8_t* q = q8_.as<uint8_t>();
-      float* rs = rs_.as<float>();
-      float* rz = rz_.as<float>();
+      uint8_t* q = priv ? pv.q8 : q8_.as<uint8_t>();
+      float* rs = priv ? pv.rs : rs_.as<float>();
+      float* rz = priv ? pv.rz : rz_.as<float>();
       const int64_t no = static_cast<int64_t>(L.outlier_idx.size());
-      float* xo = xsum_.as<float>();  // outlier features [m][no] (xsum is unused by this format)
+      float* xo = priv ? pv.xsum : xsum_.as<float>();  // outlier features [m][no] (no group sums in this format)
       if (lo < hi) {
         if (no == 0) {
           kt->quantize_rows_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
@@ -338,7 +376,9 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
           }
         }
       }
+      if (!priv) {
 #pragma omp barrier
+      }
       epi.w_scale = L.w_scale.data();
       epi.col_sum = L.col_sum.data();
       epi.row_scale = rs;
@@ -381,9 +421,11 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       const KbitWeight& w = L.kw;
       const int64_t G = (w.k + w.group - 1) / w.group;
       if (m <= kKbitGemvMaxRows) {
-        float* xs = xsum_.as<float>();
+        float* xs = priv ? pv.xsum : xsum_.as<float>();
         if (w.offsets && lo < hi) dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
+        if (!priv) {
 #pragma omp barrier
+        }
         int64_t n0, n1;
         split(L.n, 16, nt, tid, &n0, &n1);
         if (n0 < n1) {
@@ -417,15 +459,62 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
 #pragma omp barrier
 }
 
-void DecoderEngine::attention_mt(int64_t layer, const float* qkv, int64_t B, int64_t T, float* ctx, int tid,
-                                 int nt) {
+// Rotary embedding and K / V into the cache for rows [r0, r1) of one kv head group (q heads of the group and
+// the group's k head are rotated in place); padding slots hold zeros.
+void DecoderEngine::rope_and_cache(int64_t layer, float* qkv, int64_t T, int64_t r0, int64_t r1, int64_t g0,
+                                   int64_t g1) {
+  const int64_t d = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads, R = (Hq + 2 * Hkv) * d;
+  const int64_t B = batch_, group = Hq / Hkv;
+  const bool llama = cfg_.arch == 0;
+  float* kc = kcache_.as<float>() + layer * B * Hkv * d * cap_;
+  float* vc = vcache_.as<float>() + layer * B * Hkv * cap_ * d;
+  for (int64_t r = r0; r < r1; ++r) {
+    float* row = qkv + r * R;
+    const int64_t b = r / T, slot = len_ + r % T;
+    const bool real = valid_[b * cap_ + slot] != 0;
+    const float* cs = rope_cs_.data() + row_pos_[r] * d;
+    for (int64_t g = g0; g < g1; ++g) {
+      float* kr = row + (Hq + g) * d;
+      const float* vr = row + (Hq + Hkv + g) * d;
+      if (llama) {
+        dk_->rope(row + g * group * d, group, d, cs);
+        dk_->rope(kr, 1, d, cs);
+      }
+      float* kt_base = kc + (b * Hkv + g) * d * cap_;
+      float* v_dst = vc + ((b * Hkv + g) * cap_ + slot) * d;
+      for (int64_t i = 0; i < d; ++i) kt_base[i * cap_ + slot] = real ? kr[i] : 0.0f;
+      if (real) std::memcpy(v_dst, vr, d * 4);
+      else std::memset(v_dst, 0, d * 4);
+    }
+  }
+}
+
+void DecoderEngine::attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T, float* ctx, int tid, int nt) {
   const int64_t d = cfg_.head_dim, Hq = cfg_.heads, Hkv = cfg_.kv_heads, R = (Hq + 2 * Hkv) * d;
   const int64_t S = len_ + T, group = Hq / Hkv, Hd = Hq * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  float* kc = kcache_.as<float>() + layer * B * Hkv * d * cap_;
-  float* vc = vcache_.as<float>() + layer * B * Hkv * cap_ * d;
-  const int64_t items = B * Hq;
-  for (int64_t it = tid; it < items; it += nt) {
+  const float* kc = kcache_.as<float>() + layer * B * Hkv * d * cap_;
+  const float* vc = vcache_.as<float>() + layer * B * Hkv * cap_ * d;
+  char* scratch = scratch_[tid].as<char>();
+  if (T < kAttnGemmMinRows) {
+    // few query rows (decode): one work item per (row, kv head) does its rotary + cache writes and then attends
+    // with every q head of the group, so no barrier separates the cache update from attention
+    for (int64_t it = tid; it < B * Hkv; it += nt) {
+      const int64_t b = it / Hkv, g = it % Hkv;
+      rope_and_cache(layer, qkv, T, b * T, (b + 1) * T, g, g + 1);
+      for (int64_t h = g * group; h < (g + 1) * group; ++h)
+        dk_->attend(qkv + (b * T) * R + h * d, R, T, kc + (b * Hkv + g) * d * cap_, cap_,
+                    vc + (b * Hkv + g) * cap_ * d, d, d, limits_.data() + b * T, valid_.data() + b * cap_, scale,
+                    ctx + (b * T) * Hd + h * d, Hd, reinterpret_cast<float*>(scratch));
+    }
+#pragma omp barrier
+    return;
+  }
+  int64_t lo, hi;
+  split(B * T, 1, nt, tid, &lo, &hi);
+  rope_and_cache(layer, qkv, T, lo, hi, 0, Hkv);
+#pragma omp barrier
+  for (int64_t it = tid; it < B * Hq; it += nt) {
     const int64_t b = it / Hq, h = it % Hq, kvh = h / group;
     const float* kt_base = kc + (b * Hkv + kvh) * d * cap_;
     const float* v_base = vc + (b * Hkv + kvh) * cap_ * d;
@@ -433,14 +522,9 @@ void DecoderEngine::attention_mt(int64_t layer, const float* qkv, int64_t B, int
     float* out = ctx + (b * T) * Hd + h * d;
     const int64_t* lim = limits_.data() + b * T;
     const uint8_t* valid = valid_.data() + b * cap_;
-    char* scratch = scratch_[tid].as<char>();
-    if (T < kAttnGemmMinRows) {
-      dk_->attend(q, R, T, kt_base, cap_, v_base, d, d, lim, valid, scale, out, Hd, reinterpret_cast<float*>(scratch));
-      continue;
-    }
     float* sc = reinterpret_cast<float*>(scratch);
     float* pk = reinterpret_cast<float*>(scratch + (T * S * 4 + 63) / 64 * 64);
-    float* pv = pk + kt_->pack_f32_size(S, d) / 4;
+    float* pvp = pk + kt_->pack_f32_size(S, d) / 4;
     kt_->pack_f32_kn(kt_base, cap_, S, d, pk);
     Epilogue es;
     es.alpha = scale;
@@ -455,10 +539,18 @@ void DecoderEngine::attention_mt(int64_t layer, const float* qkv, int64_t B, int
       if (!any) std::fill(row, row + S, 0.0f);  // a fully padded query row: zero weights, zero output
       else kt_->softmax_rows(row, 1, S, S);
     }
-    kt_->pack_f32_kn(v_base, d, d, S, pv);
-    kt_->gemm_f32(sc, S, pv, d, S, out, Hd, 0, T, 0, d, Epilogue{});
+    kt_->pack_f32_kn(v_base, d, d, S, pvp);
+    kt_->gemm_f32(sc, S, pvp, d, S, out, Hd, 0, T, 0, d, Epilogue{});
   }
 #pragma omp barrier
+}
+
+void DecoderEngine::norm_rows(const float* x, float* y, int64_t r0, int64_t r1, const std::vector<float>& g,
+                              const std::vector<float>& b) const {
+  const int64_t H = cfg_.hidden;
+  if (r0 >= r1) return;
+  if (cfg_.arch == 0) dk_->rmsnorm(x + r0 * H, H, y + r0 * H, H, r1 - r0, H, g.data(), cfg_.norm_eps);
+  else kt_->layernorm(x + r0 * H, y + r0 * H, r1 - r0, H, H, g.data(), b.data(), cfg_.norm_eps);
 }
 
 void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, int64_t T, int mode,
@@ -508,18 +600,19 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
   float* ff = ff_.as<float>();
   float* act = act_.as<float>();
   const Act mlp_act = cfg_.act == 1 ? Act::GeluTanh : (cfg_.act == 2 ? Act::GeluErf : Act::None);
-  const float* rope_cs = rope_cs_.data();
   const int nt_req = threads_;
+  const bool small = M <= kPrivateRows;
   float* result = out->data();
   std::vector<float> head_in(out_rows * H);
 
 #pragma omp parallel num_threads(nt_req)
   {
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+    const Private pv = private_buffers(tid);
     int64_t lo, hi;
     split(M, 1, nt, tid, &lo, &hi);
     for (int64_t r = lo; r < hi; ++r) {
-      std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);
+      std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);  // (a row of the embedding table)
       if (!llama) {
         const float* pe = pos_emb_.data() + std::min(row_pos_[r], cfg_.max_positions - 1) * H;
         for (int64_t j = 0; j < H; ++j) x[r * H + j] += pe[j];
@@ -528,46 +621,35 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
 #pragma omp barrier
     for (int64_t li = 0; li < cfg_.layers; ++li) {
       DecoderLayerW& Lw = layers_[li];
-      if (lo < hi) {
-        if (llama) dk_->rmsnorm(x + lo * H, H, hn + lo * H, H, hi - lo, H, Lw.ln1_g.data(), cfg_.norm_eps);
-        else kt_->layernorm(x + lo * H, hn + lo * H, hi - lo, H, H, Lw.ln1_g.data(), Lw.ln1_b.data(), cfg_.norm_eps);
-      }
+      float* hin = small ? pv.hn : hn;
+      if (small) {
+        norm_rows(x, hin, 0, M, Lw.ln1_g, Lw.ln1_b);
+      } else {
+        norm_rows(x, hn, lo, hi, Lw.ln1_g, Lw.ln1_b);
 #pragma omp barrier
-      linear_mt(Lw.qkv, hn, M, qkv, Act::None, nullptr, tid, nt);
-      // rotary embedding on Q and K, then K / V into the cache (padding slots hold zeros)
-      float* kc = kcache_.as<float>() + li * B * Hkv * d * cap_;
-      float* vc = vcache_.as<float>() + li * B * Hkv * cap_ * d;
-      for (int64_t r = lo; r < hi; ++r) {
-        float* row = qkv + r * R;
-        const int64_t b = r / T, slot = len_ + r % T;
-        const bool real = valid_[b * cap_ + slot] != 0;
-        if (llama) dk_->rope(row, Hq + Hkv, d, rope_cs + row_pos_[r] * d);
-        for (int64_t g = 0; g < Hkv; ++g) {
-          const float* kr = row + (Hq + g) * d;
-          const float* vr = row + (Hq + Hkv + g) * d;
-          float* kt_base = kc + (b * Hkv + g) * d * cap_;
-          float* v_dst = vc + ((b * Hkv + g) * cap_ + slot) * d;
-          for (int64_t i = 0; i < d; ++i) kt_base[i * cap_ + slot] = real ? kr[i] : 0.0f;
-          if (real) std::memcpy(v_dst, vr, d * 4);
-          else std::memset(v_dst, 0, d * 4);
-        }
       }
-#pragma omp barrier
+      linear_mt(Lw.qkv, hin, M, qkv, Act::None, nullptr, tid, nt);
       attention_mt(li, qkv, B, T, ctx, tid, nt);
       linear_mt(Lw.o, ctx, M, x2, Act::None, x, tid, nt);
-      if (lo < hi) {
-        if (llama) dk_->rmsnorm(x2 + lo * H, H, hn + lo * H, H, hi - lo, H, Lw.ln2_g.data(), cfg_.norm_eps);
-        else kt_->layernorm(x2 + lo * H, hn + lo * H, hi - lo, H, H, Lw.ln2_g.data(), Lw.ln2_b.data(), cfg_.norm_eps);
-      }
-#pragma omp barrier
-      if (llama) {
-        linear_mt(Lw.up, hn, M, ff, Act::None, nullptr, tid, nt);
-        if (lo < hi) dk_->silu_mul(ff + lo * 2 * cfg_.intermediate, 2 * cfg_.intermediate,
-                                   act + lo * cfg_.intermediate, cfg_.intermediate, hi - lo, cfg_.intermediate);
-#pragma omp barrier
-        linear_mt(Lw.down, act, M, x, Act::None, x2, tid, nt);
+      if (small) {
+        norm_rows(x2, hin, 0, M, Lw.ln2_g, Lw.ln2_b);
       } else {
-        linear_mt(Lw.up, hn, M, ff, mlp_act, nullptr, tid, nt);
+        norm_rows(x2, hn, lo, hi, Lw.ln2_g, Lw.ln2_b);
+#pragma omp barrier
+      }
+      if (llama) {
+        const int64_t I = cfg_.intermediate;
+        linear_mt(Lw.up, hin, M, ff, Act::None, nullptr, tid, nt);
+        float* a = small ? pv.act : act;
+        if (small) {
+          dk_->silu_mul(ff, 2 * I, a, I, M, I);
+        } else {
+          if (lo < hi) dk_->silu_mul(ff + lo * 2 * I, 2 * I, act + lo * I, I, hi - lo, I);
+#pragma omp barrier
+        }
+        linear_mt(Lw.down, a, M, x, Act::None, x2, tid, nt);
+      } else {
+        linear_mt(Lw.up, hin, M, ff, mlp_act, nullptr, tid, nt);
         linear_mt(Lw.down, ff, M, x, Act::None, x2, tid, nt);
       }
     }

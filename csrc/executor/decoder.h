@@ -72,7 +72,16 @@ class DecoderEngine {
   // all threads call these inside the parallel region (tid, nt): they split the work and synchronise
   void linear_mt(DecLinear& L, const float* in, int64_t m, float* out, Act act, const float* residual, int tid,
                  int nt);
-  void attention_mt(int64_t layer, const float* qkv, int64_t B, int64_t T, float* ctx, int tid, int nt);
+  void attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T, float* ctx, int tid, int nt);
+  void rope_and_cache(int64_t layer, float* qkv, int64_t T, int64_t r0, int64_t r1, int64_t g0, int64_t g1);
+  void norm_rows(const float* x, float* y, int64_t r0, int64_t r1, const std::vector<float>& g,
+                 const std::vector<float>& b) const;
+  struct Private {  // one thread's buffers for few-row (decode) calls
+    uint8_t* q8;
+    uint16_t* bf;
+    float *rs, *rz, *xsum, *hn, *act;
+  };
+  Private private_buffers(int tid) const;
   const float* rope_table(int64_t pos);
 
   DecoderConfig cfg_;
@@ -93,6 +102,8 @@ class DecoderEngine {
   int64_t cap_rows_ = 0;
   AlignedBuf x_, h_, qkv_, ctx_, ff_, act_, q8_, rs_, rz_, xsum_, bf_, sel_, logit_;
   std::vector<AlignedBuf> scratch_;  // per thread
+  std::vector<AlignedBuf> priv_;     // per thread (Private)
+  int64_t priv_ldq_ = 0;
   size_t scratch_bytes_ = 0;
   std::vector<int64_t> row_pos_;     // [B*T] positions of this call's tokens
   std::vector<int64_t> limits_;      // [B*T] attention limit of each query row
