@@ -47,6 +47,7 @@ class PyDecoder {
     c.norm_eps = nb::cast<float>(config["norm_eps"]);
     c.rope_theta = nb::cast<float>(config["rope_theta"]);
     c.act = static_cast<int>(geti("act"));
+    c.embed_from_head = config.contains("embed_from_head") && nb::cast<bool>(config["embed_from_head"]);
     if (c.arch < 0 || c.arch > 1 || c.act < 0 || c.act > 2) throw std::invalid_argument("bad decoder arch / act");
     engine_ = std::make_unique<tf::DecoderEngine>(c, tf::host_tensors(tensors), tf::resolve_isa(isa),
                                                   threads > 256 ? 256 : threads);

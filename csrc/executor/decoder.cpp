@@ -175,7 +175,7 @@ DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::strin
       d % 2 != 0 || cfg.vocab <= 0 || cfg.intermediate <= 0)
     throw std::invalid_argument("bad decoder config (heads must be a multiple of kv_heads, head_dim even)");
   const bool llama = cfg.arch == 0;
-  tok_ = copy_t<float>(t, "emb.tok", 'f', {cfg.vocab, H});
+  if (!cfg.embed_from_head) tok_ = copy_t<float>(t, "emb.tok", 'f', {cfg.vocab, H});
   if (!llama) pos_emb_ = copy_t<float>(t, "emb.pos", 'f', {cfg.max_positions, H});
   final_g_ = copy_t<float>(t, "final_ln.g", 'f', {H});
   if (!llama) final_b_ = copy_t<float>(t, "final_ln.b", 'f', {H});
@@ -201,6 +201,8 @@ DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::strin
   }
   load_linear(&head_, "lm_head", t);
   if (head_.n != cfg.vocab || head_.k != H) throw std::invalid_argument("lm_head shape does not match the config");
+  if (cfg.embed_from_head && head_.kind != DecLinear::KBIT)
+    throw std::invalid_argument("embed_from_head needs a k-bit lm_head (tied embeddings stored once)");
 }
 
 size_t DecoderEngine::weight_bytes() const {
@@ -612,7 +614,8 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
     int64_t lo, hi;
     split(M, 1, nt, tid, &lo, &hi);
     for (int64_t r = lo; r < hi; ++r) {
-      std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);  // (a row of the embedding table)
+      if (cfg_.embed_from_head) dk_->kbit_dequant(head_.kw, ids[r], ids[r] + 1, x + r * H);  // tied, stored once
+      else std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);
       if (!llama) {
         const float* pe = pos_emb_.data() + std::min(row_pos_[r], cfg_.max_positions - 1) * H;
         for (int64_t j = 0; j < H; ++j) x[r * H + j] += pe[j];

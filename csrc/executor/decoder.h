@@ -20,6 +20,7 @@ struct DecoderConfig {
           max_positions = 0;
   float norm_eps = 1e-5f, rope_theta = 10000.0f;
   int act = 0;  // 0 silu (SwiGLU), 1 gelu tanh, 2 gelu erf
+  bool embed_from_head = false;  // tied embeddings: rows are dequantized from the (k-bit) lm_head on lookup
 };
 
 // A decoder Linear in one of the runtime's formats (the stored suffixes are listed in decoder.cpp).

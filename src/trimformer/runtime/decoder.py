@@ -91,7 +91,8 @@ class DecoderEngine:
         self.extra = dict(extra or {})
         self._lock = threading.Lock()
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        self._native = _core.DecoderEngine(spec.native_config(), native, isa or "", threads or default_threads())
+        config = {**spec.native_config(), "embed_from_head": "emb.tok" not in self.tensors}
+        self._native = _core.DecoderEngine(config, native, isa or "", threads or default_threads())
         self._tokenizer = None
 
     # ------------------------------------------------------------------ properties
@@ -479,6 +480,10 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
         for sfx, arr in st.items():
             tensors[name + sfx] = arr
     tensors.update(dense)  # embeddings, norms, biases
+    if weights == "gguf" and spec.tied_embeddings and ".kcodes" in stored_lin.get("lm_head", {}):
+        # the GGUF stores the tied embedding once (Q8_0 here); so do we: lookups dequantize lm_head rows, exactly
+        del tensors["emb.tok"]
+        extra["embed_from_head"] = True
     if tokenizer_json is None and path is not None:
         tokenizer_json = _find_tokenizer(path)
     return DecoderEngine(spec, tensors, formats, threads=threads, isa=isa, tokenizer_json=tokenizer_json, extra=extra)
