@@ -474,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verbose", "-v", action="store_true", help="also print the per-Linear format table")
     i.set_defaults(func=cmd_info)
+    from .llm_compress import register as register_llm_compress  # quantize-llm, prune-llm (issue 5)
+    register_llm_compress(sub)
     return p
 
 

@@ -224,7 +224,7 @@ def _finish(loaded, record: CompressionRecord, out, overwrite: bool, t0: float, 
 def quantize_llm(
     model_or_path: Any,
     method: str = "gptq",
-    format: str = "int4-g128",
+    format: str | None = None,
     group_size: int | None = None,
     out: str | os.PathLike | None = None,
     *,
@@ -245,11 +245,13 @@ def quantize_llm(
     method: "rtn" (round-to-nearest, no calibration), "gptq" (layer-wise OBS, calibrated), "smoothquant"
     (migration strength ``alpha``, then W8A8: INT8 per-channel weights, per-token INT8 activations),
     "llm-int8" (input features whose calibration |x| exceeds ``threshold`` stay float; the rest INT8 per-channel
-    weights with per-token INT8 activations). format: see ``parse_format``; ``group_size`` overrides the
-    format's group. Writes the checkpoint directory to ``out`` when given.
+    weights with per-token INT8 activations). format: see ``parse_format`` (default int4-g128; w8a8 for smoothquant
+    and llm-int8); ``group_size`` overrides the format's group. Writes the checkpoint directory to ``out`` when given.
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
+    if format is None:
+        format = "w8a8" if method in ("smoothquant", "llm-int8") else "int4-g128"
     spec = parse_format(format)
     if group_size is not None:
         spec = WeightSpec(spec.type_name, None if group_size in (0, -1) else int(group_size), spec.w8a8)

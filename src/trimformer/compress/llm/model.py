@@ -43,7 +43,7 @@ def load_llm(model_or_path: Any, tokenizer: Any | None = None) -> LoadedLLM:
         if not hasattr(model, "config"):
             raise ValueError("expected a transformers causal LM (with .config and decoder layers)")
         decoder_layers(model)
-        return LoadedLLM(model.float().eval(), tokenizer, getattr(model.config, "_name_or_path", "") or "in-memory")
+        return LoadedLLM(_plain_float32(model).eval(), tokenizer, getattr(model.config, "_name_or_path", "") or "in-memory")
     if not isinstance(model_or_path, (str, os.PathLike)):
         raise TypeError(f"model must be a torch model or a path, got {type(model_or_path).__name__}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,13 +62,28 @@ def load_llm(model_or_path: Any, tokenizer: Any | None = None) -> LoadedLLM:
         kw, root = {}, path
     else:
         raise FileNotFoundError(f"{src}: not a .gguf file or a directory with config.json (or 'smollm2')")
-    model = AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32, **kw).eval()
+    model = _plain_float32(AutoModelForCausalLM.from_pretrained(root, dtype=torch.float32, **kw).eval())
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(root, **kw)
         except Exception:  # a checkpoint without tokenizer files: calibration must then be given explicitly
             tokenizer = None
     return LoadedLLM(model, tokenizer, str(path.resolve()))
+
+
+def _plain_float32(model: Any) -> Any:
+    """Drop transformers' GGUF "quantizer" marker (the weights are already dequantized to float32 tensors) so
+    the model saves as a plain float32 checkpoint, and cast any other float parameters to float32."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        if type(quantizer).__name__ != "GgufHfQuantizer":
+            raise ValueError(f"cannot compress a model quantized by {type(quantizer).__name__}; load it in float")
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = model.float()
+    return model
 
 
 def decoder_layers(model: Any) -> tuple[str, torch.nn.ModuleList]:
