@@ -49,7 +49,7 @@ def test_quantize_and_prune_cli(tiny_dir, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["quantize-llm", "--method", "rtn", "--format", "int5"], "unknown weight format"),
     (["quantize-llm", "--method", "gptq", "--format", "int4-g32"], "tokenizer"),
-    (["quantize-llm", "--method", "rtn", "--format", "int4-g128"], "multiple of group size"),
+    (["quantize-llm", "--method", "rtn", "--format", "int4-g128", "--strict-groups"], "multiple of group size"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--quantize", "int4-asym-g32"], "exact zero"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "abc"], "sparsity"),
     (["quantize-llm", "--method", "rtn", "--samples", "0"], "--samples"),

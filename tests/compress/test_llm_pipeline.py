@@ -15,6 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from trimformer.compress.llm import (  # noqa: E402
     COMPRESSION_FILE,
+    layer_group_size,
     load_compressed_llm,
     parse_format,
     prune_llm,
@@ -170,6 +171,23 @@ def test_smoothquant_w8a8_and_llm_int8(calib, tokens, tmp_path):
     torch.testing.assert_close(get_linear_weight(dict(model.named_modules())[name])[:, cols], orig[:, cols])
 
 
+def test_group_size_fallback_is_coarser(tmp_path):
+    assert layer_group_size(576, 128) == 192 and layer_group_size(1536, 128) == 128
+    assert layer_group_size(576, 64) == 64 and layer_group_size(96, 64) is None and layer_group_size(100, 32) is None
+    assert layer_group_size(128, 128) is None and layer_group_size(576, None) is None
+    # hidden 288 (= 9 x 32, like SmolLM2's 576) is not a multiple of 64: those Linears get 96; down_proj (128) 64
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=288, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    quantize_llm(LlamaForCausalLM(cfg), method="rtn", format="int4-g64", out=tmp_path / "q", progress=False)
+    meta = read_compression(tmp_path / "q")
+    for name, rec in meta["linears"].items():
+        assert rec["group_size"] == (64 if name.endswith("down_proj") else 96), name
+    assert meta["parameters"]["group_sizes"] == {"96": 6, "64": 1}
+    q = load_file(str(tmp_path / "q" / "quantized.safetensors"))
+    assert q["model.layers.0.self_attn.q_proj.scales"].shape == (288, 3)
+
+
 def test_bad_arguments(calib, tmp_path):
     m = tiny_llama()
     with pytest.raises(ValueError, match="unknown quantization method"):
@@ -177,7 +195,7 @@ def test_bad_arguments(calib, tmp_path):
     with pytest.raises(ValueError, match="unknown weight format"):
         quantize_llm(m, method="rtn", format="int5-g32")
     with pytest.raises(ValueError, match="multiple of group size"):
-        quantize_llm(m, method="rtn", format="int4-g128")
+        quantize_llm(m, method="rtn", format="int4-g128", strict_groups=True)
     with pytest.raises(ValueError, match="w8a8"):
         quantize_llm(m, method="smoothquant", format="int4-g32")
     with pytest.raises(ValueError, match="tokenizer"):

@@ -31,6 +31,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"tokens per calibration sample (default {DEFAULT_SEQLEN})")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--percdamp", type=float, default=0.01, help="GPTQ/SparseGPT Hessian damping (x mean diag)")
+    p.add_argument("--strict-groups", action="store_true",
+                   help="fail when the group size does not divide a Linear's inputs (default: use the next "
+                        "coarser divisor that is a multiple of 32, recorded per Linear)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -65,7 +68,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     return {"tokenizer": tokenizer, "n_samples": args.samples, "seqlen": args.seqlen, "seed": args.seed,
-            "percdamp": args.percdamp, "overwrite": args.force, "progress": not args.quiet}
+            "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force, "progress": not args.quiet}
 
 
 def _report(args: argparse.Namespace, res: Any) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "CompressionResult",
     "QUANT_METHODS",
     "PRUNE_METHODS",
+    "layer_group_size",
     "parse_format",
     "parse_sparsity",
     "prune_llm",
@@ -137,19 +138,46 @@ def _calibration(loaded, calibration, n_samples: int, seqlen: int, seed: int):
                      "n_samples": n_samples, "seqlen": seqlen, "seed": seed}
 
 
-def _rtn_record(w: torch.Tensor, spec: WeightSpec) -> tuple[torch.Tensor, LinearRecord]:
-    codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, spec.group_size)
+def layer_group_size(in_features: int, group_size: int | None) -> int | None:
+    """The group size used for a Linear with ``in_features`` inputs when the nominal one does not divide it:
+    the smallest multiple of 32 that is >= the nominal size and divides ``in_features`` (a coarser group,
+    never a finer one: fewer scales, so quality claims stay conservative), else per channel (None).
+    SmolLM2's 576-input Linears get 192 for a nominal 128; 64 and 32 divide 576."""
+    if group_size is None or in_features % group_size == 0:
+        return None if group_size == in_features else group_size
+    for g in range(-(-group_size // 32) * 32, in_features, 32):
+        if in_features % g == 0:
+            return g
+    return None
+
+
+def _rtn_record(w: torch.Tensor, spec: WeightSpec, group: int | None) -> tuple[torch.Tensor, LinearRecord]:
+    codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, group)
     deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name))
-    return deq, LinearRecord(spec.type_name, spec.group_size, None, None, codes, scales, offsets)
+    return deq, LinearRecord(spec.type_name, group, None, None, codes, scales, offsets)
 
 
-def _check_groups(model: Any, spec: WeightSpec | None) -> None:
-    if spec is None or spec.group_size is None:
-        return
+def _group_plan(model: Any, spec: WeightSpec | None, strict: bool) -> dict[str, int | None]:
+    """Qualified Linear name -> group size actually used (see ``layer_group_size``)."""
+    plan: dict[str, int | None] = {}
     for name, mod in iter_layer_linears(model):
-        if in_features(mod) % spec.group_size:
-            raise ValueError(f"{name}: in_features {in_features(mod)} is not a multiple of group size "
-                             f"{spec.group_size}")
+        k = in_features(mod)
+        if spec is None or spec.group_size is None:
+            plan[name] = None
+            continue
+        if k % spec.group_size and strict:
+            raise ValueError(f"{name}: in_features {k} is not a multiple of group size {spec.group_size} "
+                             "(drop strict_groups / --strict-groups to use the next coarser divisor)")
+        plan[name] = layer_group_size(k, spec.group_size)
+    return plan
+
+
+def _group_summary(plan: dict[str, int | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for g in plan.values():
+        key = "per-channel" if g is None else str(g)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _smooth_pairs(layer: torch.nn.Module) -> list[tuple[str, str, list[str]]]:
@@ -237,6 +265,7 @@ def quantize_llm(
     percdamp: float = 0.01,
     alpha: float = 0.5,
     threshold: float = 6.0,
+    strict_groups: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -246,7 +275,8 @@ def quantize_llm(
     (migration strength ``alpha``, then W8A8: INT8 per-channel weights, per-token INT8 activations),
     "llm-int8" (input features whose calibration |x| exceeds ``threshold`` stay float; the rest INT8 per-channel
     weights with per-token INT8 activations). format: see ``parse_format`` (default int4-g128; w8a8 for smoothquant
-    and llm-int8); ``group_size`` overrides the format's group. Writes the checkpoint directory to ``out`` when given.
+    and llm-int8); ``group_size`` overrides the format's group. A group size that does not divide a Linear's
+    inputs becomes the next coarser divisor (``layer_group_size``; recorded per Linear) unless ``strict_groups``. Writes the checkpoint directory to ``out`` when given.
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
@@ -267,17 +297,17 @@ def quantize_llm(
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
-    _check_groups(model, spec)
+    plan = _group_plan(model, spec, strict_groups)
     linears: dict[str, LinearRecord] = {}
     outliers: dict[str, list[int]] = {}
     calib_info = None
-    extra: dict[str, Any] = {"format": spec.label}
+    extra: dict[str, Any] = {"format": spec.label, "group_sizes": _group_summary(plan)}
     hooks: list = []
 
     if method == "rtn":
         with torch.no_grad():
             for name, mod in iter_layer_linears(model):
-                deq, rec = _rtn_record(get_linear_weight(mod), spec)
+                deq, rec = _rtn_record(get_linear_weight(mod), spec, plan[name])
                 set_linear_weight(mod, deq)
                 linears[name] = rec
         if spec.w8a8:
@@ -296,19 +326,19 @@ def quantize_llm(
                 w = get_linear_weight(mod)
                 if method == "gptq":
                     deq, codes, scales, offsets = gptq_quantize(w, coll[rel].hessian, spec.type_name,
-                                                                spec.group_size, percdamp=percdamp,
+                                                                plan[full], percdamp=percdamp,
                                                                 act_order=act_order)
-                    rec = LinearRecord(spec.type_name, spec.group_size, None, None, codes, scales, offsets)
+                    rec = LinearRecord(spec.type_name, plan[full], None, None, codes, scales, offsets)
                 elif method == "llm-int8":
                     cols = torch.nonzero(coll[rel].value > threshold).flatten().tolist()
                     w_rest = w.clone()
                     w_rest[:, cols] = 0.0
-                    deq, rec = _rtn_record(w_rest, spec)
+                    deq, rec = _rtn_record(w_rest, spec, plan[full])
                     deq[:, cols] = w[:, cols]  # outlier input features stay float
                     if cols:
                         outliers[full] = [int(c) for c in cols]
                 else:  # smoothquant: per-channel RTN of the smoothed weights
-                    deq, rec = _rtn_record(w, spec)
+                    deq, rec = _rtn_record(w, spec, plan[full])
                 set_linear_weight(mod, deq)
                 linears[full] = rec
                 names.append(full)
@@ -345,6 +375,7 @@ def prune_llm(
     seqlen: int = DEFAULT_SEQLEN,
     seed: int = 0,
     percdamp: float = 0.01,
+    strict_groups: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -363,7 +394,7 @@ def prune_llm(
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
-    _check_groups(model, spec)
+    plan = _group_plan(model, spec, strict_groups)
     if pat in ("2:4", "4:8"):
         m = int(pat.split(":")[1])
         for name, mod in iter_layer_linears(model):
@@ -377,13 +408,13 @@ def prune_llm(
         rec = LinearRecord(None, None, float(1.0 - keep.float().mean()), pat)
         if spec is not None:
             if quant is None:  # magnitude + RTN: zeros map to the exact zero level
-                codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, spec.group_size)
+                codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, plan[full])
             else:
                 codes, scales, offsets = quant.codes, quant.scales, quant.offsets
             w = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name))
             if not torch.all(w[~keep] == 0):
                 raise AssertionError(f"{full}: quantization broke the sparsity mask")
-            rec.format, rec.group_size = spec.type_name, spec.group_size
+            rec.format, rec.group_size = spec.type_name, plan[full]
             rec.codes, rec.scales, rec.offsets = codes, scales, offsets
         set_linear_weight(mod, w)
         linears[full] = rec
@@ -401,10 +432,11 @@ def prune_llm(
 
         def process(idx: int, prefix: str, layer: torch.nn.Module, coll: dict[str, Any]) -> None:
             for rel, mod in layer_linears(layer).items():
-                quant = KbitQuantizer(spec.type_name, spec.group_size) if spec is not None else None
+                full = f"{prefix}.{rel}"
+                quant = KbitQuantizer(spec.type_name, plan[full]) if spec is not None else None
                 w, keep = sparsegpt_prune(get_linear_weight(mod), coll[rel].hessian, frac, pat,
                                           percdamp=percdamp, quantizer=quant)
-                finish_linear(f"{prefix}.{rel}", mod, w, keep, quant)
+                finish_linear(full, mod, w, keep, quant)
 
         def collect(name: str, mod: torch.nn.Module):
             return HessianAccumulator(in_features(mod))
@@ -413,6 +445,8 @@ def prune_llm(
         layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {label}")
     extra: dict[str, Any] = {"sparsity": frac, "pattern": pat, "quantize": spec.label if spec else None,
                              "achieved_sparsity": achieved_total[0] / max(achieved_total[1], 1)}
+    if spec is not None:
+        extra["group_sizes"] = _group_summary(plan)
     if method == "sparsegpt":
         extra["percdamp"] = percdamp
     record = CompressionRecord(method, loaded.source, calib_info, linears, extra=extra)
