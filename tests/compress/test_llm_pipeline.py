@@ -222,3 +222,27 @@ def test_bad_arguments(calib, tmp_path):
     (bad / COMPRESSION_FILE).write_text(json.dumps({"version": 99, "method": "rtn", "linears": {}}))
     with pytest.raises(ValueError, match="version"):
         read_compression(bad)
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_batched_layerwise_equals_one_by_one(factory, calib):
+    """Batching the calibration samples changes nothing: same Hessians, same compressed weights."""
+    from trimformer.compress.llm.model import layerwise
+    from trimformer.compress.obs import HessianAccumulator
+
+    hessians = {}
+    for batch in (1, 3):
+        found = hessians.setdefault(batch, {})
+
+        def process(idx, prefix, layer, coll, found=found):
+            for rel, c in coll.items():
+                found[f"{prefix}.{rel}"] = c.hessian.clone()
+            for mod in layer_linears(layer).values():  # perturb so the next layer's inputs depend on it
+                mod.weight.data.mul_(0.9)
+
+        layerwise(factory(), calib, process, lambda n, m: HessianAccumulator(
+            m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.weight.shape[1]), progress=False,
+            batch_size=batch)
+    assert hessians[1].keys() == hessians[3].keys() == dict(iter_layer_linears(factory())).keys()
+    for name in hessians[1]:
+        torch.testing.assert_close(hessians[1][name], hessians[3][name], rtol=1e-4, atol=1e-5)

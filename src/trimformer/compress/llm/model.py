@@ -179,6 +179,37 @@ def capture_layer0_inputs(model: Any, samples: list[np.ndarray]) -> list[tuple[t
 LayerFn = Callable[[int, str, torch.nn.Module, dict[str, Any]], None]
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of captured layer arguments (tensors by value)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and bool(torch.equal(a, b)))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or a == b
+
+
+def _batch_inputs(captured: list[tuple[tuple, dict]], batch_size: int) -> tuple[list[torch.Tensor], list]:
+    """Stack consecutive samples whose other layer arguments are identical (same length, no padding: same
+    positions, rotary tables and mask) into batches of up to ``batch_size``; batch-1 arguments broadcast."""
+    hidden: list[torch.Tensor] = []
+    rest: list[tuple[tuple, dict]] = []
+    group: list[torch.Tensor] = []
+    for args, kwargs in captured:
+        r = (args[1:], kwargs)
+        if group and (len(group) >= batch_size or group[0].shape != args[0].shape or not _same(rest[-1], r)):
+            hidden.append(torch.cat(group))
+            group = []
+        if not group:
+            rest.append(r)
+        group.append(args[0])
+    if group:
+        hidden.append(torch.cat(group))
+    return hidden, rest
+
+
 @torch.no_grad()
 def layerwise(
     model: Any,
@@ -187,20 +218,20 @@ def layerwise(
     collect: Callable[[str, torch.nn.Module], Any],
     progress: bool = True,
     desc: str = "layers",
+    batch_size: int = 8,
 ) -> None:
     """Sequential layer-by-layer calibration with memory ~ one layer's activations for all samples.
 
     For each decoder layer: run the (current) inputs through it with forward-pre-hooks feeding every Linear's
     input to a collector from ``collect(name, module)`` (Linears reading the same tensor share one collector),
     call ``process(index, prefix, layer, {name: collector})`` which compresses the layer in place, then
-    recompute the layer outputs with the compressed weights as the next layer's inputs.
+    recompute the layer outputs with the compressed weights as the next layer's inputs. Samples of equal
+    length run ``batch_size`` at a time (several times faster on CPU than one by one).
     """
     from tqdm.auto import tqdm
 
     prefix, layers = decoder_layers(model)
-    captured = capture_layer0_inputs(model, samples)
-    hidden = [args[0] for args, _ in captured]
-    rest = [(args[1:], kwargs) for args, kwargs in captured]
+    hidden, rest = _batch_inputs(capture_layer0_inputs(model, samples), max(1, int(batch_size)))
     for idx in tqdm(range(len(layers)), desc=desc, disable=not progress, unit="layer"):
         layer = layers[idx]
         linears = layer_linears(layer)
