@@ -246,3 +246,14 @@ def test_batched_layerwise_equals_one_by_one(factory, calib):
     assert hessians[1].keys() == hessians[3].keys() == dict(iter_layer_linears(factory())).keys()
     for name in hessians[1]:
         torch.testing.assert_close(hessians[1][name], hessians[3][name], rtol=1e-4, atol=1e-5)
+
+
+def test_torch_perplexity_batched_equals_one_by_one(tokens):
+    model = tiny_llama()
+    one = torch_perplexity(model, tokens, 32, batch_size=1)
+    assert torch_perplexity(model, tokens, 32, batch_size=2) == pytest.approx(one, rel=1e-5)
+    assert torch_perplexity(model, tokens[:90], 32, batch_size=3) > 1.0  # trailing partial window scored
+    with torch.no_grad():  # the definition: exp of the mean next-token NLL per window
+        logits = model(input_ids=torch.from_numpy(tokens[None, :32])).logits[0, :-1]
+        nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(tokens[1:32]))
+    assert torch_perplexity(model, tokens[:32], 32) == pytest.approx(float(torch.exp(nll)), rel=1e-5)
