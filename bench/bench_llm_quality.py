@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/llm_quality", help="writes <out>.json and <out>.md")
     ap.add_argument("--out-dir", default="artifacts/llm", help="checkpoint directories <out-dir>/<name>")
+    ap.add_argument("--merge", action="append", default=[], metavar="JSON",
+                    help="add the results of another run's JSON (same model/slice) before running (repeatable)")
+    ap.add_argument("--no-run", action="store_true", help="only merge and rewrite <out>.json / <out>.md")
     ap.add_argument("--tiny", action="store_true", help="random 2-layer Llama, random tokens (smoke test)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -191,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         "host": platform.node(), "torch": torch.__version__, "threads": args.threads,
         "results": previous.get("results", {}) if same_setup else {},
     }
+    for extra_json in args.merge:
+        other = json.loads(Path(extra_json).read_text())
+        if other.get("model") != model_desc or other.get("tokens") != int(tokens.size):
+            raise SystemExit(f"{extra_json}: different model or slice, not merged")
+        for name, r in other.get("results", {}).items():
+            data["results"].setdefault(name, r)
     failures = 0
-    for name in names:
+    for name in names if not args.no_run else []:
         if args.skip_done and name in data["results"]:
             continue
         api, kwargs, target = METHODS[name]
