@@ -45,6 +45,10 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                                       "n_samples": 8}, "<=1.02"),
     "llm-int8": ("quantize", {"method": "llm-int8", "format": "int8", "threshold": 6.0, "n_samples": 8}, None),
     "int4-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-g128"}, "<=1.06,<int4-g128-rtn"),
+    "int4-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True},
+                           "<=1.06,<int4-g128-rtn"),
+    "int4-asym-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-asym-g128", "act_order": True},
+                                "<=1.06,<int4-asym-g128-rtn"),
     "int4-asym-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-asym-g128"},
                             "<=1.06,<int4-asym-g128-rtn"),
     "sparsegpt-50": ("prune", {"method": "sparsegpt", "sparsity": 0.5}, "<=1.5,<=0.1*magnitude-50"),
@@ -102,6 +106,8 @@ def _markdown(data: dict[str, Any]) -> str:
         r = res[name]
         met = {True: "yes", False: "**no**", None: ""}[_check(r["target"], r["ratio"], res)]
         what = r["kwargs"].get("format") or str(r["kwargs"].get("sparsity"))
+        if r["kwargs"].get("act_order"):
+            what += " act-order"
         if r["kwargs"].get("quantize"):
             what += " + " + r["kwargs"]["quantize"]
         calib = r["calibration_samples"] if r["kwargs"]["method"] not in ("rtn", "magnitude") else "-"
