@@ -485,8 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     from .llm_cmds import register as register_llm
+    from .llm_compress import register as register_llm_compress  # quantize-llm, prune-llm
 
     register_llm(sub, common, runtime)
+    register_llm_compress(sub)
     return p
 
 
