@@ -171,21 +171,23 @@ def test_smoothquant_w8a8_and_llm_int8(calib, tokens, tmp_path):
     torch.testing.assert_close(get_linear_weight(dict(model.named_modules())[name])[:, cols], orig[:, cols])
 
 
-def test_group_size_fallback_is_coarser(tmp_path):
-    assert layer_group_size(576, 128) == 192 and layer_group_size(1536, 128) == 128
-    assert layer_group_size(576, 64) == 64 and layer_group_size(96, 64) is None and layer_group_size(100, 32) is None
+def test_group_size_ragged_last_group(tmp_path):
+    # the nominal group with a shorter last one (576 = 4 x 128 + 64); per channel when it spans every input
+    assert layer_group_size(576, 128) == 128 and layer_group_size(1536, 128) == 128
+    assert layer_group_size(576, 64) == 64 and layer_group_size(96, 64) == 64 and layer_group_size(100, 32) == 32
     assert layer_group_size(128, 128) is None and layer_group_size(576, None) is None
-    # hidden 288 (= 9 x 32, like SmolLM2's 576) is not a multiple of 64: those Linears get 96; down_proj (128) 64
+    # hidden 288 (= 9 x 32, like SmolLM2's 576) is not a multiple of 64: 4 groups of 64 and one of 32
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=288, intermediate_size=128, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     quantize_llm(LlamaForCausalLM(cfg), method="rtn", format="int4-g64", out=tmp_path / "q", progress=False)
     meta = read_compression(tmp_path / "q")
     for name, rec in meta["linears"].items():
-        assert rec["group_size"] == (64 if name.endswith("down_proj") else 96), name
-    assert meta["parameters"]["group_sizes"] == {"96": 6, "64": 1}
+        assert rec["group_size"] == 64, name
+    assert meta["parameters"]["group_sizes"] == {"64": 7}
     q = load_file(str(tmp_path / "q" / "quantized.safetensors"))
-    assert q["model.layers.0.self_attn.q_proj.scales"].shape == (288, 3)
+    assert q["model.layers.0.self_attn.q_proj.scales"].shape == (288, 5)
+    load_compressed_llm(tmp_path / "q")  # dense weights equal the dequantized (ragged) codes
 
 
 def test_bad_arguments(calib, tmp_path):

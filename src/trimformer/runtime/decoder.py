@@ -330,7 +330,8 @@ def _hf_linear_parts(spec: DecoderSpec, canon: str) -> list[str]:
     return [prefix + p for p in _FUSED[kind]]
 
 
-def _compressed_linears(path: Path, spec: DecoderSpec) -> tuple[dict, dict[str, Any]]:
+def _compressed_linears(path: Path, spec: DecoderSpec, dense: Mapping[str, np.ndarray]
+                        ) -> tuple[dict, dict[str, Any], dict[str, str]]:
     """Stored tensors from a compressed-LLM checkpoint: {canonical Linear name: {suffix: array}} and its metadata."""
     from ..formats.safetensors_io import SafetensorsError, SafetensorsFile
 
@@ -345,6 +346,7 @@ def _compressed_linears(path: Path, spec: DecoderSpec) -> tuple[dict, dict[str, 
     if spec.arch != "llama":
         raise ValueError("compressed checkpoints are supported for Llama-family models")
     stored: dict[str, dict[str, np.ndarray]] = {}
+    labels: dict[str, str] = {}
     for canon in spec.linear_names():
         parts = _hf_linear_parts(spec, canon)
         infos = [linears.get(p) for p in parts]
@@ -356,10 +358,26 @@ def _compressed_linears(path: Path, spec: DecoderSpec) -> tuple[dict, dict[str, 
         if len(fmts) != 1:
             raise ValueError(f"{path}: {canon}'s projections use different formats {sorted(fmts)}")
         fmt, group = fmts.pop()
-        if fmt in ("w8a8", "int8-w8a8", "llm-int8"):
-            continue  # re-encoded from the dense (smoothed) weights in the checkpoint: per-channel INT8
+        w8a8 = meta.get("activations") == "w8a8-per-token"
+        if w8a8 and (fmt != "int8" or group):
+            raise ValueError(f"{path}: W8A8 checkpoints need INT8 per-channel weights, {canon} is {fmt} g{group}")
         if qf is None:
             raise ValueError(f"{path}: {canon} is {fmt} but quantized.safetensors is missing")
+        if w8a8:
+            # INT8 per-channel codes run by the W8A8 GEMM (u8 activations per token); LLM.int8() outlier input
+            # features (the checkpoint keeps their float weights in model.safetensors) run in float32
+            q = np.concatenate([(qf.get(p + ".codes").astype(np.int16) - 128).astype(np.int8) for p in parts])
+            ws = np.concatenate([qf.get(p + ".scales").reshape(-1) for p in parts]).astype(np.float32)
+            cols = sorted({int(c) for p in parts for c in (meta.get("outliers") or {}).get(p, [])})
+            st: dict[str, np.ndarray] = {".qweight": q, ".wscale": ws}
+            if cols:
+                idx = np.asarray(cols, np.int32)
+                st[".outlier_idx"] = idx
+                st[".outlier_weight"] = np.ascontiguousarray(dense[canon + ".weight"][:, idx])
+                q[:, idx] = 0
+            stored[canon] = st
+            labels[canon] = "llm-int8" if cols else "w8a8"
+            continue
         blocks = []
         for p in parts:
             codes = qf.get(p + ".codes")
@@ -368,10 +386,11 @@ def _compressed_linears(path: Path, spec: DecoderSpec) -> tuple[dict, dict[str, 
             g = int(group) if group else codes.shape[1]
             blocks.append(pack_kbit(codes, scales, offsets, fmt, g))
         stored[canon] = _fuse_rows(blocks, canon)
-    return stored, meta
+        labels[canon] = f"{fmt}-g{group}" if group else fmt
+    return stored, meta, labels
 
 
-def _gguf_exact(path: Path, spec: DecoderSpec) -> dict[str, dict[str, np.ndarray]]:
+def _gguf_exact(path: Path, spec: DecoderSpec) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """Q4_0 / Q4_1 / Q8_0 GGUF tensors as k-bit codes (group 32) without re-quantization."""
     from ..models.decoder import _unpermute, open_gguf
 
@@ -379,7 +398,7 @@ def _gguf_exact(path: Path, spec: DecoderSpec) -> dict[str, dict[str, np.ndarray
     by = {t.name: t for t in reader.tensors}
     names = {"qkv": ("attn_q", "attn_k", "attn_v"), "o": ("attn_output",), "gate_up": ("ffn_gate", "ffn_up"),
              "down": ("ffn_down",)}
-    out = {}
+    out, labels = {}, {}
     for canon in spec.linear_names():
         if canon == "lm_head":
             src = ["output.weight" if "output.weight" in by else "token_embd.weight"]
@@ -399,9 +418,10 @@ def _gguf_exact(path: Path, spec: DecoderSpec) -> dict[str, dict[str, np.ndarray
                 codes, scales = _unpermute(codes, heads), _unpermute(scales, heads)
                 offsets = None if offsets is None else _unpermute(offsets, heads)
             blocks.append(pack_kbit(codes, scales, offsets, type_name, 32))
+            labels[canon] = f"gguf:{t.tensor_type.name}"
         if blocks:
             out[canon] = _fuse_rows(blocks, canon)
-    return out
+    return out, labels
 
 
 def _gguf_block_codes(t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str] | None:
@@ -446,16 +466,15 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     spec, dense = load_decoder(model)
     path = Path(model) if isinstance(model, (str, Path)) else None
     stored_lin: dict[str, dict[str, np.ndarray]] = {}
+    labels: dict[str, str] = {}
     extra: dict[str, Any] = {"weights": weights}
     if weights == "gguf":
         if path is None or path.suffix != ".gguf":
             raise ValueError("weights='gguf' needs a .gguf file")
-        stored_lin = _gguf_exact(path, spec)
+        stored_lin, labels = _gguf_exact(path, spec)
     elif path is not None and path.is_dir() and (path / "trimformer_compression.json").exists():
-        stored_lin, meta = _compressed_linears(path, spec)
-        extra["compression"] = {k: v for k, v in meta.items() if k != "linears"}
-        if outliers is None and meta.get("outliers"):
-            outliers = _canonical_outliers(spec, meta["outliers"])
+        stored_lin, meta, labels = _compressed_linears(path, spec, dense)
+        extra["compression"] = {k: v for k, v in meta.items() if k not in ("linears", "outliers")}
     fmt = _format_name("int8" if weights == "gguf" else weights)
     if weights not in DECODER_WEIGHTS and weights != "int8-wo" and parse_kbit_format(weights) is None:
         raise ValueError(f"unknown decoder weights {weights!r}; use one of {DECODER_WEIGHTS}, 'int8-wo' or a k-bit "
@@ -467,7 +486,7 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
         w = dense.pop(name + ".weight")
         if name in stored_lin:
             st = stored_lin[name]
-            formats[name] = "kbit-exact"
+            formats[name] = labels[name]
         else:
             f = fmt
             if name == "lm_head":
@@ -487,15 +506,6 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     if tokenizer_json is None and path is not None:
         tokenizer_json = _find_tokenizer(path)
     return DecoderEngine(spec, tensors, formats, threads=threads, isa=isa, tokenizer_json=tokenizer_json, extra=extra)
-
-
-def _canonical_outliers(spec: DecoderSpec, outliers: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
-    out: dict[str, set[int]] = {}
-    for canon in spec.linear_names():
-        for p in _hf_linear_parts(spec, canon):
-            if p in outliers:
-                out.setdefault(canon, set()).update(int(i) for i in outliers[p])
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def _find_tokenizer(path: Path) -> str | None:

@@ -139,21 +139,17 @@ def _calibration(loaded, calibration, n_samples: int, seqlen: int, seed: int):
 
 
 def layer_group_size(in_features: int, group_size: int | None) -> int | None:
-    """The group size used for a Linear with ``in_features`` inputs when the nominal one does not divide it:
-    the smallest multiple of 32 that is >= the nominal size and divides ``in_features`` (a coarser group,
-    never a finer one: fewer scales, so quality claims stay conservative), else per channel (None).
-    SmolLM2's 576-input Linears get 192 for a nominal 128; 64 and 32 divide 576."""
-    if group_size is None or in_features % group_size == 0:
-        return None if group_size == in_features else group_size
-    for g in range(-(-group_size // 32) * 32, in_features, 32):
-        if in_features % g == 0:
-            return g
-    return None
+    """The group size used for a Linear with ``in_features`` inputs: the nominal one, with a shorter last group
+    when it does not divide ``in_features`` (SmolLM2's 576 inputs at 128: 4 groups of 128 and one of 64, as the
+    GPTQ reference and the runtime's k-bit kernels do); None (per channel) when the group covers every input."""
+    if group_size is None or group_size >= in_features:
+        return None
+    return group_size
 
 
 def _rtn_record(w: torch.Tensor, spec: WeightSpec, group: int | None) -> tuple[torch.Tensor, LinearRecord]:
     codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, group)
-    deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name))
+    deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name, group))
     return deq, LinearRecord(spec.type_name, group, None, None, codes, scales, offsets)
 
 
@@ -167,7 +163,7 @@ def _group_plan(model: Any, spec: WeightSpec | None, strict: bool) -> dict[str, 
             continue
         if k % spec.group_size and strict:
             raise ValueError(f"{name}: in_features {k} is not a multiple of group size {spec.group_size} "
-                             "(drop strict_groups / --strict-groups to use the next coarser divisor)")
+                             "(drop strict_groups / --strict-groups to allow a shorter last group)")
         plan[name] = layer_group_size(k, spec.group_size)
     return plan
 
@@ -276,7 +272,7 @@ def quantize_llm(
     "llm-int8" (input features whose calibration |x| exceeds ``threshold`` stay float; the rest INT8 per-channel
     weights with per-token INT8 activations). format: see ``parse_format`` (default int4-g128; w8a8 for smoothquant
     and llm-int8); ``group_size`` overrides the format's group. A group size that does not divide a Linear's
-    inputs becomes the next coarser divisor (``layer_group_size``; recorded per Linear) unless ``strict_groups``. Writes the checkpoint directory to ``out`` when given.
+    inputs gets a shorter last group (``layer_group_size``; recorded per Linear) unless ``strict_groups`` refuses. Writes the checkpoint directory to ``out`` when given.
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
@@ -411,7 +407,7 @@ def prune_llm(
                 codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, plan[full])
             else:
                 codes, scales, offsets = quant.codes, quant.scales, quant.offsets
-            w = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name))
+            w = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name, plan[full]))
             if not torch.all(w[~keep] == 0):
                 raise AssertionError(f"{full}: quantization broke the sparsity mask")
             rec.format, rec.group_size = spec.type_name, plan[full]

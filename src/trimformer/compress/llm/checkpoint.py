@@ -181,7 +181,8 @@ def load_compressed_llm(path: str | os.PathLike, verify: bool = True) -> tuple[A
         for name, rec in meta["linears"].items():
             if rec.get("format") is None or f"{name}.codes" not in q:
                 continue
-            deq = kbit.dequantize(q[f"{name}.codes"], q[f"{name}.scales"], q[f"{name}.offsets"], rec["format"])
+            deq = kbit.dequantize(q[f"{name}.codes"], q[f"{name}.scales"], q[f"{name}.offsets"], rec["format"],
+                                  rec.get("group_size"))
             w = get_linear_weight(modules[name]).numpy()
             cols = meta.get("outliers", {}).get(name) or []
             if cols:
