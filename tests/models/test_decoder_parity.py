@@ -146,3 +146,34 @@ def test_save_load_roundtrip_and_compile_dispatch(tmp_path):
     (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
     with pytest.raises(tf.ModelFormatError, match="missing tensor"):
         tf.load(tmp_path / "m")
+
+
+def test_bad_decoder_checkpoints(tmp_path):
+    import json
+
+    from trimformer.models.decoder import CheckpointError, UnsupportedModelError, load_hf_dir
+
+    model = tiny_llama(7)
+    model.save_pretrained(tmp_path / "ok")
+    cfg = json.loads((tmp_path / "ok" / "config.json").read_text())
+    bad = tmp_path / "arch"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({**cfg, "model_type": "mamba"}))
+    with pytest.raises(UnsupportedModelError, match="supported"):
+        load_hf_dir(bad)
+    trunc = tmp_path / "trunc"
+    trunc.mkdir()
+    (trunc / "config.json").write_text(json.dumps(cfg))
+    data = (tmp_path / "ok" / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError):
+        load_hf_dir(trunc)
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    (shape / "config.json").write_text(json.dumps({**cfg, "hidden_size": 32}))
+    (shape / "model.safetensors").write_bytes(data)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_hf_dir(shape)
+    (shape / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_hf_dir(shape)
