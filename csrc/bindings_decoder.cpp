@@ -150,6 +150,22 @@ void register_decoder(nb::module_& m) {
     dk.kbit_gemv(x.data(), k, mrows, w, xs.data(), y.data(), w.n, 0, w.n);
     return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  m.def("kbit_gemv_a8", [](F32In x, U8In codes, F32In scales, nb::object offsets, int mode, int64_t k,
+                           int64_t group, F32In lut, const std::string& isa) {
+    std::vector<float> off;
+    const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
+    if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
+    if (w.mode != KbitMode::Lut4 || k % 64 || !(group == 32 || group % 64 == 0))
+      throw std::invalid_argument("W4A8 needs 4-bit codes, k % 64 == 0 and group 32 or a multiple of 64");
+    const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    const int64_t mrows = x.shape(0), G = (k + group - 1) / group, ldxq = (k + 63) / 64 * 64;
+    std::vector<int8_t> xq(mrows * ldxq);
+    std::vector<float> ax(mrows), xs(mrows * G), y(mrows * w.n);
+    dk.quantize_a8(x.data(), k, mrows, k, xq.data(), ldxq, ax.data());
+    dk.group_sums(x.data(), k, mrows, k, group, xs.data());
+    dk.kbit_gemv_a8(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
+    return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
+  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
   m.def("kbit_dequant", [](U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group, F32In lut,
                            const std::string& isa) {
     std::vector<float> off;

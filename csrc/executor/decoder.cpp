@@ -161,6 +161,15 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     w.scales = L->scales.data();
     w.offsets = L->offsets.empty() ? nullptr : L->offsets.data();
     std::copy(lut.begin(), lut.end(), w.lut);
+    if (find_t(t, name + ".kact8")) {
+      // W4A8: integer codes whose values are code + lut[0] (int2/3/4, symmetric or affine)
+      bool integer_lut = true;
+      for (int i = 1; i < 4; ++i) integer_lut &= w.lut[i] == w.lut[0] + static_cast<float>(i);
+      if (km != KbitMode::Lut4 || !integer_lut || L->k % 64 != 0 || !(group == 32 || group % 64 == 0))
+        throw std::invalid_argument("'" + name + "': int8 activations need 4-bit integer codes, in_features a "
+                                    "multiple of 64 and group 32 or a multiple of 64");
+      L->a8 = true;
+    }
   } else {
     throw std::invalid_argument("missing tensor '" + name + ".weight' (or .bweight / .qweight / .kcodes)");
   }
@@ -259,7 +268,7 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
     ctx_.reserve(rows * cfg_.heads * d * 4);
     ff_.reserve(rows * up_rows * 4);
     act_.reserve(rows * std::max(cfg_.intermediate, H) * 4);
-    q8_.reserve(rows * ((max_k + 3) / 4 * 4 + 64) + 64);
+    q8_.reserve(rows * ((max_k + 63) / 64 * 64 + 64) + 64);
     bf_.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
     rs_.reserve(rows * 4 + 64);
     rz_.reserve(rows * 4 + 64);
@@ -422,7 +431,28 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
     case DecLinear::KBIT: {
       const KbitWeight& w = L.kw;
       const int64_t G = (w.k + w.group - 1) / w.group;
-      if (m <= kKbitGemvMaxRows) {
+      if (L.a8) {
+        // W4A8 at every row count: per-token int8 activations (so prefill, decode and perplexity share numerics)
+        const int64_t ldxq = (L.k + 63) / 64 * 64;
+        int8_t* xq = reinterpret_cast<int8_t*>(priv ? pv.q8 : q8_.as<uint8_t>());
+        float* ax = priv ? pv.rs : rs_.as<float>();
+        float* xs = priv ? pv.xsum : xsum_.as<float>();
+        if (lo < hi) {
+          dk_->quantize_a8(in + lo * L.k, L.k, hi - lo, L.k, xq + lo * ldxq, ldxq, ax + lo);
+          dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
+        }
+        if (!priv) {
+#pragma omp barrier
+        }
+        int64_t n0, n1;
+        split(L.n, 16, nt, tid, &n0, &n1);
+        for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them
+          const int64_t b1 = std::min(b0 + 16, n1);
+          dk_->kbit_gemv_a8(xq, ldxq, ax, m, w, xs, out, L.n, b0, b1);
+        }
+        if (n0 < n1 && (epi.bias || epi.act != Act::None || epi.residual))
+          kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
+      } else if (m <= kKbitGemvMaxRows) {
         float* xs = priv ? pv.xsum : xsum_.as<float>();
         if (w.offsets && lo < hi) dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
         if (!priv) {

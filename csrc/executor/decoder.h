@@ -35,6 +35,7 @@ struct DecLinear {
   std::vector<uint8_t> codes;         // KBIT
   std::vector<float> scales, offsets; // KBIT
   KbitWeight kw;                      // KBIT: views into the vectors above
+  bool a8 = false;                    // KBIT: activations quantized to int8 per token (W4A8 integer dots)
   std::vector<float> bias;
   // LLM.int8() decomposition (S8 only): these input features run in float32 against `outlier_packed`
   std::vector<int32_t> outlier_idx;

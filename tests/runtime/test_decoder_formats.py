@@ -110,3 +110,25 @@ def test_w8a8_matches_emulation(weights, isa):
 def test_unknown_format_is_rejected():
     with pytest.raises(ValueError, match="unknown decoder weights"):
         compile_decoder(_model(), weights="int5-g32")
+
+
+@pytest.mark.parametrize("weights", ["int4-g32", "int4-asym-g64", "int3-g64"])
+def test_w4a8_engine(weights, isa):
+    model = _model(2)
+    wo = compile_decoder(model, weights=weights, isa=isa, threads=2)
+    a8 = compile_decoder(model, weights=weights, isa=isa, threads=2, activations="int8")
+    assert all(f.endswith("+a8") for n, f in a8.formats.items())
+    ids = np.random.default_rng(5).integers(0, 101, size=(2, 24))
+    a, b = a8.logits(ids), wo.logits(ids)
+    assert np.abs(a - b).max() <= 5e-2 * np.abs(b).max()  # int8 activations: close to weight-only
+    # the same numerics at every row count: prefill logits of the last token == feeding tokens one by one
+    step = compile_decoder(model, weights=weights, isa=isa, threads=2, activations="int8")
+    prompts = ids[:, :6].tolist()
+    assert step.generate(prompts, 12, stop_tokens=()) == step.generate(prompts, 12, stop_tokens=(), use_cache=False)
+
+
+def test_w4a8_refuses_what_it_cannot_run():
+    with pytest.raises(ValueError, match="4-bit integer"):
+        compile_decoder(_model(), weights="nf4-g64", activations="int8")
+    with pytest.raises(ValueError, match="multiple"):
+        compile_decoder(_model(), weights="int4-g48", activations="int8")

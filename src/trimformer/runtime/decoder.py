@@ -452,7 +452,8 @@ def _gguf_block_codes(t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None
 
 def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = None, isa: str | None = None,
                     head_weights: str | None = None, keep_float: Iterable[str] = (),
-                    outliers: Mapping[str, Sequence[int]] | None = None, tokenizer_json: str | None = None) -> DecoderEngine:
+                    outliers: Mapping[str, Sequence[int]] | None = None, tokenizer_json: str | None = None,
+                    activations: str | None = None) -> DecoderEngine:
     """Plan and build a DecoderEngine from a HF checkpoint dir, a compressed-LLM dir, a .gguf file or an in-memory
     transformers model.
 
@@ -462,6 +463,9 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     for k-bit / gguf, else f32... see below). keep_float: Linear names (or suffixes like ".down") left in f32.
     outliers: for "llm-int8", input-feature indices per canonical Linear (default: from the checkpoint's
     metadata, else none).
+    activations: None (k-bit Linears compute with float32 activations: weight-only) or "int8": the 4-bit integer
+    k-bit Linears (int2/3/4, sym or asym, incl. the GGUF's Q4_0/Q4_1) quantize their input per token to int8
+    and use integer dot products (W4A8, VNNI) in prefill and decode alike; labelled "+a8" in `formats`.
     """
     spec, dense = load_decoder(model)
     path = Path(model) if isinstance(model, (str, Path)) else None
@@ -498,6 +502,26 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
             formats[name] = f
         for sfx, arr in st.items():
             tensors[name + sfx] = arr
+    if activations not in (None, "int8"):
+        raise ValueError(f"activations must be None or 'int8', got {activations!r}")
+    if activations == "int8":
+        n_a8 = 0
+        for name in spec.linear_names():
+            meta = tensors.get(name + ".kmeta")
+            lut = tensors.get(name + ".klut")
+            if meta is None or int(meta[0]) != 0 or not np.array_equal(lut[1:4] - lut[0], [1, 2, 3]):
+                continue  # not a 4-bit integer k-bit Linear
+            k, g = int(meta[1]), int(meta[2])
+            if k % 64 or not (g == 32 or g % 64 == 0):
+                raise ValueError(f"{name}: int8 activations need in_features % 64 == 0 and group 32 or a multiple "
+                                 f"of 64 (got {k} inputs, group {g})")
+            tensors[name + ".kact8"] = np.ones(1, np.int32)
+            formats[name] += "+a8"
+            n_a8 += 1
+        if n_a8 == 0:
+            raise ValueError("activations='int8' applies to 4-bit integer k-bit weights (int2/3/4, gguf Q4_0/Q4_1); "
+                             f"none in this plan ({sorted(set(formats.values()))})")
+        extra["activations"] = "int8-per-token"
     tensors.update(dense)  # embeddings, norms, biases
     if weights == "gguf" and spec.tied_embeddings and ".kcodes" in stored_lin.get("lm_head", {}):
         # the GGUF stores the tied embedding once (Q8_0 here); so do we: lookups dequantize lm_head rows, exactly
