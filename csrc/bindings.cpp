@@ -50,8 +50,9 @@ std::map<std::string, tf::HostTensor> host_tensors(const std::map<std::string, A
     if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
     else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
     else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
-    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits
-    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, int32 or uint16 (bf16)");
+    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits or small indices
+    else if (arr.dtype() == nb::dtype<uint8_t>()) h.dtype = 'u';   // bit-packed metadata
+    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, int32, uint16 or uint8");
     out[name] = h;
   }
   return out;
@@ -453,6 +454,150 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
 }
 
+
+// ---- sparse runtime (issue 3): FP32 sparse kernels from a dense weight, and a Linear-only engine ----
+// Sparse FP32 weight from dense W [n][k]: layout "csr" (every non-zero), "block" (4x1 blocks with a non-zero),
+// "2:4" / "4:8" (W must have at most N non-zeros per group; each group keeps its non-zeros, then zeros, in input
+// order).
+struct SparseF32Host {
+  std::vector<int32_t> rowptr, cols;
+  std::vector<float> values;
+  std::vector<uint8_t> idx;
+  int64_t rows = 1, keep = 0, group = 0;
+};
+
+SparseF32Host sparse_f32_from_dense(const float* w, int64_t n, int64_t k, const std::string& layout) {
+  SparseF32Host h;
+  if (layout == "csr" || layout == "block") {
+    h.rows = layout == "csr" ? 1 : 4;
+    h.rowptr.push_back(0);
+    for (int64_t b = 0; b < (n + h.rows - 1) / h.rows; ++b) {
+      for (int64_t kk = 0; kk < k; ++kk) {
+        float blk[4] = {0, 0, 0, 0};
+        bool any = false;
+        for (int64_t i = 0; i < h.rows && b * h.rows + i < n; ++i) {
+          blk[i] = w[(b * h.rows + i) * k + kk];
+          any |= blk[i] != 0.0f;
+        }
+        if (!any) continue;
+        h.cols.push_back(static_cast<int32_t>(kk));
+        h.values.insert(h.values.end(), blk, blk + h.rows);
+      }
+      h.rowptr.push_back(static_cast<int32_t>(h.cols.size()));
+    }
+  } else if (layout == "2:4" || layout == "4:8") {
+    h.keep = layout == "2:4" ? 2 : 4;
+    h.group = layout == "2:4" ? 4 : 8;
+    const int64_t groups = (k + h.group - 1) / h.group;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<int64_t> pos;
+        for (int64_t i = 0; i < h.group; ++i)
+          if (g * h.group + i < k && w[r * k + g * h.group + i] != 0.0f) pos.push_back(i);
+        if (static_cast<int64_t>(pos.size()) > h.keep) throw std::invalid_argument("weight breaks the N:M pattern");
+        for (int64_t i = 0; i < h.group && static_cast<int64_t>(pos.size()) < h.keep; ++i)
+          if (std::find(pos.begin(), pos.end(), i) == pos.end()) pos.push_back(i);
+        std::sort(pos.begin(), pos.end());
+        for (int64_t i : pos) {
+          const int64_t col = g * h.group + i;
+          h.values.push_back(col < k ? w[r * k + col] : 0.0f);
+          h.idx.push_back(static_cast<uint8_t>(i));
+        }
+      }
+  } else {
+    throw std::invalid_argument("layout must be csr, block, 2:4 or 4:8");
+  }
+  h.values.resize(h.values.size() + 16, 0.0f);
+  h.idx.resize(h.idx.size() + 16, 0);
+  h.cols.resize(h.cols.size() + 1, 0);
+  return h;
+}
+
+nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::string& layout, nb::object bias, int act,
+                                                nb::object residual, float alpha, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (a.ndim() != 2 || w.ndim() != 2) throw std::invalid_argument("a and w must be 2-D");
+  const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
+  if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
+  const SparseF32Host h = sparse_f32_from_dense(w.data(), n, k, layout);
+  tf::SparseF32 sw;
+  sw.n = n;
+  sw.k = k;
+  sw.block_rows = h.rows;
+  sw.rowptr = h.rowptr.data();
+  sw.cols = h.cols.data();
+  sw.values = h.values.data();
+  tf::NmF32 nw;
+  nw.n = n;
+  nw.k = k;
+  nw.keep = h.keep;
+  nw.group = h.group;
+  nw.values = h.values.data();
+  nw.idx = h.idx.data();
+  tf::AlignedBuf at(kt.spf32_at_size(m, k) + 64);
+  const int64_t msplit = (m + 15) / 16 * 16 / 2 / 16 * 16;  // two row ranges, as threads re-lay them
+  kt.spf32_pack_at(a.data(), k, m, 0, msplit, k, at.as<float>());
+  kt.spf32_pack_at(a.data(), k, m, msplit, m, k, at.as<float>());
+  std::vector<float> c(m * n);
+  tf::Epilogue epi;
+  epi.alpha = alpha;
+  epi.act = act_from(act);
+  F32In b, r;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  if (!residual.is_none()) { r = nb::cast<F32In>(residual); epi.residual = r.data(); epi.ld_residual = n; }
+  const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
+  for (auto [n0, n1] : {std::pair<int64_t, int64_t>{0, nsplit}, {nsplit, n}}) {
+    if (h.group) kt.gemm_nm_f32(a.data(), k, at.as<float>(), m, nw, c.data(), n, n0, n1, epi);
+    else kt.gemm_spf32(a.data(), k, at.as<float>(), m, sw, c.data(), n, n0, n1, epi);
+  }
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
+// One stored Linear (any registry format) run by the executor's own loader and dispatch.
+class PyLinear {
+ public:
+  PyLinear(const std::map<std::string, AnyArray>& tensors, const std::string& name, const std::string& isa,
+           int threads) {
+    engine_ = std::make_unique<tf::EncoderEngine>(host_tensors(tensors), name, tf::resolve_isa(isa),
+                                                  std::min(threads, 256));
+  }
+  nb::ndarray<nb::numpy, float> run(F32In x, int act, nb::object residual) {
+    const tf::Linear& L = engine_->only_linear();
+    if (x.ndim() != 2 || (int64_t)x.shape(1) != L.k) throw std::invalid_argument("x must be [m, in_features]");
+    const int64_t m = x.shape(0);
+    F32In r;
+    const float* rp = nullptr;
+    if (!residual.is_none()) {
+      r = nb::cast<F32In>(residual);
+      if (r.ndim() != 2 || (int64_t)r.shape(0) != m || (int64_t)r.shape(1) != L.n)
+        throw std::invalid_argument("residual must be [m, out_features]");
+      rp = r.data();
+    }
+    std::vector<float> y(m * L.n);
+    {
+      nb::gil_scoped_release release;
+      engine_->run_linear(x.data(), m, y.data(), act_from(act), rp);
+    }
+    return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
+  }
+  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call)
+  double time(int64_t m, int iters) {
+    const tf::Linear& L = engine_->only_linear();
+    if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
+    std::vector<float> x(m * L.k), y(m * L.n);
+    for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;
+    nb::gil_scoped_release release;
+    engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
+    double best = 1e30;
+    for (int it = 0; it < iters; ++it) {
+      const auto t0 = std::chrono::steady_clock::now();
+      engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  }
+  std::unique_ptr<tf::EncoderEngine> engine_;
+};
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -476,6 +621,17 @@ NB_MODULE(_core, m) {
   m.def("time_int8_formats", &k_time_int8_formats, "w"_a, "m"_a = 128, "block_rows"_a = 4, "iters"_a = 5,
         "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
+  // sparse runtime (issue 3)
+  m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
+        "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "");
+  nb::class_<PyLinear>(m, "LinearRunner")
+      .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
+           "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)
+      .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
+      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5)
+      .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
+      .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })
+      .def_prop_ro("weight_bytes", [](PyLinear& p) { return p.engine_->only_linear().weight_bytes(); });
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
            "isa"_a = "", "threads"_a = 1)
