@@ -180,7 +180,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
     `engine.extra["dispatch"]` and saved with the model); None takes the first candidate without timing; True
-    also forces a sparse format (block-int8 / csr-f32) on layers no pattern fits; False keeps every layer dense.
+    does the same and also forces block-int8 on INT8 layers no pattern fits; False keeps every layer dense.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -238,31 +238,34 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                   attention=attention, extra={"dispatch": dispatch} if dispatch else None)
 
 
-_FORCED_SPARSE = {"int8": "block-int8", "f32": "csr-f32"}  # sparse=True on a layer no pattern fits
+_FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
 
 
 def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
-    """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"), in
-    the order used without timing (the pattern's own layout first, CSR last). bf16 has no sparse kernels."""
+    """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"),
+    least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
+    pattern's own layout first): the order used without timing. bf16 has no sparse kernels."""
     if dense_format not in ("int8", "f32"):
         return []
     st = sparsity_stats(w)
-    cands = []
+    nm_work = {"2:4": 0.5, "4:8": 0.5}.get(st["nm"] or "", 1.0)
+    work: dict[str, float] = {}
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            cands.append("block-int8")
-        if st["nm"]:
-            cands.append("nm-int8")
+            work["block-int8"] = st["block_density"]
+        # csr-int8 and nm-int8 both run on the 1x4 quads that hold a non-zero; where both fit, CSR stores less
         if st["zeros"] >= SPARSE_MIN_ZEROS and st["quad_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            cands.append("csr-int8")
+            work["csr-int8"] = st["quad_density"]
+        if st["nm"]:
+            work["nm-int8"] = st["quad_density"]
     else:
         if st["nm"]:
-            cands.append("nm-f32")
+            work["nm-f32"] = nm_work
         if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            cands.append("block-f32")
+            work["block-f32"] = st["block4x1_density"]
         if st["zeros"] >= SPARSE_MIN_ZEROS:
-            cands.append("csr-f32")
-    return cands
+            work["csr-f32"] = 1.0 - st["zeros"]
+    return sorted(work, key=work.get)  # stable: ties keep the insertion order
 
 
 def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
