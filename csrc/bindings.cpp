@@ -527,6 +527,12 @@ nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::str
   sw.rowptr = h.rowptr.data();
   sw.cols = h.cols.data();
   sw.values = h.values.data();
+  std::vector<int32_t> chunk_ptr;
+  if (kt.spf32_chunk_k > 0 && !h.group) {
+    chunk_ptr = tf::build_chunk_pointers(h.rowptr, h.cols.data(), k, kt.spf32_chunk_k);
+    sw.chunk_k = kt.spf32_chunk_k;
+    sw.chunk_ptr = chunk_ptr.data();
+  }
   tf::NmF32 nw;
   nw.n = n;
   nw.k = k;

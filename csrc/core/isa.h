@@ -80,6 +80,11 @@ struct SparseF32 {
   const int32_t* rowptr = nullptr;
   const int32_t* cols = nullptr;
   const float* values = nullptr;
+  // entries of row block b with input in chunk c (inputs c*chunk_k .. c*chunk_k+chunk_k-1) are
+  // chunk_ptr[b * (chunks + 1) + c] .. chunk_ptr[b * (chunks + 1) + c + 1] - 1, chunks = ceil(k / chunk_k), for
+  // levels whose kernel walks the inputs in chunks (KernelTable::spf32_chunk_k > 0; see build_chunk_pointers)
+  int64_t chunk_k = 0;
+  const int32_t* chunk_ptr = nullptr;
 };
 // N:M semi-structured FP32 weight (at most N non-zeros in each group of M consecutive inputs, M in {4, 8}):
 // row r keeps exactly N values per group (zeros where a group has fewer), values[r * groups * N + g * N + i]
@@ -156,10 +161,13 @@ struct KernelTable {
   void (*epilogue_f32)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t m0, int64_t n0,
                        const Epilogue& epi);
   // ---- sparse runtime (issue 3): FP32 sparse GEMMs (csr-f32, block-f32, nm-f32) ----
-  // bytes of the per-call activation re-layout At[k8][m16] (k8 = k rounded up to 8, m16 = m rounded up to 16,
-  // zero padded; 0: the level reads the row-major activations directly)
+  // bytes of the per-call activation re-layout (tokens along the vector, zero padded; 0: the level reads the
+  // row-major activations directly)
   size_t (*spf32_at_size)(int64_t m, int64_t k);
+  // input chunk of the gemm_spf32 kernel (0: whole rows); SparseF32::chunk_ptr must be built for it
+  int64_t spf32_chunk_k;
   // re-lay rows [m0, m1) (m0 a multiple of 16) of x [m][k] (row stride ldx) for gemm_spf32 / gemm_nm_f32
+  // (layout private to the level)
   void (*spf32_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at);
   // C[:, n0:n1] = epi(x . W^T) for all m rows (n0 a multiple of 16); epilogue as gemm_f32 (alpha, bias, act,
   // residual)

@@ -144,7 +144,22 @@ const char* linear_kind_name(LinearKind kind) {
 
 size_t Linear::weight_bytes() const {
   return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() + sp_values.size() * 4 +
-         nm_idx.size();
+         nm_idx.size() + sp_chunk_ptr.size() * 4;
+}
+
+std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,
+                                          int64_t chunk_k) {
+  const int64_t chunks = (k + chunk_k - 1) / chunk_k, rows = static_cast<int64_t>(rowptr.size()) - 1;
+  std::vector<int32_t> out(rows * (chunks + 1));
+  for (int64_t b = 0; b < rows; ++b) {
+    int32_t j = rowptr[b];
+    for (int64_t c = 0; c < chunks; ++c) {
+      out[b * (chunks + 1) + c] = j;
+      while (j < rowptr[b + 1] && cols[j] < (c + 1) * chunk_k) ++j;
+    }
+    out[b * (chunks + 1) + chunks] = rowptr[b + 1];
+  }
+  return out;
 }
 
 void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
@@ -335,6 +350,7 @@ void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<
   L->sp_values.resize(nnz + 16, 0.0f);
   L->kind = LinearKind::SparseF32;
   L->bsr_rows = 1;
+  if (kt_->spf32_chunk_k > 0) L->sp_chunk_ptr = build_chunk_pointers(rowptr, cols.data(), L->k, kt_->spf32_chunk_k);
   L->bsr_rowptr = std::move(rowptr);
   L->bsr_cols = std::move(cols);
   L->bsr_cols.resize(nnz + 1, 0);
@@ -356,6 +372,7 @@ void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std
   L->sp_values.resize(4 * nnzb + 16, 0.0f);
   L->kind = LinearKind::SparseF32;
   L->bsr_rows = 4;
+  if (kt_->spf32_chunk_k > 0) L->sp_chunk_ptr = build_chunk_pointers(rowptr, cols.data(), L->k, kt_->spf32_chunk_k);
   L->bsr_rowptr = std::move(rowptr);
   L->bsr_cols = std::move(cols);
   L->bsr_cols.resize(nnzb + 1, 0);
@@ -597,6 +614,8 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     sw.rowptr = L.bsr_rowptr.data();
     sw.cols = L.bsr_cols.data();
     sw.values = nw.values = L.sp_values.data();
+    sw.chunk_k = kt->spf32_chunk_k;
+    sw.chunk_ptr = L.sp_chunk_ptr.data();
     nw.idx = L.nm_idx.data();
     nw.keep = L.nm_keep;
     nw.group = L.nm_group;

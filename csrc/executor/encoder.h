@@ -46,6 +46,9 @@ enum class LinearKind : int {
   NmF32 = 5,      // float32 N:M groups with in-group indices (gemm_nm_f32)
 };
 const char* linear_kind_name(LinearKind kind);
+// SparseF32::chunk_ptr for chunks of chunk_k inputs (entries within a row block sorted by input)
+std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,
+                                          int64_t chunk_k);
 
 struct Linear {
   std::string name;
@@ -57,6 +60,7 @@ struct Linear {
   std::vector<int8_t> bsr_values;
   int64_t bsr_rows = 1;
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
+  std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
   int64_t nm_keep = 0, nm_group = 0;
   // bytes the weight occupies in memory (packed panels or sparse arrays)

@@ -1,14 +1,23 @@
 // Sparse FP32 GEMMs on AVX-512 (csr-f32, block-f32 with 4x1 blocks, N:M groups).
 //
 // Same scheme as the block-sparse INT8 kernel (bsr_s8_avx512vnni.cpp): the weight is the sparse operand and the
-// activations are re-laid once per call as At[k][m16] (tokens along the vector), so each stored weight costs one
-// broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no gathers. Rows of the output come out
-// as Y^T tiles (16 output rows x up to 16V tokens) that a 16x16 transpose turns back into token rows, with bias
-// and residual applied on the way out. csr-f32 runs one output row per entry list (8 token vectors); block-f32
-// shares each activation load between the 4 rows of a 4x1 block (4 token vectors x 4 rows of accumulators);
-// N:M decodes each value's input from its group number and its small in-group index. See docs/kernels.md.
+// activations are re-laid once per call, here as tiles of 64 tokens, At[tile][k8][64] (tokens along the vector),
+// so each stored weight costs one broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no
+// gathers. Each tile walks the inputs in chunks (96 for N:M: a chunk of At, 96 x 64 floats = 24 KiB, contiguous
+// so it spreads over every L1 set, stays in L1 while a group of 32 output rows adds its entries from that chunk to
+// its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
+// bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
+// token rows with bias and residual applied on the way out. csr-f32 alternates even / odd entries between two
+// accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
+// block, N:M decodes each value's input from its group number and its in-group index. See docs/kernels.md.
 #define TF_ISA_NS avx512
 #include <immintrin.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <type_traits>
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
@@ -18,11 +27,32 @@ namespace avx512 {
 
 namespace {
 
-inline int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
-// token vectors per tile: 8 for one row at a time (8 accumulators), 4 when 4 rows share each load (16)
-constexpr int kV1 = 8;
-constexpr int kV4 = 4;
+constexpr int kV = 4;           // token vectors per tile (64 tokens)
+constexpr int64_t kTile = 64;   // floats per At row within a tile
+// inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
+// machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 96-input chunks; CSR and
+// 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
+// pays for the accumulator round trip and the loop exit), so they take whole rows up to 1024 inputs.
+constexpr int64_t kNmChunk = 96;
+constexpr int64_t kCsrChunk = 1024;
+
+// grow-only, 64-byte aligned per-thread accumulator storage
+struct AccBuffer {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~AccBuffer() { std::free(p); }
+  float* get(size_t count) {
+    if (count > cap) {
+      std::free(p);
+      cap = (count + 15) / 16 * 16;
+      p = static_cast<float*>(std::aligned_alloc(64, cap * 4));
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+};
+thread_local AccBuffer tl_acc;
 
 // r[i][j] <- r[j][i] for a 16x16 matrix of 32-bit lanes
 inline void transpose16(__m512* rf) {
@@ -56,77 +86,103 @@ inline __mmask16 first(int64_t count) {
   return count >= 16 ? 0xFFFF : (count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1));
 }
 
-// one output row over a list of (input, value) entries: acc[v] = sum_j value_j * At[input_j][m0 + 16v ..]
+// acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V token vectors). Even and odd
+// entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
 template <int V>
-inline void csr_row(const float* at, int64_t m_pad, int64_t m0, const int32_t* cols, const float* vals, int32_t nnz,
-                    __m512* acc) {
-#pragma GCC unroll 8
-  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-  const float* base = at + m0;
-  for (int32_t j = 0; j < nnz; ++j) {
-    const __m512 wv = _mm512_set1_ps(vals[j]);
-    const float* ap = base + static_cast<int64_t>(cols[j]) * m_pad;
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), acc[v]);
-  }
-}
-
-// the 4 rows of a 4x1 row block: each activation load feeds 4 FMAs
-template <int V>
-inline void block4_rows(const float* at, int64_t m_pad, int64_t m0, const int32_t* cols, const float* vals,
-                        int32_t nnz, __m512 (*acc)[kV1]) {
+inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                        float* acc) {
+  __m512 a[V], b[V];
 #pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  const float* base = at + m0;
-  for (int32_t j = 0; j < nnz; ++j) {
-    const __m512 w0 = _mm512_set1_ps(vals[4 * j]), w1 = _mm512_set1_ps(vals[4 * j + 1]),
-                 w2 = _mm512_set1_ps(vals[4 * j + 2]), w3 = _mm512_set1_ps(vals[4 * j + 3]);
-    const float* ap = base + static_cast<int64_t>(cols[j]) * m_pad;
-#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    a[v] = _mm512_load_ps(acc + 16 * v);
+    b[v] = _mm512_setzero_ps();
+  }
+  int32_t j = j0;
+  for (; j + 1 < j1; j += 2) {
+    const __m512 w0 = _mm512_set1_ps(vals[j]), w1 = _mm512_set1_ps(vals[j + 1]);
+    const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
+    const float* p1 = base + static_cast<int64_t>(cols[j + 1]) * kTile;
+#pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
-      const __m512 x = _mm512_load_ps(ap + 16 * v);
-      acc[0][v] = _mm512_fmadd_ps(w0, x, acc[0][v]);
-      acc[1][v] = _mm512_fmadd_ps(w1, x, acc[1][v]);
-      acc[2][v] = _mm512_fmadd_ps(w2, x, acc[2][v]);
-      acc[3][v] = _mm512_fmadd_ps(w3, x, acc[3][v]);
+      a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
+      b[v] = _mm512_fmadd_ps(w1, _mm512_load_ps(p1 + 16 * v), b[v]);
     }
   }
+  if (j < j1) {
+    const __m512 w0 = _mm512_set1_ps(vals[j]);
+    const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
+  }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[v], b[v]));
 }
 
-// one row of an N:M weight: value j of the row sits at input group * (j / keep) + idx[j]
+// the 4 rows of a 4x1 row block (accumulator rows ld apart): each activation load feeds 4 FMAs
+template <int V>
+inline void block4_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                           float* acc, int64_t ld) {
+  __m512 a[4][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) a[r][v] = _mm512_load_ps(acc + r * ld + 16 * v);
+  for (int32_t j = j0; j < j1; ++j) {
+    const __m512 w0 = _mm512_set1_ps(vals[4 * j]), w1 = _mm512_set1_ps(vals[4 * j + 1]),
+                 w2 = _mm512_set1_ps(vals[4 * j + 2]), w3 = _mm512_set1_ps(vals[4 * j + 3]);
+    const float* ap = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m512 x = _mm512_load_ps(ap + 16 * v);
+      a[0][v] = _mm512_fmadd_ps(w0, x, a[0][v]);
+      a[1][v] = _mm512_fmadd_ps(w1, x, a[1][v]);
+      a[2][v] = _mm512_fmadd_ps(w2, x, a[2][v]);
+      a[3][v] = _mm512_fmadd_ps(w3, x, a[3][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) _mm512_store_ps(acc + r * ld + 16 * v, a[r][v]);
+}
+
+// groups g0 .. g1-1 of one N:M row: value j sits at input GROUP * (j / KEEP) + idx[j]; values alternate between
+// two accumulator sets (as in row_entries)
 template <int V, int KEEP, int GROUP>
-inline void nm_row(const float* at, int64_t m_pad, int64_t m0, const float* vals, const uint8_t* idx, int64_t groups,
-                   __m512* acc) {
-#pragma GCC unroll 8
-  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-  const float* base = at + m0;
-  for (int64_t g = 0; g < groups; ++g) {
-    const float* gp = base + g * GROUP * m_pad;
+inline void nm_entries(const float* base, const float* vals, const uint8_t* idx, int64_t g0, int64_t g1,
+                       float* acc) {
+  __m512 a[2][V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    a[0][v] = _mm512_load_ps(acc + 16 * v);
+    a[1][v] = _mm512_setzero_ps();
+  }
+  for (int64_t g = g0; g < g1; ++g) {
+    const float* gp = base + g * GROUP * kTile;
 #pragma GCC unroll 4
     for (int q = 0; q < KEEP; ++q) {
       const __m512 wv = _mm512_set1_ps(vals[g * KEEP + q]);
-      const float* ap = gp + static_cast<int64_t>(idx[g * KEEP + q]) * m_pad;
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), acc[v]);
+      const float* ap = gp + static_cast<int64_t>(idx[g * KEEP + q]) * kTile;
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) a[q & 1][v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), a[q & 1][v]);
     }
   }
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
 }
 
-// Y^T tile t (rows nb0 .. nb1-1 of the output, tokens m0 .. m0+16V-1) back to token rows of c, scaled by alpha,
-// with bias and (when there is no activation) the residual added on the way out
-template <int V>
-void store_tile(float (*t)[16 * kV1], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c, int64_t ldc,
+// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*kV-1) back to token rows of c, scaled by alpha, with
+// bias and (when there is no activation) the residual added on the way out; rows past nb1 of t hold zeros
+void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c, int64_t ldc,
                 const Epilogue& epi) {
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
   const __m512 alpha = _mm512_set1_ps(epi.alpha);
-  for (int v = 0; v < V; ++v) {
+  for (int v = 0; v < kV; ++v) {
     if (m - m0 - 16 * v <= 0) break;
     __m512 r[16];
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(&t[i][16 * v]);
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
     transpose16(r);
     const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
     for (int64_t i = 0; i < rows; ++i) {
@@ -137,57 +193,6 @@ void store_tile(float (*t)[16 * kV1], int64_t m, int64_t m0, int64_t nb0, int64_
       _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
     }
   }
-}
-
-template <int V>
-void csr_tile(const float* at, int64_t m_pad, int64_t m, int64_t m0, const SparseF32& w, int64_t nb0, int64_t nb1,
-              float* c, int64_t ldc, const Epilogue& epi) {
-  alignas(64) float t[16][16 * kV1];
-  if (w.block_rows == 4) {  // nb0 is a multiple of 16, so row blocks never straddle the tile
-    for (int64_t i = 0; i < 16; i += 4) {
-      __m512 acc[4][kV1];
-      if (nb0 + i < nb1) {
-        const int64_t b = (nb0 + i) / 4;
-        const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-        block4_rows<V>(at, m_pad, m0, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
-      } else {
-        for (int r = 0; r < 4; ++r)
-          for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-      }
-      for (int r = 0; r < 4; ++r)
-        for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i + r][16 * v], acc[r][v]);
-    }
-  } else {
-    for (int64_t i = 0; i < 16; ++i) {
-      __m512 acc[V];
-      if (nb0 + i < nb1) {
-        const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-        csr_row<V>(at, m_pad, m0, w.cols + b0, w.values + b0, b1 - b0, acc);
-      } else {
-        for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-      }
-      for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], acc[v]);
-    }
-  }
-  store_tile<V>(t, m, m0, nb0, nb1, c, ldc, epi);
-}
-
-template <int V, int KEEP, int GROUP>
-void nm_tile(const float* at, int64_t m_pad, int64_t m, int64_t m0, const NmF32& w, int64_t nb0, int64_t nb1,
-             float* c, int64_t ldc, const Epilogue& epi) {
-  alignas(64) float t[16][16 * kV1];
-  const int64_t groups = (w.k + GROUP - 1) / GROUP, per_row = groups * KEEP;
-  for (int64_t i = 0; i < 16; ++i) {
-    __m512 acc[V];
-    if (nb0 + i < nb1) {
-      nm_row<V, KEEP, GROUP>(at, m_pad, m0, w.values + (nb0 + i) * per_row, w.idx + (nb0 + i) * per_row, groups,
-                             acc);
-    } else {
-      for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-    }
-    for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], acc[v]);
-  }
-  store_tile<V>(t, m, m0, nb0, nb1, c, ldc, epi);
 }
 
 // an activation runs after the tiles, over whole rows of the output range, then the residual
@@ -203,45 +208,71 @@ void finish_rows(float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, in
   }
 }
 
-template <class W>
-using TileFn = void (*)(const float*, int64_t, int64_t, int64_t, const W&, int64_t, int64_t, float*, int64_t,
-                        const Epilogue&);
+// token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group:
+// `add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1)` adds chunk ch of rows [r0, r1) into their
+// accumulator rows (row r at acc + (r - r0) * ld) for the tile's V token vectors (fewer than kV in a last, partial
+// tile: no work on padding tokens beyond the next 16). A group's accumulators (8 KiB)
+// fit L1 together with an N:M chunk of At; a chunk is re-read from L2 once per group.
+constexpr int64_t kRowGroup = 32;
 
-// token tiles outside, output rows inside: one tile's slice of At stays hot while every row streams past it
-template <class W>
-void drive(const float* at, int64_t m, const W& w, float* c, int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi,
-           int vmax, const TileFn<W>* table) {
-  const int64_t m_pad = round16(m);
-  for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
+template <class AddChunk>
+void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
+           const Epilogue& epi, AddChunk add_chunk) {
+  const int64_t ld = 16 * kV, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
+  float* acc = tl_acc.get(static_cast<size_t>(kRowGroup * ld));
+  for (int64_t m0 = 0; m0 < m; m0 += kTile) {
+    const float* base = at + (m0 / kTile) * k8 * kTile;
     const int64_t vecs = (m - m0 + 15) / 16;
-    const TileFn<W> fn = table[vecs > vmax ? vmax : vecs];
-    for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m_pad, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi);
-    finish_rows(c, ldc, m0, m - m0 < 16 * vmax ? m - m0 : 16 * vmax, n0, n1, epi);
+    for (int64_t r0 = n0; r0 < n1; r0 += kRowGroup) {
+      const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
+      std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        if (vecs >= 4) add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1);
+        else if (vecs == 3) add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1);
+        else if (vecs == 2) add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1);
+        else add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1);
+      }
+      for (int64_t nb = r0; nb < r1; nb += 16)
+        store_tile(acc + (nb - r0) * ld, ld, m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c, ldc, epi);
+    }
+    finish_rows(c, ldc, m0, m - m0 < kTile ? m - m0 : kTile, n0, n1, epi);
   }
 }
 
-const TileFn<SparseF32> kCsr[9] = {nullptr,        csr_tile<1>, csr_tile<2>, csr_tile<3>, csr_tile<4>,
-                                   csr_tile<5>,    csr_tile<6>, csr_tile<7>, csr_tile<8>};
-const TileFn<NmF32> kNm24[9] = {nullptr,          nm_tile<1, 2, 4>, nm_tile<2, 2, 4>, nm_tile<3, 2, 4>,
-                                nm_tile<4, 2, 4>, nm_tile<5, 2, 4>, nm_tile<6, 2, 4>, nm_tile<7, 2, 4>,
-                                nm_tile<8, 2, 4>};
-const TileFn<NmF32> kNm48[9] = {nullptr,          nm_tile<1, 4, 8>, nm_tile<2, 4, 8>, nm_tile<3, 4, 8>,
-                                nm_tile<4, 4, 8>, nm_tile<5, 4, 8>, nm_tile<6, 4, 8>, nm_tile<7, 4, 8>,
-                                nm_tile<8, 4, 8>};
+template <int KEEP, int GROUP>
+void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
+             const Epilogue& epi) {
+  const int64_t groups = (w.k + GROUP - 1) / GROUP, per_row = groups * KEEP;
+  const int64_t gpc = kNmChunk / GROUP;  // groups per chunk
+  drive(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
+        [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+          constexpr int V = decltype(vt)::value;
+          const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
+          for (int64_t n = r0; n < r1; ++n)
+            nm_entries<V, KEEP, GROUP>(base, w.values + n * per_row, w.idx + n * per_row, g0, g1,
+                                       acc + (n - r0) * ld);
+        });
+}
 }  // namespace
 
-size_t spf32_at_size(int64_t m, int64_t k) { return static_cast<size_t>(round16(m) * round8(k)) * 4 + 64; }
+const int64_t kSpf32ChunkK = kCsrChunk;
 
+size_t spf32_at_size(int64_t m, int64_t k) {
+  return static_cast<size_t>((m + kTile - 1) / kTile * kTile * round8(k)) * 4 + 64;
+}
+
+// rows [m0, m1) of x, 16 tokens at a time, into At[tile][k8][64]; inputs k .. k8-1 and tokens past m are zeros
 void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at) {
-  const int64_t m_pad = round16(m), k8 = round8(k);
+  const int64_t k8 = round8(k);
   for (int64_t mb = m0; mb < m1; mb += 16) {
+    float* tile = at + (mb / kTile) * k8 * kTile + mb % kTile;
     for (int64_t g = 0; g < k8; g += 16) {
-      const __mmask16 gk = first(k - g);  // inputs past k come out as zeros
+      const __mmask16 gk = first(k - g);
       __m512 r[16];
       for (int64_t i = 0; i < 16; ++i)
         r[i] = mb + i < m ? _mm512_maskz_loadu_ps(gk, x + (mb + i) * ldx + g) : _mm512_setzero_ps();
       transpose16(r);
-      for (int64_t i = 0; i < 16 && g + i < k8; ++i) _mm512_store_ps(at + (g + i) * m_pad + mb, r[i]);
+      for (int64_t i = 0; i < 16 && g + i < k8; ++i) _mm512_store_ps(tile + (g + i) * kTile, r[i]);
     }
   }
 }
@@ -250,14 +281,36 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
                 int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)x;
   (void)ldx;
-  drive(at, m, w, c, ldc, n0, n1, epi, w.block_rows == 4 ? kV4 : kV1, kCsr);
+  if (w.chunk_k != kCsrChunk || !w.chunk_ptr) throw std::invalid_argument("gemm_spf32: chunk pointers not built");
+  const int64_t stride = (w.k + kCsrChunk - 1) / kCsrChunk + 1;
+  if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
+    drive(at, m, w.k, kCsrChunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
+              const int32_t* cp = w.chunk_ptr + b * stride + ch;
+              if (cp[0] < cp[1])
+                block4_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (4 * b - r0) * ld, ld);
+            }
+          });
+  } else {
+    drive(at, m, w.k, kCsrChunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t n = r0; n < r1; ++n) {
+              const int32_t* cp = w.chunk_ptr + n * stride + ch;
+              if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
+            }
+          });
+  }
 }
 
 void gemm_nm_f32(const float* x, int64_t ldx, const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc,
                  int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)x;
   (void)ldx;
-  drive(at, m, w, c, ldc, n0, n1, epi, kV1, w.group == 8 ? kNm48 : kNm24);
+  if (w.group == 8) gemm_nm<4, 8>(at, m, w, c, ldc, n0, n1, epi);
+  else gemm_nm<2, 4>(at, m, w, c, ldc, n0, n1, epi);
 }
 
 }  // namespace avx512

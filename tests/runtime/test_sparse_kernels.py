@@ -36,7 +36,9 @@ def test_bad_block_rows():
 
 # ---- FP32 sparse kernels (csr-f32, block-f32's 4x1 blocks, N:M) -------------------------------------------------
 
-ODD_SHAPES = [(1, 1, 1), (5, 17, 13), (37, 70, 130), (130, 33, 67), (19, 23, 257), (200, 50, 9), (17, 5, 3)]
+# k = 2100 crosses the CSR kernels' input chunks (1024 at AVX-512), k >= 130 the N:M chunks (96)
+ODD_SHAPES = [(1, 1, 1), (5, 17, 13), (37, 70, 130), (130, 33, 67), (19, 23, 257), (200, 50, 9), (17, 5, 3),
+              (70, 21, 2100)]
 ACTS = {0: lambda x: x, 3: lambda x: np.maximum(x, 0), 4: np.tanh}
 
 
