@@ -253,11 +253,14 @@ def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
             work["block-int8"] = st["block_density"]
-        # csr-int8 and nm-int8 both run on the 1x4 quads that hold a non-zero; where both fit, CSR stores less
-        if st["zeros"] >= SPARSE_MIN_ZEROS and st["quad_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            work["csr-int8"] = st["quad_density"]
-        if st["nm"]:
-            work["nm-int8"] = st["quad_density"]
+        # csr-int8 and nm-int8 both run on the 1x4 input quads that hold a non-zero (VNNI multiplies 4 consecutive
+        # inputs at once): a plain 2:4 / 4:8 weight has a non-zero in (nearly) every quad, so it stays dense INT8
+        # unless it is sparser than its pattern; where both fit, CSR stores less
+        if st["quad_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            if st["zeros"] >= SPARSE_MIN_ZEROS:
+                work["csr-int8"] = st["quad_density"]
+            if st["nm"]:
+                work["nm-int8"] = st["quad_density"]
     else:
         if st["nm"]:
             work["nm-f32"] = nm_work
