@@ -28,13 +28,13 @@ namespace avx512 {
 namespace {
 
 inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
-constexpr int kV = 4;           // token vectors per tile (64 tokens)
-constexpr int64_t kTile = 64;   // floats per At row within a tile
+constexpr int kV = 8;           // token vectors per tile (128 tokens)
+constexpr int64_t kTile = 128;  // floats per At row within a tile
 // inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
 // machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 96-input chunks; CSR and
 // 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
 // pays for the accumulator round trip and the loop exit), so they take whole rows up to 1024 inputs.
-constexpr int64_t kNmChunk = 96;
+constexpr int64_t kNmChunk = 48;
 constexpr int64_t kCsrChunk = 1024;
 
 // grow-only, 64-byte aligned per-thread accumulator storage
@@ -92,7 +92,7 @@ template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
                         float* acc) {
   __m512 a[V], b[V];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
     a[v] = _mm512_load_ps(acc + 16 * v);
     b[v] = _mm512_setzero_ps();
@@ -102,7 +102,7 @@ inline void row_entries(const float* base, const int32_t* cols, const float* val
     const __m512 w0 = _mm512_set1_ps(vals[j]), w1 = _mm512_set1_ps(vals[j + 1]);
     const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
     const float* p1 = base + static_cast<int64_t>(cols[j + 1]) * kTile;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
       b[v] = _mm512_fmadd_ps(w1, _mm512_load_ps(p1 + 16 * v), b[v]);
@@ -111,10 +111,10 @@ inline void row_entries(const float* base, const int32_t* cols, const float* val
   if (j < j1) {
     const __m512 w0 = _mm512_set1_ps(vals[j]);
     const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < V; ++v) a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[v], b[v]));
 }
 
@@ -125,13 +125,13 @@ inline void block4_entries(const float* base, const int32_t* cols, const float* 
   __m512 a[4][V];
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < V; ++v) a[r][v] = _mm512_load_ps(acc + r * ld + 16 * v);
   for (int32_t j = j0; j < j1; ++j) {
     const __m512 w0 = _mm512_set1_ps(vals[4 * j]), w1 = _mm512_set1_ps(vals[4 * j + 1]),
                  w2 = _mm512_set1_ps(vals[4 * j + 2]), w3 = _mm512_set1_ps(vals[4 * j + 3]);
     const float* ap = base + static_cast<int64_t>(cols[j]) * kTile;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       const __m512 x = _mm512_load_ps(ap + 16 * v);
       a[0][v] = _mm512_fmadd_ps(w0, x, a[0][v]);
@@ -142,7 +142,7 @@ inline void block4_entries(const float* base, const int32_t* cols, const float* 
   }
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < V; ++v) _mm512_store_ps(acc + r * ld + 16 * v, a[r][v]);
 }
 
@@ -152,7 +152,7 @@ template <int V, int KEEP, int GROUP>
 inline void nm_entries(const float* base, const float* vals, const uint8_t* idx, int64_t g0, int64_t g1,
                        float* acc) {
   __m512 a[2][V];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
     a[0][v] = _mm512_load_ps(acc + 16 * v);
     a[1][v] = _mm512_setzero_ps();
@@ -163,11 +163,11 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
     for (int q = 0; q < KEEP; ++q) {
       const __m512 wv = _mm512_set1_ps(vals[g * KEEP + q]);
       const float* ap = gp + static_cast<int64_t>(idx[g * KEEP + q]) * kTile;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int v = 0; v < V; ++v) a[q & 1][v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), a[q & 1][v]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
 }
 
@@ -227,10 +227,16 @@ void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64
       const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
       std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
       for (int64_t ch = 0; ch < chunks; ++ch) {
-        if (vecs >= 4) add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1);
-        else if (vecs == 3) add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1);
-        else if (vecs == 2) add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1);
-        else add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1);
+        switch (vecs >= kV ? kV : vecs) {
+          case 8: add_chunk(std::integral_constant<int, 8>(), base, acc, ld, ch, r0, r1); break;
+          case 7: add_chunk(std::integral_constant<int, 7>(), base, acc, ld, ch, r0, r1); break;
+          case 6: add_chunk(std::integral_constant<int, 6>(), base, acc, ld, ch, r0, r1); break;
+          case 5: add_chunk(std::integral_constant<int, 5>(), base, acc, ld, ch, r0, r1); break;
+          case 4: add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1); break;
+          case 3: add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1); break;
+          case 2: add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1); break;
+          default: add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1); break;
+        }
       }
       for (int64_t nb = r0; nb < r1; nb += 16)
         store_tile(acc + (nb - r0) * ld, ld, m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c, ldc, epi);
@@ -289,8 +295,14 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
             constexpr int V = decltype(vt)::value;
             for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
               const int32_t* cp = w.chunk_ptr + b * stride + ch;
-              if (cp[0] < cp[1])
-                block4_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (4 * b - r0) * ld, ld);
+              if (cp[0] >= cp[1]) continue;
+              float* a = acc + (4 * b - r0) * ld;
+              if constexpr (V > 4) {  // 4 rows x 8 vectors would spill: two passes of at most 4 vectors
+                block4_entries<4>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+                block4_entries<V - 4>(base + 64, w.cols, w.values, cp[0], cp[1], a + 64, ld);
+              } else {
+                block4_entries<V>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+              }
             }
           });
   } else {
