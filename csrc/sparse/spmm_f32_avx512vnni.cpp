@@ -1,10 +1,10 @@
 // Sparse FP32 GEMMs on AVX-512 (csr-f32, block-f32 with 4x1 blocks, N:M groups).
 //
 // Same scheme as the block-sparse INT8 kernel (bsr_s8_avx512vnni.cpp): the weight is the sparse operand and the
-// activations are re-laid once per call, here as tiles of 64 tokens, At[tile][k8][64] (tokens along the vector),
+// activations are re-laid once per call, here as tiles of 128 tokens, At[tile][k8][128] (tokens along the vector),
 // so each stored weight costs one broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no
-// gathers. Each tile walks the inputs in chunks (96 for N:M: a chunk of At, 96 x 64 floats = 24 KiB, contiguous
-// so it spreads over every L1 set, stays in L1 while a group of 32 output rows adds its entries from that chunk to
+// gathers. Each tile walks the inputs in chunks (48 for N:M: a chunk of At, 48 x 128 floats = 24 KiB, contiguous
+// so it spreads over every L1 set, stays in L1 while a group of 16 output rows adds its entries from that chunk to
 // its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
 // bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
 // token rows with bias and residual applied on the way out. csr-f32 alternates even / odd entries between two
@@ -31,7 +31,7 @@ inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
 constexpr int kV = 8;           // token vectors per tile (128 tokens)
 constexpr int64_t kTile = 128;  // floats per At row within a tile
 // inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
-// machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 96-input chunks; CSR and
+// machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 48-96-input chunks; CSR and
 // 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
 // pays for the accumulator round trip and the loop exit), so they take whole rows up to 1024 inputs.
 constexpr int64_t kNmChunk = 48;
@@ -211,9 +211,9 @@ void finish_rows(float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, in
 // token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group:
 // `add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1)` adds chunk ch of rows [r0, r1) into their
 // accumulator rows (row r at acc + (r - r0) * ld) for the tile's V token vectors (fewer than kV in a last, partial
-// tile: no work on padding tokens beyond the next 16). A group's accumulators (8 KiB)
+// tile: no work on padding tokens beyond the next 16). A group's accumulators (16 rows x 128 tokens, 8 KiB)
 // fit L1 together with an N:M chunk of At; a chunk is re-read from L2 once per group.
-constexpr int64_t kRowGroup = 32;
+constexpr int64_t kRowGroup = 16;
 
 template <class AddChunk>
 void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
