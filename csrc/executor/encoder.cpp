@@ -357,7 +357,7 @@ void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<
 }
 
 // block-f32: 4x1 blocks (4 consecutive output rows x 1 input): shape [n, k], block-row pointers, inputs, and 4
-// float32 values per block.
+// float32 values per block (block-bf16: 4 bf16 values, widened to float32 at load and run by the same kernel).
 void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
   const std::vector<int32_t> sh = read_shape(t, name + ".b41_shape", 2);
   L->n = sh[0];
@@ -368,7 +368,18 @@ void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std
   if (nnzb < 0 || nnzb > nblk * L->k) throw std::invalid_argument("'" + name + "': bad number of stored blocks");
   std::vector<int32_t> cols = copy_index(t, name + ".b41_cols", {nnzb});
   check_rows(name, rowptr, cols, L->k);
-  L->sp_values = copy_f32(t, name + ".b41_values", {nnzb, 4});
+  auto vit = t.find(name + ".b41_values");
+  if (vit != t.end() && vit->second.dtype == 'h') {  // block-bf16: bf16 values widened to float32 here
+    const HostTensor& v = need(t, name + ".b41_values", 'h', {nnzb, 4});
+    const uint16_t* bits = static_cast<const uint16_t*>(v.data);
+    L->sp_values.resize(4 * nnzb);
+    for (int64_t i = 0; i < 4 * nnzb; ++i) {
+      const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+      std::memcpy(&L->sp_values[i], &u, 4);
+    }
+  } else {
+    L->sp_values = copy_f32(t, name + ".b41_values", {nnzb, 4});
+  }
   L->sp_values.resize(4 * nnzb + 16, 0.0f);
   L->kind = LinearKind::SparseF32;
   L->bsr_rows = 4;

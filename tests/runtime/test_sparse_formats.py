@@ -48,6 +48,10 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         r = _runner(fmt, w, bias, isa)
         assert r.kind == "bsr-s8"
         np.testing.assert_array_equal(r.run(x, 1, res), ref_s8, err_msg=fmt)
+    # block-bf16: bf16 values widened at load, then the float32 kernel: equals block-f32 on the rounded weight
+    wb = get_format("bf16").decode(get_format("bf16").encode(w))
+    np.testing.assert_array_equal(_runner("block-bf16", w, bias, isa).run(x, 1, res),
+                                  _runner("block-f32", wb, bias, isa).run(x, 1, res))
 
 
 def test_sparse_storage_shrinks_with_sparsity(rng):

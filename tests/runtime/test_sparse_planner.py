@@ -35,6 +35,7 @@ def test_candidates_follow_the_pattern(rng):
 
     assert sparse_candidates(w, "int8") == [] and sparse_candidates(w, "f32") == []
     assert sparse_candidates(w, "bf16") == []
+    assert sparse_candidates(w * magnitude_mask(w, 0.9, "block"), "bf16") == ["block-bf16"]
     unstructured = w * magnitude_mask(w, 0.95, "unstructured")
     # a random 95%-sparse weight also fits 4:8 and sparse 4x1 blocks; CSR stores the least, so it comes first
     assert sparse_candidates(unstructured, "f32")[0] == "csr-f32"
@@ -44,6 +45,7 @@ def test_candidates_follow_the_pattern(rng):
     block = w * magnitude_mask(w, 0.9, "block")
     assert sparse_candidates(block, "int8") == ["block-int8", "csr-int8"]
     assert sparse_candidates(block, "f32") == ["block-f32", "csr-f32"]
+    assert sparse_candidates(block, "bf16") == ["block-bf16"]
     nm = w * magnitude_mask(w, 0.0, "2:4")
     assert sparse_candidates(nm, "f32") == ["nm-f32", "csr-f32"]
     assert sparse_candidates(nm, "int8") == []  # every 1x4 quad of a 2:4 weight holds a non-zero
@@ -138,3 +140,17 @@ def test_compile_verbose_shows_the_choice(tmp_path):
         assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--verbose"]) == 0
     text = buf.getvalue()
     assert "dispatch" in text and "csr-int8" in text and "int8" in text
+
+
+def test_bf16_block_sparse_model(rng, tmp_path):
+    model = _model()
+    prune_magnitude(model, 0.9, "block")
+    ids, mask = _inputs(rng)
+    eng = compile_encoder(model, quantize="bf16", sparse=None)
+    assert eng.formats["layers.0.qkv"] == "block-bf16"
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    a = eng.run(ids, mask)["last_hidden_state"]
+    assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
+    back = tf.load(tf.save(eng, tmp_path / "m"))
+    np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)

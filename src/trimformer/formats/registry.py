@@ -90,6 +90,10 @@ def _dequantized(decode: Callable[[dict[str, np.ndarray]], np.ndarray]) -> Calla
     return run
 
 
+def _bf16_values(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**t, ".b41_values": to_bf16_bits(t[".b41_values"])}
+
+
 def _sparse_formats() -> tuple[WeightFormat, ...]:
     from . import sparsity as sp
 
@@ -106,6 +110,11 @@ def _sparse_formats() -> tuple[WeightFormat, ...]:
         WeightFormat("block-f32", "block-sparse float32: 4x1 blocks (4 output rows x 1 input) with a non-zero",
                      lambda w: sp.encode_block4x1(f32(w)), sp.decode_block4x1,
                      (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 32, sparse=True),
+        WeightFormat("block-bf16", "block-sparse bfloat16 (4x1 blocks like block-f32; the values are widened to "
+                     "float32 at load and run by the float32 kernel: bf16 halves the stored bytes, not the compute)",
+                     lambda w: _bf16_values(sp.encode_block4x1(f32(w))),
+                     lambda t: sp.decode_block4x1({**t, ".b41_values": from_bf16_bits(t[".b41_values"])}),
+                     (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 16, sparse=True),
         WeightFormat("nm-f32", "N:M semi-structured float32 (2:4 or 4:8 along the inputs; values + in-group "
                      "indices at log2(M) bits)", lambda w: sp.encode_nm(f32(w), ".nm_values"),
                      lambda t: sp.decode_nm(t, ".nm_values").astype(np.float32),

@@ -176,7 +176,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
     calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
     (see runtime/calibration.py).
-    sparse: how Linear layers with zeros are dispatched (INT8 and float32 alike; see `sparse_candidates` for which
+    sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
     `engine.extra["dispatch"]` and saved with the model); None takes the first candidate without timing; True
@@ -244,10 +244,13 @@ _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no patte
 def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
     """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"),
     least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
-    pattern's own layout first): the order used without timing. bf16 has no sparse kernels."""
-    if dense_format not in ("int8", "f32"):
+    pattern's own layout first): the order used without timing. For "bf16" the only candidate is block-bf16
+    (bf16 storage, float32 kernel)."""
+    if dense_format not in ("int8", "f32", "bf16"):
         return []
     st = sparsity_stats(w)
+    if dense_format == "bf16":
+        return ["block-bf16"] if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY else []
     nm_work = {"2:4": 0.5, "4:8": 0.5}.get(st["nm"] or "", 1.0)
     work: dict[str, float] = {}
     if dense_format == "int8":
