@@ -514,7 +514,8 @@ SparseF32Host sparse_f32_from_dense(const float* w, int64_t n, int64_t k, const 
 }
 
 nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::string& layout, nb::object bias, int act,
-                                                nb::object residual, float alpha, const std::string& isa) {
+                                                nb::object residual, float alpha, const std::string& isa,
+                                                bool chunk_pointers) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   if (a.ndim() != 2 || w.ndim() != 2) throw std::invalid_argument("a and w must be 2-D");
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
@@ -528,7 +529,7 @@ nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::str
   sw.cols = h.cols.data();
   sw.values = h.values.data();
   std::vector<int32_t> chunk_ptr;
-  if (kt.spf32_chunk_k > 0 && !h.group) {
+  if (kt.spf32_chunk_k > 0 && !h.group && chunk_pointers) {
     chunk_ptr = tf::build_chunk_pointers(h.rowptr, h.cols.data(), k, kt.spf32_chunk_k);
     sw.chunk_k = kt.spf32_chunk_k;
     sw.chunk_ptr = chunk_ptr.data();
@@ -629,7 +630,7 @@ NB_MODULE(_core, m) {
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   // sparse runtime (issue 3)
   m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
-        "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "");
+        "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "", "chunk_pointers"_a = true);
   nb::class_<PyLinear>(m, "LinearRunner")
       .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
            "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)

@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <stdexcept>
 #include <type_traits>
 
 #include "../core/isa.h"
@@ -287,14 +286,17 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
                 int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)x;
   (void)ldx;
-  if (w.chunk_k != kCsrChunk || !w.chunk_ptr) throw std::invalid_argument("gemm_spf32: chunk pointers not built");
-  const int64_t stride = (w.k + kCsrChunk - 1) / kCsrChunk + 1;
+  // without chunk pointers built for this level's chunk, whole rows from the row pointers (same results)
+  const bool chunked = w.chunk_k == kCsrChunk && w.chunk_ptr;
+  const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
+  const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
+  const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
   if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
-    drive(at, m, w.k, kCsrChunk, c, ldc, n0, n1, epi,
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
           [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
             constexpr int V = decltype(vt)::value;
             for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
-              const int32_t* cp = w.chunk_ptr + b * stride + ch;
+              const int32_t* cp = ptr + b * stride + ch;
               if (cp[0] >= cp[1]) continue;
               float* a = acc + (4 * b - r0) * ld;
               if constexpr (V > 4) {  // 4 rows x 8 vectors would spill: two passes of at most 4 vectors
@@ -306,11 +308,11 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
             }
           });
   } else {
-    drive(at, m, w.k, kCsrChunk, c, ldc, n0, n1, epi,
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
           [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
             constexpr int V = decltype(vt)::value;
             for (int64_t n = r0; n < r1; ++n) {
-              const int32_t* cp = w.chunk_ptr + n * stride + ch;
+              const int32_t* cp = ptr + n * stride + ch;
               if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
             }
           });
