@@ -307,10 +307,10 @@ BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, i
   return h;
 }
 
-nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
-                                            nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
-                                            F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
-                                            const std::string& isa, int block_rows) {
+nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+                         nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
+                         F32In w_scale, float a_scale, int a_zp, nb::object bias, int act, const std::string& isa,
+                         int block_rows, float out_scale, int out_zp) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
@@ -331,10 +331,19 @@ nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, n
   epi.act = act_from(act);
   F32In b;
   if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  std::vector<uint8_t> oq;
+  if (out_scale > 0.0f) {  // requantizing epilogue: u8 output with this scale / zero point
+    oq.assign(m * n, 0);
+    epi.out_u8 = oq.data();
+    epi.ld_out_u8 = n;
+    epi.out_inv_scale = 1.0f / out_scale;
+    epi.out_zp = out_zp;
+  }
   const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
   kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, 0, nsplit, epi);
   kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, nsplit, n, epi);
-  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+  if (out_scale > 0.0f) return nb::cast(to_numpy(std::move(oq), {(size_t)m, (size_t)n}));
+  return nb::cast(to_numpy(std::move(c), {(size_t)m, (size_t)n}));
 }
 
 // One INT8 GEMM call, dense or block-sparse, split across `threads` the way the executor splits it: the
@@ -619,7 +628,7 @@ NB_MODULE(_core, m) {
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
-        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1);
+        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,

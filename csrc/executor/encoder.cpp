@@ -939,10 +939,12 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     lap("attn_out");
     layernorm_par(x1, L.ln1_g, L.ln1_b);
     lap("layernorm");
-    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && L.ffn1.kind == LinearKind::Int8 && !observe_) {
-      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (no float round trip through memory)
+    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
+      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through memory;
+      // block-sparse: from rows still hot, with ff as the float scratch)
       LinearIO up;
       up.in = x1;
+      up.out = ff;
       up.out_q = q8b_.as<uint8_t>();
       up.next = &L.ffn2;
       up.act = cfg_.act;

@@ -25,6 +25,11 @@ def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows):
         dense = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa)
         sparse = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows)
         np.testing.assert_array_equal(sparse, dense)
+        # requantizing epilogue (static INT8 FFN1 -> FFN2): the same u8 output as the dense kernel's
+        dense_q = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, out_scale=0.05, out_zp=17)
+        sparse_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
+                                     out_scale=0.05, out_zp=17)
+        np.testing.assert_array_equal(sparse_q, dense_q)
 
 
 def test_bad_block_rows():
