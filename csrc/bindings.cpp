@@ -369,46 +369,6 @@ void run_int8_split(const tf::KernelTable& kt, int threads, bool sparse, const u
   }
 }
 
-// Compile-time dispatch: seconds per call of the dense INT8 GEMM and of the block-sparse INT8 GEMM on this exact
-// weight (same threads, m tokens, synthetic activations), so the planner can keep the faster one per layer.
-nb::tuple k_time_int8_formats(nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
-                              int64_t m, int block_rows, int iters, const std::string& isa, int threads) {
-  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
-  const int64_t n = w.shape(0), k = w.shape(1), ldq = (k + 3) / 4 * 4;
-  if (block_rows != 1 && block_rows != 4) throw std::invalid_argument("block_rows must be 1 or 4");
-  std::vector<float> ws(n, 1.0f), rs(m, 0.01f), rz(m, 128.0f), c(m * n);
-  std::vector<uint8_t> aq(m * ldq);
-  for (int64_t i = 0; i < m * ldq; ++i) aq[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
-  tf::AlignedBuf packed(kt.pack_s8_size(n, k));
-  kt.pack_s8(w.data(), k, n, k, packed.as<void>());
-  const BsrHost bh = bsr_from_dense(w.data(), n, k, ws.data(), block_rows);
-  const tf::BsrS8 bw = bh.view(n, k);
-  std::vector<int32_t> colsum = bh.col_sum;
-  tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
-  tf::Epilogue epi;
-  epi.w_scale = ws.data();
-  epi.col_sum = colsum.data();
-  epi.row_scale = rs.data();
-  epi.row_zp = rz.data();
-  auto run = [&](bool sparse) {
-    run_int8_split(kt, threads, sparse, aq.data(), ldq, m, n, k, packed.as<void>(), bw, at.as<uint8_t>(), c.data(),
-                   epi);
-  };
-  double best[2] = {1e30, 1e30};
-  {
-    nb::gil_scoped_release release;
-    for (int sparse = 0; sparse < 2; ++sparse) run(sparse);  // warm-up
-    for (int it = 0; it < iters; ++it)
-      for (int sparse = 0; sparse < 2; ++sparse) {  // interleaved, best of: robust to a noisy neighbour
-        const auto t0 = std::chrono::steady_clock::now();
-        run(sparse);
-        const auto t1 = std::chrono::steady_clock::now();
-        best[sparse] = std::min(best[sparse], std::chrono::duration<double>(t1 - t0).count());
-      }
-  }
-  return nb::make_tuple(best[0], best[1]);  // Python objects only with the GIL held
-}
-
 // Times one GEMM shape with pre-packed random weights (no packing or Python in the loop): seconds per call.
 double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int iters, const std::string& isa,
                    int threads, double density, int block_rows) {
@@ -634,8 +594,6 @@ NB_MODULE(_core, m) {
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
         "density"_a = 1.0, "block_rows"_a = 1);
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
-  m.def("time_int8_formats", &k_time_int8_formats, "w"_a, "m"_a = 128, "block_rows"_a = 4, "iters"_a = 5,
-        "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   // sparse runtime (issue 3)
   m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
