@@ -275,6 +275,10 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
     if (rowptr[b + 1] < rowptr[b]) throw std::invalid_argument("'" + name + "': block row pointers decrease");
   for (int64_t j = 0; j < nnzb; ++j)
     if (cols[j] < 0 || cols[j] >= kq) throw std::invalid_argument("'" + name + "': block column out of range");
+  for (int64_t b = 0; b < nblk; ++b)  // as the encoder writes them (kernels that walk chunks rely on it)
+    for (int32_t j = rowptr[b] + 1; j < rowptr[b + 1]; ++j)
+      if (cols[j] <= cols[j - 1])
+        throw std::invalid_argument("'" + name + "': block columns within a row block must increase");
   L->int8 = true;
   L->kind = LinearKind::BsrS8;
   L->bsr_rowptr.assign(rowptr, rowptr + nblk + 1);

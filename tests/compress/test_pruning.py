@@ -107,3 +107,11 @@ def test_corrupt_block_sparse_tensors_fail_clearly(rng):
     bad["layers.0.ffn1.bsr_rowptr"] = rp
     with pytest.raises(ValueError, match="decrease|shape"):
         Engine(eng.spec, bad, eng.formats, quantize="int8-dynamic")
+    bad = dict(eng.tensors)
+    rp = bad["layers.0.ffn1.bsr_rowptr"]
+    row = int(np.argmax(np.diff(rp) >= 2))
+    cols = bad["layers.0.ffn1.bsr_cols"].copy()
+    cols[rp[row]], cols[rp[row] + 1] = cols[rp[row] + 1], cols[rp[row]]
+    bad["layers.0.ffn1.bsr_cols"] = cols
+    with pytest.raises(ValueError, match="increase"):
+        Engine(eng.spec, bad, eng.formats, quantize="int8-dynamic")
