@@ -1,7 +1,11 @@
-"""Kernel benchmark: block-sparse INT8 GEMM vs our dense INT8 and FP32 GEMMs over sparsity and token counts.
+"""Kernel benchmark: every sparse weight format vs our dense INT8 and FP32 over sparsity and token counts.
 
-Effective throughput counts the dense-equivalent operations (2*m*n*k) so that sparse and dense are comparable.
-All kernels are timed by the native `_core.time_gemm` (pre-packed weights, no Python in the loop), same threads.
+Each format runs one Linear through the executor's own loader and kernels (`_core.LinearRunner`: activation
+quantization / re-layout included, pre-packed weights, no Python in the timed call), best of --iters calls
+interleaved across formats, same threads. Effective throughput counts the dense-equivalent operations
+(2*m*n*k) so that sparse and dense are comparable. Patterns: "block" (4x4 blocks) for block-int8 / block-f32,
+"unstructured" for csr-int8 / csr-f32, "2:4" / "4:8" (50%) for nm-f32 / nm-int8; each is also run through the
+other formats it fits, as the planner would.
 
     python bench/bench_sparse_kernels.py --threads 2 --out bench/results/sparse_kernels
 """
@@ -15,74 +19,131 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from trimformer import _core
+from trimformer.formats.sparsity import magnitude_mask
+from trimformer.runtime.engine import time_formats
 
 SHAPES = {"bert-base qkv": (2304, 768), "bert-base ffn1": (3072, 768), "bert-base ffn2": (768, 3072),
           "bert-base attn_out": (768, 768), "minilm ffn1": (1536, 384)}
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+# pattern -> sparse formats timed on weights pruned in that pattern
+FORMATS = {"block": ("block-int8", "csr-int8", "block-f32", "csr-f32"),
+           "unstructured": ("csr-int8", "block-int8", "csr-f32"),
+           "2:4": ("nm-int8", "nm-f32", "csr-f32"), "4:8": ("nm-int8", "nm-f32")}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--tokens", default="128,2048", help="m values (batch x seq)")
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--out", default="bench/results/sparse_kernels")
-    args = ap.parse_args(argv)
-    tokens = [int(t) for t in args.tokens.split(",")]
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
+        iters: int, threads: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
     rows = []
-    for label, (n, k) in SHAPES.items():
+    for label, (n, k) in shapes.items():
+        w0 = rng.standard_normal((n, k)).astype(np.float32)
         for m in tokens:
             ops = 2.0 * m * n * k
-            f32 = _core.time_gemm("f32", m, n, k, args.iters, "", args.threads)
-            s8 = _core.time_gemm("s8", m, n, k, args.iters, "", args.threads)
-            row = {"shape": label, "n": n, "k": k, "m": m, "f32_ms": f32 * 1e3, "int8_ms": s8 * 1e3, "sparse": {}}
-            for sp in SPARSITIES:
-                for block_rows in (1, 4):
-                    t = _core.time_gemm("bsr", m, n, k, args.iters, "", args.threads, 1.0 - sp, block_rows)
-                    row["sparse"][f"{block_rows}x4@{sp:.2f}"] = {
-                        "ms": t * 1e3, "speedup_vs_int8": s8 / t, "effective_gops": ops / t / 1e9}
-            rows.append(row)
-            print(f"{label:18s} m={m:5d} int8 {s8 * 1e3:7.3f} ms  4x4@0.90 "
-                  f"{row['sparse']['4x4@0.90']['speedup_vs_int8']:.2f}x", file=sys.stderr)
-    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
-            "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
-            "command": "python " + " ".join(sys.argv)}
-    out = Path(args.out)
+            for pattern in patterns:
+                levels = [0.5] if pattern in ("2:4", "4:8") else sparsities
+                for sp in levels:
+                    w = w0 * magnitude_mask(w0, sp, pattern)
+                    # dense baselines timed in the same interleaved loop (on the pruned weight: same cost as dense)
+                    t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads)
+                    base = {"int8": t["int8"], "f32": t["f32"]}
+                    row = {"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp,
+                           "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {}}
+                    for fmt in FORMATS[pattern]:
+                        dense = base["int8"] if fmt.endswith("int8") else base["f32"]
+                        row["formats"][fmt] = {
+                            "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
+                            "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}
+                    rows.append(row)
+                    best = max(row["formats"], key=lambda f: row["formats"][f]["speedup_vs_dense_same_precision"])
+                    print(f"{label:18s} m={m:5d} {pattern:12s} {sp:.2f}: best {best} "
+                          f"{row['formats'][best]['speedup_vs_dense_same_precision']:.2f}x its dense", file=sys.stderr)
+    return rows
+
+
+def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Block-sparse INT8 kernels vs dense ({meta['threads']} threads, {meta['isa']}, {meta['date']})", "",
+    lines = [f"# Sparse kernels vs dense ({meta['threads']} threads, {meta['isa']}, {meta['date']})", "",
              f"Command: `{meta['command']}`", "",
-             "Speed-up of the block-sparse INT8 GEMM over our dense INT8 GEMM (same shapes, same threads); "
-             "blocks are 1x4 (one output row x 4 inputs) or 4x4 (4 output rows x 4 inputs).", "",
-             "| shape | m | dense INT8 ms | dense FP32 ms | " +
-             " | ".join(f"{b}x4 {int(s * 100)}%" for s in SPARSITIES for b in (1, 4)) + " |",
-             "|---|---|---|---|" + "---|" * (2 * len(SPARSITIES))]
-    for r in rows:
-        cells = [f"{r['sparse'][f'{b}x4@{s:.2f}']['speedup_vs_int8']:.2f}x" for s in SPARSITIES for b in (1, 4)]
-        lines.append(f"| {r['shape']} | {r['m']} | {r['int8_ms']:.3f} | {r['f32_ms']:.3f} | " + " | ".join(cells) + " |")
+             "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
+             "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
+             "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
+             "not results: the committed tables come from a quiet machine.", ""]
+    for pattern in dict.fromkeys(r["pattern"] for r in rows):
+        sub = [r for r in rows if r["pattern"] == pattern]
+        fmts = list(sub[0]["formats"])
+        lines += [f"## {pattern}", "",
+                  "| shape | m | sparsity | dense INT8 ms | dense FP32 ms | " +
+                  " | ".join(f"{f} (x dense, GOP/s)" for f in fmts) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(fmts)]
+        for r in sub:
+            cells = [f"{r['formats'][f]['speedup_vs_dense_same_precision']:.2f}x, "
+                     f"{r['formats'][f]['effective_gops']:.3g}" for f in fmts]
+            lines.append(f"| {r['shape']} | {r['m']} | {r['sparsity']:.0%} | {r['dense_int8_ms']:.3f} | "
+                         f"{r['dense_f32_ms']:.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, len(tokens), figsize=(6 * len(tokens), 4.5), squeeze=False)
-        for ax, m in zip(axes[0], tokens, strict=True):
-            for r in (r for r in rows if r["m"] == m):
-                ax.plot([s * 100 for s in SPARSITIES],
-                        [r["sparse"][f"4x4@{s:.2f}"]["speedup_vs_int8"] for s in SPARSITIES], marker="o",
-                        label=f"{r['shape']} 4x4")
-            ax.axhline(1.0, color="gray", lw=0.8)
-            ax.set_title(f"block-sparse INT8 / dense INT8, m={m}")
-            ax.set_xlabel("sparsity (%)")
-            ax.set_ylabel("speed-up over dense INT8")
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out.with_suffix(".png"), dpi=110)
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
+        return
+    tokens = sorted({r["m"] for r in rows})
+    swept = [p for p in dict.fromkeys(r["pattern"] for r in rows) if len({r["sparsity"] for r in rows
+                                                                         if r["pattern"] == p}) > 1]
+    fig, axes = plt.subplots(max(1, len(swept)), len(tokens), figsize=(6 * len(tokens), 4.2 * max(1, len(swept))),
+                             squeeze=False)
+    for i, pattern in enumerate(swept):
+        for ax, m in zip(axes[i], tokens, strict=True):
+            sub = [r for r in rows if r["pattern"] == pattern and r["m"] == m]
+            for shape in dict.fromkeys(r["shape"] for r in sub):
+                pts = [r for r in sub if r["shape"] == shape]
+                for fmt in pts[0]["formats"]:
+                    ax.plot([r["sparsity"] * 100 for r in pts],
+                            [r["formats"][fmt]["speedup_vs_dense_same_precision"] for r in pts], marker="o",
+                            label=f"{shape} {fmt}")
+            ax.axhline(1.0, color="gray", lw=0.8)
+            ax.set_title(f"{pattern} pruning, m={m}")
+            ax.set_xlabel("sparsity (%)")
+            ax.set_ylabel("speed-up over dense, same precision")
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tokens", default="1,128,2048", help="m values (batch x seq)")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--shapes", type=_csv, default=list(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
+    ap.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
+    ap.add_argument("--patterns", type=_csv, default=list(FORMATS), help=f"comma list of {', '.join(FORMATS)}")
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes (a quick check that the script runs)")
+    ap.add_argument("--out", default="bench/results/sparse_kernels")
+    args = ap.parse_args(argv)
+    bad = [s for s in args.shapes if s not in SHAPES] + [p for p in args.patterns if p not in FORMATS]
+    if bad:
+        ap.error(f"unknown shapes / patterns: {bad}")
+    shapes = {"tiny": (40, 72)} if args.tiny else {s: SHAPES[s] for s in args.shapes}
+    tokens = [int(t) for t in args.tokens.split(",")]
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads)
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
+            "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
+            "command": "python " + " ".join(sys.argv)}
+    out = Path(args.out)
+    write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)
     return 0
 

@@ -456,13 +456,32 @@ def trimformer_runner(
         )
     except (ImportError, NotImplementedError) as e:  # native core not built / mode not implemented
         raise Unavailable(f"trimformer.compile failed: {e!r}") from e
-    notes = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize") if hasattr(engine, k)}
+    notes: dict[str, Any] = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize") if hasattr(engine, k)}
+    with contextlib.suppress(Exception):  # storage notes are best effort: never fail a timing run
+        notes.update(trimformer_storage(engine))
     uses_tt = info.uses_token_types
 
     def run(ids: np.ndarray, mask: np.ndarray, tt: np.ndarray) -> np.ndarray:
         return engine.run(ids, mask, tt if uses_tt else None)["last_hidden_state"]
 
     return run, notes
+
+
+def trimformer_storage(engine: Any) -> dict[str, Any]:
+    """What the compiled model stores: formats chosen per encoder Linear, the encoder Linear bytes against their
+    FP32 bytes (out x in x 4), and the saved model directory's size on disk."""
+    import trimformer
+    from trimformer.cli.main import linear_rows
+
+    rows = [r for r in linear_rows(engine) if r["name"].startswith("layers.")]
+    stored = sum(r["bytes"] for r in rows)
+    fp32 = sum(4 * r["shape"][0] * r["shape"][1] for r in rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = trimformer.save(engine, Path(tmp) / "model")
+        on_disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {"formats": dict(Counter(r["format"] for r in rows)), "linear_bytes": int(stored),
+            "fp32_linear_bytes": int(fp32), "linear_vs_fp32": stored / fp32 if fp32 else None,
+            "saved_bytes": int(on_disk)}
 
 
 # --------------------------------------------------------------------------------------------- DeepSparse

@@ -32,9 +32,9 @@ std::map<std::string, HostTensor> host_tensors(const std::map<std::string, AnyAr
     if (arr.dtype() == nb::dtype<float>()) h.dtype = 'f';
     else if (arr.dtype() == nb::dtype<int8_t>()) h.dtype = 'b';
     else if (arr.dtype() == nb::dtype<int32_t>()) h.dtype = 'i';
-    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits
-    else if (arr.dtype() == nb::dtype<uint8_t>()) h.dtype = 'u';   // packed k-bit codes
-    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, uint8, int32 or uint16 (bf16)");
+    else if (arr.dtype() == nb::dtype<uint16_t>()) h.dtype = 'h';  // bf16 bits or small indices
+    else if (arr.dtype() == nb::dtype<uint8_t>()) h.dtype = 'u';   // packed k-bit codes, bit-packed metadata
+    else throw std::invalid_argument("tensor '" + name + "' must be float32, int8, uint8, int32 or uint16");
     out[name] = h;
   }
   return out;
@@ -311,10 +311,10 @@ BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, i
   return h;
 }
 
-nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
-                                            nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
-                                            F32In w_scale, float a_scale, int a_zp, nb::object bias, int act,
-                                            const std::string& isa, int block_rows) {
+nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
+                         nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
+                         F32In w_scale, float a_scale, int a_zp, nb::object bias, int act, const std::string& isa,
+                         int block_rows, float out_scale, int out_zp) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
@@ -335,10 +335,19 @@ nb::ndarray<nb::numpy, float> k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, n
   epi.act = act_from(act);
   F32In b;
   if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  std::vector<uint8_t> oq;
+  if (out_scale > 0.0f) {  // requantizing epilogue: u8 output with this scale / zero point
+    oq.assign(m * n, 0);
+    epi.out_u8 = oq.data();
+    epi.ld_out_u8 = n;
+    epi.out_inv_scale = 1.0f / out_scale;
+    epi.out_zp = out_zp;
+  }
   const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
   kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, 0, nsplit, epi);
   kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, nsplit, n, epi);
-  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+  if (out_scale > 0.0f) return nb::cast(to_numpy(std::move(oq), {(size_t)m, (size_t)n}));
+  return nb::cast(to_numpy(std::move(c), {(size_t)m, (size_t)n}));
 }
 
 // One INT8 GEMM call, dense or block-sparse, split across `threads` the way the executor splits it: the
@@ -362,46 +371,6 @@ void run_int8_split(const tf::KernelTable& kt, int threads, bool sparse, const u
       else kt.gemm_s8(aq, ldq, packed, n, k, c, n, 0, m, lo, hi, epi);
     }
   }
-}
-
-// Compile-time dispatch: seconds per call of the dense INT8 GEMM and of the block-sparse INT8 GEMM on this exact
-// weight (same threads, m tokens, synthetic activations), so the planner can keep the faster one per layer.
-nb::tuple k_time_int8_formats(nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
-                              int64_t m, int block_rows, int iters, const std::string& isa, int threads) {
-  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
-  const int64_t n = w.shape(0), k = w.shape(1), ldq = (k + 3) / 4 * 4;
-  if (block_rows != 1 && block_rows != 4) throw std::invalid_argument("block_rows must be 1 or 4");
-  std::vector<float> ws(n, 1.0f), rs(m, 0.01f), rz(m, 128.0f), c(m * n);
-  std::vector<uint8_t> aq(m * ldq);
-  for (int64_t i = 0; i < m * ldq; ++i) aq[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);
-  tf::AlignedBuf packed(kt.pack_s8_size(n, k));
-  kt.pack_s8(w.data(), k, n, k, packed.as<void>());
-  const BsrHost bh = bsr_from_dense(w.data(), n, k, ws.data(), block_rows);
-  const tf::BsrS8 bw = bh.view(n, k);
-  std::vector<int32_t> colsum = bh.col_sum;
-  tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
-  tf::Epilogue epi;
-  epi.w_scale = ws.data();
-  epi.col_sum = colsum.data();
-  epi.row_scale = rs.data();
-  epi.row_zp = rz.data();
-  auto run = [&](bool sparse) {
-    run_int8_split(kt, threads, sparse, aq.data(), ldq, m, n, k, packed.as<void>(), bw, at.as<uint8_t>(), c.data(),
-                   epi);
-  };
-  double best[2] = {1e30, 1e30};
-  {
-    nb::gil_scoped_release release;
-    for (int sparse = 0; sparse < 2; ++sparse) run(sparse);  // warm-up
-    for (int it = 0; it < iters; ++it)
-      for (int sparse = 0; sparse < 2; ++sparse) {  // interleaved, best of: robust to a noisy neighbour
-        const auto t0 = std::chrono::steady_clock::now();
-        run(sparse);
-        const auto t1 = std::chrono::steady_clock::now();
-        best[sparse] = std::min(best[sparse], std::chrono::duration<double>(t1 - t0).count());
-      }
-  }
-  return nb::make_tuple(best[0], best[1]);  // Python objects only with the GIL held
 }
 
 // Times one GEMM shape with pre-packed random weights (no packing or Python in the loop): seconds per call.
@@ -458,6 +427,157 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
 }
 
+
+// ---- sparse runtime (issue 3): FP32 sparse kernels from a dense weight, and a Linear-only engine ----
+// Sparse FP32 weight from dense W [n][k]: layout "csr" (every non-zero), "block" (4x1 blocks with a non-zero),
+// "2:4" / "4:8" (W must have at most N non-zeros per group; each group keeps its non-zeros, then zeros, in input
+// order).
+struct SparseF32Host {
+  std::vector<int32_t> rowptr, cols;
+  std::vector<float> values;
+  std::vector<uint8_t> idx;
+  int64_t rows = 1, keep = 0, group = 0;
+};
+
+SparseF32Host sparse_f32_from_dense(const float* w, int64_t n, int64_t k, const std::string& layout) {
+  SparseF32Host h;
+  if (layout == "csr" || layout == "block") {
+    h.rows = layout == "csr" ? 1 : 4;
+    h.rowptr.push_back(0);
+    for (int64_t b = 0; b < (n + h.rows - 1) / h.rows; ++b) {
+      for (int64_t kk = 0; kk < k; ++kk) {
+        float blk[4] = {0, 0, 0, 0};
+        bool any = false;
+        for (int64_t i = 0; i < h.rows && b * h.rows + i < n; ++i) {
+          blk[i] = w[(b * h.rows + i) * k + kk];
+          any |= blk[i] != 0.0f;
+        }
+        if (!any) continue;
+        h.cols.push_back(static_cast<int32_t>(kk));
+        h.values.insert(h.values.end(), blk, blk + h.rows);
+      }
+      h.rowptr.push_back(static_cast<int32_t>(h.cols.size()));
+    }
+  } else if (layout == "2:4" || layout == "4:8") {
+    h.keep = layout == "2:4" ? 2 : 4;
+    h.group = layout == "2:4" ? 4 : 8;
+    const int64_t groups = (k + h.group - 1) / h.group;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t g = 0; g < groups; ++g) {
+        std::vector<int64_t> pos;
+        for (int64_t i = 0; i < h.group; ++i)
+          if (g * h.group + i < k && w[r * k + g * h.group + i] != 0.0f) pos.push_back(i);
+        if (static_cast<int64_t>(pos.size()) > h.keep) throw std::invalid_argument("weight breaks the N:M pattern");
+        for (int64_t i = 0; i < h.group && static_cast<int64_t>(pos.size()) < h.keep; ++i)
+          if (std::find(pos.begin(), pos.end(), i) == pos.end()) pos.push_back(i);
+        std::sort(pos.begin(), pos.end());
+        for (int64_t i : pos) {
+          const int64_t col = g * h.group + i;
+          h.values.push_back(col < k ? w[r * k + col] : 0.0f);
+          h.idx.push_back(static_cast<uint8_t>(i));
+        }
+      }
+  } else {
+    throw std::invalid_argument("layout must be csr, block, 2:4 or 4:8");
+  }
+  h.values.resize(h.values.size() + 16, 0.0f);
+  h.idx.resize(h.idx.size() + 16, 0);
+  h.cols.resize(h.cols.size() + 1, 0);
+  return h;
+}
+
+nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::string& layout, nb::object bias, int act,
+                                                nb::object residual, float alpha, const std::string& isa,
+                                                bool chunk_pointers) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (a.ndim() != 2 || w.ndim() != 2) throw std::invalid_argument("a and w must be 2-D");
+  const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
+  if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
+  const SparseF32Host h = sparse_f32_from_dense(w.data(), n, k, layout);
+  tf::SparseF32 sw;
+  sw.n = n;
+  sw.k = k;
+  sw.block_rows = h.rows;
+  sw.rowptr = h.rowptr.data();
+  sw.cols = h.cols.data();
+  sw.values = h.values.data();
+  std::vector<int32_t> chunk_ptr;
+  if (kt.spf32_chunk_k > 0 && !h.group && chunk_pointers) {
+    chunk_ptr = tf::build_chunk_pointers(h.rowptr, h.cols.data(), k, kt.spf32_chunk_k);
+    sw.chunk_k = kt.spf32_chunk_k;
+    sw.chunk_ptr = chunk_ptr.data();
+  }
+  tf::NmF32 nw;
+  nw.n = n;
+  nw.k = k;
+  nw.keep = h.keep;
+  nw.group = h.group;
+  nw.values = h.values.data();
+  nw.idx = h.idx.data();
+  tf::AlignedBuf at(kt.spf32_at_size(m, k) + 64);
+  const int64_t msplit = (m + 15) / 16 * 16 / 2 / 16 * 16;  // two row ranges, as threads re-lay them
+  kt.spf32_pack_at(a.data(), k, m, 0, msplit, k, at.as<float>());
+  kt.spf32_pack_at(a.data(), k, m, msplit, m, k, at.as<float>());
+  std::vector<float> c(m * n);
+  tf::Epilogue epi;
+  epi.alpha = alpha;
+  epi.act = act_from(act);
+  F32In b, r;
+  if (!bias.is_none()) { b = nb::cast<F32In>(bias); epi.bias = b.data(); }
+  if (!residual.is_none()) { r = nb::cast<F32In>(residual); epi.residual = r.data(); epi.ld_residual = n; }
+  const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
+  for (auto [n0, n1] : {std::pair<int64_t, int64_t>{0, nsplit}, {nsplit, n}}) {
+    if (h.group) kt.gemm_nm_f32(a.data(), k, at.as<float>(), m, nw, c.data(), n, n0, n1, epi);
+    else kt.gemm_spf32(a.data(), k, at.as<float>(), m, sw, c.data(), n, n0, n1, epi);
+  }
+  return to_numpy(std::move(c), {(size_t)m, (size_t)n});
+}
+
+// One stored Linear (any registry format) run by the executor's own loader and dispatch.
+class PyLinear {
+ public:
+  PyLinear(const std::map<std::string, AnyArray>& tensors, const std::string& name, const std::string& isa,
+           int threads) {
+    engine_ = std::make_unique<tf::EncoderEngine>(host_tensors(tensors), name, tf::resolve_isa(isa),
+                                                  std::min(threads, 256));
+  }
+  nb::ndarray<nb::numpy, float> run(F32In x, int act, nb::object residual) {
+    const tf::Linear& L = engine_->only_linear();
+    if (x.ndim() != 2 || (int64_t)x.shape(1) != L.k) throw std::invalid_argument("x must be [m, in_features]");
+    const int64_t m = x.shape(0);
+    F32In r;
+    const float* rp = nullptr;
+    if (!residual.is_none()) {
+      r = nb::cast<F32In>(residual);
+      if (r.ndim() != 2 || (int64_t)r.shape(0) != m || (int64_t)r.shape(1) != L.n)
+        throw std::invalid_argument("residual must be [m, out_features]");
+      rp = r.data();
+    }
+    std::vector<float> y(m * L.n);
+    {
+      nb::gil_scoped_release release;
+      engine_->run_linear(x.data(), m, y.data(), act_from(act), rp);
+    }
+    return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
+  }
+  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call)
+  double time(int64_t m, int iters) {
+    const tf::Linear& L = engine_->only_linear();
+    if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
+    std::vector<float> x(m * L.k), y(m * L.n);
+    for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;
+    nb::gil_scoped_release release;
+    engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
+    double best = 1e30;
+    for (int it = 0; it < iters; ++it) {
+      const auto t0 = std::chrono::steady_clock::now();
+      engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  }
+  std::unique_ptr<tf::EncoderEngine> engine_;
+};
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -472,15 +592,24 @@ NB_MODULE(_core, m) {
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
-        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1);
+        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
         "density"_a = 1.0, "block_rows"_a = 1);
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
-  m.def("time_int8_formats", &k_time_int8_formats, "w"_a, "m"_a = 128, "block_rows"_a = 4, "iters"_a = 5,
-        "isa"_a = "", "threads"_a = 1);
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
+  // sparse runtime (issue 3)
+  m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
+        "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "", "chunk_pointers"_a = true);
+  nb::class_<PyLinear>(m, "LinearRunner")
+      .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
+           "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)
+      .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
+      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5)
+      .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
+      .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })
+      .def_prop_ro("weight_bytes", [](PyLinear& p) { return p.engine_->only_linear().weight_bytes(); });
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
            "isa"_a = "", "threads"_a = 1)

@@ -70,6 +70,32 @@ struct BsrS8 {
   const float* w_scale = nullptr;    // per output row
 };
 
+// ---- sparse runtime (issue 3): FP32 sparse weights ----
+// Sparse FP32 weight in rows of R (R = block_rows: 1 for csr-f32, 4 for block-f32's 4x1 blocks): row block b
+// (rows R*b .. R*b+R-1) owns entries rowptr[b] .. rowptr[b+1]-1; entry j is input feature cols[j] and holds R
+// values at values[R*j ..] (one per output row of the block).
+struct SparseF32 {
+  int64_t n = 0, k = 0;
+  int64_t block_rows = 1;
+  const int32_t* rowptr = nullptr;
+  const int32_t* cols = nullptr;
+  const float* values = nullptr;
+  // entries of row block b with input in chunk c (inputs c*chunk_k .. c*chunk_k+chunk_k-1) are
+  // chunk_ptr[b * (chunks + 1) + c] .. chunk_ptr[b * (chunks + 1) + c + 1] - 1, chunks = ceil(k / chunk_k), for
+  // levels whose kernel walks the inputs in chunks (KernelTable::spf32_chunk_k > 0; see build_chunk_pointers)
+  int64_t chunk_k = 0;
+  const int32_t* chunk_ptr = nullptr;
+};
+// N:M semi-structured FP32 weight (at most N non-zeros in each group of M consecutive inputs, M in {4, 8}):
+// row r keeps exactly N values per group (zeros where a group has fewer), values[r * groups * N + g * N + i]
+// sits at input M*g + idx[same position]; groups = ceil(k / M), inputs past k multiply zeros.
+struct NmF32 {
+  int64_t n = 0, k = 0;
+  int64_t keep = 2, group = 4;  // N, M
+  const float* values = nullptr;
+  const uint8_t* idx = nullptr;
+};
+
 struct KernelTable {
   Isa isa;
   // ---- FP32 GEMM: C[m, n] = epi(sum_k A[m, k] * B[k, n]) ----
@@ -99,7 +125,8 @@ struct KernelTable {
   size_t (*bsr_at_size)(int64_t m, int64_t k);
   // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
   void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
-  // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`)
+  // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`);
+  // with out_u8 the rows are also requantized there (C is then scratch, still written)
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
@@ -134,6 +161,22 @@ struct KernelTable {
   // apply the epilogue to one fp32 tile in place (used by kernels and by the executor)
   void (*epilogue_f32)(float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t m0, int64_t n0,
                        const Epilogue& epi);
+  // ---- sparse runtime (issue 3): FP32 sparse GEMMs (csr-f32, block-f32, nm-f32) ----
+  // bytes of the per-call activation re-layout (tokens along the vector, zero padded; 0: the level reads the
+  // row-major activations directly)
+  size_t (*spf32_at_size)(int64_t m, int64_t k);
+  // input chunk of the gemm_spf32 kernel (0: whole rows); SparseF32::chunk_ptr must be built for it
+  int64_t spf32_chunk_k;
+  // re-lay rows [m0, m1) (m0 a multiple of 16) of x [m][k] (row stride ldx) for gemm_spf32 / gemm_nm_f32
+  // (layout private to the level)
+  void (*spf32_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at);
+  // C[:, n0:n1] = epi(x . W^T) for all m rows (n0 a multiple of 16); epilogue as gemm_f32 (alpha, bias, act,
+  // residual)
+  void (*gemm_spf32)(const float* x, int64_t ldx, const float* at, int64_t m, const SparseF32& w, float* c,
+                     int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
+  void (*gemm_nm_f32)(const float* x, int64_t ldx, const float* at, int64_t m, const NmF32& w, float* c,
+                      int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
+  // ---- end of the sparse runtime block ----
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -49,6 +49,53 @@ std::vector<float> copy_f32(const std::map<std::string, HostTensor>& t, const st
   return std::vector<float>(p, p + n);
 }
 
+// An index array stored as int32 or (when every index fits) uint16, widened to int32.
+std::vector<int32_t> copy_index(const std::map<std::string, HostTensor>& t, const std::string& name,
+                                std::vector<int64_t> shape) {
+  auto it = t.find(name);
+  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
+  const char dt = it->second.dtype == 'h' ? 'h' : 'i';
+  const HostTensor& h = need(t, name, dt, shape);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  std::vector<int32_t> out(n);
+  if (dt == 'h') {
+    const uint16_t* p = static_cast<const uint16_t*>(h.data);
+    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+  } else {
+    const int32_t* p = static_cast<const int32_t*>(h.data);
+    std::copy(p, p + n, out.begin());
+  }
+  return out;
+}
+
+// Row (block) pointers: start at 0, never decrease, end at the entry count; entries within a row strictly
+// increase and lie in [0, limit). Anything else is a corrupt file: an error here, never a bad read in a kernel.
+void check_rows(const std::string& name, const std::vector<int32_t>& rowptr, const std::vector<int32_t>& cols,
+                int64_t limit) {
+  if (rowptr.empty() || rowptr[0] != 0) throw std::invalid_argument("'" + name + "': row pointers must start at 0");
+  for (size_t b = 0; b + 1 < rowptr.size(); ++b) {
+    if (rowptr[b + 1] < rowptr[b]) throw std::invalid_argument("'" + name + "': row pointers decrease");
+    if (rowptr[b + 1] > static_cast<int64_t>(cols.size()))
+      throw std::invalid_argument("'" + name + "': row pointers run past the stored entries");
+    for (int32_t j = rowptr[b]; j < rowptr[b + 1]; ++j) {
+      if (cols[j] < 0 || cols[j] >= limit) throw std::invalid_argument("'" + name + "': column index out of range");
+      if (j > rowptr[b] && cols[j] <= cols[j - 1])
+        throw std::invalid_argument("'" + name + "': column indices within a row must increase");
+    }
+  }
+  if (rowptr.back() != static_cast<int64_t>(cols.size()))
+    throw std::invalid_argument("'" + name + "': the last row pointer must equal the number of entries");
+}
+
+std::vector<int32_t> read_shape(const std::map<std::string, HostTensor>& t, const std::string& name, int64_t len) {
+  const HostTensor& h = need(t, name, 'i', {len});
+  const int32_t* p = static_cast<const int32_t*>(h.data);
+  std::vector<int32_t> v(p, p + len);
+  if (v[0] <= 0 || v[1] <= 0) throw std::invalid_argument("'" + name + "': shape must be positive");
+  return v;
+}
+
 // Split [0, total) into `parts` contiguous chunks aligned to `align`; chunk i is [lo, hi).
 inline void split_range(int64_t total, int64_t align, int parts, int i, int64_t* lo, int64_t* hi) {
   const int64_t units = (total + align - 1) / align;
@@ -84,8 +131,54 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
 
 }  // namespace
 
+const char* linear_kind_name(LinearKind kind) {
+  switch (kind) {
+    case LinearKind::Bf16: return "bf16";
+    case LinearKind::Int8: return "int8";
+    case LinearKind::BsrS8: return "bsr-s8";
+    case LinearKind::SparseF32: return "sparse-f32";
+    case LinearKind::NmF32: return "nm-f32";
+    default: return "f32";
+  }
+}
+
+size_t Linear::weight_bytes() const {
+  return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() + sp_values.size() * 4 +
+         nm_idx.size() + sp_chunk_ptr.size() * 4;
+}
+
+std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,
+                                          int64_t chunk_k) {
+  const int64_t chunks = (k + chunk_k - 1) / chunk_k, rows = static_cast<int64_t>(rowptr.size()) - 1;
+  std::vector<int32_t> out(rows * (chunks + 1));
+  for (int64_t b = 0; b < rows; ++b) {
+    int32_t j = rowptr[b];
+    for (int64_t c = 0; c < chunks; ++c) {
+      out[b * (chunks + 1) + c] = j;
+      while (j < rowptr[b + 1] && cols[j] < (c + 1) * chunk_k) ++j;
+    }
+    out[b * (chunks + 1) + chunks] = rowptr[b + 1];
+  }
+  return out;
+}
+
 void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
   L->name = name;
+  if (t.count(name + ".csr_rowptr")) {
+    load_csr(L, name, t);
+    if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+    return;
+  }
+  if (t.count(name + ".b41_rowptr")) {
+    load_block_f32(L, name, t);
+    if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+    return;
+  }
+  if (t.count(name + ".nm_shape")) {
+    load_nm(L, name, t);
+    if (t.count(name + ".bias")) L->bias = copy_f32(t, name + ".bias", {L->n});
+    return;
+  }
   auto it = t.find(name + ".weight");
   auto itq = t.find(name + ".qweight");
   auto itb = t.find(name + ".bweight");
@@ -100,6 +193,7 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
     const uint16_t* bits = static_cast<const uint16_t*>(w.data);
     if (kt_->gemm_bf16 && cpu_has_avx512_bf16()) {
       L->bf16 = true;
+      L->kind = LinearKind::Bf16;
       L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
       kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
     } else {  // no BF16 instructions at this level: the same bf16 weights, computed in float32
@@ -125,6 +219,7 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
     L->n = w.shape[0];
     L->k = w.shape[1];
     L->int8 = true;
+    L->kind = LinearKind::Int8;
     const int8_t* q = static_cast<const int8_t*>(w.data);
     L->packed.reserve(kt_->pack_s8_size(L->n, L->k));
     kt_->pack_s8(q, L->k, L->n, L->k, L->packed.as<void>());
@@ -171,16 +266,21 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
   const HostTensor& rp = need(t, name + ".bsr_rowptr", 'i', {nblk + 1});
   const int32_t* rowptr = static_cast<const int32_t*>(rp.data);
   const int64_t nnzb = rowptr[nblk];
-  const HostTensor& cl = need(t, name + ".bsr_cols", 'i', {nnzb});
+  if (nnzb < 0 || nnzb > nblk * kq) throw std::invalid_argument("'" + name + "': bad number of stored blocks");
+  const std::vector<int32_t> col_vec = copy_index(t, name + ".bsr_cols", {nnzb});  // int32 or uint16
   const HostTensor& vl = need(t, name + ".bsr_values", 'b', {nnzb, 4 * R});
-  const int32_t* cols = static_cast<const int32_t*>(cl.data);
+  const int32_t* cols = col_vec.data();
   if (rowptr[0] != 0) throw std::invalid_argument("'" + name + "': block row pointers must start at 0");
   for (int64_t b = 0; b < nblk; ++b)
     if (rowptr[b + 1] < rowptr[b]) throw std::invalid_argument("'" + name + "': block row pointers decrease");
   for (int64_t j = 0; j < nnzb; ++j)
     if (cols[j] < 0 || cols[j] >= kq) throw std::invalid_argument("'" + name + "': block column out of range");
+  for (int64_t b = 0; b < nblk; ++b)  // as the encoder writes them (kernels that walk chunks rely on it)
+    for (int32_t j = rowptr[b] + 1; j < rowptr[b + 1]; ++j)
+      if (cols[j] <= cols[j - 1])
+        throw std::invalid_argument("'" + name + "': block columns within a row block must increase");
   L->int8 = true;
-  L->sparse = true;
+  L->kind = LinearKind::BsrS8;
   L->bsr_rowptr.assign(rowptr, rowptr + nblk + 1);
   L->bsr_cols.assign(cols, cols + nnzb);
   const int8_t* vals = static_cast<const int8_t*>(vl.data);
@@ -194,6 +294,185 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
       for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
         for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
   load_static_activation(L, name, t);
+}
+
+// INT8 rows given densely ([n][k]) -> 1x4 input quads holding a non-zero (BsrS8, R = 1): VNNI's 4-way dot
+// product needs 4 consecutive inputs per lane, so unstructured and N:M INT8 weights run on quads (see
+// docs/kernels.md for why this beats per-value gathers); also the integer row sums for the zero point.
+void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
+  const int64_t n = L->n, k = L->k, kq = (k + 3) / 4;
+  L->int8 = true;
+  L->kind = LinearKind::BsrS8;
+  L->bsr_rows = 1;
+  L->bsr_rowptr.assign(1, 0);
+  L->bsr_cols.clear();
+  L->bsr_values.clear();
+  L->col_sum.assign(n, 0);
+  for (int64_t r = 0; r < n; ++r) {
+    const int8_t* row = w.data() + r * k;
+    for (int64_t g = 0; g < kq; ++g) {
+      int8_t quad[4] = {0, 0, 0, 0};
+      bool any = false;
+      for (int64_t i = 0; i < 4 && 4 * g + i < k; ++i) {
+        quad[i] = row[4 * g + i];
+        any |= quad[i] != 0;
+        L->col_sum[r] += quad[i];
+      }
+      if (!any) continue;
+      L->bsr_cols.push_back(static_cast<int32_t>(g));
+      L->bsr_values.insert(L->bsr_values.end(), quad, quad + 4);
+    }
+    L->bsr_rowptr.push_back(static_cast<int32_t>(L->bsr_cols.size()));
+  }
+  L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
+  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
+}
+
+// CSR: shape [n, k], row pointers [n + 1], input indices (int32 or uint16) and values (float32 for csr-f32,
+// int8 + per-row scales for csr-int8).
+void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  const std::vector<int32_t> sh = read_shape(t, name + ".csr_shape", 2);
+  L->n = sh[0];
+  L->k = sh[1];
+  std::vector<int32_t> rowptr = copy_index(t, name + ".csr_rowptr", {L->n + 1});
+  const int64_t nnz = rowptr.back();
+  if (nnz < 0 || nnz > L->n * L->k) throw std::invalid_argument("'" + name + "': bad number of stored entries");
+  std::vector<int32_t> cols = copy_index(t, name + ".csr_cols", {nnz});
+  check_rows(name, rowptr, cols, L->k);
+  if (t.count(name + ".csr_qvalues")) {
+    const HostTensor& v = need(t, name + ".csr_qvalues", 'b', {nnz});
+    const int8_t* q = static_cast<const int8_t*>(v.data);
+    std::vector<int8_t> dense(L->n * L->k, 0);
+    for (int64_t r = 0; r < L->n; ++r)
+      for (int32_t j = rowptr[r]; j < rowptr[r + 1]; ++j) dense[r * L->k + cols[j]] = q[j];
+    quads_from_rows(L, dense);
+    L->w_scale = copy_f32(t, name + ".wscale", {L->n});
+    load_static_activation(L, name, t);
+    return;
+  }
+  L->sp_values = copy_f32(t, name + ".csr_values", {nnz});
+  L->sp_values.resize(nnz + 16, 0.0f);
+  L->kind = LinearKind::SparseF32;
+  L->bsr_rows = 1;
+  if (kt_->spf32_chunk_k > 0) L->sp_chunk_ptr = build_chunk_pointers(rowptr, cols.data(), L->k, kt_->spf32_chunk_k);
+  L->bsr_rowptr = std::move(rowptr);
+  L->bsr_cols = std::move(cols);
+  L->bsr_cols.resize(nnz + 1, 0);
+}
+
+// block-f32: 4x1 blocks (4 consecutive output rows x 1 input): shape [n, k], block-row pointers, inputs, and 4
+// float32 values per block (block-bf16: 4 bf16 values, widened to float32 at load and run by the same kernel).
+void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  const std::vector<int32_t> sh = read_shape(t, name + ".b41_shape", 2);
+  L->n = sh[0];
+  L->k = sh[1];
+  const int64_t nblk = (L->n + 3) / 4;
+  std::vector<int32_t> rowptr = copy_index(t, name + ".b41_rowptr", {nblk + 1});
+  const int64_t nnzb = rowptr.back();
+  if (nnzb < 0 || nnzb > nblk * L->k) throw std::invalid_argument("'" + name + "': bad number of stored blocks");
+  std::vector<int32_t> cols = copy_index(t, name + ".b41_cols", {nnzb});
+  check_rows(name, rowptr, cols, L->k);
+  auto vit = t.find(name + ".b41_values");
+  if (vit != t.end() && vit->second.dtype == 'h') {  // block-bf16: bf16 values widened to float32 here
+    const HostTensor& v = need(t, name + ".b41_values", 'h', {nnzb, 4});
+    const uint16_t* bits = static_cast<const uint16_t*>(v.data);
+    L->sp_values.resize(4 * nnzb);
+    for (int64_t i = 0; i < 4 * nnzb; ++i) {
+      const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+      std::memcpy(&L->sp_values[i], &u, 4);
+    }
+  } else {
+    L->sp_values = copy_f32(t, name + ".b41_values", {nnzb, 4});
+  }
+  L->sp_values.resize(4 * nnzb + 16, 0.0f);
+  L->kind = LinearKind::SparseF32;
+  L->bsr_rows = 4;
+  if (kt_->spf32_chunk_k > 0) L->sp_chunk_ptr = build_chunk_pointers(rowptr, cols.data(), L->k, kt_->spf32_chunk_k);
+  L->bsr_rowptr = std::move(rowptr);
+  L->bsr_cols = std::move(cols);
+  L->bsr_cols.resize(nnzb + 1, 0);
+}
+
+// N:M: shape [n, k, N, M], per row ceil(k / M) * N values and their in-group indices bit-packed (log2 M bits
+// each, little-endian bit order, each row padded to whole bytes).
+void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  const std::vector<int32_t> sh = read_shape(t, name + ".nm_shape", 4);
+  L->n = sh[0];
+  L->k = sh[1];
+  const int64_t keep = sh[2], group = sh[3];
+  if (!((group == 4 && keep == 2) || (group == 8 && keep == 4)))
+    throw std::invalid_argument("'" + name + "': supported N:M patterns are 2:4 and 4:8");
+  const int64_t groups = (L->k + group - 1) / group, per_row = groups * keep, bits = group == 4 ? 2 : 3;
+  const int64_t row_bytes = (per_row * bits + 7) / 8;
+  const HostTensor& ix = need(t, name + ".nm_index", 'u', {L->n, row_bytes});
+  const uint8_t* packed = static_cast<const uint8_t*>(ix.data);
+  std::vector<uint8_t> idx(L->n * per_row);
+  for (int64_t r = 0; r < L->n; ++r) {
+    const uint8_t* row = packed + r * row_bytes;
+    for (int64_t j = 0; j < per_row; ++j) {
+      uint32_t v = 0;
+      for (int64_t b = 0; b < bits; ++b) {
+        const int64_t p = j * bits + b;
+        v |= static_cast<uint32_t>((row[p >> 3] >> (p & 7)) & 1) << b;
+      }
+      // indices within a group strictly increase (so every kept value has its own input)
+      if (j % keep != 0 && v <= idx[r * per_row + j - 1])
+        throw std::invalid_argument("'" + name + "': N:M indices within a group must increase");
+      idx[r * per_row + j] = static_cast<uint8_t>(v);
+    }
+  }
+  if (t.count(name + ".nm_qvalues")) {
+    const HostTensor& v = need(t, name + ".nm_qvalues", 'b', {L->n, per_row});
+    const int8_t* q = static_cast<const int8_t*>(v.data);
+    std::vector<int8_t> dense(L->n * L->k, 0);
+    for (int64_t r = 0; r < L->n; ++r)
+      for (int64_t j = 0; j < per_row; ++j) {
+        const int64_t col = (j / keep) * group + idx[r * per_row + j];
+        if (col < L->k) dense[r * L->k + col] = q[r * per_row + j];
+        else if (q[r * per_row + j] != 0)
+          throw std::invalid_argument("'" + name + "': N:M value stored past the last input");
+      }
+    quads_from_rows(L, dense);
+    L->w_scale = copy_f32(t, name + ".wscale", {L->n});
+    load_static_activation(L, name, t);
+    return;
+  }
+  L->sp_values = copy_f32(t, name + ".nm_values", {L->n, per_row});
+  L->sp_values.resize(L->n * per_row + 16, 0.0f);
+  L->nm_idx = std::move(idx);
+  L->nm_idx.resize(L->n * per_row + 16, 0);
+  L->nm_keep = keep;
+  L->nm_group = group;
+  L->kind = LinearKind::NmF32;
+}
+
+EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const std::string& name, Isa isa,
+                             int threads)
+    : kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
+  head_.resize(1);
+  load_linear(&head_[0], name, t);
+  cfg_.hidden = head_[0].k;
+  cfg_.heads = 1;
+}
+
+const Linear& EncoderEngine::only_linear() const {
+  if (head_.size() != 1 || !layers_.empty()) throw std::logic_error("not a Linear-only engine");
+  return head_[0];
+}
+
+void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, const float* residual) {
+  Linear& L = const_cast<Linear&>(only_linear());
+  if (m <= 0) throw std::invalid_argument("run_linear needs at least one row");
+  if (m > cap_tokens_) {
+    const int64_t kmax = std::max(L.k, L.n);
+    q8_.reserve(m * (q_stride(kmax) + 64));
+    at_.reserve(std::max(kt_->bsr_at_size(m, kmax), kt_->spf32_at_size(m, kmax)) + 64);
+    bf_.reserve(m * ((kmax + 1) / 2 * 2) * 2 + 64);
+    row_scale_.reserve(m * 4);
+    row_zp_.reserve(m * 4);
+    cap_tokens_ = m;
+  }
+  linear(L, x, m, y, act, residual);
 }
 
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
@@ -235,8 +514,8 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
 
 size_t EncoderEngine::packed_bytes() const {
   size_t b = 0;
-  for (const auto& L : layers_) b += L.qkv.packed.size() + L.attn_out.packed.size() + L.ffn1.packed.size() +
-                                     L.ffn2.packed.size();
+  for (const auto& L : layers_) b += L.qkv.weight_bytes() + L.attn_out.weight_bytes() + L.ffn1.weight_bytes() +
+                                     L.ffn2.weight_bytes();
   return b;
 }
 
@@ -254,7 +533,7 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     q8b_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     bf_.reserve(M * ((max_k + 1) / 2 * 2) * 2 + 64);
-    at_.reserve(kt_->bsr_at_size(M, max_k) + 64);
+    at_.reserve(std::max(kt_->bsr_at_size(M, max_k), kt_->spf32_at_size(M, max_k)) + 64);
     mask_bias_.reserve(M * 4);
     row_scale_.reserve(M * 4);
     row_zp_.reserve(M * 4);
@@ -339,6 +618,32 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         });
     return;
   }
+  if (L.kind == LinearKind::SparseF32 || L.kind == LinearKind::NmF32) {
+    // activations re-laid by rows in blocks of 16 tokens (then a barrier); output rows split in multiples of 16
+    float* at = at_.as<float>();
+    SparseF32 sw;
+    NmF32 nw;
+    sw.n = nw.n = L.n;
+    sw.k = nw.k = L.k;
+    sw.block_rows = L.bsr_rows;
+    sw.rowptr = L.bsr_rowptr.data();
+    sw.cols = L.bsr_cols.data();
+    sw.values = nw.values = L.sp_values.data();
+    sw.chunk_k = kt->spf32_chunk_k;
+    sw.chunk_ptr = L.sp_chunk_ptr.data();
+    nw.idx = L.nm_idx.data();
+    nw.keep = L.nm_keep;
+    nw.group = L.nm_group;
+    const bool nm = L.kind == LinearKind::NmF32;
+    parallel_linear(
+        nt, m, L.n, 16, [&](int64_t lo, int64_t hi) { kt->spf32_pack_at(io.in, L.k, m, lo, hi, L.k, at); },
+        [&](int64_t, int64_t, int64_t n0, int64_t n1) {
+          if (nm) kt->gemm_nm_f32(io.in, L.k, at, m, nw, io.out, L.n, n0, n1, epi);
+          else kt->gemm_spf32(io.in, L.k, at, m, sw, io.out, L.n, n0, n1, epi);
+        },
+        /*always_split_n=*/true, /*row_align=*/16);
+    return;
+  }
   if (!L.int8) {
     gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi);
     return;
@@ -373,7 +678,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       for (int64_t r = lo; r < hi; ++r)
         std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
   };
-  if (L.sparse) {
+  if (L.kind == LinearKind::BsrS8) {
     BsrS8 bw;
     bw.n = L.n;
     bw.k = L.k;
@@ -638,10 +943,12 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     lap("attn_out");
     layernorm_par(x1, L.ln1_g, L.ln1_b);
     lap("layernorm");
-    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !L.ffn1.sparse && !observe_) {
-      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (no float round trip through memory)
+    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
+      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through memory;
+      // block-sparse: from rows still hot, with ff as the float scratch)
       LinearIO up;
       up.in = x1;
+      up.out = ff;
       up.out_q = q8b_.as<uint8_t>();
       up.next = &L.ffn2;
       up.act = cfg_.act;

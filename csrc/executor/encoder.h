@@ -33,18 +33,38 @@ class AlignedBuf {
 struct HostTensor {
   const void* data = nullptr;
   std::vector<int64_t> shape;
-  char dtype = 'f';  // 'f' float32, 'b' int8, 'u' uint8, 'i' int32, 'h' bf16 bits
+  char dtype = 'f';  // 'f' float32, 'b' int8, 'i' int32, 'h' uint16 (bf16 bits or small indices), 'u' uint8
 };
+
+// How a Linear's weight is stored in memory and which kernel runs it.
+enum class LinearKind : int {
+  F32 = 0,        // packed dense float32 panels (gemm_f32)
+  Bf16 = 1,       // packed dense bf16 (gemm_bf16)
+  Int8 = 2,       // packed dense INT8 (gemm_s8)
+  BsrS8 = 3,      // INT8 in R x 4 blocks (gemm_bsr_s8): block-int8, and csr-int8 / nm-int8 as 1x4 input quads
+  SparseF32 = 4,  // float32 entries per row (R = 1, csr-f32) or per 4x1 block (R = 4, block-f32) (gemm_spf32)
+  NmF32 = 5,      // float32 N:M groups with in-group indices (gemm_nm_f32)
+};
+const char* linear_kind_name(LinearKind kind);
+// SparseF32::chunk_ptr for chunks of chunk_k inputs (entries within a row block sorted by input)
+std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,
+                                          int64_t chunk_k);
 
 struct Linear {
   std::string name;
   int64_t n = 0, k = 0;
   bool int8 = false;
   bool bf16 = false;  // bf16 weights run by the BF16 kernel (else bf16 weights are widened to float32 at load)
-  bool sparse = false;  // INT8 block-sparse (BsrS8) instead of a packed dense INT8 matrix
-  std::vector<int32_t> bsr_rowptr, bsr_cols;
+  LinearKind kind = LinearKind::F32;
+  std::vector<int32_t> bsr_rowptr, bsr_cols;  // BsrS8 and SparseF32 row (block) pointers and input indices
   std::vector<int8_t> bsr_values;
   int64_t bsr_rows = 1;
+  std::vector<float> sp_values;  // SparseF32 / NmF32 values
+  std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
+  std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
+  int64_t nm_keep = 0, nm_group = 0;
+  // bytes the weight occupies in memory (packed panels or sparse arrays)
+  size_t weight_bytes() const;
   AlignedBuf packed;
   std::vector<float> bias;
   std::vector<float> w_scale;
@@ -98,6 +118,12 @@ struct RunResult {
 class EncoderEngine {
  public:
   EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& tensors, Isa isa, int threads);
+  // A Linear-only engine: the single Linear stored under `name` in `tensors`, loaded, validated and dispatched
+  // exactly as inside an encoder. The planner times candidate formats with it; tests run formats through it.
+  EncoderEngine(const std::map<std::string, HostTensor>& tensors, const std::string& name, Isa isa, int threads);
+  // y [m, n] = act(x [m, k] . W^T + bias) + residual, on the Linear-only engine
+  void run_linear(const float* x, int64_t m, float* y, Act act, const float* residual);
+  const Linear& only_linear() const;
   // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
   // one run at a time per engine (the Python wrapper holds a lock).
   // pooling: 0 none, 1 first token ([CLS]), 2 mean over unmasked tokens; normalize: L2-normalize pooled rows
@@ -121,6 +147,10 @@ class EncoderEngine {
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void load_block_sparse(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void load_csr(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void load_block_f32(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void load_nm(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
+  void quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
   void load_static_activation(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);

@@ -191,8 +191,8 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
     const int64_t vecs = (m - m0 + 15) / 16;
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
     for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m_pad, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi);
+    const int64_t rows = m - m0 < 16 * vmax ? m - m0 : 16 * vmax;
     if (epi.act != Act::None) {
-      const int64_t rows = m - m0 < 16 * vmax ? m - m0 : 16 * vmax;
       for (int64_t i = 0; i < rows; ++i) {
         float* out = c + (m0 + i) * ldc + n0;
         activation(out, n1 - n0, epi.act);
@@ -202,6 +202,10 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
         }
       }
     }
+    if (epi.out_u8)  // requantize the finished rows (still hot) for the next INT8 layer; c is scratch then
+      for (int64_t i = 0; i < rows; ++i)
+        quantize_u8(c + (m0 + i) * ldc + n0, ldc, epi.out_u8 + (m0 + i) * epi.ld_out_u8 + n0, n1 - n0, 1, n1 - n0,
+                    epi.out_inv_scale, epi.out_zp);  // ldq = this range only: no padding written past n1
   }
 }
 

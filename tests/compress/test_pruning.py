@@ -80,9 +80,9 @@ def test_compile_time_dispatch_times_each_candidate(tmp_path):
     eng = compile_encoder(model, quantize="int8-dynamic")  # sparse="tune" by default
     timings = eng.extra["dispatch"]
     assert set(timings) == {n for n in eng.spec.linear_names() if n.startswith("layers.")}
-    for name, t in timings.items():  # the faster measured format is the one kept
-        faster = "block-int8" if t["block_sparse_ms"] <= t["dense_ms"] else "int8"
-        assert eng.formats[name] == faster
+    for name, t in timings.items():  # the fastest measured format is the one kept
+        assert {"int8", "block-int8"} <= set(t["ms"])
+        assert eng.formats[name] == t["chosen"] == min(t["ms"], key=t["ms"].get)
     back = tf.load(tf.save(eng, tmp_path / "m"))  # the choice is cached in the saved model
     assert back.formats == eng.formats and back.extra["dispatch"] == timings
     dense_model = _model()
@@ -106,4 +106,12 @@ def test_corrupt_block_sparse_tensors_fail_clearly(rng):
     rp[1], rp[2] = rp[2], rp[1] - 1
     bad["layers.0.ffn1.bsr_rowptr"] = rp
     with pytest.raises(ValueError, match="decrease|shape"):
+        Engine(eng.spec, bad, eng.formats, quantize="int8-dynamic")
+    bad = dict(eng.tensors)
+    rp = bad["layers.0.ffn1.bsr_rowptr"]
+    row = int(np.argmax(np.diff(rp) >= 2))
+    cols = bad["layers.0.ffn1.bsr_cols"].copy()
+    cols[rp[row]], cols[rp[row] + 1] = cols[rp[row] + 1], cols[rp[row]]
+    bad["layers.0.ffn1.bsr_cols"] = cols
+    with pytest.raises(ValueError, match="increase"):
         Engine(eng.spec, bad, eng.formats, quantize="int8-dynamic")

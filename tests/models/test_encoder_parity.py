@@ -180,8 +180,11 @@ def test_bad_inputs_raise_clear_errors(saved):
 
 
 def test_unsupported_architecture_names_supported_ones(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    (tmp_path / "config.json").write_text('{"model_type": "mamba", "architectures": ["MambaForCausalLM"]}')
     with pytest.raises(tf.UnsupportedModelError, match="bert, distilbert, roberta"):
+        tf.compile(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
+    with pytest.raises(tf.CheckpointError, match="hidden_size"):  # a decoder type, but an incomplete config
         tf.compile(tmp_path)
 
 

@@ -4,6 +4,7 @@ shapes, random block patterns (empty rows, 0% and 100% density), 1x4 and 4x4 blo
 import numpy as np
 import pytest
 
+from conftest import rel_err
 from trimformer import _core
 
 SHAPES = [(1, 1, 1), (5, 17, 13), (37, 70, 130), (130, 33, 67), (19, 23, 1001), (200, 50, 9), (64, 96, 64)]
@@ -24,6 +25,11 @@ def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows):
         dense = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa)
         sparse = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows)
         np.testing.assert_array_equal(sparse, dense)
+        # requantizing epilogue (static INT8 FFN1 -> FFN2): the same u8 output as the dense kernel's
+        dense_q = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, out_scale=0.05, out_zp=17)
+        sparse_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
+                                     out_scale=0.05, out_zp=17)
+        np.testing.assert_array_equal(sparse_q, dense_q)
 
 
 def test_bad_block_rows():
@@ -31,3 +37,65 @@ def test_bad_block_rows():
     w = np.zeros((2, 4), np.int8)
     with pytest.raises(ValueError, match="block_rows"):
         _core.gemm_bsr_s8(a, w, np.ones(2, np.float32), 1.0, 0, block_rows=3)
+
+
+# ---- FP32 sparse kernels (csr-f32, block-f32's 4x1 blocks, N:M) -------------------------------------------------
+
+# k = 2100 crosses the CSR kernels' input chunks (1024 at AVX-512), k >= 130 the N:M chunks (96)
+ODD_SHAPES = [(1, 1, 1), (5, 17, 13), (37, 70, 130), (130, 33, 67), (19, 23, 257), (200, 50, 9), (17, 5, 3),
+              (70, 21, 2100)]
+ACTS = {0: lambda x: x, 3: lambda x: np.maximum(x, 0), 4: np.tanh}
+
+
+def _pattern_weight(rng, n, k, layout, density):
+    """Random weight in `layout` with about `density` of its (blocks of) weights non-zero, row 0 (or row block 0)
+    always empty; N:M weights keep at most N per group, some groups empty."""
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    if layout == "csr":
+        keep = rng.random((n, k)) < density
+        keep[0] = False
+    elif layout == "block":
+        keep = np.repeat(rng.random((-(-n // 4), k)) < density, 4, 0)[:n]
+        keep[:4] = False
+    else:
+        keep_n, m = (int(x) for x in layout.split(":"))
+        groups = -(-k // m)
+        scores = rng.random((n, groups, m))
+        ranks = scores.argsort(-1).argsort(-1)
+        per_group = rng.integers(0, keep_n + 1, (n, groups, 1))  # 0..N kept: empty and partial groups too
+        keep = (ranks < per_group).reshape(n, -1)[:, :k]
+        if density == 0.0:
+            keep[:] = False
+        elif density == 1.0:  # every group full
+            keep = (ranks < keep_n).reshape(n, -1)[:, :k]
+    return (w * keep).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout", ["csr", "block", "2:4", "4:8"])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4, 1.0])
+@pytest.mark.parametrize("m,n,k", ODD_SHAPES)
+def test_sparse_f32_matches_reference(isa, rng, m, n, k, layout, density):
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    w = _pattern_weight(rng, n, k, layout, density)
+    bias = rng.standard_normal(n, dtype=np.float32)
+    res = rng.standard_normal((m, n), dtype=np.float32)
+    exact = a.astype(np.float64) @ w.T.astype(np.float64)
+    for act, fn in ACTS.items():
+        got = _core.gemm_sparse_f32(a, w, layout, bias=bias, act=act, residual=res, alpha=0.5, isa=isa)
+        ref = fn(0.5 * exact + bias) + res
+        assert got.shape == (m, n)
+        assert rel_err(got, ref) < 1e-5, (act, rel_err(got, ref))
+    # GELU: the same epilogue code as the dense kernel, so compare against it
+    dense = _core.gemm_f32(a, w, bias=bias, act=1, isa=isa)
+    assert rel_err(_core.gemm_sparse_f32(a, w, layout, bias=bias, act=1, isa=isa), dense) < 1e-5
+    if layout in ("csr", "block"):  # without chunk pointers the kernel walks whole rows
+        whole = _core.gemm_sparse_f32(a, w, layout, isa=isa, chunk_pointers=False)
+        assert rel_err(whole, exact) < 1e-5
+
+
+def test_sparse_f32_rejects_bad_layouts():
+    a = np.zeros((2, 8), np.float32)
+    with pytest.raises(ValueError, match="layout"):
+        _core.gemm_sparse_f32(a, np.zeros((2, 8), np.float32), "3:4")
+    with pytest.raises(ValueError, match="N:M"):
+        _core.gemm_sparse_f32(a, np.ones((2, 8), np.float32), "2:4")

@@ -120,11 +120,14 @@ def linear_rows(engine) -> list[dict[str, Any]]:
     for name in engine.spec.linear_names():
         fmt = get_format(engine.formats[name])
         stored = {sfx: engine.tensors[name + sfx] for sfx in fmt.suffixes if name + sfx in engine.tensors}
-        main = next(iter(stored.values()))
         extra = {k: engine.tensors[name + k] for k in (".act_scale", ".act_zero_point") if name + k in engine.tensors}
         nbytes = sum(np.asarray(t).nbytes for t in (*stored.values(), *extra.values()))
-        row = {"name": name, "shape": list(np.shape(main)), "format": fmt.name, "bits": fmt.bits_per_weight,
-               "bytes": int(nbytes)}
+        row = {"name": name, "shape": list(fmt.logical_shape(stored)), "format": fmt.name,
+               "bits": fmt.bits_per_weight, "bytes": int(nbytes)}
+        timed = (engine.extra.get("dispatch") or {}).get(name)
+        if timed and "ms" in timed:  # compile-time timings of the candidate formats on this layer's weight
+            row["dispatch_ms"] = dict(timed["ms"])
+            row["dispatch_tokens"] = timed.get("tokens")
         if extra:
             row["act_scale"] = float(np.asarray(extra[".act_scale"]).ravel()[0])
             row["act_zero_point"] = int(np.asarray(extra[".act_zero_point"]).ravel()[0])
@@ -135,12 +138,22 @@ def linear_rows(engine) -> list[dict[str, Any]]:
 def _linear_table(engine):
     from rich.table import Table
 
+    rows = linear_rows(engine)
+    timed = any("dispatch_ms" in r for r in rows)
     t = Table(title="Linear layers")
-    for col in ("layer", "shape", "format", "bits/w", "bytes", "act scale", "act zp"):
-        t.add_column(col, justify="left" if col in ("layer", "format") else "right")
-    for r in linear_rows(engine):
-        t.add_row(r["name"], "x".join(map(str, r["shape"])), r["format"], f"{r['bits']:g}", _fmt_bytes(r["bytes"]),
-                  f"{r['act_scale']:.4g}" if "act_scale" in r else "-", str(r.get("act_zero_point", "-")))
+    cols = ["layer", "shape", "format", "bits/w", "bytes", "act scale", "act zp"]
+    if timed:
+        tokens = next(r["dispatch_tokens"] for r in rows if "dispatch_ms" in r)
+        cols.append(f"dispatch (ms at {tokens} tokens, * chosen)")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("layer", "format") or col.startswith("dispatch") else "right")
+    for r in rows:
+        cells = [r["name"], "x".join(map(str, r["shape"])), r["format"], f"{r['bits']:g}", _fmt_bytes(r["bytes"]),
+                 f"{r['act_scale']:.4g}" if "act_scale" in r else "-", str(r.get("act_zero_point", "-"))]
+        if timed:
+            ms = r.get("dispatch_ms", {})
+            cells.append(", ".join(f"{f} {v:.3g}{'*' if f == r['format'] else ''}" for f, v in ms.items()) or "-")
+        t.add_row(*cells)
     return t
 
 

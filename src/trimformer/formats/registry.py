@@ -25,6 +25,16 @@ class WeightFormat:
     suffixes: tuple[str, ...]
     bits_per_weight: float
     int8_activations: bool = False  # the kernel consumes u8 activations (static mode calibrates their range)
+    sparse: bool = False  # only non-zeros (and their positions) are stored and computed
+
+    def logical_shape(self, tensors: dict[str, np.ndarray]) -> tuple[int, int]:
+        """[out, in] of the dense weight these stored tensors represent (without decoding it)."""
+        for key in (".bsr_shape", ".csr_shape", ".b41_shape", ".nm_shape"):
+            if key in tensors:
+                shape = np.asarray(tensors[key]).ravel()
+                return int(shape[0]), int(shape[1])
+        rows, cols = np.shape(tensors[self.suffixes[0]])
+        return int(rows), int(cols)
 
 
 def _f32_encode(w: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,6 +76,56 @@ def _block_int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
     return decode_block_int8(t).astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
 
 
+def _quantized(encode: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Callable[[np.ndarray], dict]:
+    """Per-channel INT8 quantization, then `encode` on the INT8 weight (quantization keeps zeros zero)."""
+    def run(w: np.ndarray) -> dict[str, np.ndarray]:
+        q, scale = quantize_int8_per_channel(w)
+        return {**encode(q), ".wscale": scale}
+    return run
+
+
+def _dequantized(decode: Callable[[dict[str, np.ndarray]], np.ndarray]) -> Callable[[dict], np.ndarray]:
+    def run(t: dict[str, np.ndarray]) -> np.ndarray:
+        return decode(t).astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
+    return run
+
+
+def _bf16_values(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**t, ".b41_values": to_bf16_bits(t[".b41_values"])}
+
+
+def _sparse_formats() -> tuple[WeightFormat, ...]:
+    from . import sparsity as sp
+
+    f32 = lambda w: np.ascontiguousarray(w, dtype=np.float32)  # noqa: E731
+    return (
+        WeightFormat("csr-f32", "unstructured sparse float32: every non-zero with its input index (CSR)",
+                     lambda w: sp.encode_csr(f32(w), ".csr_values"), lambda t: sp.decode_csr(t, ".csr_values"),
+                     (".csr_shape", ".csr_rowptr", ".csr_cols", ".csr_values"), 32, sparse=True),
+        WeightFormat("csr-int8", "unstructured sparse INT8 (CSR on disk; run on the 1x4 input quads holding a "
+                     "non-zero)", _quantized(lambda q: sp.encode_csr(q, ".csr_qvalues")),
+                     _dequantized(lambda t: sp.decode_csr(t, ".csr_qvalues")),
+                     (".csr_shape", ".csr_rowptr", ".csr_cols", ".csr_qvalues", ".wscale"), 8,
+                     int8_activations=True, sparse=True),
+        WeightFormat("block-f32", "block-sparse float32: 4x1 blocks (4 output rows x 1 input) with a non-zero",
+                     lambda w: sp.encode_block4x1(f32(w)), sp.decode_block4x1,
+                     (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 32, sparse=True),
+        WeightFormat("block-bf16", "block-sparse bfloat16 (4x1 blocks like block-f32; the values are widened to "
+                     "float32 at load and run by the float32 kernel: bf16 halves the stored bytes, not the compute)",
+                     lambda w: _bf16_values(sp.encode_block4x1(f32(w))),
+                     lambda t: sp.decode_block4x1({**t, ".b41_values": from_bf16_bits(t[".b41_values"])}),
+                     (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 16, sparse=True),
+        WeightFormat("nm-f32", "N:M semi-structured float32 (2:4 or 4:8 along the inputs; values + in-group "
+                     "indices at log2(M) bits)", lambda w: sp.encode_nm(f32(w), ".nm_values"),
+                     lambda t: sp.decode_nm(t, ".nm_values").astype(np.float32),
+                     (".nm_shape", ".nm_values", ".nm_index"), 32, sparse=True),
+        WeightFormat("nm-int8", "N:M semi-structured INT8 (values + in-group indices; run on 1x4 input quads)",
+                     _quantized(lambda q: sp.encode_nm(q, ".nm_qvalues")),
+                     _dequantized(lambda t: sp.decode_nm(t, ".nm_qvalues")),
+                     (".nm_shape", ".nm_qvalues", ".nm_index", ".wscale"), 8, int8_activations=True, sparse=True),
+    )
+
+
 def to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """float32 -> bf16 bit patterns (uint16), rounding to nearest even like the hardware converter."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -85,10 +145,11 @@ FORMATS: dict[str, WeightFormat] = {
         WeightFormat("block-int8", "block-sparse INT8: only 4x4 blocks with a non-zero are stored and computed",
                      _block_int8_encode, _block_int8_decode,
                      (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values", ".wscale"), 8,
-                     int8_activations=True),
+                     int8_activations=True, sparse=True),
         WeightFormat("bf16", "dense bfloat16 (AVX512-BF16 kernel; widened to float32 on CPUs without it)",
                      lambda w: {".bweight": to_bf16_bits(w)}, lambda t: from_bf16_bits(t[".bweight"]),
                      (".bweight",), 16),
+        *_sparse_formats(),
     )
 }
 

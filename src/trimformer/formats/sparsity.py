@@ -1,4 +1,4 @@
-"""Sparsity patterns shared by the pruner and the packer: magnitude masks and the block-sparse INT8 layout.
+"""Sparsity patterns shared by the pruner and the packer: magnitude masks and the sparse weight layouts.
 
 Patterns:
 - "unstructured": any weight may be zero;
@@ -79,7 +79,7 @@ def encode_block_int8(q: np.ndarray, block_rows: int = BLOCK_ROWS) -> dict[str, 
     return {
         ".bsr_shape": np.array([rows, cols, block_rows], np.int32),
         ".bsr_rowptr": rowptr,
-        ".bsr_cols": cb.astype(np.int32),
+        ".bsr_cols": cb.astype(index_dtype(bc)),
         ".bsr_values": np.ascontiguousarray(blocks[rb, cb].reshape(len(rb), 4 * block_rows)).astype(np.int8),
     }
 
@@ -92,3 +92,114 @@ def decode_block_int8(t: dict[str, np.ndarray]) -> np.ndarray:
     rb = np.repeat(np.arange(br), np.diff(rowptr))
     blocks[rb, t[".bsr_cols"]] = t[".bsr_values"].reshape(-1, block_rows, 4)
     return blocks.transpose(0, 2, 1, 3).reshape(br * block_rows, bc * 4)[:rows, :cols]
+
+
+# ---- unstructured (CSR), 4x1 blocks and N:M layouts (issue 3) ----------------------------------------------------
+
+
+def index_dtype(limit: int) -> type:
+    """Smallest stored dtype for indices in [0, limit): uint16 when they fit, else int32."""
+    return np.uint16 if limit <= 1 << 16 else np.int32
+
+
+def encode_csr(w: np.ndarray, values_key: str) -> dict[str, np.ndarray]:
+    """Weight [out, in] -> CSR tensors: every non-zero, row by row in input order."""
+    rows, cols = w.shape
+    nz = w != 0
+    rowptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+    r, c = np.nonzero(nz)
+    return {".csr_shape": np.array([rows, cols], np.int32), ".csr_rowptr": rowptr,
+            ".csr_cols": c.astype(index_dtype(cols)), values_key: np.ascontiguousarray(w[r, c])}
+
+
+def decode_csr(t: dict[str, np.ndarray], values_key: str) -> np.ndarray:
+    rows, cols = (int(x) for x in t[".csr_shape"])
+    values = np.asarray(t[values_key])
+    out = np.zeros((rows, cols), values.dtype)
+    r = np.repeat(np.arange(rows), np.diff(t[".csr_rowptr"]))
+    out[r, np.asarray(t[".csr_cols"], np.int64)] = values
+    return out
+
+
+def encode_block4x1(w: np.ndarray) -> dict[str, np.ndarray]:
+    """float32 weight [out, in] -> 4x1 blocks (4 consecutive output rows x 1 input) holding a non-zero."""
+    rows, cols = w.shape
+    a = np.pad(np.asarray(w, np.float32), ((0, (-rows) % 4), (0, 0)))
+    blocks = a.reshape(-1, 4, cols).transpose(0, 2, 1)  # [row block, input, 4]
+    nonzero = blocks.any(axis=2)
+    rowptr = np.concatenate([[0], np.cumsum(nonzero.sum(axis=1))]).astype(np.int32)
+    rb, cb = np.nonzero(nonzero)
+    return {".b41_shape": np.array([rows, cols], np.int32), ".b41_rowptr": rowptr,
+            ".b41_cols": cb.astype(index_dtype(cols)), ".b41_values": np.ascontiguousarray(blocks[rb, cb])}
+
+
+def decode_block4x1(t: dict[str, np.ndarray]) -> np.ndarray:
+    rows, cols = (int(x) for x in t[".b41_shape"])
+    nb = -(-rows // 4)
+    blocks = np.zeros((nb, cols, 4), np.float32)
+    rb = np.repeat(np.arange(nb), np.diff(t[".b41_rowptr"]))
+    blocks[rb, np.asarray(t[".b41_cols"], np.int64)] = t[".b41_values"]
+    return blocks.transpose(0, 2, 1).reshape(nb * 4, cols)[:rows]
+
+
+NM_PATTERNS = ("2:4", "4:8")
+
+
+def satisfies_nm(w: np.ndarray, pattern: str) -> bool:
+    """Whether every group of M consecutive inputs of every row holds at most N non-zeros."""
+    n, m = _nm(pattern)
+    rows, cols = w.shape
+    nz = np.pad(np.asarray(w) != 0, ((0, 0), (0, (-cols) % m))).reshape(rows, -1, m)
+    return bool((nz.sum(axis=-1) <= n).all())
+
+
+def nm_pattern_of(w: np.ndarray) -> str | None:
+    """The finest N:M pattern `w` satisfies ("2:4" before "4:8"), or None."""
+    return next((p for p in NM_PATTERNS if satisfies_nm(w, p)), None)
+
+
+def encode_nm(w: np.ndarray, values_key: str, pattern: str | None = None) -> dict[str, np.ndarray]:
+    """Weight [out, in] with at most N non-zeros per M inputs -> N values per group (its non-zeros, then zeros,
+    in input order) and their in-group indices bit-packed at log2(M) bits, little-endian, each row padded to
+    whole bytes. The pattern (default: the finest one `w` satisfies) is stored in ".nm_shape"."""
+    w = np.asarray(w)
+    pattern = pattern or nm_pattern_of(w)
+    if pattern is None or not satisfies_nm(w, pattern):
+        raise ValueError(f"weight is not {pattern or '2:4 or 4:8'} sparse (too many non-zeros in a group)")
+    n, m = _nm(pattern)
+    rows, cols = w.shape
+    a = np.pad(w, ((0, 0), (0, (-cols) % m))).reshape(rows, -1, m)
+    # non-zeros first (stable: in input order), then the first zeros; the kept slots sorted by input
+    slots = np.sort(np.argsort(a == 0, axis=-1, kind="stable")[..., :n], axis=-1)
+    values = np.take_along_axis(a, slots, axis=-1).reshape(rows, -1)
+    bits = 2 if m == 4 else 3
+    idx = slots.reshape(rows, -1).astype(np.uint8)
+    bit_planes = (idx[..., None] >> np.arange(bits, dtype=np.uint8)) & 1  # [rows, values, bits]
+    packed = np.packbits(bit_planes.reshape(rows, -1), axis=1, bitorder="little")
+    return {".nm_shape": np.array([rows, cols, n, m], np.int32), values_key: np.ascontiguousarray(values),
+            ".nm_index": packed}
+
+
+def decode_nm(t: dict[str, np.ndarray], values_key: str) -> np.ndarray:
+    rows, cols, n, m = (int(x) for x in t[".nm_shape"])
+    values = np.asarray(t[values_key])
+    per_row = values.shape[1]
+    bits = 2 if m == 4 else 3
+    planes = np.unpackbits(np.asarray(t[".nm_index"], np.uint8), axis=1, bitorder="little")[:, : per_row * bits]
+    idx = (planes.reshape(rows, per_row, bits).astype(np.int64) << np.arange(bits)).sum(axis=-1)
+    col = (np.arange(per_row) // n) * m + idx
+    out = np.zeros((rows, per_row // n * m), values.dtype)
+    np.put_along_axis(out, col, values, axis=1)
+    return out[:, :cols]
+
+
+def sparsity_stats(w: np.ndarray) -> dict[str, float | str | None]:
+    """What the planner looks at: zero fraction, non-zero 4x4 / 1x4 / 4x1 block fractions, N:M pattern."""
+    w = np.asarray(w)
+    rows, cols = w.shape
+    nz = np.pad(w != 0, ((0, (-rows) % 4), (0, 0)))
+    return {"zeros": float(1.0 - (w != 0).mean()) if w.size else 0.0,
+            "block_density": block_density(w, BLOCK_ROWS),
+            "quad_density": block_density(w, 1),
+            "block4x1_density": float(nz.reshape(-1, 4, cols).any(axis=1).mean()) if w.size else 1.0,
+            "nm": nm_pattern_of(w)}

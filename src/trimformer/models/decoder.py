@@ -84,6 +84,13 @@ def _eos_list(v: Any) -> tuple[int, ...]:
 
 
 def spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
+    try:
+        return _spec_from_config(cfg)
+    except KeyError as e:
+        raise CheckpointError(f"config.json lacks {e.args[0]!r} (needed for model_type {cfg.get('model_type')!r})") from None
+
+
+def _spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
     mt = cfg.get("model_type")
     if mt not in SUPPORTED_DECODER_TYPES:
         raise UnsupportedModelError(f"model_type {mt!r} is not a supported decoder; supported: "

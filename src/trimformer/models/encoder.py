@@ -96,7 +96,8 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
             f"model_type '{model_type}' is not supported by the encoder runtime; supported: "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT, MiniLM, DistilBERT, RoBERTa)"
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT, MiniLM, DistilBERT, RoBERTa); decoders: llama, mistral, "
+            "gpt2 (and .gguf files)"
         )
     if architecture is None:
         archs = cfg.get("architectures") or []

@@ -14,14 +14,17 @@ import numpy as np
 
 from .. import _core
 from ..formats.registry import activation_qparams, get_format
-from ..formats.sparsity import block_density
+from ..formats.sparsity import sparsity_stats
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 
 QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
 ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
-# Layers with at most this fraction of non-zero 4x4 blocks are block-sparse candidates (bench_sparse_kernels.py:
-# at 50% sparsity the 4x4 kernel is already 1.3-1.8x our dense INT8); "tune" then times both per layer
+# Sparse candidates per Linear (then timed on the layer's own weight with sparse="tune"): block formats when at
+# most this fraction of their blocks hold a non-zero (bench_sparse_kernels.py: at 50% sparsity the 4x4 INT8 kernel
+# is already 1.3-1.8x our dense INT8), CSR when at least this fraction of the weights is zero, N:M whenever the
+# weight satisfies 2:4 or 4:8.
 SPARSE_MAX_BLOCK_DENSITY = 0.5
+SPARSE_MIN_ZEROS = 0.5
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                     "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
@@ -173,10 +176,11 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
     calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
     (see runtime/calibration.py).
-    sparse: with INT8, how Linear layers with zero 4x4 blocks are dispatched: "tune" (default) times the dense
-    and the block-sparse INT8 GEMM on each candidate layer's own weight (block density <= SPARSE_MAX_BLOCK_DENSITY)
-    at compile time and keeps the faster (timings are recorded in `engine.extra["dispatch"]` and saved); True
-    forces block-sparse for every layer, None uses the density threshold alone, False never.
+    sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
+    sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
+    on the layer's own weight at compile time and keeps the fastest (timings are recorded in
+    `engine.extra["dispatch"]` and saved with the model); None takes the first candidate without timing; True
+    does the same and also forces block-int8 on INT8 layers no pattern fits; False keeps every layer dense.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -196,15 +200,23 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
             tok = Path(name)
     keep = tuple(keep_float)
     fmt_of = {}
+    candidates: dict[str, list[str]] = {}
     for name in spec.linear_names():
         quantized = quantize is not None and (quantize_head or not name.startswith("head."))
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
-        if fmt_of[name] == "int8" and sparse is not False:
-            density = block_density(dense[name + ".weight"])
-            if sparse is True or density <= SPARSE_MAX_BLOCK_DENSITY:
-                fmt_of[name] = "block-int8"
-    dispatch = _tune_sparse(dense, fmt_of, threads, isa) if sparse == "tune" else {}
+        if sparse is not False:
+            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name])
+            if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
+                cands = [_FORCED_SPARSE[fmt_of[name]]]
+            if cands:
+                candidates[name] = cands
+    if sparse == "tune":
+        dispatch = _tune_formats(dense, fmt_of, candidates, threads, isa)
+    else:
+        dispatch = {}
+        for name, cands in candidates.items():
+            fmt_of[name] = cands[0]
     stored = _encode_linears(spec, dense, fmt_of)
     if quantize == "int8-static":
         if calibration is None:
@@ -226,18 +238,66 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                   attention=attention, extra={"dispatch": dispatch} if dispatch else None)
 
 
-def _tune_sparse(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], threads: int | None, isa: str | None,
-                 tokens: int = 128) -> dict[str, dict[str, float]]:
-    """Time dense vs block-sparse INT8 on every block-sparse candidate's own weight; keep the faster format."""
-    from ..formats.registry import quantize_int8_per_channel
+_FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
 
-    timings = {}
-    for name, fmt in fmt_of.items():
-        if fmt != "block-int8":
-            continue
-        q, _ = quantize_int8_per_channel(dense[name + ".weight"])
-        t_dense, t_sparse = _core.time_int8_formats(q, tokens, 4, 5, isa or "", threads or default_threads())
-        timings[name] = {"dense_ms": t_dense * 1e3, "block_sparse_ms": t_sparse * 1e3}
-        if t_dense < t_sparse:
-            fmt_of[name] = "int8"
-    return timings
+
+def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
+    """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"),
+    least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
+    pattern's own layout first): the order used without timing. For "bf16" the only candidate is block-bf16
+    (bf16 storage, float32 kernel)."""
+    if dense_format not in ("int8", "f32", "bf16"):
+        return []
+    st = sparsity_stats(w)
+    if dense_format == "bf16":
+        return ["block-bf16"] if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY else []
+    nm_work = {"2:4": 0.5, "4:8": 0.5}.get(st["nm"] or "", 1.0)
+    work: dict[str, float] = {}
+    if dense_format == "int8":
+        if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            work["block-int8"] = st["block_density"]
+        # csr-int8 and nm-int8 both run on the 1x4 input quads that hold a non-zero (VNNI multiplies 4 consecutive
+        # inputs at once): a plain 2:4 / 4:8 weight has a non-zero in (nearly) every quad, so it stays dense INT8
+        # unless it is sparser than its pattern; where both fit, CSR stores less
+        if st["quad_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            if st["zeros"] >= SPARSE_MIN_ZEROS:
+                work["csr-int8"] = st["quad_density"]
+            if st["nm"]:
+                work["nm-int8"] = st["quad_density"]
+    else:
+        if st["nm"]:
+            work["nm-f32"] = nm_work
+        if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            work["block-f32"] = st["block4x1_density"]
+        if st["zeros"] >= SPARSE_MIN_ZEROS:
+            work["csr-f32"] = 1.0 - st["zeros"]
+    return sorted(work, key=work.get)  # stable: ties keep the insertion order
+
+
+def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
+                 threads: int | None = None, isa: str | None = None) -> dict[str, float]:
+    """Seconds per call of one Linear with weight `w` stored in each of `formats`, run by the executor's own
+    loader and kernels (dynamic INT8 activations for INT8 formats) on `tokens` synthetic rows: best of `iters`,
+    interleaved across formats so that a noisy neighbour hurts them alike."""
+    runners = {}
+    for fmt in formats:
+        stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
+        runners[fmt] = _core.LinearRunner(stored, "x", isa or "", threads or default_threads())
+    best = dict.fromkeys(runners, float("inf"))
+    for _ in range(iters):
+        for fmt, runner in runners.items():
+            best[fmt] = min(best[fmt], runner.time(tokens, 1))
+    return best
+
+
+def _tune_formats(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], candidates: Mapping[str, list[str]],
+                  threads: int | None, isa: str | None, tokens: int = 128) -> dict[str, dict[str, Any]]:
+    """Per layer with sparse candidates: time the dense format and every candidate on the layer's own weight, keep
+    the fastest (fmt_of is updated) and return {layer: {"chosen", "tokens", "ms": {format: ms}}}."""
+    dispatch = {}
+    for name, cands in candidates.items():
+        t = time_formats(dense[name + ".weight"], [fmt_of[name], *cands], tokens=tokens, threads=threads, isa=isa)
+        chosen = min(t, key=t.get)
+        dispatch[name] = {"chosen": chosen, "tokens": tokens, "ms": {f: v * 1e3 for f, v in t.items()}}
+        fmt_of[name] = chosen
+    return dispatch

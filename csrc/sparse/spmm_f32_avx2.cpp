@@ -1,0 +1,221 @@
+// Sparse FP32 GEMMs on AVX2 (csr-f32, block-f32, N:M): the AVX-512 kernels' scheme (spmm_f32_avx512vnni.cpp)
+// with 8-float vectors. Activations are re-laid per call as tiles of 64 tokens, At[tile][k8][64]; every stored
+// weight is broadcast and FMA'd against 8 tokens per load into Y^T accumulator rows (16 output rows x 64 tokens),
+// which are written back to token rows with plain loops and finished by the shared epilogue (alpha, bias,
+// activation, residual). AVX2 has 16 vector registers, so a row keeps 8 accumulators (8 FMA chains) and a 4x1
+// block's 4 rows take the tile in passes of 2 vectors. N:M walks its groups in chunks of 48 inputs.
+#define TF_ISA_NS avx2
+#include <immintrin.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <type_traits>
+
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+
+namespace tf {
+namespace avx2 {
+
+namespace {
+
+inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
+constexpr int kV = 8;            // 8-float vectors per tile
+constexpr int64_t kTile = 64;    // tokens per tile (floats per At row within a tile)
+constexpr int64_t kNmChunk = 48;  // N:M inputs per chunk (a multiple of 8)
+constexpr int64_t kCsrChunk = 1024;
+constexpr int64_t kRowGroup = 16;
+
+struct AccBuffer {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~AccBuffer() { std::free(p); }
+  float* get(size_t count) {
+    if (count > cap) {
+      std::free(p);
+      cap = (count + 15) / 16 * 16;
+      p = static_cast<float*>(std::aligned_alloc(64, cap * 4));
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+};
+thread_local AccBuffer tl_acc;
+
+template <int V>
+inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                        float* acc) {
+  __m256 a[V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) a[v] = _mm256_load_ps(acc + 8 * v);
+  for (int32_t j = j0; j < j1; ++j) {
+    const __m256 wv = _mm256_broadcast_ss(vals + j);
+    const float* p = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) a[v] = _mm256_fmadd_ps(wv, _mm256_load_ps(p + 8 * v), a[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) _mm256_store_ps(acc + 8 * v, a[v]);
+}
+
+// 4 rows of a 4x1 block over vectors [v0, v0 + V) of the tile
+template <int V>
+inline void block4_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                           float* acc, int64_t ld) {
+  __m256 a[4][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) a[r][v] = _mm256_load_ps(acc + r * ld + 8 * v);
+  for (int32_t j = j0; j < j1; ++j) {
+    const float* p = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) {
+      const __m256 x = _mm256_load_ps(p + 8 * v);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) a[r][v] = _mm256_fmadd_ps(_mm256_broadcast_ss(vals + 4 * j + r), x, a[r][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) _mm256_store_ps(acc + r * ld + 8 * v, a[r][v]);
+}
+
+template <int V, int KEEP, int GROUP>
+inline void nm_entries(const float* base, const float* vals, const uint8_t* idx, int64_t g0, int64_t g1,
+                       float* acc) {
+  __m256 a[V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) a[v] = _mm256_load_ps(acc + 8 * v);
+  for (int64_t g = g0; g < g1; ++g) {
+    const float* gp = base + g * GROUP * kTile;
+#pragma GCC unroll 4
+    for (int q = 0; q < KEEP; ++q) {
+      const __m256 wv = _mm256_broadcast_ss(vals + g * KEEP + q);
+      const float* p = gp + static_cast<int64_t>(idx[g * KEEP + q]) * kTile;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) a[v] = _mm256_fmadd_ps(wv, _mm256_load_ps(p + 8 * v), a[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) _mm256_store_ps(acc + 8 * v, a[v]);
+}
+
+// token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group;
+// add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1) as in the AVX-512 kernels
+template <class AddChunk>
+void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
+           const Epilogue& epi, AddChunk add_chunk) {
+  const int64_t ld = kTile, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
+  float* acc = tl_acc.get(static_cast<size_t>(kRowGroup * ld));
+  for (int64_t m0 = 0; m0 < m; m0 += kTile) {
+    const float* base = at + (m0 / kTile) * k8 * kTile;
+    const int64_t tokens = m - m0 < kTile ? m - m0 : kTile, vecs = (tokens + 7) / 8;
+    for (int64_t r0 = n0; r0 < n1; r0 += kRowGroup) {
+      const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
+      std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        switch (vecs) {
+          case 8: add_chunk(std::integral_constant<int, 8>(), base, acc, ld, ch, r0, r1); break;
+          case 7: add_chunk(std::integral_constant<int, 7>(), base, acc, ld, ch, r0, r1); break;
+          case 6: add_chunk(std::integral_constant<int, 6>(), base, acc, ld, ch, r0, r1); break;
+          case 5: add_chunk(std::integral_constant<int, 5>(), base, acc, ld, ch, r0, r1); break;
+          case 4: add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1); break;
+          case 3: add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1); break;
+          case 2: add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1); break;
+          default: add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1); break;
+        }
+      }
+      for (int64_t t = 0; t < tokens; ++t) {  // Y^T back to token rows
+        float* out = c + (m0 + t) * ldc;
+        for (int64_t n = r0; n < r1; ++n) out[n] = acc[(n - r0) * ld + t];
+      }
+    }
+    epilogue_f32(c + m0 * ldc + n0, ldc, tokens, n1 - n0, m0, n0, epi);
+  }
+}
+
+template <int KEEP, int GROUP>
+void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
+             const Epilogue& epi) {
+  const int64_t groups = (w.k + GROUP - 1) / GROUP, per_row = groups * KEEP, gpc = kNmChunk / GROUP;
+  drive(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
+        [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+          constexpr int V = decltype(vt)::value;
+          const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
+          for (int64_t n = r0; n < r1; ++n)
+            nm_entries<V, KEEP, GROUP>(base, w.values + n * per_row, w.idx + n * per_row, g0, g1,
+                                       acc + (n - r0) * ld);
+        });
+}
+}  // namespace
+
+const int64_t kSpf32ChunkK = kCsrChunk;
+
+size_t spf32_at_size(int64_t m, int64_t k) {
+  return static_cast<size_t>((m + kTile - 1) / kTile * kTile * round8(k)) * 4 + 64;
+}
+
+// rows [m0, m1) of x into At[tile][k8][64]; inputs k .. k8-1 are zeros, and the range ending at m also zeroes
+// the padding tokens of its last tile
+void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at) {
+  const int64_t k8 = round8(k);
+  const int64_t end = m1 == m ? (m + kTile - 1) / kTile * kTile : m1;
+  for (int64_t r = m0; r < end; ++r) {
+    float* tile = at + (r / kTile) * k8 * kTile + r % kTile;
+    const float* xr = x + r * ldx;
+    for (int64_t kk = 0; kk < k8; ++kk) tile[kk * kTile] = r < m && kk < k ? xr[kk] : 0.0f;
+  }
+}
+
+void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const SparseF32& w, float* c, int64_t ldc,
+                int64_t n0, int64_t n1, const Epilogue& epi) {
+  (void)x;
+  (void)ldx;
+  const bool chunked = w.chunk_k == kCsrChunk && w.chunk_ptr;
+  const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
+  const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
+  const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
+  if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
+              const int32_t* cp = ptr + b * stride + ch;
+              if (cp[0] >= cp[1]) continue;
+              float* a = acc + (4 * b - r0) * ld;
+              // 4 rows x 2 vectors per pass (8 accumulators of the 16 registers)
+              if constexpr (V >= 2) block4_entries<2>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+              else block4_entries<1>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+              if constexpr (V >= 4) block4_entries<2>(base + 16, w.cols, w.values, cp[0], cp[1], a + 16, ld);
+              else if constexpr (V == 3) block4_entries<1>(base + 16, w.cols, w.values, cp[0], cp[1], a + 16, ld);
+              if constexpr (V >= 6) block4_entries<2>(base + 32, w.cols, w.values, cp[0], cp[1], a + 32, ld);
+              else if constexpr (V == 5) block4_entries<1>(base + 32, w.cols, w.values, cp[0], cp[1], a + 32, ld);
+              if constexpr (V == 8) block4_entries<2>(base + 48, w.cols, w.values, cp[0], cp[1], a + 48, ld);
+              else if constexpr (V == 7) block4_entries<1>(base + 48, w.cols, w.values, cp[0], cp[1], a + 48, ld);
+            }
+          });
+  } else {
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t n = r0; n < r1; ++n) {
+              const int32_t* cp = ptr + n * stride + ch;
+              if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
+            }
+          });
+  }
+}
+
+void gemm_nm_f32(const float* x, int64_t ldx, const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc,
+                 int64_t n0, int64_t n1, const Epilogue& epi) {
+  (void)x;
+  (void)ldx;
+  if (w.group == 8) gemm_nm<4, 8>(at, m, w, c, ldc, n0, n1, epi);
+  else gemm_nm<2, 4>(at, m, w, c, ldc, n0, n1, epi);
+}
+
+}  // namespace avx2
+}  // namespace tf

@@ -1,0 +1,331 @@
+// Sparse FP32 GEMMs on AVX-512 (csr-f32, block-f32 with 4x1 blocks, N:M groups).
+//
+// Same scheme as the block-sparse INT8 kernel (bsr_s8_avx512vnni.cpp): the weight is the sparse operand and the
+// activations are re-laid once per call, here as tiles of 128 tokens, At[tile][k8][128] (tokens along the vector),
+// so each stored weight costs one broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no
+// gathers. Each tile walks the inputs in chunks (48 for N:M: a chunk of At, 48 x 128 floats = 24 KiB, contiguous
+// so it spreads over every L1 set, stays in L1 while a group of 16 output rows adds its entries from that chunk to
+// its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
+// bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
+// token rows with bias and residual applied on the way out. csr-f32 alternates even / odd entries between two
+// accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
+// block, N:M decodes each value's input from its group number and its in-group index. See docs/kernels.md.
+#define TF_ISA_NS avx512
+#include <immintrin.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <type_traits>
+
+#include "../core/isa.h"
+#include "../kernels/decl.inc"
+
+namespace tf {
+namespace avx512 {
+
+namespace {
+
+inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
+constexpr int kV = 8;           // token vectors per tile (128 tokens)
+constexpr int64_t kTile = 128;  // floats per At row within a tile
+// inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
+// machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 48-96-input chunks; CSR and
+// 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
+// pays for the accumulator round trip and the loop exit), so they take whole rows up to 1024 inputs.
+constexpr int64_t kNmChunk = 48;
+constexpr int64_t kCsrChunk = 1024;
+
+// grow-only, 64-byte aligned per-thread accumulator storage
+struct AccBuffer {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~AccBuffer() { std::free(p); }
+  float* get(size_t count) {
+    if (count > cap) {
+      std::free(p);
+      cap = (count + 15) / 16 * 16;
+      p = static_cast<float*>(std::aligned_alloc(64, cap * 4));
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+};
+thread_local AccBuffer tl_acc;
+
+// r[i][j] <- r[j][i] for a 16x16 matrix of 32-bit lanes
+inline void transpose16(__m512* rf) {
+  __m512i* r = reinterpret_cast<__m512i*>(rf);
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+inline __mmask16 first(int64_t count) {
+  return count >= 16 ? 0xFFFF : (count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1));
+}
+
+// acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V token vectors). Even and odd
+// entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
+template <int V>
+inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                        float* acc) {
+  __m512 a[V], b[V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    a[v] = _mm512_load_ps(acc + 16 * v);
+    b[v] = _mm512_setzero_ps();
+  }
+  int32_t j = j0;
+  for (; j + 1 < j1; j += 2) {
+    const __m512 w0 = _mm512_set1_ps(vals[j]), w1 = _mm512_set1_ps(vals[j + 1]);
+    const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
+    const float* p1 = base + static_cast<int64_t>(cols[j + 1]) * kTile;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
+      b[v] = _mm512_fmadd_ps(w1, _mm512_load_ps(p1 + 16 * v), b[v]);
+    }
+  }
+  if (j < j1) {
+    const __m512 w0 = _mm512_set1_ps(vals[j]);
+    const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) a[v] = _mm512_fmadd_ps(w0, _mm512_load_ps(p0 + 16 * v), a[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[v], b[v]));
+}
+
+// the 4 rows of a 4x1 row block (accumulator rows ld apart): each activation load feeds 4 FMAs
+template <int V>
+inline void block4_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
+                           float* acc, int64_t ld) {
+  __m512 a[4][V];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) a[r][v] = _mm512_load_ps(acc + r * ld + 16 * v);
+  for (int32_t j = j0; j < j1; ++j) {
+    const __m512 w0 = _mm512_set1_ps(vals[4 * j]), w1 = _mm512_set1_ps(vals[4 * j + 1]),
+                 w2 = _mm512_set1_ps(vals[4 * j + 2]), w3 = _mm512_set1_ps(vals[4 * j + 3]);
+    const float* ap = base + static_cast<int64_t>(cols[j]) * kTile;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const __m512 x = _mm512_load_ps(ap + 16 * v);
+      a[0][v] = _mm512_fmadd_ps(w0, x, a[0][v]);
+      a[1][v] = _mm512_fmadd_ps(w1, x, a[1][v]);
+      a[2][v] = _mm512_fmadd_ps(w2, x, a[2][v]);
+      a[3][v] = _mm512_fmadd_ps(w3, x, a[3][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) _mm512_store_ps(acc + r * ld + 16 * v, a[r][v]);
+}
+
+// groups g0 .. g1-1 of one N:M row: value j sits at input GROUP * (j / KEEP) + idx[j]; values alternate between
+// two accumulator sets (as in row_entries)
+template <int V, int KEEP, int GROUP>
+inline void nm_entries(const float* base, const float* vals, const uint8_t* idx, int64_t g0, int64_t g1,
+                       float* acc) {
+  __m512 a[2][V];
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) {
+    a[0][v] = _mm512_load_ps(acc + 16 * v);
+    a[1][v] = _mm512_setzero_ps();
+  }
+  for (int64_t g = g0; g < g1; ++g) {
+    const float* gp = base + g * GROUP * kTile;
+#pragma GCC unroll 4
+    for (int q = 0; q < KEEP; ++q) {
+      const __m512 wv = _mm512_set1_ps(vals[g * KEEP + q]);
+      const float* ap = gp + static_cast<int64_t>(idx[g * KEEP + q]) * kTile;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) a[q & 1][v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), a[q & 1][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
+}
+
+// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*kV-1) back to token rows of c, scaled by alpha, with
+// bias and (when there is no activation) the residual added on the way out; rows past nb1 of t hold zeros
+void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c, int64_t ldc,
+                const Epilogue& epi) {
+  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
+  const __mmask16 ck = first(cols);
+  const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
+  const __m512 alpha = _mm512_set1_ps(epi.alpha);
+  for (int v = 0; v < kV; ++v) {
+    if (m - m0 - 16 * v <= 0) break;
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
+    transpose16(r);
+    const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t row = m0 + 16 * v + i;
+      __m512 y = _mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias);
+      if (epi.residual && epi.act == Act::None)
+        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+      _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+    }
+  }
+}
+
+// an activation runs after the tiles, over whole rows of the output range, then the residual
+void finish_rows(float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1, const Epilogue& epi) {
+  if (epi.act == Act::None) return;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* out = c + (m0 + i) * ldc + n0;
+    activation(out, n1 - n0, epi.act);
+    if (epi.residual) {
+      const float* res = epi.residual + (m0 + i) * epi.ld_residual + n0;
+      for (int64_t j = 0; j < n1 - n0; ++j) out[j] += res[j];
+    }
+  }
+}
+
+// token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group:
+// `add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1)` adds chunk ch of rows [r0, r1) into their
+// accumulator rows (row r at acc + (r - r0) * ld) for the tile's V token vectors (fewer than kV in a last, partial
+// tile: no work on padding tokens beyond the next 16). A group's accumulators (16 rows x 128 tokens, 8 KiB)
+// fit L1 together with an N:M chunk of At; a chunk is re-read from L2 once per group.
+constexpr int64_t kRowGroup = 16;
+
+template <class AddChunk>
+void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
+           const Epilogue& epi, AddChunk add_chunk) {
+  const int64_t ld = 16 * kV, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
+  float* acc = tl_acc.get(static_cast<size_t>(kRowGroup * ld));
+  for (int64_t m0 = 0; m0 < m; m0 += kTile) {
+    const float* base = at + (m0 / kTile) * k8 * kTile;
+    const int64_t vecs = (m - m0 + 15) / 16;
+    for (int64_t r0 = n0; r0 < n1; r0 += kRowGroup) {
+      const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
+      std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        switch (vecs >= kV ? kV : vecs) {
+          case 8: add_chunk(std::integral_constant<int, 8>(), base, acc, ld, ch, r0, r1); break;
+          case 7: add_chunk(std::integral_constant<int, 7>(), base, acc, ld, ch, r0, r1); break;
+          case 6: add_chunk(std::integral_constant<int, 6>(), base, acc, ld, ch, r0, r1); break;
+          case 5: add_chunk(std::integral_constant<int, 5>(), base, acc, ld, ch, r0, r1); break;
+          case 4: add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1); break;
+          case 3: add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1); break;
+          case 2: add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1); break;
+          default: add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1); break;
+        }
+      }
+      for (int64_t nb = r0; nb < r1; nb += 16)
+        store_tile(acc + (nb - r0) * ld, ld, m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c, ldc, epi);
+    }
+    finish_rows(c, ldc, m0, m - m0 < kTile ? m - m0 : kTile, n0, n1, epi);
+  }
+}
+
+template <int KEEP, int GROUP>
+void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
+             const Epilogue& epi) {
+  const int64_t groups = (w.k + GROUP - 1) / GROUP, per_row = groups * KEEP;
+  const int64_t gpc = kNmChunk / GROUP;  // groups per chunk
+  drive(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
+        [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+          constexpr int V = decltype(vt)::value;
+          const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
+          for (int64_t n = r0; n < r1; ++n)
+            nm_entries<V, KEEP, GROUP>(base, w.values + n * per_row, w.idx + n * per_row, g0, g1,
+                                       acc + (n - r0) * ld);
+        });
+}
+}  // namespace
+
+const int64_t kSpf32ChunkK = kCsrChunk;
+
+size_t spf32_at_size(int64_t m, int64_t k) {
+  return static_cast<size_t>((m + kTile - 1) / kTile * kTile * round8(k)) * 4 + 64;
+}
+
+// rows [m0, m1) of x, 16 tokens at a time, into At[tile][k8][64]; inputs k .. k8-1 and tokens past m are zeros
+void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at) {
+  const int64_t k8 = round8(k);
+  for (int64_t mb = m0; mb < m1; mb += 16) {
+    float* tile = at + (mb / kTile) * k8 * kTile + mb % kTile;
+    for (int64_t g = 0; g < k8; g += 16) {
+      const __mmask16 gk = first(k - g);
+      __m512 r[16];
+      for (int64_t i = 0; i < 16; ++i)
+        r[i] = mb + i < m ? _mm512_maskz_loadu_ps(gk, x + (mb + i) * ldx + g) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t i = 0; i < 16 && g + i < k8; ++i) _mm512_store_ps(tile + (g + i) * kTile, r[i]);
+    }
+  }
+}
+
+void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const SparseF32& w, float* c, int64_t ldc,
+                int64_t n0, int64_t n1, const Epilogue& epi) {
+  (void)x;
+  (void)ldx;
+  // without chunk pointers built for this level's chunk, whole rows from the row pointers (same results)
+  const bool chunked = w.chunk_k == kCsrChunk && w.chunk_ptr;
+  const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
+  const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
+  const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
+  if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
+              const int32_t* cp = ptr + b * stride + ch;
+              if (cp[0] >= cp[1]) continue;
+              float* a = acc + (4 * b - r0) * ld;
+              if constexpr (V > 4) {  // 4 rows x 8 vectors would spill: two passes of at most 4 vectors
+                block4_entries<4>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+                block4_entries<V - 4>(base + 64, w.cols, w.values, cp[0], cp[1], a + 64, ld);
+              } else {
+                block4_entries<V>(base, w.cols, w.values, cp[0], cp[1], a, ld);
+              }
+            }
+          });
+  } else {
+    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+            constexpr int V = decltype(vt)::value;
+            for (int64_t n = r0; n < r1; ++n) {
+              const int32_t* cp = ptr + n * stride + ch;
+              if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
+            }
+          });
+  }
+}
+
+void gemm_nm_f32(const float* x, int64_t ldx, const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc,
+                 int64_t n0, int64_t n1, const Epilogue& epi) {
+  (void)x;
+  (void)ldx;
+  if (w.group == 8) gemm_nm<4, 8>(at, m, w, c, ldc, n0, n1, epi);
+  else gemm_nm<2, 4>(at, m, w, c, ldc, n0, n1, epi);
+}
+
+}  // namespace avx512
+}  // namespace tf
