@@ -28,7 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TRIMFORMER_CONFIGS = ["gguf", "int4-g128", "int4-g32", "int8-wo", "w8a8", "bf16", "f32"]
+TRIMFORMER_CONFIGS = ["gguf", "gguf+a8", "int4-g128", "int4-g128+a8", "int4-asym-g32+a8", "int8-wo", "w8a8", "bf16",
+                      "f32"]
 LLAMA_CPP_CONFIGS = ["Q4_1", "Q4_0", "Q8_0", "F16"]
 
 
@@ -55,7 +56,9 @@ def worker_trimformer(cfg: str, batch: int, n_prompt: int, n_new: int, threads: 
     from trimformer.runtime.decoder import compile_decoder
 
     t0 = time.perf_counter()
-    eng = compile_decoder(assets.smollm2_gguf_path(), weights=cfg, threads=threads)
+    weights, _, act = cfg.partition("+")  # "+a8": int8 activations on the 4-bit integer Linears (W4A8)
+    eng = compile_decoder(assets.smollm2_gguf_path(), weights=weights, threads=threads,
+                          activations="int8" if act == "a8" else None)
     load_s = time.perf_counter() - t0
     prompts = prompt_tokens(n_prompt, batch)
     ids = np.array(prompts, np.int64)
@@ -111,6 +114,10 @@ def worker_llama_cpp(cfg: str, batch: int, n_prompt: int, n_new: int, threads: i
     L.llama_backend_init()
     t0 = time.perf_counter()
     mp = L.llama_model_default_params()
+    if os.environ.get("TF_BENCH_LLAMA_NO_EXTRA_BUFTS") == "1":
+        # ggml's AMX buffer type crashes in some VMs (SIGSEGV in ggml_backend_amx_mul_mat): this also turns off
+        # the CPU weight-repacking buffer types (Q4_0 interleaving), which the report then says
+        mp.use_extra_bufts = False
     model = L.llama_model_load_from_file(str(path).encode(), mp)
     cp = L.llama_context_default_params()
     cp.n_ctx = batch * (n_prompt + n_new + 8)
@@ -229,6 +236,8 @@ def main() -> None:
     ap.add_argument("--torch", default="fp32", help="'' to skip PyTorch")
     ap.add_argument("--out", default="bench/results/llm_speed")
     ap.add_argument("--timeout", type=int, default=900)
+    ap.add_argument("--llama-no-extra-bufts", action="store_true",
+                    help="load llama.cpp models without extra buffer types (AMX / weight repacking)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
@@ -243,6 +252,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tf-bench-llm-"))
     results: dict[str, dict[str, list[dict]]] = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRIMFORMER_THREADS": str(args.threads)}
+    if args.llama_no_extra_bufts:
+        env["TF_BENCH_LLAMA_NO_EXTRA_BUFTS"] = "1"
     for rnd in range(args.rounds):
         for b in batches:
             for cfg in configs:
@@ -269,6 +280,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"command": " ".join(sys.argv), "machine": machine(), "threads": args.threads, "prompt": args.prompt,
+           "llama_extra_bufts": not args.llama_no_extra_bufts,
            "new_tokens": args.new, "rounds": args.rounds, "raw": results, "summary": summary}
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     out.with_suffix(".md").write_text(markdown(doc))
@@ -336,10 +348,16 @@ def markdown(doc: dict) -> str:
             lines += ["", f"W8A8 prefill vs trimformer FP32 prefill: {w8['prefill_tok_s'] / f32['prefill_tok_s']:.2f}x"]
         lines.append("")
     lines += ["Formats: trimformer `gguf` runs the shipped Q4_1 blocks exactly (int4-asym, group 32, and the Q8_0 "
-              "embedding/lm_head); `int4-g128` / `int4-g32` are symmetric INT4 re-quantized (RTN) from the "
-              "dequantized fp32 weights; `w8a8` is INT8 per-channel weights with per-token u8 activations (VNNI); "
-              "`int8-wo` INT8 weight-only. llama.cpp Q4_0 / Q8_0 / F16 are llama.cpp's own conversions of the Q4_1 "
-              "file (requantized). Peak RSS includes each process's Python, numpy and loader overhead.", ""]
+              "embedding/lm_head) with float32 activations; `+a8` quantizes the activations of the 4-bit Linears "
+              "per token to int8 and uses VNNI integer dot products (W4A8, as llama.cpp's Q4_1 x Q8_1 dots do; its "
+              "perplexity is in llm_ppl_runtime.md); `int4-g128` is symmetric INT4 re-quantized (RTN) from the "
+              "dequantized fp32 weights (576-input Linears: 4 groups of 128 + one of 64); `w8a8` is INT8 "
+              "per-channel weights with per-token u8 activations (VNNI); `int8-wo` INT8 weight-only. llama.cpp "
+              "Q4_0 / Q8_0 / F16 are llama.cpp's own conversions of the Q4_1 file (requantized). Peak RSS includes "
+              "each process's Python, numpy and loader overhead.",
+              "" if doc.get("llama_extra_bufts", True) else "llama.cpp ran with `use_extra_bufts=False`: its AMX "
+              "buffer type crashes (SIGSEGV) in this VM, and the flag also disables its weight-repacking buffers.",
+              ""]
     return "\n".join(lines)
 
 

@@ -23,13 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
     "int8-rtn": 1.02, "w8a8-smoothquant": 1.02, "int4-g128-gptq": 1.06, "sparsegpt-50": 1.5, "sparsegpt-2:4": 2.2,
 }
-COMPILE_TIME = ["int8-wo", "w8a8", "int4-g128", "int4-g64", "nf4-g64", "fp4-g64", "fp8-e4m3", "bf16"]
+COMPILE_TIME = ["int8-wo", "w8a8", "int4-g128", "int4-g128+a8", "int4-g64", "nf4-g64", "fp4-g64", "fp8-e4m3", "bf16"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dirs", default="artifacts/llm", help="folder of compressed checkpoint directories")
     ap.add_argument("--only", default="", help="comma-separated names (default: every directory found)")
+    ap.add_argument("--skip-baselines", action="store_true", help="only the checkpoint directories (fp32 still runs)")
     ap.add_argument("--compile-time", default=",".join(COMPILE_TIME),
                     help="runtime RTN formats to add (quantized at compile time from the fp32 baseline)")
     ap.add_argument("--threads", type=int, default=2)
@@ -45,8 +46,12 @@ def main() -> None:
 
     def run(name: str, source, weights: str | None, kind: str) -> None:
         t0 = time.perf_counter()
+        act = None
+        if weights and weights.endswith("+a8"):
+            weights, act = weights[:-3], "int8"
         try:
-            r = evaluate_perplexity(source, weights=weights, threads=args.threads, n_tokens=args.tokens)
+            r = evaluate_perplexity(source, weights=weights, threads=args.threads, n_tokens=args.tokens,
+                                    activations=act)
         except Exception as e:  # report, keep going
             rows.append({"name": name, "kind": kind, "error": f"{type(e).__name__}: {e}"})
             print(f"{name}: error {e}", flush=True)
@@ -56,9 +61,11 @@ def main() -> None:
         print(f"{name}: perplexity {r['perplexity']:.3f} ({r['wall_s']:.0f} s)", flush=True)
 
     run("fp32", gguf, "f32", "baseline (GGUF dequantized to fp32)")
-    run("gguf-q4_1-exact", gguf, "gguf", "shipped Q4_1 blocks run exactly")
-    for w in [x for x in args.compile_time.split(",") if x]:
-        run(f"{w}-runtime-rtn", gguf, w, "runtime RTN at compile time")
+    if not args.skip_baselines:
+        run("gguf-q4_1-exact", gguf, "gguf", "shipped Q4_1 blocks run exactly")
+        run("gguf-q4_1-exact+a8", gguf, "gguf+a8", "shipped Q4_1 blocks, int8 activations (W4A8)")
+        for w in [x for x in args.compile_time.split(",") if x]:
+            run(f"{w}-runtime-rtn", gguf, w, "runtime RTN at compile time")
     base = Path(args.dirs)
     only = {x for x in args.only.split(",") if x}
     for d in sorted(p for p in base.glob("*") if (p / "trimformer_compression.json").is_file()):

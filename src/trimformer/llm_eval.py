@@ -12,13 +12,13 @@ from .llm_data import PERPLEXITY_TOKENS, PERPLEXITY_WINDOW, perplexity_tokens
 
 def evaluate_perplexity(model: Any, *, weights: str | None = None, threads: int | None = None,
                         n_tokens: int = PERPLEXITY_TOKENS, window: int = PERPLEXITY_WINDOW,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False, activations: str | None = None) -> dict[str, Any]:
     """{"perplexity", "tokens", "window", "weights", "seconds", ...}: model is a DecoderEngine, a saved trimformer
     decoder, a HF / compressed-LLM checkpoint directory or a .gguf file (compiled with `weights`)."""
     from .cli.llm_cmds import load_decoder_engine
     from .runtime.decoder import DecoderEngine
 
-    engine = model if isinstance(model, DecoderEngine) else load_decoder_engine(model, weights, threads, None)
+    engine = model if isinstance(model, DecoderEngine) else load_decoder_engine(model, weights, threads, None, activations)
     tokens = perplexity_tokens(engine.tokenizer, n_tokens)
     t0 = time.perf_counter()
     r = engine.perplexity(tokens, window=window, progress=progress)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def load_decoder_engine(src: str | Path, weights: str | None, threads: int | None, isa: str | None):
+def load_decoder_engine(src: str | Path, weights: str | None, threads: int | None, isa: str | None,
+                        activations: str | None = None):
     """A DecoderEngine from a saved trimformer decoder (model.json) or a checkpoint / compressed dir / .gguf."""
     from ..io import load
     from ..runtime.decoder import DecoderEngine, compile_decoder
@@ -24,7 +25,7 @@ def load_decoder_engine(src: str | Path, weights: str | None, threads: int | Non
         return engine
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such model")
-    return compile_decoder(src, weights=weights or "f32", threads=threads, isa=isa)
+    return compile_decoder(src, weights=weights or "f32", threads=threads, isa=isa, activations=activations)
 
 
 def compile_decoder_cmd(args: argparse.Namespace, console: Any) -> int:
@@ -33,7 +34,7 @@ def compile_decoder_cmd(args: argparse.Namespace, console: Any) -> int:
 
     t0 = time.perf_counter()
     engine = load_decoder_engine(args.src, getattr(args, "weights", None), args.threads,
-                                 None if args.isa == "auto" else args.isa)
+                                 None if args.isa == "auto" else args.isa, getattr(args, "activations", None))
     save(engine, args.out)
     counts: dict[str, int] = {}
     for f in engine.formats.values():
@@ -53,7 +54,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Generate text from a prompt, streaming tokens to stdout."""
     from ..pipelines.text_generation import TextGenerationPipeline
 
-    engine = load_decoder_engine(args.model, args.weights, args.threads, None if args.isa == "auto" else args.isa)
+    engine = load_decoder_engine(args.model, args.weights, args.threads, None if args.isa == "auto" else args.isa,
+                                 args.activations)
     pipe = TextGenerationPipeline(engine)
     opts: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0,
                             "temperature": args.temperature if args.temperature > 0 else 1.0,
@@ -88,6 +90,8 @@ def register(sub: Any, common: argparse.ArgumentParser, runtime: argparse.Argume
     g.add_argument("--weights", default=None,
                    help="format when compiling a checkpoint: f32, bf16, w8a8, llm-int8, int8-wo, gguf or a k-bit "
                         "TYPE[-gGROUP] such as int4-g128, nf4-g64, fp8-e4m3 (default f32)")
+    g.add_argument("--activations", choices=("int8",), default=None,
+                   help="int8: per-token int8 activations on 4-bit integer weights (W4A8 VNNI dot products)")
     g.add_argument("--max-new-tokens", "-n", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampling")
     g.add_argument("--top-k", type=int, default=0)
