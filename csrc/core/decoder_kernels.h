@@ -9,7 +9,7 @@
 
 namespace tf {
 
-// How a packed k-bit row stores its codes (csrc/kbit/README.md):
+// How a packed k-bit row stores its codes (docs/kernels.md, "Weight-only k-bit"):
 //   Lut4: two 4-bit codes per byte, chunks of 32 codes in 16 bytes (byte j: code j low nibble, code j+16 high),
 //         value = lut[code] (int2/int3/int4/nf4/fp4: up to 16 levels)
 //   S8 / U8: one signed / unsigned byte per weight, value = the byte
