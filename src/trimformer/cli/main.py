@@ -474,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verbose", "-v", action="store_true", help="also print the per-Linear format table")
     i.set_defaults(func=cmd_info)
+
+    from .compress_cmds import register as register_compress
+
+    register_compress(sub, common, runtime)
     return p
 
 
