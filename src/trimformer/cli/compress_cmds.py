@@ -61,8 +61,9 @@ def add_finetune_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..eval import evaluate_task
 
+    isa = None if args.isa in (None, "auto") else args.isa
     res = evaluate_task(args.model, args.task, split=args.split, max_samples=args.max_samples,
-                        batch_size=args.batch_size, max_length=args.max_length, threads=args.threads)
+                        batch_size=args.batch_size, max_length=args.max_length, threads=args.threads, isa=isa)
     if args.json:
         print(json.dumps({"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "n": res["n"]}))
     else:
@@ -87,7 +88,69 @@ def add_eval_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
     return e
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from ..compress.recipes import load_recipe, run_recipe
+
+    recipe = load_recipe(args.recipe)  # validated completely before any work
+    bars = []
+
+    def progress(label: str):
+        bar, update = _progress_bar(label)
+        bar.start()
+        bars.append(bar)
+
+        def step(done: int, total: int) -> None:
+            update(done, total)
+            if done >= total:
+                bar.stop()
+        return step
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        summary = run_recipe(recipe, args.model, args.task, args.out, log=None if args.quiet else log,
+                             progress=None if args.quiet else progress, evaluate=not args.no_eval,
+                             threads=args.threads)
+    finally:
+        for b in bars:
+            b.stop()
+    row = {"recipe": recipe.name, "out": args.out, "seconds": round(summary["compress_seconds"], 1),
+           "linear_formats": summary["linear_formats"],
+           "stages": [{"stage": s["stage"], "seconds": round(s["seconds"], 1)} for s in summary["stages"]]}
+    if "eval" in summary:
+        row.update({k: summary["eval"][k] for k in ("accuracy", "macro_f1", "n")})
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"recipe {recipe.name}: {len(summary['stages'])} stages in {row['seconds']:.0f} s -> {args.out}")
+        for s in row["stages"]:
+            print(f"  {s['stage']:<16} {s['seconds']:>8.1f} s")
+        print(f"  formats: {row['linear_formats']}")
+        if "accuracy" in row:
+            print(f"  runtime {summary['eval']['split']} accuracy {100 * row['accuracy']:.2f}%  "
+                  f"macro-F1 {100 * row['macro_f1']:.2f}%  (n={row['n']})")
+    return 0
+
+
+def add_compress_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
+    c = sub.add_parser("compress", parents=parents, help="run a compression recipe (YAML)",
+                       description="Run the ordered stages of a recipe (finetune, prune, distill, quantize, "
+                                   "mixed-precision) and write DIR/hf (compressed HF checkpoint), DIR/runtime "
+                                   "(trimformer model) and DIR/summary.json.")
+    c.add_argument("--recipe", required=True, metavar="FILE.yaml")
+    c.add_argument("--model", required=True, metavar="DIR", help="Hugging Face checkpoint (e.g. from finetune)")
+    c.add_argument("--task", default="wiki-topics", choices=("wiki-topics",))
+    c.add_argument("--out", "-o", required=True, metavar="DIR")
+    c.add_argument("--no-eval", action="store_true", help="skip the runtime evaluation on the test split")
+    c.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage logs")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.set_defaults(func=cmd_compress)
+    return c
+
+
 def register(sub: Any, common: argparse.ArgumentParser, runtime: argparse.ArgumentParser) -> None:
     """Add the compression subcommands to the `trimformer` parser's subparsers."""
     add_finetune_parser(sub, [common])
     add_eval_parser(sub, [common, runtime])
+    add_compress_parser(sub, [common, runtime])
