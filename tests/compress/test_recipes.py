@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("yaml")
 
+from tiny_models import tiny_dir  # noqa: E402, F401
+
 from trimformer.compress.recipes import RecipeError, load_recipe, validate_recipe  # noqa: E402
 
 
@@ -52,27 +54,7 @@ def test_example_recipes_validate():
         assert rec.name == f.stem
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from trimformer import assets
-    from trimformer.compress.tasks import task_data
-
-    assets.ensure_assets(("minilm", "wiki"))
-    names = task_data("wiki-topics", "validation", 1).label_names
-    tok = AutoTokenizer.from_pretrained(str(assets.minilm_path()))
-    torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                     vocab_size=tok.vocab_size, max_position_embeddings=512, num_labels=len(names),
-                     id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    d = tmp_path_factory.mktemp("tiny") / "model"
-    BertForSequenceClassification(cfg).save_pretrained(str(d))
-    tok.save_pretrained(str(d))
-    return d
-
-
-def test_pipeline_end_to_end_cli(tiny_dir, tmp_path):
+def test_pipeline_end_to_end_cli(tiny_dir, tmp_path):  # noqa: F811
     import yaml
 
     import trimformer as tf
