@@ -52,4 +52,7 @@ def test_embedding_fidelity(tiny_dir):  # noqa: F811
     tok = AutoTokenizer.from_pretrained(str(tiny_dir))
     int8 = tf.compile(tiny_dir, quantize="int8-static", calibration=calibration_batches(tok, 8, 8, 32))
     q = embedding_fidelity(int8, dense, n=16)
+    from trimformer.cli.main import main
+
+    assert main(["eval", str(tiny_dir), "--fidelity-to", str(tiny_dir), "--max-samples", "8", "--json"]) == 0
     assert 0.9 < q["mean_cosine"] <= 1.0 + 1e-6 and q["min_cosine"] <= q["mean_cosine"] + 1e-7

@@ -59,9 +59,18 @@ def add_finetune_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..eval import evaluate_task
+    from ..eval import embedding_fidelity, evaluate_task
 
     isa = None if args.isa in (None, "auto") else args.isa
+    if args.fidelity_to:
+        fid = embedding_fidelity(args.model, args.fidelity_to, n=args.max_samples or 256,
+                                 batch_size=args.batch_size, max_length=args.max_length)
+        if args.json:
+            print(json.dumps(fid))
+        else:
+            print(f"embedding fidelity vs {args.fidelity_to} (n={fid['n']} test sentences, mean-pooled): "
+                  f"mean cosine {fid['mean_cosine']:.5f}, min {fid['min_cosine']:.5f}")
+        return 0
     res = evaluate_task(args.model, args.task, split=args.split, max_samples=args.max_samples,
                         batch_size=args.batch_size, max_length=args.max_length, threads=args.threads, isa=isa)
     if args.json:
@@ -83,6 +92,9 @@ def add_eval_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
     e.add_argument("--max-samples", type=int, default=None)
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--max-length", type=int, default=128)
+    e.add_argument("--fidelity-to", metavar="DENSE_DIR", default=None,
+                   help="feature extraction: cosine of MODEL's mean-pooled embeddings to DENSE_DIR's instead of "
+                        "task accuracy (over --max-samples test sentences, default 256)")
     e.add_argument("--json", action="store_true", help='print {"accuracy", "macro_f1", "n"}')
     e.set_defaults(func=cmd_eval)
     return e

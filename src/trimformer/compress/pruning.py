@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,18 +170,77 @@ def _encoder_blocks(model: Any) -> list[Any]:
     raise ValueError("no encoder blocks found (supported: BERT, MiniLM, DistilBERT, RoBERTa)")
 
 
+def _capture_block_inputs(model: Any, block: Any, batches: list, device: Any) -> list[tuple[tuple, dict, Any]]:
+    """(args, kwargs, token mask) that `block` receives for each batch; the forward stops at the block."""
+    import torch
+
+    cached: list[tuple[tuple, dict, Any]] = []
+    current: list[Any] = [None]
+
+    def pre(mod, args, kwargs):
+        cached.append((tuple(args), dict(kwargs), current[0]))
+        raise _StopForward
+
+    h = block.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for b in batches:
+                tb = _as_torch_batch(b, device)
+                current[0] = tb["attention_mask"].bool() if "attention_mask" in tb else None
+                try:
+                    model(**tb)
+                except _StopForward:
+                    pass
+    finally:
+        h.remove()
+    return cached
+
+
+def _run_block(block: Any, cached: list[tuple[tuple, dict, Any]]) -> list[Any]:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for args, kwargs, _ in cached:
+            out = block(*args, **kwargs)
+            outs.append(out[0] if isinstance(out, (tuple, list)) else out)
+    return outs
+
+
+def _input_groups(block: Any, names: Mapping[str, Any], cached: list) -> list[list[str]]:
+    """The block's Linears in call order, grouped by shared input (Q, K, V read the same hidden states)."""
+    order: list[tuple[str, int]] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, _n=n: order.append((_n, inp[0].data_ptr())))
+             for n, m in names.items()]
+    try:
+        _run_block(block, cached[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    groups: list[list[str]] = []
+    last_ptr = None
+    for n, ptr in order:
+        if groups and ptr == last_ptr:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+        last_ptr = ptr
+    return groups
+
+
 def obs_prune(model: Any, calibration: Iterable[Mapping[str, Any]], targets: Mapping[str, float],
               pattern: str = "unstructured", percdamp: float = 0.01, block_size: int = 128,
               progress: Any = None) -> dict[str, np.ndarray]:
-    """One-shot OBS/SparseGPT pruning, block by block: the inputs of block i's Linears are collected with blocks
-    < i already pruned (sequential), each Linear's Hessian H = 2/N sum x x^T over the non-padding tokens, and the
-    row-wise OBS reconstruction of compress/obs.py zeroes weights while updating the rest."""
-    import torch
-
+    """One-shot OBS/SparseGPT pruning, fully sequential: the inputs of block 0 are captured once; inside each block
+    the Linears are pruned group by group in call order (Q/K/V, attention output, FFN1, FFN2), each group's
+    Hessian H = 2/N sum x x^T taken over non-padding tokens with the earlier groups already pruned; the pruned
+    block's outputs are the next block's inputs. compress/obs.py does the row-wise OBS reconstruction."""
     try:
         from .obs import HessianAccumulator, sparsegpt_prune
     except ImportError as e:  # provided by the shared second-order solver module
         raise ImportError("method='obs' needs trimformer.compress.obs (the shared SparseGPT/GPTQ solvers)") from e
+    import torch
+
     batches = list(calibration)
     if not batches:
         raise ValueError("method='obs' needs calibration batches (an iterable of tokenized dicts)")
@@ -190,42 +250,39 @@ def obs_prune(model: Any, calibration: Iterable[Mapping[str, Any]], targets: Map
     masks: dict[str, np.ndarray] = {}
     was_training = model.training
     model.eval()
+    cached = _capture_block_inputs(model, blocks[0], batches, device)
     for bi, block in enumerate(blocks):
-        names = {n: m for n, m in layers.items() if any(m is mm for mm in block.modules()) and n in targets}
-        if not names:
-            continue
-        accs = {n: HessianAccumulator(m.in_features, device=device) for n, m in names.items()}
-        token_mask: list[Any] = [None]
-        hooks = []
-        for n, m in names.items():
-            def hook(mod, inputs, _n=n, _accs=accs, _tm=token_mask):
+        in_block = {id(m) for m in block.modules()}
+        names = {n: m for n, m in layers.items() if id(m) in in_block and n in targets}
+        for group in (_input_groups(block, names, cached) if names else []):
+            accs = {n: HessianAccumulator(names[n].in_features, device=device) for n in group}
+            token_mask: list[Any] = [None]
+
+            def hook(mod, inputs, _n=None, _accs=accs, _tm=token_mask):
                 x = inputs[0].detach()
                 keep = _tm[0]
                 _accs[_n].add(x[keep] if keep is not None and x.shape[:2] == keep.shape else x.reshape(-1, x.shape[-1]))
-            hooks.append(m.register_forward_pre_hook(hook))
 
-        def stop(mod, inputs, output):
-            raise _StopForward
-
-        hooks.append(block.register_forward_hook(stop))
-        try:
+            hooks = [names[n].register_forward_pre_hook(functools.partial(hook, _n=n)) for n in group]
+            try:
+                with torch.no_grad():
+                    for args, kwargs, mask in cached:
+                        token_mask[0] = mask
+                        block(*args, **kwargs)
+            finally:
+                for h in hooks:
+                    h.remove()
             with torch.no_grad():
-                for b in batches:
-                    tb = _as_torch_batch(b, device)
-                    token_mask[0] = tb["attention_mask"].bool() if "attention_mask" in tb else None
-                    try:
-                        model(**tb)
-                    except _StopForward:
-                        pass
-        finally:
-            for h in hooks:
-                h.remove()
-        with torch.no_grad():
-            for n, m in names.items():
-                w_new, keep = sparsegpt_prune(m.weight.detach().float(), accs[n].hessian, targets[n], pattern,
-                                              block_size=block_size, percdamp=percdamp)
-                m.weight.copy_(w_new.to(m.weight.dtype) * keep.to(m.weight.dtype))
-                masks[n] = keep.cpu().numpy().astype(bool)
+                for n in group:
+                    m = names[n]
+                    w_new, keep = sparsegpt_prune(m.weight.detach().float(), accs[n].hessian, targets[n], pattern,
+                                                  block_size=block_size, percdamp=percdamp)
+                    m.weight.copy_(w_new.to(m.weight.dtype) * keep.to(m.weight.dtype))
+                    masks[n] = keep.cpu().numpy().astype(bool)
+        if bi + 1 < len(blocks):
+            outs = _run_block(block, cached)
+            cached = [((o, *args[1:]), kwargs, mask) if args else ((), {**kwargs, "hidden_states": o}, mask)
+                      for o, (args, kwargs, mask) in zip(outs, cached, strict=True)]
         if progress:
             progress(bi + 1, len(blocks))
     model.train(was_training)
