@@ -185,7 +185,7 @@ def main(argv=None) -> int:
         stem, target, desc = ROWS[row]
         recipe_file = Path(overrides.get(row, RECIPES / f"{stem}.yaml")).resolve()
         r = run_row(row, recipe_file, args)
-        r.update({"target": target, "description": desc})
+        r.update({"target": target, "description": desc + (f" ({recipe_file.name})" if row in overrides else "")})
         results.append(r)
         log(f"{row}: accuracy {100 * r['accuracy']:.2f}%  latency b1 {r['latency'][next(iter(r['latency']))]['median_ms']:.1f} ms")
     dense = next((r for r in results if r["row"] == "dense-fp32"), None)
