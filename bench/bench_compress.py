@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--note", action="append", default=[], help="a note for the report (repeatable)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "compress"), help="output path stem")
     return p.parse_args(argv)
 
@@ -194,14 +195,8 @@ def main(argv=None) -> int:
         from trimformer.eval import evaluate_task
 
         a = evaluate_task(args.model, "wiki-topics", max_samples=args.eval_samples)["accuracy"]
-    notes = []
-    mag = next((r for r in results if r["row"] == "magnitude50-int8"), None)
-    obs = next((r for r in results if r["row"] == "obs50-int8"), None)
-    if mag and obs:
-        notes.append(f"OBS 50% + INT8 vs magnitude 50% + INT8: {100 * obs['accuracy']:.2f}% vs "
-                     f"{100 * mag['accuracy']:.2f}% ({100 * (obs['accuracy'] - mag['accuracy']):+.2f} points)")
     report = {"model": args.model, "dense_accuracy": a, "seq": args.seq, "threads": args.threads,
-              "latency_key": f"b{args.batches.split(',')[0]}", "rows": results, "notes": notes,
+              "latency_key": f"b{args.batches.split(',')[0]}", "rows": results, "notes": [],
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                           "python": platform.python_version()},
               "command": "python bench/bench_compress.py " + " ".join(argv if argv is not None else sys.argv[1:])}
@@ -215,6 +210,14 @@ def main(argv=None) -> int:
             merged = [r for r in old.get("rows", []) if r["row"] not in have] + results
             order = list(ROWS)
             report["rows"] = sorted(merged, key=lambda r: order.index(r["row"]) if r["row"] in order else 99)
+    rows_now = report["rows"]
+    mag = next((r for r in rows_now if r["row"] == "magnitude50-int8"), None)
+    obs = next((r for r in rows_now if r["row"] == "obs50-int8"), None)
+    notes = list(args.note)
+    if mag and obs:
+        notes.append(f"OBS 50% + INT8 vs magnitude 50% + INT8: {100 * obs['accuracy']:.2f}% vs "
+                     f"{100 * mag['accuracy']:.2f}% ({100 * (obs['accuracy'] - mag['accuracy']):+.2f} points)")
+    report["notes"] = notes
     prev.write_text(json.dumps(report, indent=1, default=str))
     write_markdown(report, out.with_suffix(".md"))
     write_png(report, out.with_suffix(".png"))
