@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
     "int8-rtn": 1.02, "w8a8-smoothquant": 1.02, "int4-g128-gptq": 1.06, "sparsegpt-50": 1.5, "sparsegpt-2:4": 2.2,
 }
-COMPILE_TIME = ["int8-wo", "w8a8", "int4-g128", "int4-g128+a8", "int4-g64", "nf4-g64", "fp4-g64", "fp8-e4m3", "bf16"]
+COMPILE_TIME = ["int8-wo", "w8a8", "int4-g128", "int4-g128+a8", "int4-g64", "nf4-g64", "fp4-g64", "fp8-e4m3"]
 
 
 def main() -> None:
@@ -36,15 +36,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--out", default="bench/results/llm_ppl_runtime")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of an existing --out JSON")
     args = ap.parse_args()
 
     from trimformer import assets
     from trimformer.llm_eval import evaluate_perplexity
 
     gguf = assets.smollm2_gguf_path()
-    rows = []
+    out = Path(args.out)
+    rows: list[dict] = []
+    if args.resume and out.with_suffix(".json").is_file():  # keep finished rows, run only the missing ones
+        rows = [r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if "error" not in r]
+    done = {r["name"] for r in rows}
 
     def run(name: str, source, weights: str | None, kind: str) -> None:
+        if name in done:
+            return
         t0 = time.perf_counter()
         act = None
         if weights and weights.endswith("+a8"):
@@ -59,19 +66,27 @@ def main() -> None:
         r.update(name=name, kind=kind, wall_s=time.perf_counter() - t0)
         rows.append(r)
         print(f"{name}: perplexity {r['perplexity']:.3f} ({r['wall_s']:.0f} s)", flush=True)
+        write(rows, args, out)  # after every row: a long run can be resumed (--resume)
 
     run("fp32", gguf, "f32", "baseline (GGUF dequantized to fp32)")
+    base = Path(args.dirs)
+    only = {x for x in args.only.split(",") if x}
     if not args.skip_baselines:
         run("gguf-q4_1-exact", gguf, "gguf", "shipped Q4_1 blocks run exactly")
         run("gguf-q4_1-exact+a8", gguf, "gguf+a8", "shipped Q4_1 blocks, int8 activations (W4A8)")
-        for w in [x for x in args.compile_time.split(",") if x]:
-            run(f"{w}-runtime-rtn", gguf, w, "runtime RTN at compile time")
-    base = Path(args.dirs)
-    only = {x for x in args.only.split(",") if x}
     for d in sorted(p for p in base.glob("*") if (p / "trimformer_compression.json").is_file()):
         if only and d.name not in only:
             continue
         run(d.name, d, None, "compressed checkpoint (bench_llm_quality.py)")
+        if "int4" in d.name and "sparse" not in d.name and "asym" not in d.name:
+            run(d.name + "+a8", d, "f32+a8", "compressed checkpoint, int8 activations (W4A8)")
+    if not args.skip_baselines:
+        for w in [x for x in args.compile_time.split(",") if x]:
+            run(f"{w}-runtime-rtn", gguf, w, "runtime RTN at compile time")
+    print(markdown(write(rows, args, out)))
+
+
+def write(rows: list[dict], args: argparse.Namespace, out: Path) -> dict:
     fp32 = next((r["perplexity"] for r in rows if r["name"] == "fp32" and "perplexity" in r), None)
     for r in rows:
         if "perplexity" in r and fp32:
@@ -86,11 +101,10 @@ def main() -> None:
     if mag and sgpt:
         extra["sparsegpt50_over_magnitude50"] = sgpt["perplexity"] / mag["perplexity"]
     doc = {"command": " ".join(sys.argv), "tokens": args.tokens, "fp32_perplexity": fp32, "rows": rows, **extra}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
+    return doc
 
 
 def markdown(doc: dict) -> str:

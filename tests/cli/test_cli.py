@@ -146,3 +146,28 @@ def test_python_dash_m(compiled):
     p = subprocess.run([sys.executable, "-m", "trimformer", "info", str(compiled / "missing")], capture_output=True,
                        text=True, env=env, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("trimformer: error:") and "Traceback" not in p.stderr
+
+
+def test_eval_perplexity_and_generate_on_a_tiny_decoder(tmp_path, capsys, monkeypatch):
+    """`trimformer eval --perplexity` and `trimformer generate` on a tiny random Llama with a real tokenizer."""
+    import json as _json
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from trimformer import assets
+    from trimformer.cli.main import main
+    from trimformer.models.decoder import gguf_tokenizer_json
+
+    tok_json = gguf_tokenizer_json(assets.smollm2_gguf_path())
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                                   tie_word_embeddings=True)
+    d = tmp_path / "tiny"
+    transformers.LlamaForCausalLM(cfg).save_pretrained(d)
+    (d / "tokenizer.json").write_text(tok_json)
+    assert main(["eval", "--perplexity", str(d), "--json", "--perplexity-tokens", "600"]) == 0
+    out = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["tokens"] == 599 and out["perplexity"] > 1
+    assert main(["generate", str(d), "--prompt", "Hello", "-n", "5", "--weights", "int4-g32"]) == 0
+    assert capsys.readouterr().out.startswith("Hello")

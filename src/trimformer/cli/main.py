@@ -497,9 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--verbose", "-v", action="store_true", help="also print the per-Linear format table")
     i.set_defaults(func=cmd_info)
 
+    from .compress_cmds import register as register_compress
     from .llm_cmds import register as register_llm
     from .llm_compress import register as register_llm_compress  # quantize-llm, prune-llm
 
+    register_compress(sub, common, runtime)
     register_llm(sub, common, runtime)
     register_llm_compress(sub)
     return p

@@ -1,4 +1,4 @@
-"""Static activation ranges from calibration batches: min/max, percentile, or MSE-optimal clipping.
+"""Static activation ranges from calibration batches: min/max, percentile, MSE-optimal or KL (entropy) clipping.
 
 The float engine observes every Linear input (a min/max pass); for "percentile" and "mse" a second pass builds a
 histogram of each input over its observed range, and the range is then clipped: at the given percentiles, or
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_METHODS = ("minmax", "percentile", "mse")
+CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
 
 
 def _percentile_range(hist: np.ndarray, edges: np.ndarray, pct: float) -> tuple[float, float]:
@@ -41,6 +41,40 @@ def _mse_range(hist: np.ndarray, edges: np.ndarray, steps: int = 48) -> tuple[fl
     return float(los[i]), float(his[j])
 
 
+def _entropy_range(hist: np.ndarray, edges: np.ndarray, steps: int = 24, levels: int = 256) -> tuple[float, float]:
+    """KL (entropy) calibration, after TensorRT's, for an asymmetric range: among clipped ranges [a, b] (bin edges,
+    shrinking each side towards 0), the one whose 256-level quantized histogram Q is closest to the reference P
+    (P with the clipped tails folded into its edge bins) in KL(P || Q)."""
+    n = len(hist)
+    lo0, hi0 = float(edges[0]), float(edges[-1])
+    zero = int(np.clip(np.searchsorted(edges, 0.0), 0, n))
+    fracs = np.linspace(1.0 / steps, 1.0, steps)
+    starts = sorted({int(round(zero - f * zero)) for f in fracs}) if lo0 < 0 else [0]
+    ends = sorted({int(round(zero + f * (n - zero))) for f in fracs}) if hi0 > 0 else [n]
+    best, best_kl = (lo0, hi0), np.inf
+    for i in starts:
+        for j in ends:
+            if j - i < 2:
+                continue
+            p = hist[i:j].astype(np.float64).copy()
+            p[0] += hist[:i].sum()
+            p[-1] += hist[j:].sum()
+            if p.sum() <= 0:
+                continue
+            width = j - i
+            level = np.minimum((np.arange(width) * levels) // width, levels - 1)
+            nonzero = p > 0
+            mass = np.bincount(level, weights=p, minlength=levels)
+            count = np.bincount(level, weights=nonzero.astype(np.float64), minlength=levels)
+            q = np.where(nonzero, mass[level] / np.maximum(count[level], 1), 0.0)
+            ps, qs = p / p.sum(), q / q.sum()
+            m = ps > 0
+            kl = float(np.sum(ps[m] * np.log(ps[m] / np.maximum(qs[m], 1e-12))))
+            if kl < best_kl:
+                best, best_kl = (float(edges[i]), float(edges[j])), kl
+    return best
+
+
 def calibrate_ranges(engine: Any, batches: Iterable[Mapping[str, Any]], method: str = "minmax", *,
                      bins: int = 2048, percentile: float = 99.99) -> dict[str, tuple[float, float]]:
     """Per-Linear input ranges observed by a float engine on `batches`, clipped by `method`."""
@@ -60,5 +94,10 @@ def calibrate_ranges(engine: Any, batches: Iterable[Mapping[str, Any]], method: 
     for name, (lo, hi) in ranges.items():
         hist = np.asarray(hists[name], np.float64)
         edges = np.linspace(lo, hi, len(hist) + 1)
-        out[name] = _percentile_range(hist, edges, percentile) if method == "percentile" else _mse_range(hist, edges)
+        if method == "percentile":
+            out[name] = _percentile_range(hist, edges, percentile)
+        elif method == "entropy":
+            out[name] = _entropy_range(hist, edges)
+        else:
+            out[name] = _mse_range(hist, edges)
     return out

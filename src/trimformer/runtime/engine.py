@@ -169,18 +169,22 @@ def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: 
 def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Iterable[Mapping] | None = None,
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
                     keep_float: Iterable[str] = (), attention: str | None = None,
-                    calibration_method: str = "minmax", sparse: bool | str | None = "tune") -> Engine:
+                    calibration_method: str = "minmax", sparse: bool | str | None = "tune",
+                    activation_params: Mapping[str, tuple[float, int]] | None = None) -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
     attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
-    calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile" or "mse"
-    (see runtime/calibration.py).
+    calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile", "mse" or
+    "entropy" (KL; see runtime/calibration.py).
     sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
     `engine.extra["dispatch"]` and saved with the model); None takes the first candidate without timing; True
     does the same and also forces block-int8 on INT8 layers no pattern fits; False keeps every layer dense.
+    activation_params: with "int8-static", {Linear name: (scale, zero_point)} of each INT8 Linear's u8 input used
+    as given instead of calibrating (e.g. exported by quantization-aware training, trimformer.compress.qat); every
+    INT8 Linear must have an entry; x is quantized as clamp(nearbyint(x / scale) + zero_point, 0, 255).
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -218,7 +222,23 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         for name, cands in candidates.items():
             fmt_of[name] = cands[0]
     stored = _encode_linears(spec, dense, fmt_of)
-    if quantize == "int8-static":
+    if activation_params is not None:
+        if quantize != "int8-static":
+            raise ValueError("activation_params apply to quantize='int8-static' only")
+        int8 = [n for n, f in fmt_of.items() if get_format(f).int8_activations]
+        missing = [n for n in int8 if n not in activation_params]
+        if missing:
+            raise ValueError(f"activation_params has no (scale, zero_point) for INT8 Linears {missing[:5]}")
+        unknown = sorted(set(activation_params) - set(fmt_of))
+        if unknown:
+            raise ValueError(f"activation_params names unknown Linears {unknown[:5]}")
+        for name in int8:
+            scale, zp = activation_params[name]
+            if not (float(scale) > 0 and 0 <= int(zp) <= 255 and float(zp) == int(zp)):
+                raise ValueError(f"activation_params[{name!r}] = {(scale, zp)}: need scale > 0, integer zp in [0, 255]")
+            stored[name + ".act_scale"] = np.array([scale], np.float32)
+            stored[name + ".act_zero_point"] = np.array([zp], np.int32)
+    elif quantize == "int8-static":
         if calibration is None:
             raise ValueError("quantize='int8-static' needs calibration batches (an iterable of tokenized dicts)")
         from .calibration import calibrate_ranges

@@ -1,0 +1,87 @@
+"""Recipes: validation errors for bad keys / impossible targets / stage order, and a small end-to-end pipeline
+(a 2-layer model: prune + fine-tune with fixed masks + quantize + compile + run + save) through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("yaml")
+
+from tiny_models import tiny_dir  # noqa: E402, F401
+
+from trimformer.compress.recipes import RecipeError, load_recipe, validate_recipe  # noqa: E402
+
+
+def _doc(*stages, **top):
+    return {"name": "t", "stages": list(stages), **top}
+
+
+@pytest.mark.parametrize("doc, match", [
+    (_doc({"prune": {"sparsity": 0.5, "patern": "block"}}), r"unknown key\(s\) \['patern'\]"),
+    (_doc({"prunee": {}}), "unknown stage 'prunee'"),
+    (_doc({"prune": {"sparsity": 0.8, "pattern": "2:4"}}), "2:4 fixes the sparsity at 0.50"),
+    (_doc({"prune": {"sparsity": 1.2}}), "sparsity must be a number in"),
+    (_doc({"prune": {"pattern": "block"}}), "needs 'sparsity'"),
+    (_doc({"prune": {"sparsity": 0.8, "schedule": "gradual"}}), "needs a 'train'"),
+    (_doc({"prune": {"sparsity": 0.8, "schedule": "gradual", "method": "obs", "train": {}}}), "magnitude-based"),
+    (_doc({"prune": {"sparsity": 0.5, "every": 3}}), "only applies to schedule: gradual"),
+    (_doc({"quantize": {}}, {"prune": {"sparsity": 0.5}}), "comes after 'quantize'"),
+    (_doc({"mixed-precision": {"budget": 0.01}}), "must directly follow a static 'quantize'"),
+    (_doc({"quantize": {"weights": "per-tensor"}}), "cannot run weights='per-tensor'"),
+    (_doc({"quantize": {"observer": "kl"}}), "observer must be one of"),
+    (_doc({"quantize": {"method": "qat"}}), "needs a 'train'"),
+    (_doc({"finetune": {"train": {"epochs": 1, "lr_typo": 1}}}), r"unknown key\(s\) \['lr_typo'\]"),
+    (_doc({"finetune": {"train": {"epochs": 0}}}), "epochs must be > 0"),
+    (_doc({"distill": {"train": {}, "distill": {"temperature": -1}}}), "temperature must be > 0"),
+    ({"name": "t", "stages": [], "extra": 1}, r"unknown key\(s\) \['extra'\]"),
+    ({"name": "t", "stages": {"prune": {}}}, "must be a list"),
+])
+def test_recipe_validation_errors(doc, match):
+    with pytest.raises(RecipeError, match=match):
+        validate_recipe(doc)
+
+
+def test_example_recipes_validate():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        rec = load_recipe(f)
+        assert rec.name == f.stem
+
+
+def test_pipeline_end_to_end_cli(tiny_dir, tmp_path):  # noqa: F811
+    import yaml
+
+    import trimformer as tf
+    from trimformer.cli.main import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "e2e", "calibration": {"samples": 16, "batch_size": 8, "max_length": 32},
+        "eval": {"max_samples": 24},
+        "stages": [{"prune": {"method": "obs", "sparsity": 0.75, "pattern": "block",
+                              "train": {"epochs": 1, "max_samples": 16, "batch_size": 8, "max_length": 32,
+                                        "threads": 1}}},
+                   {"quantize": {"method": "ptq", "observer": "entropy"}}]}))
+    out = tmp_path / "out"
+    assert main(["compress", "--recipe", str(recipe), "--model", str(tiny_dir), "--out", str(out), "--json",
+                 "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["prune", "quantize"]
+    assert summary["eval"]["n"] == 24 and 0 <= summary["eval"]["accuracy"] <= 1
+    eng = tf.load(out / "runtime")
+    assert eng.quantize == "int8-static"
+    ids = np.array([[101, 2023, 2003, 102]])
+    assert eng.run(ids)["logits"].shape == (1, 11)
+    from transformers import AutoModelForSequenceClassification
+
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out / "hf"))
+    w = hf.bert.encoder.layer[0].intermediate.dense.weight.detach().numpy()
+    assert abs((w == 0).mean() - 0.75) < 0.02  # the pattern survived the fine-tuning of the prune stage
+    assert (out / "hf" / "trimformer_compression.json").is_file()
+    assert main(["eval", "--task", "wiki-topics", str(out / "runtime"), "--json", "--max-samples", "24"]) == 0
