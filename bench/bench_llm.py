@@ -35,9 +35,10 @@ LLAMA_CPP_CONFIGS = ["Q4_1", "Q4_0", "Q8_0", "F16"]
 
 def prompt_tokens(n: int, rows: int) -> list[list[int]]:
     """`rows` deterministic prompts of n tokens each from the Wikipedia calibration slice (not the perplexity one)."""
+    from tokenizers import Tokenizer
+
     from trimformer import assets
     from trimformer.models.decoder import gguf_tokenizer_json
-    from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(gguf_tokenizer_json(assets.smollm2_gguf_path()))
     ids = tok.encode(assets.text_slice("calibration", max_chars=40 * n * rows)).ids
@@ -88,6 +89,7 @@ def worker_trimformer(cfg: str, batch: int, n_prompt: int, n_new: int, threads: 
 def _llama_gguf(kind: str, tmp: Path) -> Path:
     """The shipped Q4_1 GGUF, or a conversion made with llama.cpp's quantizer (requantized from Q4_1)."""
     import llama_cpp as L
+
     from trimformer import assets
 
     src = assets.smollm2_gguf_path()
@@ -336,7 +338,7 @@ def markdown(doc: dict) -> str:
                 lines.append(f"| {cfg} | error: {r['error']} | | | | | |")
                 continue
 
-            def ratio(key: str, peer: str) -> str:
+            def ratio(key: str, peer: str, r: dict = r, b: str = b) -> str:
                 p = s.get(ref[peer], {}).get(b, {})
                 return f"{r[key] / p[key]:.2f}x" if key in p else "-"
 

@@ -13,8 +13,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 from .io import ModelFormatError, load, save  # noqa: E402
-from .models.encoder import CheckpointError, UnsupportedModelError  # noqa: E402
 from .models.decoder import is_decoder_source  # noqa: E402
+from .models.encoder import CheckpointError, UnsupportedModelError  # noqa: E402
 from .runtime.decoder import DecoderEngine, GenerationError, compile_decoder  # noqa: E402
 from .runtime.engine import Engine, compile_encoder  # noqa: E402
 

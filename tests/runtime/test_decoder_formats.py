@@ -23,7 +23,7 @@ def _model(seed=0, k=64):
 
 def _as_f32(eng: DecoderEngine, isa: str) -> DecoderEngine:
     t = {}
-    for name, fmt in eng.formats.items():
+    for name, _fmt in eng.formats.items():
         st = {k[len(name):]: v for k, v in eng.tensors.items() if k.startswith(name + ".")}
         if ".kcodes" in st:
             t[name + ".weight"] = unpack_kbit(st)

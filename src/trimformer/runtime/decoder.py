@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ..formats.registry import get_format, pack_kbit, parse_kbit_format, quantize_int8_per_channel, to_bf16_bits
+from ..formats.registry import (
+    get_format,
+    pack_kbit,
+    parse_kbit_format,
+    quantize_int8_per_channel,
+    to_bf16_bits,
+)
 from ..models.decoder import DecoderSpec, load_decoder
 from .engine import default_threads
 
