@@ -104,7 +104,8 @@ def _markdown(data: dict[str, Any]) -> str:
         if name not in res:
             continue
         r = res[name]
-        met = {True: "yes", False: "**no**", None: ""}[_check(r["target"], r["ratio"], res)]
+        parts = (r["target"] or "").split(",") if r["target"] else []
+        met = " / ".join({True: "yes", False: "**no**", None: "?"}[_check(p, r["ratio"], res)] for p in parts)
         what = r["kwargs"].get("format") or str(r["kwargs"].get("sparsity"))
         if r["kwargs"].get("act_order"):
             what += " act-order"
