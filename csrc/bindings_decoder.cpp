@@ -161,8 +161,7 @@ void register_decoder(nb::module_& m) {
     const int64_t mrows = x.shape(0), G = (k + group - 1) / group, ldxq = (k + 63) / 64 * 64;
     std::vector<int8_t> xq(mrows * ldxq);
     std::vector<float> ax(mrows), xs(mrows * G), y(mrows * w.n);
-    dk.quantize_a8(x.data(), k, mrows, k, xq.data(), ldxq, ax.data());
-    dk.group_sums(x.data(), k, mrows, k, group, xs.data());
+    dk.quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(), xs.data());
     dk.kbit_gemv_a8(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
     return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");

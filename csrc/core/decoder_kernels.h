@@ -55,11 +55,14 @@ struct DecoderKernels {
   // ---- W4A8: 4-bit integer codes x int8 activations (u8 x s8 dot products, VNNI on avx512) ----
   // Rows of x [m][k] to s8 with one symmetric scale per row (ax = max|x| / 127), laid out for kbit_gemv_a8:
   // per 64 inputs the order is x[0..15], x[32..47], x[16..31], x[48..63] (how two packed 32-code chunks split
-  // into low and high nibbles); k padded to a multiple of 64 with zeros, row stride ldxq (>= that)
-  void (*quantize_a8)(const float* x, int64_t ldx, int64_t m, int64_t k, int8_t* xq, int64_t ldxq, float* ax);
-  // y[r, n] = ax[r] * sum_g s[n,g] * (codes . xq)_g + sum_g off[n,g] * xsum[r][g], where off folds the type's
-  // integer zero (lut[code] = code + lut0: off = offset + lut0 * scale). Lut4 integer types, k % 64 == 0,
-  // group % 32 == 0 (32, or a multiple of 64)
+  // into low and high nibbles); k padded to a multiple of 64 with zeros, row stride ldxq (>= that). Also the
+  // per-group sums of the QUANTIZED activations, qsum[r][g] = ax[r] * sum_g xq: the group's constant part must
+  // see the same rounded activations as the code part, or their rounding errors stop cancelling
+  void (*quantize_a8)(const float* x, int64_t ldx, int64_t m, int64_t k, int64_t group, int8_t* xq, int64_t ldxq,
+                      float* ax, float* qsum);
+  // y[r, n] = ax[r] * sum_g s[n,g] * (codes . xq)_g + sum_g off[n,g] * qsum[r][g], where off folds the type's
+  // integer zero (lut[code] = code + lut0: off = offset + lut0 * scale): exactly W . dequant(xq). Lut4 integer
+  // types, k % 64 == 0, group % 32 == 0 (32, or a multiple of 64)
   void (*kbit_gemv_a8)(const int8_t* xq, int64_t ldxq, const float* ax, int64_t m, const KbitWeight& w,
                        const float* xsum, float* y, int64_t ldy, int64_t n0, int64_t n1);
 };

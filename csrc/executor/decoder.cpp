@@ -437,10 +437,8 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
         int8_t* xq = reinterpret_cast<int8_t*>(priv ? pv.q8 : q8_.as<uint8_t>());
         float* ax = priv ? pv.rs : rs_.as<float>();
         float* xs = priv ? pv.xsum : xsum_.as<float>();
-        if (lo < hi) {
-          dk_->quantize_a8(in + lo * L.k, L.k, hi - lo, L.k, xq + lo * ldxq, ldxq, ax + lo);
-          dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
-        }
+        if (lo < hi) dk_->quantize_a8(in + lo * L.k, L.k, hi - lo, L.k, w.group, xq + lo * ldxq, ldxq, ax + lo,
+                                      xs + lo * G);
         if (!priv) {
 #pragma omp barrier
         }

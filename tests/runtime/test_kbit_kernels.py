@@ -73,21 +73,14 @@ def test_bad_inputs_raise():
         pack_kbit(np.full((2, 64), 16, np.uint8), np.ones((2, 2), np.float32), None, "int4", 32)
 
 
-def _a8_reference(x, codes, scales, offsets, type_name, group):
-    """numpy W4A8: the codes' integer dot with per-token symmetric int8 activations, scaled per group; the
-    group's constant part (offset + lut0 * scale) multiplies the exact float sum of the activations."""
-    from trimformer.formats.kbit import get_kbit_type
+def _a8_reference(x, st):
+    """numpy W4A8: the dequantized weights times per-token symmetric int8 activations (dequantized)."""
+    from trimformer.formats.registry import unpack_kbit
 
-    lut0 = float(get_kbit_type(type_name).lut[0])
-    ax = np.where(np.abs(x).max(1) > 0, np.abs(x).max(1) / np.float32(127.0), 1.0).astype(np.float32)
+    amax = np.abs(x).max(1)
+    ax = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
     xq = np.clip(np.rint(x * (np.float32(1) / ax[:, None])), -127, 127)
-    k = x.shape[1]
-    g = np.arange(k) // group
-    s = scales[:, g].astype(np.float64)  # [n, k]
-    off = (offsets if offsets is not None else 0) + lut0 * scales
-    dot = (xq.astype(np.float64) @ (codes.astype(np.float64) * s).T) * ax[:, None]
-    xsum = np.stack([x[:, g == i].sum(1) for i in range(scales.shape[1])], 1).astype(np.float64)
-    return dot + xsum @ off.T.astype(np.float64)
+    return (xq * ax[:, None]).astype(np.float64) @ unpack_kbit(st).astype(np.float64).T
 
 
 @pytest.mark.parametrize("type_name", ["int4", "int4-asym", "int3", "int2", "int2-asym"])
@@ -98,7 +91,7 @@ def test_w4a8_gemv_matches_int8_activation_reference(type_name, m, n, k, group, 
     codes, scales, offsets = quantize_rtn(w, type_name, group)
     st = pack_kbit(codes, scales, offsets, type_name, group)
     x = rng.standard_normal((m, k)).astype(np.float32)
-    ref = _a8_reference(x, codes, scales, offsets, type_name, group)
+    ref = _a8_reference(x, st)
     got = _call(_core.kbit_gemv_a8, st, x, isa=isa)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
