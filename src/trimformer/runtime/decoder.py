@@ -364,6 +364,8 @@ def _compressed_linears(path: Path, spec: DecoderSpec, dense: Mapping[str, np.nd
         if len(fmts) != 1:
             raise ValueError(f"{path}: {canon}'s projections use different formats {sorted(fmts)}")
         fmt, group = fmts.pop()
+        if fmt is None:
+            continue  # pruned only: the dense (zero-holding) weights are compiled in the requested format
         w8a8 = meta.get("activations") == "w8a8-per-token"
         if w8a8 and (fmt != "int8" or group):
             raise ValueError(f"{path}: W8A8 checkpoints need INT8 per-channel weights, {canon} is {fmt} g{group}")
