@@ -50,12 +50,7 @@ using tf::host_tensors;
 using F32In = nb::ndarray<const float, nb::ro, nb::c_contig, nb::device::cpu>;
 using I64In = nb::ndarray<const int64_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 
-template <class T>
-nb::ndarray<nb::numpy, T> to_numpy(std::vector<T>&& v, std::vector<size_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
-  return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
-}
+using tf::to_numpy;
 
 tf::Act act_from(int a) {
   if (a < 0 || a > 4) throw std::invalid_argument("unknown activation code");

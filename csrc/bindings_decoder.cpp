@@ -22,12 +22,7 @@ using I64In = nb::ndarray<const int64_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::
 using F32In = nb::ndarray<const float, nb::ro, nb::c_contig, nb::device::cpu>;
 using U8In = nb::ndarray<const uint8_t, nb::ro, nb::c_contig, nb::device::cpu>;
 
-template <class T>
-nb::ndarray<nb::numpy, T> owned(std::vector<T>&& v, std::vector<size_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
-  return nb::ndarray<nb::numpy, T>(heap->data(), shape.size(), shape.data(), owner);
-}
+using tf::to_numpy;
 
 class PyDecoder {
  public:
@@ -77,9 +72,9 @@ class PyDecoder {
       engine_->forward(ids.data(), mp, B, T, mode, tp, &out);
     }
     const size_t V = static_cast<size_t>(vocab());
-    if (mode == 0) return owned(std::move(out), {(size_t)B, V});
-    if (mode == 1) return owned(std::move(out), {(size_t)B, (size_t)T, V});
-    return owned(std::move(out), {(size_t)B, (size_t)T});
+    if (mode == 0) return to_numpy(std::move(out), {(size_t)B, V});
+    if (mode == 1) return to_numpy(std::move(out), {(size_t)B, (size_t)T, V});
+    return to_numpy(std::move(out), {(size_t)B, (size_t)T});
   }
 
   int64_t vocab() const { return vocab_ ? vocab_ : 0; }
@@ -148,7 +143,7 @@ void register_decoder(nb::module_& m) {
     std::vector<float> xs(mrows * G), y(mrows * w.n);
     dk.group_sums(x.data(), k, mrows, k, group, xs.data());
     dk.kbit_gemv(x.data(), k, mrows, w, xs.data(), y.data(), w.n, 0, w.n);
-    return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
+    return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
   m.def("kbit_gemv_a8", [](F32In x, U8In codes, F32In scales, nb::object offsets, int mode, int64_t k,
                            int64_t group, F32In lut, const std::string& isa) {
@@ -163,7 +158,7 @@ void register_decoder(nb::module_& m) {
     std::vector<float> ax(mrows), xs(mrows * G), y(mrows * w.n);
     dk.quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(), xs.data());
     dk.kbit_gemv_a8(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
-    return owned(std::move(y), {(size_t)mrows, (size_t)w.n});
+    return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
   m.def("kbit_dequant", [](U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group, F32In lut,
                            const std::string& isa) {
@@ -172,7 +167,7 @@ void register_decoder(nb::module_& m) {
     const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
     std::vector<float> out(w.n * k);
     dk.kbit_dequant(w, 0, w.n, out.data());
-    return owned(std::move(out), {(size_t)w.n, (size_t)k});
+    return to_numpy(std::move(out), {(size_t)w.n, (size_t)k});
   }, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
 }
 

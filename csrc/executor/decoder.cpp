@@ -1,5 +1,7 @@
 #include "decoder.h"
 
+#include "host_tensors.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -20,44 +22,9 @@ namespace tf {
 
 namespace {
 
-const HostTensor& need_t(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
-                         const std::vector<int64_t>& shape) {
-  auto it = t.find(name);
-  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
-  const HostTensor& h = it->second;
-  if (h.dtype != dtype) throw std::invalid_argument("tensor '" + name + "' has the wrong dtype");
-  if (h.shape != shape) {
-    std::string s = "tensor '" + name + "' has shape [";
-    for (auto d : h.shape) s += std::to_string(d) + ",";
-    s += "], expected [";
-    for (auto d : shape) s += std::to_string(d) + ",";
-    throw std::invalid_argument(s + "]");
-  }
-  return h;
-}
-
-template <class T>
-std::vector<T> copy_t(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
-                      const std::vector<int64_t>& shape) {
-  const HostTensor& h = need_t(t, name, dtype, shape);
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  const T* p = static_cast<const T*>(h.data);
-  return std::vector<T>(p, p + n);
-}
-
 const HostTensor* find_t(const std::map<std::string, HostTensor>& t, const std::string& name) {
   auto it = t.find(name);
   return it == t.end() ? nullptr : &it->second;
-}
-
-inline void split(int64_t total, int64_t align, int parts, int i, int64_t* lo, int64_t* hi) {
-  const int64_t units = (total + align - 1) / align;
-  const int64_t per = units / parts, extra = units % parts;
-  const int64_t u0 = i * per + std::min<int64_t>(i, extra);
-  const int64_t u1 = u0 + per + (i < extra ? 1 : 0);
-  *lo = std::min(total, u0 * align);
-  *hi = std::min(total, u1 * align);
 }
 
 constexpr int64_t kKbitGemvMaxRows = 8;  // up to this many tokens the k-bit GEMV beats dequantize + GEMM
@@ -112,7 +79,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     const int8_t* qw = static_cast<const int8_t*>(q->data);
     L->packed.reserve(kt_->pack_s8_size(L->n, L->k));
     kt_->pack_s8(qw, L->k, L->n, L->k, L->packed.as<void>());
-    L->w_scale = copy_t<float>(t, name + ".wscale", 'f', {L->n});
+    L->w_scale = copy_tensor<float>(t, name + ".wscale", 'f', {L->n});
     L->col_sum.assign(L->n, 0);
     for (int64_t j = 0; j < L->n; ++j) {
       int32_t s = 0;
@@ -122,11 +89,11 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     if (const HostTensor* oi = find_t(t, name + ".outlier_idx")) {
       if (oi->dtype != 'i' || oi->shape.size() != 1) throw std::invalid_argument("bad outlier_idx '" + name + "'");
       const int64_t no = oi->shape[0];
-      L->outlier_idx = copy_t<int32_t>(t, name + ".outlier_idx", 'i', {no});
+      L->outlier_idx = copy_tensor<int32_t>(t, name + ".outlier_idx", 'i', {no});
       for (int64_t i = 0; i < no; ++i)
         if (L->outlier_idx[i] < 0 || L->outlier_idx[i] >= L->k || (i && L->outlier_idx[i] <= L->outlier_idx[i - 1]))
           throw std::invalid_argument("'" + name + "': outlier indices must be increasing input features");
-      const HostTensor& ow = need_t(t, name + ".outlier_weight", 'f', {L->n, no});
+      const HostTensor& ow = need(t, name + ".outlier_weight", 'f', {L->n, no});
       if (no > 0) {
         L->outlier_packed.reserve(kt_->pack_f32_size(L->n, no));
         kt_->pack_f32_nk(static_cast<const float*>(ow.data), no, L->n, no, L->outlier_packed.as<float>());
@@ -134,7 +101,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     }
   } else if (const HostTensor* c = find_t(t, name + ".kcodes")) {
     if (c->dtype != 'u' || c->shape.size() != 2) throw std::invalid_argument("bad kcodes '" + name + "'");
-    const std::vector<int32_t> meta = copy_t<int32_t>(t, name + ".kmeta", 'i', {3});
+    const std::vector<int32_t> meta = copy_tensor<int32_t>(t, name + ".kmeta", 'i', {3});
     const int mode = meta[0];
     L->kind = DecLinear::KBIT;
     L->n = c->shape[0];
@@ -148,9 +115,9 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     L->codes.assign(static_cast<const uint8_t*>(c->data), static_cast<const uint8_t*>(c->data) + L->n * row_bytes);
     L->codes.resize(L->codes.size() + 64, 0);  // vector loads may touch bytes just past the last row
     const int64_t G = (L->k + group - 1) / group;
-    L->scales = copy_t<float>(t, name + ".kscales", 'f', {L->n, G});
-    if (find_t(t, name + ".koffsets")) L->offsets = copy_t<float>(t, name + ".koffsets", 'f', {L->n, G});
-    const std::vector<float> lut = copy_t<float>(t, name + ".klut", 'f', {16});
+    L->scales = copy_tensor<float>(t, name + ".kscales", 'f', {L->n, G});
+    if (find_t(t, name + ".koffsets")) L->offsets = copy_tensor<float>(t, name + ".koffsets", 'f', {L->n, G});
+    const std::vector<float> lut = copy_tensor<float>(t, name + ".klut", 'f', {16});
     KbitWeight& w = L->kw;
     w.mode = km;
     w.n = L->n;
@@ -173,7 +140,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
   } else {
     throw std::invalid_argument("missing tensor '" + name + ".weight' (or .bweight / .qweight / .kcodes)");
   }
-  if (find_t(t, name + ".bias")) L->bias = copy_t<float>(t, name + ".bias", 'f', {L->n});
+  if (find_t(t, name + ".bias")) L->bias = copy_tensor<float>(t, name + ".bias", 'f', {L->n});
 }
 
 DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
@@ -184,10 +151,10 @@ DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::strin
       d % 2 != 0 || cfg.vocab <= 0 || cfg.intermediate <= 0)
     throw std::invalid_argument("bad decoder config (heads must be a multiple of kv_heads, head_dim even)");
   const bool llama = cfg.arch == 0;
-  if (!cfg.embed_from_head) tok_ = copy_t<float>(t, "emb.tok", 'f', {cfg.vocab, H});
-  if (!llama) pos_emb_ = copy_t<float>(t, "emb.pos", 'f', {cfg.max_positions, H});
-  final_g_ = copy_t<float>(t, "final_ln.g", 'f', {H});
-  if (!llama) final_b_ = copy_t<float>(t, "final_ln.b", 'f', {H});
+  if (!cfg.embed_from_head) tok_ = copy_tensor<float>(t, "emb.tok", 'f', {cfg.vocab, H});
+  if (!llama) pos_emb_ = copy_tensor<float>(t, "emb.pos", 'f', {cfg.max_positions, H});
+  final_g_ = copy_tensor<float>(t, "final_ln.g", 'f', {H});
+  if (!llama) final_b_ = copy_tensor<float>(t, "final_ln.b", 'f', {H});
   const int64_t qkv_rows = (cfg.heads + 2 * cfg.kv_heads) * d;
   layers_.resize(cfg.layers);
   for (int64_t i = 0; i < cfg.layers; ++i) {
@@ -201,11 +168,11 @@ DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::strin
     if (L.qkv.n != qkv_rows || L.qkv.k != H || L.o.n != H || L.o.k != cfg.heads * d || L.up.n != up_rows ||
         L.up.k != H || L.down.n != H || L.down.k != cfg.intermediate)
       throw std::invalid_argument("layer " + std::to_string(i) + " weight shapes do not match the config");
-    L.ln1_g = copy_t<float>(t, p + "ln1.g", 'f', {H});
-    L.ln2_g = copy_t<float>(t, p + "ln2.g", 'f', {H});
+    L.ln1_g = copy_tensor<float>(t, p + "ln1.g", 'f', {H});
+    L.ln2_g = copy_tensor<float>(t, p + "ln2.g", 'f', {H});
     if (!llama) {
-      L.ln1_b = copy_t<float>(t, p + "ln1.b", 'f', {H});
-      L.ln2_b = copy_t<float>(t, p + "ln2.b", 'f', {H});
+      L.ln1_b = copy_tensor<float>(t, p + "ln1.b", 'f', {H});
+      L.ln2_b = copy_tensor<float>(t, p + "ln2.b", 'f', {H});
     }
   }
   load_linear(&head_, "lm_head", t);
@@ -327,7 +294,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
   epi.ld_residual = L.n;
   const KernelTable* kt = kt_;
   int64_t lo, hi;
-  split(m, 1, nt, tid, &lo, &hi);
+  split_range(m, 1, nt, tid, &lo, &hi);
   const bool priv = m <= kPrivateRows;  // every thread prepares all rows for itself: no barrier
   const Private pv = private_buffers(tid);
   if (priv) {
@@ -339,7 +306,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       const int64_t nr = kt->f32_nr;
       if (L.n / nr >= 2 * nt || m < 2 * nt) {
         int64_t n0, n1;
-        split(L.n, nr, nt, tid, &n0, &n1);
+        split_range(L.n, nr, nt, tid, &n0, &n1);
         if (n0 < n1) kt->gemm_f32(in, L.k, L.packed.as<float>(), L.n, L.k, out, L.n, 0, m, n0, n1, epi);
       } else if (lo < hi) {
         kt->gemm_f32(in, L.k, L.packed.as<float>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
@@ -356,7 +323,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       const int64_t nr = kt->bf16_nr;
       if (L.n / nr >= 2 * nt || m < 2 * nt) {
         int64_t n0, n1;
-        split(L.n, nr, nt, tid, &n0, &n1);
+        split_range(L.n, nr, nt, tid, &n0, &n1);
         if (n0 < n1) kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, out, L.n, 0, m, n0, n1, epi);
       } else if (lo < hi) {
         kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, out, L.n, lo, hi, 0, L.n, epi);
@@ -403,7 +370,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       int64_t n0 = 0, n1 = L.n, m0 = 0, m1 = m;
       const int64_t nr = kt->s8_nr;
       if (L.n / nr >= 2 * nt || m < 2 * nt) {
-        split(L.n, nr, nt, tid, &n0, &n1);
+        split_range(L.n, nr, nt, tid, &n0, &n1);
       } else {
         m0 = lo;
         m1 = hi;
@@ -443,7 +410,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
 #pragma omp barrier
         }
         int64_t n0, n1;
-        split(L.n, 16, nt, tid, &n0, &n1);
+        split_range(L.n, 16, nt, tid, &n0, &n1);
         for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them
           const int64_t b1 = std::min(b0 + 16, n1);
           dk_->kbit_gemv_a8(xq, ldxq, ax, m, w, xs, out, L.n, b0, b1);
@@ -457,7 +424,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
 #pragma omp barrier
         }
         int64_t n0, n1;
-        split(L.n, 16, nt, tid, &n0, &n1);
+        split_range(L.n, 16, nt, tid, &n0, &n1);
         if (n0 < n1) {
           dk_->kbit_gemv(in, L.k, m, w, xs, out, L.n, n0, n1);
           if (epi.bias || epi.act != Act::None || epi.residual)
@@ -469,7 +436,7 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
         const int64_t nr = kt->f32_nr;
         const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
         int64_t n0, n1;
-        split(L.n, chunk, nt, tid, &n0, &n1);
+        split_range(L.n, chunk, nt, tid, &n0, &n1);
         char* scratch = scratch_[tid].as<char>();
         float* deq = reinterpret_cast<float*>(scratch);
         float* pk = reinterpret_cast<float*>(scratch + ((kKbitChunkRows * L.k * 4 + 63) / 64 * 64));
@@ -541,7 +508,7 @@ void DecoderEngine::attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T
     return;
   }
   int64_t lo, hi;
-  split(B * T, 1, nt, tid, &lo, &hi);
+  split_range(B * T, 1, nt, tid, &lo, &hi);
   rope_and_cache(layer, qkv, T, lo, hi, 0, Hkv);
 #pragma omp barrier
   for (int64_t it = tid; it < B * Hq; it += nt) {
@@ -640,7 +607,7 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
     const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
     const Private pv = private_buffers(tid);
     int64_t lo, hi;
-    split(M, 1, nt, tid, &lo, &hi);
+    split_range(M, 1, nt, tid, &lo, &hi);
     for (int64_t r = lo; r < hi; ++r) {
       if (cfg_.embed_from_head) dk_->kbit_dequant(head_.kw, ids[r], ids[r] + 1, x + r * H);  // tied, stored once
       else std::memcpy(x + r * H, tok_.data() + ids[r] * H, H * 4);
@@ -686,7 +653,7 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
     }
     // final norm of the rows whose logits are wanted
     int64_t olo, ohi;
-    split(out_rows, 1, nt, tid, &olo, &ohi);
+    split_range(out_rows, 1, nt, tid, &olo, &ohi);
     for (int64_t r = olo; r < ohi; ++r) {
       const float* src = x + (mode == 0 ? r * T + (T - 1) : r) * H;
       if (llama) dk_->rmsnorm(src, H, head_in.data() + r * H, H, 1, H, final_g_.data(), cfg_.norm_eps);
@@ -701,7 +668,7 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
         const int64_t rows = std::min(kLogitChunk, M - c0);
         linear_mt(head_, head_in.data() + c0 * H, rows, lg, Act::None, nullptr, tid, nt);
         int64_t a0, a1;
-        split(rows, 1, nt, tid, &a0, &a1);
+        split_range(rows, 1, nt, tid, &a0, &a1);
         for (int64_t r = a0; r < a1; ++r) {
           const int64_t tg = targets[c0 + r];
           result[c0 + r] = tg < 0 ? 0.0f : lg[r * V + tg] - dk_->logsumexp(lg + r * V, V);

@@ -1,4 +1,5 @@
 #include "encoder.h"
+#include "host_tensors.h"
 
 #include <omp.h>
 
@@ -24,29 +25,9 @@ void AlignedBuf::reserve(size_t bytes) {
 
 namespace {
 
-const HostTensor& need(const std::map<std::string, HostTensor>& t, const std::string& name, char dtype,
-                       std::vector<int64_t> shape) {
-  auto it = t.find(name);
-  if (it == t.end()) throw std::invalid_argument("missing tensor '" + name + "'");
-  const HostTensor& h = it->second;
-  if (h.dtype != dtype) throw std::invalid_argument("tensor '" + name + "' has the wrong dtype");
-  if (h.shape != shape) {
-    std::string s = "tensor '" + name + "' has shape [";
-    for (auto d : h.shape) s += std::to_string(d) + ",";
-    s += "], expected [";
-    for (auto d : shape) s += std::to_string(d) + ",";
-    throw std::invalid_argument(s + "]");
-  }
-  return h;
-}
-
 std::vector<float> copy_f32(const std::map<std::string, HostTensor>& t, const std::string& name,
-                            std::vector<int64_t> shape) {
-  const HostTensor& h = need(t, name, 'f', shape);
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  const float* p = static_cast<const float*>(h.data);
-  return std::vector<float>(p, p + n);
+                            const std::vector<int64_t>& shape) {
+  return copy_tensor<float>(t, name, 'f', shape);
 }
 
 // An index array stored as int32 or (when every index fits) uint16, widened to int32.
@@ -94,16 +75,6 @@ std::vector<int32_t> read_shape(const std::map<std::string, HostTensor>& t, cons
   std::vector<int32_t> v(p, p + len);
   if (v[0] <= 0 || v[1] <= 0) throw std::invalid_argument("'" + name + "': shape must be positive");
   return v;
-}
-
-// Split [0, total) into `parts` contiguous chunks aligned to `align`; chunk i is [lo, hi).
-inline void split_range(int64_t total, int64_t align, int parts, int i, int64_t* lo, int64_t* hi) {
-  const int64_t units = (total + align - 1) / align;
-  const int64_t per = units / parts, extra = units % parts;
-  const int64_t u0 = i * per + std::min<int64_t>(i, extra);
-  const int64_t u1 = u0 + per + (i < extra ? 1 : 0);
-  *lo = std::min(total, u0 * align);
-  *hi = std::min(total, u1 * align);
 }
 
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,

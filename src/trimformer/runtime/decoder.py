@@ -29,7 +29,7 @@ from ..formats.registry import (
     to_bf16_bits,
 )
 from ..models.decoder import DecoderSpec, load_decoder
-from .engine import default_threads
+from .engine import NativeEngine, default_threads
 
 DECODER_WEIGHTS = ("f32", "bf16", "w8a8", "llm-int8", "gguf")
 LLM_INT8_THRESHOLD = 6.0
@@ -81,7 +81,7 @@ def encode_linear(w: np.ndarray, fmt: str, outliers: np.ndarray | None = None) -
     return get_format(fmt).encode(w)
 
 
-class DecoderEngine:
+class DecoderEngine(NativeEngine):
     """A compiled causal LM. `generate` runs prefill + decode with the native KV cache; `log_probs` /
     `perplexity` score text without keeping logits."""
 
@@ -102,18 +102,6 @@ class DecoderEngine:
         self._tokenizer = None
 
     # ------------------------------------------------------------------ properties
-    @property
-    def isa(self) -> str:
-        return self._native.isa
-
-    @property
-    def threads(self) -> int:
-        return self._native.threads
-
-    @threads.setter
-    def threads(self, n: int) -> None:
-        self._native.threads = int(n)
-
     @property
     def weight_bytes(self) -> int:
         return int(self._native.weight_bytes)

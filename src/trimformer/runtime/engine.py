@@ -53,7 +53,26 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-class Engine:
+class NativeEngine:
+    """What every compiled engine exposes of its native core (`self._native`): ISA level and thread count."""
+
+    _native: Any
+
+    @property
+    def isa(self) -> str:
+        return self._native.isa
+
+    @property
+    def threads(self) -> int:
+        return self._native.threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        self._native.threads = int(n)
+
+
+
+class Engine(NativeEngine):
     """A compiled encoder. `run` executes the whole forward pass in one native call."""
 
     def __init__(self, spec: EncoderSpec, tensors: Mapping[str, np.ndarray], formats: Mapping[str, str], *,
@@ -77,18 +96,6 @@ class Engine:
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
         config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention)}
         self._native = _core.EncoderEngine(config, native, isa or "", threads or default_threads())
-
-    @property
-    def isa(self) -> str:
-        return self._native.isa
-
-    @property
-    def threads(self) -> int:
-        return self._native.threads
-
-    @threads.setter
-    def threads(self, n: int) -> None:
-        self._native.threads = int(n)
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
             pooling: str | None = None, normalize: bool = False) -> dict[str, np.ndarray]:
