@@ -198,7 +198,9 @@ def main(argv=None) -> int:
     report = {"model": args.model, "dense_accuracy": a, "seq": args.seq, "threads": args.threads,
               "latency_key": f"b{args.batches.split(',')[0]}", "rows": results, "notes": [],
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "python": platform.python_version()},
+                          "python": platform.python_version(), "load_average_1min": os.getloadavg()[0]},
+              # more runnable jobs than cores while timing: the latencies are indicative only
+              "noisy_machine": os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1) + 1,
               "command": "python bench/bench_compress.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
