@@ -10,8 +10,8 @@ PIP = $(PYTHON) -m pip
 setup:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q scikit-build-core nanobind
-	$(PIP) install -q --no-build-isolation -e ".[compress,bench,dev]"
-	$(PYTHON) -c "from trimformer import assets; assets.ensure_assets(('minilm', 'wiki'))"
+	$(PIP) install -q --no-build-isolation -e ".[compress,bench,llm,dev]"
+	$(PYTHON) -c "from trimformer import assets; assets.ensure_assets(('minilm', 'smollm2', 'wiki'))"
 
 demo: setup
 	$(PYTHON) examples/demo.py
