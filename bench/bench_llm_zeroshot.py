@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def main() -> None:
         answers = []
         for q, keys in QUESTIONS:
             a = pipe(q, chat=True, return_full_text=False, max_new_tokens=args.max_new_tokens)[0]["generated_text"]
-            answers.append({"question": q, "answer": a, "pass": any(k in a.lower() for k in keys)})
+            ok = any(re.search(r"\b" + re.escape(k) + r"\b", a.lower()) for k in keys)  # whole words: "0" != "18.09"
+            answers.append({"question": q, "answer": a, "pass": ok})
         results[name] = {"passed": sum(x["pass"] for x in answers), "total": len(answers), "answers": answers}
         print(f"{name}: {results[name]['passed']}/{len(answers)}", flush=True)
     doc = {"command": " ".join(sys.argv), "results": results}
