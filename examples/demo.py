@@ -143,9 +143,42 @@ def main() -> int:
                       f"{report['topics'][name]:.4f}", f"{lat['b1_s128']:.2f}", f"{16e3 / lat['b16_s128']:.1f}")
     console.print(table)
     console.print(f"search: {report['search_example']['query']!r} -> {report['search_example']['best']!r}")
+
+    console.rule("decoder LLM: SmolLM2-135M from its GGUF (generation, perplexity, decode speed)")
+    report["decoder"] = decoder_demo(console)
     (OUT / "report.json").write_text(json.dumps(report, indent=1))
     console.print(f"report written to {OUT / 'report.json'}")
     return 0
+
+
+def decoder_demo(console) -> dict:
+    """SmolLM2-135M: the shipped Q4_1 blocks run exactly, and as W8A8 (INT8 weights, per-token INT8 activations):
+    an answer, perplexity on the first 2,048 tokens of the held-out slice, decode speed (trimformer alone;
+    llama.cpp side by side: bench/bench_llm.py)."""
+    from trimformer.llm_eval import evaluate_perplexity
+    from trimformer.pipelines.text_generation import TextGenerationPipeline
+    from trimformer.runtime.decoder import compile_decoder
+
+    gguf = assets.smollm2_gguf_path()
+    out = {}
+    table = Table(title="SmolLM2-135M in trimformer")
+    for col in ("weights", "perplexity (2048 tok)", "decode tok/s", "answer"):
+        table.add_column(col)
+    for name, weights, act in (("gguf Q4_1 exact", "gguf", None), ("gguf Q4_1 + int8 act (W4A8)", "gguf", "int8"),
+                               ("w8a8", "w8a8", None)):
+        eng = compile_decoder(gguf, weights=weights, activations=act, threads=2)
+        ppl = evaluate_perplexity(eng, n_tokens=2048)["perplexity"]
+        pipe = TextGenerationPipeline(eng)
+        answer = pipe("What is the capital of France?", chat=True, return_full_text=False,
+                      max_new_tokens=12)[0]["generated_text"].strip()
+        eng.generate([[1, 504, 3575]], 8, stop_tokens=())  # warm-up
+        t0 = time.perf_counter()
+        n = len(eng.generate([[1, 504, 3575, 282, 4649]], 64, stop_tokens=())[0])
+        tps = n / (time.perf_counter() - t0)
+        out[name] = {"perplexity_2048": ppl, "decode_tok_s": tps, "answer": answer}
+        table.add_row(name, f"{ppl:.3f}", f"{tps:.1f}", answer)
+    console.print(table)
+    return out
 
 
 if __name__ == "__main__":
