@@ -63,11 +63,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
       kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
     } else {  // no BF16 instructions at this level: the same bf16 values computed in float32
       L->kind = DecLinear::F32;
-      std::vector<float> wide(L->n * L->k);
-      for (int64_t i = 0; i < L->n * L->k; ++i) {
-        const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-        std::memcpy(&wide[i], &u, 4);
-      }
+      const std::vector<float> wide = widen_bf16(bits, L->n * L->k);
       L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
       kt_->pack_f32_nk(wide.data(), L->k, L->n, L->k, L->packed.as<float>());
     }
@@ -231,6 +227,7 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
     x_.reserve(rows * H * 4);
     h_.reserve(rows * H * 4);
     sel_.reserve(rows * H * 4);
+    head_in_.reserve(rows * H * 4);
     qkv_.reserve(rows * R * 4);
     ctx_.reserve(rows * cfg_.heads * d * 4);
     ff_.reserve(rows * up_rows * 4);
@@ -600,7 +597,7 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
   const int nt_req = threads_;
   const bool small = M <= kPrivateRows;
   float* result = out->data();
-  std::vector<float> head_in(out_rows * H);
+  float* head_in = head_in_.as<float>();  // final-normed rows whose logits are wanted (<= M rows)
 
 #pragma omp parallel num_threads(nt_req)
   {
@@ -656,17 +653,17 @@ void DecoderEngine::forward(const int64_t* ids, const int64_t* mask, int64_t B, 
     split_range(out_rows, 1, nt, tid, &olo, &ohi);
     for (int64_t r = olo; r < ohi; ++r) {
       const float* src = x + (mode == 0 ? r * T + (T - 1) : r) * H;
-      if (llama) dk_->rmsnorm(src, H, head_in.data() + r * H, H, 1, H, final_g_.data(), cfg_.norm_eps);
-      else kt_->layernorm(src, head_in.data() + r * H, 1, H, H, final_g_.data(), final_b_.data(), cfg_.norm_eps);
+      if (llama) dk_->rmsnorm(src, H, head_in + r * H, H, 1, H, final_g_.data(), cfg_.norm_eps);
+      else kt_->layernorm(src, head_in + r * H, 1, H, H, final_g_.data(), final_b_.data(), cfg_.norm_eps);
     }
 #pragma omp barrier
     if (mode != 2) {
-      linear_mt(head_, head_in.data(), out_rows, result, Act::None, nullptr, tid, nt);
+      linear_mt(head_, head_in, out_rows, result, Act::None, nullptr, tid, nt);
     } else {
       float* lg = logit_.as<float>();
       for (int64_t c0 = 0; c0 < M; c0 += kLogitChunk) {
         const int64_t rows = std::min(kLogitChunk, M - c0);
-        linear_mt(head_, head_in.data() + c0 * H, rows, lg, Act::None, nullptr, tid, nt);
+        linear_mt(head_, head_in + c0 * H, rows, lg, Act::None, nullptr, tid, nt);
         int64_t a0, a1;
         split_range(rows, 1, nt, tid, &a0, &a1);
         for (int64_t r = a0; r < a1; ++r) {

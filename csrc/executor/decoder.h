@@ -102,7 +102,7 @@ class DecoderEngine {
   int64_t rope_rows_ = 0;
   // activations
   int64_t cap_rows_ = 0;
-  AlignedBuf x_, h_, qkv_, ctx_, ff_, act_, q8_, rs_, rz_, xsum_, bf_, sel_, logit_;
+  AlignedBuf x_, h_, qkv_, ctx_, ff_, act_, q8_, rs_, rz_, xsum_, bf_, sel_, logit_, head_in_;
   std::vector<AlignedBuf> scratch_;  // per thread
   std::vector<AlignedBuf> priv_;     // per thread (Private)
   int64_t priv_ldq_ = 0;

@@ -168,11 +168,7 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
       L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
       kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
     } else {  // no BF16 instructions at this level: the same bf16 weights, computed in float32
-      std::vector<float> wide(L->n * L->k);
-      for (int64_t i = 0; i < L->n * L->k; ++i) {
-        const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-        std::memcpy(&wide[i], &u, 4);
-      }
+      const std::vector<float> wide = widen_bf16(bits, L->n * L->k);
       L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
       kt_->pack_f32_nk(wide.data(), L->k, L->n, L->k, L->packed.as<float>());
     }

@@ -2,6 +2,7 @@
 // static split of a range across an OpenMP team.
 #pragma once
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <map>
 #include <stdexcept>
@@ -37,6 +38,16 @@ std::vector<T> copy_tensor(const std::map<std::string, HostTensor>& t, const std
   for (auto d : shape) n *= d;
   const T* p = static_cast<const T*>(h.data);
   return std::vector<T>(p, p + n);
+}
+
+// bf16 bit patterns widened to float32 (exact): the float32 fallback of bf16 weights on CPUs without AVX512_BF16.
+inline std::vector<float> widen_bf16(const uint16_t* bits, int64_t n) {
+  std::vector<float> wide(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+    std::memcpy(&wide[i], &u, 4);
+  }
+  return wide;
 }
 
 // Split [0, total) into `parts` contiguous chunks aligned to `align`; chunk i is [lo, hi).
