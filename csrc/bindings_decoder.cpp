@@ -5,6 +5,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -108,6 +109,31 @@ tf::KbitWeight kbit_view(U8In codes, F32In scales, nb::object offsets, int mode,
   return w;
 }
 
+// A BitmaskWeight over caller-owned mask bytes [n, 8 * ceil(k / 64)]; rowptr from the popcounts (kept in *rowptr)
+tf::BitmaskWeight bitmask_view(U8In mask, int64_t k, int64_t nnz, std::vector<uint64_t>* words_store,
+                               std::vector<int64_t>* rowptr) {
+  tf::BitmaskWeight w;
+  if (mask.ndim() != 2 || k <= 0) throw std::invalid_argument("mask must be [n, 8 * ceil(k / 64)]");
+  w.n = mask.shape(0);
+  w.k = k;
+  w.words = (k + 63) / 64;
+  if ((int64_t)mask.shape(1) != 8 * w.words) throw std::invalid_argument("mask rows have the wrong size");
+  words_store->resize(w.n * w.words);
+  std::memcpy(words_store->data(), mask.data(), w.n * w.words * 8);
+  rowptr->assign(w.n + 1, 0);
+  const uint64_t tail = (k % 64) ? ~((uint64_t{1} << (k % 64)) - 1) : 0;
+  for (int64_t r = 0; r < w.n; ++r) {
+    if ((*words_store)[r * w.words + w.words - 1] & tail) throw std::invalid_argument("mask bits past k");
+    int64_t c = 0;
+    for (int64_t i = 0; i < w.words; ++i) c += __builtin_popcountll((*words_store)[r * w.words + i]);
+    (*rowptr)[r + 1] = (*rowptr)[r] + c;
+  }
+  if ((*rowptr)[w.n] != nnz) throw std::invalid_argument("values do not match the mask's popcount");
+  w.mask = words_store->data();
+  w.rowptr = rowptr->data();
+  return w;
+}
+
 }  // namespace
 
 namespace tf {
@@ -169,6 +195,53 @@ void register_decoder(nb::module_& m) {
     dk.kbit_dequant(w, 0, w.n, out.data());
     return to_numpy(std::move(out), {(size_t)w.n, (size_t)k});
   }, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  // bitmask sparse kernels (tests): (y = x . W^T by the decode GEMV, W expanded to dense by the prefill expander)
+  m.def("bitmask_f32", [](F32In x, U8In mask, F32In values, int64_t k, const std::string& isa) {
+    std::vector<uint64_t> words;
+    std::vector<int64_t> rowptr;
+    BitmaskWeight w = bitmask_view(mask, k, values.size(), &words, &rowptr);
+    std::vector<float> vals(values.data(), values.data() + values.size());
+    vals.resize(vals.size() + 16, 0.0f);
+    w.values = vals.data();
+    if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
+    const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    const int64_t mrows = x.shape(0);
+    std::vector<float> y(mrows * w.n), dense(w.n * k);
+    dk.bitmask_gemv_f32(x.data(), k, mrows, w, y.data(), w.n, 0, w.n);
+    dk.bitmask_expand_f32(w, 0, w.n, dense.data());
+    return nb::make_tuple(to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n}),
+                          to_numpy(std::move(dense), {(size_t)w.n, (size_t)k}));
+  }, "x"_a, "mask"_a, "values"_a, "k"_a, "isa"_a = "");
+  m.def("bitmask_s8", [](nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> q, F32In rs,
+                         F32In zp, U8In mask, nb::ndarray<const int8_t, nb::ro, nb::c_contig, nb::device::cpu> qvalues,
+                         F32In w_scale, int64_t k, const std::string& isa) {
+    std::vector<uint64_t> words;
+    std::vector<int64_t> rowptr;
+    BitmaskWeight w = bitmask_view(mask, k, qvalues.size(), &words, &rowptr);
+    std::vector<int8_t> vals(qvalues.data(), qvalues.data() + qvalues.size());
+    vals.resize(vals.size() + 64, 0);
+    std::vector<int32_t> col_sum(w.n, 0);
+    for (int64_t r = 0; r < w.n; ++r)
+      for (int64_t j = rowptr[r]; j < rowptr[r + 1]; ++j) col_sum[r] += vals[j];
+    if (w_scale.size() != (size_t)w.n) throw std::invalid_argument("w_scale must have n entries");
+    w.qvalues = vals.data();
+    w.w_scale = w_scale.data();
+    w.col_sum = col_sum.data();
+    const int64_t mrows = q.shape(0), ldq = q.shape(1);
+    if (ldq < k || rs.size() != (size_t)mrows || zp.size() != (size_t)mrows)
+      throw std::invalid_argument("q must be [m, >= k] with m row scales and zero points");
+    const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    std::vector<float> y(mrows * w.n);
+    std::vector<int8_t> dense(w.n * k);
+    dk.bitmask_gemv_s8(q.data(), ldq, mrows, w, rs.data(), zp.data(), y.data(), w.n, 0, w.n);
+    dk.bitmask_expand_s8(w, 0, w.n, dense.data());
+    std::vector<float> dense_f(dense.begin(), dense.end());
+    return nb::make_tuple(to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n}),
+                          to_numpy(std::move(dense_f), {(size_t)w.n, (size_t)k}));
+  }, "q"_a, "rs"_a, "zp"_a, "mask"_a, "qvalues"_a, "w_scale"_a, "k"_a, "isa"_a = "");
+  m.def("bitmask_s8_kernel", [](const std::string& isa) {
+    return std::string(decoder_kernels_for(resolve_isa(isa)).bitmask_s8_kernel);
+  }, "isa"_a = "");
 }
 
 }  // namespace tf

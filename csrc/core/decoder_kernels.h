@@ -27,6 +27,21 @@ struct KbitWeight {
   float lut[16] = {};
 };
 
+// Bitmask-sparse weight (docs/kernels.md, "Bitmask sparse"): per output row, ceil(k / 64) 64-bit words with one
+// bit per input (bit j % 64 of word j / 64; bits past k are zero) and that row's non-zeros packed in input order
+// at values[rowptr[n] ..] (float32, bitmask-f32) or qvalues[rowptr[n] ..] (int8 with per-row w_scale and col_sum,
+// bitmask-int8: W8A8 with u8 activations quantized per token). Decode reads only the bits and the non-zeros and
+// computes densely: the kernel expands each word's values into a full vector (no gathers, no work on indices).
+struct BitmaskWeight {
+  int64_t n = 0, k = 0, words = 0;  // words = ceil(k / 64) per row
+  const uint64_t* mask = nullptr;   // [n][words]
+  const int64_t* rowptr = nullptr;  // [n + 1]
+  const float* values = nullptr;    // bitmask-f32
+  const int8_t* qvalues = nullptr;  // bitmask-int8
+  const float* w_scale = nullptr;   // bitmask-int8: per output row
+  const int32_t* col_sum = nullptr; // bitmask-int8: per output row, sum of its codes (for the activation zero point)
+};
+
 struct DecoderKernels {
   Isa isa;
   // y = x / rms(x) * g, rows of `cols`, row strides ldx / ldy
@@ -65,6 +80,18 @@ struct DecoderKernels {
   // types, k % 64 == 0, group % 32 == 0 (32, or a multiple of 64)
   void (*kbit_gemv_a8)(const int8_t* xq, int64_t ldxq, const float* ax, int64_t m, const KbitWeight& w,
                        const float* xsum, float* y, int64_t ldy, int64_t n0, int64_t n1);
+  // ---- bitmask sparse (csrc/sparse/bitmask.inc) ----
+  // y[r, n0:n1] = x[r, :] . W[n0:n1, :]^T for r < m (decode rows), plain store
+  void (*bitmask_gemv_f32)(const float* x, int64_t ldx, int64_t m, const BitmaskWeight& w, float* y, int64_t ldy,
+                           int64_t n0, int64_t n1);
+  // u8 activation rows q (stride ldq, quantized per row: value = (q - zp[r]) * rs[r]) x int8 codes:
+  // y[r, n] = rs[r] * w_scale[n] * (sum q * code - zp[r] * col_sum[n]), as the dense INT8 GEMM's epilogue
+  void (*bitmask_gemv_s8)(const uint8_t* q, int64_t ldq, int64_t m, const BitmaskWeight& w, const float* rs,
+                          const float* zp, float* y, int64_t ldy, int64_t n0, int64_t n1);
+  // rows [r0, r1) of W as dense float32 / int8 codes [r1 - r0][k] (prefill: expanded chunk by chunk)
+  void (*bitmask_expand_f32)(const BitmaskWeight& w, int64_t r0, int64_t r1, float* out);
+  void (*bitmask_expand_s8)(const BitmaskWeight& w, int64_t r0, int64_t r1, int8_t* out);
+  const char* bitmask_s8_kernel;  // which bitmask_gemv_s8 this CPU runs (avx512 level: "vbmi2" or "portable")
 };
 
 const DecoderKernels& decoder_kernels_for(Isa isa);

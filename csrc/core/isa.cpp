@@ -31,7 +31,7 @@ static uint64_t xgetbv0() {
 
 struct CpuFlags {
   bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false,
-       avx512vnni = false, avx512bf16 = false;
+       avx512vnni = false, avx512bf16 = false, avx512vbmi2 = false;
 };
 
 static CpuFlags read_flags() {
@@ -51,6 +51,7 @@ static CpuFlags read_flags() {
   f.avx512bw = zmm_state && (b & (1u << 30));
   f.avx512vl = zmm_state && (b & (1u << 31));
   f.avx512vnni = zmm_state && (c & (1u << 11));
+  f.avx512vbmi2 = zmm_state && (c & (1u << 6));
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm_state && (a & (1u << 5));
   return f;
 }
@@ -63,6 +64,12 @@ Isa detect_isa() {
 }
 
 bool cpu_has_avx512_bf16() { return read_flags().avx512bf16; }
+
+bool cpu_has_avx512_vbmi2() {
+  const char* off = std::getenv("TRIMFORMER_NO_VBMI2");
+  if (off && *off && std::string(off) != "0") return false;
+  return read_flags().avx512vbmi2;
+}
 
 Isa resolve_isa(const std::string& requested) {
   const Isa best = detect_isa();

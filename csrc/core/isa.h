@@ -19,6 +19,8 @@ Isa detect_isa();
 // detect_isa() lowered by TRIMFORMER_ISA if set; a request above what the CPU has is an error (throws).
 Isa resolve_isa(const std::string& requested);
 bool cpu_has_avx512_bf16();
+// AVX512_VBMI2 (byte expand-loads); TRIMFORMER_NO_VBMI2=1 reports false (to test the portable kernels)
+bool cpu_has_avx512_vbmi2();
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 

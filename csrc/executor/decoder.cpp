@@ -18,6 +18,8 @@ namespace tf {
 //     (+ NAME.outlier_idx i32 [n_o] + NAME.outlier_weight f32 [n, n_o]: LLM.int8() features kept in float32)
 //   NAME.kcodes u8 [n, row_bytes] + NAME.kscales f32 [n, G] (+ NAME.koffsets f32 [n, G])
 //     + NAME.kmeta i32 [3] = (mode, k, group) + NAME.klut f32 [16]   weight-only k-bit (KbitWeight)
+//   NAME.bm_shape i32 [2] = (n, k) + NAME.bm_mask u8 [n, 8 * ceil(k / 64)] + NAME.bm_values f32 [nnz]
+//     (bitmask-f32) or NAME.bm_qvalues s8 [nnz] + NAME.wscale f32 [n] (bitmask-int8, W8A8)   bitmask sparse
 //   NAME.bias f32 [n] (optional)
 
 namespace {
@@ -36,16 +38,70 @@ constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a tim
 // after attention (5 barriers per layer), which is what a small model's step time is made of.
 constexpr int64_t kPrivateRows = 8;
 
+// rows of a bitmask-int8 prefill chunk: about kKbitChunkRows, a multiple of the INT8 panel width
+inline int64_t s8_chunk_rows(const KernelTable* kt) {
+  return std::max(kt->s8_nr, kKbitChunkRows / kt->s8_nr * kt->s8_nr);
+}
+
 }  // namespace
 
 size_t DecLinear::bytes() const {
   return packed.size() + codes.size() + 4 * (scales.size() + offsets.size() + w_scale.size()) +
-         outlier_packed.size();
+         outlier_packed.size() + 8 * (bm_mask.size() + bm_rowptr.size()) + 4 * bm_values.size() +
+         bm_qvalues.size();
+}
+
+// Bitmask sparse: validates the mask (no bits past k) and that the stored non-zeros match its popcount, so a
+// corrupt file is an error here, never a read past the values in a kernel.
+static void load_bitmask(DecLinear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
+  const std::vector<int32_t> sh = copy_tensor<int32_t>(t, name + ".bm_shape", 'i', {2});
+  L->n = sh[0];
+  L->k = sh[1];
+  if (L->n <= 0 || L->k <= 0) throw std::invalid_argument("'" + name + "': bad bitmask shape");
+  const int64_t words = (L->k + 63) / 64;
+  const HostTensor& mk = need(t, name + ".bm_mask", 'u', {L->n, 8 * words});
+  L->bm_mask.resize(L->n * words);
+  std::memcpy(L->bm_mask.data(), mk.data, L->n * words * 8);  // little-endian words, as written
+  L->bm_rowptr.assign(L->n + 1, 0);
+  const uint64_t tail = (L->k % 64) ? ~((uint64_t{1} << (L->k % 64)) - 1) : 0;
+  for (int64_t r = 0; r < L->n; ++r) {
+    const uint64_t* row = L->bm_mask.data() + r * words;
+    if (row[words - 1] & tail) throw std::invalid_argument("'" + name + "': bitmask has bits past in_features");
+    int64_t c = 0;
+    for (int64_t w = 0; w < words; ++w) c += __builtin_popcountll(row[w]);
+    L->bm_rowptr[r + 1] = L->bm_rowptr[r] + c;
+  }
+  const int64_t nnz = L->bm_rowptr[L->n];
+  BitmaskWeight& b = L->bw;
+  if (t.count(name + ".bm_qvalues")) {
+    L->kind = DecLinear::BITMASK_S8;
+    L->bm_qvalues = copy_tensor<int8_t>(t, name + ".bm_qvalues", 'b', {nnz});
+    L->bm_qvalues.resize(nnz + 64, 0);  // expand-loads may touch bytes past the last row's values
+    L->w_scale = copy_tensor<float>(t, name + ".wscale", 'f', {L->n});
+    L->col_sum.assign(L->n, 0);
+    for (int64_t r = 0; r < L->n; ++r)
+      for (int64_t j = L->bm_rowptr[r]; j < L->bm_rowptr[r + 1]; ++j) L->col_sum[r] += L->bm_qvalues[j];
+    b.qvalues = L->bm_qvalues.data();
+    b.w_scale = L->w_scale.data();
+    b.col_sum = L->col_sum.data();
+  } else {
+    L->kind = DecLinear::BITMASK_F32;
+    L->bm_values = copy_tensor<float>(t, name + ".bm_values", 'f', {nnz});
+    L->bm_values.resize(nnz + 16, 0.0f);
+    b.values = L->bm_values.data();
+  }
+  b.n = L->n;
+  b.k = L->k;
+  b.words = words;
+  b.mask = L->bm_mask.data();
+  b.rowptr = L->bm_rowptr.data();
 }
 
 void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
   L->name = name;
-  if (const HostTensor* w = find_t(t, name + ".weight")) {
+  if (find_t(t, name + ".bm_shape")) {
+    load_bitmask(L, name, t);
+  } else if (const HostTensor* w = find_t(t, name + ".weight")) {
     if (w->dtype != 'f' || w->shape.size() != 2) throw std::invalid_argument("bad weight '" + name + "'");
     L->kind = DecLinear::F32;
     L->n = w->shape[0];
@@ -134,7 +190,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
       L->a8 = true;
     }
   } else {
-    throw std::invalid_argument("missing tensor '" + name + ".weight' (or .bweight / .qweight / .kcodes)");
+    throw std::invalid_argument("missing tensor '" + name + ".weight' (or .bweight / .qweight / .kcodes / .bm_shape)");
   }
   if (find_t(t, name + ".bias")) L->bias = copy_tensor<float>(t, name + ".bias", 'f', {L->n});
 }
@@ -246,6 +302,9 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
     return static_cast<size_t>(kKbitChunkRows * k * 4) + kt_->pack_f32_size(kKbitChunkRows, k) + 128;
   };
   need = std::max(need, kbit_bytes(max_k));
+  const int64_t s8_rows = s8_chunk_rows(kt_);  // bitmask-int8 prefill chunk (codes + packed)
+  need = std::max(need, static_cast<size_t>((s8_rows * max_k + 63) / 64 * 64) + kt_->pack_s8_size(s8_rows, max_k) +
+                            128);
   const int64_t S = cap_;
   const int64_t T = std::min(rows, cap_);
   need = std::max(need, static_cast<size_t>(T * S * 4) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 256);
@@ -445,6 +504,78 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
           if (ec.bias) ec.bias += c0;
           if (ec.residual) ec.residual += c0;
           kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
+        }
+      }
+      break;
+    }
+    case DecLinear::BITMASK_F32: {
+      const BitmaskWeight& w = L.bw;
+      const bool epi_needed = epi.bias || epi.act != Act::None || epi.residual;
+      if (m <= kKbitGemvMaxRows) {  // decode: stream the bits and the non-zeros
+        int64_t n0, n1;
+        split_range(L.n, 16, nt, tid, &n0, &n1);
+        if (n0 < n1) {
+          dk_->bitmask_gemv_f32(in, L.k, m, w, out, L.n, n0, n1);
+          if (epi_needed) kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
+        }
+      } else {  // prefill: expand a chunk of rows to dense float32, pack it, FP32 GEMM over all m tokens
+        const int64_t nr = kt->f32_nr;
+        const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
+        int64_t n0, n1;
+        split_range(L.n, chunk, nt, tid, &n0, &n1);
+        char* scratch = scratch_[tid].as<char>();
+        float* deq = reinterpret_cast<float*>(scratch);
+        float* pk = reinterpret_cast<float*>(scratch + ((kKbitChunkRows * L.k * 4 + 63) / 64 * 64));
+        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+          const int64_t rows = std::min(chunk, n1 - c0);
+          dk_->bitmask_expand_f32(w, c0, c0 + rows, deq);
+          kt->pack_f32_nk(deq, L.k, rows, L.k, pk);
+          Epilogue ec = epi;
+          if (ec.bias) ec.bias += c0;
+          if (ec.residual) ec.residual += c0;
+          kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
+        }
+      }
+      break;
+    }
+    case DecLinear::BITMASK_S8: {
+      // u8 activations quantized per token exactly as the dense W8A8 path does, so the results match it
+      const BitmaskWeight& w = L.bw;
+      const int64_t ldq = (L.k + kt->s8_k_align - 1) / kt->s8_k_align * kt->s8_k_align;
+      uint8_t* q = priv ? pv.q8 : q8_.as<uint8_t>();
+      float* rs = priv ? pv.rs : rs_.as<float>();
+      float* rz = priv ? pv.rz : rz_.as<float>();
+      if (lo < hi) kt->quantize_rows_u8(in + lo * L.k, L.k, q + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
+      if (!priv) {
+#pragma omp barrier
+      }
+      if (m <= kKbitGemvMaxRows) {
+        int64_t n0, n1;
+        split_range(L.n, 16, nt, tid, &n0, &n1);
+        if (n0 < n1) {
+          dk_->bitmask_gemv_s8(q, ldq, m, w, rs, rz, out, L.n, n0, n1);
+          if (epi.bias || epi.act != Act::None || epi.residual)
+            kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
+        }
+      } else {  // prefill: expand a chunk of rows to dense int8 codes, pack them, INT8 GEMM over all m tokens
+        const int64_t chunk = s8_chunk_rows(kt);
+        int64_t n0, n1;
+        split_range(L.n, chunk, nt, tid, &n0, &n1);
+        char* scratch = scratch_[tid].as<char>();
+        int8_t* codes = reinterpret_cast<int8_t*>(scratch);
+        void* pk = scratch + ((chunk * L.k + 63) / 64 * 64);
+        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+          const int64_t rows = std::min(chunk, n1 - c0);
+          dk_->bitmask_expand_s8(w, c0, c0 + rows, codes);
+          kt->pack_s8(codes, L.k, rows, L.k, pk);
+          Epilogue ec = epi;
+          ec.w_scale = L.w_scale.data() + c0;
+          ec.col_sum = L.col_sum.data() + c0;
+          ec.row_scale = rs;
+          ec.row_zp = rz;
+          if (ec.bias) ec.bias += c0;
+          if (ec.residual) ec.residual += c0;
+          kt->gemm_s8(q, ldq, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
         }
       }
       break;

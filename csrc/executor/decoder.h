@@ -25,7 +25,7 @@ struct DecoderConfig {
 
 // A decoder Linear in one of the runtime's formats (the stored suffixes are listed in decoder.cpp).
 struct DecLinear {
-  enum Kind { F32 = 0, BF16 = 1, S8 = 2, KBIT = 3 };
+  enum Kind { F32 = 0, BF16 = 1, S8 = 2, KBIT = 3, BITMASK_F32 = 4, BITMASK_S8 = 5 };
   std::string name;
   Kind kind = F32;
   int64_t n = 0, k = 0;
@@ -36,6 +36,12 @@ struct DecLinear {
   std::vector<float> scales, offsets; // KBIT
   KbitWeight kw;                      // KBIT: views into the vectors above
   bool a8 = false;                    // KBIT: activations quantized to int8 per token (W4A8 integer dots)
+  // BITMASK_F32 / BITMASK_S8 (S8 also uses w_scale and col_sum): mask words, row offsets, packed non-zeros
+  std::vector<uint64_t> bm_mask;
+  std::vector<int64_t> bm_rowptr;
+  std::vector<float> bm_values;
+  std::vector<int8_t> bm_qvalues;
+  BitmaskWeight bw;                   // views into the vectors above
   std::vector<float> bias;
   // LLM.int8() decomposition (S8 only): these input features run in float32 against `outlier_packed`
   std::vector<int32_t> outlier_idx;

@@ -67,7 +67,8 @@ def test_registry_block_int8_matches_dense_int8(rng):
 
 # ---- CSR, 4x1 blocks and N:M (issue 3) ----------------------------------------------------------------------------
 
-SPARSE_FORMATS = ["csr-f32", "csr-int8", "block-f32", "block-bf16", "nm-f32", "nm-int8", "block-int8"]
+SPARSE_FORMATS = ["csr-f32", "csr-int8", "block-f32", "block-bf16", "nm-f32", "nm-int8", "block-int8", "bitmask-f32",
+                  "bitmask-int8"]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (13, 22), (33, 130), (9, 64)])

@@ -132,3 +132,78 @@ def test_w4a8_refuses_what_it_cannot_run():
         compile_decoder(_model(), weights="nf4-g64", activations="int8")
     with pytest.raises(ValueError, match="multiple"):
         compile_decoder(_model(), weights="int4-g48", activations="int8")
+
+
+def _pruned(seed=3, k=72, sparsity=0.6, pattern="unstructured"):
+    """A tiny Llama (odd widths: 72 hidden, 144 intermediate) with every decoder Linear pruned, as SparseGPT leaves
+    it (zeros in the dense weights); the LM head stays dense."""
+    from trimformer.formats.sparsity import magnitude_mask
+
+    model = _model(seed, k)
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and "lm_head" not in name:
+                w = mod.weight.numpy()
+                mod.weight.copy_(torch.from_numpy(w * magnitude_mask(w, sparsity, pattern)))
+    return model
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_bitmask_f32_engine_equals_dense(pattern, isa):
+    model = _pruned(pattern=pattern)
+    dense = compile_decoder(model, weights="f32", isa=isa, threads=2)
+    sparse = compile_decoder(model, weights="sparse", isa=isa, threads=2)
+    assert {f for n, f in sparse.formats.items() if n != "lm_head"} == {"bitmask-f32"}
+    assert sparse.formats["lm_head"] == "f32"
+    assert sparse.weight_bytes < dense.weight_bytes
+    ids = np.random.default_rng(7).integers(0, 101, size=(2, 24))
+    a, b = sparse.logits(ids), dense.logits(ids)  # prefill: expanded chunks through the same FP32 GEMM
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    prompts = ids[:, :5].tolist()  # decode: the expand-load GEMV
+    assert sparse.generate(prompts, 12, stop_tokens=()) == dense.generate(prompts, 12, stop_tokens=())
+    lp_s, lp_d = sparse.log_probs(ids[:1]), dense.log_probs(ids[:1])
+    assert np.abs(lp_s - lp_d).max() <= 1e-4
+
+
+def test_bitmask_int8_engine_equals_dense_w8a8(isa):
+    """Sparse W8A8 quantizes activations exactly like dense W8A8: the integer products are the same."""
+    model = _pruned(4)
+    w8 = compile_decoder(model, weights="w8a8", isa=isa, threads=2)
+    s8 = compile_decoder(model, weights="sparse-int8", isa=isa, threads=2)
+    assert {f for n, f in s8.formats.items() if n != "lm_head"} == {"bitmask-int8"}
+    assert s8.weight_bytes < w8.weight_bytes
+    ids = np.random.default_rng(8).integers(0, 101, size=(2, 20))
+    a, b = s8.logits(ids), w8.logits(ids)
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    prompts = ids[:, :4].tolist()
+    assert s8.generate(prompts, 12, stop_tokens=()) == w8.generate(prompts, 12, stop_tokens=())
+
+
+def test_sparse_weights_keep_dense_layers_dense():
+    model = _pruned(5)
+    with torch.no_grad():  # one layer not pruned at all
+        model.model.layers[1].mlp.down_proj.weight.normal_()
+    eng = compile_decoder(model, weights="sparse")
+    assert eng.formats["layers.1.down"] == "f32" and eng.formats["layers.0.down"] == "bitmask-f32"
+    eng8 = compile_decoder(model, weights="sparse-int8")
+    assert eng8.formats["layers.1.down"] == "int8" and eng8.formats["layers.0.down"] == "bitmask-int8"
+
+
+def test_corrupt_bitmask_tensors_are_clear_errors():
+    model = _pruned(6)
+    eng = compile_decoder(model, weights="bitmask-f32")
+    base = dict(eng.tensors)
+    bad = dict(base)
+    bad["layers.0.o.bm_values"] = base["layers.0.o.bm_values"][:-1]
+    with pytest.raises(ValueError, match="bm_values"):
+        DecoderEngine(eng.spec, bad, eng.formats)
+    bad = dict(base)
+    mask = base["layers.0.down.bm_mask"].copy()
+    mask[0, -1] |= 0x80  # intermediate 144 = 2 words + 16 bits: bit 191 lies past in_features
+    bad["layers.0.down.bm_mask"] = mask
+    with pytest.raises(ValueError, match="past in_features"):
+        DecoderEngine(eng.spec, bad, eng.formats)
+    bad = dict(base)
+    bad["layers.0.qkv.bm_shape"] = np.array([5, 72], np.int32)
+    with pytest.raises(ValueError, match="bm_mask|shape"):
+        DecoderEngine(eng.spec, bad, eng.formats)

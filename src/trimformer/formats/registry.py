@@ -29,7 +29,7 @@ class WeightFormat:
 
     def logical_shape(self, tensors: dict[str, np.ndarray]) -> tuple[int, int]:
         """[out, in] of the dense weight these stored tensors represent (without decoding it)."""
-        for key in (".bsr_shape", ".csr_shape", ".b41_shape", ".nm_shape"):
+        for key in (".bsr_shape", ".csr_shape", ".b41_shape", ".nm_shape", ".bm_shape"):
             if key in tensors:
                 shape = np.asarray(tensors[key]).ravel()
                 return int(shape[0]), int(shape[1])
@@ -123,6 +123,17 @@ def _sparse_formats() -> tuple[WeightFormat, ...]:
                      _quantized(lambda q: sp.encode_nm(q, ".nm_qvalues")),
                      _dequantized(lambda t: sp.decode_nm(t, ".nm_qvalues")),
                      (".nm_shape", ".nm_qvalues", ".nm_index", ".wscale"), 8, int8_activations=True, sparse=True),
+        # decoder runtime (csrc/sparse/bitmask.inc): decode is bound by the bytes streamed per token, so a bit per
+        # weight + the packed non-zeros beats indices at the 50-70% sparsity of SparseGPT and at 2:4
+        WeightFormat("bitmask-f32", "sparse float32: a bit per weight + the non-zeros packed per row (decoder: "
+                     "expand-load GEMV for decode, expanded chunks + dense GEMM for prefill)",
+                     lambda w: sp.encode_bitmask(f32(w), ".bm_values"), lambda t: sp.decode_bitmask(t, ".bm_values"),
+                     (".bm_shape", ".bm_mask", ".bm_values"), 32, sparse=True),
+        WeightFormat("bitmask-int8", "sparse INT8 per-channel (W8A8, u8 activations per token): a bit per weight + "
+                     "the non-zero codes packed per row (decoder)",
+                     _quantized(lambda q: sp.encode_bitmask(q, ".bm_qvalues")),
+                     _dequantized(lambda t: sp.decode_bitmask(t, ".bm_qvalues")),
+                     (".bm_shape", ".bm_mask", ".bm_qvalues", ".wscale"), 8, int8_activations=True, sparse=True),
     )
 
 

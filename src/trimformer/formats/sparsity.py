@@ -193,6 +193,32 @@ def decode_nm(t: dict[str, np.ndarray], values_key: str) -> np.ndarray:
     return out[:, :cols]
 
 
+def encode_bitmask(w: np.ndarray, values_key: str) -> dict[str, np.ndarray]:
+    """Bitmask layout: one bit per weight (rows padded to 64 inputs, little-endian 64-bit words) and each row's
+    non-zeros packed in input order (row-major over the whole matrix)."""
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"expected a 2-D weight, got shape {w.shape}")
+    rows, cols = w.shape
+    padded = -(-cols // 64) * 64
+    nz = np.zeros((rows, padded), bool)
+    nz[:, :cols] = w != 0
+    mask = np.packbits(nz, axis=1, bitorder="little")  # byte b bit i = input 8b + i: the words' little-endian bytes
+    return {".bm_shape": np.array([rows, cols], np.int32), ".bm_mask": np.ascontiguousarray(mask),
+            values_key: np.ascontiguousarray(w[w != 0])}
+
+
+def decode_bitmask(t: dict[str, np.ndarray], values_key: str) -> np.ndarray:
+    rows, cols = (int(v) for v in np.asarray(t[".bm_shape"]).ravel()[:2])
+    nz = np.unpackbits(np.asarray(t[".bm_mask"], np.uint8), axis=1, bitorder="little")[:, :cols].astype(bool)
+    vals = np.asarray(t[values_key])
+    if vals.size != int(nz.sum()):
+        raise ValueError("bitmask values do not match the mask's popcount")
+    out = np.zeros((rows, cols), vals.dtype)
+    out[nz] = vals  # boolean assignment fills row-major: each row's non-zeros in input order
+    return out
+
+
 def sparsity_stats(w: np.ndarray) -> dict[str, float | str | None]:
     """What the planner looks at: zero fraction, non-zero 4x4 / 1x4 / 4x1 block fractions, N:M pattern."""
     w = np.asarray(w)

@@ -8,6 +8,9 @@ per token, VNNI GEMM), "llm-int8" (w8a8 with outlier input features in float32),
 "int8-wo", ...). A compressed checkpoint (trimformer_compression.json + quantized.safetensors, written by
 `trimformer quantize-llm` / `prune-llm`) brings its exact codes; `weights="gguf"` keeps a GGUF's Q4_0 / Q4_1 /
 Q8_0 blocks exactly (as int4 / int4-asym / int8 with group 32) instead of re-quantizing them.
+Sparse weights (SparseGPT / magnitude pruning outputs): "bitmask-f32" / "bitmask-int8" (W8A8) store a bit per
+weight + the non-zeros; "sparse" / "sparse-int8" pick them per Linear where at least SPARSE_MIN_ZEROS of the
+weights are zero (else f32 / w8a8).
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ from ..formats.registry import (
 from ..models.decoder import DecoderSpec, load_decoder
 from .engine import NativeEngine, default_threads
 
-DECODER_WEIGHTS = ("f32", "bf16", "w8a8", "llm-int8", "gguf")
+DECODER_WEIGHTS = ("f32", "bf16", "w8a8", "llm-int8", "gguf", "sparse", "sparse-int8", "bitmask-f32", "bitmask-int8")
+BITMASK_FORMATS = ("bitmask-f32", "bitmask-int8")
+# weights="sparse" / "sparse-int8": a Linear with at least this fraction of zeros is stored as a bitmask (decode
+# then streams a bit per weight + the non-zeros: fewer bytes than dense from ~3% zeros on; 25% leaves margin for
+# the expand-load work); denser ones stay dense (f32 / w8a8)
+SPARSE_MIN_ZEROS = 0.25
 LLM_INT8_THRESHOLD = 6.0
 _FUSED = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("gate_proj", "up_proj"), "o": ("o_proj",),
           "down": ("down_proj",), "up": ("up_proj",)}
@@ -69,6 +77,8 @@ def encode_linear(w: np.ndarray, fmt: str, outliers: np.ndarray | None = None) -
             w[:, idx] = 0.0
         q, scale = quantize_int8_per_channel(w)
         return {**out, ".qweight": q, ".wscale": scale}
+    if fmt in BITMASK_FORMATS:
+        return get_format(fmt).encode(w)
     if fmt.endswith("-g0"):  # weight-only per output channel
         from ..formats.kbit import quantize_rtn
 
@@ -489,9 +499,14 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
             formats[name] = labels[name]
         else:
             f = fmt
+            if fmt in ("sparse", "sparse-int8"):
+                zeros = 1.0 - np.count_nonzero(w) / max(w.size, 1)
+                f = ("bitmask-f32" if fmt == "sparse" else "bitmask-int8") if zeros >= SPARSE_MIN_ZEROS else (
+                    "f32" if fmt == "sparse" else "int8")
             if name == "lm_head":
-                f = _format_name(head_weights) if head_weights else ("int8" if weights == "gguf" else
-                                                                     ("f32" if fmt == "llm-int8" else fmt))
+                f = _format_name(head_weights) if head_weights else (
+                    "int8" if weights in ("gguf", "sparse-int8", "bitmask-int8") else
+                    ("f32" if fmt in ("llm-int8", "sparse", "bitmask-f32") else fmt))
             if any(name == k or name.endswith(k) for k in keep):
                 f = "f32"
             st = encode_linear(w, f, (outliers or {}).get(name))

@@ -1,0 +1,63 @@
+// Bitmask-sparse INT8 kernels on AVX-512 VNNI + VBMI2 (see bitmask.inc): per 64 inputs, one vpexpandb puts the
+// row's next popcount(mask) int8 codes into their input lanes (zeros elsewhere) and one vpdpbusd multiplies them
+// with the u8 activations (loaded under the same mask: inputs past k are never read). Compiled with
+// -mavx512vbmi2 in its own translation unit; bitmask_gemv_s8 calls it only when the CPU reports VBMI2.
+#define TF_ISA_NS avx512
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "../core/decoder_kernels.h"
+
+namespace tf {
+namespace avx512 {
+
+namespace {
+template <int MT>
+void gemv_rows(const uint8_t* q, int64_t ldq, const BitmaskWeight& w, const float* rs, const float* zp, float* y,
+               int64_t ldy, int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint64_t* mk = w.mask + n * w.words;
+    const int8_t* v = w.qvalues + w.rowptr[n];
+    if (n + 1 < n1) _mm_prefetch(reinterpret_cast<const char*>(w.qvalues + w.rowptr[n + 1]), _MM_HINT_T0);
+    __m512i acc[MT];
+    for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_si512();
+    for (int64_t c = 0; c < w.words; ++c) {
+      const __mmask64 mm = mk[c];
+      if (!mm) continue;
+      const __m512i wv = _mm512_maskz_expandloadu_epi8(mm, v);
+      v += __builtin_popcountll(mk[c]);
+      for (int r = 0; r < MT; ++r)
+        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_maskz_loadu_epi8(mm, q + r * ldq + 64 * c), wv);
+    }
+    const float cs = static_cast<float>(w.col_sum[n]), ws = w.w_scale[n];
+    for (int r = 0; r < MT; ++r)
+      y[r * ldy + n] = (static_cast<float>(_mm512_reduce_add_epi32(acc[r])) - zp[r] * cs) * (rs[r] * ws);
+  }
+}
+}  // namespace
+
+void bitmask_gemv_s8_vbmi2(const uint8_t* q, int64_t ldq, int64_t m, const BitmaskWeight& w, const float* rs,
+                           const float* zp, float* y, int64_t ldy, int64_t n0, int64_t n1) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) gemv_rows<4>(q + r * ldq, ldq, w, rs + r, zp + r, y + r * ldy, ldy, n0, n1);
+  for (; r + 2 <= m; r += 2) gemv_rows<2>(q + r * ldq, ldq, w, rs + r, zp + r, y + r * ldy, ldy, n0, n1);
+  for (; r < m; ++r) gemv_rows<1>(q + r * ldq, ldq, w, rs + r, zp + r, y + r * ldy, ldy, n0, n1);
+}
+
+void bitmask_expand_s8_vbmi2(const BitmaskWeight& w, int64_t r0, int64_t r1, int8_t* out) {
+  for (int64_t n = r0; n < r1; ++n) {
+    int8_t* o = out + (n - r0) * w.k;
+    const uint64_t* mk = w.mask + n * w.words;
+    const int8_t* v = w.qvalues + w.rowptr[n];
+    for (int64_t c = 0; c < w.words; ++c) {
+      const int64_t j = 64 * c, left = w.k - j;
+      const __mmask64 in = left >= 64 ? ~__mmask64{0} : ((__mmask64{1} << left) - 1);
+      _mm512_mask_storeu_epi8(o + j, in, _mm512_maskz_expandloadu_epi8(mk[c], v));
+      v += __builtin_popcountll(mk[c]);
+    }
+  }
+}
+
+}  // namespace avx512
+}  // namespace tf
