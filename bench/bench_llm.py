@@ -8,6 +8,14 @@ Per runtime and batch size: prefill tokens/s (a `--prompt`-token prompt per row)
 noisy: ratios are taken from medians within this run). Writes JSON + Markdown under --out.
 
     python bench/bench_llm.py --threads 2 --rounds 3 --out bench/results/llm_speed
+
+A trimformer config is WEIGHTS[+a8][@MODEL]: MODEL is the shipped GGUF by default, `magS` (S = 50, 70, 2:4, ...)
+the same model magnitude-pruned to that sparsity (a checkpoint made once under bench/.cache/llm_sparse with
+`prune_llm(method="magnitude")`: speed depends on the density and pattern, not on which weights were kept), or a
+checkpoint directory (e.g. a SparseGPT output). The sparse-format run:
+
+    python bench/bench_llm.py --trimformer f32@mag50,sparse@mag50,w8a8@mag50,sparse-int8@mag50,... \
+        --llama-cpp Q4_1 --torch '' --out bench/results/llm_sparse
 """
 
 from __future__ import annotations
@@ -52,14 +60,45 @@ def peak_rss_mib() -> float:
 
 
 # --------------------------------------------------------------------------------------------- workers
-def worker_trimformer(cfg: str, batch: int, n_prompt: int, n_new: int, threads: int, reps: int) -> dict:
+SPARSE_CACHE = ROOT / "bench" / ".cache" / "llm_sparse"
+
+
+def model_source(cfg: str) -> Path:
+    """The model a trimformer config runs (see the module docstring): the GGUF, a pruned variant, or a directory."""
     from trimformer import assets
+
+    _, _, model = cfg.partition("@")
+    if not model:
+        return Path(assets.smollm2_gguf_path())
+    if model.startswith("mag"):
+        return SPARSE_CACHE / model.replace(":", "_")
+    return Path(model)
+
+
+def prepare_models(configs: list[str]) -> None:
+    """Make the magnitude-pruned checkpoints the configs name (once; kept under bench/.cache)."""
+    from trimformer import assets
+
+    for cfg in configs:
+        _, _, model = cfg.partition("@")
+        path = model_source(cfg.split(":", 1)[1]) if cfg.startswith("trimformer:") else None
+        if not model.startswith("mag") or path is None or path.exists():
+            continue
+        from trimformer.compress.llm import prune_llm
+
+        s = model[3:]
+        sparsity = s if ":" in s else int(s) / 100.0
+        print(f"pruning SmolLM2 by magnitude to {s} -> {path}", flush=True)
+        prune_llm(assets.smollm2_gguf_path(), method="magnitude", sparsity=sparsity, out=path, progress=False)
+
+
+def worker_trimformer(cfg: str, batch: int, n_prompt: int, n_new: int, threads: int, reps: int) -> dict:
     from trimformer.runtime.decoder import compile_decoder
 
     t0 = time.perf_counter()
-    weights, _, act = cfg.partition("+")  # "+a8": int8 activations on the 4-bit integer Linears (W4A8)
-    eng = compile_decoder(assets.smollm2_gguf_path(), weights=weights, threads=threads,
-                          activations="int8" if act == "a8" else None)
+    src = model_source(cfg)
+    weights, _, act = cfg.split("@")[0].partition("+")  # "+a8": int8 activations on the 4-bit Linears (W4A8)
+    eng = compile_decoder(src, weights=weights, threads=threads, activations="int8" if act == "a8" else None)
     load_s = time.perf_counter() - t0
     prompts = prompt_tokens(n_prompt, batch)
     ids = np.array(prompts, np.int64)
@@ -83,7 +122,7 @@ def worker_trimformer(cfg: str, batch: int, n_prompt: int, n_new: int, threads: 
         decode.append(time.perf_counter() - t0)
         generated = np.stack(out, 1)[0, :16].tolist()
     return {"load_s": load_s, "prefill_s": prefill, "decode_s": decode, "weight_mib": eng.weight_bytes / 2**20,
-            "first_tokens": generated}
+            "first_tokens": generated, "formats": sorted(set(eng.formats.values()))}
 
 
 def _llama_gguf(kind: str, tmp: Path) -> Path:
@@ -251,6 +290,7 @@ def main() -> None:
                + [f"llama.cpp:{c}" for c in args.llama_cpp.split(",") if c]
                + [f"torch:{c}" for c in args.torch.split(",") if c])
     batches = [int(b) for b in args.batches.split(",")]
+    prepare_models(configs)
     tmp = Path(tempfile.mkdtemp(prefix="tf-bench-llm-"))
     results: dict[str, dict[str, list[dict]]] = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRIMFORMER_THREADS": str(args.threads)}
@@ -315,8 +355,32 @@ def summarize(results: dict, args: argparse.Namespace, batches: list[int]) -> di
             dec = statistics.median(bi * args.new / min(r["decode_s"]) for r in ok)
             s.setdefault(cfg, {})[b] = {"prefill_tok_s": pre, "decode_tok_s": dec,
                                         "peak_rss_mib": max(r["peak_rss_mib"] for r in ok), "rounds": len(ok),
-                                        "first_tokens": ok[-1].get("first_tokens")}
+                                        "first_tokens": ok[-1].get("first_tokens"),
+                                        "weight_mib": ok[-1].get("weight_mib"), "formats": ok[-1].get("formats")}
     return s
+
+
+SPARSE_PEERS = {"sparse": "f32", "bitmask-f32": "f32", "sparse-int8": "w8a8", "bitmask-int8": "w8a8"}
+
+
+def sparse_table(s: dict, b: str) -> list[str]:
+    """Each sparse config against the dense format of the same precision on the same pruned model."""
+    rows = []
+    for cfg, per in s.items():
+        if not cfg.startswith("trimformer:") or "@" not in cfg:
+            continue
+        weights, model = cfg[len("trimformer:"):].split("@", 1)
+        peer = SPARSE_PEERS.get(weights)
+        r, p = per.get(b, {}), s.get(f"trimformer:{peer}@{model}", {}).get(b, {})
+        if peer is None or "decode_tok_s" not in r or "decode_tok_s" not in p:
+            continue
+        rows.append(f"| {model} | {weights} vs {peer} | {r['weight_mib']:.0f} / {p['weight_mib']:.0f} | "
+                    f"{r['decode_tok_s'] / p['decode_tok_s']:.2f}x | {r['prefill_tok_s'] / p['prefill_tok_s']:.2f}x |")
+    if not rows:
+        return []
+    return ["", "Sparse formats vs the dense format of the same precision, same pruned model (`magS`: magnitude-"
+            "pruned to S; the LM head stays dense in both):", "",
+            "| model | formats | weight MiB sparse / dense | decode | prefill |", "|---|---|---|---|---|", *rows]
 
 
 def markdown(doc: dict) -> str:
@@ -348,6 +412,7 @@ def markdown(doc: dict) -> str:
         w8, f32 = s.get("trimformer:w8a8", {}).get(b, {}), s.get("trimformer:f32", {}).get(b, {})
         if "prefill_tok_s" in w8 and "prefill_tok_s" in f32:
             lines += ["", f"W8A8 prefill vs trimformer FP32 prefill: {w8['prefill_tok_s'] / f32['prefill_tok_s']:.2f}x"]
+        lines += sparse_table(s, b)
         lines.append("")
     lines += ["Formats: trimformer `gguf` runs the shipped Q4_1 blocks exactly (int4-asym, group 32, and the Q8_0 "
               "embedding/lm_head) with float32 activations; `+a8` quantizes the activations of the 4-bit Linears "

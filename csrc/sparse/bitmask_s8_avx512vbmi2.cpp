@@ -13,27 +13,46 @@ namespace tf {
 namespace avx512 {
 
 namespace {
+// NR output rows at once (independent expand-load chains: each row's next address waits on a popcount), MT token
+// rows sharing every expanded weight vector
+template <int NR, int MT>
+inline void gemv_block(const uint8_t* q, int64_t ldq, const BitmaskWeight& w, const float* rs, const float* zp,
+                       float* y, int64_t ldy, int64_t n) {
+  const uint64_t* mk[NR];
+  const int8_t* v[NR];
+  __m512i acc[NR][MT];
+  for (int i = 0; i < NR; ++i) {
+    mk[i] = w.mask + (n + i) * w.words;
+    v[i] = w.qvalues + w.rowptr[n + i];
+    for (int r = 0; r < MT; ++r) acc[i][r] = _mm512_setzero_si512();
+  }
+  for (int64_t c = 0; c < w.words; ++c) {
+    // activations past k are never read; inside k they meet zeros wherever a weight is absent (integer products:
+    // no per-row masking needed)
+    const int64_t left = w.k - 64 * c;
+    const __mmask64 in = left >= 64 ? ~__mmask64{0} : ((__mmask64{1} << left) - 1);
+    __m512i xv[MT];
+    for (int r = 0; r < MT; ++r) xv[r] = _mm512_maskz_loadu_epi8(in, q + r * ldq + 64 * c);
+    for (int i = 0; i < NR; ++i) {
+      const __mmask64 mm = mk[i][c];
+      const __m512i wv = _mm512_maskz_expand_epi8(mm, _mm512_loadu_si512(v[i]));
+      v[i] += __builtin_popcountll(mk[i][c]);
+      for (int r = 0; r < MT; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], xv[r], wv);
+    }
+  }
+  for (int i = 0; i < NR; ++i) {
+    const float cs = static_cast<float>(w.col_sum[n + i]), ws = w.w_scale[n + i];
+    for (int r = 0; r < MT; ++r)
+      y[r * ldy + n + i] = (static_cast<float>(_mm512_reduce_add_epi32(acc[i][r])) - zp[r] * cs) * (rs[r] * ws);
+  }
+}
+
 template <int MT>
 void gemv_rows(const uint8_t* q, int64_t ldq, const BitmaskWeight& w, const float* rs, const float* zp, float* y,
                int64_t ldy, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint64_t* mk = w.mask + n * w.words;
-    const int8_t* v = w.qvalues + w.rowptr[n];
-    if (n + 1 < n1) _mm_prefetch(reinterpret_cast<const char*>(w.qvalues + w.rowptr[n + 1]), _MM_HINT_T0);
-    __m512i acc[MT];
-    for (int r = 0; r < MT; ++r) acc[r] = _mm512_setzero_si512();
-    for (int64_t c = 0; c < w.words; ++c) {
-      const __mmask64 mm = mk[c];
-      if (!mm) continue;
-      const __m512i wv = _mm512_maskz_expandloadu_epi8(mm, v);
-      v += __builtin_popcountll(mk[c]);
-      for (int r = 0; r < MT; ++r)
-        acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_maskz_loadu_epi8(mm, q + r * ldq + 64 * c), wv);
-    }
-    const float cs = static_cast<float>(w.col_sum[n]), ws = w.w_scale[n];
-    for (int r = 0; r < MT; ++r)
-      y[r * ldy + n] = (static_cast<float>(_mm512_reduce_add_epi32(acc[r])) - zp[r] * cs) * (rs[r] * ws);
-  }
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) gemv_block<4, MT>(q, ldq, w, rs, zp, y, ldy, n);
+  for (; n < n1; ++n) gemv_block<1, MT>(q, ldq, w, rs, zp, y, ldy, n);
 }
 }  // namespace
 
