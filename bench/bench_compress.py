@@ -36,6 +36,7 @@ ROWS: dict[str, tuple[str, float | None, str]] = {
     "magnitude50-int8": ("magnitude50-int8", None, "one-shot 50% magnitude + INT8"),
     "nm24-int8": ("nm24-int8", None, "one-shot 2:4 OBS + INT8"),
     "ffn50-int8": ("ffn50-int8", None, "FFN neurons 50% removed + KD + INT8"),
+    "heads50-int8": ("heads50-int8", None, "attention heads 50% removed + KD + INT8"),
     "block80-gradual-kd-int8": ("block80-gradual-kd-int8", 1.0, "80% 4x4-block, gradual + KD, INT8"),
 }
 DEFAULT_ROWS = "dense-fp32,int8-ptq,obs50-int8,magnitude50-int8,nm24-int8"

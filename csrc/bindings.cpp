@@ -64,6 +64,7 @@ class PyEncoder {
     auto geti = [&](const char* k) { return nb::cast<int64_t>(config[k]); };
     c.hidden = geti("hidden");
     c.heads = geti("heads");
+    c.head_dim = config.contains("head_dim") ? geti("head_dim") : 0;
     c.layers = geti("layers");
     c.intermediate = geti("intermediate");
     c.vocab = geti("vocab");

@@ -446,7 +446,10 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   const int64_t H = cfg.hidden;
-  if (H <= 0 || cfg.heads <= 0 || H % cfg.heads != 0) throw std::invalid_argument("hidden must divide into heads");
+  if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
+    throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
+  if (cfg_.head_dim == 0) cfg_.head_dim = H / cfg.heads;
+  const int64_t A = cfg_.heads * cfg_.head_dim;  // attention width
   if (cfg.attention_mode == 2 && !(kt_->gemm_bf16 && cpu_has_avx512_bf16()))
     throw std::invalid_argument("BF16 attention needs AVX512_BF16 at the avx512_vnni level");
   word_ = copy_f32(t, "emb.word", {cfg.vocab, H});
@@ -462,7 +465,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     load_linear(&L.attn_out, p + "attn_out", t);
     load_linear(&L.ffn1, p + "ffn1", t);
     load_linear(&L.ffn2, p + "ffn2", t);
-    if (L.qkv.n != 3 * H || L.qkv.k != H || L.attn_out.n != H || L.attn_out.k != H || L.ffn1.k != H ||
+    if (L.qkv.n != 3 * A || L.qkv.k != H || L.attn_out.n != H || L.attn_out.k != A || L.ffn1.k != H ||
         L.ffn2.n != H || L.ffn2.k != L.ffn1.n)
       throw std::invalid_argument("layer " + std::to_string(i) + " weight shapes do not match the config");
     L.ln1_g = copy_f32(t, p + "ln1.g", {H});
@@ -489,13 +492,13 @@ size_t EncoderEngine::packed_bytes() const {
 void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
   const int64_t M = batch * seq, H = cfg_.hidden;
   int64_t max_k = H;
-  for (const auto& L : layers_) max_k = std::max(max_k, L.ffn2.k);
+  for (const auto& L : layers_) max_k = std::max(max_k, std::max(L.ffn2.k, L.attn_out.k));
   for (const auto& L : head_) max_k = std::max(max_k, std::max(L.k, L.n));
   if (M > cap_tokens_) {
     x_.reserve(M * H * 4);
     x1_.reserve(M * H * 4);
-    qkv_.reserve(M * 3 * H * 4);
-    ctx_.reserve(M * H * 4);
+    qkv_.reserve(M * 3 * cfg_.heads * cfg_.head_dim * 4);
+    ctx_.reserve(M * cfg_.heads * cfg_.head_dim * 4);
     ff_.reserve(M * std::max<int64_t>(max_k, 1) * 4);
     q8_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
     q8b_.reserve(M * ((max_k + 3) / 4 * 4 + 64));
@@ -689,7 +692,7 @@ inline int64_t round4(int64_t x) { return (x + 3) / 4 * 4; }
 }  // namespace
 
 size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
-  const int64_t d = cfg_.hidden / cfg_.heads;
+  const int64_t d = cfg_.head_dim;
   const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
   size_t f32 = al(kt_->pack_f32_size(seq, d)) + al(kt_->pack_f32_size(d, seq)) + al(seq * seq * 4);
   size_t s8 = al(seq * round4(d)) + 2 * al(seq * 4) +                        // Q as u8 + row params
@@ -707,7 +710,7 @@ size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
 // off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction).
 void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq,
                                    float* ctx) {
-  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
   const KernelTable* kt = kt_;
   const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
@@ -739,7 +742,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int
 // of Q.K^T, so the VNNI packing reads K's rows directly), P rows as u8 in [0, rowmax], and V^T rows (channels)
 // as symmetric s8. Softmax and the mask stay in float.
 void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
-  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
   const KernelTable* kt = kt_;
   const int64_t dq = round4(d), sq = round4(seq);
@@ -798,7 +801,7 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
 }
 
 void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
-  const int64_t H = cfg_.hidden, nh = cfg_.heads, d = H / nh, ld = 3 * H;
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
   const KernelTable* kt = kt_;
   const size_t kbytes = kt->pack_f32_size(seq, d), vbytes = kt->pack_f32_size(d, seq);

@@ -99,6 +99,9 @@ struct EncoderLayer {
 
 struct EncoderConfig {
   int64_t hidden = 0, heads = 0, layers = 0, intermediate = 0, vocab = 0, max_positions = 0, type_vocab = 0;
+  // per-head size; 0: hidden / heads. With attention heads pruned (the same number in every layer) the attention
+  // width heads * head_dim is smaller than hidden: qkv is [3 * heads * head_dim, hidden], attn_out [hidden, that]
+  int64_t head_dim = 0;
   int64_t pad_token_id = 0;
   int position_mode = 0;  // 0: 0..S-1 (BERT, DistilBERT); 1: RoBERTa (pad + 1 + running count of non-pad)
   float ln_eps = 1e-12f;

@@ -1,12 +1,14 @@
 """compress.prune: every method/pattern/scope gives exactly its pattern; OBS beats magnitude on the layer
 reconstruction; gradual pruning follows the cubic schedule and fine-tuning keeps pruned weights exactly zero;
-FFN neuron removal gives a smaller dense model the runtime runs."""
+FFN neuron and attention-head removal give smaller dense models the runtime runs."""
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+from tiny_models import tiny_dir  # noqa: E402, F401
 
 from trimformer.compress import pruning  # noqa: E402
 from trimformer.compress.pruning import (  # noqa: E402
@@ -16,6 +18,7 @@ from trimformer.compress.pruning import (  # noqa: E402
     encoder_linears,
     prune,
     prune_ffn_neurons,
+    prune_heads,
 )
 from trimformer.compress.tasks import TaskData  # noqa: E402
 from trimformer.compress.training import TrainConfig, train  # noqa: E402
@@ -182,3 +185,68 @@ def test_ffn_neuron_removal_runs_in_runtime():
     np.testing.assert_allclose(eng.run(ids)["logits"], ref, atol=1e-4)
     with pytest.raises(ValueError, match="keep"):
         prune_ffn_neurons(model, 0)
+
+
+def tiny_distilbert(seed=0):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return DistilBertForSequenceClassification(DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                                                vocab_size=120, max_position_embeddings=64,
+                                                                num_labels=3)).eval()
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("quantize", [None, "int8-dynamic"])
+def test_head_removal_runs_in_runtime(arch, quantize, isa, tmp_path):
+    model = tiny_bert() if arch == "bert" else tiny_distilbert()
+    ids = np.random.default_rng(2).integers(1, 120, (2, 12))
+    info = prune_heads(model, 0.5, calibration=calib(2))
+    assert info["heads_before"] == 4 and info["heads_after"] == 2
+    assert all(len(k) == 2 for k in info["kept"])
+    assert {k: len(v) for k, v in model.config.pruned_heads.items()} == {"0": 2, "1": 2}
+    q = encoder_linears(model)["bert.encoder.layer.0.attention.self.query" if arch == "bert" else
+                                "distilbert.transformer.layer.0.attention.q_lin"]
+    assert q.out_features == 16 and q.in_features == 32  # 2 heads of 8: attention width 16 < hidden 32
+    with torch.no_grad():
+        ref = model(input_ids=torch.as_tensor(ids)).logits.numpy()
+    eng = compile_encoder(model, quantize=quantize, isa=isa)
+    tol = 1e-4 if quantize is None else 5e-2 * np.abs(ref).max()
+    np.testing.assert_allclose(eng.run(ids)["logits"], ref, atol=tol)
+    # a saved head-pruned checkpoint: the runtime reads `pruned_heads`; the torch side rebuilds the smaller model
+    model.save_pretrained(str(tmp_path / "m"))
+    if quantize is None:
+        np.testing.assert_allclose(compile_encoder(str(tmp_path / "m"), isa=isa).run(ids)["logits"], ref, atol=1e-4)
+
+
+def test_head_removal_checkpoint_round_trip(tiny_dir, tmp_path):  # noqa: F811
+    from trimformer.compress.training import load_classifier, save_checkpoint
+
+    model, tok = load_classifier(tiny_dir)
+    prune_heads(model, 3)  # no calibration: weight-norm importance
+    save_checkpoint(model.eval(), tok, tmp_path / "pruned")
+    again, _ = load_classifier(tmp_path / "pruned")
+    ids = torch.as_tensor(np.random.default_rng(3).integers(1, 100, (2, 10)))
+    with torch.no_grad():
+        np.testing.assert_allclose(again.eval()(input_ids=ids).logits.numpy(), model(input_ids=ids).logits.numpy(),
+                                   atol=1e-5)
+    info = prune_heads(again, 2)  # pruning a pruned model keeps the original head indices
+    assert info["heads_before"] == 3 and all(set(k) <= set(range(4)) for k in info["kept"])
+    assert all(len(v) == 2 for v in again.config.pruned_heads.values())
+    with pytest.raises(ValueError, match="keep"):
+        prune_heads(again, 3)
+
+
+def test_unevenly_pruned_heads_are_refused(tmp_path):
+    import json
+
+    from trimformer.models.encoder import UnsupportedModelError
+
+    model = tiny_bert()
+    prune_heads(model, 2)
+    model.save_pretrained(str(tmp_path / "m"))
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["pruned_heads"] = {"0": [1, 2], "1": [3]}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedModelError, match="unevenly"):
+        compile_encoder(str(tmp_path / "m"))

@@ -36,6 +36,8 @@ def _doc(*stages, **top):
     (_doc({"finetune": {"train": {"epochs": 1, "lr_typo": 1}}}), r"unknown key\(s\) \['lr_typo'\]"),
     (_doc({"finetune": {"train": {"epochs": 0}}}), "epochs must be > 0"),
     (_doc({"distill": {"train": {}, "distill": {"temperature": -1}}}), "temperature must be > 0"),
+    (_doc({"prune-heads": {"keep": 0}}), "positive head count"),
+    (_doc({"prune-heads": {"keep": 0.5, "sparsity": 0.5}}), r"unknown key\(s\) \['sparsity'\]"),
     ({"name": "t", "stages": [], "extra": 1}, r"unknown key\(s\) \['extra'\]"),
     ({"name": "t", "stages": {"prune": {}}}, "must be a list"),
 ])
@@ -85,3 +87,20 @@ def test_pipeline_end_to_end_cli(tiny_dir, tmp_path):  # noqa: F811
     assert abs((w == 0).mean() - 0.75) < 0.02  # the pattern survived the fine-tuning of the prune stage
     assert (out / "hf" / "trimformer_compression.json").is_file()
     assert main(["eval", "--task", "wiki-topics", str(out / "runtime"), "--json", "--max-samples", "24"]) == 0
+
+
+def test_head_pruning_recipe_runs(tiny_dir, tmp_path):  # noqa: F811
+    """prune-heads (no fine-tune) then dynamic INT8: the runtime model has 2 of 4 heads and still runs."""
+    from trimformer.compress.recipes import run_recipe
+
+    rec = validate_recipe({"name": "heads", "calibration": {"samples": 8, "batch_size": 4, "max_length": 32},
+                           "eval": {"max_samples": 8},
+                           "stages": [{"prune-heads": {"keep": 2}}, {"quantize": {"method": "dynamic"}}]})
+    import trimformer as tf
+
+    run_recipe(rec, tiny_dir, out=tmp_path / "out", log=None)
+    eng = tf.load(tmp_path / "out" / "runtime")
+    assert eng.spec.heads == 2 and eng.spec.head_dim == 8
+    assert eng.run(np.array([[101, 2023, 2003, 102]]))["logits"].shape == (1, 11)
+    cfg = json.loads((tmp_path / "out" / "hf" / "config.json").read_text())
+    assert {k: len(v) for k, v in cfg["pruned_heads"].items()} == {"0": 2, "1": 2}

@@ -1,7 +1,7 @@
 """trimformer.compress: the PyTorch side of compression (needs the `compress` extra: torch, transformers).
 
 - pruning: `prune` (magnitude layer-wise/global, OBS/SparseGPT; unstructured, 4x4 block, 2:4, 4:8),
-  `GradualPruner` (cubic schedule), `FixedMasks`, `prune_ffn_neurons`;
+  `GradualPruner` (cubic schedule), `FixedMasks`, `prune_ffn_neurons`, `prune_heads`;
 - distillation: `distill`, `Distiller`, `DistillConfig` (logit KD, hidden MSE, MiniLM attention relations);
 - quantization: `quantize` (static/dynamic INT8, SmoothQuant, QAT export), `prepare_qat`, `sensitivity_report`,
   `mixed_precision`;
@@ -17,6 +17,7 @@ from .pruning import (
     encoder_linears,
     prune,
     prune_ffn_neurons,
+    prune_heads,
     prune_magnitude,
 )
 from .quantization import (
@@ -33,5 +34,5 @@ from .training import TrainConfig, finetune
 
 __all__ = ["DistillConfig", "Distiller", "FixedMasks", "GradualPruner", "PruneReport", "QuantScheme", "Recipe",
            "RecipeError", "TrainConfig", "UnsupportedSchemeError", "distill", "encoder_linears", "finetune",
-           "load_recipe", "mixed_precision", "prepare_qat", "prune", "prune_ffn_neurons", "prune_magnitude",
+           "load_recipe", "mixed_precision", "prepare_qat", "prune", "prune_ffn_neurons", "prune_heads", "prune_magnitude",
            "quantize", "run_recipe", "sensitivity_report", "smooth_attention_output"]

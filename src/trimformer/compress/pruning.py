@@ -479,3 +479,122 @@ def prune_ffn_neurons(model: Any, keep: float | int, calibration: Iterable[Mappi
     else:
         model.config.hidden_dim = n_keep
     return {"intermediate_before": n_inter, "intermediate_after": n_keep, "kept": kept}
+
+
+def _attention_parts(block: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """(module holding the head count, q, k, v, output projection) of one encoder block."""
+    if hasattr(block, "attention") and hasattr(block.attention, "self"):  # BERT / RoBERTa
+        a = block.attention.self
+        return a, a.query, a.key, a.value, block.attention.output.dense
+    a = block.attention  # DistilBERT
+    return a, a.q_lin, a.k_lin, a.v_lin, a.out_lin
+
+
+def _head_config(model: Any) -> tuple[int, int]:
+    """(original head count, head size) from the model's config."""
+    cfg = model.config
+    n = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
+    hidden = getattr(cfg, "hidden_size", None) or cfg.dim
+    return int(n), int(hidden) // int(n)
+
+
+def _remaining_heads(model: Any, layer: int, n_heads: int) -> list[int]:
+    removed = {int(h) for h in (getattr(model.config, "pruned_heads", None) or {}).get(str(layer), [])}
+    return [h for h in range(n_heads) if h not in removed]
+
+
+def _shrink_attention(block: Any, keep_local: list[int], d: int) -> None:
+    """Keep heads `keep_local` (indices among the block's current heads) of q, k, v and the output projection."""
+    import torch
+
+    owner, q, k, v, o = _attention_parts(block)
+    cols = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep_local]).to(q.weight.device)
+
+    def rows(lin: Any) -> Any:
+        new = torch.nn.Linear(lin.in_features, cols.numel(), bias=lin.bias is not None).to(lin.weight)
+        new.weight.copy_(lin.weight[cols])
+        if lin.bias is not None:
+            new.bias.copy_(lin.bias[cols])
+        return new
+
+    with torch.no_grad():
+        nq, nk, nv = rows(q), rows(k), rows(v)
+        no = torch.nn.Linear(cols.numel(), o.out_features, bias=o.bias is not None).to(o.weight)
+        no.weight.copy_(o.weight[:, cols])
+        if o.bias is not None:
+            no.bias.copy_(o.bias)
+    if hasattr(owner, "query"):
+        owner.query, owner.key, owner.value = nq, nk, nv
+        block.attention.output.dense = no
+        owner.num_attention_heads = len(keep_local)
+        owner.all_head_size = len(keep_local) * d
+    else:
+        owner.q_lin, owner.k_lin, owner.v_lin, owner.out_lin = nq, nk, nv, no
+        owner.n_heads = len(keep_local)
+
+
+def apply_pruned_heads(model: Any) -> None:
+    """Shrink a freshly built (full-size) model to the heads its config's `pruned_heads` keeps, so that a
+    head-pruned checkpoint's state dict loads into it (transformers 5 no longer does this itself)."""
+    pruned = getattr(model.config, "pruned_heads", None) or {}
+    if not pruned:
+        return
+    n_heads, d = _head_config(model)
+    for i, block in enumerate(_encoder_blocks(model)):
+        removed = {int(h) for h in pruned.get(str(i), pruned.get(i, []))}
+        _shrink_attention(block, [h for h in range(n_heads) if h not in removed], d)
+
+
+def prune_heads(model: Any, keep: float | int, calibration: Iterable[Mapping[str, Any]] | None = None) -> dict:
+    """Remove attention heads physically, the same number in every layer (the runtime runs one head count; the
+    attention width becomes heads x head_size < hidden). Importance of a head: the mean norm of its contribution
+    to the attention output (its context slice times its columns of the output projection) over `calibration`
+    when given, else ||W_v,h|| ||W_o[:, h]||. keep: fraction of the original heads or a count. The removed
+    (original) head indices are recorded in `config.pruned_heads`, as Hugging Face checkpoints do."""
+    import torch
+
+    blocks = _encoder_blocks(model)
+    n_heads, d = _head_config(model)
+    current = [_remaining_heads(model, i, n_heads) for i in range(len(blocks))]
+    n_cur = {len(c) for c in current}
+    if len(n_cur) != 1:
+        raise ValueError("heads were already pruned unevenly across layers")
+    n_cur_heads = n_cur.pop()
+    n_keep = int(round(keep * n_heads)) if isinstance(keep, float) else int(keep)
+    if not 1 <= n_keep <= n_cur_heads:
+        raise ValueError(f"keep must leave between 1 and {n_cur_heads} heads per layer, got {keep}")
+    scores = [torch.zeros(n_cur_heads) for _ in blocks]
+    if calibration is not None:
+        device = next(model.parameters()).device
+        hooks = []
+        for i, b in enumerate(blocks):
+            o = _attention_parts(b)[4]
+
+            def hook(mod, inputs, _i=i):
+                ctx = inputs[0].detach().float().reshape(-1, n_cur_heads, d)  # [tokens, heads, d]
+                w = mod.weight.detach().float().reshape(mod.out_features, n_cur_heads, d)
+                contrib = torch.einsum("thd,ohd->tho", ctx, w)  # each head's share of the output
+                scores[_i] += contrib.norm(dim=-1).mean(0).cpu()
+            hooks.append(o.register_forward_pre_hook(hook))
+        try:
+            with torch.no_grad():
+                for batch in calibration:
+                    model(**_as_torch_batch(batch, device))
+        finally:
+            for h in hooks:
+                h.remove()
+    else:
+        for i, b in enumerate(blocks):
+            _, _, _, v, o = _attention_parts(b)
+            vn = v.weight.detach().float().reshape(n_cur_heads, d, -1).norm(dim=(1, 2))
+            on = o.weight.detach().float().reshape(o.out_features, n_cur_heads, d).norm(dim=(0, 2))
+            scores[i] = (vn * on).cpu()
+    kept_original, pruned = [], {}
+    for i, b in enumerate(blocks):
+        keep_local = sorted(torch.topk(scores[i], n_keep).indices.tolist())
+        _shrink_attention(b, keep_local, d)
+        kept = [current[i][h] for h in keep_local]
+        kept_original.append(kept)
+        pruned[str(i)] = [h for h in range(n_heads) if h not in kept]
+    model.config.pruned_heads = pruned
+    return {"heads_before": n_cur_heads, "heads_after": n_keep, "kept": kept_original}

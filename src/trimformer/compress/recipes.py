@@ -1,5 +1,5 @@
 """Compression recipes: an ordered list of stages (finetune, prune, distill, quantize, mixed-precision,
-prune-ffn) read from YAML, validated up front (unknown keys, impossible targets, stage order), then run on an HF
+prune-ffn, prune-heads) read from YAML, validated up front (unknown keys, impossible targets, stage order), then run on an HF
 encoder; the output is a compressed HF-style checkpoint plus the trimformer runtime model.
 
     name: obs50-int8
@@ -44,6 +44,7 @@ STAGE_KEYS: dict[str, set[str]] = {
     "prune": {"method", "schedule", "sparsity", "pattern", "scope", "per_layer", "start", "end", "every", "train",
               "distill"},
     "prune-ffn": {"keep", "train", "distill"},
+    "prune-heads": {"keep", "train", "distill"},
     "distill": {"train", "distill"},
     "quantize": {"method", "observer", "smoothquant", "keep_float", "train", "distill", "weights",
                  "weight_symmetric", "activations", "activation_symmetric"},
@@ -166,10 +167,11 @@ def validate_recipe(doc: Mapping[str, Any]) -> Recipe:
                 raise RecipeError(f"{where}: scope must be 'layer' or 'global'")
             if opts.get("scope") == "global" and (method == "obs" or pattern in ("2:4", "4:8")):
                 raise RecipeError(f"{where}: scope 'global' is for magnitude unstructured/block pruning")
-        elif kind == "prune-ffn":
+        elif kind in ("prune-ffn", "prune-heads"):
             keep = opts.get("keep")
+            what = "neuron" if kind == "prune-ffn" else "head"
             if not isinstance(keep, (int, float)) or not 0 < keep <= (1 if isinstance(keep, float) else 1 << 30):
-                raise RecipeError(f"{where}: keep must be a fraction in (0, 1] or a positive neuron count")
+                raise RecipeError(f"{where}: keep must be a fraction in (0, 1] or a positive {what} count")
             if "train" in opts:
                 _check_train(opts, where, required=False)
         elif kind == "quantize":
@@ -312,8 +314,9 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
                                      if k != "history"}
             masks = pruning.current_masks(model)
             info["sparsity"] = float(sum(1 - m.mean() for m in masks.values()) / len(masks))
-        elif kind == "prune-ffn":
-            info = pruning.prune_ffn_neurons(model, opts["keep"], calibration=batches)
+        elif kind in ("prune-ffn", "prune-heads"):
+            structured = pruning.prune_ffn_neurons if kind == "prune-ffn" else pruning.prune_heads
+            info = structured(model, opts["keep"], calibration=batches)
             info.pop("kept", None)
             masks = None if masks is None else pruning.current_masks(model)
             if "train" in opts:

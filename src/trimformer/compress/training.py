@@ -7,6 +7,7 @@ function (e.g. the distiller adds KD terms against a teacher).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -179,10 +180,40 @@ def load_classifier(model_dir: str | Path, task: str = "wiki-topics") -> tuple[A
     check_task(task)
     names = task_data(task, "validation", max_samples=1).label_names
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
+    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+              "label2id": {n: i for i, n in enumerate(names)}}
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    if cfg.get("pruned_heads"):
+        return _load_head_pruned(model_dir, labels), tok
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **labels)
     return model, tok
+
+
+def _load_head_pruned(model_dir: str | Path, labels: dict[str, Any]) -> Any:
+    """A checkpoint whose config lists `pruned_heads`: build the full-size model, remove those heads, then load
+    the (smaller) weights strictly (transformers 5 dropped its own head-pruning support)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .pruning import apply_pruned_heads
+
+    config = AutoConfig.from_pretrained(str(model_dir), **labels)
+    model = AutoModelForSequenceClassification.from_config(config)
+    apply_pruned_heads(model)
+    files = sorted(Path(model_dir).glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors")
+    state: dict[str, Any] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if "classifier.weight" in missing:  # an encoder checkpoint without this task's head: keep the fresh one
+        missing = [k for k in missing if not k.startswith(("classifier.", "pre_classifier."))]
+    if missing or unexpected:
+        raise ValueError(f"{model_dir}: head-pruned checkpoint does not match its config "
+                         f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    return model.eval()
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | Path, extra_files: dict[str, str] | None = None) -> Path:

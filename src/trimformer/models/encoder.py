@@ -49,6 +49,11 @@ class EncoderSpec:
     head_pool: str = "token"  # "cls" (first token) or "token" (every token)
     head_acts: list[str] = field(default_factory=list)
     id2label: dict[int, str] | None = None
+    head_dim: int = 0  # 0: hidden // heads; set when attention heads were pruned (heads * head_dim < hidden)
+
+    @property
+    def attention_width(self) -> int:
+        return self.heads * (self.head_dim or self.hidden // self.heads)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -73,7 +78,7 @@ class EncoderSpec:
             "vocab": self.vocab, "max_positions": self.max_positions, "type_vocab": self.type_vocab,
             "pad_token_id": self.pad_token_id, "position_mode": self.position_mode, "ln_eps": float(self.ln_eps),
             "act": ACTIVATIONS[self.act], "head_pool": 1 if self.head_pool == "cls" else 0,
-            "head_acts": [ACTIVATIONS[a] for a in self.head_acts],
+            "head_acts": [ACTIVATIONS[a] for a in self.head_acts], "head_dim": int(self.head_dim),
         }
 
     def linear_names(self) -> list[str]:
@@ -134,6 +139,17 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
         raise UnsupportedModelError(f"activation '{raw_act}' is not supported (gelu, gelu_new, relu)")
     if spec.hidden % spec.heads:
         raise CheckpointError(f"hidden size {spec.hidden} is not divisible by {spec.heads} heads")
+    pruned = cfg.get("pruned_heads") or {}
+    if pruned:  # attention heads removed (Hugging Face's `pruned_heads`): the runtime needs the same count per layer
+        counts = {len(set(pruned.get(str(i), pruned.get(i, [])))) for i in range(spec.layers)}
+        if len(counts) != 1:
+            raise UnsupportedModelError(f"attention heads pruned unevenly across layers ({sorted(counts)} removed); "
+                                        "the runtime needs the same number of heads in every layer")
+        removed = counts.pop()
+        if not 0 <= removed < spec.heads:
+            raise CheckpointError(f"pruned_heads removes {removed} of {spec.heads} heads per layer")
+        spec.head_dim = spec.hidden // spec.heads
+        spec.heads -= removed
     # heads: pooling + activation of each dense layer
     if task == "sequence-classification":
         spec.head_pool = "cls"
@@ -255,7 +271,8 @@ def _check_shapes(spec: EncoderSpec, t: dict[str, np.ndarray]) -> None:
         want["emb.type"] = (spec.type_vocab, H)
     for i in range(spec.layers):
         p = f"layers.{i}."
-        want.update({p + "qkv.weight": (3 * H, H), p + "qkv.bias": (3 * H,), p + "attn_out.weight": (H, H),
+        A = spec.attention_width
+        want.update({p + "qkv.weight": (3 * A, H), p + "qkv.bias": (3 * A,), p + "attn_out.weight": (H, A),
                      p + "attn_out.bias": (H,), p + "ffn1.weight": (inter, H), p + "ffn1.bias": (inter,),
                      p + "ffn2.weight": (H, inter), p + "ffn2.bias": (H,), p + "ln1.g": (H,), p + "ln1.b": (H,),
                      p + "ln2.g": (H,), p + "ln2.b": (H,)})

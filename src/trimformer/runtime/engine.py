@@ -260,7 +260,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                 stored[name + ".act_scale"] = np.array([scale], np.float32)
                 stored[name + ".act_zero_point"] = np.array([zp], np.int32)
     if attention is None:
-        attention = default_attention(quantize, spec.hidden // spec.heads, isa)
+        attention = default_attention(quantize, spec.head_dim or spec.hidden // spec.heads, isa)
     return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
                   attention=attention, extra={"dispatch": dispatch} if dispatch else None)
 
