@@ -128,8 +128,10 @@ def _spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
                        pad_token_id=cfg.get("pad_token_id"))
 
 
-def canonical_from_hf(spec: DecoderSpec, get) -> dict[str, np.ndarray]:
-    """Canonical tensors from a getter `get(hf_name) -> float32 array or None`."""
+def canonical_from_hf(spec: DecoderSpec, get, skip: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """Canonical tensors from a getter `get(hf_name) -> float32 array or None`. Canonical names in `skip` are not
+    read at all (a caller that takes those Linears from elsewhere, e.g. a GGUF's exact blocks, never holds their
+    float32 copies)."""
     t: dict[str, np.ndarray] = {}
 
     def need(name: str) -> np.ndarray:
@@ -139,17 +141,21 @@ def canonical_from_hf(spec: DecoderSpec, get) -> dict[str, np.ndarray]:
         return np.ascontiguousarray(a, dtype=np.float32)
 
     if spec.arch == "llama":
-        t["emb.tok"] = need("model.embed_tokens.weight")
+        if "emb.tok" not in skip:
+            t["emb.tok"] = need("model.embed_tokens.weight")
         for i in range(spec.layers):
             p, q = f"model.layers.{i}.", f"layers.{i}."
+            parts = {"qkv.weight": [f"self_attn.{x}_proj.weight" for x in "qkv"],
+                     "o.weight": ["self_attn.o_proj.weight"],
+                     "gate_up.weight": ["mlp.gate_proj.weight", "mlp.up_proj.weight"],
+                     "down.weight": ["mlp.down_proj.weight"]}
             t[q + "ln1.g"] = need(p + "input_layernorm.weight")
-            t[q + "qkv.weight"] = np.concatenate([need(p + f"self_attn.{x}_proj.weight") for x in "qkv"])
-            t[q + "o.weight"] = need(p + "self_attn.o_proj.weight")
             t[q + "ln2.g"] = need(p + "post_attention_layernorm.weight")
-            t[q + "gate_up.weight"] = np.concatenate([need(p + "mlp.gate_proj.weight"), need(p + "mlp.up_proj.weight")])
-            t[q + "down.weight"] = need(p + "mlp.down_proj.weight")
+            for name, hf_names in parts.items():
+                if q + name not in skip:
+                    t[q + name] = np.concatenate([need(p + h) for h in hf_names])
         t["final_ln.g"] = need("model.norm.weight")
-        head = get("lm_head.weight")
+        head = None if "lm_head.weight" in skip else get("lm_head.weight")
     else:
         def g2(name: str) -> np.ndarray:  # GPT-2 names with or without the "transformer." prefix
             a = get("transformer." + name)
@@ -171,9 +177,10 @@ def canonical_from_hf(spec: DecoderSpec, get) -> dict[str, np.ndarray]:
             t[q + "down.bias"] = g2(p + "mlp.c_proj.bias")
         t["final_ln.g"], t["final_ln.b"] = g2("ln_f.weight"), g2("ln_f.bias")
         head = get("lm_head.weight")
-    if head is None or spec.tied_embeddings:
-        head = t["emb.tok"]
-    t["lm_head.weight"] = np.ascontiguousarray(head, dtype=np.float32)
+    if "lm_head.weight" not in skip:
+        if head is None or spec.tied_embeddings:
+            head = t["emb.tok"]
+        t["lm_head.weight"] = np.ascontiguousarray(head, dtype=np.float32)
     check_shapes(spec, t)
     return t
 
@@ -295,7 +302,8 @@ def gguf_tensor_f32(t: Any) -> np.ndarray:
     return np.ascontiguousarray(a.reshape(shape), dtype=np.float32)
 
 
-def load_gguf(path: str | Path) -> tuple[DecoderSpec, dict[str, np.ndarray]]:
+def load_gguf(path: str | Path, skip: frozenset[str] = frozenset()) -> tuple[DecoderSpec, dict[str, np.ndarray]]:
+    """Spec + canonical float32 tensors of a GGUF (names in `skip` not dequantized; see canonical_from_hf)."""
     reader = open_gguf(path)
     spec = gguf_spec(reader)
     by_name = {t.name: t for t in reader.tensors}
@@ -335,7 +343,7 @@ def load_gguf(path: str | Path) -> tuple[DecoderSpec, dict[str, np.ndarray]]:
                 a = a.T  # canonical_from_hf transposes GPT-2 Conv1D weights; GGUF already stores [out, in]
             return a
 
-        return spec, canonical_from_hf(spec, get)
+        return spec, canonical_from_hf(spec, get, skip)
     except (ValueError, IndexError, KeyError) as e:
         if isinstance(e, CheckpointError):
             raise

@@ -473,7 +473,6 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     k-bit Linears (int2/3/4, sym or asym, incl. the GGUF's Q4_0/Q4_1) quantize their input per token to int8
     and use integer dot products (W4A8, VNNI) in prefill and decode alike; labelled "+a8" in `formats`.
     """
-    spec, dense = load_decoder(model)
     path = Path(model) if isinstance(model, (str, Path)) else None
     stored_lin: dict[str, dict[str, np.ndarray]] = {}
     labels: dict[str, str] = {}
@@ -481,10 +480,21 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     if weights == "gguf":
         if path is None or path.suffix != ".gguf":
             raise ValueError("weights='gguf' needs a .gguf file")
+        from ..models.decoder import gguf_spec, load_gguf, open_gguf
+
+        spec = gguf_spec(open_gguf(path))
         stored_lin, labels = _gguf_exact(path, spec)
-    elif path is not None and path.is_dir() and (path / "trimformer_compression.json").exists():
-        stored_lin, meta, labels = _compressed_linears(path, spec, dense)
-        extra["compression"] = {k: v for k, v in meta.items() if k not in ("linears", "outliers")}
+        # the Linears kept exactly are never dequantized (nor the tied embedding the lm_head's blocks replace):
+        # compile then holds only the blocks, not a float32 copy of the model
+        skip = {n + ".weight" for n in stored_lin}
+        if spec.tied_embeddings and ".kcodes" in stored_lin.get("lm_head", {}):
+            skip.add("emb.tok")
+        spec, dense = load_gguf(path, frozenset(skip))
+    else:
+        spec, dense = load_decoder(model)
+        if path is not None and path.is_dir() and (path / "trimformer_compression.json").exists():
+            stored_lin, meta, labels = _compressed_linears(path, spec, dense)
+            extra["compression"] = {k: v for k, v in meta.items() if k not in ("linears", "outliers")}
     fmt = _format_name("int8" if weights == "gguf" else weights)
     if weights not in DECODER_WEIGHTS and weights != "int8-wo" and parse_kbit_format(weights) is None:
         raise ValueError(f"unknown decoder weights {weights!r}; use one of {DECODER_WEIGHTS}, 'int8-wo' or a k-bit "
@@ -493,7 +503,7 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     tensors: dict[str, np.ndarray] = {}
     formats: dict[str, str] = {}
     for name in spec.linear_names():
-        w = dense.pop(name + ".weight")
+        w = dense.pop(name + ".weight", None)
         if name in stored_lin:
             st = stored_lin[name]
             formats[name] = labels[name]
@@ -536,7 +546,7 @@ def compile_decoder(model: Any, *, weights: str = "f32", threads: int | None = N
     tensors.update(dense)  # embeddings, norms, biases
     if weights == "gguf" and spec.tied_embeddings and ".kcodes" in stored_lin.get("lm_head", {}):
         # the GGUF stores the tied embedding once (Q8_0 here); so do we: lookups dequantize lm_head rows, exactly
-        del tensors["emb.tok"]
+        tensors.pop("emb.tok", None)
         extra["embed_from_head"] = True
     if tokenizer_json is None and path is not None:
         tokenizer_json = _find_tokenizer(path)
