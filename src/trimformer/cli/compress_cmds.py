@@ -112,7 +112,7 @@ def add_eval_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
                    help="decoder LLMs: perplexity on the documented held-out slice (docs/llm.md), computed by the "
                         "runtime; MODEL is a trimformer decoder, a HF / compressed-LLM directory or a .gguf file")
     e.add_argument("--weights", default=None, help="--perplexity: weight format when compiling a checkpoint "
-                   "(f32, w8a8, int4-g128, gguf, ...; default f32 or the checkpoint's own codes)")
+                   "(f32, w8a8, sparse, sparse-int8, int4-g128, gguf, ...; default f32 or the checkpoint's own codes)")
     e.add_argument("--activations", choices=("int8",), default=None,
                    help="--perplexity: int8 activations on 4-bit integer weights (W4A8)")
     e.add_argument("--perplexity-tokens", type=int, default=8192, help=argparse.SUPPRESS)

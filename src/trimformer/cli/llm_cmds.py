@@ -88,8 +88,9 @@ def register(sub: Any, common: argparse.ArgumentParser, runtime: argparse.Argume
     g.add_argument("model", metavar="MODEL")
     g.add_argument("--prompt", "-p", required=True)
     g.add_argument("--weights", default=None,
-                   help="format when compiling a checkpoint: f32, bf16, w8a8, llm-int8, int8-wo, gguf or a k-bit "
-                        "TYPE[-gGROUP] such as int4-g128, nf4-g64, fp8-e4m3 (default f32)")
+                   help="format when compiling a checkpoint: f32, bf16, w8a8, llm-int8, int8-wo, gguf, sparse / "
+                        "sparse-int8 (bitmask formats for pruned Linears) or a k-bit TYPE[-gGROUP] such as int4-g128, "
+                        "nf4-g64, fp8-e4m3 (default f32)")
     g.add_argument("--activations", choices=("int8",), default=None,
                    help="int8: per-token int8 activations on 4-bit integer weights (W4A8 VNNI dot products)")
     g.add_argument("--max-new-tokens", "-n", type=int, default=64)

@@ -445,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a decoder LLM: HF / compressed directory or .gguf file")
     c.add_argument("--out", "-o", required=True, metavar="DIR", help="output directory (written atomically)")
     c.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none")
-    c.add_argument("--weights", default=None, help="decoders: f32, bf16, w8a8, llm-int8, int8-wo, gguf or a k-bit "
-                   "TYPE[-gGROUP] (int4-g128, nf4-g64, fp8-e4m3, ...)")
+    c.add_argument("--weights", default=None, help="decoders: f32, bf16, w8a8, llm-int8, int8-wo, gguf, sparse, "
+                   "sparse-int8 or a k-bit TYPE[-gGROUP] (int4-g128, nf4-g64, fp8-e4m3, ...)")
     c.add_argument("--calibration-samples", type=int, default=128, metavar="N",
                    help="int8-static: Wikipedia calibration sentences (default 128)")
     c.add_argument("--tokenizer", default=None, help="tokenizer.json or directory for calibration (default: SRC)")
