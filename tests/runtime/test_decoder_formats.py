@@ -207,3 +207,15 @@ def test_corrupt_bitmask_tensors_are_clear_errors():
     bad["layers.0.qkv.bm_shape"] = np.array([5, 72], np.int32)
     with pytest.raises(ValueError, match="bm_mask|shape"):
         DecoderEngine(eng.spec, bad, eng.formats)
+
+
+def test_sparse_engine_save_load(tmp_path):
+    import trimformer as tf
+
+    model = _pruned(7)
+    for weights in ("sparse", "sparse-int8"):
+        eng = compile_decoder(model, weights=weights)
+        again = tf.load(tf.save(eng, tmp_path / weights))
+        assert again.formats == eng.formats
+        ids = np.random.default_rng(9).integers(0, 101, size=(1, 12))
+        np.testing.assert_array_equal(again.logits(ids), eng.logits(ids))
