@@ -195,7 +195,7 @@ void register_decoder(nb::module_& m) {
     dk.kbit_dequant(w, 0, w.n, out.data());
     return to_numpy(std::move(out), {(size_t)w.n, (size_t)k});
   }, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
-  // bitmask sparse kernels (tests): (y = x . W^T by the decode GEMV, W expanded to dense by the prefill expander)
+  // bitmask sparse kernels (tests): (y = x . W^T by the decode GEMV, W as the prefill packing sees it)
   m.def("bitmask_f32", [](F32In x, U8In mask, F32In values, int64_t k, const std::string& isa) {
     std::vector<uint64_t> words;
     std::vector<int64_t> rowptr;
@@ -206,9 +206,15 @@ void register_decoder(nb::module_& m) {
     if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
     const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
     const int64_t mrows = x.shape(0);
-    std::vector<float> y(mrows * w.n), dense(w.n * k);
+    std::vector<float> y(mrows * w.n);
     dk.bitmask_gemv_f32(x.data(), k, mrows, w, y.data(), w.n, 0, w.n);
-    dk.bitmask_expand_f32(w, 0, w.n, dense.data());
+    // the FP32 prefill packing, unpacked again from the panel layout [panel][k][nr]
+    const KernelTable& kt = kernels_for(resolve_isa(isa));
+    const int64_t nr = kt.f32_nr;
+    std::vector<float> packed(kt.pack_f32_size(w.n, k) / 4), dense(w.n * k);
+    kt.pack_f32_bitmask(w.mask, w.words, w.values, w.n, k, packed.data());
+    for (int64_t r = 0; r < w.n; ++r)
+      for (int64_t j = 0; j < k; ++j) dense[r * k + j] = packed[(r / nr) * nr * k + j * nr + r % nr];
     return nb::make_tuple(to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n}),
                           to_numpy(std::move(dense), {(size_t)w.n, (size_t)k}));
   }, "x"_a, "mask"_a, "values"_a, "k"_a, "isa"_a = "");

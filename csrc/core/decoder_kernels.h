@@ -88,8 +88,8 @@ struct DecoderKernels {
   // y[r, n] = rs[r] * w_scale[n] * (sum q * code - zp[r] * col_sum[n]), as the dense INT8 GEMM's epilogue
   void (*bitmask_gemv_s8)(const uint8_t* q, int64_t ldq, int64_t m, const BitmaskWeight& w, const float* rs,
                           const float* zp, float* y, int64_t ldy, int64_t n0, int64_t n1);
-  // rows [r0, r1) of W as dense float32 / int8 codes [r1 - r0][k] (prefill: expanded chunk by chunk)
-  void (*bitmask_expand_f32)(const BitmaskWeight& w, int64_t r0, int64_t r1, float* out);
+  // rows [r0, r1) of W as dense int8 codes [r1 - r0][k] (INT8 prefill: expanded chunk by chunk, then packed;
+  // float32 rows go straight into the FP32 panels: KernelTable::pack_f32_bitmask)
   void (*bitmask_expand_s8)(const BitmaskWeight& w, int64_t r0, int64_t r1, int8_t* out);
   const char* bitmask_s8_kernel;  // which bitmask_gemv_s8 this CPU runs (avx512 level: "vbmi2" or "portable")
 };

@@ -178,6 +178,10 @@ struct KernelTable {
                      int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   void (*gemm_nm_f32)(const float* x, int64_t ldx, const float* at, int64_t m, const NmF32& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
+  // pack n bitmask rows (mask: n x `words` 64-bit words, one bit per input; values: the rows' non-zeros,
+  // consecutive) straight into the FP32 GEMM's panels, as pack_f32_nk would pack their dense expansion
+  void (*pack_f32_bitmask)(const uint64_t* mask, int64_t words, const float* values, int64_t n, int64_t k,
+                           float* out);
   // ---- end of the sparse runtime block ----
 };
 

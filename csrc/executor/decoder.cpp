@@ -518,18 +518,15 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
           dk_->bitmask_gemv_f32(in, L.k, m, w, out, L.n, n0, n1);
           if (epi_needed) kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
         }
-      } else {  // prefill: expand a chunk of rows to dense float32, pack it, FP32 GEMM over all m tokens
+      } else {  // prefill: a chunk of rows scattered straight into FP32 panels, FP32 GEMM over all m tokens
         const int64_t nr = kt->f32_nr;
         const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
         int64_t n0, n1;
         split_range(L.n, chunk, nt, tid, &n0, &n1);
-        char* scratch = scratch_[tid].as<char>();
-        float* deq = reinterpret_cast<float*>(scratch);
-        float* pk = reinterpret_cast<float*>(scratch + ((kKbitChunkRows * L.k * 4 + 63) / 64 * 64));
+        float* pk = scratch_[tid].as<float>();
         for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
           const int64_t rows = std::min(chunk, n1 - c0);
-          dk_->bitmask_expand_f32(w, c0, c0 + rows, deq);
-          kt->pack_f32_nk(deq, L.k, rows, L.k, pk);
+          kt->pack_f32_bitmask(w.mask + c0 * w.words, w.words, w.values + w.rowptr[c0], rows, L.k, pk);
           Epilogue ec = epi;
           if (ec.bias) ec.bias += c0;
           if (ec.residual) ec.residual += c0;
