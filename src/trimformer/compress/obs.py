@@ -26,6 +26,7 @@ __all__ = [
     "HessianAccumulator",
     "KbitQuantizer",
     "gptq_quantize",
+    "rtn_quantize",
     "sparsegpt_prune",
 ]
 
@@ -75,6 +76,7 @@ class KbitQuantizer:
 
     type_name: str
     group_size: int | None = None
+    mse: bool = False  # search each group's range for the lowest squared error (see _Grid)
     scales: np.ndarray | None = field(default=None, init=False, repr=False)
     offsets: np.ndarray | None = field(default=None, init=False, repr=False)
     codes: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -86,26 +88,71 @@ class KbitQuantizer:
         raise TypeError("KbitQuantizer is passed to sparsegpt_prune(quantizer=...), not called directly")
 
 
-class _Grid:
-    """Torch-side nearest-level rounding on a kbit grid (same rule as kbit.quantize_with_params)."""
+MSE_GRID = 100  # scale search: shrink factors 1 - i / MSE_GRID ...
+MSE_MAXSHRINK = 0.8  # ... for i < MSE_MAXSHRINK * MSE_GRID (1.0 down to 0.21), as the GPTQ reference's `mse`
+_MSE_ELEMENTS = 1 << 22  # shrink factors evaluated at once: about this many candidate values
 
-    def __init__(self, type_name: str, device: torch.device):
+
+class _Grid:
+    """Torch-side nearest-level rounding on a kbit grid (same rule as kbit.quantize_with_params).
+
+    mse=True: each group's parameters come from a search over shrunk ranges (symmetric: absmax * p; affine:
+    [min * p, max * p]) for p = 1, 0.99, ..., 0.21, keeping per row the p with the lowest squared error of the
+    group's rounded values (ties: the larger p; p = 1 is the plain min/max rule, so never worse than it).
+    """
+
+    def __init__(self, type_name: str, device: torch.device, mse: bool = False):
         self.t = kbit.get_kbit_type(type_name)
         self.levels = torch.tensor(self.t.levels, dtype=torch.float64, device=device)
         self.mids = (self.levels[1:] + self.levels[:-1]) / 2
         self.level_codes = torch.tensor(self.t.level_codes.astype(np.int64), device=device)
         self.lo, self.hi = float(self.t.levels[0]), float(self.t.levels[-1])
+        self.mse = bool(mse)
+
+    def _base(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(lo, hi, absmax) of each row of w [..., g]."""
+        if self.t.affine:
+            lo, hi = w.min(dim=-1).values, w.max(dim=-1).values
+            return lo, hi, hi
+        amax = w.abs().max(dim=-1).values
+        return amax, amax, amax
+
+    def _from_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.t.affine:
+            return ((hi - lo) / self.t.qmax).float().double(), lo.float().double()
+        scale = (hi / self.t.qmax).float().double()
+        return scale, torch.zeros_like(scale)
 
     def params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """w [n, g] (float64) -> scales [n], offsets [n] rounded to float32 (stored precision)."""
-        if self.t.affine:
-            lo, hi = w.min(dim=1).values, w.max(dim=1).values
-            scale = (hi - lo) / self.t.qmax
-            offset = lo
+        lo, hi, _ = self._base(w)
+        scale, offset = self._from_range(lo, hi)
+        if not self.mse:
+            return scale, offset
+        # the search runs in float32 (it only ranks candidates); the chosen parameters are the exact stored ones
+        w32 = w.float()
+        best = self._sq_err(w32, scale.float().unsqueeze(-1), offset.float().unsqueeze(-1)).unsqueeze(0)
+        ps = [1.0 - i / MSE_GRID for i in range(1, int(MSE_MAXSHRINK * MSE_GRID))]
+        chunk = max(1, _MSE_ELEMENTS // max(w.numel(), 1))
+        cand_s, cand_o, errs = [scale.unsqueeze(0)], [offset.unsqueeze(0)], [best]
+        for c in range(0, len(ps), chunk):
+            p = torch.tensor(ps[c:c + chunk], dtype=w.dtype, device=w.device).view(-1, *([1] * lo.ndim))
+            s_c, o_c = self._from_range(lo * p, hi * p)  # [P, n]
+            cand_s.append(s_c)
+            cand_o.append(o_c)
+            errs.append(self._sq_err(w32, s_c.float().unsqueeze(-1), o_c.float().unsqueeze(-1)))
+        # first minimum in order of decreasing p: ties keep the larger range (p = 1 first)
+        pick = torch.cat(errs).argmin(dim=0, keepdim=True)
+        return torch.cat(cand_s).gather(0, pick)[0], torch.cat(cand_o).gather(0, pick)[0]
+
+    def _sq_err(self, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Sum over the last axis of (round(w) - w)^2 for parameters broadcast against w [..., g]."""
+        x = (w - offset) / torch.where(scale > 0, scale, torch.ones_like(scale))
+        if self.t.uniform:
+            q = torch.clamp(torch.ceil(x - 0.5), self.lo, self.hi)
         else:
-            scale = w.abs().max(dim=1).values / self.t.qmax
-            offset = torch.zeros_like(scale)
-        return scale.float().double(), offset.float().double()
+            q = self.levels.float()[torch.searchsorted(self.mids.float(), x.contiguous(), right=False)]
+        return (q * scale + offset - w).pow(2).sum(dim=-1)
 
     def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """col [n] -> (codes int64 [n], dequantized values float64 [n])."""
@@ -120,6 +167,28 @@ class _Grid:
             codes = self.level_codes[idx]
             values = self.levels[idx]
         return codes, values * scale + offset
+
+
+def rtn_quantize(w: torch.Tensor | np.ndarray, type_name: str, group_size: int | None = None,
+                 mse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round-to-nearest grouped quantization in kbit layout (codes, scales, offsets); mse=False is exactly
+    ``kbit.quantize_rtn``; mse=True searches each group's range (see ``_Grid``)."""
+    wn = np.asarray(w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
+    if not mse:
+        return kbit.quantize_rtn(wn, type_name, group_size)
+    if wn.ndim != 2 or not np.all(np.isfinite(wn)):
+        raise ValueError("expected a finite 2-D weight [out, in]")
+    n, k = wn.shape
+    g = kbit.resolve_group_size(k, group_size)
+    grid = _Grid(type_name, torch.device("cpu"), mse=True)
+    wd = torch.from_numpy(wn).double()
+    full = k // g * g
+    s, o = grid.params(wd[:, :full].reshape(n, k // g, g))
+    if full < k:
+        s_last, o_last = grid.params(wd[:, full:])
+        s, o = torch.cat([s, s_last[:, None]], dim=1), torch.cat([o, o_last[:, None]], dim=1)
+    scales, offsets = s.float().numpy(), o.float().numpy()
+    return kbit.quantize_with_params(wn, scales, offsets, type_name, g), scales, offsets
 
 
 def _inverse_hessian_factor(h: torch.Tensor, w: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,7 +382,7 @@ def sparsegpt_prune(
         raise TypeError("quantizer must be a trimformer.compress.obs.KbitQuantizer")
     wd = w.detach().to(torch.float64).clone()
     hinv, wd = _inverse_hessian_factor(h, wd, percdamp)
-    grid = _Grid(quantizer.type_name, wd.device) if quantizer is not None else None
+    grid = _Grid(quantizer.type_name, wd.device, quantizer.mse) if quantizer is not None else None
     out, keep, codes, scales, offsets = _obs_sweep(
         wd, hinv, block_size, prune=(pattern, float(sparsity)), grid=grid,
         group_size=quantizer.group_size if quantizer is not None else None)
@@ -336,6 +405,7 @@ def gptq_quantize(
     percdamp: float = 0.01,
     act_order: bool = False,
     mask: torch.Tensor | None = None,
+    mse: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """GPTQ: quantize ``w [out, in]`` to the kbit grid ``type_name`` with OBS error compensation.
 
@@ -343,7 +413,8 @@ def gptq_quantize(
     from its current, error-updated weights when its first column is processed. act_order: process columns by
     decreasing Hessian diagonal (groups stay contiguous in the original column order; returned codes, scales,
     offsets are in the original order). mask: bool keep-mask; masked weights stay exactly zero (joint
-    sparse + quantized; needs a type with an exact zero). Returns (dequantized float32 weight, codes, scales,
+    sparse + quantized; needs a type with an exact zero). mse: choose each group's scale/offset by a search over
+    shrunk ranges for the lowest squared error of its current weights (``_Grid``). Returns (dequantized float32 weight, codes, scales,
     offsets) with the weight equal to ``kbit.dequantize(codes, scales, offsets, type_name)`` (times mask).
     """
     _check(w, h)
@@ -364,7 +435,7 @@ def gptq_quantize(
         wd, hd = wd[:, perm], hd[perm][:, perm]
         mask = mask[:, perm] if mask is not None else None
     hinv, wd = _inverse_hessian_factor(hd, wd, percdamp)
-    _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device),
+    _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device, mse),
                                               group_size=g, keep=mask, perm=perm)
     deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, type_name, g)).to(w.device)
     if mask is not None:
