@@ -154,10 +154,11 @@ class _Grid:
             q = self.levels.float()[torch.searchsorted(self.mids.float(), x.contiguous(), right=False)]
         return (q * scale + offset - w).pow(2).sum(dim=-1)
 
-    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """col [n] -> (codes int64 [n], dequantized values float64 [n])."""
-        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-        x = torch.where(scale > 0, (col - offset) / safe, torch.zeros_like(col))
+    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """col [n] -> (codes int64 [n], dequantized values float64 [n]). pre: ``prepare(scale)`` (reused)."""
+        pos, safe, zeros = pre if pre is not None else self.prepare(scale)
+        x = torch.where(pos, (col - offset) / safe, zeros)
         if self.t.uniform:
             q = torch.clamp(torch.ceil(x - 0.5), self.lo, self.hi)
             codes = (q - self.lo).long()
@@ -167,6 +168,13 @@ class _Grid:
             codes = self.level_codes[idx]
             values = self.levels[idx]
         return codes, values * scale + offset
+
+
+    @staticmethod
+    def prepare(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale > 0, the scale with 1 where it is 0, zeros): what ``quantize`` needs of one group's scales."""
+        pos = scale > 0
+        return pos, torch.where(pos, scale, torch.ones_like(scale)), torch.zeros_like(scale)
 
 
 def rtn_quantize(w: torch.Tensor | np.ndarray, type_name: str, group_size: int | None = None,
@@ -256,6 +264,8 @@ def _obs_sweep(
     orig = perm if perm is not None else torch.arange(k, device=dev)
     pos_of = torch.empty_like(orig)
     pos_of[orig] = torch.arange(k, device=dev)
+    orig_l = orig.tolist()  # Python ints: no tensor indexing per column
+    masked = prune is not None or not bool(keep.all())
     codes = scales = offsets = None
     if grid is not None:
         g = kbit.resolve_group_size(k, group_size)
@@ -263,7 +273,7 @@ def _obs_sweep(
         ng = kbit.num_groups(k, g)  # the last group may be shorter
         scales = torch.zeros(n, ng, dtype=torch.float64, device=dev)
         offsets = torch.zeros(n, ng, dtype=torch.float64, device=dev)
-        have = torch.zeros(ng, dtype=torch.bool)
+        pre: list = [None] * ng  # per group, once its parameters are set: Grid.prepare(scales)
         zero_code = None
         if prune is not None or not bool(keep.all()):
             if grid.t.affine:
@@ -280,6 +290,7 @@ def _obs_sweep(
         err1 = torch.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
         d1 = torch.diag(h1)
+        d1_l = d1.tolist()
         if pattern in ("unstructured", "block"):
             sal = w1.pow(2) / d1.pow(2).unsqueeze(0)
             keep1 &= _select(sal, sparsity, pattern)
@@ -290,11 +301,11 @@ def _obs_sweep(
                 drop = torch.topk(sal, nm[1] - nm[0], dim=1, largest=False).indices
                 keep1[:, i:i + nm[1]].scatter_(1, drop, False)
             wc = w1[:, i]
-            d = h1[i, i]
-            q = torch.where(keep1[:, i], wc, torch.zeros_like(wc))
+            d = d1_l[i]
+            q = torch.where(keep1[:, i], wc, torch.zeros_like(wc)) if masked else wc
             if grid is not None:
-                gi = int(orig[col]) // g
-                if not have[gi]:
+                gi = orig_l[col] // g
+                if pre[gi] is None:
                     # the group's current weights: this block's from w1, later blocks' plus pending updates
                     members = pos_of[gi * g:(gi + 1) * g]
                     cur = torch.empty(n, members.numel(), dtype=w.dtype, device=dev)
@@ -306,12 +317,12 @@ def _obs_sweep(
                         cur[:, out] = w[:, later] - err1[:, :i] @ hinv[i1:col, later]
                     cur = cur * keep[:, members].to(cur.dtype)  # pruned so far (later: still True)
                     scales[:, gi], offsets[:, gi] = grid.params(cur)
-                    have[gi] = True
-                c, qv = grid.quantize(q, scales[:, gi], offsets[:, gi])
+                    pre[gi] = (offsets[:, gi].clone(), grid.prepare(scales[:, gi].clone()))
+                c, qv = grid.quantize(q, scales[:, gi], pre[gi][0], pre[gi][1])
                 if zero_code is not None:
                     c = torch.where(keep1[:, i], c, torch.full_like(c, zero_code))
                     qv = torch.where(keep1[:, i], qv, torch.zeros_like(qv))
-                codes[:, orig[col]] = c
+                codes[:, orig_l[col]] = c
                 q = qv
             e = (wc - q) / d
             w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
