@@ -88,17 +88,18 @@ class KbitQuantizer:
         raise TypeError("KbitQuantizer is passed to sparsegpt_prune(quantizer=...), not called directly")
 
 
-MSE_GRID = 100  # scale search: shrink factors 1 - i / MSE_GRID ...
-MSE_MAXSHRINK = 0.8  # ... for i < MSE_MAXSHRINK * MSE_GRID (1.0 down to 0.21), as the GPTQ reference's `mse`
-_MSE_ELEMENTS = 1 << 22  # shrink factors evaluated at once: about this many candidate values
+MSE_COARSE = tuple(round(1.0 - 0.04 * i, 2) for i in range(1, 21))  # scale search: shrink factors 0.96 .. 0.20,
+MSE_FINE = (-0.03, -0.02, -0.01, 0.01, 0.02, 0.03)  # then steps of 0.01 around each row's best (p <= 1)
+_MSE_ELEMENTS = 1 << 22  # candidates evaluated at once: about this many values
 
 
 class _Grid:
     """Torch-side nearest-level rounding on a kbit grid (same rule as kbit.quantize_with_params).
 
     mse=True: each group's parameters come from a search over shrunk ranges (symmetric: absmax * p; affine:
-    [min * p, max * p]) for p = 1, 0.99, ..., 0.21, keeping per row the p with the lowest squared error of the
-    group's rounded values (ties: the larger p; p = 1 is the plain min/max rule, so never worse than it).
+    [min * p, max * p]), keeping per row the p with the lowest squared error of the group's rounded values:
+    p = 1 (the plain min/max rule, so never worse than it), 0.96, 0.92, ..., 0.20, then p* +- 0.01 .. 0.03 around
+    the best p* (a coarse-to-fine version of the GPTQ reference's 1, 0.99, ..., 0.21 grid; ties keep the larger p).
     """
 
     def __init__(self, type_name: str, device: torch.device, mse: bool = False):
@@ -124,35 +125,45 @@ class _Grid:
         return scale, torch.zeros_like(scale)
 
     def params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """w [n, g] (float64) -> scales [n], offsets [n] rounded to float32 (stored precision)."""
+        """w [n, g] (float64; or [..., g]) -> scales, offsets [n] rounded to float32 (stored precision)."""
         lo, hi, _ = self._base(w)
         scale, offset = self._from_range(lo, hi)
         if not self.mse:
             return scale, offset
         # the search runs in float32 (it only ranks candidates); the chosen parameters are the exact stored ones
         w32 = w.float()
-        best = self._sq_err(w32, scale.float().unsqueeze(-1), offset.float().unsqueeze(-1)).unsqueeze(0)
-        ps = [1.0 - i / MSE_GRID for i in range(1, int(MSE_MAXSHRINK * MSE_GRID))]
+        best_err = self._sq_err(w32, scale.float().unsqueeze(-1), offset.float().unsqueeze(-1))
+        best_p = torch.ones_like(lo)
         chunk = max(1, _MSE_ELEMENTS // max(w.numel(), 1))
-        cand_s, cand_o, errs = [scale.unsqueeze(0)], [offset.unsqueeze(0)], [best]
-        for c in range(0, len(ps), chunk):
-            p = torch.tensor(ps[c:c + chunk], dtype=w.dtype, device=w.device).view(-1, *([1] * lo.ndim))
-            s_c, o_c = self._from_range(lo * p, hi * p)  # [P, n]
-            cand_s.append(s_c)
-            cand_o.append(o_c)
-            errs.append(self._sq_err(w32, s_c.float().unsqueeze(-1), o_c.float().unsqueeze(-1)))
-        # first minimum in order of decreasing p: ties keep the larger range (p = 1 first)
-        pick = torch.cat(errs).argmin(dim=0, keepdim=True)
-        return torch.cat(cand_s).gather(0, pick)[0], torch.cat(cand_o).gather(0, pick)[0]
+        for stage in (MSE_COARSE, MSE_FINE):
+            base = best_p.clone()
+            for c in range(0, len(stage), chunk):
+                step = torch.tensor(stage[c:c + chunk], dtype=w.dtype, device=w.device).view(-1, *([1] * lo.ndim))
+                p = base + step if stage is MSE_FINE else step.expand(-1, *lo.shape)
+                p = p.clamp(0.01, 1.0)
+                s_c, o_c = self._from_range(lo * p, hi * p)  # [P, ...]
+                err = self._sq_err(w32, s_c.float().unsqueeze(-1), o_c.float().unsqueeze(-1))
+                for j in range(err.shape[0]):  # strict improvement: ties keep the earlier (larger) p
+                    better = err[j] < best_err
+                    best_err = torch.where(better, err[j], best_err)
+                    best_p = torch.where(better, p[j], best_p)
+                    scale = torch.where(better, s_c[j], scale)
+                    offset = torch.where(better, o_c[j], offset)
+        return scale, offset
 
     def _sq_err(self, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
-        """Sum over the last axis of (round(w) - w)^2 for parameters broadcast against w [..., g]."""
-        x = (w - offset) / torch.where(scale > 0, scale, torch.ones_like(scale))
+        """Sum over the last axis of (rounded w - w)^2 for parameters broadcast against w [..., g] (ranking only:
+        exact halves may round either way)."""
+        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        x = (w - offset) / safe if self.t.affine else w / safe
         if self.t.uniform:
-            q = torch.clamp(torch.ceil(x - 0.5), self.lo, self.hi)
+            q = x.round_().clamp_(self.lo, self.hi)
         else:
             q = self.levels.float()[torch.searchsorted(self.mids.float(), x.contiguous(), right=False)]
-        return (q * scale + offset - w).pow(2).sum(dim=-1)
+        v = q.mul_(scale)
+        if self.t.affine:
+            v.add_(offset)
+        return v.sub_(w).square_().sum(dim=-1)
 
     def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
                  pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
