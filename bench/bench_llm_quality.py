@@ -44,21 +44,62 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "w8a8-smoothquant": ("quantize", {"method": "smoothquant", "format": "w8a8", "alpha": 0.5,
                                       "n_samples": 8}, "<=1.02"),
     "llm-int8": ("quantize", {"method": "llm-int8", "format": "int8", "threshold": 6.0, "n_samples": 8}, None),
-    "int4-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-g128"}, "<=1.06,<int4-g128-rtn"),
-    "int4-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True},
+    "int4-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-g128", "true_sequential": False}, "<=1.06,<int4-g128-rtn"),
+    "int4-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True, "true_sequential": False},
                            "<=1.06,<int4-g128-rtn"),
-    "int4-asym-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-asym-g128", "act_order": True},
+    "int4-asym-g128-gptq-act": ("quantize", {"method": "gptq", "format": "int4-asym-g128", "act_order": True, "true_sequential": False},
                                 "<=1.06,<int4-asym-g128-rtn"),
-    "int4-asym-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-asym-g128"},
+    "int4-asym-g128-gptq": ("quantize", {"method": "gptq", "format": "int4-asym-g128", "true_sequential": False},
                             "<=1.06,<int4-asym-g128-rtn"),
-    "sparsegpt-50": ("prune", {"method": "sparsegpt", "sparsity": 0.5}, "<=1.5,<=0.1*magnitude-50"),
-    "sparsegpt-2:4": ("prune", {"method": "sparsegpt", "sparsity": "2:4"}, "<=2.2,<magnitude-2:4"),
-    "int3-g128-gptq": ("quantize", {"method": "gptq", "format": "int3-g128"}, None),
-    "sparsegpt-50+int4-g128": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "quantize": "int4-g128"},
+    "sparsegpt-50": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": False}, "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": False}, "<=2.2,<magnitude-2:4"),
+    "int3-g128-gptq": ("quantize", {"method": "gptq", "format": "int3-g128", "true_sequential": False}, None),
+    "sparsegpt-50+int4-g128": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "quantize": "int4-g128", "true_sequential": False},
                                None),
-    "int4-g64-gptq": ("quantize", {"method": "gptq", "format": "int4-g64"}, None),
-    "nf4-g64-gptq": ("quantize", {"method": "gptq", "format": "nf4-g64"}, None),
-    "fp4-g64-gptq": ("quantize", {"method": "gptq", "format": "fp4-g64"}, None),
+    "int4-g64-gptq": ("quantize", {"method": "gptq", "format": "int4-g64", "true_sequential": False}, None),
+    "nf4-g64-gptq": ("quantize", {"method": "gptq", "format": "nf4-g64", "true_sequential": False}, None),
+    "fp4-g64-gptq": ("quantize", {"method": "gptq", "format": "fp4-g64", "true_sequential": False}, None),
+    # the rows above were measured before true-sequential existed (now the API default): they keep the old
+    # behaviour. Below: true-sequential (seq), MSE scale search (mse), more calibration (n_samples x seqlen).
+    "int4-g128-gptq-ragged": ("quantize", {"method": "gptq", "format": "int4-g128", "true_sequential": False},
+                              "<=1.06,<int4-g128-rtn"),
+    "int4-g128-rtn-ragged": ("quantize", {"method": "rtn", "format": "int4-g128"}, None),
+    "int4-asym-g128-rtn-ragged": ("quantize", {"method": "rtn", "format": "int4-asym-g128"}, None),
+    "int4-g128-rtn-mse": ("quantize", {"method": "rtn", "format": "int4-g128", "mse": True}, None),
+    "int4-asym-g128-rtn-mse": ("quantize", {"method": "rtn", "format": "int4-asym-g128", "mse": True}, None),
+    "int4-g128-gptq-act-seq": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True,
+                                            "true_sequential": True}, "<=1.06,<int4-g128-rtn-ragged"),
+    "int4-g128-gptq-act-seq-mse": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True,
+                                                "true_sequential": True, "mse": True}, "<=1.06,<int4-g128-rtn-ragged"),
+    "int4-asym-g128-gptq-act-seq-mse": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                     "act_order": True, "true_sequential": True, "mse": True},
+                                        "<=1.06,<int4-asym-g128-rtn-ragged"),
+    "int4-g128-gptq-act-seq-mse-128": ("quantize", {"method": "gptq", "format": "int4-g128", "act_order": True,
+                                                    "true_sequential": True, "mse": True, "n_samples": 128},
+                                       "<=1.06,<int4-g128-rtn-ragged"),
+    "int4-asym-g128-gptq-act-seq-mse-128": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                         "act_order": True, "true_sequential": True, "mse": True,
+                                                         "n_samples": 128}, "<=1.06,<int4-asym-g128-rtn-ragged"),
+    "int4-g128-gptq-act-seq-mse-128x2048": ("quantize", {"method": "gptq", "format": "int4-g128",
+                                                         "act_order": True, "true_sequential": True, "mse": True,
+                                                         "n_samples": 128, "seqlen": 2048},
+                                            "<=1.06,<int4-g128-rtn-ragged"),
+    "int4-asym-g128-gptq-act-seq-mse-128x2048": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                              "act_order": True, "true_sequential": True,
+                                                              "mse": True, "n_samples": 128, "seqlen": 2048},
+                                                 "<=1.06,<int4-asym-g128-rtn-ragged"),
+    "sparsegpt-50-seq": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True},
+                         "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4-seq": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True},
+                          "<=2.2,<magnitude-2:4"),
+    "sparsegpt-50-seq-128": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
+                                       "n_samples": 128}, "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4-seq-128": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
+                                        "n_samples": 128}, "<=2.2,<magnitude-2:4"),
+    "sparsegpt-50-seq-128x2048": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
+                                            "n_samples": 128, "seqlen": 2048}, "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4-seq-128x2048": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
+                                             "n_samples": 128, "seqlen": 2048}, "<=2.2,<magnitude-2:4"),
 }
 KBIT_TABLE = ("int4-g64", "nf4-g64", "fp4-g64")
 
@@ -86,6 +127,15 @@ def _check(target: str | None, ratio: float, results: dict[str, Any]) -> bool | 
     return bool(ok)
 
 
+def _groups(r: dict[str, Any]) -> str:
+    """Group sizes actually used ('128: 210' = 210 Linears at 128, the 576-input ones with a last group of 64);
+    '?' for rows recorded before this was stored."""
+    g = r.get("group_sizes")
+    if not g:
+        return "?" if "-g" in (r["kwargs"].get("format") or r["kwargs"].get("quantize") or "") else ""
+    return ", ".join(f"{k}: {v}" for k, v in g.items())
+
+
 def _markdown(data: dict[str, Any]) -> str:
     res = data["results"]
     lines = [
@@ -93,12 +143,15 @@ def _markdown(data: dict[str, Any]) -> str:
         f"Command: `{data['command']}`  ",
         f"Model: {data['model']}; perplexity slice: {data['slice']}; dense fp32 perplexity "
         f"**{data['dense_perplexity']:.3f}** ({data['tokens']} tokens).  ",
-        f"Calibration: {data['calibration']} (per-method sample counts in the table; 512 tokens each). "
+        f"Calibration: {data['calibration']} (per-method samples x tokens in the table). "
         f"Date of the last run: {data['date']}. Results accumulate over runs (`--skip-done`); each JSON entry "
-        "keeps its command. Wall times: shared 2-core machine, informational only.", "",
-        "| name | method | format / sparsity | calib. samples | perplexity | ratio to fp32 | target | met | "
-        "compress s | eval s |",
-        "|---|---|---|---:|---:|---:|---|---|---:|---:|",
+        "keeps its command. Wall times: shared 2-core machine, informational only. Groups: rows measured "
+        "before the ragged last group (576 inputs at group 128 = 4 x 128 + 64) used group 192 for the 576-input "
+        "Linears ('192: 180, 128: 30'); the `-ragged` RTN rows and every row added since use the nominal group.",
+        "",
+        "| name | method | format / sparsity, settings | calib. samples x tokens | perplexity | ratio to fp32 | target | met | "
+        "compress s | eval s | groups (Linears) |",
+        "|---|---|---|---:|---:|---:|---|---|---:|---:|---|",
     ]
     for name in METHODS:
         if name not in res:
@@ -109,11 +162,17 @@ def _markdown(data: dict[str, Any]) -> str:
         what = r["kwargs"].get("format") or str(r["kwargs"].get("sparsity"))
         if r["kwargs"].get("act_order"):
             what += " act-order"
+        if r["kwargs"].get("true_sequential"):
+            what += " true-seq"
+        if r["kwargs"].get("mse"):
+            what += " mse"
         if r["kwargs"].get("quantize"):
             what += " + " + r["kwargs"]["quantize"]
-        calib = r["calibration_samples"] if r["kwargs"]["method"] not in ("rtn", "magnitude") else "-"
+        calib = "-"
+        if r["kwargs"]["method"] not in ("rtn", "magnitude"):
+            calib = f"{r['calibration_samples']} x {r.get('seqlen', 512)}"
         lines.append(f"| {name} | {r['kwargs']['method']} | {what} | {calib} | {r['perplexity']:.3f} | {r['ratio']:.4f} | "
-                     f"{r['target'] or ''} | {met} | {r['compress_s']:.0f} | {r['eval_s']:.0f} |")
+                     f"{r['target'] or ''} | {met} | {r['compress_s']:.0f} | {r['eval_s']:.0f} | {_groups(r)} |")
     rows = [(t, res.get(f"{t}-rtn"), res.get(f"{t}-gptq")) for t in KBIT_TABLE]
     if any(a or b for _, a, b in rows):
         lines += ["", "## k-bit data types at block size 64 (int4 symmetric vs NF4 vs FP4 E2M1)", "",
@@ -142,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     # 32 x 512 tokens keeps a calibrated method at a few minutes on the shared 2-core machine (GPTQ's paper uses
     # 128 x 2048); SmoothQuant / LLM.int8() only need |x| maxima and use 8
     ap.add_argument("--samples", type=int, default=32, help="calibration samples (methods may override)")
-    ap.add_argument("--seqlen", type=int, default=512, help="calibration sample length in tokens")
+    ap.add_argument("--seqlen", type=int, default=512, help="calibration sample length in tokens (methods may "
+                    "override)")
+    ap.add_argument("--max-samples", type=int, default=0, help="cap every method's calibration samples (smoke)")
     ap.add_argument("--tokens", type=int, default=8192, help="perplexity tokens (8192 = the documented slice)")
     ap.add_argument("--window", type=int, default=1024)
+    # on a shared 2-core machine use --threads 1: with another process busy, 2 torch threads made a 2-layer GPTQ
+    # run 12x slower (105 s vs 8.8 s) than 1 thread
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/llm_quality", help="writes <out>.json and <out>.md")
     ap.add_argument("--out-dir", default="artifacts/llm", help="checkpoint directories <out-dir>/<name>")
@@ -172,11 +235,19 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(0)
         tokens = rng.integers(0, 512, args.tokens)
         calib_all = [rng.integers(0, 512, args.seqlen) for _ in range(args.samples)]
+
+        def calib_for(n: int, seqlen: int) -> list:
+            return [rng.integers(0, 512, seqlen) for _ in range(n)] if seqlen != args.seqlen else calib_all[:n]
         model_desc = "random tiny Llama (smoke test)"
     else:
         base = load_llm(args.model)
         tokens = perplexity_tokens(base.tokenizer, args.tokens)
         calib_all = calibration_samples(base.tokenizer, args.samples, args.seqlen, seed=0)
+
+        def calib_for(n: int, seqlen: int) -> list:
+            if seqlen == args.seqlen and n <= len(calib_all):
+                return calib_all[:n]
+            return calibration_samples(base.tokenizer, n, seqlen, seed=0)
         model_desc = f"{args.model} ({base.source}), fp32 dequantized baseline"
     print(f"loaded {model_desc} in {time.perf_counter() - t:.1f}s", flush=True)
 
@@ -213,15 +284,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         api, kwargs, target = METHODS[name]
         kw = dict(kwargs)
-        n = min(kw.pop("n_samples", args.samples), len(calib_all))
+        n = kw.pop("n_samples", args.samples)
+        seqlen = kw.pop("seqlen", args.seqlen)
+        if args.max_samples:
+            n = min(n, args.max_samples)
         fn = quantize_llm if api == "quantize" else prune_llm
         out = Path(args.out_dir) / name.replace(":", "_")
         print(f"== {name}: {api} {kw} -> {out}", flush=True)
         try:
             t = time.perf_counter()
-            res = fn(copy.deepcopy(base.model), tokenizer=base.tokenizer, calibration=calib_all[:n],
+            res = fn(copy.deepcopy(base.model), tokenizer=base.tokenizer, calibration=calib_for(n, seqlen),
                      out=out, overwrite=True, **kw)
             compress_s = time.perf_counter() - t
+            group_sizes = res.record.extra.get("group_sizes")
             del res
             gc.collect()
             t = time.perf_counter()
@@ -235,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         data["results"][name] = {
-            "kwargs": {k: v for k, v in kwargs.items() if k != "n_samples"}, "calibration_samples": n,
+            "kwargs": {k: v for k, v in kwargs.items() if k not in ("n_samples", "seqlen")},
+            "calibration_samples": n, "seqlen": seqlen if api != "quantize" or kw["method"] != "rtn" else None,
             "perplexity": ppl, "ratio": ppl / dense, "target": target, "compress_s": compress_s,
-            "eval_s": eval_s, "command": data["command"], "checkpoint": str(out), "outlier_features": sum(len(v) for v in
+            "eval_s": eval_s, "command": data["command"], "group_sizes": group_sizes, "checkpoint": str(out), "outlier_features": sum(len(v) for v in
                                                                              meta["outliers"].values()),
         }
         met = _check(target, ppl / dense, data["results"])

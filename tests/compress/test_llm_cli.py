@@ -64,3 +64,14 @@ def test_missing_model(tmp_path, capsys):
     assert main(["quantize-llm", "--method", "rtn", "--model", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "o")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_mse_and_true_sequential_flags(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["quantize-llm", "--method", "rtn", "--format", "int4-asym-g32", "--mse", "--no-true-sequential",
+                 "--model", str(tiny_dir), "--out", str(out), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["mse"] is True
+    assert read_compression(out)["parameters"]["mse"] is True
+    assert main(["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--quantize", "int4-g32", "--mse",
+                 "--model", str(tiny_dir), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert read_compression(tmp_path / "p")["parameters"]["mse"] is True

@@ -259,3 +259,105 @@ def test_torch_perplexity_batched_equals_one_by_one(tokens):
         logits = model(input_ids=torch.from_numpy(tokens[None, :32])).logits[0, :-1]
         nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(tokens[1:32]))
     assert torch_perplexity(model, tokens[:32], 32) == pytest.approx(float(torch.exp(nll)), rel=1e-5)
+
+
+STAGES = {
+    "llama": [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+              ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]],
+    "gpt2": [["attn.c_attn"], ["attn.c_proj"], ["mlp.c_fc"], ["mlp.c_proj"]],
+}
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_true_sequential_stages_see_the_compressed_groups(factory, calib):
+    """sequential=True: one process call per group of Linears sharing an input, in forward order, each group's
+    Hessian collected with the earlier groups already compressed (checked against a direct forward)."""
+    from trimformer.compress.llm.model import capture_layer0_inputs, layerwise
+    from trimformer.compress.obs import HessianAccumulator
+
+    def k_of(m):
+        return m.weight.shape[0] if type(m).__name__ == "Conv1D" else m.weight.shape[1]
+
+    calls, hessians = [], {}
+
+    def process(idx, prefix, layer, coll):
+        calls.append((idx, list(coll)))
+        for rel, c in coll.items():
+            hessians[(idx, rel)] = c.hessian.clone()
+        mods = layer_linears(layer)
+        for rel in coll:  # "compress": the later groups must see this
+            mods[rel].weight.data.mul_(0.5)
+
+    model = factory()
+    ref_model = copy.deepcopy(model)
+    layerwise(model, calib, process, lambda n, m: HessianAccumulator(k_of(m)), progress=False, batch_size=3,
+              sequential=True)
+    stages = STAGES["llama" if factory is tiny_llama else "gpt2"]
+    assert calls == [(i, s) for i in range(2) for s in stages]
+    # layer 0, last group: its input through the layer with every earlier group halved
+    layer = (ref_model.model.layers if factory is tiny_llama else ref_model.transformer.h)[0]
+    mods = layer_linears(layer)
+    for rel in [r for s in stages[:-1] for r in s]:
+        mods[rel].weight.data.mul_(0.5)
+    last = stages[-1][0]
+    acc = HessianAccumulator(k_of(mods[last]))
+    hook = mods[last].register_forward_pre_hook(lambda m, a: acc.add(a[0]))
+    with torch.no_grad():
+        for args, kwargs in capture_layer0_inputs(ref_model, calib):
+            layer(*args, **kwargs)
+    hook.remove()
+    torch.testing.assert_close(hessians[(0, last)], acc.hessian, rtol=1e-4, atol=1e-5)
+    # the non-sequential Hessian of that Linear (uncompressed layer) differs
+    plain = {}
+    layerwise(factory(), calib, lambda i, p, lay, c: plain.update({(i, r): v.hessian.clone() for r, v in c.items()}),
+              lambda n, m: HessianAccumulator(k_of(m)), progress=False)
+    assert not torch.allclose(plain[(0, last)], hessians[(0, last)])
+    torch.testing.assert_close(plain[(0, stages[0][0])], hessians[(0, stages[0][0])])  # first group: same
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_true_sequential_gptq_and_sparsegpt(factory, calib, tokens, tmp_path):
+    base = factory()
+    dense = torch_perplexity(base, tokens, 32)
+    seq = quantize_llm(copy.deepcopy(base), method="gptq", format="int4-g32", act_order=True, mse=True,
+                       calibration=calib, out=tmp_path / "seq", progress=False)
+    flat = quantize_llm(copy.deepcopy(base), method="gptq", format="int4-g32", act_order=True, mse=True,
+                        true_sequential=False, calibration=calib, progress=False)
+    meta = _check_dir(tmp_path / "seq", factory)
+    assert meta["parameters"]["true_sequential"] is True and meta["parameters"]["mse"] is True
+    assert flat.record.extra["true_sequential"] is False
+    w_seq = dict(iter_layer_linears(seq.model))
+    w_flat = dict(iter_layer_linears(flat.model))
+    first = next(iter(w_seq))  # layer 0's first group sees the same inputs either way
+    torch.testing.assert_close(get_linear_weight(w_seq[first]), get_linear_weight(w_flat[first]))
+    assert any(not torch.equal(get_linear_weight(w_seq[n]), get_linear_weight(w_flat[n])) for n in w_seq)
+    assert torch_perplexity(seq.model, tokens, 32) == pytest.approx(dense, rel=0.1)
+    res = prune_llm(copy.deepcopy(base), method="sparsegpt", sparsity="2:4", calibration=calib, progress=False,
+                    out=tmp_path / "sp")
+    assert res.record.extra["true_sequential"] is True
+    _check_dir(tmp_path / "sp", factory, expect_quantized=False)
+
+
+@pytest.mark.parametrize("fmt", ["int4-asym-g32", "int4-g32"])
+def test_gptq_asym_and_mse_checkpoints_run_in_the_runtime(fmt, calib, tmp_path):
+    """Asymmetric (zero-point) INT4 GPTQ with the MSE search: the runtime runs the checkpoint's exact codes."""
+    pytest.importorskip("trimformer._core", reason="native runtime not built")
+    from trimformer.runtime.decoder import compile_decoder
+
+    out = tmp_path / fmt
+    res = quantize_llm(tiny_llama(), method="gptq", format=fmt, act_order=True, mse=True, calibration=calib,
+                       out=out, progress=False)
+    meta = _check_dir(out, tiny_llama)
+    assert {r["format"] for r in meta["linears"].values()} == {fmt.split("-g")[0]}
+    eng = compile_decoder(out, threads=1)
+    assert any(f.startswith(fmt.split("-g")[0]) for f in eng.formats.values())
+    ids = np.random.default_rng(3).integers(0, VOCAB, size=(1, 20))
+    with torch.no_grad():
+        ref = res.model(torch.tensor(ids)).logits.numpy()
+    assert np.abs(eng.logits(ids) - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_rtn_mse_checkpoint(tmp_path):
+    quantize_llm(tiny_llama(), method="rtn", format="int4-asym-g32", mse=True, out=tmp_path / "r", progress=False)
+    meta = _check_dir(tmp_path / "r", tiny_llama)
+    assert meta["parameters"]["mse"] is True

@@ -138,3 +138,56 @@ def test_gptq_ragged_last_group_matches_dequantize():
 
     np.testing.assert_allclose(deq.numpy(), dequantize(codes, scales, offsets, "int4", 16), rtol=1e-6, atol=1e-7)
 
+
+
+@pytest.mark.parametrize("type_name,group", [("int4", 32), ("int4-asym", 32), ("nf4", 16), ("int3", None)])
+def test_rtn_mse_scale_search(type_name, group):
+    """mse=False is exactly kbit.quantize_rtn; the search never raises a group's squared error and lowers it
+    overall (shrunk ranges trade clipping for finer steps)."""
+    from trimformer.compress.obs import rtn_quantize
+
+    g = torch.Generator().manual_seed(8)
+    w = torch.randn(24, 96, generator=g) * torch.linspace(0.5, 2.0, 96)
+    w[3, 7] = 9.0  # an outlier: clipping it pays off for the rest of its group
+    for a, b in zip(rtn_quantize(w, type_name, group), kbit.quantize_rtn(w.numpy(), type_name, group), strict=True):
+        np.testing.assert_array_equal(a, b)
+    codes, scales, offsets = rtn_quantize(w, type_name, group, mse=True)
+    np.testing.assert_array_equal(kbit.quantize_with_params(w.numpy(), scales, offsets, type_name, group), codes)
+    mse_deq = kbit.dequantize(codes, scales, offsets, type_name, group)
+    plain = kbit.dequantize(*kbit.quantize_rtn(w.numpy(), type_name, group), type_name, group)
+    gs = group or w.shape[1]
+    e_mse = ((mse_deq - w.numpy()) ** 2).reshape(24, -1, gs).sum(-1)
+    e_plain = ((plain - w.numpy()) ** 2).reshape(24, -1, gs).sum(-1)
+    assert np.all(e_mse <= e_plain * (1 + 1e-5) + 1e-9)
+    assert e_mse.sum() < 0.95 * e_plain.sum()
+
+
+def test_rtn_mse_ragged_and_zero_groups():
+    from trimformer.compress.obs import rtn_quantize
+
+    w = torch.randn(4, 40, generator=torch.Generator().manual_seed(9))
+    w[1] = 0.0  # all-zero groups keep scale 0 and dequantize exactly
+    codes, scales, offsets = rtn_quantize(w, "int4", 16, mse=True)
+    assert scales.shape == (4, 3) and np.all(scales[1] == 0)
+    deq = kbit.dequantize(codes, scales, offsets, "int4", 16)
+    assert np.all(deq[1] == 0)
+
+
+@pytest.mark.parametrize("type_name", ["int4", "int4-asym"])
+def test_gptq_mse_on_grid_and_better_than_rtn(type_name):
+    w, x, acc = _layer(10)
+    w[5, 9] = 12.0
+    deq, codes, scales, offsets = gptq_quantize(w, acc.hessian, type_name, 32, act_order=True, mse=True)
+    np.testing.assert_array_equal(deq.numpy(), kbit.dequantize(codes, scales, offsets, type_name))
+    np.testing.assert_array_equal(kbit.quantize_with_params(deq.numpy(), scales, offsets, type_name), codes)
+    plain, *_ = gptq_quantize(w, acc.hessian, type_name, 32, act_order=True)
+    assert not torch.equal(plain, deq)  # the search changed some groups' parameters
+    from trimformer.compress.obs import rtn_quantize
+
+    rtn = torch.from_numpy(kbit.dequantize(*rtn_quantize(w, type_name, 32, mse=True), type_name))
+    assert _err(w, deq, x) < _err(w, rtn, x)
+    # joint SparseGPT + quantization takes the search too
+    quant = KbitQuantizer("int4", 32, mse=True)
+    out, keep = sparsegpt_prune(w, acc.hessian, 0.5, quantizer=quant)
+    assert torch.all(out[~keep] == 0)
+    np.testing.assert_array_equal(out.numpy(), kbit.dequantize(quant.codes, quant.scales, quant.offsets, "int4"))

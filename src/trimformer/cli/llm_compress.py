@@ -2,6 +2,8 @@
 checkpoint directory (docs/llm.md).
 
     trimformer quantize-llm --method gptq --format int4-g128 --model smollm2 --out artifacts/llm/int4-gptq
+    trimformer quantize-llm --method gptq --format int4-asym-g128 --act-order --mse --samples 128 \
+        --model smollm2 --out artifacts/llm/int4-asym-gptq
     trimformer quantize-llm --method smoothquant --format w8a8 --alpha 0.5 --model DIR --out OUT
     trimformer prune-llm --method sparsegpt --sparsity 0.5 --quantize int4-g128 --model smollm2 --out OUT
     trimformer prune-llm --method magnitude --sparsity 2:4 --model model.gguf --out OUT
@@ -32,8 +34,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--percdamp", type=float, default=0.01, help="GPTQ/SparseGPT Hessian damping (x mean diag)")
     p.add_argument("--strict-groups", action="store_true",
-                   help="fail when the group size does not divide a Linear's inputs (default: use the next "
-                        "coarser divisor that is a multiple of 32, recorded per Linear)")
+                   help="fail when the group size does not divide a Linear's inputs (default: the nominal group "
+                        "with a shorter last group, e.g. 576 inputs at 128 = 4 x 128 + 64, recorded per Linear)")
+    p.add_argument("--true-sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPTQ/SparseGPT: inside a layer compress q/k/v, then o_proj on the compressed attention's "
+                        "outputs, then gate/up, then down (default; --no-true-sequential: all Hessians from the "
+                        "layer's uncompressed forward)")
+    p.add_argument("--mse", action="store_true",
+                   help="k-bit groups: search each group's range (shrunk min/max) for the lowest squared error "
+                        "instead of plain min/max (RTN, GPTQ, SparseGPT --quantize)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -68,7 +77,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     return {"tokenizer": tokenizer, "n_samples": args.samples, "seqlen": args.seqlen, "seed": args.seed,
-            "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force, "progress": not args.quiet}
+            "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force,
+            "progress": not args.quiet, "true_sequential": args.true_sequential, "mse": args.mse}
 
 
 def _report(args: argparse.Namespace, res: Any) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "HessianAccumulator",
     "KbitQuantizer",
     "gptq_quantize",
+    "rtn_quantize",
     "sparsegpt_prune",
 ]
 
@@ -75,6 +76,7 @@ class KbitQuantizer:
 
     type_name: str
     group_size: int | None = None
+    mse: bool = False  # search each group's range for the lowest squared error (see _Grid)
     scales: np.ndarray | None = field(default=None, init=False, repr=False)
     offsets: np.ndarray | None = field(default=None, init=False, repr=False)
     codes: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -86,31 +88,88 @@ class KbitQuantizer:
         raise TypeError("KbitQuantizer is passed to sparsegpt_prune(quantizer=...), not called directly")
 
 
-class _Grid:
-    """Torch-side nearest-level rounding on a kbit grid (same rule as kbit.quantize_with_params)."""
+MSE_COARSE = tuple(round(1.0 - 0.04 * i, 2) for i in range(1, 21))  # scale search: shrink factors 0.96 .. 0.20,
+MSE_FINE = (-0.03, -0.02, -0.01, 0.01, 0.02, 0.03)  # then steps of 0.01 around each row's best (p <= 1)
+_MSE_ELEMENTS = 1 << 22  # candidates evaluated at once: about this many values
 
-    def __init__(self, type_name: str, device: torch.device):
+
+class _Grid:
+    """Torch-side nearest-level rounding on a kbit grid (same rule as kbit.quantize_with_params).
+
+    mse=True: each group's parameters come from a search over shrunk ranges (symmetric: absmax * p; affine:
+    [min * p, max * p]), keeping per row the p with the lowest squared error of the group's rounded values:
+    p = 1 (the plain min/max rule, so never worse than it), 0.96, 0.92, ..., 0.20, then p* +- 0.01 .. 0.03 around
+    the best p* (a coarse-to-fine version of the GPTQ reference's 1, 0.99, ..., 0.21 grid; ties keep the larger p).
+    """
+
+    def __init__(self, type_name: str, device: torch.device, mse: bool = False):
         self.t = kbit.get_kbit_type(type_name)
         self.levels = torch.tensor(self.t.levels, dtype=torch.float64, device=device)
         self.mids = (self.levels[1:] + self.levels[:-1]) / 2
         self.level_codes = torch.tensor(self.t.level_codes.astype(np.int64), device=device)
         self.lo, self.hi = float(self.t.levels[0]), float(self.t.levels[-1])
+        self.mse = bool(mse)
+
+    def _base(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(lo, hi, absmax) of each row of w [..., g]."""
+        if self.t.affine:
+            lo, hi = w.min(dim=-1).values, w.max(dim=-1).values
+            return lo, hi, hi
+        amax = w.abs().max(dim=-1).values
+        return amax, amax, amax
+
+    def _from_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.t.affine:
+            return ((hi - lo) / self.t.qmax).float().double(), lo.float().double()
+        scale = (hi / self.t.qmax).float().double()
+        return scale, torch.zeros_like(scale)
 
     def params(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """w [n, g] (float64) -> scales [n], offsets [n] rounded to float32 (stored precision)."""
-        if self.t.affine:
-            lo, hi = w.min(dim=1).values, w.max(dim=1).values
-            scale = (hi - lo) / self.t.qmax
-            offset = lo
-        else:
-            scale = w.abs().max(dim=1).values / self.t.qmax
-            offset = torch.zeros_like(scale)
-        return scale.float().double(), offset.float().double()
+        """w [n, g] (float64; or [..., g]) -> scales, offsets [n] rounded to float32 (stored precision)."""
+        lo, hi, _ = self._base(w)
+        scale, offset = self._from_range(lo, hi)
+        if not self.mse:
+            return scale, offset
+        # the search runs in float32 (it only ranks candidates); the chosen parameters are the exact stored ones
+        w32 = w.float()
+        best_err = self._sq_err(w32, scale.float().unsqueeze(-1), offset.float().unsqueeze(-1))
+        best_p = torch.ones_like(lo)
+        chunk = max(1, _MSE_ELEMENTS // max(w.numel(), 1))
+        for stage in (MSE_COARSE, MSE_FINE):
+            base = best_p.clone()
+            for c in range(0, len(stage), chunk):
+                step = torch.tensor(stage[c:c + chunk], dtype=w.dtype, device=w.device).view(-1, *([1] * lo.ndim))
+                p = base + step if stage is MSE_FINE else step.expand(-1, *lo.shape)
+                p = p.clamp(0.01, 1.0)
+                s_c, o_c = self._from_range(lo * p, hi * p)  # [P, ...]
+                err = self._sq_err(w32, s_c.float().unsqueeze(-1), o_c.float().unsqueeze(-1))
+                for j in range(err.shape[0]):  # strict improvement: ties keep the earlier (larger) p
+                    better = err[j] < best_err
+                    best_err = torch.where(better, err[j], best_err)
+                    best_p = torch.where(better, p[j], best_p)
+                    scale = torch.where(better, s_c[j], scale)
+                    offset = torch.where(better, o_c[j], offset)
+        return scale, offset
 
-    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """col [n] -> (codes int64 [n], dequantized values float64 [n])."""
+    def _sq_err(self, w: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Sum over the last axis of (rounded w - w)^2 for parameters broadcast against w [..., g] (ranking only:
+        exact halves may round either way)."""
         safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-        x = torch.where(scale > 0, (col - offset) / safe, torch.zeros_like(col))
+        x = (w - offset) / safe if self.t.affine else w / safe
+        if self.t.uniform:
+            q = x.round_().clamp_(self.lo, self.hi)
+        else:
+            q = self.levels.float()[torch.searchsorted(self.mids.float(), x.contiguous(), right=False)]
+        v = q.mul_(scale)
+        if self.t.affine:
+            v.add_(offset)
+        return v.sub_(w).square_().sum(dim=-1)
+
+    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """col [n] -> (codes int64 [n], dequantized values float64 [n]). pre: ``prepare(scale)`` (reused)."""
+        pos, safe, zeros = pre if pre is not None else self.prepare(scale)
+        x = torch.where(pos, (col - offset) / safe, zeros)
         if self.t.uniform:
             q = torch.clamp(torch.ceil(x - 0.5), self.lo, self.hi)
             codes = (q - self.lo).long()
@@ -120,6 +179,35 @@ class _Grid:
             codes = self.level_codes[idx]
             values = self.levels[idx]
         return codes, values * scale + offset
+
+
+    @staticmethod
+    def prepare(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(scale > 0, the scale with 1 where it is 0, zeros): what ``quantize`` needs of one group's scales."""
+        pos = scale > 0
+        return pos, torch.where(pos, scale, torch.ones_like(scale)), torch.zeros_like(scale)
+
+
+def rtn_quantize(w: torch.Tensor | np.ndarray, type_name: str, group_size: int | None = None,
+                 mse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round-to-nearest grouped quantization in kbit layout (codes, scales, offsets); mse=False is exactly
+    ``kbit.quantize_rtn``; mse=True searches each group's range (see ``_Grid``)."""
+    wn = np.asarray(w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
+    if not mse:
+        return kbit.quantize_rtn(wn, type_name, group_size)
+    if wn.ndim != 2 or not np.all(np.isfinite(wn)):
+        raise ValueError("expected a finite 2-D weight [out, in]")
+    n, k = wn.shape
+    g = kbit.resolve_group_size(k, group_size)
+    grid = _Grid(type_name, torch.device("cpu"), mse=True)
+    wd = torch.from_numpy(wn).double()
+    full = k // g * g
+    s, o = grid.params(wd[:, :full].reshape(n, k // g, g))
+    if full < k:
+        s_last, o_last = grid.params(wd[:, full:])
+        s, o = torch.cat([s, s_last[:, None]], dim=1), torch.cat([o, o_last[:, None]], dim=1)
+    scales, offsets = s.float().numpy(), o.float().numpy()
+    return kbit.quantize_with_params(wn, scales, offsets, type_name, g), scales, offsets
 
 
 def _inverse_hessian_factor(h: torch.Tensor, w: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,6 +275,8 @@ def _obs_sweep(
     orig = perm if perm is not None else torch.arange(k, device=dev)
     pos_of = torch.empty_like(orig)
     pos_of[orig] = torch.arange(k, device=dev)
+    orig_l = orig.tolist()  # Python ints: no tensor indexing per column
+    masked = prune is not None or not bool(keep.all())
     codes = scales = offsets = None
     if grid is not None:
         g = kbit.resolve_group_size(k, group_size)
@@ -194,7 +284,7 @@ def _obs_sweep(
         ng = kbit.num_groups(k, g)  # the last group may be shorter
         scales = torch.zeros(n, ng, dtype=torch.float64, device=dev)
         offsets = torch.zeros(n, ng, dtype=torch.float64, device=dev)
-        have = torch.zeros(ng, dtype=torch.bool)
+        pre: list = [None] * ng  # per group, once its parameters are set: Grid.prepare(scales)
         zero_code = None
         if prune is not None or not bool(keep.all()):
             if grid.t.affine:
@@ -211,6 +301,7 @@ def _obs_sweep(
         err1 = torch.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
         d1 = torch.diag(h1)
+        d1_l = d1.tolist()
         if pattern in ("unstructured", "block"):
             sal = w1.pow(2) / d1.pow(2).unsqueeze(0)
             keep1 &= _select(sal, sparsity, pattern)
@@ -221,11 +312,11 @@ def _obs_sweep(
                 drop = torch.topk(sal, nm[1] - nm[0], dim=1, largest=False).indices
                 keep1[:, i:i + nm[1]].scatter_(1, drop, False)
             wc = w1[:, i]
-            d = h1[i, i]
-            q = torch.where(keep1[:, i], wc, torch.zeros_like(wc))
+            d = d1_l[i]
+            q = torch.where(keep1[:, i], wc, torch.zeros_like(wc)) if masked else wc
             if grid is not None:
-                gi = int(orig[col]) // g
-                if not have[gi]:
+                gi = orig_l[col] // g
+                if pre[gi] is None:
                     # the group's current weights: this block's from w1, later blocks' plus pending updates
                     members = pos_of[gi * g:(gi + 1) * g]
                     cur = torch.empty(n, members.numel(), dtype=w.dtype, device=dev)
@@ -237,12 +328,12 @@ def _obs_sweep(
                         cur[:, out] = w[:, later] - err1[:, :i] @ hinv[i1:col, later]
                     cur = cur * keep[:, members].to(cur.dtype)  # pruned so far (later: still True)
                     scales[:, gi], offsets[:, gi] = grid.params(cur)
-                    have[gi] = True
-                c, qv = grid.quantize(q, scales[:, gi], offsets[:, gi])
+                    pre[gi] = (offsets[:, gi].clone(), grid.prepare(scales[:, gi].clone()))
+                c, qv = grid.quantize(q, scales[:, gi], pre[gi][0], pre[gi][1])
                 if zero_code is not None:
                     c = torch.where(keep1[:, i], c, torch.full_like(c, zero_code))
                     qv = torch.where(keep1[:, i], qv, torch.zeros_like(qv))
-                codes[:, orig[col]] = c
+                codes[:, orig_l[col]] = c
                 q = qv
             e = (wc - q) / d
             w1[:, i:] -= e.unsqueeze(1) * h1[i, i:].unsqueeze(0)
@@ -313,7 +404,7 @@ def sparsegpt_prune(
         raise TypeError("quantizer must be a trimformer.compress.obs.KbitQuantizer")
     wd = w.detach().to(torch.float64).clone()
     hinv, wd = _inverse_hessian_factor(h, wd, percdamp)
-    grid = _Grid(quantizer.type_name, wd.device) if quantizer is not None else None
+    grid = _Grid(quantizer.type_name, wd.device, quantizer.mse) if quantizer is not None else None
     out, keep, codes, scales, offsets = _obs_sweep(
         wd, hinv, block_size, prune=(pattern, float(sparsity)), grid=grid,
         group_size=quantizer.group_size if quantizer is not None else None)
@@ -336,6 +427,7 @@ def gptq_quantize(
     percdamp: float = 0.01,
     act_order: bool = False,
     mask: torch.Tensor | None = None,
+    mse: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """GPTQ: quantize ``w [out, in]`` to the kbit grid ``type_name`` with OBS error compensation.
 
@@ -343,7 +435,8 @@ def gptq_quantize(
     from its current, error-updated weights when its first column is processed. act_order: process columns by
     decreasing Hessian diagonal (groups stay contiguous in the original column order; returned codes, scales,
     offsets are in the original order). mask: bool keep-mask; masked weights stay exactly zero (joint
-    sparse + quantized; needs a type with an exact zero). Returns (dequantized float32 weight, codes, scales,
+    sparse + quantized; needs a type with an exact zero). mse: choose each group's scale/offset by a search over
+    shrunk ranges for the lowest squared error of its current weights (``_Grid``). Returns (dequantized float32 weight, codes, scales,
     offsets) with the weight equal to ``kbit.dequantize(codes, scales, offsets, type_name)`` (times mask).
     """
     _check(w, h)
@@ -364,7 +457,7 @@ def gptq_quantize(
         wd, hd = wd[:, perm], hd[perm][:, perm]
         mask = mask[:, perm] if mask is not None else None
     hinv, wd = _inverse_hessian_factor(hd, wd, percdamp)
-    _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device),
+    _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device, mse),
                                               group_size=g, keep=mask, perm=perm)
     deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, type_name, g)).to(w.device)
     if mask is not None:

@@ -15,7 +15,7 @@ import torch
 
 from ...formats import kbit
 from ...formats.sparsity import magnitude_mask
-from ..obs import HessianAccumulator, KbitQuantizer, gptq_quantize, sparsegpt_prune
+from ..obs import HessianAccumulator, KbitQuantizer, gptq_quantize, rtn_quantize, sparsegpt_prune
 from .checkpoint import CompressionRecord, LinearRecord, install_activation_quant, write_checkpoint
 from .model import (
     decoder_layers,
@@ -147,8 +147,9 @@ def layer_group_size(in_features: int, group_size: int | None) -> int | None:
     return group_size
 
 
-def _rtn_record(w: torch.Tensor, spec: WeightSpec, group: int | None) -> tuple[torch.Tensor, LinearRecord]:
-    codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, group)
+def _rtn_record(w: torch.Tensor, spec: WeightSpec, group: int | None,
+                mse: bool = False) -> tuple[torch.Tensor, LinearRecord]:
+    codes, scales, offsets = rtn_quantize(w, spec.type_name, group, mse=mse)
     deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name, group))
     return deq, LinearRecord(spec.type_name, group, None, None, codes, scales, offsets)
 
@@ -258,6 +259,8 @@ def quantize_llm(
     seqlen: int = DEFAULT_SEQLEN,
     seed: int = 0,
     act_order: bool = False,
+    true_sequential: bool = True,
+    mse: bool = False,
     percdamp: float = 0.01,
     alpha: float = 0.5,
     threshold: float = 6.0,
@@ -273,6 +276,12 @@ def quantize_llm(
     weights with per-token INT8 activations). format: see ``parse_format`` (default int4-g128; w8a8 for smoothquant
     and llm-int8); ``group_size`` overrides the format's group. A group size that does not divide a Linear's
     inputs gets a shorter last group (``layer_group_size``; recorded per Linear) unless ``strict_groups`` refuses. Writes the checkpoint directory to ``out`` when given.
+
+    GPTQ options: ``act_order`` (columns by decreasing Hessian diagonal; groups stay contiguous, so no runtime
+    cost), ``true_sequential`` (default: inside a layer, quantize q/k/v, then collect o_proj's inputs through
+    the quantized attention, then gate/up, then down, as the GPTQ reference; False: every Linear's Hessian from
+    the layer's unquantized forward), ``mse`` (RTN and GPTQ: each group's scale/offset from a search over
+    shrunk ranges for the lowest squared error instead of min/max), ``percdamp`` (Hessian damping).
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
@@ -303,7 +312,7 @@ def quantize_llm(
     if method == "rtn":
         with torch.no_grad():
             for name, mod in iter_layer_linears(model):
-                deq, rec = _rtn_record(get_linear_weight(mod), spec, plan[name])
+                deq, rec = _rtn_record(get_linear_weight(mod), spec, plan[name], mse)
                 set_linear_weight(mod, deq)
                 linears[name] = rec
         if spec.w8a8:
@@ -318,12 +327,14 @@ def quantize_llm(
                 _smooth_layer(layer, coll, alpha, config)
             names = []
             for rel, mod in lins.items():
+                if rel not in coll:  # true-sequential: another group of this layer
+                    continue
                 full = f"{prefix}.{rel}"
                 w = get_linear_weight(mod)
                 if method == "gptq":
                     deq, codes, scales, offsets = gptq_quantize(w, coll[rel].hessian, spec.type_name,
                                                                 plan[full], percdamp=percdamp,
-                                                                act_order=act_order)
+                                                                act_order=act_order, mse=mse)
                     rec = LinearRecord(spec.type_name, plan[full], None, None, codes, scales, offsets)
                 elif method == "llm-int8":
                     cols = torch.nonzero(coll[rel].value > threshold).flatten().tolist()
@@ -334,7 +345,7 @@ def quantize_llm(
                     if cols:
                         outliers[full] = [int(c) for c in cols]
                 else:  # smoothquant: per-channel RTN of the smoothed weights
-                    deq, rec = _rtn_record(w, spec, plan[full])
+                    deq, rec = _rtn_record(w, spec, plan[full], mse)
                 set_linear_weight(mod, deq)
                 linears[full] = rec
                 names.append(full)
@@ -344,13 +355,19 @@ def quantize_llm(
         def collect(name: str, mod: torch.nn.Module):
             return HessianAccumulator(in_features(mod)) if method == "gptq" else _AbsMax(in_features(mod))
 
-        layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {spec.label}")
+        # SmoothQuant migrates scales across a whole layer and LLM.int8() keeps outliers from its statistics:
+        # both calibrate on the layer as a whole
+        sequential = true_sequential and method == "gptq"
+        layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {spec.label}",
+                  sequential=sequential)
         if method == "gptq":
-            extra.update(act_order=act_order, percdamp=percdamp)
+            extra.update(act_order=act_order, percdamp=percdamp, true_sequential=sequential)
         if method == "smoothquant":
             extra["alpha"] = alpha
         if method == "llm-int8":
             extra["threshold"] = threshold
+    if mse:
+        extra["mse"] = True
     record = CompressionRecord(method, loaded.source, calib_info, linears,
                                activations="w8a8-per-token" if spec.w8a8 else None, outliers=outliers,
                                extra=extra)
@@ -371,6 +388,8 @@ def prune_llm(
     seqlen: int = DEFAULT_SEQLEN,
     seed: int = 0,
     percdamp: float = 0.01,
+    true_sequential: bool = True,
+    mse: bool = False,
     strict_groups: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -378,7 +397,10 @@ def prune_llm(
     """Prune every Linear of the decoder layers to ``sparsity`` (0.5, or "2:4" / "4:8"; ``pattern="block"``
     for 4x4 tiles). method: "sparsegpt" (layer-wise OBS, calibrated) or "magnitude" (per-matrix smallest |w|).
     quantize: optionally a symmetric k-bit format (e.g. "int4-g128") applied jointly (SparseGPT: in the same
-    pass; magnitude: RTN after pruning, zeros kept)."""
+    pass; magnitude: RTN after pruning, zeros kept). true_sequential (SparseGPT, default): inside a layer, prune
+    q/k/v, then collect o_proj's inputs through the pruned attention, then gate/up, then down; False: every
+    Hessian from the layer's unpruned forward. mse: with ``quantize``, search each group's range for the lowest
+    squared error."""
     if method not in PRUNE_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(PRUNE_METHODS)}")
     frac, pat = parse_sparsity(sparsity, pattern)
@@ -404,7 +426,7 @@ def prune_llm(
         rec = LinearRecord(None, None, float(1.0 - keep.float().mean()), pat)
         if spec is not None:
             if quant is None:  # magnitude + RTN: zeros map to the exact zero level
-                codes, scales, offsets = kbit.quantize_rtn(w.numpy(), spec.type_name, plan[full])
+                codes, scales, offsets = rtn_quantize(w, spec.type_name, plan[full], mse=mse)
             else:
                 codes, scales, offsets = quant.codes, quant.scales, quant.offsets
             w = torch.from_numpy(kbit.dequantize(codes, scales, offsets, spec.type_name, plan[full]))
@@ -428,8 +450,10 @@ def prune_llm(
 
         def process(idx: int, prefix: str, layer: torch.nn.Module, coll: dict[str, Any]) -> None:
             for rel, mod in layer_linears(layer).items():
+                if rel not in coll:  # true-sequential: another group of this layer
+                    continue
                 full = f"{prefix}.{rel}"
-                quant = KbitQuantizer(spec.type_name, plan[full]) if spec is not None else None
+                quant = KbitQuantizer(spec.type_name, plan[full], mse) if spec is not None else None
                 w, keep = sparsegpt_prune(get_linear_weight(mod), coll[rel].hessian, frac, pat,
                                           percdamp=percdamp, quantizer=quant)
                 finish_linear(full, mod, w, keep, quant)
@@ -438,13 +462,16 @@ def prune_llm(
             return HessianAccumulator(in_features(mod))
 
         label = pat if pat != "unstructured" else f"{frac:g}"
-        layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {label}")
+        layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {label}",
+                  sequential=true_sequential)
     extra: dict[str, Any] = {"sparsity": frac, "pattern": pat, "quantize": spec.label if spec else None,
                              "achieved_sparsity": achieved_total[0] / max(achieved_total[1], 1)}
     if spec is not None:
         extra["group_sizes"] = _group_summary(plan)
     if method == "sparsegpt":
-        extra["percdamp"] = percdamp
+        extra.update(percdamp=percdamp, true_sequential=bool(true_sequential))
+    if mse and spec is not None:
+        extra["mse"] = True
     record = CompressionRecord(method, loaded.source, calib_info, linears, extra=extra)
     if math.isnan(extra["achieved_sparsity"]):  # pragma: no cover - defensive
         raise AssertionError("no Linear was pruned")

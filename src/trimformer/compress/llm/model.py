@@ -210,6 +210,24 @@ def _batch_inputs(captured: list[tuple[tuple, dict]], batch_size: int) -> tuple[
     return hidden, rest
 
 
+def _run(layer: torch.nn.Module, x: torch.Tensor, rest: tuple[tuple, dict]) -> Any:
+    return layer(x, *rest[0], **rest[1])
+
+
+def _groups_by_input(linears: dict[str, torch.nn.Module], seen: dict[str, torch.Tensor], order: list[str],
+                     idx: int) -> list[list[str]]:
+    """Linears reading the same tensor, grouped, in the order their group was first called."""
+    by_tensor: dict[tuple, list[str]] = {}
+    for name in linears:
+        if name not in seen:
+            raise RuntimeError(f"Linear {name} of layer {idx} was not called in the forward pass")
+    for name in order:
+        if name in linears and not any(name in g for g in by_tensor.values()):
+            t = seen[name]
+            by_tensor.setdefault((t.data_ptr(), tuple(t.shape), t.stride()), []).append(name)
+    return list(by_tensor.values())
+
+
 @torch.no_grad()
 def layerwise(
     model: Any,
@@ -219,14 +237,20 @@ def layerwise(
     progress: bool = True,
     desc: str = "layers",
     batch_size: int = 8,
+    sequential: bool = False,
 ) -> None:
     """Sequential layer-by-layer calibration with memory ~ one layer's activations for all samples.
 
     For each decoder layer: run the (current) inputs through it with forward-pre-hooks feeding every Linear's
     input to a collector from ``collect(name, module)`` (Linears reading the same tensor share one collector),
-    call ``process(index, prefix, layer, {name: collector})`` which compresses the layer in place, then
-    recompute the layer outputs with the compressed weights as the next layer's inputs. Samples of equal
-    length run ``batch_size`` at a time (several times faster on CPU than one by one).
+    call ``process(index, prefix, layer, {name: collector})`` which compresses those Linears in place, then
+    recompute the layer outputs with the compressed weights as the next layer's inputs (not after the last
+    layer). Samples of equal length run ``batch_size`` at a time (several times faster on CPU than one by one).
+
+    sequential=True ("true-sequential", as in the GPTQ reference): the Linears are compressed in groups of those
+    sharing one input tensor, in forward order (Llama: q/k/v, then o, then gate/up, then down); each group's
+    inputs are collected with the groups before it already compressed, and ``process`` is called once per group
+    with only that group's collectors. Each collection forward stops at the group's first Linear.
     """
     from tqdm.auto import tqdm
 
@@ -236,34 +260,59 @@ def layerwise(
         layer = layers[idx]
         linears = layer_linears(layer)
         seen: dict[str, torch.Tensor] = {}
-        hooks = [mod.register_forward_pre_hook(lambda m, a, n=name, seen=seen: seen.__setitem__(n, a[0]))
-                 for name, mod in linears.items()]
-        owners: dict[str, str] = {}  # linear -> the linear whose input (same tensor) it shares
-        collectors: dict[str, Any] = {}
+        order: list[str] = []
+
+        def record(m, a, n, seen=seen, order=order):
+            seen[n] = a[0]
+            order.append(n)
+
+        hooks = [mod.register_forward_pre_hook(lambda m, a, n=name: record(m, a, n)) for name, mod in linears.items()]
         try:
-            for i, x in enumerate(hidden):
-                seen.clear()
-                layer(x, *rest[i][0], **rest[i][1])
-                if i == 0:
-                    by_tensor: dict[tuple, str] = {}
-                    for name in linears:
-                        if name not in seen:
-                            raise RuntimeError(f"Linear {name} of layer {idx} was not called in the forward pass")
-                        t = seen[name]
-                        key = (t.data_ptr(), tuple(t.shape), t.stride())
-                        owners[name] = by_tensor.setdefault(key, name)
-                    for name in set(owners.values()):
-                        collectors[name] = collect(name, linears[name])
-                for owner, coll in collectors.items():
-                    coll.add(seen[owner])
+            # batch 0 with every Linear hooked: finds the groups of Linears sharing an input (and their order)
+            _run(layer, hidden[0], rest[0])
         finally:
             for h in hooks:
                 h.remove()
-            seen.clear()
-        process(idx, f"{prefix}.{idx}", layer, {name: collectors[owners[name]] for name in linears})
-        collectors.clear()
-        for i, x in enumerate(hidden):
-            hidden[i] = _layer_output(layer(x, *rest[i][0], **rest[i][1]))
+        groups = _groups_by_input(linears, seen, order, idx)
+        stages = groups if sequential else [[n for g in groups for n in g]]
+        for si, stage in enumerate(stages):
+            owners = {name: g[0] for g in groups for name in g if name in stage}
+            collectors = {o: collect(o, linears[o]) for o in dict.fromkeys(owners.values())}
+            if si == 0:  # batch 0's inputs from the discovery pass (nothing compressed yet in this layer)
+                for o, coll in collectors.items():
+                    coll.add(seen[o])
+                seen.clear()
+            for i in range(0 if si else 1, len(hidden)):
+                _collect_batch(layer, hidden[i], rest[i], {o: linears[o] for o in collectors}, collectors)
+            process(idx, f"{prefix}.{idx}", layer, {name: collectors[owners[name]] for name in stage})
+            collectors.clear()
+        if idx + 1 < len(layers):  # the next layer's inputs, through the compressed layer
+            for i, x in enumerate(hidden):
+                hidden[i] = _layer_output(_run(layer, x, rest[i]))
+
+
+def _collect_batch(layer: torch.nn.Module, x: torch.Tensor, rest: tuple[tuple, dict],
+                   owners: dict[str, torch.nn.Module], collectors: dict[str, Any]) -> None:
+    """One forward of ``layer`` feeding the inputs of ``owners`` to their collectors; stops (by exception) once
+    every owner has been seen, so later parts of the layer are not computed."""
+    pending = set(owners)
+
+    def hook(m, a, n):
+        collectors[n].add(a[0])
+        pending.discard(n)
+        if not pending:
+            raise _Captured
+
+    hooks = [mod.register_forward_pre_hook(lambda m, a, n=name: hook(m, a, n)) for name, mod in owners.items()]
+    try:
+        _run(layer, x, rest)
+    except _Captured:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    if pending:
+        raise RuntimeError(f"Linears {sorted(pending)} were not called in the forward pass")
 
 
 def iter_layer_linears(model: Any) -> Iterator[tuple[str, torch.nn.Module]]:
