@@ -38,6 +38,26 @@ constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a tim
 // after attention (5 barriers per layer), which is what a small model's step time is made of.
 constexpr int64_t kPrivateRows = 8;
 
+// Prefill of a Linear stored compressed (k-bit, bitmask): this thread's output rows in chunks of about
+// kKbitChunkRows; pack(c0, rows) writes rows c0 .. c0 + rows - 1 as FP32 GEMM panels into pk, then the FP32 GEMM
+// runs all m tokens against them (the unpacking is amortised over the tokens).
+template <class Pack>
+void f32_chunks(const KernelTable* kt, const DecLinear& L, const float* in, int64_t m, float* out,
+                const Epilogue& epi, int tid, int nt, const float* pk, Pack&& pack) {
+  const int64_t nr = kt->f32_nr;
+  const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
+  int64_t n0, n1;
+  split_range(L.n, chunk, nt, tid, &n0, &n1);
+  for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
+    const int64_t rows = std::min(chunk, n1 - c0);
+    pack(c0, rows);
+    Epilogue ec = epi;
+    if (ec.bias) ec.bias += c0;
+    if (ec.residual) ec.residual += c0;
+    kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
+  }
+}
+
 // rows of a bitmask-int8 prefill chunk: about kKbitChunkRows, a multiple of the INT8 panel width
 inline int64_t s8_chunk_rows(const KernelTable* kt) {
   return std::max(kt->s8_nr, kKbitChunkRows / kt->s8_nr * kt->s8_nr);
@@ -489,22 +509,13 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       } else {
         // prefill: dequantize a chunk of weight rows, pack it as a small FP32 panel matrix, run the FP32 GEMM
         // over all m tokens; the dequantization is amortised over the tokens
-        const int64_t nr = kt->f32_nr;
-        const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
-        int64_t n0, n1;
-        split_range(L.n, chunk, nt, tid, &n0, &n1);
         char* scratch = scratch_[tid].as<char>();
         float* deq = reinterpret_cast<float*>(scratch);
         float* pk = reinterpret_cast<float*>(scratch + ((kKbitChunkRows * L.k * 4 + 63) / 64 * 64));
-        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-          const int64_t rows = std::min(chunk, n1 - c0);
+        f32_chunks(kt, L, in, m, out, epi, tid, nt, pk, [&](int64_t c0, int64_t rows) {
           dk_->kbit_dequant(w, c0, c0 + rows, deq);
           kt->pack_f32_nk(deq, L.k, rows, L.k, pk);
-          Epilogue ec = epi;
-          if (ec.bias) ec.bias += c0;
-          if (ec.residual) ec.residual += c0;
-          kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
-        }
+        });
       }
       break;
     }
@@ -519,19 +530,10 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
           if (epi_needed) kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
         }
       } else {  // prefill: a chunk of rows scattered straight into FP32 panels, FP32 GEMM over all m tokens
-        const int64_t nr = kt->f32_nr;
-        const int64_t chunk = std::max(nr, kKbitChunkRows / nr * nr);
-        int64_t n0, n1;
-        split_range(L.n, chunk, nt, tid, &n0, &n1);
         float* pk = scratch_[tid].as<float>();
-        for (int64_t c0 = n0; c0 < n1; c0 += chunk) {
-          const int64_t rows = std::min(chunk, n1 - c0);
+        f32_chunks(kt, L, in, m, out, epi, tid, nt, pk, [&](int64_t c0, int64_t rows) {
           kt->pack_f32_bitmask(w.mask + c0 * w.words, w.words, w.values + w.rowptr[c0], rows, L.k, pk);
-          Epilogue ec = epi;
-          if (ec.bias) ec.bias += c0;
-          if (ec.residual) ec.residual += c0;
-          kt->gemm_f32(in, L.k, pk, rows, L.k, out + c0, L.n, 0, m, 0, rows, ec);
-        }
+        });
       }
       break;
     }

@@ -153,6 +153,20 @@ def _as_torch_batch(batch: Mapping[str, Any], device: Any) -> dict[str, Any]:
             for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
+def calibrate_with_hooks(model: Any, calibration: Iterable[Mapping[str, Any]], hooks: list) -> None:
+    """Run `calibration` batches through `model` (no grad) for the forward hooks in `hooks`, then remove them."""
+    import torch
+
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in calibration:
+                model(**_as_torch_batch(batch, device))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 class _StopForward(Exception):
     pass
 
@@ -440,20 +454,13 @@ def prune_ffn_neurons(model: Any, keep: float | int, calibration: Iterable[Mappi
             pairs.append((b.ffn.lin1, b.ffn.lin2))
     act_mean = [torch.zeros(n_inter) for _ in pairs]
     if calibration is not None:
-        device = next(model.parameters()).device
         hooks = []
         for i, (_, w2) in enumerate(pairs):
             def hook(mod, inputs, _i=i):
                 x = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).float()
                 act_mean[_i] += x.mean(0).cpu()
             hooks.append(w2.register_forward_pre_hook(hook))
-        try:
-            with torch.no_grad():
-                for b in calibration:
-                    model(**_as_torch_batch(b, device))
-        finally:
-            for h in hooks:
-                h.remove()
+        calibrate_with_hooks(model, calibration, hooks)
     kept = []
     with torch.no_grad():
         for i, (w1, w2) in enumerate(pairs):
@@ -565,7 +572,6 @@ def prune_heads(model: Any, keep: float | int, calibration: Iterable[Mapping[str
         raise ValueError(f"keep must leave between 1 and {n_cur_heads} heads per layer, got {keep}")
     scores = [torch.zeros(n_cur_heads) for _ in blocks]
     if calibration is not None:
-        device = next(model.parameters()).device
         hooks = []
         for i, b in enumerate(blocks):
             o = _attention_parts(b)[4]
@@ -576,13 +582,7 @@ def prune_heads(model: Any, keep: float | int, calibration: Iterable[Mapping[str
                 contrib = torch.einsum("thd,ohd->tho", ctx, w)  # each head's share of the output
                 scores[_i] += contrib.norm(dim=-1).mean(0).cpu()
             hooks.append(o.register_forward_pre_hook(hook))
-        try:
-            with torch.no_grad():
-                for batch in calibration:
-                    model(**_as_torch_batch(batch, device))
-        finally:
-            for h in hooks:
-                h.remove()
+        calibrate_with_hooks(model, calibration, hooks)
     else:
         for i, b in enumerate(blocks):
             _, _, _, v, o = _attention_parts(b)

@@ -116,7 +116,7 @@ def smooth_attention_output(model: Any, calibration: Iterable[Mapping[str, Any]]
     per-channel fold into LayerNorm gamma/beta would change the model: see `smooth_layernorm_inputs`."""
     import torch
 
-    from .pruning import _as_torch_batch, _encoder_blocks
+    from .pruning import _encoder_blocks, calibrate_with_hooks
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"SmoothQuant alpha must be in [0, 1], got {alpha}")
@@ -132,14 +132,7 @@ def smooth_attention_output(model: Any, calibration: Iterable[Mapping[str, Any]]
             m = inputs[0].detach().abs().reshape(-1, inputs[0].shape[-1]).amax(0)
             amax[_i] = m if amax[_i] is None else torch.maximum(amax[_i], m)
         hooks.append(out.register_forward_pre_hook(hook))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                model(**_as_torch_batch(batch, device))
-    finally:
-        for h in hooks:
-            h.remove()
+    calibrate_with_hooks(model, calibration, hooks)
     if amax[0] is None:
         raise ValueError("SmoothQuant needs calibration batches")
     scales = {}
