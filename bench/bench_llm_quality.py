@@ -20,6 +20,7 @@ import datetime as dt
 import gc
 import json
 import platform
+import re
 import shlex
 import sys
 import time
@@ -193,6 +194,14 @@ def _tiny_model():
     return LlamaForCausalLM(cfg).eval()
 
 
+def same_model(a: str | None, b: str) -> bool:
+    """Whether two model descriptions name the same model: the asset's install directory (a venv's site-packages)
+    differs between environments and does not make it another model."""
+    def strip(desc: str | None) -> str:
+        return re.sub(r"/\S*/", "", desc or "")
+    return a is not None and strip(a) == strip(b)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2", help="smollm2 (the GGUF asset), a .gguf file or an HF dir")
@@ -253,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     slice_desc = (f"last 400 Wikipedia articles by sorted title, first {args.tokens} tokens, {args.window}-token "
                   "windows" if not args.tiny else f"{args.tokens} random tokens")
-    same_setup = (previous.get("model") == model_desc and previous.get("tokens") == int(tokens.size)
+    same_setup = (same_model(previous.get("model"), model_desc) and previous.get("tokens") == int(tokens.size)
                   and previous.get("window") == args.window)
     if same_setup and "dense_perplexity" in previous:
         dense = previous["dense_perplexity"]
@@ -274,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for extra_json in args.merge:
         other = json.loads(Path(extra_json).read_text())
-        if other.get("model") != model_desc or other.get("tokens") != int(tokens.size):
+        if not same_model(other.get("model"), model_desc) or other.get("tokens") != int(tokens.size):
             raise SystemExit(f"{extra_json}: different model or slice, not merged")
         for name, r in other.get("results", {}).items():
             data["results"].setdefault(name, r)
