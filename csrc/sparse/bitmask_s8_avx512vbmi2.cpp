@@ -16,7 +16,7 @@ namespace {
 // NR output rows at once (independent expand-load chains: each row's next address waits on a popcount), MT token
 // rows sharing every expanded weight vector
 // no SLP vectorization: GCC otherwise packs the NR value pointers into one vector register and moves every
-// popcount through inserts / extracts, a long dependency chain per 64 inputs (3x slower decode, measured)
+// popcount through inserts / extracts (seen in the disassembly), a long dependency chain per 64 inputs
 template <int NR, int MT>
 __attribute__((optimize("no-tree-slp-vectorize"))) inline void gemv_block(const uint8_t* q, int64_t ldq, const BitmaskWeight& w, const float* rs, const float* zp,
                        float* y, int64_t ldy, int64_t n) {
@@ -39,11 +39,8 @@ __attribute__((optimize("no-tree-slp-vectorize"))) inline void gemv_block(const 
 #pragma GCC unroll 4
     for (int i = 0; i < NR; ++i) {
       const uint64_t bits = mk[i][c];
-      // a plain load, then the register form of the expand: the memory form (an expand-load) is ~1.6x slower
-      // when the values stream from DRAM (measured); the bytes read past a row's values are in the buffer's padding
-      __m512i raw = _mm512_loadu_si512(v[i]);
-      __asm__("" : "+v"(raw));  // keeps GCC from folding the load back into the expand
-      const __m512i wv = _mm512_maskz_expand_epi8(bits, raw);
+      // the expand-load form: a plain load + register expand is no faster (bench/micro/expand_load.cpp)
+      const __m512i wv = _mm512_maskz_expandloadu_epi8(bits, v[i]);
       v[i] += __builtin_popcountll(bits);
 #pragma GCC unroll 8
       for (int r = 0; r < MT; ++r) acc[i][r] = _mm512_dpbusd_epi32(acc[i][r], xv[r], wv);

@@ -20,6 +20,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "avx512_lanes.h"
 
 namespace tf {
 namespace avx512 {
@@ -52,38 +53,6 @@ struct AccBuffer {
   }
 };
 thread_local AccBuffer tl_acc;
-
-// r[i][j] <- r[j][i] for a 16x16 matrix of 32-bit lanes
-inline void transpose16(__m512* rf) {
-  __m512i* r = reinterpret_cast<__m512i*>(rf);
-  __m512i t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
-  }
-}
-
-inline __mmask16 first(int64_t count) {
-  return count >= 16 ? 0xFFFF : (count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1));
-}
 
 // acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V token vectors). Even and odd
 // entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
