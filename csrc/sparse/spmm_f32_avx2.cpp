@@ -27,21 +27,7 @@ constexpr int64_t kNmChunk = 48;  // N:M inputs per chunk (a multiple of 8)
 constexpr int64_t kCsrChunk = 1024;
 constexpr int64_t kRowGroup = 16;
 
-struct AccBuffer {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~AccBuffer() { std::free(p); }
-  float* get(size_t count) {
-    if (count > cap) {
-      std::free(p);
-      cap = (count + 15) / 16 * 16;
-      p = static_cast<float*>(std::aligned_alloc(64, cap * 4));
-      if (!p) throw std::bad_alloc();
-    }
-    return p;
-  }
-};
-thread_local AccBuffer tl_acc;
+#include "acc_buffer.inc"  // AccBuffer, tl_acc
 
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,

@@ -37,22 +37,7 @@ constexpr int64_t kTile = 128;  // floats per At row within a tile
 constexpr int64_t kNmChunk = 48;
 constexpr int64_t kCsrChunk = 1024;
 
-// grow-only, 64-byte aligned per-thread accumulator storage
-struct AccBuffer {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~AccBuffer() { std::free(p); }
-  float* get(size_t count) {
-    if (count > cap) {
-      std::free(p);
-      cap = (count + 15) / 16 * 16;
-      p = static_cast<float*>(std::aligned_alloc(64, cap * 4));
-      if (!p) throw std::bad_alloc();
-    }
-    return p;
-  }
-};
-thread_local AccBuffer tl_acc;
+#include "acc_buffer.inc"  // AccBuffer, tl_acc
 
 // acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V token vectors). Even and odd
 // entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
