@@ -1,4 +1,6 @@
 // FP32 GEMM for AVX2+FMA: B packed in panels of 16 columns, micro-tile 6 rows x 16 columns (12 ymm accumulators).
+// Every loop over the tile's rows is unrolled: a single loop indexing the accumulator arrays by a variable made GCC
+// keep them in memory, and the k loop then stored 12 ymm per step (half the FMA rate on Zen 1).
 #define TF_ISA_NS avx2
 #include <immintrin.h>
 
@@ -38,6 +40,7 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float*
     }
   } else {
     alignas(32) float tmp[NR];
+#pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       _mm256_store_ps(tmp, c0[i]);
       _mm256_store_ps(tmp + 8, c1[i]);
