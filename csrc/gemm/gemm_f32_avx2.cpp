@@ -16,12 +16,36 @@ const int64_t kF32Nr = 16;
 namespace {
 constexpr int64_t NR = 16;
 constexpr int MR = 6;
+#ifndef TF_F32_AVX2_KC
+#define TF_F32_AVX2_KC 256
+#endif
+#ifndef TF_F32_AVX2_MC
+#define TF_F32_AVX2_MC 192
+#endif
+constexpr int64_t KC = TF_F32_AVX2_KC, MC = TF_F32_AVX2_MC;
 
 template <int R>
-inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols) {
+inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols,
+                  bool accumulate) {
   __m256 c0[R], c1[R];
+  if (!accumulate) {
 #pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+  } else if (cols == NR) {
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      c0[i] = _mm256_loadu_ps(c + i * ldc);
+      c1[i] = _mm256_loadu_ps(c + i * ldc + 8);
+    }
+  } else {
+    alignas(32) float tmp[NR] = {};
+#pragma GCC unroll 6
+    for (int i = 0; i < R; ++i) {
+      std::memcpy(tmp, c + i * ldc, cols * 4);
+      c0[i] = _mm256_load_ps(tmp);
+      c1[i] = _mm256_load_ps(tmp + 8);
+    }
+  }
   for (int64_t kk = 0; kk < k; ++kk) {
     const __m256 b0 = _mm256_load_ps(b + kk * NR);
     const __m256 b1 = _mm256_load_ps(b + kk * NR + 8);
@@ -49,7 +73,7 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float*
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);
 const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
 }  // namespace
 
