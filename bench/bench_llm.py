@@ -416,7 +416,7 @@ def markdown(doc: dict) -> str:
         lines.append("")
     lines += ["Formats: trimformer `gguf` runs the shipped Q4_1 blocks exactly (int4-asym, group 32, and the Q8_0 "
               "embedding/lm_head) with float32 activations; `+a8` quantizes the activations of the 4-bit Linears "
-              "per token to int8 and uses VNNI integer dot products (W4A8, as llama.cpp's Q4_1 x Q8_1 dots do; its "
+              "per token to int8 and uses integer dot products (VNNI `vpdpbusd`; AVX2 `vpmaddubsw`) (W4A8, as llama.cpp's Q4_1 x Q8_1 dots do; its "
               "perplexity is in llm_ppl_runtime.md); `int4-g128` is symmetric INT4 re-quantized (RTN) from the "
               "dequantized fp32 weights (576-input Linears: 4 groups of 128 + one of 64); `w8a8` is INT8 "
               "per-channel weights with per-token u8 activations (VNNI); `int8-wo` INT8 weight-only. llama.cpp "

@@ -495,7 +495,9 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
           kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);
       } else if (m <= kKbitGemvMaxRows) {
         float* xs = priv ? pv.xsum : xsum_.as<float>();
-        if (w.offsets && lo < hi) dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
+        // group input sums: the offsets' term, and the AVX2 integer-grid GEMV's lut[0] term (kept for every Lut4)
+        if ((w.offsets || w.mode == KbitMode::Lut4) && lo < hi)
+          dk_->group_sums(in + lo * L.k, L.k, hi - lo, L.k, w.group, xs + lo * G);
         if (!priv) {
 #pragma omp barrier
         }
