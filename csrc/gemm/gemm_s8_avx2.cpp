@@ -2,7 +2,7 @@
 // exact (vpmaddubsw would saturate u8*s8 pair sums above 32767). B panels of 16 columns as [k/2][16][2] s16;
 // micro-tile 6 rows x 16 columns (12 ymm accumulators). The tile loops are unrolled so the accumulators stay in
 // registers (a rolled store loop spilled them on every k step). Broadcasting the pair by unpacking a broadcast word
-// (no scalar shifts) measured slower on Zen 1: the shuffle port is the one the multiplies share.
+// (no scalar shifts) was tried and was slower on Zen 1 in a development timing (not kept).
 #define TF_ISA_NS avx2
 #include <immintrin.h>
 
