@@ -91,7 +91,7 @@ struct DecoderKernels {
   // rows [r0, r1) of W as dense int8 codes [r1 - r0][k] (INT8 prefill: expanded chunk by chunk, then packed;
   // float32 rows go straight into the FP32 panels: KernelTable::pack_f32_bitmask)
   void (*bitmask_expand_s8)(const BitmaskWeight& w, int64_t r0, int64_t r1, int8_t* out);
-  const char* bitmask_s8_kernel;  // which bitmask_gemv_s8 this CPU runs (avx512 level: "vbmi2" or "portable")
+  const char* bitmask_s8_kernel;  // which bitmask_gemv_s8 this CPU runs ("vbmi2" or "portable" at avx512, "avx2", "portable")
 };
 
 const DecoderKernels& decoder_kernels_for(Isa isa);

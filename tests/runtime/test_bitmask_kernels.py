@@ -102,3 +102,10 @@ def test_bitmask_kernel_rejects_inconsistent_inputs(rng):
     bad[0, -1] |= 0x80  # input 127 of a 70-input row
     with pytest.raises(ValueError, match="past k"):
         _core.bitmask_f32(x, bad, st[".bm_values"], 70)
+
+
+def test_bitmask_int8_kernel_per_level():
+    """The avx2 level has its own INT8 expand kernel (pshufb tables); scalar runs the reference loops."""
+    assert _core.bitmask_s8_kernel("scalar") == "portable"
+    if "avx2" in _core.detect_isa() or "avx512_vnni" in _core.detect_isa():
+        assert _core.bitmask_s8_kernel("avx2") == "avx2"
