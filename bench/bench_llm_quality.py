@@ -101,6 +101,18 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                                             "n_samples": 128, "seqlen": 2048}, "<=1.5,<=0.1*magnitude-50"),
     "sparsegpt-2:4-seq-128x2048": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
                                              "n_samples": 128, "seqlen": 2048}, "<=2.2,<magnitude-2:4"),
+    # block-wise output reconstruction after the solver (tune.py): scales / offsets / norms (+ rounding, kept
+    # weights) trained per layer against the uncompressed layer's outputs
+    "int4-asym-g128-gptq-act-seq-mse-tune50": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                            "act_order": True, "true_sequential": True, "mse": True,
+                                                            "tune": {"steps": 50, "lr_round": 0.0}},
+                                               "<=1.06,<int4-asym-g128-rtn-ragged"),
+    "int4-asym-g128-gptq-act-seq-mse-tune50r": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                             "act_order": True, "true_sequential": True,
+                                                             "mse": True, "tune": {"steps": 50}},
+                                                "<=1.06,<int4-asym-g128-rtn-ragged"),
+    "sparsegpt-50-seq-tune50": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
+                                          "tune": {"steps": 50}}, "<=1.5,<=0.1*magnitude-50"),
 }
 KBIT_TABLE = ("int4-g64", "nf4-g64", "fp4-g64")
 

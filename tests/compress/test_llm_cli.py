@@ -53,6 +53,9 @@ def test_quantize_and_prune_cli(tiny_dir, tmp_path, capsys):
     (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--quantize", "int4-asym-g32"], "exact zero"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "abc"], "sparsity"),
     (["quantize-llm", "--method", "rtn", "--samples", "0"], "--samples"),
+    (["quantize-llm", "--method", "rtn", "--tune-steps", "-1"], "--tune-steps"),
+    (["quantize-llm", "--method", "rtn", "--format", "int4-g32", "--tune-steps", "5"], "follows GPTQ"),
+    (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--tune-steps", "5"], "follows SparseGPT"),
 ])
 def test_cli_errors(tiny_dir, tmp_path, capsys, argv, message):
     assert main([*argv, "--model", str(tiny_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 2

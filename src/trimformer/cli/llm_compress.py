@@ -43,6 +43,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mse", action="store_true",
                    help="k-bit groups: search each group's range (shrunk min/max) for the lowest squared error "
                         "instead of plain min/max (RTN, GPTQ, SparseGPT --quantize)")
+    p.add_argument("--tune-steps", type=int, default=0, metavar="N",
+                   help="GPTQ/SparseGPT: afterwards, N steps per layer of block-wise output reconstruction "
+                        "(group scales/offsets, norm weights, kept weights of pruned Linears; docs/llm.md)")
+    p.add_argument("--tune-batch", type=int, default=4, metavar="B", help="calibration samples per tuning step")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -55,6 +59,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.samples < 1 or args.seqlen < 2:
         raise CLIError("--samples must be >= 1 and --seqlen >= 2")
+    if args.tune_steps < 0 or args.tune_batch < 1:
+        raise CLIError("--tune-steps must be >= 0 and --tune-batch >= 1")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to replace it")
@@ -78,7 +84,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     return {"tokenizer": tokenizer, "n_samples": args.samples, "seqlen": args.seqlen, "seed": args.seed,
             "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force,
-            "progress": not args.quiet, "true_sequential": args.true_sequential, "mse": args.mse}
+            "progress": not args.quiet, "true_sequential": args.true_sequential, "mse": args.mse,
+            "tune": {"steps": args.tune_steps, "batch_samples": args.tune_batch} if args.tune_steps else None}
 
 
 def _report(args: argparse.Namespace, res: Any) -> None:
@@ -89,7 +96,11 @@ def _report(args: argparse.Namespace, res: Any) -> None:
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        extra = ", ".join(f"{k}={v}" for k, v in rec.extra.items())
+        params = dict(rec.extra)
+        if "tune" in params:  # per-layer losses: in the JSON summary and the checkpoint's record
+            t = params["tune"]
+            params["tune"] = f"{t['steps']} steps, {t['layers_kept']}/{t['layers']} layers improved"
+        extra = ", ".join(f"{k}={v}" for k, v in params.items())
         print(f"wrote {res.out}: {rec.method} ({extra}) on {len(rec.linears)} Linears in {res.seconds:.1f}s")
 
 

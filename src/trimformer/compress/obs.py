@@ -107,6 +107,7 @@ class _Grid:
         self.levels = torch.tensor(self.t.levels, dtype=torch.float64, device=device)
         self.mids = (self.levels[1:] + self.levels[:-1]) / 2
         self.level_codes = torch.tensor(self.t.level_codes.astype(np.int64), device=device)
+        self.lut = torch.tensor(self.t.lut, dtype=torch.float64, device=device)
         self.lo, self.hi = float(self.t.levels[0]), float(self.t.levels[-1])
         self.mse = bool(mse)
 
@@ -256,6 +257,7 @@ def _obs_sweep(
     group_size: int | None = None,
     keep: torch.Tensor | None = None,
     perm: torch.Tensor | None = None,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """One left-to-right OBS pass over the (already permuted) columns of w (float64, modified in place).
 
@@ -263,6 +265,8 @@ def _obs_sweep(
     grid: round every kept weight to the grid; group parameters are computed, when a group's first column is
     reached, from that group's current weights (pending lazy updates included). perm[p] = original column of
     processed position p (groups and returned codes refer to original columns).
+    residual: with grid, a float32 [n, k] tensor filled (original column order) with each weight's distance
+    from its chosen level at the moment it was rounded, in normalised units ((w - offset) / scale - LUT[code]).
     Returns (w, keep, codes, scales, offsets) in processing order for w/keep, original order for the rest.
     """
     n, k = w.shape
@@ -330,6 +334,11 @@ def _obs_sweep(
                     scales[:, gi], offsets[:, gi] = grid.params(cur)
                     pre[gi] = (offsets[:, gi].clone(), grid.prepare(scales[:, gi].clone()))
                 c, qv = grid.quantize(q, scales[:, gi], pre[gi][0], pre[gi][1])
+                if residual is not None:
+                    pos, safe, _ = pre[gi][1]
+                    x = torch.where(pos, (q - pre[gi][0]) / safe, torch.zeros_like(q))
+                    r = x - grid.lut[c]
+                    residual[:, orig_l[col]] = torch.where(pos, r, torch.zeros_like(r)).float()
                 if zero_code is not None:
                     c = torch.where(keep1[:, i], c, torch.full_like(c, zero_code))
                     qv = torch.where(keep1[:, i], qv, torch.zeros_like(qv))
@@ -428,6 +437,7 @@ def gptq_quantize(
     act_order: bool = False,
     mask: torch.Tensor | None = None,
     mse: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
     """GPTQ: quantize ``w [out, in]`` to the kbit grid ``type_name`` with OBS error compensation.
 
@@ -436,8 +446,10 @@ def gptq_quantize(
     decreasing Hessian diagonal (groups stay contiguous in the original column order; returned codes, scales,
     offsets are in the original order). mask: bool keep-mask; masked weights stay exactly zero (joint
     sparse + quantized; needs a type with an exact zero). mse: choose each group's scale/offset by a search over
-    shrunk ranges for the lowest squared error of its current weights (``_Grid``). Returns (dequantized float32 weight, codes, scales,
-    offsets) with the weight equal to ``kbit.dequantize(codes, scales, offsets, type_name)`` (times mask).
+    shrunk ranges for the lowest squared error of its current weights (``_Grid``). residual: an optional float32
+    [out, in] tensor that receives each weight's pre-rounding distance from its level (``_obs_sweep``; used to
+    start block-wise rounding tuning). Returns (dequantized float32 weight, codes, scales, offsets) with the weight
+    equal to ``kbit.dequantize(codes, scales, offsets, type_name)`` (times mask).
     """
     _check(w, h)
     kbit.get_kbit_type(type_name)
@@ -457,8 +469,10 @@ def gptq_quantize(
         wd, hd = wd[:, perm], hd[perm][:, perm]
         mask = mask[:, perm] if mask is not None else None
     hinv, wd = _inverse_hessian_factor(hd, wd, percdamp)
+    if residual is not None and tuple(residual.shape) != (n, k):
+        raise ValueError(f"residual must have the weight's shape {(n, k)}, got {tuple(residual.shape)}")
     _, _, codes, scales, offsets = _obs_sweep(wd, hinv, block_size, grid=_Grid(type_name, wd.device, mse),
-                                              group_size=g, keep=mask, perm=perm)
+                                              group_size=g, keep=mask, perm=perm, residual=residual)
     deq = torch.from_numpy(kbit.dequantize(codes, scales, offsets, type_name, g)).to(w.device)
     if mask is not None:
         keep = mask if perm is None else mask[:, torch.argsort(perm)]

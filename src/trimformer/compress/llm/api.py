@@ -27,6 +27,7 @@ from .model import (
     load_llm,
     set_linear_weight,
 )
+from .tune import TuneConfig, tune_layer
 
 __all__ = [
     "CompressionResult",
@@ -239,6 +240,40 @@ def _smooth_layer(layer: torch.nn.Module, stats: dict[str, _AbsMax], alpha: floa
             set_linear_weight(mods[c], w * s[None, :])
 
 
+def _tune_config(tune: TuneConfig | dict | int | None) -> TuneConfig | None:
+    if tune is None or tune is False:
+        return None
+    if isinstance(tune, dict):
+        tune = TuneConfig(**tune)
+    if isinstance(tune, TuneConfig):
+        return tune if tune.steps > 0 else None
+    if isinstance(tune, bool) or not isinstance(tune, int):
+        raise TypeError(f"tune must be a TuneConfig, its fields as a dict or a step count, got {tune!r}")
+    return TuneConfig(steps=tune) if tune > 0 else None
+
+
+def _tune_callback(cfg: TuneConfig | None, linears: dict[str, LinearRecord], stats: list[dict[str, float]],
+                   residuals: dict[str, torch.Tensor] | None = None):
+    if cfg is None:
+        return None
+
+    def tune_cb(idx: int, prefix: str, layer: torch.nn.Module, hidden: list, targets: list, rest: list) -> None:
+        mods = {rel: mod for rel, mod in layer_linears(layer).items() if f"{prefix}.{rel}" in linears}
+        records = {rel: linears[f"{prefix}.{rel}"] for rel in mods}
+        init = {rel: residuals.pop(f"{prefix}.{rel}") for rel in mods if residuals and f"{prefix}.{rel}" in residuals}
+        stats.append(tune_layer(layer, mods, records, hidden, targets, rest, cfg, init))
+
+    return tune_cb
+
+
+def _tune_summary(extra: dict[str, Any], cfg: TuneConfig | None, stats: list[dict[str, float]]) -> None:
+    if cfg is None:
+        return
+    extra["tune"] = {**cfg.to_json(), "layers_kept": sum(bool(s["kept"]) for s in stats), "layers": len(stats),
+                     "loss_before": [s["loss_before"] for s in stats],
+                     "loss_after": [s["loss_after"] for s in stats]}
+
+
 def _finish(loaded, record: CompressionRecord, out, overwrite: bool, t0: float, hooks: list) -> CompressionResult:
     path = None
     if out is not None:
@@ -265,6 +300,7 @@ def quantize_llm(
     alpha: float = 0.5,
     threshold: float = 6.0,
     strict_groups: bool = False,
+    tune: TuneConfig | dict | int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -281,7 +317,8 @@ def quantize_llm(
     cost), ``true_sequential`` (default: inside a layer, quantize q/k/v, then collect o_proj's inputs through
     the quantized attention, then gate/up, then down, as the GPTQ reference; False: every Linear's Hessian from
     the layer's unquantized forward), ``mse`` (RTN and GPTQ: each group's scale/offset from a search over
-    shrunk ranges for the lowest squared error instead of min/max), ``percdamp`` (Hessian damping).
+    shrunk ranges for the lowest squared error instead of min/max), ``percdamp`` (Hessian damping), ``tune``
+    (a ``TuneConfig`` or a step count: after GPTQ, block-wise reconstruction of each layer's output, see tune.py).
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
@@ -298,12 +335,17 @@ def quantize_llm(
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if threshold <= 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
+    tune_cfg = _tune_config(tune)
+    if tune_cfg is not None and method != "gptq":
+        raise ValueError(f"tune (block-wise reconstruction) follows GPTQ; not available with method {method!r}")
     t0 = time.perf_counter()
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
     plan = _group_plan(model, spec, strict_groups)
     linears: dict[str, LinearRecord] = {}
+    tune_stats: list[dict[str, float]] = []
+    residuals: dict[str, torch.Tensor] = {}  # GPTQ's pre-rounding offsets, until the layer is tuned
     outliers: dict[str, list[int]] = {}
     calib_info = None
     extra: dict[str, Any] = {"format": spec.label, "group_sizes": _group_summary(plan)}
@@ -332,9 +374,12 @@ def quantize_llm(
                 full = f"{prefix}.{rel}"
                 w = get_linear_weight(mod)
                 if method == "gptq":
+                    res_t = torch.zeros(w.shape) if tune_cfg is not None and tune_cfg.init_residual else None
                     deq, codes, scales, offsets = gptq_quantize(w, coll[rel].hessian, spec.type_name,
                                                                 plan[full], percdamp=percdamp,
-                                                                act_order=act_order, mse=mse)
+                                                                act_order=act_order, mse=mse, residual=res_t)
+                    if res_t is not None:
+                        residuals[full] = res_t
                     rec = LinearRecord(spec.type_name, plan[full], None, None, codes, scales, offsets)
                 elif method == "llm-int8":
                     cols = torch.nonzero(coll[rel].value > threshold).flatten().tolist()
@@ -359,9 +404,10 @@ def quantize_llm(
         # both calibrate on the layer as a whole
         sequential = true_sequential and method == "gptq"
         layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {spec.label}",
-                  sequential=sequential)
+                  sequential=sequential, tune=_tune_callback(tune_cfg, linears, tune_stats, residuals))
         if method == "gptq":
             extra.update(act_order=act_order, percdamp=percdamp, true_sequential=sequential)
+        _tune_summary(extra, tune_cfg, tune_stats)
         if method == "smoothquant":
             extra["alpha"] = alpha
         if method == "llm-int8":
@@ -391,6 +437,7 @@ def prune_llm(
     true_sequential: bool = True,
     mse: bool = False,
     strict_groups: bool = False,
+    tune: TuneConfig | dict | int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -400,7 +447,8 @@ def prune_llm(
     pass; magnitude: RTN after pruning, zeros kept). true_sequential (SparseGPT, default): inside a layer, prune
     q/k/v, then collect o_proj's inputs through the pruned attention, then gate/up, then down; False: every
     Hessian from the layer's unpruned forward. mse: with ``quantize``, search each group's range for the lowest
-    squared error."""
+    squared error. tune (SparseGPT): a ``TuneConfig`` or a step count: block-wise reconstruction of each
+    layer's output with the masks fixed (tune.py)."""
     if method not in PRUNE_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(PRUNE_METHODS)}")
     frac, pat = parse_sparsity(sparsity, pattern)
@@ -408,11 +456,15 @@ def prune_llm(
     if spec is not None and (spec.w8a8 or kbit.get_kbit_type(spec.type_name).affine):
         raise ValueError(f"joint pruning + quantization needs a symmetric weight type with an exact zero "
                          f"(e.g. int4-g128), got {quantize!r}")
+    tune_cfg = _tune_config(tune)
+    if tune_cfg is not None and method != "sparsegpt":
+        raise ValueError(f"tune (block-wise reconstruction) follows SparseGPT; not available with method {method!r}")
     t0 = time.perf_counter()
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
     plan = _group_plan(model, spec, strict_groups)
+    tune_stats: list[dict[str, float]] = []
     if pat in ("2:4", "4:8"):
         m = int(pat.split(":")[1])
         for name, mod in iter_layer_linears(model):
@@ -463,7 +515,7 @@ def prune_llm(
 
         label = pat if pat != "unstructured" else f"{frac:g}"
         layerwise(model, samples, process, collect, progress=progress, desc=f"{method} {label}",
-                  sequential=true_sequential)
+                  sequential=true_sequential, tune=_tune_callback(tune_cfg, linears, tune_stats))
     extra: dict[str, Any] = {"sparsity": frac, "pattern": pat, "quantize": spec.label if spec else None,
                              "achieved_sparsity": achieved_total[0] / max(achieved_total[1], 1)}
     if spec is not None:
@@ -472,6 +524,7 @@ def prune_llm(
         extra.update(percdamp=percdamp, true_sequential=bool(true_sequential))
     if mse and spec is not None:
         extra["mse"] = True
+    _tune_summary(extra, tune_cfg, tune_stats)
     record = CompressionRecord(method, loaded.source, calib_info, linears, extra=extra)
     if math.isnan(extra["achieved_sparsity"]):  # pragma: no cover - defensive
         raise AssertionError("no Linear was pruned")

@@ -238,6 +238,7 @@ def layerwise(
     desc: str = "layers",
     batch_size: int = 8,
     sequential: bool = False,
+    tune: Callable[[int, str, torch.nn.Module, list, list, list], None] | None = None,
 ) -> None:
     """Sequential layer-by-layer calibration with memory ~ one layer's activations for all samples.
 
@@ -251,13 +252,21 @@ def layerwise(
     sharing one input tensor, in forward order (Llama: q/k/v, then o, then gate/up, then down); each group's
     inputs are collected with the groups before it already compressed, and ``process`` is called once per group
     with only that group's collectors. Each collection forward stops at the group's first Linear.
+
+    tune: called as ``tune(index, prefix, layer, inputs, targets, rest)`` after the layer is compressed, with
+    its inputs from the compressed model and ``targets``, the uncompressed layer's outputs on the uncompressed
+    model's hidden states (a second stream kept alongside; block-wise reconstruction, see tune.py).
     """
     from tqdm.auto import tqdm
 
     prefix, layers = decoder_layers(model)
     hidden, rest = _batch_inputs(capture_layer0_inputs(model, samples), max(1, int(batch_size)))
+    fp_hidden = [h.clone() for h in hidden] if tune is not None else None
     for idx in tqdm(range(len(layers)), desc=desc, disable=not progress, unit="layer"):
         layer = layers[idx]
+        targets = None
+        if fp_hidden is not None:  # the uncompressed layer's outputs, before anything in it changes
+            targets = [_layer_output(_run(layer, x, rest[i])) for i, x in enumerate(fp_hidden)]
         linears = layer_linears(layer)
         seen: dict[str, torch.Tensor] = {}
         order: list[str] = []
@@ -286,6 +295,9 @@ def layerwise(
                 _collect_batch(layer, hidden[i], rest[i], {o: linears[o] for o in collectors}, collectors)
             process(idx, f"{prefix}.{idx}", layer, {name: collectors[owners[name]] for name in stage})
             collectors.clear()
+        if tune is not None:
+            tune(idx, f"{prefix}.{idx}", layer, hidden, targets, rest)
+            fp_hidden = targets
         if idx + 1 < len(layers):  # the next layer's inputs, through the compressed layer
             for i, x in enumerate(hidden):
                 hidden[i] = _layer_output(_run(layer, x, rest[i]))
