@@ -181,6 +181,9 @@ def _markdown(data: dict[str, Any]) -> str:
             what += " mse"
         if r["kwargs"].get("quantize"):
             what += " + " + r["kwargs"]["quantize"]
+        tune = r["kwargs"].get("tune")
+        if tune:  # block-wise reconstruction (tune.py); lr_round 0: no rounding offsets trained
+            what += f" tune {tune['steps']}" + (" (no rounding)" if tune.get("lr_round") == 0 else "")
         calib = "-"
         if r["kwargs"]["method"] not in ("rtn", "magnitude"):
             calib = f"{r['calibration_samples']} x {r.get('seqlen', 512)}"
