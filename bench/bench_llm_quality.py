@@ -113,6 +113,8 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                                                 "<=1.06,<int4-asym-g128-rtn-ragged"),
     "sparsegpt-50-seq-tune50": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
                                           "tune": {"steps": 50}}, "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4-seq-tune50": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
+                                           "tune": {"steps": 50}}, "<=2.2,<magnitude-2:4"),
 }
 KBIT_TABLE = ("int4-g64", "nf4-g64", "fp4-g64")
 
