@@ -142,6 +142,16 @@ def _check(target: str | None, ratio: float, results: dict[str, Any]) -> bool | 
     return bool(ok)
 
 
+def tune_summary(tune: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Per-layer outcome of block-wise tuning (the checkpoint's parameters.tune): layers kept and the range of
+    loss after / before over the layers."""
+    if not tune:
+        return None
+    ratios = [a / b for a, b in zip(tune["loss_after"], tune["loss_before"], strict=True) if b > 0]
+    return {"kept": tune["layers_kept"], "layers": tune["layers"],
+            "loss_ratio_min": min(ratios, default=1.0), "loss_ratio_max": max(ratios, default=1.0)}
+
+
 def _groups(r: dict[str, Any]) -> str:
     """Group sizes actually used ('128: 210' = 210 Linears at 128, the 576-input ones with a last group of 64);
     '?' for rows recorded before this was stored."""
@@ -186,6 +196,10 @@ def _markdown(data: dict[str, Any]) -> str:
         tune = r["kwargs"].get("tune")
         if tune:  # block-wise reconstruction (tune.py); lr_round 0: no rounding offsets trained
             what += f" tune {tune['steps']}" + (" (no rounding)" if tune.get("lr_round") == 0 else "")
+            t = r.get("tune_layers")
+            if t:
+                what += (f"; {t['kept']}/{t['layers']} layers improved, loss x{t['loss_ratio_min']:.2f}-"
+                         f"{t['loss_ratio_max']:.2f}")
         calib = "-"
         if r["kwargs"]["method"] not in ("rtn", "magnitude"):
             calib = f"{r['calibration_samples']} x {r.get('seqlen', 512)}"
@@ -323,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                      out=out, overwrite=True, **kw)
             compress_s = time.perf_counter() - t
             group_sizes = res.record.extra.get("group_sizes")
+            tune_layers = tune_summary(res.record.extra.get("tune"))
             del res
             gc.collect()
             t = time.perf_counter()
@@ -339,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "kwargs": {k: v for k, v in kwargs.items() if k not in ("n_samples", "seqlen")},
             "calibration_samples": n, "seqlen": seqlen if api != "quantize" or kw["method"] != "rtn" else None,
             "perplexity": ppl, "ratio": ppl / dense, "target": target, "compress_s": compress_s,
-            "eval_s": eval_s, "command": data["command"], "group_sizes": group_sizes, "checkpoint": str(out), "outlier_features": sum(len(v) for v in
+            "eval_s": eval_s, "command": data["command"], "group_sizes": group_sizes, "tune_layers": tune_layers, "checkpoint": str(out), "outlier_features": sum(len(v) for v in
                                                                              meta["outliers"].values()),
         }
         met = _check(target, ppl / dense, data["results"])

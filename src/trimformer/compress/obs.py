@@ -107,7 +107,6 @@ class _Grid:
         self.levels = torch.tensor(self.t.levels, dtype=torch.float64, device=device)
         self.mids = (self.levels[1:] + self.levels[:-1]) / 2
         self.level_codes = torch.tensor(self.t.level_codes.astype(np.int64), device=device)
-        self.lut = torch.tensor(self.t.lut, dtype=torch.float64, device=device)
         self.lo, self.hi = float(self.t.levels[0]), float(self.t.levels[-1])
         self.mse = bool(mse)
 
@@ -166,21 +165,25 @@ class _Grid:
             v.add_(offset)
         return v.sub_(w).square_().sum(dim=-1)
 
-    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                 pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """col [n] -> (codes int64 [n], dequantized values float64 [n]). pre: ``prepare(scale)`` (reused)."""
-        pos, safe, zeros = pre if pre is not None else self.prepare(scale)
-        x = torch.where(pos, (col - offset) / safe, zeros)
+    def nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nearest level, its code int64) of normalised values x, ties to the lower level (kbit's rule); levels
+        in x's dtype. Shared with the block-wise tuning's rounding (compress/llm/tune.py)."""
         if self.t.uniform:
             q = torch.clamp(torch.ceil(x - 0.5), self.lo, self.hi)
-            codes = (q - self.lo).long()
-            values = q
-        else:
-            idx = torch.searchsorted(self.mids, x.contiguous(), right=False)
-            codes = self.level_codes[idx]
-            values = self.levels[idx]
-        return codes, values * scale + offset
+            return q, (q - self.lo).long()
+        mids, levels = self.mids.to(x.dtype), self.levels.to(x.dtype)
+        idx = torch.searchsorted(mids, x.contiguous(), right=False)
+        return levels[idx], self.level_codes[idx]
 
+    def quantize(self, col: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 pre: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """col [n] -> (codes int64 [n], dequantized values float64 [n], residual: the normalised distance of each
+        value from its level before rounding). pre: ``prepare(scale)`` (reused)."""
+        pos, safe, zeros = pre if pre is not None else self.prepare(scale)
+        x = torch.where(pos, (col - offset) / safe, zeros)
+        level, codes = self.nearest(x)
+        return codes, level * scale + offset, x - level
 
     @staticmethod
     def prepare(scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -333,12 +336,9 @@ def _obs_sweep(
                     cur = cur * keep[:, members].to(cur.dtype)  # pruned so far (later: still True)
                     scales[:, gi], offsets[:, gi] = grid.params(cur)
                     pre[gi] = (offsets[:, gi].clone(), grid.prepare(scales[:, gi].clone()))
-                c, qv = grid.quantize(q, scales[:, gi], pre[gi][0], pre[gi][1])
+                c, qv, r = grid.quantize(q, scales[:, gi], pre[gi][0], pre[gi][1])
                 if residual is not None:
-                    pos, safe, _ = pre[gi][1]
-                    x = torch.where(pos, (q - pre[gi][0]) / safe, torch.zeros_like(q))
-                    r = x - grid.lut[c]
-                    residual[:, orig_l[col]] = torch.where(pos, r, torch.zeros_like(r)).float()
+                    residual[:, orig_l[col]] = r.float()
                 if zero_code is not None:
                     c = torch.where(keep1[:, i], c, torch.full_like(c, zero_code))
                     qv = torch.where(keep1[:, i], qv, torch.zeros_like(qv))

@@ -5,7 +5,7 @@ layer so that its output, fed the *compressed* model's hidden states, matches th
 on the uncompressed hidden states (so a layer can also undo what earlier layers got wrong). What is trained
 depends on what the checkpoint can store, so the result is exactly representable:
 
-- k-bit Linears: a rounding offset per weight in code units (``v``, bounded to +-1 so a code moves at most one
+- k-bit Linears: a rounding offset per weight in normalised level units (``v``, bounded to +-1 so a code moves at most one
   level from the solver's; rounded with a straight-through estimator), a log-multiplier per group scale and, for
   affine types, a shift per group offset (in units of the initial scale). Codes stay on the type's grid.
 - pruned float Linears: the kept weights (the mask is fixed, zeros stay zeros).
@@ -18,6 +18,7 @@ exactly (so the pass can only help on the calibration set).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from ...formats import kbit
+from ..obs import _Grid
 from .checkpoint import LinearRecord
 from .model import _is_conv1d, _layer_output, _run, get_linear_weight, set_linear_weight
 
@@ -62,21 +64,6 @@ class TuneConfig:
                 "init_residual": self.init_residual}
 
 
-def _round_ste(x: torch.Tensor, t: kbit.KbitType, levels: torch.Tensor, mids: torch.Tensor,
-               level_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nearest level with a straight-through gradient, its code); ties to the lower level (kbit's rule)."""
-    with torch.no_grad():
-        if t.uniform:
-            lo, hi = float(t.levels[0]), float(t.levels[-1])
-            q = torch.clamp(torch.ceil(x - 0.5), lo, hi)
-            codes = (q - lo).to(torch.uint8)
-        else:
-            idx = torch.searchsorted(mids, x.detach().contiguous(), right=False)
-            q = levels[idx]
-            codes = level_codes[idx]
-    return x + (q - x).detach(), codes
-
-
 class _KbitWeight(torch.nn.Module):
     """W = mask * (round(LUT[codes0] + v) * scale0 * exp(log_s) + offset0 + shift * scale0), per group."""
 
@@ -92,9 +79,7 @@ class _KbitWeight(torch.nn.Module):
         self.register_buffer("s0", torch.from_numpy(np.asarray(rec.scales, np.float32)))
         self.register_buffer("o0", torch.from_numpy(np.asarray(rec.offsets, np.float32)))
         self.register_buffer("cols", cols)
-        self.register_buffer("levels", torch.tensor(self.t.levels, dtype=torch.float32))
-        self.register_buffer("mids", (self.levels[1:] + self.levels[:-1]) / 2)
-        self.register_buffer("level_codes", torch.tensor(self.t.level_codes.astype(np.uint8)))
+        self.grid = _Grid(rec.format, torch.device("cpu"))
         self.register_buffer("mask", mask.float() if mask is not None else None)
         # a start strictly inside the level's rounding interval, so the initial codes are the stored ones
         v = torch.zeros(n, k) if v0 is None else v0.float().clamp(-0.499, 0.499)
@@ -105,7 +90,10 @@ class _KbitWeight(torch.nn.Module):
 
     def _parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.v if self.mask is None else self.v * self.mask
-        q, codes = _round_ste(self.q0 + v, self.t, self.levels, self.mids, self.level_codes)
+        x = self.q0 + v
+        with torch.no_grad():
+            level, codes = self.grid.nearest(x.detach())
+        q = x + (level - x).detach()  # straight-through: the level forward, x's gradient backward
         scales = self.s0 * torch.exp(self.log_s)
         offsets = self.o0 + self.shift * self.s0 if self.shift is not None else self.o0
         return q, codes, scales, offsets
@@ -210,8 +198,7 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
             continue  # a float, unpruned Linear: nothing this pass could store
         parametrize.register_parametrization(mod, "weight", pm, unsafe=True)
         param_mods[name] = pm
-    mod_params = [p for p in layer.parameters()]
-    for p in mod_params:
+    for p in layer.parameters():
         p.requires_grad_(False)
     rounding = [pm.v for pm in param_mods.values() if isinstance(pm, _KbitWeight)]
     scaling = [p for pm in param_mods.values() if isinstance(pm, _KbitWeight)
@@ -243,21 +230,26 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
                     sched.step()
                     for pm in param_mods.values():
                         pm.clamp_()
-        after = _loss(layer, chunks)
-        keep = after < before
-        exported = {name: pm.export(records[name]) for name, pm in param_mods.items()} if keep else {}
+        # what the checkpoint would store, in new records until the loss on it decides
+        exported = {}
+        for name, pm in param_mods.items():
+            rec = dataclasses.replace(records[name])
+            exported[name] = (rec, pm.export(rec))
     finally:
         for p in trainable:
             p.requires_grad_(False)
-        for name in param_mods:
+        for name in param_mods:  # back to the solver's weights (the parametrizations never wrote them)
             parametrize.remove_parametrizations(linears[name], "weight", leave_parametrized=False)
         for p, flag in grad_flags:
             p.requires_grad_(flag)
     with torch.no_grad():
+        for name, (_, w) in exported.items():
+            set_linear_weight(linears[name], w)
+        after = _loss(layer, chunks)  # with the exact stored weights
+        keep = after < before
         if keep:
-            for name, w in exported.items():
-                set_linear_weight(linears[name], w)
-            after = _loss(layer, chunks)  # with the exact stored weights
+            for name, (rec, _) in exported.items():
+                records[name].codes, records[name].scales, records[name].offsets = rec.codes, rec.scales, rec.offsets
         else:
             for name, w in weights_init.items():
                 linears[name].weight.copy_(w)
