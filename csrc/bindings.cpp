@@ -593,6 +593,12 @@ NB_MODULE(_core, m) {
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
         "density"_a = 1.0, "block_rows"_a = 1);
+  // which INT8 GEMM a level runs for calls of at least 16 rows: "amx" (tiles) or "vnni" at avx512, else the level
+  m.def("gemm_s8_kernel", [](const std::string& isa) {
+    const tf::Isa level = tf::resolve_isa(isa);
+    if (level == tf::Isa::Avx512Vnni) return std::string(tf::cpu_has_amx_int8() ? "amx" : "vnni");
+    return std::string(tf::isa_name(level));
+  }, "isa"_a = "");
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   // sparse runtime (issue 3)

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +26,8 @@ from trimformer import _core
 from trimformer.formats.kbit import quantize_rtn
 from trimformer.formats.registry import pack_kbit
 
-GEMM_SHAPES = [(128, 768, 768), (128, 3072, 768), (2048, 1536, 384), (2048, 384, 1536)]
+GEMM_SHAPES = [(128, 768, 768), (128, 3072, 768), (2048, 1536, 384), (2048, 384, 1536), (512, 1536, 576),
+               (512, 576, 1536)]
 KBIT = [("int4-asym", 32), ("int4", 128), ("nf4", 64), ("int8", 576)]
 
 
@@ -66,6 +70,16 @@ def ort_gemm_s(m: int, n: int, k: int, int8: bool, threads: int, iters: int) -> 
     return _best(once, 3)
 
 
+def vnni_s8_s(m: int, n: int, k: int, isa: str, threads: int) -> float:
+    """Our INT8 GEMM with AMX switched off (TRIMFORMER_NO_AMX is read once per process: a child process)."""
+    code = (f"from trimformer import _core; assert _core.gemm_s8_kernel({isa!r}) == 'vnni'; "
+            f"print(min(_core.time_gemm('s8', {m}, {n}, {k}, iters=5, isa={isa!r}, threads={threads}) "
+            f"for _ in range(3)))")
+    res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, TRIMFORMER_NO_AMX="1"),
+                         capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
 def kbit_gemv_s(type_name: str, group: int, isa: str, iters: int) -> float:
     rng = np.random.default_rng(0)
     n, k = 3072, 576
@@ -94,6 +108,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     isa = _core.resolve_isa(args.isa)
+    s8_kernel = _core.gemm_s8_kernel(isa)
     rows, kbit_rows = [], []
     for m, n, k in GEMM_SHAPES:
         for threads in (1, 2):
@@ -103,6 +118,8 @@ def main() -> None:
                 ort = ort_gemm_s(m, n, k, int8, threads, 5)
                 row[f"{kind}_gmacs"] = m * n * k / ours / 1e9
                 row[f"{kind}_ort_gmacs"] = m * n * k / ort / 1e9
+            if s8_kernel == "amx":
+                row["s8_vnni_gmacs"] = m * n * k / vnni_s8_s(m, n, k, isa, threads) / 1e9
             rows.append(row)
     for type_name, group in KBIT:
         ours = kbit_gemv_s(type_name, group, isa, 100)
@@ -111,19 +128,24 @@ def main() -> None:
                           "gmacs": 3072 * 576 / ours / 1e9, "ref_gmacs": 3072 * 576 / ref / 1e9})
     cpu = platform.processor() or platform.machine()
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"isa": isa, "cpu": cpu, "gemm": rows, "kbit": kbit_rows},
+    out.with_suffix(".json").write_text(json.dumps({"isa": isa, "s8_kernel": s8_kernel, "cpu": cpu, "gemm": rows, "kbit": kbit_rows},
                                                    indent=1))
     lines = [f"# Kernel rates at the {isa} level, ORT (MLAS) in the same run",
              "",
              f"Command: `python bench/micro/kernel_rates.py --isa {args.isa or isa} --out {args.out}`  ",
              f"Date: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; CPU flags: "
-             f"{', '.join(f for f in ('avx2', 'avx512f', 'avx512_vnni') if _has_flag(f))}. Best of 3 x 5 calls.",
+             f"{', '.join(f for f in ('avx2', 'avx512f', 'avx512_vnni', 'amx_int8') if _has_flag(f))}. "
+             f"Best of 3 x 5 calls. trimformer INT8 kernel: {s8_kernel}"
+             + (" (the VNNI column: the same GEMM with TRIMFORMER_NO_AMX=1, in a child process)."
+                if s8_kernel == "amx" else "."),
              "",
-             "| m x n x k | threads | trimformer FP32 GMAC/s | ORT FP32 | trimformer INT8 | ORT INT8 |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| m x n x k | threads | trimformer FP32 GMAC/s | ORT FP32 | trimformer INT8 | ORT INT8 |"
+             + (" trimformer INT8 VNNI |" if s8_kernel == "amx" else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if s8_kernel == "amx" else "")]
     for r in rows:
         lines.append(f"| {r['m']} x {r['n']} x {r['k']} | {r['threads']} | {r['f32_gmacs']:.1f} | "
-                     f"{r['f32_ort_gmacs']:.1f} | {r['s8_gmacs']:.1f} | {r['s8_ort_gmacs']:.1f} |")
+                     f"{r['f32_ort_gmacs']:.1f} | {r['s8_gmacs']:.1f} | {r['s8_ort_gmacs']:.1f} |"
+                     + (f" {r['s8_vnni_gmacs']:.1f} |" if "s8_vnni_gmacs" in r else ""))
     lines += ["", "k-bit decode GEMV, 3072 x 576, one token row, 1 thread, through the Python test binding:", "",
               f"| type | group | {isa} us | GMAC/s | reference loops us | GMAC/s |", "|---|---:|---:|---:|---:|---:|"]
     for r in kbit_rows:

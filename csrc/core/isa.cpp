@@ -3,6 +3,9 @@
 
 #include <cpuid.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <stdexcept>
 
@@ -69,6 +72,31 @@ bool cpu_has_avx512_vbmi2() {
   const char* off = std::getenv("TRIMFORMER_NO_VBMI2");
   if (off && *off && std::string(off) != "0") return false;
   return read_flags().avx512vbmi2;
+}
+
+// AMX needs the CPU bits, the OS's XCR0 tile state and, on Linux, a per-process permission for the 8 KiB of tile
+// data (arch_prctl ARCH_REQ_XCOMP_PERM): without it the first tile instruction faults. Asked once per process.
+static bool amx_int8_available() {
+  const char* off = std::getenv("TRIMFORMER_NO_AMX");
+  if (off && *off && std::string(off) != "0") return false;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = d & (1u << 24), int8 = d & (1u << 25);
+  if (!tile || !int8 || !read_flags().avx512vnni) return false;
+  const uint64_t xcr0 = xgetbv0();
+  if ((xcr0 & (3ull << 17)) != (3ull << 17)) return false;  // XTILECFG and XTILEDATA enabled by the OS
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_amx_int8() {
+  static const bool available = amx_int8_available();
+  return available;
 }
 
 Isa resolve_isa(const std::string& requested) {

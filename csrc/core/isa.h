@@ -21,6 +21,9 @@ Isa resolve_isa(const std::string& requested);
 bool cpu_has_avx512_bf16();
 // AVX512_VBMI2 (byte expand-loads); TRIMFORMER_NO_VBMI2=1 reports false (to test the portable kernels)
 bool cpu_has_avx512_vbmi2();
+// AMX-TILE + AMX-INT8 with the tile state granted by the OS (requested once); TRIMFORMER_NO_AMX=1 reports false.
+// The avx512 level's INT8 GEMM then runs on tiles (same packing, bit-identical results).
+bool cpu_has_amx_int8();
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 

@@ -139,8 +139,19 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
   }
 }
 
+// gemm_s8_amx.cpp (compiled with AMX; only called when the CPU and OS have it)
+void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
+                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
+// Below this many rows per call the VNNI micro-kernel is as fast (a tile multiplies 16 rows whatever is in them).
+const int64_t kAmxMinRows = 16;
+
 void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
+  static const bool amx = cpu_has_amx_int8();
+  if (amx && m1 - m0 >= kAmxMinRows) {
+    gemm_s8_amx(a, lda, packed_b, n, k, c, ldc, m0, m1, n0, n1, epi);
+    return;
+  }
   const int8_t* pb = static_cast<const int8_t*>(packed_b);
   const int64_t kq = k4(k);
   Epilogue rest = epi;
