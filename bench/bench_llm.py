@@ -338,6 +338,11 @@ def machine() -> dict:
                 break
     except OSError:
         pass
+    from trimformer import _core
+
+    # the prefill INT8 GEMM this machine runs (amx / vnni at the avx512 level; TRIMFORMER_NO_AMX=1 forces vnni)
+    info["isa"] = _core.resolve_isa("")
+    info["int8_gemm"] = _core.gemm_s8_kernel("")
     return info
 
 
@@ -388,7 +393,8 @@ def markdown(doc: dict) -> str:
     lines = [f"# Decoder speed: SmolLM2-135M, {doc['threads']} threads, prompt {doc['prompt']}, "
              f"{doc['new_tokens']} new tokens", "",
              f"Command: `{doc['command']}`  ", f"Machine: {doc['machine'].get('cpu', '?')}, "
-             f"{doc['machine'].get('cpus')} CPUs. Median of {doc['rounds']} round-robin rounds, each config in its "
+             f"{doc['machine'].get('cpus')} CPUs, ISA level {doc['machine'].get('isa', '?')}, INT8 GEMM "
+             f"{doc['machine'].get('int8_gemm', '?')}. Median of {doc['rounds']} round-robin rounds, each config in its "
              "own process.", ""]
     ref = {"Q4_1": "llama.cpp:Q4_1", "Q4_0": "llama.cpp:Q4_0"}
     for b in sorted({b for v in s.values() for b in v}, key=int):
