@@ -457,6 +457,10 @@ def trimformer_runner(
     except (ImportError, NotImplementedError) as e:  # native core not built / mode not implemented
         raise Unavailable(f"trimformer.compile failed: {e!r}") from e
     notes: dict[str, Any] = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize") if hasattr(engine, k)}
+    if quantize and "isa" in notes:  # which INT8 GEMM the level runs (amx / vnni at avx512)
+        from trimformer import _core
+
+        notes["int8_gemm"] = _core.gemm_s8_kernel(notes["isa"])
     with contextlib.suppress(Exception):  # storage notes are best effort: never fail a timing run
         notes.update(trimformer_storage(engine))
     uses_tt = info.uses_token_types
