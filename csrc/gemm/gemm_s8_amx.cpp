@@ -44,6 +44,18 @@ inline __mmask16 lane_mask(int64_t cols, int j) {
   return static_cast<__mmask16>((1u << left) - 1);
 }
 
+// One 64-deep step: 2 A tiles (rows 0-15, 16-31) x 2 B tiles (columns 0-15, 16-31) into the 4 accumulators.
+inline void step(const uint8_t* a, int64_t lda, const int8_t* b) {
+  _tile_loadd(4, a, lda);
+  _tile_loadd(6, b, PANEL_LD);
+  _tile_loadd(5, a + 16 * lda, lda);
+  _tile_loadd(7, b + 64, PANEL_LD);
+  _tile_dpbusd(0, 4, 6);
+  _tile_dpbusd(1, 4, 7);
+  _tile_dpbusd(2, 5, 6);
+  _tile_dpbusd(3, 5, 7);
+}
+
 // acc[32][32] int32 (row stride BN) for `chunks` full 64-deep k steps read from a (row stride lda) and the panel
 // slice b (row stride PANEL_LD), then one more step from the zero-padded tail copies if given.
 inline void block(const uint8_t* a, int64_t lda, const int8_t* b, int64_t chunks, const uint8_t* a_tail,
@@ -52,28 +64,8 @@ inline void block(const uint8_t* a, int64_t lda, const int8_t* b, int64_t chunks
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
-  for (int64_t s = 0; s < chunks; ++s) {
-    const uint8_t* as = a + s * BK;
-    const int8_t* bs = b + s * 16 * PANEL_LD;
-    _tile_loadd(4, as, lda);
-    _tile_loadd(6, bs, PANEL_LD);
-    _tile_loadd(5, as + 16 * lda, lda);
-    _tile_loadd(7, bs + 64, PANEL_LD);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
-  }
-  if (a_tail) {
-    _tile_loadd(4, a_tail, ld_tail);
-    _tile_loadd(6, b_tail, PANEL_LD);
-    _tile_loadd(5, a_tail + 16 * ld_tail, ld_tail);
-    _tile_loadd(7, b_tail + 64, PANEL_LD);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
-  }
+  for (int64_t s = 0; s < chunks; ++s) step(a + s * BK, lda, b + s * 16 * PANEL_LD);
+  if (a_tail) step(a_tail, ld_tail, b_tail);
   _tile_stored(0, acc, BN * 4);
   _tile_stored(1, acc + 16, BN * 4);
   _tile_stored(2, acc + 16 * BN, BN * 4);
