@@ -394,8 +394,8 @@ def markdown(doc: dict) -> str:
              f"{doc['new_tokens']} new tokens", "",
              f"Command: `{doc['command']}`  ", f"Machine: {doc['machine'].get('cpu', '?')}, "
              f"{doc['machine'].get('cpus')} CPUs, ISA level {doc['machine'].get('isa', '?')}, INT8 GEMM "
-             f"{doc['machine'].get('int8_gemm', '?')}. Median of {doc['rounds']} round-robin rounds, each config in its "
-             "own process.", ""]
+             f"{doc['machine'].get('int8_gemm', '?')}. Median of {doc['rounds']} round-robin rounds, each config "
+             "in its own process.", ""]
     ref = {"Q4_1": "llama.cpp:Q4_1", "Q4_0": "llama.cpp:Q4_0"}
     for b in sorted({b for v in s.values() for b in v}, key=int):
         lines += [f"## batch {b}", "", "| runtime | prefill tok/s | decode tok/s | decode vs llama.cpp Q4_1 | "

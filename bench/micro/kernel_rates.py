@@ -128,8 +128,8 @@ def main() -> None:
                           "gmacs": 3072 * 576 / ours / 1e9, "ref_gmacs": 3072 * 576 / ref / 1e9})
     cpu = platform.processor() or platform.machine()
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"isa": isa, "s8_kernel": s8_kernel, "cpu": cpu, "gemm": rows, "kbit": kbit_rows},
-                                                   indent=1))
+    doc = {"isa": isa, "s8_kernel": s8_kernel, "cpu": cpu, "gemm": rows, "kbit": kbit_rows}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     lines = [f"# Kernel rates at the {isa} level, ORT (MLAS) in the same run",
              "",
              f"Command: `python bench/micro/kernel_rates.py --isa {args.isa or isa} --out {args.out}`  ",

@@ -79,13 +79,12 @@ bool cpu_has_avx512_vbmi2() {
 static bool amx_int8_available() {
   const char* off = std::getenv("TRIMFORMER_NO_AMX");
   if (off && *off && std::string(off) != "0") return false;
+  if (!read_flags().avx512vnni) return false;  // also means OSXSAVE, so xgetbv is safe
   unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool tile = d & (1u << 24), int8 = d & (1u << 25);
-  if (!tile || !int8 || !read_flags().avx512vnni) return false;
-  const uint64_t xcr0 = xgetbv0();
-  if ((xcr0 & (3ull << 17)) != (3ull << 17)) return false;  // XTILECFG and XTILEDATA enabled by the OS
+  if (!tile || !int8) return false;
+  if ((xgetbv0() & (3ull << 17)) != (3ull << 17)) return false;  // XTILECFG and XTILEDATA enabled by the OS
 #if defined(__linux__) && defined(SYS_arch_prctl)
   constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;

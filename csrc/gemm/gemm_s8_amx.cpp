@@ -7,7 +7,7 @@
 // Blocking: 32 rows x 32 columns = 4 accumulator tiles (tmm0-3), 2 A tiles (tmm4-5) and 2 B tiles (tmm6-7): per
 // 64-deep k step 4 tile loads feed 4 tdpbusd. K tails (k not a multiple of 64) and row tails (fewer than 32 rows)
 // go through zero-padded copies, so no tile load reads past a row or a panel. The dequantization is the VNNI
-// kernel's, float op for float op, so results are bit-identical to every other level.
+// kernel's (s8::dequant, one definition), so results are bit-identical to every other level.
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
@@ -16,15 +16,13 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "s8_dequant_avx512.h"
 
 namespace tf {
 namespace avx512 {
 
-void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
-                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
-
 namespace {
-constexpr int64_t NR = 64;      // packed panel width (shared with the VNNI kernel)
+constexpr int64_t NR = 64;  // packed panel width (shared with the VNNI kernel)
 constexpr int64_t PANEL_LD = NR * 4;  // bytes per k/4 row of a panel
 constexpr int64_t BM = 32, BN = 32, BK = 64;
 constexpr int64_t kL2Bytes = 512 * 1024;  // weights per column block: half of a 1-2 MiB L2
@@ -37,12 +35,7 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-inline __mmask16 lane_mask(int64_t cols, int j) {
-  const int64_t left = cols - 16 * j;
-  if (left >= 16) return 0xFFFF;
-  if (left <= 0) return 0;
-  return static_cast<__mmask16>((1u << left) - 1);
-}
+using s8::lane_mask;
 
 // One 64-deep step: 2 A tiles (rows 0-15, 16-31) x 2 B tiles (columns 0-15, 16-31) into the 4 accumulators.
 inline void step(const uint8_t* a, int64_t lda, const int8_t* b) {
@@ -167,12 +160,10 @@ void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n,
           }
           for (int64_t i = 0; i < brows; ++i) {
             const __m512 zi = _mm512_set1_ps(epi.row_zp[m + i]), si = _mm512_set1_ps(epi.row_scale[m + i]);
-            for (int j = 0; j < 2; ++j) {
-              const __m512i v = _mm512_load_si512(acc + i * BN + 16 * j);
-              const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(v), _mm512_mul_ps(zi, colsum[j]));
+            for (int j = 0; j < 2; ++j)
               _mm512_mask_storeu_ps(dst + i * ldd + 16 * j, lane_mask(cols, j),
-                                    _mm512_mul_ps(centered, _mm512_mul_ps(si, wscale[j])));
-            }
+                                    s8::dequant(_mm512_load_si512(acc + i * BN + 16 * j), zi, si, colsum[j],
+                                                wscale[j]));
           }
           epilogue_f32(dst, ldd, brows, cols, m, p + h, rest);
           if (epi.out_u8)

@@ -9,6 +9,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "s8_dequant_avx512.h"
 
 namespace tf {
 namespace avx512 {
@@ -24,23 +25,15 @@ inline int64_t k4(int64_t k) { return (k + 3) / 4; }
 // accumulator as a fresh value and surrounds every vpdpbusd with register copies and stack spills.
 #define TF_DPBUSD(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
 
-inline __mmask16 lane_mask(int64_t cols, int j) {
-  const int64_t left = cols - 16 * j;
-  if (left >= 16) return 0xFFFF;
-  if (left <= 0) return 0;
-  return static_cast<__mmask16>((1u << left) - 1);
-}
+using s8::lane_mask;
 
 template <int R>
 inline void store_row(const __m512i (&acc)[4], float* c, int64_t cols, const __m512* colsum, const __m512* wscale,
                       float rscale, float rzp) {
-  // v = (acc - zp[row] * colsum[n]) * (scale[row] * w_scale[n]), the same float ops as the scalar reference
   const __m512 zi = _mm512_set1_ps(rzp), si = _mm512_set1_ps(rscale);
 #pragma GCC unroll 4
-  for (int j = 0; j < 4; ++j) {
-    const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[j]), _mm512_mul_ps(zi, colsum[j]));
-    _mm512_mask_storeu_ps(c + 16 * j, lane_mask(cols, j), _mm512_mul_ps(centered, _mm512_mul_ps(si, wscale[j])));
-  }
+  for (int j = 0; j < 4; ++j)
+    _mm512_mask_storeu_ps(c + 16 * j, lane_mask(cols, j), s8::dequant(acc[j], zi, si, colsum[j], wscale[j]));
 }
 
 template <int R>
@@ -139,16 +132,13 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
   }
 }
 
-// gemm_s8_amx.cpp (compiled with AMX; only called when the CPU and OS have it)
-void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
-                 int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
-// Below this many rows per call the VNNI micro-kernel is as fast (a tile multiplies 16 rows whatever is in them).
+// A tile multiplies 16 rows whatever is in them, so calls of fewer rows (decode steps) stay on the VNNI
+// micro-kernel; the threshold is that tile height, not a tuned value.
 const int64_t kAmxMinRows = 16;
 
 void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
              int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
-  static const bool amx = cpu_has_amx_int8();
-  if (amx && m1 - m0 >= kAmxMinRows) {
+  if (m1 - m0 >= kAmxMinRows && cpu_has_amx_int8()) {
     gemm_s8_amx(a, lda, packed_b, n, k, c, ldc, m0, m1, n0, n1, epi);
     return;
   }
