@@ -225,6 +225,28 @@ nb::tuple k_softmax_u8(F32In x, const std::string& isa) {
   return nb::make_tuple(to_numpy(std::move(q), {(size_t)rows, (size_t)cols}), to_numpy(std::move(s), {(size_t)rows}));
 }
 
+// per-row quantization as the executor does it for dynamic activations and attention: u8 with a per-row (scale,
+// zero point), or symmetric s8 with a per-row scale and the row's integer sum; `pad` extra output columns
+nb::tuple k_quantize_rows(F32In x, bool symmetric, int64_t pad, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  if (pad < 0) throw std::invalid_argument("pad must be >= 0");
+  const int64_t rows = x.shape(0), cols = x.shape(1), ldq = cols + pad;
+  std::vector<float> s(rows);
+  if (symmetric) {
+    std::vector<int8_t> q(rows * ldq, 0);
+    std::vector<int32_t> sums(rows);
+    kt.quantize_rows_s8(x.data(), cols, q.data(), ldq, rows, cols, s.data(), sums.data());
+    return nb::make_tuple(to_numpy(std::move(q), {(size_t)rows, (size_t)ldq}), to_numpy(std::move(s), {(size_t)rows}),
+                          to_numpy(std::move(sums), {(size_t)rows}));
+  }
+  std::vector<uint8_t> q(rows * ldq);
+  std::vector<float> z(rows);
+  kt.quantize_rows_u8(x.data(), cols, q.data(), ldq, rows, cols, s.data(), z.data());
+  return nb::make_tuple(to_numpy(std::move(q), {(size_t)rows, (size_t)ldq}), to_numpy(std::move(s), {(size_t)rows}),
+                        to_numpy(std::move(z), {(size_t)rows}));
+}
+
 nb::ndarray<nb::numpy, uint8_t> k_quantize(F32In x, float scale, int zp, const std::string& isa) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
@@ -601,6 +623,7 @@ NB_MODULE(_core, m) {
   }, "isa"_a = "");
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
+  m.def("quantize_rows", &k_quantize_rows, "x"_a, "symmetric"_a = false, "pad"_a = 0, "isa"_a = "");
   // sparse runtime (issue 3)
   m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
         "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "", "chunk_pointers"_a = true);

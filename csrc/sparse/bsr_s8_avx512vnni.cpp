@@ -5,8 +5,8 @@
 // At[k/4][m][4] (tokens along the vector: one 64-byte load = 16 tokens x 4 features) with 16x16 32-bit
 // transposes. Each non-zero block then costs one broadcast and, per 16 tokens, one load + one vpdpbusd: no work is
 // spent on zeros. Results come out as Y^T tiles (16 output rows x up to 128 tokens), are dequantized, transposed
-// back with the same 16x16 transpose and stored row-major, where the shared epilogue applies bias, activation and
-// residual. See docs/kernels.md.
+// back with the same 16x16 transpose and finished piece by piece (bias, activation, residual, requantization for the
+// next INT8 layer) before they are stored. See docs/kernels.md.
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
@@ -14,6 +14,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../ops/epilogue_avx512.h"
 #include "avx512_lanes.h"
 
 namespace tf {
@@ -108,11 +109,13 @@ void tile(const uint8_t* at, int64_t m_pad, int64_t m, int64_t m0, const BsrS8& 
       store_row(i, acc);
     }
   }
-  // transpose back to token rows with bias (and residual when there is no activation) applied on the way out;
-  // an activation runs afterwards over whole rows of the output range (see gemm_bsr_s8)
+  // transpose back to token rows and finish each 16 x 16 piece while it is in registers / L1: bias, then (in the
+  // shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so neither the
+  // activation nor the requantization makes a second pass over the output (c is not written when out_u8 is set)
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
+  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale), out_zp = _mm512_set1_ps(static_cast<float>(epi.out_zp));
   for (int v = 0; v < V; ++v) {
     __m512i r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
@@ -121,9 +124,10 @@ void tile(const uint8_t* at, int64_t m_pad, int64_t m, int64_t m0, const BsrS8& 
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t row = m0 + 16 * v + i;
       __m512 y = _mm512_add_ps(_mm512_castsi512_ps(r[i]), bias);
-      if (epi.residual && epi.act == Act::None)
-        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
-      _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+      y = act16(y, epi.act, cols);
+      if (epi.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+      if (epi.out_u8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
+      else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
     }
   }
 }
@@ -161,21 +165,6 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
     const int64_t vecs = (m - m0 + 15) / 16;
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
     for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m_pad, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi);
-    const int64_t rows = m - m0 < 16 * vmax ? m - m0 : 16 * vmax;
-    if (epi.act != Act::None) {
-      for (int64_t i = 0; i < rows; ++i) {
-        float* out = c + (m0 + i) * ldc + n0;
-        activation(out, n1 - n0, epi.act);
-        if (epi.residual) {
-          const float* res = epi.residual + (m0 + i) * epi.ld_residual + n0;
-          for (int64_t j = 0; j < n1 - n0; ++j) out[j] += res[j];
-        }
-      }
-    }
-    if (epi.out_u8)  // requantize the finished rows (still hot) for the next INT8 layer; c is scratch then
-      for (int64_t i = 0; i < rows; ++i)
-        quantize_u8(c + (m0 + i) * ldc + n0, ldc, epi.out_u8 + (m0 + i) * epi.ld_out_u8 + n0, n1 - n0, 1, n1 - n0,
-                    epi.out_inv_scale, epi.out_zp);  // ldq = this range only: no padding written past n1
   }
 }
 

@@ -7,7 +7,7 @@
 // so it spreads over every L1 set, stays in L1 while a group of 16 output rows adds its entries from that chunk to
 // its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
 // bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
-// token rows with bias and residual applied on the way out. csr-f32 alternates even / odd entries between two
+// token rows with bias, activation and residual applied on the way out. csr-f32 alternates even / odd entries between two
 // accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
 // block, N:M decodes each value's input from its group number and its in-group index. See docs/kernels.md.
 #define TF_ISA_NS avx512
@@ -20,6 +20,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../ops/epilogue_avx512.h"
 #include "avx512_lanes.h"
 
 namespace tf {
@@ -124,8 +125,9 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
   for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
 }
 
-// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*kV-1) back to token rows of c, scaled by alpha, with
-// bias and (when there is no activation) the residual added on the way out; rows past nb1 of t hold zeros
+// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*kV-1) back to token rows of c, finished on the way out
+// in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t hold
+// zeros
 void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c, int64_t ldc,
                 const Epilogue& epi) {
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
@@ -140,23 +142,9 @@ void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, 
     const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
     for (int64_t i = 0; i < rows; ++i) {
       const int64_t row = m0 + 16 * v + i;
-      __m512 y = _mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias);
-      if (epi.residual && epi.act == Act::None)
-        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+      __m512 y = act16(_mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias), epi.act, cols);
+      if (epi.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
       _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
-    }
-  }
-}
-
-// an activation runs after the tiles, over whole rows of the output range, then the residual
-void finish_rows(float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1, const Epilogue& epi) {
-  if (epi.act == Act::None) return;
-  for (int64_t i = 0; i < rows; ++i) {
-    float* out = c + (m0 + i) * ldc + n0;
-    activation(out, n1 - n0, epi.act);
-    if (epi.residual) {
-      const float* res = epi.residual + (m0 + i) * epi.ld_residual + n0;
-      for (int64_t j = 0; j < n1 - n0; ++j) out[j] += res[j];
     }
   }
 }
@@ -194,7 +182,6 @@ void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64
       for (int64_t nb = r0; nb < r1; nb += 16)
         store_tile(acc + (nb - r0) * ld, ld, m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c, ldc, epi);
     }
-    finish_rows(c, ldc, m0, m - m0 < kTile ? m - m0 : kTile, n0, n1, epi);
   }
 }
 

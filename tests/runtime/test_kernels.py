@@ -131,3 +131,24 @@ def test_softmax_straight_to_u8(isa, rng):
     # dequantized probabilities are within half a quantization step of the exact softmax
     assert np.all(np.abs(q * scale[:, None] - p) <= scale[:, None] * 0.5 + 1e-6)
     assert np.all(q.max(1) == 255) and np.all(q[2, 5:] == 0)
+
+
+@pytest.mark.parametrize("cols", [1, 15, 16, 45, 64, 130])
+def test_quantize_rows_per_row_ranges(isa, rng, cols):
+    x = rng.standard_normal((6, cols), dtype=np.float32) * 3
+    x[1] = np.abs(x[1])  # all positive: the range still includes 0
+    x[2] = 0.0  # an all-zero row: scale 1, zero point 0
+    q, scale, zp = _core.quantize_rows(x, pad=3, isa=isa)
+    mn, mx = np.minimum(x.min(1), 0), np.maximum(x.max(1), 0)
+    ref_scale = np.where(mx > mn, (mx - mn) / np.float32(255), 1).astype(np.float32)
+    np.testing.assert_allclose(scale, ref_scale, rtol=1e-6)
+    np.testing.assert_array_equal(zp, np.clip(np.rint(-mn / ref_scale), 0, 255))
+    ref = np.clip(np.rint(x / scale[:, None]) + zp[:, None], 0, 255)
+    assert np.abs(q[:, :cols].astype(int) - ref).max() <= 1  # exact .5 ties may round either way
+    np.testing.assert_array_equal(q[:, cols:], np.repeat(zp[:, None], 3, 1))  # padding holds the zero point
+    q8, s8, sums = _core.quantize_rows(x, symmetric=True, isa=isa)
+    ref_s = np.where(np.abs(x).max(1) > 0, np.abs(x).max(1) / np.float32(127), 1).astype(np.float32)
+    np.testing.assert_allclose(s8, ref_s, rtol=1e-6)
+    ref8 = np.clip(np.rint(x / s8[:, None]), -127, 127)
+    assert np.abs(q8.astype(int) - ref8).max() <= 1
+    np.testing.assert_array_equal(sums, q8.astype(np.int64).sum(1))
