@@ -65,6 +65,8 @@ struct PackedS8 {
 // Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
 // features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers
 // inputs 4*cols[j] .. 4*cols[j]+3 and holds R x 4 bytes at values[4R*j ..] (row-major: output row, then input).
+constexpr int64_t kBsrAtTile = 128;  // tokens per tile of the block-sparse INT8 activation re-layout (bsr_pack_at)
+
 struct BsrS8 {
   int64_t n = 0, k = 0;
   int64_t block_rows = 1;
@@ -126,12 +128,14 @@ struct KernelTable {
   void (*quant_pack_kn_s8)(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
                            int32_t* sum_out);
   // ---- block-sparse INT8 GEMM (1x4 blocks) ----
-  // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly)
+  // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly). A level
+  // with a re-layout keeps it in tiles of kBsrAtTile tokens, tile after tile, round4(k) bytes per token: tokens
+  // from a kBsrAtTile-aligned m0 on are the re-layout of a call of their own at at + m0 * round4(k)
   size_t (*bsr_at_size)(int64_t m, int64_t k);
   // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
   void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
   // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`);
-  // with out_u8 the rows are also requantized there (C is then scratch, still written)
+  // with out_u8 the rows are also requantized there (C is then scratch, which a level may leave unwritten)
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----

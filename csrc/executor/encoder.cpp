@@ -77,12 +77,16 @@ std::vector<int32_t> read_shape(const std::map<std::string, HostTensor>& t, cons
   return v;
 }
 
+// How the threads of one Linear share the GEMM: by weight panels (output columns), by rows (tokens), or by
+// panels unless there are too few of them
+enum class Split { Auto, Cols, Rows };
+
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
 // after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
 template <class Prep, class Gemm>
-void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, bool always_split_n = false,
+void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, Split split = Split::Auto,
                      int64_t row_align = 1) {
-  const bool split_n = always_split_n || (n / nr) >= 2 * nt;
+  const bool split_n = split == Split::Cols || (split == Split::Auto && (n / nr) >= 2 * nt);
 #pragma omp parallel num_threads(nt)
   {
     const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
@@ -611,7 +615,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           if (nm) kt->gemm_nm_f32(io.in, L.k, at, m, nw, io.out, L.n, n0, n1, epi);
           else kt->gemm_spf32(io.in, L.k, at, m, sw, io.out, L.n, n0, n1, epi);
         },
-        /*always_split_n=*/true, /*row_align=*/16);
+        Split::Cols, /*row_align=*/16);
     return;
   }
   if (!L.int8) {
@@ -659,17 +663,31 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
     uint8_t* at = at_.as<uint8_t>();
-    // rows are quantized and re-laid in blocks of 16 tokens; output rows split in multiples of 16
+    // Rows are quantized and re-laid in blocks of 16 tokens. Few tokens: the threads split the output rows of the
+    // weight (both read all of At). A batch (at least two At tiles per thread): they split the tokens in whole
+    // At tiles, so each keeps the whole weight and only its own part of At in its L2 (split by outputs, both
+    // threads would stream all of a large At past their half of the weight).
+    const bool by_tokens = m >= 2 * kBsrAtTile * nt;
+    const int64_t kq4 = (L.k + 3) / 4 * 4;  // At bytes per token: a kBsrAtTile-aligned token m0 starts at m0 * kq4
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
           prep(lo, hi);
           kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, at);
         },
-        [&](int64_t, int64_t, int64_t n0, int64_t n1) {
-          kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
+        [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+          if (!by_tokens) {
+            kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
+            return;
+          }
+          Epilogue part = epi;  // this thread's tokens m0 .. m1-1 as a call of its own
+          part.row_scale += m0;
+          part.row_zp += m0;
+          if (part.residual) part.residual += m0 * part.ld_residual;
+          if (part.out_u8) part.out_u8 += m0 * part.ld_out_u8;
+          kt->gemm_bsr_s8(q + m0 * ldq, ldq, at + m0 * kq4, m1 - m0, bw, io.out + m0 * L.n, L.n, n0, n1, part);
         },
-        /*always_split_n=*/true, /*row_align=*/16);
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kBsrAtTile : 16);
     return;
   }
   parallel_linear(nt, m, L.n, kt->s8_nr, prep, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {

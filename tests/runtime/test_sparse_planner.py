@@ -86,6 +86,24 @@ def test_int8_sparse_model_equals_dense_int8(rng, tmp_path, quantize):
     np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
 
 
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
+    # 13 x 47 = 611 tokens: at least two 128-token At tiles per thread, so the block-sparse layers split their
+    # tokens between the threads (a partial last tile, padded rows) instead of their output rows
+    model = _model()
+    prune_magnitude(model, 0.9, "block")
+    ids = rng.integers(1, 100, (13, 47))
+    mask = np.ones_like(ids)
+    mask[3, 30:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    dense = compile_encoder(model, quantize=quantize, calibration=calib, sparse=False, threads=2)
+    sparse = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None, threads=2)
+    assert set(sparse.formats.values()) == {"block-int8"}
+    got = sparse.run(ids, mask)["last_hidden_state"]
+    np.testing.assert_array_equal(got, dense.run(ids, mask)["last_hidden_state"])
+    np.testing.assert_array_equal(sparse.run(ids[:2], mask[:2])["last_hidden_state"], got[:2])  # few tokens
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
     """nm-int8 is never a planner candidate for a plain N:M weight (no faster than dense INT8), but a model stored
