@@ -83,10 +83,13 @@ enum class Split { Auto, Cols, Rows };
 
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
 // after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
+// With `groups` > 1 (n / groups a multiple of nr) a column split gives each thread the same share of every group.
 template <class Prep, class Gemm>
 void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, Split split = Split::Auto,
-                     int64_t row_align = 1) {
+                     int64_t row_align = 1, int64_t groups = 1) {
   const bool split_n = split == Split::Cols || (split == Split::Auto && (n / nr) >= 2 * nt);
+  if (groups < 1 || n % groups != 0 || (n / groups) % nr != 0) groups = 1;
+  const int64_t gn = n / groups;
 #pragma omp parallel num_threads(nt)
   {
     const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
@@ -96,8 +99,8 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
 #pragma omp barrier
     if (split_n) {
       int64_t n0, n1;
-      split_range(n, nr, cnt, i, &n0, &n1);
-      if (n0 < n1) gemm(int64_t{0}, m, n0, n1);
+      split_range(gn, nr, cnt, i, &n0, &n1);
+      for (int64_t g = 0; g < groups && n0 < n1; ++g) gemm(int64_t{0}, m, g * gn + n0, g * gn + n1);
     } else if (lo < hi) {
       gemm(lo, hi, int64_t{0}, n);
     }
@@ -466,6 +469,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     const std::string p = "layers." + std::to_string(i) + ".";
     EncoderLayer& L = layers_[i];
     load_linear(&L.qkv, p + "qkv", t);
+    L.qkv.col_groups = 3;
     load_linear(&L.attn_out, p + "attn_out", t);
     load_linear(&L.ffn1, p + "ffn1", t);
     load_linear(&L.ffn2, p + "ffn2", t);
@@ -525,13 +529,14 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
 }
 
 void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n,
-                                      int64_t k, float* c, int64_t ldc, const Epilogue& epi) {
+                                      int64_t k, float* c, int64_t ldc, const Epilogue& epi, int64_t groups) {
   const KernelTable* kt = kt_;
   parallel_linear(
       threads_, m, n, kt->f32_nr, [](int64_t, int64_t) {},
       [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
         kt->gemm_f32(a, lda, packed, n, k, c, ldc, m0, m1, n0, n1, epi);
-      });
+      },
+      Split::Auto, 1, groups);
 }
 
 int64_t EncoderEngine::q_stride(int64_t k) const {
@@ -589,7 +594,8 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         [&](int64_t lo, int64_t hi) { kt->to_bf16_rows(io.in + lo * L.k, L.k, a + lo * ldb, ldb, hi - lo, L.k); },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           kt->gemm_bf16(a, ldb, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
-        });
+        },
+        Split::Auto, 1, L.col_groups);
     return;
   }
   if (L.kind == LinearKind::SparseF32 || L.kind == LinearKind::NmF32) {
@@ -615,11 +621,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           if (nm) kt->gemm_nm_f32(io.in, L.k, at, m, nw, io.out, L.n, n0, n1, epi);
           else kt->gemm_spf32(io.in, L.k, at, m, sw, io.out, L.n, n0, n1, epi);
         },
-        Split::Cols, /*row_align=*/16);
+        Split::Cols, /*row_align=*/16, L.col_groups);
     return;
   }
   if (!L.int8) {
-    gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi);
+    gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi, L.col_groups);
     return;
   }
   // u8 activations: static = one calibrated (scale, zero point) for the tensor; dynamic = per-row ranges
@@ -687,12 +693,15 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           if (part.out_u8) part.out_u8 += m0 * part.ld_out_u8;
           kt->gemm_bsr_s8(q + m0 * ldq, ldq, at + m0 * kq4, m1 - m0, bw, io.out + m0 * L.n, L.n, n0, n1, part);
         },
-        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kBsrAtTile : 16);
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kBsrAtTile : 16, L.col_groups);
     return;
   }
-  parallel_linear(nt, m, L.n, kt->s8_nr, prep, [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
-  });
+  parallel_linear(
+      nt, m, L.n, kt->s8_nr, prep,
+      [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+        kt->gemm_s8(q, ldq, L.packed.as<void>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
+      },
+      Split::Auto, 1, L.col_groups);
 }
 
 namespace {

@@ -63,6 +63,9 @@ struct Linear {
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
   int64_t nm_keep = 0, nm_group = 0;
+  // output columns that form equal groups (3 for the fused Q, K, V projection): threads that split the columns
+  // take the same share of every group, so each one computes the Q, K and V of the heads it will attend with
+  int64_t col_groups = 1;
   // bytes the weight occupies in memory (packed panels or sparse arrays)
   size_t weight_bytes() const;
   AlignedBuf packed;
@@ -159,7 +162,7 @@ class EncoderEngine {
   void linear(Linear& L, const LinearIO& io, int64_t m);
   int64_t q_stride(int64_t k) const;
   void gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n, int64_t k, float* c,
-                         int64_t ldc, const Epilogue& epi);
+                         int64_t ldc, const Epilogue& epi, int64_t groups = 1);
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
