@@ -97,6 +97,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the whole runtime list this many times in turn (A B C, A B C, ...) and pool each config's "
+        "samples over the rounds, so that a slow stretch of a shared host falls on every runtime",
+    )
+    ap.add_argument(
         "--max-time-s",
         type=float,
         default=20.0,
@@ -208,6 +215,7 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": {
             "iters": args.iters,
             "warmup": args.warmup,
+            "rounds": args.rounds,
             "max_time_s": args.max_time_s,
             "inputs": "seeded random ids in [1000, vocab), full attention mask, token types 0",
             "latency": "per-call perf_counter; median/p90/mean over timed iterations",
@@ -311,7 +319,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         },
         "runtimes": {},
     }
-    for rt in args.runtimes:
+    rounds: dict[str, list[dict[str, Any]]] = {rt: [] for rt in args.runtimes}
+    for rnd, rt in [(r, rt) for r in range(max(args.rounds, 1)) for rt in args.runtimes]:
         entry: dict[str, Any] = {
             "status": "ok",
             "results": [],
@@ -319,7 +328,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "notes": {},
         }
         t1 = time.perf_counter()
-        log(f"{name}: {rt} ...")
+        log(f"{name}: {rt} (round {rnd + 1}/{max(args.rounds, 1)}) ...")
         try:
             if rt.startswith("deepsparse"):
                 _run_deepsparse(rt, info, calib, check, ref, args, entry)
@@ -330,7 +339,8 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         except Exception as e:
             entry.update(status="error", error=f"{e!r}", traceback=traceback.format_exc(limit=6))
         entry["wall_s"] = round(time.perf_counter() - t1, 2)
-        model["runtimes"][rt] = entry
+        rounds[rt].append(entry)
+        model["runtimes"][rt] = pool_rounds(rounds[rt])
         summary = ", ".join(f"s{r['seq']}b{r['batch']}={r['median_ms']:.2f}ms" for r in entry["results"])
         busy = (entry.get("foreign_load") or {}).get("other_cores")
         warn = (
@@ -342,6 +352,32 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         time.sleep(0.5)  # let idle worker threads of the previous runtime park before the next one
     return model
+
+
+def pool_rounds(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One runtime's entry over its rounds: the first round's entry, each config's timing recomputed from the
+    samples of every round where it ran ok (its median per round kept as round_medians_ms)."""
+    first = entries[0]
+    ok = [e for e in entries if e["status"] == "ok"]
+    if len(entries) == 1 or not ok:
+        return first
+    pooled = dict(ok[0], rounds=len(entries), rounds_ok=len(ok))
+    results = []
+    for r in ok[0]["results"]:
+        same = [x for e in ok for x in e["results"] if x["seq"] == r["seq"] and x["batch"] == r["batch"]]
+        samples = np.array([v for x in same for v in x.get("samples_ms", [])], dtype=np.float64)
+        if samples.size == 0:
+            results.append(r)
+            continue
+        median = float(np.median(samples))
+        results.append(dict(r, iters=int(samples.size), median_ms=median,
+                            p90_ms=float(np.percentile(samples, 90)), mean_ms=float(samples.mean()),
+                            min_ms=float(samples.min()), throughput=float(r["batch"] / (median / 1e3)),
+                            samples_ms=[round(float(v), 4) for v in samples],
+                            round_medians_ms=[round(float(x["median_ms"]), 3) for x in same]))
+    pooled["results"] = results
+    pooled["wall_s"] = round(sum(e.get("wall_s", 0.0) for e in entries), 2)
+    return pooled
 
 
 def _check(entry: dict[str, Any], out: np.ndarray | None, ref: np.ndarray, mask: np.ndarray) -> None:
@@ -642,7 +678,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- load average at start / end: {_load(meta['loadavg_start'])} / {_load(meta.get('loadavg_end'))}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- protocol: warm-up {runs['warmup']}, up to {runs['iters']} timed iterations "
-        f"(capped at {runs['max_time_s']} s per config), median / p90 of per-call latency; "
+        f"(capped at {runs['max_time_s']} s per config)"
+        + (f" in each of {runs['rounds']} rounds over the runtime list in turn, samples pooled"
+           if runs.get("rounds", 1) > 1 else "")
+        + ", median / p90 of per-call latency; "
         "throughput = batch / median. Seeded random token ids, full attention mask, random-weight models.",
         "",
         "Ratios are trimformer latency / peer latency at the same config: < 1.00x means trimformer is faster.",
@@ -869,6 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "threads",
             "iters",
             "warmup",
+            "rounds",
             "max_time_s",
             "runtimes",
             "budget_ms",
