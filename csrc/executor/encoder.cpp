@@ -81,6 +81,20 @@ std::vector<int32_t> read_shape(const std::map<std::string, HostTensor>& t, cons
 // panels unless there are too few of them
 enum class Split { Auto, Cols, Rows };
 
+// The epilogue of rows m0.. of a call, for running those rows as a call of their own
+Epilogue rows_from(const Epilogue& e, int64_t m0) {
+  Epilogue r = e;
+  if (r.row_scale) r.row_scale += m0;
+  if (r.row_zp) r.row_zp += m0;
+  if (r.residual) r.residual += m0 * r.ld_residual;
+  if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
+  return r;
+}
+
+// A sparse Linear with at least two re-layout tiles per thread splits its tokens between the threads (each keeps
+// the whole weight and only its own part of the re-layout in L2); with fewer it splits its output rows.
+bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseAtTile * nt; }
+
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
 // after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
 // With `groups` > 1 (n / groups a multiple of nr) a column split gives each thread the same share of every group.
@@ -615,13 +629,20 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     nw.keep = L.nm_keep;
     nw.group = L.nm_group;
     const bool nm = L.kind == LinearKind::NmF32;
+    const bool by_tokens = sparse_split_tokens(m, nt);
+    const int64_t k8 = (L.k + 7) / 8 * 8;  // floats per token of At
     parallel_linear(
         nt, m, L.n, 16, [&](int64_t lo, int64_t hi) { kt->spf32_pack_at(io.in, L.k, m, lo, hi, L.k, at); },
-        [&](int64_t, int64_t, int64_t n0, int64_t n1) {
-          if (nm) kt->gemm_nm_f32(io.in, L.k, at, m, nw, io.out, L.n, n0, n1, epi);
-          else kt->gemm_spf32(io.in, L.k, at, m, sw, io.out, L.n, n0, n1, epi);
+        [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+          const Epilogue part = by_tokens ? rows_from(epi, m0) : epi;
+          const int64_t r0 = by_tokens ? m0 : 0, rows = by_tokens ? m1 - m0 : m;
+          const float* x = io.in + r0 * L.k;
+          const float* a = at + r0 * k8;
+          float* y = io.out + r0 * L.n;
+          if (nm) kt->gemm_nm_f32(x, L.k, a, rows, nw, y, L.n, n0, n1, part);
+          else kt->gemm_spf32(x, L.k, a, rows, sw, y, L.n, n0, n1, part);
         },
-        Split::Cols, /*row_align=*/16, L.col_groups);
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kSparseAtTile : 16, L.col_groups);
     return;
   }
   if (!L.int8) {
@@ -669,12 +690,10 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
     uint8_t* at = at_.as<uint8_t>();
-    // Rows are quantized and re-laid in blocks of 16 tokens. Few tokens: the threads split the output rows of the
-    // weight (both read all of At). A batch (at least two At tiles per thread): they split the tokens in whole
-    // At tiles, so each keeps the whole weight and only its own part of At in its L2 (split by outputs, both
-    // threads would stream all of a large At past their half of the weight).
-    const bool by_tokens = m >= 2 * kBsrAtTile * nt;
-    const int64_t kq4 = (L.k + 3) / 4 * 4;  // At bytes per token: a kBsrAtTile-aligned token m0 starts at m0 * kq4
+    // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
+    // sparse_split_tokens)
+    const bool by_tokens = sparse_split_tokens(m, nt);
+    const int64_t kq4 = (L.k + 3) / 4 * 4;  // At bytes per token
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
@@ -686,14 +705,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
             kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
-          Epilogue part = epi;  // this thread's tokens m0 .. m1-1 as a call of its own
-          part.row_scale += m0;
-          part.row_zp += m0;
-          if (part.residual) part.residual += m0 * part.ld_residual;
-          if (part.out_u8) part.out_u8 += m0 * part.ld_out_u8;
-          kt->gemm_bsr_s8(q + m0 * ldq, ldq, at + m0 * kq4, m1 - m0, bw, io.out + m0 * L.n, L.n, n0, n1, part);
+          // this thread's tokens m0 .. m1-1 as a call of its own
+          kt->gemm_bsr_s8(q + m0 * ldq, ldq, at + m0 * kq4, m1 - m0, bw, io.out + m0 * L.n, L.n, n0, n1,
+                          rows_from(epi, m0));
         },
-        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kBsrAtTile : 16, L.col_groups);
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kSparseAtTile : 16, L.col_groups);
     return;
   }
   parallel_linear(

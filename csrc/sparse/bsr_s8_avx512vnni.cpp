@@ -28,7 +28,7 @@ inline int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 // 512 contiguous bytes and quads are 512 bytes apart whatever the call's token count. (One [k/4][m][4] array put
 // the quads m * 4 bytes apart: 8 KiB at 2048 tokens, a stride that maps a tile's whole slice onto a few L1 / L2
 // sets: in a development profile of BERT-base at batch 16 x 128, FFN2 took 1.5x longer per token than at 128.)
-constexpr int64_t kAtTile = kBsrAtTile;
+constexpr int64_t kAtTile = kSparseAtTile;
 // Token vectors per tile (measured on Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 1x4 blocks best at 8,
 // 4x4 blocks at 4 (5.9x dense INT8); 4x4 with 6 vectors spills its 24 accumulators and drops to 3x)
 #define TF_BSR_V1 8

@@ -104,6 +104,24 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
     np.testing.assert_array_equal(sparse.run(ids[:2], mask[:2])["last_hidden_state"], got[:2])  # few tokens
 
 
+@pytest.mark.parametrize("pattern,fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
+def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
+    # 611 tokens on 2 threads: the sparse FP32 layers split their tokens; 1 thread runs them in one call
+    model = _model()
+    prune_magnitude(model, 0.9 if pattern != "2:4" else 0.5, pattern)
+    ids = rng.integers(1, 100, (13, 47))
+    mask = np.ones_like(ids)
+    mask[3, 30:] = 0
+    two = compile_encoder(model, sparse=None, threads=2)
+    assert fmt in set(two.formats.values())
+    got = two.run(ids, mask)["last_hidden_state"]
+    one = compile_encoder(model, sparse=None, threads=1).run(ids, mask)["last_hidden_state"]
+    assert rel_err(got, one) < 1e-6
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    assert rel_err(got, ref) < 1e-4
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
     """nm-int8 is never a planner candidate for a plain N:M weight (no faster than dense INT8), but a model stored
