@@ -140,6 +140,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if bad:
             ap.error(f"unknown --quantize {bad}; known: fp32, int8")
         args.runtimes = [r for r in args.runtimes if any(q in r for q in args.quantize)]
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     if args.max_time_s is not None and args.max_time_s <= 0:
         args.max_time_s = None
     return args
@@ -320,7 +322,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "runtimes": {},
     }
     rounds: dict[str, list[dict[str, Any]]] = {rt: [] for rt in args.runtimes}
-    for rnd, rt in [(r, rt) for r in range(max(args.rounds, 1)) for rt in args.runtimes]:
+    for rnd, rt in [(r, rt) for r in range(args.rounds) for rt in args.runtimes]:
         entry: dict[str, Any] = {
             "status": "ok",
             "results": [],
@@ -328,7 +330,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "notes": {},
         }
         t1 = time.perf_counter()
-        log(f"{name}: {rt} (round {rnd + 1}/{max(args.rounds, 1)}) ...")
+        log(f"{name}: {rt} (round {rnd + 1}/{args.rounds}) ...")
         try:
             if rt.startswith("deepsparse"):
                 _run_deepsparse(rt, info, calib, check, ref, args, entry)
@@ -340,7 +342,6 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             entry.update(status="error", error=f"{e!r}", traceback=traceback.format_exc(limit=6))
         entry["wall_s"] = round(time.perf_counter() - t1, 2)
         rounds[rt].append(entry)
-        model["runtimes"][rt] = pool_rounds(rounds[rt])
         summary = ", ".join(f"s{r['seq']}b{r['batch']}={r['median_ms']:.2f}ms" for r in entry["results"])
         busy = (entry.get("foreign_load") or {}).get("other_cores")
         warn = (
@@ -351,16 +352,16 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         log(f"{name}: {rt} {entry['status']} {summary} {entry.get('error', '')[:200]}{warn}")
         gc.collect()
         time.sleep(0.5)  # let idle worker threads of the previous runtime park before the next one
+    model["runtimes"] = {rt: pool_rounds(entries) for rt, entries in rounds.items()}
     return model
 
 
 def pool_rounds(entries: list[dict[str, Any]]) -> dict[str, Any]:
     """One runtime's entry over its rounds: the first round's entry, each config's timing recomputed from the
     samples of every round where it ran ok (its median per round kept as round_medians_ms)."""
-    first = entries[0]
     ok = [e for e in entries if e["status"] == "ok"]
     if len(entries) == 1 or not ok:
-        return first
+        return entries[0]
     pooled = dict(ok[0], rounds=len(entries), rounds_ok=len(ok))
     results = []
     for r in ok[0]["results"]:

@@ -62,14 +62,14 @@ struct PackedS8 {
   int32_t* col_sum = nullptr;  // sum_k w[n, k], for the activation zero point
 };
 
-// Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
-// features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers
-// inputs 4*cols[j] .. 4*cols[j]+3 and holds R x 4 bytes at values[4R*j ..] (row-major: output row, then input).
 // Token alignment of the sparse kernels' activation re-layouts (bsr_pack_at, spf32_pack_at): a level's tiles hold
 // kSparseAtTile tokens (or a divisor of it), tile after tile, so the tokens from an aligned m0 on are the
 // re-layout of a call of their own, and the executor can hand each thread a range of tokens
 constexpr int64_t kSparseAtTile = 128;
 
+// Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
+// features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers
+// inputs 4*cols[j] .. 4*cols[j]+3 and holds R x 4 bytes at values[4R*j ..] (row-major: output row, then input).
 struct BsrS8 {
   int64_t n = 0, k = 0;
   int64_t block_rows = 1;
@@ -131,9 +131,8 @@ struct KernelTable {
   void (*quant_pack_kn_s8)(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
                            int32_t* sum_out);
   // ---- block-sparse INT8 GEMM (1x4 blocks) ----
-  // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly). A level
-  // with a re-layout keeps it in tiles of kSparseAtTile tokens, tile after tile, round4(k) bytes per token: tokens
-  // from a kSparseAtTile-aligned m0 on are the re-layout of a call of their own at at + m0 * round4(k)
+  // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly; else tiles
+  // as kSparseAtTile says, round4(k) bytes per token: an aligned m0 starts at at + m0 * round4(k))
   size_t (*bsr_at_size)(int64_t m, int64_t k);
   // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
   void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
@@ -180,7 +179,7 @@ struct KernelTable {
   // input chunk of the gemm_spf32 kernel (0: whole rows); SparseF32::chunk_ptr must be built for it
   int64_t spf32_chunk_k;
   // re-lay rows [m0, m1) (m0 a multiple of 16) of x [m][k] (row stride ldx) for gemm_spf32 / gemm_nm_f32
-  // (layout private to the level, round8(k) floats per token: a kSparseAtTile-aligned m0 starts at at + m0 * round8(k))
+  // (layout private to the level; tiles as kSparseAtTile says, round8(k) floats per token)
   void (*spf32_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at);
   // C[:, n0:n1] = epi(x . W^T) for all m rows (n0 a multiple of 16); epilogue as gemm_f32 (alpha, bias, act,
   // residual)

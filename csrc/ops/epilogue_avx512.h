@@ -1,6 +1,6 @@
 // 16-lane epilogue pieces for translation units compiled with the AVX-512 flags (rowops_avx512.cpp and the avx512
-// sparse kernels): GELU (erf) and the u8 requantization, in registers, so a kernel can finish a 16-wide piece of
-// its output without a call per piece. Each does the same float ops as its row-loop counterpart in rowops.inc
+// sparse kernels): GELU (erf), the activation of one piece and the u8 requantization, in registers, so a kernel can
+// finish a 16-wide piece of its output without a call per piece. Each does the same float ops as its row-loop counterpart in rowops.inc
 // (act_row<GeluErf>, quantize_u8), so fused and unfused paths give identical results.
 #pragma once
 #include <immintrin.h>

@@ -23,20 +23,20 @@ namespace avx512 {
 namespace {
 #define TF_DPBUSD(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
 
-inline int64_t round16(int64_t x) { return (x + 15) / 16 * 16; }
 // At is stored in tiles of kAtTile tokens, At[m / kAtTile][k/4][kAtTile][4]: a tile's slice for one input quad is
 // 512 contiguous bytes and quads are 512 bytes apart whatever the call's token count. (One [k/4][m][4] array put
 // the quads m * 4 bytes apart: 8 KiB at 2048 tokens, a stride that maps a tile's whole slice onto a few L1 / L2
-// sets: in a development profile of BERT-base at batch 16 x 128, FFN2 took 1.5x longer per token than at 128.)
+// sets. With this layout and the executor's token split, BERT-base at batch 16 went from 0.86x to 1.54x
+// DeepSparse's throughput: bench/results/sparse_e2e_block_0.9_fused.md -> _tiled.md.)
 constexpr int64_t kAtTile = kSparseAtTile;
 // Token vectors per tile (measured on Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 1x4 blocks best at 8,
 // 4x4 blocks at 4 (5.9x dense INT8); 4x4 with 6 vectors spills its 24 accumulators and drops to 3x)
 #define TF_BSR_V1 8
 #define TF_BSR_V4 4
 
-// acc[v] (tokens m0 + 16v ..) for one output row over its blocks
+// acc[v] (tokens 16v .. of the tile `at` points into, quads m_pad tokens apart) for one output row over its blocks
 template <int V>
-inline void row_dot(const uint8_t* at, int64_t m_pad, int64_t m0, const int32_t* cols, const int8_t* vals,
+inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
                     int32_t nb, __m512i* acc) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
@@ -44,7 +44,7 @@ inline void row_dot(const uint8_t* at, int64_t m_pad, int64_t m0, const int32_t*
     int32_t w4;
     std::memcpy(&w4, vals + 4 * j, 4);
     const __m512i wb = _mm512_set1_epi32(w4);
-    const uint8_t* ap = at + (static_cast<int64_t>(cols[j]) * m_pad + m0) * 4;
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * m_pad * 4;
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) TF_DPBUSD(acc[v], _mm512_load_si512(ap + 64 * v), wb);
   }
@@ -52,7 +52,7 @@ inline void row_dot(const uint8_t* at, int64_t m_pad, int64_t m0, const int32_t*
 
 // acc[r][v] for 4 output rows sharing one block list: each activation load feeds 4 vpdpbusd
 template <int V>
-inline void rows4_dot(const uint8_t* at, int64_t m_pad, int64_t m0, const int32_t* cols, const int8_t* vals,
+inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
                       int32_t nb, __m512i (*acc)[8]) {
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r)
@@ -63,7 +63,7 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, int64_t m0, const int32_
     std::memcpy(w4, vals + 16 * j, 16);
     const __m512i w0 = _mm512_set1_epi32(w4[0]), w1 = _mm512_set1_epi32(w4[1]), w2 = _mm512_set1_epi32(w4[2]),
                   w3 = _mm512_set1_epi32(w4[3]);
-    const uint8_t* ap = at + (static_cast<int64_t>(cols[j]) * m_pad + m0) * 4;
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * m_pad * 4;
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) {
       const __m512i x = _mm512_load_si512(ap + 64 * v);
@@ -106,14 +106,14 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
       __m512i acc[4][8];
       const int64_t b = (nb0 + i) / 4;
       const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-      rows4_dot<V>(at, m_pad, 0, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+      rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
       for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
     }
   } else {
     for (int64_t i = 0; i < 16 && nb0 + i < nb1; ++i) {
       __m512i acc[V];
       const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-      row_dot<V>(at, m_pad, 0, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
+      row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
       store_row(i, acc);
     }
   }
