@@ -115,6 +115,32 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                                           "tune": {"steps": 50}}, "<=1.5,<=0.1*magnitude-50"),
     "sparsegpt-2:4-seq-tune50": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
                                            "tune": {"steps": 50}}, "<=2.2,<magnitude-2:4"),
+    # last, end-to-end distillation of the whole model towards the fp32 logits (e2e.py): group scales / offsets,
+    # norms, kept weights of pruned Linears; 32 steps x 2 samples = two passes over the 32 calibration samples
+    "int4-asym-g128-rtn-mse-e2e32": ("quantize", {"method": "rtn", "format": "int4-asym-g128", "mse": True,
+                                                  "e2e": {"steps": 32}}, "<=1.06"),
+    "int4-asym-g128-gptq-act-seq-mse-e2e32": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                           "act_order": True, "true_sequential": True, "mse": True,
+                                                           "e2e": {"steps": 32}},
+                                              "<=1.06,<int4-asym-g128-rtn-mse-e2e32"),
+    "int4-asym-g128-gptq-act-seq-mse-tune50r-e2e32": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                                   "act_order": True, "true_sequential": True,
+                                                                   "mse": True, "tune": {"steps": 50},
+                                                                   "e2e": {"steps": 32}},
+                                                      "<=1.06,<int4-asym-g128-rtn-mse-e2e32"),
+    "sparsegpt-50-seq-e2e32": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
+                                         "e2e": {"steps": 32}}, "<=1.5,<=0.1*magnitude-50"),
+    # the same with a higher rate for the kept weights / 64 steps (after the 32-step rows above)
+    "sparsegpt-50-seq-e2e32-w1e-4": ("prune", {"method": "sparsegpt", "sparsity": 0.5, "true_sequential": True,
+                                               "e2e": {"steps": 32, "lr_weight": 1e-4}}, "<=1.5,<=0.1*magnitude-50"),
+    "sparsegpt-2:4-seq-e2e32-w1e-4": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
+                                                "e2e": {"steps": 32, "lr_weight": 1e-4}}, "<=2.2,<magnitude-2:4"),
+    "int4-asym-g128-gptq-act-seq-mse-e2e64": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                           "act_order": True, "true_sequential": True, "mse": True,
+                                                           "e2e": {"steps": 64}},
+                                              "<=1.06,<int4-asym-g128-rtn-mse-e2e32"),
+    "sparsegpt-2:4-seq-e2e32": ("prune", {"method": "sparsegpt", "sparsity": "2:4", "true_sequential": True,
+                                          "e2e": {"steps": 32}}, "<=2.2,<magnitude-2:4"),
 }
 KBIT_TABLE = ("int4-g64", "nf4-g64", "fp4-g64")
 
@@ -200,8 +226,14 @@ def _markdown(data: dict[str, Any]) -> str:
             if t:
                 what += (f"; {t['kept']}/{t['layers']} layers improved, loss x{t['loss_ratio_min']:.2f}-"
                          f"{t['loss_ratio_max']:.2f}")
+        e2e = r["kwargs"].get("e2e")
+        if e2e:  # end-to-end distillation (e2e.py): KL to the fp32 logits on the calibration samples
+            what += f" e2e {e2e['steps']}" + "".join(f" {k} {v:g}" for k, v in e2e.items() if k.startswith("lr_"))
+            e = r.get("e2e")
+            if e:
+                what += f"; KL {e['loss_before']:.3f} -> {e['loss_after']:.3f}" + ("" if e["kept"] else " (undone)")
         calib = "-"
-        if r["kwargs"]["method"] not in ("rtn", "magnitude"):
+        if r["kwargs"]["method"] not in ("rtn", "magnitude") or e2e:
             calib = f"{r['calibration_samples']} x {r.get('seqlen', 512)}"
         lines.append(f"| {name} | {r['kwargs']['method']} | {what} | {calib} | {r['perplexity']:.3f} | {r['ratio']:.4f} | "
                      f"{r['target'] or ''} | {met} | {r['compress_s']:.0f} | {r['eval_s']:.0f} | {_groups(r)} |")
@@ -338,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             compress_s = time.perf_counter() - t
             group_sizes = res.record.extra.get("group_sizes")
             tune_layers = tune_summary(res.record.extra.get("tune"))
+            e2e = {k: res.record.extra["e2e"][k] for k in ("loss_before", "loss_after", "kept")} \
+                if "e2e" in res.record.extra else None
             del res
             gc.collect()
             t = time.perf_counter()
@@ -352,9 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         data["results"][name] = {
             "kwargs": {k: v for k, v in kwargs.items() if k not in ("n_samples", "seqlen")},
-            "calibration_samples": n, "seqlen": seqlen if api != "quantize" or kw["method"] != "rtn" else None,
+            "calibration_samples": n,
+            "seqlen": seqlen if api != "quantize" or kw["method"] != "rtn" or "e2e" in kw else None,
             "perplexity": ppl, "ratio": ppl / dense, "target": target, "compress_s": compress_s,
-            "eval_s": eval_s, "command": data["command"], "group_sizes": group_sizes, "tune_layers": tune_layers, "checkpoint": str(out), "outlier_features": sum(len(v) for v in
+            "eval_s": eval_s, "command": data["command"], "group_sizes": group_sizes, "tune_layers": tune_layers, "e2e": e2e, "checkpoint": str(out), "outlier_features": sum(len(v) for v in
                                                                              meta["outliers"].values()),
         }
         met = _check(target, ppl / dense, data["results"])

@@ -56,6 +56,9 @@ def test_quantize_and_prune_cli(tiny_dir, tmp_path, capsys):
     (["quantize-llm", "--method", "rtn", "--tune-steps", "-1"], "--tune-steps"),
     (["quantize-llm", "--method", "rtn", "--format", "int4-g32", "--tune-steps", "5"], "follows GPTQ"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--tune-steps", "5"], "follows SparseGPT"),
+    (["quantize-llm", "--method", "rtn", "--e2e-steps", "-1"], "--e2e-steps"),
+    (["quantize-llm", "--method", "smoothquant", "--e2e-steps", "5"], "e2e (end-to-end distillation)"),
+    (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--e2e-steps", "5"], "tokenizer"),
 ])
 def test_cli_errors(tiny_dir, tmp_path, capsys, argv, message):
     assert main([*argv, "--model", str(tiny_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 2

@@ -47,6 +47,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="GPTQ/SparseGPT: afterwards, N steps per layer of block-wise output reconstruction "
                         "(group scales/offsets, norm weights, kept weights of pruned Linears; docs/llm.md)")
     p.add_argument("--tune-batch", type=int, default=4, metavar="B", help="calibration samples per tuning step")
+    p.add_argument("--e2e-steps", type=int, default=0, metavar="N",
+                   help="k-bit / pruned results: last, N steps of end-to-end distillation of the whole model "
+                        "towards the uncompressed one's logits (group scales/offsets, norm weights, kept weights "
+                        "of pruned Linears; docs/llm.md)")
+    p.add_argument("--e2e-batch", type=int, default=2, metavar="B", help="calibration samples per e2e step")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -61,6 +66,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("--samples must be >= 1 and --seqlen >= 2")
     if args.tune_steps < 0 or args.tune_batch < 1:
         raise CLIError("--tune-steps must be >= 0 and --tune-batch >= 1")
+    if args.e2e_steps < 0 or args.e2e_batch < 1:
+        raise CLIError("--e2e-steps must be >= 0 and --e2e-batch >= 1")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to replace it")
@@ -85,7 +92,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     return {"tokenizer": tokenizer, "n_samples": args.samples, "seqlen": args.seqlen, "seed": args.seed,
             "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force,
             "progress": not args.quiet, "true_sequential": args.true_sequential, "mse": args.mse,
-            "tune": {"steps": args.tune_steps, "batch_samples": args.tune_batch} if args.tune_steps else None}
+            "tune": {"steps": args.tune_steps, "batch_samples": args.tune_batch} if args.tune_steps else None,
+            "e2e": {"steps": args.e2e_steps, "batch_samples": args.e2e_batch} if args.e2e_steps else None}
 
 
 def _report(args: argparse.Namespace, res: Any) -> None:
@@ -100,6 +108,10 @@ def _report(args: argparse.Namespace, res: Any) -> None:
         if "tune" in params:  # per-layer losses: in the JSON summary and the checkpoint's record
             t = params["tune"]
             params["tune"] = f"{t['steps']} steps, {t['layers_kept']}/{t['layers']} layers improved"
+        if "e2e" in params:
+            e = params["e2e"]
+            params["e2e"] = (f"{e['steps']} steps, KL {e['loss_before']:.4f} -> {e['loss_after']:.4f}"
+                             + ("" if e["kept"] else " (no gain: undone)"))
         extra = ", ".join(f"{k}={v}" for k, v in params.items())
         print(f"wrote {res.out}: {rec.method} ({extra}) on {len(rec.linears)} Linears in {res.seconds:.1f}s")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -17,6 +18,7 @@ from ...formats import kbit
 from ...formats.sparsity import magnitude_mask
 from ..obs import HessianAccumulator, KbitQuantizer, gptq_quantize, rtn_quantize, sparsegpt_prune
 from .checkpoint import CompressionRecord, LinearRecord, install_activation_quant, write_checkpoint
+from .e2e import E2EConfig, distill_e2e, e2e_config
 from .model import (
     decoder_layers,
     get_linear_weight,
@@ -301,6 +303,7 @@ def quantize_llm(
     threshold: float = 6.0,
     strict_groups: bool = False,
     tune: TuneConfig | dict | int | None = None,
+    e2e: E2EConfig | dict | int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -319,6 +322,9 @@ def quantize_llm(
     the layer's unquantized forward), ``mse`` (RTN and GPTQ: each group's scale/offset from a search over
     shrunk ranges for the lowest squared error instead of min/max), ``percdamp`` (Hessian damping), ``tune``
     (a ``TuneConfig`` or a step count: after GPTQ, block-wise reconstruction of each layer's output, see tune.py).
+    ``e2e`` (RTN / GPTQ to a k-bit format: an ``E2EConfig`` or a step count): last, the group scales/offsets and
+    norm weights of the whole model distilled towards the uncompressed model's logits on the calibration samples
+    (e2e.py).
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"unknown quantization method {method!r}; known: {', '.join(QUANT_METHODS)}")
@@ -338,10 +344,15 @@ def quantize_llm(
     tune_cfg = _tune_config(tune)
     if tune_cfg is not None and method != "gptq":
         raise ValueError(f"tune (block-wise reconstruction) follows GPTQ; not available with method {method!r}")
+    e2e_cfg = e2e_config(e2e)
+    if e2e_cfg is not None and (method not in ("rtn", "gptq") or spec.w8a8):
+        raise ValueError(f"e2e (end-to-end distillation) trains k-bit group scales after RTN or GPTQ; not "
+                         f"available with method {method!r} / format {spec.label!r}")
     t0 = time.perf_counter()
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
+    teacher = copy.deepcopy(model) if e2e_cfg is not None else None
     plan = _group_plan(model, spec, strict_groups)
     linears: dict[str, LinearRecord] = {}
     tune_stats: list[dict[str, float]] = []
@@ -414,6 +425,11 @@ def quantize_llm(
             extra["threshold"] = threshold
     if mse:
         extra["mse"] = True
+    if e2e_cfg is not None:
+        if calib_info is None:  # RTN: calibration only for the distillation
+            samples, calib_info = _calibration(loaded, calibration, n_samples, seqlen, seed)
+        extra["e2e"] = distill_e2e(model, teacher, linears, samples, e2e_cfg, progress)
+        del teacher
     record = CompressionRecord(method, loaded.source, calib_info, linears,
                                activations="w8a8-per-token" if spec.w8a8 else None, outliers=outliers,
                                extra=extra)
@@ -438,6 +454,7 @@ def prune_llm(
     mse: bool = False,
     strict_groups: bool = False,
     tune: TuneConfig | dict | int | None = None,
+    e2e: E2EConfig | dict | int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> CompressionResult:
@@ -448,7 +465,9 @@ def prune_llm(
     q/k/v, then collect o_proj's inputs through the pruned attention, then gate/up, then down; False: every
     Hessian from the layer's unpruned forward. mse: with ``quantize``, search each group's range for the lowest
     squared error. tune (SparseGPT): a ``TuneConfig`` or a step count: block-wise reconstruction of each
-    layer's output with the masks fixed (tune.py)."""
+    layer's output with the masks fixed (tune.py). e2e: an ``E2EConfig`` or a step count: last, the kept weights
+    (or, with ``quantize``, the group scales) and norm weights of the whole model distilled towards the
+    unpruned model's logits on the calibration samples, masks fixed (e2e.py)."""
     if method not in PRUNE_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; known: {', '.join(PRUNE_METHODS)}")
     frac, pat = parse_sparsity(sparsity, pattern)
@@ -459,10 +478,12 @@ def prune_llm(
     tune_cfg = _tune_config(tune)
     if tune_cfg is not None and method != "sparsegpt":
         raise ValueError(f"tune (block-wise reconstruction) follows SparseGPT; not available with method {method!r}")
+    e2e_cfg = e2e_config(e2e)
     t0 = time.perf_counter()
     loaded = load_llm(model_or_path, tokenizer)
     model = loaded.model
     decoder_layers(model)
+    teacher = copy.deepcopy(model) if e2e_cfg is not None else None
     plan = _group_plan(model, spec, strict_groups)
     tune_stats: list[dict[str, float]] = []
     if pat in ("2:4", "4:8"):
@@ -525,6 +546,11 @@ def prune_llm(
     if mse and spec is not None:
         extra["mse"] = True
     _tune_summary(extra, tune_cfg, tune_stats)
+    if e2e_cfg is not None:
+        if calib_info is None:  # magnitude: calibration only for the distillation
+            samples, calib_info = _calibration(loaded, calibration, n_samples, seqlen, seed)
+        extra["e2e"] = distill_e2e(model, teacher, linears, samples, e2e_cfg, progress)
+        del teacher
     record = CompressionRecord(method, loaded.source, calib_info, linears, extra=extra)
     if math.isnan(extra["achieved_sparsity"]):  # pragma: no cover - defensive
         raise AssertionError("no Linear was pruned")

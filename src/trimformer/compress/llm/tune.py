@@ -68,7 +68,7 @@ class _KbitWeight(torch.nn.Module):
     """W = mask * (round(LUT[codes0] + v) * scale0 * exp(log_s) + offset0 + shift * scale0), per group."""
 
     def __init__(self, rec: LinearRecord, mask: torch.Tensor | None, conv1d: bool,
-                 v0: torch.Tensor | None = None):
+                 v0: torch.Tensor | None = None, rounding: bool = True):
         super().__init__()
         self.t = kbit.get_kbit_type(rec.format)
         codes = np.asarray(rec.codes)
@@ -83,17 +83,22 @@ class _KbitWeight(torch.nn.Module):
         self.register_buffer("mask", mask.float() if mask is not None else None)
         # a start strictly inside the level's rounding interval, so the initial codes are the stored ones
         v = torch.zeros(n, k) if v0 is None else v0.float().clamp(-0.499, 0.499)
-        self.v = torch.nn.Parameter(v.clone())
+        # rounding=False (end-to-end tuning, e2e.py): the codes stay the stored ones, only scales/offsets move
+        self.v = torch.nn.Parameter(v.clone()) if rounding else None
+        self.register_buffer("codes0", None if rounding else torch.from_numpy(codes.astype(np.int64)))
         self.log_s = torch.nn.Parameter(torch.zeros_like(self.s0))
         self.shift = torch.nn.Parameter(torch.zeros_like(self.s0)) if self.t.affine else None
         self.conv1d = conv1d
 
     def _parts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        v = self.v if self.mask is None else self.v * self.mask
-        x = self.q0 + v
-        with torch.no_grad():
-            level, codes = self.grid.nearest(x.detach())
-        q = x + (level - x).detach()  # straight-through: the level forward, x's gradient backward
+        if self.v is None:
+            q, codes = self.q0, self.codes0
+        else:
+            v = self.v if self.mask is None else self.v * self.mask
+            x = self.q0 + v
+            with torch.no_grad():
+                level, codes = self.grid.nearest(x.detach())
+            q = x + (level - x).detach()  # straight-through: the level forward, x's gradient backward
         scales = self.s0 * torch.exp(self.log_s)
         offsets = self.o0 + self.shift * self.s0 if self.shift is not None else self.o0
         return q, codes, scales, offsets
@@ -107,7 +112,8 @@ class _KbitWeight(torch.nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        self.v.clamp_(-1.0, 1.0)
+        if self.v is not None:
+            self.v.clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def export(self, rec: LinearRecord) -> torch.Tensor:
