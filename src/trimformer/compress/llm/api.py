@@ -29,7 +29,7 @@ from .model import (
     load_llm,
     set_linear_weight,
 )
-from .tune import TuneConfig, tune_layer
+from .tune import TuneConfig, as_config, tune_layer
 
 __all__ = [
     "CompressionResult",
@@ -243,15 +243,7 @@ def _smooth_layer(layer: torch.nn.Module, stats: dict[str, _AbsMax], alpha: floa
 
 
 def _tune_config(tune: TuneConfig | dict | int | None) -> TuneConfig | None:
-    if tune is None or tune is False:
-        return None
-    if isinstance(tune, dict):
-        tune = TuneConfig(**tune)
-    if isinstance(tune, TuneConfig):
-        return tune if tune.steps > 0 else None
-    if isinstance(tune, bool) or not isinstance(tune, int):
-        raise TypeError(f"tune must be a TuneConfig, its fields as a dict or a step count, got {tune!r}")
-    return TuneConfig(steps=tune) if tune > 0 else None
+    return as_config(TuneConfig, tune, "tune")
 
 
 def _tune_callback(cfg: TuneConfig | None, linears: dict[str, LinearRecord], stats: list[dict[str, float]],

@@ -29,8 +29,8 @@ import torch
 from torch.nn.utils import parametrize
 
 from .checkpoint import LinearRecord
-from .model import _is_conv1d, get_linear_weight, iter_layer_linears, set_linear_weight
-from .tune import _KbitWeight, _MaskedWeight, _norms
+from .model import _is_conv1d, get_linear_weight, iter_layer_linears
+from .tune import _KbitWeight, _MaskedWeight, _norms, as_config, check_steps_and_rates, keep_if_better
 
 __all__ = ["E2EConfig", "distill_e2e"]
 
@@ -45,11 +45,7 @@ class E2EConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_samples < 1:
-            raise ValueError(f"e2e steps must be >= 0 and batch_samples >= 1, got {self.steps}, {self.batch_samples}")
-        for name in ("lr_scale", "lr_weight", "lr_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"e2e {name} must be >= 0")
+        check_steps_and_rates(self, "e2e")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,15 +53,7 @@ class E2EConfig:
 
 def e2e_config(e2e: E2EConfig | dict | int | None) -> E2EConfig | None:
     """An ``E2EConfig`` from itself, its fields as a dict or a step count; None when off."""
-    if e2e is None or e2e is False:
-        return None
-    if isinstance(e2e, dict):
-        e2e = E2EConfig(**e2e)
-    if isinstance(e2e, E2EConfig):
-        return e2e if e2e.steps > 0 else None
-    if isinstance(e2e, bool) or not isinstance(e2e, int):
-        raise TypeError(f"e2e must be an E2EConfig, its fields as a dict or a step count, got {e2e!r}")
-    return E2EConfig(steps=e2e) if e2e > 0 else None
+    return as_config(E2EConfig, e2e, "e2e")
 
 
 def _batches(samples: list[np.ndarray], size: int) -> list[torch.Tensor]:
@@ -124,7 +112,7 @@ def distill_e2e(model: Any, teacher: Any, records: dict[str, LinearRecord], samp
     grad_flags = [(p, p.requires_grad) for p in model.parameters()]
     norms = _norms(model)
     norm_init = [p.detach().clone() for p in norms]
-    weights_init = {name: get_linear_weight(mod).clone() for name, mod in linears.items()}
+    weights_init = {name: get_linear_weight(mod) for name, mod in linears.items()}
     param_mods: dict[str, torch.nn.Module] = {}
     for p in model.parameters():
         p.requires_grad_(False)
@@ -179,20 +167,8 @@ def distill_e2e(model: Any, teacher: Any, records: dict[str, LinearRecord], samp
             parametrize.remove_parametrizations(linears[name], "weight", leave_parametrized=False)
         for p, flag in grad_flags:
             p.requires_grad_(flag)
-    with torch.no_grad():
-        for name, (_, w) in exported.items():
-            set_linear_weight(linears[name], w)
-        after = _loss(model, teacher, batches)  # with the exact stored weights
-        keep = after < before
-        if keep:
-            for name, (rec, _) in exported.items():
-                records[name].codes, records[name].scales, records[name].offsets = rec.codes, rec.scales, rec.offsets
-        else:
-            for name, w in weights_init.items():
-                set_linear_weight(linears[name], w)
-            for p, p0 in zip(norms, norm_init, strict=True):
-                p.copy_(p0)
-            after = before
+    after, keep = keep_if_better(linears, records, exported, weights_init, norms, norm_init, before,
+                                 lambda: _loss(model, teacher, batches))
     model.train(was_training)
-    return {**cfg.to_json(), "loss_before": before, "loss_after": after, "kept": bool(keep),
+    return {**cfg.to_json(), "loss_before": before, "loss_after": after, "kept": keep,
             "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None}

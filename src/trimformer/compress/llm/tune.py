@@ -32,7 +32,29 @@ from ..obs import _Grid
 from .checkpoint import LinearRecord
 from .model import _is_conv1d, _layer_output, _run, get_linear_weight, set_linear_weight
 
-__all__ = ["TuneConfig", "tune_layer"]
+__all__ = ["TuneConfig", "as_config", "tune_layer"]
+
+
+def check_steps_and_rates(cfg: Any, label: str) -> None:
+    """Shared validation of TuneConfig / E2EConfig: steps >= 0, batch >= 1, non-negative rates."""
+    if cfg.steps < 0 or cfg.batch_samples < 1:
+        raise ValueError(f"{label} steps must be >= 0 and batch_samples >= 1, got {cfg.steps}, {cfg.batch_samples}")
+    for name in ("lr_scale", "lr_weight", "lr_norm"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{label} {name} must be >= 0")
+
+
+def as_config(cls: type, value: Any, label: str) -> Any:
+    """``cls`` (TuneConfig / E2EConfig) from itself, its fields as a dict or a step count; None when off."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, dict):
+        value = cls(**value)
+    if isinstance(value, cls):
+        return value if value.steps > 0 else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{label} must be a {cls.__name__}, its fields as a dict or a step count, got {value!r}")
+    return cls(steps=value) if value > 0 else None
 
 
 @dataclass(frozen=True)
@@ -49,11 +71,7 @@ class TuneConfig:
     init_residual: bool = True
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_samples < 1:
-            raise ValueError(f"tune steps must be >= 0 and batch_samples >= 1, got {self.steps}, {self.batch_samples}")
-        for name in ("lr_scale", "lr_weight", "lr_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"tune {name} must be >= 0")
+        check_steps_and_rates(self, "tune")
         if self.lr_round is not None and self.lr_round < 0:
             raise ValueError("tune lr_round must be >= 0")
 
@@ -189,7 +207,7 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
     grad_flags = [(p, p.requires_grad) for p in layer.parameters()]
     norms = _norms(layer)
     norm_init = [p.detach().clone() for p in norms]
-    weights_init = {name: mod.weight.detach().clone() for name, mod in linears.items()}
+    weights_init = {name: get_linear_weight(mod) for name, mod in linears.items()}
     param_mods: dict[str, torch.nn.Module] = {}
     for name, mod in linears.items():
         rec = records[name]
@@ -248,18 +266,28 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
             parametrize.remove_parametrizations(linears[name], "weight", leave_parametrized=False)
         for p, flag in grad_flags:
             p.requires_grad_(flag)
-    with torch.no_grad():
-        for name, (_, w) in exported.items():
-            set_linear_weight(linears[name], w)
-        after = _loss(layer, chunks)  # with the exact stored weights
-        keep = after < before
-        if keep:
-            for name, (rec, _) in exported.items():
-                records[name].codes, records[name].scales, records[name].offsets = rec.codes, rec.scales, rec.offsets
-        else:
-            for name, w in weights_init.items():
-                linears[name].weight.copy_(w)
-            for p, p0 in zip(norms, norm_init, strict=True):
-                p.copy_(p0)
-            after = before
-    return {"loss_before": before, "loss_after": after, "kept": bool(keep)}
+    after, keep = keep_if_better(linears, records, exported, weights_init, norms, norm_init, before,
+                                 lambda: _loss(layer, chunks))
+    return {"loss_before": before, "loss_after": after, "kept": keep}
+
+
+@torch.no_grad()
+def keep_if_better(linears: dict[str, torch.nn.Module], records: dict[str, LinearRecord],
+                   exported: dict[str, tuple[LinearRecord, torch.Tensor]], weights_init: dict[str, torch.Tensor],
+                   norms: list[torch.nn.Parameter], norm_init: list[torch.Tensor], before: float,
+                   loss: Any) -> tuple[float, bool]:
+    """Install the exported (exactly stored) weights and measure ``loss()``: below ``before``, the exported
+    codes / scales / offsets go into ``records``; otherwise the weights and norms are restored exactly.
+    Returns (loss after, kept)."""
+    for name, (_, w) in exported.items():
+        set_linear_weight(linears[name], w)
+    after = loss()
+    if after < before:
+        for name, (rec, _) in exported.items():
+            records[name].codes, records[name].scales, records[name].offsets = rec.codes, rec.scales, rec.offsets
+        return after, True
+    for name, w in weights_init.items():
+        set_linear_weight(linears[name], w)
+    for p, p0 in zip(norms, norm_init, strict=True):
+        p.copy_(p0)
+    return before, False
