@@ -29,8 +29,16 @@ import torch
 from torch.nn.utils import parametrize
 
 from .checkpoint import LinearRecord
-from .model import _is_conv1d, get_linear_weight, iter_layer_linears
-from .tune import _KbitWeight, _MaskedWeight, _norms, as_config, check_steps_and_rates, keep_if_better
+from .model import get_linear_weight, iter_layer_linears
+from .tune import (
+    _KbitWeight,
+    _MaskedWeight,
+    _norms,
+    as_config,
+    attach_storable,
+    check_steps_and_rates,
+    keep_if_better,
+)
 
 __all__ = ["E2EConfig", "distill_e2e"]
 
@@ -118,18 +126,7 @@ def distill_e2e(model: Any, teacher: Any, records: dict[str, LinearRecord], samp
         p.requires_grad_(False)
     losses: list[float] = []
     try:
-        for name, mod in linears.items():
-            rec = records[name]
-            w = get_linear_weight(mod)
-            mask = (w != 0) if rec.sparsity is not None else None
-            if rec.codes is not None:
-                pm = _KbitWeight(rec, mask, _is_conv1d(mod), rounding=False)
-            elif mask is not None:
-                pm = _MaskedWeight(w, mask, _is_conv1d(mod))
-            else:
-                continue  # a float, unpruned Linear (e.g. W8A8 is not k-bit): nothing this pass could store
-            parametrize.register_parametrization(mod, "weight", pm, unsafe=True)
-            param_mods[name] = pm
+        param_mods = attach_storable(linears, records, rounding=False)  # codes frozen: scales / offsets only
         scaling = [p for pm in param_mods.values() if isinstance(pm, _KbitWeight)
                    for p in (pm.log_s, pm.shift) if p is not None]
         kept = [pm.delta for pm in param_mods.values() if isinstance(pm, _MaskedWeight)]

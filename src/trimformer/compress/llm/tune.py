@@ -32,7 +32,7 @@ from ..obs import _Grid
 from .checkpoint import LinearRecord
 from .model import _is_conv1d, _layer_output, _run, get_linear_weight, set_linear_weight
 
-__all__ = ["TuneConfig", "as_config", "tune_layer"]
+__all__ = ["TuneConfig", "as_config", "attach_storable", "keep_if_better", "tune_layer"]
 
 
 def check_steps_and_rates(cfg: Any, label: str) -> None:
@@ -208,20 +208,7 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
     norms = _norms(layer)
     norm_init = [p.detach().clone() for p in norms]
     weights_init = {name: get_linear_weight(mod) for name, mod in linears.items()}
-    param_mods: dict[str, torch.nn.Module] = {}
-    for name, mod in linears.items():
-        rec = records[name]
-        conv1d = _is_conv1d(mod)
-        w = get_linear_weight(mod)
-        mask = (w != 0) if rec.sparsity is not None else None
-        if rec.codes is not None:
-            pm = _KbitWeight(rec, mask, conv1d, (init or {}).get(name))
-        elif mask is not None:
-            pm = _MaskedWeight(w, mask, conv1d)
-        else:
-            continue  # a float, unpruned Linear: nothing this pass could store
-        parametrize.register_parametrization(mod, "weight", pm, unsafe=True)
-        param_mods[name] = pm
+    param_mods = attach_storable(linears, records, init)
     for p in layer.parameters():
         p.requires_grad_(False)
     rounding = [pm.v for pm in param_mods.values() if isinstance(pm, _KbitWeight)]
@@ -269,6 +256,27 @@ def tune_layer(layer: torch.nn.Module, linears: dict[str, torch.nn.Module], reco
     after, keep = keep_if_better(linears, records, exported, weights_init, norms, norm_init, before,
                                  lambda: _loss(layer, chunks))
     return {"loss_before": before, "loss_after": after, "kept": keep}
+
+
+def attach_storable(linears: dict[str, torch.nn.Module], records: dict[str, LinearRecord],
+                    init: dict[str, torch.Tensor] | None = None, rounding: bool = True) -> dict[str, torch.nn.Module]:
+    """Parametrize each Linear's weight by what its record can store (k-bit: ``_KbitWeight``; pruned float:
+    ``_MaskedWeight``; a float, unpruned Linear is skipped). Returns name -> parametrization."""
+    param_mods: dict[str, torch.nn.Module] = {}
+    for name, mod in linears.items():
+        rec = records[name]
+        conv1d = _is_conv1d(mod)
+        w = get_linear_weight(mod)
+        mask = (w != 0) if rec.sparsity is not None else None
+        if rec.codes is not None:
+            pm = _KbitWeight(rec, mask, conv1d, (init or {}).get(name), rounding=rounding)
+        elif mask is not None:
+            pm = _MaskedWeight(w, mask, conv1d)
+        else:
+            continue  # nothing this pass could store
+        parametrize.register_parametrization(mod, "weight", pm, unsafe=True)
+        param_mods[name] = pm
+    return param_mods
 
 
 @torch.no_grad()
