@@ -57,6 +57,7 @@ def test_quantize_and_prune_cli(tiny_dir, tmp_path, capsys):
     (["quantize-llm", "--method", "rtn", "--format", "int4-g32", "--tune-steps", "5"], "follows GPTQ"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--tune-steps", "5"], "follows SparseGPT"),
     (["quantize-llm", "--method", "rtn", "--e2e-steps", "-1"], "--e2e-steps"),
+    (["quantize-llm", "--method", "rtn", "--e2e-steps", "4", "--e2e-samples", "-2"], "--e2e-samples"),
     (["quantize-llm", "--method", "smoothquant", "--e2e-steps", "5"], "e2e (end-to-end distillation)"),
     (["prune-llm", "--method", "magnitude", "--sparsity", "0.5", "--e2e-steps", "5"], "tokenizer"),
 ])

@@ -95,6 +95,36 @@ def test_prune_e2e_keeps_the_masks(method, quantize, calib, tmp_path):
         _check_dir(tmp_path / "p", tiny_llama)
 
 
+def test_e2e_samples_of_its_own(calib, monkeypatch):
+    """``samples``: the pass draws its own windows of the calibration slice (same seed; the solver keeps its
+    ``n_samples``), or takes the first ``samples`` of a user-provided list."""
+    import trimformer.llm_data as llm_data
+
+    draws: list[tuple[int, int, int]] = []
+
+    def fake_windows(tokenizer, n, seqlen, seed=0):
+        draws.append((n, seqlen, seed))
+        rng = np.random.default_rng(seed)
+        return [rng.integers(0, VOCAB, seqlen) for _ in range(n)]
+
+    monkeypatch.setattr(llm_data, "calibration_samples", fake_windows)
+    cfg = {**FAST, "steps": 4, "samples": 6}
+    res = quantize_llm(_peaked(tiny_llama)(), method="gptq", format="int4-asym-g16", tokenizer=object(),
+                       n_samples=3, seqlen=24, seed=5, e2e=cfg, progress=False)
+    assert draws == [(3, 24, 5), (6, 24, 5)]  # the solver's windows, then the pass's own
+    assert res.record.calibration["n_samples"] == 3 and res.record.calibration["e2e_samples"] == 6
+    assert res.record.extra["e2e"]["samples"] == 6
+
+    given = quantize_llm(_peaked(tiny_llama)(), method="gptq", format="int4-asym-g16", calibration=calib,
+                         e2e={**cfg, "samples": 5}, progress=False)
+    assert given.record.calibration["n_samples"] == 8 and given.record.calibration["e2e_samples"] == 5
+    with pytest.raises(ValueError, match="e2e samples=9 but only 8"):
+        quantize_llm(tiny_llama(), method="rtn", format="int4-g16", calibration=calib, e2e={**cfg, "samples": 9},
+                     progress=False)
+    with pytest.raises(ValueError, match="samples must be >= 0"):
+        E2EConfig(steps=2, samples=-1)
+
+
 def test_bad_e2e_arguments(calib):
     with pytest.raises(ValueError, match="e2e"):
         quantize_llm(tiny_llama(), method="smoothquant", calibration=calib, e2e=3, progress=False)

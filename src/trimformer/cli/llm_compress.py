@@ -52,6 +52,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "towards the uncompressed one's logits (group scales/offsets, norm weights, kept weights "
                         "of pruned Linears; docs/llm.md)")
     p.add_argument("--e2e-batch", type=int, default=2, metavar="B", help="calibration samples per e2e step")
+    p.add_argument("--e2e-samples", type=int, default=0, metavar="N",
+                   help="calibration samples of the e2e pass (default: the solver's --samples); more distinct "
+                        "samples keep many steps from fitting the few the solver used")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -66,8 +69,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("--samples must be >= 1 and --seqlen >= 2")
     if args.tune_steps < 0 or args.tune_batch < 1:
         raise CLIError("--tune-steps must be >= 0 and --tune-batch >= 1")
-    if args.e2e_steps < 0 or args.e2e_batch < 1:
-        raise CLIError("--e2e-steps must be >= 0 and --e2e-batch >= 1")
+    if args.e2e_steps < 0 or args.e2e_batch < 1 or args.e2e_samples < 0:
+        raise CLIError("--e2e-steps and --e2e-samples must be >= 0 and --e2e-batch >= 1")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CLIError(f"{out} exists; pass --force to replace it")
@@ -93,7 +96,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
             "percdamp": args.percdamp, "strict_groups": args.strict_groups, "overwrite": args.force,
             "progress": not args.quiet, "true_sequential": args.true_sequential, "mse": args.mse,
             "tune": {"steps": args.tune_steps, "batch_samples": args.tune_batch} if args.tune_steps else None,
-            "e2e": {"steps": args.e2e_steps, "batch_samples": args.e2e_batch} if args.e2e_steps else None}
+            "e2e": {"steps": args.e2e_steps, "batch_samples": args.e2e_batch, "samples": args.e2e_samples}
+            if args.e2e_steps else None}
 
 
 def _report(args: argparse.Namespace, res: Any) -> None:

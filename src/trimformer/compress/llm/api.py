@@ -122,6 +122,26 @@ class _AbsMax:
         self.n_samples += x.shape[0]
 
 
+def _e2e_calibration(loaded, calibration, n_samples: int, seqlen: int, seed: int, cfg: E2EConfig,
+                     solver: tuple[list, dict] | None):
+    """The end-to-end pass's samples and calibration record. ``solver``: the (samples, record) the layer-wise
+    solver used, or None (RTN, magnitude). Without ``cfg.samples`` the pass reuses the solver's samples (or draws
+    ``n_samples``); with it, the first ``cfg.samples`` of a user-provided list, else that many windows of the
+    calibration slice with the same seed (they begin with the solver's windows)."""
+    if not cfg.samples and solver is not None:
+        return solver
+    if calibration is not None:
+        given = list(calibration)
+        if cfg.samples > len(given):
+            raise ValueError(f"e2e samples={cfg.samples} but only {len(given)} calibration samples were given")
+        samples, info = _calibration(loaded, given[:cfg.samples or None], n_samples, seqlen, seed)
+    else:
+        samples, info = _calibration(loaded, None, cfg.samples or n_samples, seqlen, seed)
+    if solver is None:
+        return samples, info
+    return samples, {**solver[1], "e2e_samples": len(samples)}
+
+
 def _calibration(loaded, calibration, n_samples: int, seqlen: int, seed: int):
     if calibration is not None:
         samples = [np.asarray(s, dtype=np.int64).ravel() for s in calibration]
@@ -418,8 +438,8 @@ def quantize_llm(
     if mse:
         extra["mse"] = True
     if e2e_cfg is not None:
-        if calib_info is None:  # RTN: calibration only for the distillation
-            samples, calib_info = _calibration(loaded, calibration, n_samples, seqlen, seed)
+        samples, calib_info = _e2e_calibration(loaded, calibration, n_samples, seqlen, seed, e2e_cfg,
+                                               None if calib_info is None else (samples, calib_info))
         extra["e2e"] = distill_e2e(model, teacher, linears, samples, e2e_cfg, progress)
         del teacher
     record = CompressionRecord(method, loaded.source, calib_info, linears,
@@ -539,8 +559,8 @@ def prune_llm(
         extra["mse"] = True
     _tune_summary(extra, tune_cfg, tune_stats)
     if e2e_cfg is not None:
-        if calib_info is None:  # magnitude: calibration only for the distillation
-            samples, calib_info = _calibration(loaded, calibration, n_samples, seqlen, seed)
+        samples, calib_info = _e2e_calibration(loaded, calibration, n_samples, seqlen, seed, e2e_cfg,
+                                               None if calib_info is None else (samples, calib_info))
         extra["e2e"] = distill_e2e(model, teacher, linears, samples, e2e_cfg, progress)
         del teacher
     record = CompressionRecord(method, loaded.source, calib_info, linears, extra=extra)

@@ -15,6 +15,10 @@ can store exactly is trained:
 Embeddings and the LM head are not trained. Adam with a linearly decaying rate over ``steps`` mini-batches.
 The distillation loss on the calibration samples is measured with the exact stored weights before and after;
 when it did not drop, the model and the records are restored exactly.
+
+``samples`` draws the pass its own, larger calibration set (the solver's samples first, then more windows of
+the same slice, same seed). Many steps over the solver's 32 windows fit them: on SmolLM2 GPTQ INT4, 128 steps
+lowered their KL below 64 steps' while the held-out perplexity rose (bench/results/llm_quality_e2e3.md).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = ["E2EConfig", "distill_e2e"]
 class E2EConfig:
     steps: int = 0  # optimizer steps over the whole model (0: off)
     batch_samples: int = 2  # calibration samples per step
+    samples: int = 0  # calibration samples of the pass (0: the layer-wise solver's)
     lr_scale: float = 1e-3  # log group-scale multipliers and offset shifts
     lr_weight: float = 3e-5  # kept weights of pruned float Linears (absolute)
     lr_norm: float = 1e-3  # norm weights (absolute)
@@ -54,6 +59,8 @@ class E2EConfig:
 
     def __post_init__(self) -> None:
         check_steps_and_rates(self, "e2e")
+        if self.samples < 0:
+            raise ValueError(f"e2e samples must be >= 0 (0: the solver's calibration samples), got {self.samples}")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
