@@ -160,6 +160,11 @@ METHODS: dict[str, tuple[str, dict[str, Any], str | None]] = {
                                                                 "act_order": True, "true_sequential": True,
                                                                 "mse": True, "e2e": {"steps": 64, "samples": 128}},
                                                    "<=1.06,<int4-asym-g128-rtn-mse-e2e32"),
+    # the same, twice the steps on twice the samples (each still seen once)
+    "int4-asym-g128-gptq-act-seq-mse-e2e128-s256": ("quantize", {"method": "gptq", "format": "int4-asym-g128",
+                                                                 "act_order": True, "true_sequential": True,
+                                                                 "mse": True, "e2e": {"steps": 128, "samples": 256}},
+                                                    "<=1.06,<int4-asym-g128-rtn-mse-e2e32"),
 }
 KBIT_TABLE = ("int4-g64", "nf4-g64", "fp4-g64")
 
