@@ -17,6 +17,7 @@ namespace {
 constexpr int64_t NR = 16;
 constexpr int MR = 6;
 constexpr int64_t KC = 256, MC = 192;  // cache blocking (pack_f32.inc): A block 192 KB in L2, B slice 16 KB in L1
+constexpr int64_t row_block(int64_t) { return MC; }
 
 template <int R>
 inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols,

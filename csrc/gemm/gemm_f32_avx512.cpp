@@ -21,9 +21,18 @@ namespace {
 constexpr int NV = TF_F32_NV;  // zmm vectors per tile row
 constexpr int64_t NR = 16 * NV;
 constexpr int MR = TF_F32_MR;
-// Cache blocking is not enabled here: the AVX-512 machines (Zen 5, 48 KB L1D, 1 MB L2) ran at parity with ORT
-// without it and no blocked variant has been measured on one yet.
-constexpr int64_t KC = int64_t{1} << 40, MC = int64_t{1} << 40;
+// Cache blocking by rows only (pack_f32.inc): a block of rows whose A slice (rows x k floats, ~512 KB) stays in L2
+// while every 32-column panel of the call streams past it. Without it each panel re-read the whole A from L3 /
+// DRAM: 6 MB at 2048 rows x 768 inputs. Only where that budget holds at least 8 row tiles (k <= 1365): at
+// k = 3072 a 48-row block was slower than none (every panel's B, 384 KB, then streams from L3 once per block),
+// and K blocking re-reads and re-writes C per K block (development sweep on the Xeon, 2 threads: 2048 x 2304 x
+// 768 +14%, 2048 x 768 x 3072 -7% with 48-row blocks).
+constexpr int64_t KC = int64_t{1} << 40;
+constexpr int64_t kRowBlockFloats = 128 * 1024;
+inline int64_t row_block(int64_t k) {
+  const int64_t rows = kRowBlockFloats / (k > 0 ? k : 1) / MR * MR;
+  return rows >= 8 * MR ? rows : int64_t{1} << 40;
+}
 
 template <int R>
 inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float* c, int64_t ldc, int64_t cols,
