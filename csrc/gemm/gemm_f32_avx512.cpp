@@ -21,6 +21,7 @@ namespace {
 constexpr int NV = TF_F32_NV;  // zmm vectors per tile row
 constexpr int64_t NR = 16 * NV;
 constexpr int MR = TF_F32_MR;
+constexpr int64_t kPrefetchK = 16;
 // Cache blocking by rows only (pack_f32.inc): a block of rows whose A slice (rows x k floats, ~512 KB) stays in L2
 // while every 32-column panel of the call streams past it. Without it each panel re-read the whole A from L3 /
 // DRAM: 6 MB at 2048 rows x 768 inputs. Only where that budget holds at least 8 row tiles (k <= 1365): at
@@ -47,6 +48,11 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float*
       acc[v][i] = accumulate ? _mm512_maskz_loadu_ps(mk, c + i * ldc + 16 * v) : _mm512_setzero_ps();
   }
   for (int64_t kk = 0; kk < k; ++kk) {
+    // the panel 16 k steps (2 KB) ahead: the first row tile of a panel pulls it from DRAM (an encoder's FP32
+    // weights do not stay in cache between passes), the others find it in L2
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(b + (kk + kPrefetchK) * NR + 16 * v), _MM_HINT_T0);
     __m512 bv[NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + kk * NR + 16 * v);
