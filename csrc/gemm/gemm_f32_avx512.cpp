@@ -24,15 +24,15 @@ constexpr int MR = TF_F32_MR;
 constexpr int64_t kPrefetchK = 16;
 // Cache blocking by rows only (pack_f32.inc): a block of rows whose A slice (rows x k floats, ~512 KB) stays in L2
 // while every 32-column panel of the call streams past it. Without it each panel re-read the whole A from L3 /
-// DRAM: 6 MB at 2048 rows x 768 inputs. Only where that budget holds at least 8 row tiles (k <= 1365): at
-// k = 3072 a 48-row block was slower than none (every panel's B, 384 KB, then streams from L3 once per block),
-// and K blocking re-reads and re-writes C per K block (development sweep on the Xeon, 2 threads: 2048 x 2304 x
-// 768 +14%, 2048 x 768 x 3072 -7% with 48-row blocks).
-constexpr int64_t KC = int64_t{1} << 40;
+// DRAM: 6 MB at 2048 rows x 768 inputs (bench/results/kernel_rates_amx_rowblock.md against kernel_rates_amx.md).
+// Only where that budget holds at least 8 row tiles (k <= 1365), and no K blocking: in development sweeps (not
+// kept) a 48-row block at k = 3072 and K blocks of 256-512 were slower than none.
+constexpr int64_t kUnblocked = int64_t{1} << 40;
+constexpr int64_t KC = kUnblocked;
 constexpr int64_t kRowBlockFloats = 128 * 1024;
 inline int64_t row_block(int64_t k) {
   const int64_t rows = kRowBlockFloats / (k > 0 ? k : 1) / MR * MR;
-  return rows >= 8 * MR ? rows : int64_t{1} << 40;
+  return rows >= 8 * MR ? rows : kUnblocked;
 }
 
 template <int R>
