@@ -89,7 +89,9 @@ def run_row(row: str, recipe_file: Path, args: argparse.Namespace) -> dict[str, 
         if args.eval_samples:
             rec.eval["max_samples"] = args.eval_samples
         log(f"{row}: running {recipe_file.name}")
-        summary = run_recipe(rec, args.model, "wiki-topics", out, log=log, threads=args.threads)
+        # resume: a training stage run elsewhere (bench/remote_train_topics.py on a lent GPU) left its checkpoint
+        # in WORK/ROW.stages; it is used only when made by the same recipe stages from the same base weights
+        summary = run_recipe(rec, args.model, "wiki-topics", out, log=log, threads=args.threads, resume=True)
         summary = {k: v for k, v in summary.items() if k not in ("engine", "sparsity")}
     engine = tf.load(out / "runtime", threads=args.threads)
     lat = latency(engine, args.seq, [int(b) for b in args.batches.split(",")], args.iters, args.warmup)
@@ -100,7 +102,9 @@ def run_row(row: str, recipe_file: Path, args: argparse.Namespace) -> dict[str, 
             "n": summary["eval"]["n"], "compress_seconds": summary.get("compress_seconds"),
             "stage_seconds": {f"{i + 1}:{s['stage']}": round(s["seconds"], 1) for i, s in enumerate(stages)},
             "stages": stages, "linear_formats": summary.get("linear_formats"), "latency": lat,
-            "packed_bytes": engine.packed_bytes, "quantize": engine.quantize}
+            "packed_bytes": engine.packed_bytes, "quantize": engine.quantize,
+            "trained_on": sorted({s["options"]["train"].get("device", "cpu") for s in stages
+                                  if isinstance(s.get("options", {}).get("train"), dict)})}
 
 
 def pareto(rows: list[dict[str, Any]], key: str) -> set[str]:
@@ -127,7 +131,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                   "rerun on a quiet machine for timing conclusions. Accuracies do not depend on load.", ""]
     bkeys = list(rows[0]["latency"])
     head = "| row | accuracy | Δ vs A (points) | target | macro-F1 | " + " | ".join(
-        f"latency {k} (ms)" for k in bkeys) + " | compress wall time | Pareto |"
+        f"latency {k} (ms)" for k in bkeys) + " | compress wall time | trained on | Pareto |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     front = pareto(rows, key)
     for r in rows:
@@ -136,9 +140,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         tcell = "—" if tgt is None else (f"≥ A−{tgt}: " + ("met" if d >= -tgt - 1e-9 else "**missed**"))
         lat = " | ".join(f"{r['latency'][k]['median_ms']:.1f}" for k in bkeys)
         wall = "—" if r.get("compress_seconds") is None else f"{r['compress_seconds']:.0f} s"
+        where = ", ".join(r.get("trained_on") or []) or "—"
         lines.append(f"| {r['description']} | {100 * r['accuracy']:.2f}% | {d:+.2f} | {tcell} | "
-                     f"{100 * r['macro_f1']:.2f}% | {lat} | {wall} | {'★' if r['row'] in front else ''} |")
-    lines += ["", "Per-stage wall times (seconds, 2 cores shared with other jobs):", ""]
+                     f"{100 * r['macro_f1']:.2f}% | {lat} | {wall} | {where} | {'★' if r['row'] in front else ''} |")
+    lines += ["", "Per-stage wall times (seconds; a stage whose training ran on a GPU counts that machine's time, "
+              "every other stage these 2 cores):", ""]
     for r in rows:
         lines.append(f"- {r['row']} (`{r['recipe']}`): " + (", ".join(f"{k} {v}" for k, v in r["stage_seconds"].items())
                                                          or "no stage"))

@@ -56,3 +56,22 @@ def test_embedding_fidelity(tiny_dir):  # noqa: F811
 
     assert main(["eval", str(tiny_dir), "--fidelity-to", str(tiny_dir), "--max-samples", "8", "--json"]) == 0
     assert 0.9 < q["mean_cosine"] <= 1.0 + 1e-6 and q["min_cosine"] <= q["mean_cosine"] + 1e-7
+
+
+def test_freeze_embeddings_and_training_device(tiny_dir):  # noqa: F811
+    """freeze_embeddings keeps the word-embedding matrix exactly (and trainable again afterwards); the loop
+    returns the model on CPU and records its device; a bad device name fails before any work."""
+    from trimformer.compress.tasks import task_data
+    from trimformer.compress.training import TrainConfig, load_classifier, train
+
+    model, tok = load_classifier(tiny_dir)
+    emb = model.get_input_embeddings().weight.detach().clone()
+    ffn = model.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
+    cfg = TrainConfig(epochs=1, max_samples=8, batch_size=4, max_length=32, threads=1, freeze_embeddings=True)
+    res = train(model, tok, task_data("wiki-topics", "train", 8), cfg, log=None)
+    assert res["device"] == "cpu" and next(model.parameters()).device.type == "cpu"
+    assert torch.equal(model.get_input_embeddings().weight, emb)
+    assert not torch.equal(model.bert.encoder.layer[0].intermediate.dense.weight, ffn)
+    assert model.get_input_embeddings().weight.requires_grad
+    with pytest.raises(ValueError, match="device must be"):
+        TrainConfig(device="gpu")

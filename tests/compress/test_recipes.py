@@ -104,3 +104,72 @@ def test_head_pruning_recipe_runs(tiny_dir, tmp_path):  # noqa: F811
     assert eng.run(np.array([[101, 2023, 2003, 102]]))["logits"].shape == (1, 11)
     cfg = json.loads((tmp_path / "out" / "hf" / "config.json").read_text())
     assert {k: len(v) for k, v in cfg["pruned_heads"].items()} == {"0": 2, "1": 2}
+
+
+def _two_stage_recipe():
+    return validate_recipe({
+        "name": "stop", "calibration": {"samples": 8, "batch_size": 4, "max_length": 32},
+        "eval": {"max_samples": 8},
+        "stages": [{"prune": {"method": "magnitude", "schedule": "gradual", "sparsity": 0.75, "pattern": "block",
+                              "every": 1, "train": {"epochs": 1, "max_samples": 8, "batch_size": 4,
+                                                     "max_length": 32, "threads": 1}}},
+                   {"quantize": {"method": "ptq"}}]})
+
+
+def test_stop_after_then_resume_equals_one_run(tiny_dir, tmp_path):  # noqa: F811
+    """A run stopped after its training stage (as on a GPU machine) and resumed elsewhere gives the same
+    model as one uninterrupted run; the resumed summary keeps the first stage's log and the checkpoints go."""
+    from trimformer.compress.recipes import run_recipe, stages_dir
+
+    rec = _two_stage_recipe()
+    whole = run_recipe(rec, tiny_dir, out=tmp_path / "whole", log=None)
+    assert not stages_dir(tmp_path / "whole").exists()
+    part = run_recipe(rec, tiny_dir, out=tmp_path / "split", log=None, stop_after=1)
+    assert part["stopped_after"] == 1 and not (tmp_path / "split").exists()
+    ckpt = stages_dir(tmp_path / "split") / "stage-1"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "trimformer_stage.json").is_file()
+    logs = []
+    rest = run_recipe(rec, tiny_dir, out=tmp_path / "split", log=logs.append, resume=True)
+    assert rest["resumed_after_stage"] == 1 and any("resuming after stage 1" in m for m in logs)
+    assert [s["stage"] for s in rest["stages"]] == ["prune", "quantize"]
+    assert rest["stages"][0]["seconds"] == part["stages"][0]["seconds"]
+    assert not stages_dir(tmp_path / "split").exists()
+    ids = np.array([[101, 2023, 2003, 102, 7, 9]])
+    np.testing.assert_array_equal(whole["engine"].run(ids)["logits"], rest["engine"].run(ids)["logits"])
+    assert rest["eval"]["accuracy"] == whole["eval"]["accuracy"]
+
+
+def test_resume_ignores_checkpoints_of_other_recipes(tiny_dir, tmp_path):  # noqa: F811
+    from trimformer.compress.recipes import run_recipe
+
+    rec = _two_stage_recipe()
+    run_recipe(rec, tiny_dir, out=tmp_path / "o", log=None, stop_after=1)
+    other = validate_recipe({**rec.to_dict(), "stages": [
+        {"prune": {**rec.stages[0][1], "sparsity": 0.5}}, {"quantize": {"method": "ptq"}}]})
+    logs = []
+    res = run_recipe(other, tiny_dir, out=tmp_path / "o", log=logs.append, resume=True, evaluate=False)
+    assert "resumed_after_stage" not in res and not any("resuming" in m for m in logs)
+    assert abs(res["stages"][0]["sparsity"] - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stop_after": 2}, "stop after a training or pruning stage"),
+    ({"stop_after": 0}, "stop after a training or pruning stage"),
+    ({"device": "gpu0"}, "device must be"),
+])
+def test_run_recipe_argument_errors(tiny_dir, tmp_path, kwargs, match):  # noqa: F811
+    from trimformer.compress.recipes import run_recipe
+
+    with pytest.raises((RecipeError, ValueError), match=match):
+        run_recipe(_two_stage_recipe(), tiny_dir, out=tmp_path / "o", log=None, **kwargs)
+    with pytest.raises(RecipeError, match="give an output directory"):
+        run_recipe(_two_stage_recipe(), tiny_dir, log=None, stop_after=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_cuda_device_without_cuda_fails_clearly(tiny_dir, tmp_path):  # noqa: F811
+    from trimformer.compress.recipes import run_recipe
+
+    with pytest.raises(RuntimeError, match="sees no CUDA device"):
+        run_recipe(_two_stage_recipe(), tiny_dir, out=tmp_path / "o", log=None, device="cuda")
+    assert not (tmp_path / "o").exists()

@@ -34,7 +34,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from ..compress.training import TrainConfig, finetune
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                      max_samples=args.max_samples, seed=args.seed, threads=args.threads)
+                      max_samples=args.max_samples, seed=args.seed, threads=args.threads, device=args.device,
+                      freeze_embeddings=args.freeze_embeddings)
     summary = finetune(args.model, args.out, args.task, cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps({"out": args.out, "steps": summary["steps"], "seconds": round(summary["seconds"], 1)}))
     return 0
@@ -54,6 +55,8 @@ def add_finetune_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
     f.add_argument("--max-samples", type=int, default=None, help="train samples per epoch (default: all)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    f.add_argument("--device", default="cpu", help="torch training device: cpu (default), cuda, cuda:N")
+    f.add_argument("--freeze-embeddings", action="store_true", help="keep the word-embedding matrix fixed")
     f.set_defaults(func=cmd_finetune)
     return f
 
@@ -145,10 +148,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
     try:
         summary = run_recipe(recipe, args.model, args.task, args.out, log=None if args.quiet else log,
                              progress=None if args.quiet else progress, evaluate=not args.no_eval,
-                             threads=args.threads)
+                             threads=args.threads, device=args.device, stop_after=args.stop_after,
+                             resume=args.resume)
     finally:
         for b in bars:
             b.stop()
+    if "stopped_after" in summary:
+        stopped = {"recipe": recipe.name, "stopped_after": summary["stopped_after"],
+                   "checkpoint": summary["checkpoint"], "seconds": round(summary["compress_seconds"], 1)}
+        print(json.dumps(stopped) if args.json else
+              f"recipe {recipe.name}: stopped after stage {stopped['stopped_after']} -> {stopped['checkpoint']} "
+              f"(continue with --resume)")
+        return 0
     row = {"recipe": recipe.name, "out": args.out, "seconds": round(summary["compress_seconds"], 1),
            "linear_formats": summary["linear_formats"],
            "stages": [{"stage": s["stage"], "seconds": round(s["seconds"], 1)} for s in summary["stages"]]}
@@ -179,6 +190,12 @@ def add_compress_parser(sub: Any, parents: list) -> argparse.ArgumentParser:
     c.add_argument("--no-eval", action="store_true", help="skip the runtime evaluation on the test split")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bars or stage logs")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.add_argument("--device", default=None,
+                   help="training device of every stage that trains (cuda, cuda:N; default: the recipe's, cpu)")
+    c.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after stage N (a training or pruning stage), keeping its checkpoint in DIR.stages")
+    c.add_argument("--resume", action="store_true",
+                   help="continue from the last stage checkpoint in DIR.stages made by the same recipe and model")
     c.set_defaults(func=cmd_compress)
     return c
 

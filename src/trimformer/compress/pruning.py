@@ -126,15 +126,36 @@ def magnitude_masks(model: Any, sparsity: float, pattern: str = "unstructured", 
             for n, t in targets.items()}
 
 
-def apply_masks(model: Any, masks: Mapping[str, np.ndarray]) -> None:
-    """Zero every masked-out weight in place (masks: qualified Linear name -> bool keep-mask)."""
+def apply_masks(model: Any, masks: Mapping[str, np.ndarray], cache: MaskCache | None = None) -> None:
+    """Zero every masked-out weight in place (masks: qualified Linear name -> bool keep-mask). With a `cache`,
+    the masks become tensors on the weights' device once, not at every call (training re-applies them each step,
+    on a GPU too)."""
     import torch
 
     layers = encoder_linears(model)
+    cache = cache if cache is not None else MaskCache()
     with torch.no_grad():
-        for name, keep in masks.items():
+        for name in masks:
             w = layers[name].weight
-            w.mul_(torch.as_tensor(np.asarray(keep), device=w.device).to(w.dtype))
+            w.masked_fill_(cache.drop(masks, name, w.device), 0.0)
+
+
+class MaskCache:
+    """The complement of each keep-mask as a bool tensor on a device, rebuilt when the mask set changes."""
+
+    def __init__(self) -> None:
+        self._source: Any = None
+        self._drops: dict[str, Any] = {}
+
+    def drop(self, masks: Mapping[str, np.ndarray], name: str, device: Any) -> Any:
+        import torch
+
+        if masks is not self._source:
+            self._source, self._drops = masks, {}
+        t = self._drops.get(name)
+        if t is None or t.device != device:
+            t = self._drops[name] = torch.as_tensor(~np.asarray(masks[name], dtype=bool), device=device)
+        return t
 
 
 def current_masks(model: Any) -> dict[str, np.ndarray]:
@@ -356,14 +377,15 @@ class FixedMasks(TrainCallback):
 
     def __init__(self, masks: Mapping[str, np.ndarray] | None = None):
         self.masks = dict(masks) if masks is not None else None
+        self._cache = MaskCache()
 
     def on_train_begin(self, model: Any, total_steps: int) -> None:
         if self.masks is None:
             self.masks = current_masks(model)
-        apply_masks(model, self.masks)
+        apply_masks(model, self.masks, self._cache)
 
     def on_step_end(self, model: Any, step: int, total_steps: int) -> None:
-        apply_masks(model, self.masks or {})
+        apply_masks(model, self.masks or {}, self._cache)
 
 
 def cubic_sparsity(step: int, total: int, final: float, initial: float = 0.0, start: float = 0.0,
@@ -397,6 +419,7 @@ class GradualPruner(TrainCallback):
         self.start, self.end, self.every, self.scope, self.per_layer = start, end, every, scope, per_layer
         self.masks: dict[str, np.ndarray] = {}
         self.history: list[tuple[int, float]] = []
+        self._cache = MaskCache()
 
     def _update(self, model: Any, step: int, total: int) -> None:
         s = cubic_sparsity(step, total, self.sparsity, self.initial, self.start, self.end)
@@ -404,7 +427,7 @@ class GradualPruner(TrainCallback):
             s = self.sparsity  # N:M has no intermediate sparsity: pruned in one step at `start`
         per = {k: v * s / self.sparsity for k, v in self.per_layer.items()} if self.per_layer and self.sparsity else None
         self.masks = magnitude_masks(model, s, self.pattern, self.scope, per)
-        apply_masks(model, self.masks)
+        apply_masks(model, self.masks, self._cache)
         self.history.append((step, s))
 
     def on_train_begin(self, model: Any, total_steps: int) -> None:
@@ -422,12 +445,12 @@ class GradualPruner(TrainCallback):
                 (step % self.every == 0 or step >= self.end * total_steps):
             self._step(model, step)
         else:
-            apply_masks(model, self.masks)
+            apply_masks(model, self.masks, self._cache)
 
     def on_train_end(self, model: Any) -> None:
         if not self.done:  # a run shorter than the schedule still ends at the target
             self._step(model, self.total)
-        apply_masks(model, self.masks)
+        apply_masks(model, self.masks, self._cache)
 
 
 # ---------------------------------------------------------------------------------------------------- structured

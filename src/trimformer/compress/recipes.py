@@ -247,26 +247,105 @@ def _write_outputs(out: Path, model: Any, tokenizer: Any, engine: Any, manifest:
         raise
 
 
+TORCH_STAGES = ("finetune", "distill", "prune", "prune-ffn", "prune-heads")  # they change the HF model only
+_STAGE_FILE = "trimformer_stage.json"
+
+
+def stages_dir(out: str | Path) -> Path:
+    """Where run_recipe keeps the HF checkpoint after each training / pruning stage of a run writing `out`."""
+    out = Path(out)
+    return out.parent / f"{out.name}.stages"
+
+
+def _checkpointable(rec: Recipe, n: int) -> bool:
+    """Whether the first n stages end in a state an HF checkpoint holds (no quantized engine yet)."""
+    return 1 <= n <= len(rec.stages) and rec.stages[n - 1][0] in TORCH_STAGES and \
+        all(kind in TORCH_STAGES for kind, _ in rec.stages[:n])
+
+
+def checkpoint_fingerprint(model_dir: str | Path) -> str:
+    """SHA-256 over the tensors (name, dtype, shape, bytes) of an HF checkpoint: the same weights give the same
+    fingerprint wherever the directory lives or however the file was written."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    files = sorted(Path(model_dir).glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors")
+    h = hashlib.sha256()
+    for f in files:
+        for name, t in sorted(load_file(str(f)).items()):
+            h.update(f"{name}|{t.dtype}|{t.shape}|".encode())
+            h.update(t.tobytes())
+    return h.hexdigest()
+
+
+def _find_resume_point(rec: Recipe, model_dir: str | Path, task: str, out: Path) -> tuple[int, dict[str, Any]]:
+    """The last stage checkpoint under `out`.stages made by this recipe's same first stages from the same base
+    weights (compared by fingerprint: the stage may have run on another machine)."""
+    root = stages_dir(out)
+    base = checkpoint_fingerprint(model_dir)
+    for n in range(len(rec.stages), 0, -1):
+        f = root / f"stage-{n}" / _STAGE_FILE
+        if not f.is_file():
+            continue
+        try:
+            meta = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        same = (meta.get("base_fingerprint") == base and meta.get("task") == task and meta.get("done") == n
+                and json.loads(json.dumps(meta.get("stages"))) == json.loads(json.dumps(rec.to_dict()["stages"][:n])))
+        if same:
+            return n, meta
+    return 0, {}
+
+
 def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str | Path, task: str = "wiki-topics",
                out: str | Path | None = None, *, log: Callable[[str], None] | None = print,
                progress: Callable[[str], Callable[[int, int], None]] | None = None, evaluate: bool = True,
-               threads: int | None = None) -> dict[str, Any]:
+               threads: int | None = None, device: str | None = None, stop_after: int | None = None,
+               resume: bool = False) -> dict[str, Any]:
     """Run every stage on the checkpoint in `model_dir`; write `out`/hf, `out`/runtime and `out`/summary.json
-    when `out` is given. Returns the summary (stages with wall times, runtime accuracy when `evaluate`)."""
+    when `out` is given. Returns the summary (stages with wall times, runtime accuracy when `evaluate`).
+
+    With `out`, the HF checkpoint after each training / pruning stage is kept in `out`.stages/stage-N (removed
+    once `out` is written). `stop_after=N` ends the run there (e.g. train on a GPU machine, then quantize and
+    evaluate where the model will run); `resume=True` continues from the last such checkpoint made by the same
+    recipe stages on the same base. `device` overrides every stage's training device ("cuda"); it is recorded
+    in the stage options."""
     from ..eval import evaluate_task
     from ..runtime.engine import compile_encoder
     from . import pruning, quantization
     from .tasks import calibration_batches, check_task, task_data
-    from .training import load_classifier
+    from .training import load_classifier, save_checkpoint
 
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     check_task(task)
     if rec.task and rec.task != task:
         raise RecipeError(f"recipe {rec.name!r} is for task {rec.task!r}, not {task!r}")
+    if device is not None:
+        TrainConfig(device=device)  # validates the name
+    if (stop_after is not None or resume) and out is None:
+        raise RecipeError("stop_after and resume keep stage checkpoints beside `out`: give an output directory")
+    if stop_after is not None and not _checkpointable(rec, stop_after):
+        raise RecipeError(f"stop_after={stop_after}: a run can stop after a training or pruning stage that no "
+                          f"quantize or mixed-precision stage precedes (stages: {[k for k, _ in rec.stages]})")
     say = log or (lambda s: None)
     t_all = time.perf_counter()
-    model, tok = load_classifier(model_dir, task)
-    teacher = copy.deepcopy(model).eval()
+    done, meta = _find_resume_point(rec, model_dir, task, Path(out)) if resume else (0, {})
+    ckpt_root = stages_dir(out) if out is not None else None
+    fingerprint = checkpoint_fingerprint(model_dir) if ckpt_root is not None else None
+    if done:
+        say(f"resuming after stage {done} from {ckpt_root / f'stage-{done}'}")
+        model, tok = load_classifier(ckpt_root / f"stage-{done}", task)
+        teacher_stage = meta.get("teacher_stage")
+        teacher = load_classifier(ckpt_root / f"stage-{teacher_stage}" if teacher_stage else model_dir, task)[0]
+        teacher.eval()
+    else:
+        model, tok = load_classifier(model_dir, task)
+        teacher = copy.deepcopy(model).eval()
+        teacher_stage = None
     cal = rec.calibration
     batches = calibration_batches(tok, int(cal["samples"]), int(cal["batch_size"]), int(cal["max_length"]),
                                   return_tensors="np")
@@ -278,11 +357,16 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
             train_data[key] = task_data(task, "train", cfg.max_samples)
         return train_data[key]
 
-    masks: dict | None = None
+    masks: dict | None = pruning.current_masks(model) if meta.get("masks") else None
     engine = None
-    stage_log = []
+    stage_log = list(meta.get("stage_log", []))
+    resumed_seconds = sum(float(s.get("seconds", 0.0)) for s in stage_log)
     qat_params = None
     for i, (kind, opts) in enumerate(rec.stages):
+        if i < done:
+            continue
+        if device is not None and "train" in opts:
+            opts = {**opts, "train": {**opts["train"], "device": device}}
         t0 = time.perf_counter()
         label = f"[{i + 1}/{len(rec.stages)}] {kind}"
         say(f"{label} {json.dumps(opts, default=str)}")
@@ -295,6 +379,7 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
         if kind == "finetune":
             info = {k: v for k, v in fit().items() if k != "history"}
             teacher = copy.deepcopy(model).eval()
+            teacher_stage = i + 1
         elif kind == "distill":
             info = {k: v for k, v in fit().items() if k != "history"}
         elif kind == "prune":
@@ -363,13 +448,26 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
         info["seconds"] = time.perf_counter() - t0
         stage_log.append({"stage": kind, "options": opts, **info})
         say(f"{label} done in {info['seconds']:.0f}s")
+        if ckpt_root is not None and _checkpointable(rec, i + 1):
+            stage_meta = {"base": str(model_dir), "base_fingerprint": fingerprint, "task": task, "done": i + 1,
+                          "stages": rec.to_dict()["stages"][:i + 1],
+                          "stage_log": stage_log, "masks": masks is not None, "teacher_stage": teacher_stage}
+            save_checkpoint(model, tok, ckpt_root / f"stage-{i + 1}",
+                            {_STAGE_FILE: json.dumps(stage_meta, indent=1, default=str)})
+        if stop_after is not None and i + 1 >= stop_after:
+            say(f"stopped after stage {i + 1}: resume with the same recipe, base and output and resume=True")
+            return {"recipe": rec.to_dict(), "base": str(model_dir), "task": task, "stages": stage_log,
+                    "stopped_after": i + 1, "checkpoint": str(ckpt_root / f"stage-{i + 1}"),
+                    "compress_seconds": time.perf_counter() - t_all + resumed_seconds}
     if engine is None:
         engine = compile_encoder(model, threads=threads)
     engine.tokenizer_path = Path(model_dir) if engine.tokenizer_path is None else engine.tokenizer_path
     summary: dict[str, Any] = {"recipe": rec.to_dict(), "base": str(model_dir), "task": task, "stages": stage_log,
                                "linear_formats": _count(engine.formats),
                                "sparsity": pruning.sparsity_report(model)}
-    summary["compress_seconds"] = time.perf_counter() - t_all
+    summary["compress_seconds"] = time.perf_counter() - t_all + resumed_seconds
+    if done:
+        summary["resumed_after_stage"] = done
     if evaluate:
         res = evaluate_task(engine, task, split=rec.eval["split"], tokenizer=tok, max_samples=rec.eval["max_samples"])
         summary["eval"] = {"split": rec.eval["split"], **res}
@@ -379,6 +477,8 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
     if out is not None:
         manifest = {k: v for k, v in summary.items() if k not in ("engine", "sparsity")}
         _write_outputs(Path(out), model, tok, engine, manifest)
+        if ckpt_root is not None and ckpt_root.exists():
+            shutil.rmtree(ckpt_root, ignore_errors=True)
     return summary
 
 
