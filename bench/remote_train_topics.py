@@ -143,6 +143,53 @@ def train(work: Path, device: str, baselines: dict[str, dict], recipes: tuple[st
     return report
 
 
+def join_model(part_a: Path, part_b: Path, out: Path) -> None:
+    """Reassemble a checkpoint split by split-model (SHA-256 checked)."""
+    data = (part_a / "model.part").read_bytes() + (part_b / "model.part").read_bytes()
+    if _sha(data) != json.loads((part_b / "model.json").read_text())["sha256"]:
+        raise SystemExit("join: SHA-256 mismatch")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.safetensors").write_bytes(data)
+    for f in part_b.iterdir():
+        if f.is_file() and f.name not in ("model.part", "model.json"):
+            (out / f.name).write_bytes(f.read_bytes())
+
+
+def one_recipe(recipe: str, base: Path, work: Path, device: str) -> dict[str, Any]:
+    """A recipe's first stage from checkpoint `base`, then its FP32 validation accuracy (written to work/NAME.json)."""
+    from trimformer.compress.recipes import load_recipe, run_recipe, stages_dir
+
+    rec = load_recipe(ROOT / recipe)
+    s = run_recipe(rec, base, out=work / rec.name, device=device, stop_after=1, log=log)
+    ckpt = stages_dir(work / rec.name) / "stage-1"
+    res = {"recipe": recipe, "seconds": s["stages"][0]["seconds"], "val_accuracy_fp32": validation_accuracy(ckpt, device),
+           "checkpoint": str(ckpt), "sparsity": s["stages"][0].get("sparsity")}
+    (work / f"{rec.name}.json").write_text(json.dumps(res, indent=1))
+    log(f"{rec.name}: {res['seconds']:.0f}s, FP32 validation accuracy {100 * res['val_accuracy_fp32']:.2f}%")
+    return res
+
+
+def recipes_in_parallel(recipes: list[str], base: Path, work: Path, device: str, limit_s: float) -> dict[str, Any]:
+    """Each recipe's first stage in its own process at once (one small model leaves a GPU mostly idle)."""
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    procs = {r: subprocess.Popen([sys.executable, __file__, "one-recipe", r, "--base", str(base), "--work", str(work),
+                                  "--device", device], stdout=open(work / f"{Path(r).stem}.log", "w"),
+                                 stderr=subprocess.STDOUT) for r in recipes}
+    deadline = time.perf_counter() + limit_s
+    for r, p in procs.items():
+        try:
+            p.wait(timeout=max(1.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            log(f"{r}: stopped at the {limit_s:.0f}s limit")
+    out = {}
+    for f in sorted(work.glob("*.json")):
+        out[f.stem] = json.loads(f.read_text())
+    return out
+
+
 def pack(src: Path, base: Path | None, out: Path, stem: str) -> list[Path]:
     """`src` (an HF checkpoint dir) as a gzip tar in <= 15 MB parts, minus tensors identical to `base`'s."""
     from safetensors.numpy import load_file, save
@@ -219,16 +266,23 @@ def unpack(parts: list[Path], base: Path | None, out: Path) -> Path:
 
 
 def _stub_runtime_if_unbuilt() -> None:
-    """Training needs torch alone; where the native core could not be built, `import trimformer` still has to
-    work, so a stand-in module raises on any use of the runtime."""
-    import importlib.util
+    """Training needs torch alone; where the native core is not built, `import trimformer` still has to work, so a
+    stand-in module raises on any use of the runtime."""
     import types
 
-    if importlib.util.find_spec("trimformer._core") is not None:
+    try:
+        import trimformer  # noqa: F401
         return
+    except ImportError as e:
+        if "_core" not in str(e):
+            raise
+    for name in [m for m in sys.modules if m == "trimformer" or m.startswith("trimformer.")]:
+        del sys.modules[name]
 
     class _Unbuilt(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
             raise RuntimeError(f"trimformer._core.{name}: the native runtime is not built on this machine")
 
     sys.modules["trimformer._core"] = _Unbuilt("trimformer._core")
@@ -251,6 +305,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--work", type=Path, required=True)
     t.add_argument("--device", default="cuda")
     t.add_argument("--smoke", action="store_true", help="tiny settings (a local check of this script)")
+    j = sub.add_parser("join")
+    j.add_argument("part_a", type=Path)
+    j.add_argument("part_b", type=Path)
+    j.add_argument("out", type=Path)
+    o = sub.add_parser("one-recipe")
+    o.add_argument("recipe")
+    o.add_argument("--base", type=Path, required=True)
+    o.add_argument("--work", type=Path, required=True)
+    o.add_argument("--device", default="cuda")
+    r = sub.add_parser("recipes", help="several recipes' first stages at once from --base")
+    r.add_argument("recipes", nargs="+")
+    r.add_argument("--base", type=Path, required=True)
+    r.add_argument("--work", type=Path, required=True)
+    r.add_argument("--device", default="cuda")
+    r.add_argument("--limit-s", type=float, default=400)
     k = sub.add_parser("pack")
     k.add_argument("src", type=Path)
     k.add_argument("--base", type=Path, default=None)
@@ -280,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rep = train(a.work, a.device, BASELINES, BLOCK_RECIPES)
         print(json.dumps(rep, indent=1))
+    elif a.cmd == "join":
+        join_model(a.part_a, a.part_b, a.out)
+    elif a.cmd == "one-recipe":
+        _stub_runtime_if_unbuilt()
+        one_recipe(a.recipe, a.base, a.work, a.device)
+    elif a.cmd == "recipes":
+        print(json.dumps(recipes_in_parallel(a.recipes, a.base, a.work, a.device, a.limit_s), indent=1))
     elif a.cmd == "pack":
         pack(a.src, a.base, a.out, a.stem)
     else:

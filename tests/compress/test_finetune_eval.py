@@ -75,3 +75,21 @@ def test_freeze_embeddings_and_training_device(tiny_dir):  # noqa: F811
     assert model.get_input_embeddings().weight.requires_grad
     with pytest.raises(ValueError, match="device must be"):
         TrainConfig(device="gpu")
+
+
+def test_crop_tokens_keeps_special_tokens_and_a_contiguous_span():
+    import random
+
+    from trimformer.compress.training import CROP_MIN, TrainConfig, crop_tokens
+
+    rng = random.Random(0)
+    ids = [101, *range(1000, 1060), 102]
+    for _ in range(50):
+        c = crop_tokens(ids, rng)
+        assert c[0] == 101 and c[-1] == 102 and len(c) - 2 >= CROP_MIN
+        inner = c[1:-1]
+        assert inner == list(range(inner[0], inner[0] + len(inner)))  # contiguous in the original
+    short = [101, 5, 6, 102]
+    assert crop_tokens(short, rng) == short
+    with pytest.raises(ValueError, match="crop_augment"):
+        TrainConfig(crop_augment=1.5)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import shutil
 import tempfile
@@ -39,6 +40,9 @@ class TrainConfig:
     log_every: int = 25
     device: str = "cpu"  # a torch device ("cuda", "cuda:1"): the loop moves the model there and back afterwards
     freeze_embeddings: bool = False  # keep the word-embedding matrix fixed (a third of MiniLM; no AdamW state)
+    # probability that a training text is replaced by a random contiguous span of its tokens (>= CROP_MIN), drawn
+    # afresh each time: with distillation the teacher labels each span, which a small train set lacks
+    crop_augment: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.epochs > 0:
@@ -49,6 +53,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.crop_augment <= 1.0:
+            raise ValueError(f"crop_augment must be a probability in [0, 1], got {self.crop_augment}")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", self.device):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'xpu', got {self.device!r}")
 
@@ -94,6 +100,19 @@ def linear_schedule(step: int, total: int, warmup: int) -> float:
 def _pretokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     return enc["input_ids"]
+
+
+CROP_MIN = 16
+
+
+def crop_tokens(ids: list[int], rng: random.Random, min_len: int = CROP_MIN) -> list[int]:
+    """A random contiguous span (>= min_len tokens) of a tokenized text, its first and last special tokens kept."""
+    inner = ids[1:-1]
+    if len(inner) <= min_len:
+        return ids
+    n = rng.randint(min_len, len(inner))
+    start = rng.randint(0, len(inner) - n)
+    return [ids[0], *inner[start:start + n], ids[-1]]
 
 
 def _collate(ids: list[list[int]], labels: list[int], pad_id: int) -> dict[str, Any]:
@@ -167,6 +186,7 @@ def _train_loop(model: Any, tokenizer: Any, data: TaskData, config: TrainConfig,
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_schedule(s, total, warmup))
     gen = torch.Generator().manual_seed(config.seed)
+    crop_rng = random.Random(config.seed)
     pad_id = tokenizer.pad_token_id or 0
     model.train()
     for cb in callbacks:
@@ -178,8 +198,10 @@ def _train_loop(model: Any, tokenizer: Any, data: TaskData, config: TrainConfig,
             if step >= total:
                 break
             sel = order[start:start + config.batch_size]
+            texts = [crop_tokens(ids[i], crop_rng) if config.crop_augment and crop_rng.random() < config.crop_augment
+                     else ids[i] for i in sel]
             batch = {k: v.to(device, non_blocking=True)
-                     for k, v in _collate([ids[i] for i in sel], [labels[i] for i in sel], pad_id).items()}
+                     for k, v in _collate(texts, [labels[i] for i in sel], pad_id).items()}
             for cb in callbacks:
                 cb.on_step_begin(model, step, total)
             loss, parts = loss_fn(model, batch)
