@@ -76,6 +76,8 @@ class PyEncoder {
     c.act = act_from(static_cast<int>(geti("act")));
     c.head_pool = static_cast<int>(geti("head_pool"));
     c.attention_mode = config.contains("attention_mode") ? nb::cast<int>(config["attention_mode"]) : 0;
+    c.chunk_rows = config.contains("chunk_rows") ? nb::cast<int64_t>(config["chunk_rows"]) : 0;
+    if (c.chunk_rows < 0) throw std::invalid_argument("chunk_rows must be >= 0");
     for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
     const Isa level = tf::resolve_isa(isa);
     if (threads > 256) threads = 256;

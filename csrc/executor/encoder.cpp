@@ -937,49 +937,58 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   embed(ids, mask, types, batch, seq, x);
   lap("embed");
   const KernelTable* kt = kt_;
-  auto layernorm_par = [&](float* buf, const std::vector<float>& g, const std::vector<float>& b) {
+  auto layernorm_par = [&](float* buf, int64_t rows, const std::vector<float>& g, const std::vector<float>& b) {
 #pragma omp parallel num_threads(threads_)
     {
       int64_t lo, hi;
-      split_range(M, 1, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+      split_range(rows, 1, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
       if (lo < hi) kt->layernorm(buf + lo * H, buf + lo * H, hi - lo, H, H, g.data(), b.data(), cfg_.ln_eps);
     }
   };
-  for (auto& L : layers_) {
-    linear(L.qkv, x, M, qkv, Act::None, nullptr);
-    lap("qkv");
-    if (cfg_.attention_mode == 1) attention_s8(qkv, mb, batch, seq, ctx);
-    else if (cfg_.attention_mode == 2) attention_bf16(qkv, mb, batch, seq, ctx);
-    else attention(qkv, mb, batch, seq, ctx);
-    lap("attention");
-    linear(L.attn_out, ctx, M, x1, Act::None, x);
-    lap("attn_out");
-    layernorm_par(x1, L.ln1_g, L.ln1_b);
-    lap("layernorm");
-    if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
-      // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through memory;
-      // block-sparse: from rows still hot, with ff as the float scratch)
-      LinearIO up;
-      up.in = x1;
-      up.out = ff;
-      up.out_q = q8b_.as<uint8_t>();
-      up.next = &L.ffn2;
-      up.act = cfg_.act;
-      linear(L.ffn1, up, M);
-      lap("ffn1");
-      LinearIO down;
-      down.in_q = q8b_.as<uint8_t>();
-      down.out = x;
-      down.residual = x1;
-      linear(L.ffn2, down, M);
-    } else {
-      linear(L.ffn1, x1, M, ff, cfg_.act, nullptr);
-      lap("ffn1");
-      linear(L.ffn2, ff, M, x, Act::None, x1);
+  // Sequences go through the layer stack in groups of about chunk_rows tokens: every op is row-wise or
+  // per-sequence, so the results are the same, but a group's activations (qkv, the FFN's inner rows) stay in cache
+  // between ops instead of streaming a whole batch's through DRAM; the cost is re-reading the weights per group.
+  const int64_t per_chunk = cfg_.chunk_rows > 0 ? std::max<int64_t>(1, cfg_.chunk_rows / seq) : batch;
+  for (int64_t b0 = 0; b0 < batch; b0 += per_chunk) {
+    const int64_t nb = std::min(per_chunk, batch - b0), Mc = nb * seq;
+    float* xc = x + b0 * seq * H;
+    const float* mbc = mb + b0 * seq;
+    for (auto& L : layers_) {
+      linear(L.qkv, xc, Mc, qkv, Act::None, nullptr);
+      lap("qkv");
+      if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      else if (cfg_.attention_mode == 2) attention_bf16(qkv, mbc, nb, seq, ctx);
+      else attention(qkv, mbc, nb, seq, ctx);
+      lap("attention");
+      linear(L.attn_out, ctx, Mc, x1, Act::None, xc);
+      lap("attn_out");
+      layernorm_par(x1, Mc, L.ln1_g, L.ln1_b);
+      lap("layernorm");
+      if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
+        // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through
+        // memory; block-sparse: from rows still hot, with ff as the float scratch)
+        LinearIO up;
+        up.in = x1;
+        up.out = ff;
+        up.out_q = q8b_.as<uint8_t>();
+        up.next = &L.ffn2;
+        up.act = cfg_.act;
+        linear(L.ffn1, up, Mc);
+        lap("ffn1");
+        LinearIO down;
+        down.in_q = q8b_.as<uint8_t>();
+        down.out = xc;
+        down.residual = x1;
+        linear(L.ffn2, down, Mc);
+      } else {
+        linear(L.ffn1, x1, Mc, ff, cfg_.act, nullptr);
+        lap("ffn1");
+        linear(L.ffn2, ff, Mc, xc, Act::None, x1);
+      }
+      lap("ffn2");
+      layernorm_par(xc, Mc, L.ln2_g, L.ln2_b);
+      lap("layernorm");
     }
-    lap("ffn2");
-    layernorm_par(x, L.ln2_g, L.ln2_b);
-    lap("layernorm");
   }
   out->hidden.assign(x, x + M * H);
   out->pooled.clear();

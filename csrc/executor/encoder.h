@@ -111,6 +111,7 @@ struct EncoderConfig {
   Act act = Act::GeluErf;
   int head_pool = 0;  // 0: per token, 1: first token ([CLS])
   int attention_mode = 0;  // 0: float32; 1: INT8 (u8 x s8 GEMMs); 2: BF16 GEMMs with float32 accumulation
+  int64_t chunk_rows = 0;  // > 0: a batch's sequences pass the layer stack in groups of about this many tokens
   std::vector<Act> head_acts;
 };
 

@@ -1,0 +1,57 @@
+"""A batch's sequences may pass the layer stack in groups of about chunk_rows tokens (runtime/engine.py
+chunk_rows_for): every op is row-wise or per-sequence, so the outputs must equal the whole-batch pass exactly, for
+every weight format, ISA level, padding mask and group size (including a partial last group)."""
+
+import numpy as np
+import pytest
+
+from trimformer.compress import prune_magnitude
+from trimformer.runtime.engine import CHUNK_ROWS, chunk_rows_for, compile_encoder
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+
+def _model(seed=0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=100,
+        max_position_embeddings=64, num_labels=3)).eval()
+
+
+@pytest.mark.parametrize("quantize,sparsity,pattern", [
+    (None, 0.0, "block"), (None, 0.9, "unstructured"), ("int8-dynamic", 0.0, "block"),
+    ("int8-static", 0.9, "block"), ("int8-static", 0.5, "2:4")])
+def test_grouped_sequences_equal_the_whole_batch(isa, rng, monkeypatch, quantize, sparsity, pattern):
+    model = _model()
+    if sparsity:
+        prune_magnitude(model, sparsity, pattern)
+    ids = rng.integers(1, 100, (7, 23))
+    mask = np.ones_like(ids)
+    mask[2, 15:] = 0
+    mask[6, 4:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    outs = {}
+    for rows in (0, 23, 50, 1000):  # whole batch; one sequence per group; 2 per group, 1 left; all in one group
+        monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", str(rows))
+        eng = compile_encoder(model, quantize=quantize, calibration=calib if quantize == "int8-static" else None,
+                              isa=isa, threads=2, sparse=None if sparsity else False)
+        assert eng.chunk_rows == rows
+        outs[rows] = eng.run(ids, mask)
+    for rows in (23, 50, 1000):
+        for k in ("last_hidden_state", "logits"):
+            np.testing.assert_array_equal(outs[rows][k], outs[0][k])
+
+
+def test_chunk_rows_choice(monkeypatch):
+    monkeypatch.delenv("TRIMFORMER_CHUNK_ROWS", raising=False)
+    small = {"layers.0.ffn1.weight": np.zeros((1024, 1024), np.int8), "emb.word": np.zeros((30000, 768), np.float32)}
+    big = {"layers.0.ffn1.weight": np.zeros((3072, 768), np.float32), "layers.0.ffn2.weight": np.zeros((768, 3072), np.float32),
+           "layers.0.qkv.weight": np.zeros((2304, 768), np.float32)}
+    assert chunk_rows_for(small, 1) == CHUNK_ROWS  # the embeddings do not count
+    assert chunk_rows_for(big, 1) == 0
+    monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "-3")
+    with pytest.raises(ValueError, match="TRIMFORMER_CHUNK_ROWS"):
+        chunk_rows_for(small, 1)
