@@ -122,6 +122,15 @@ struct RunResult {
   std::vector<float> pooled;  // [B, H] when pooling was asked for
 };
 
+// The activation buffers one stream of layer ops works in. The engine has one per thread: the whole team uses the
+// first, and when a batch is split into groups of sequences run side by side (one thread each) every thread uses
+// its own.
+struct Workspace {
+  AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, row_scale, row_zp;
+  std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
+  int64_t cap_tokens = 0, cap_seq = 0;
+};
+
 class EncoderEngine {
  public:
   EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& tensors, Isa isa, int threads);
@@ -181,9 +190,10 @@ class EncoderEngine {
   std::vector<EncoderLayer> layers_;
   std::vector<Linear> head_;
   // activation buffers, sized for the largest batch x seq seen so far
-  int64_t cap_tokens_ = 0, cap_seq_ = 0, cap_batch_ = 0;
-  AlignedBuf x_, x1_, qkv_, ctx_, ff_, q8_, q8b_, bf_, at_, mask_bias_, head_in_, head_tmp_, row_scale_, row_zp_;
-  std::vector<AlignedBuf> scratch_;  // per-thread attention scratch
+  int64_t cap_tokens_ = 0, cap_batch_ = 0;
+  AlignedBuf x_, mask_bias_, head_in_, head_tmp_;
+  std::vector<Workspace> ws_;  // [0] for the whole team; [t] for thread t when sequence groups run side by side
+  void ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count);
 };
 
 }  // namespace tf

@@ -80,15 +80,11 @@ def test_compile_time_dispatch_times_each_candidate(tmp_path):
     eng = compile_encoder(model, quantize="int8-dynamic")  # sparse="tune" by default
     timings = eng.extra["dispatch"]
     assert set(timings) == {n for n in eng.spec.linear_names() if n.startswith("layers.")}
-    from trimformer.runtime.engine import SPARSE_TIE_MARGIN
+    from trimformer.runtime.engine import choose_format
 
     for name, t in timings.items():  # the fastest measured format is kept; a sparse one within the margin of dense
         assert {"int8", "block-int8"} <= set(t["ms"])
-        assert eng.formats[name] == t["chosen"]
-        sparse = {f: v for f, v in t["ms"].items() if f != "int8"}
-        best_sparse = min(sparse, key=sparse.get)
-        keep_dense = t["ms"]["int8"] * (1 + SPARSE_TIE_MARGIN) < sparse[best_sparse]
-        assert t["chosen"] == ("int8" if keep_dense else best_sparse)
+        assert eng.formats[name] == t["chosen"] == choose_format(t["ms"], "int8")
     back = tf.load(tf.save(eng, tmp_path / "m"))  # the choice is cached in the saved model
     assert back.formats == eng.formats and back.extra["dispatch"] == timings
     dense_model = _model()

@@ -1,6 +1,8 @@
 """A batch's sequences may pass the layer stack in groups of about chunk_rows tokens (runtime/engine.py
-chunk_rows_for): every op is row-wise or per-sequence, so the outputs must equal the whole-batch pass exactly, for
-every weight format, ISA level, padding mask and group size (including a partial last group)."""
+chunk_rows_for), by the whole thread team (batches under two sequences per thread) or side by side, one thread per
+group with its own workspace (larger batches): every op is row-wise or per-sequence, so the outputs must equal the
+whole-batch pass exactly, for every weight format, ISA level, padding mask and group size (including a partial
+last group)."""
 
 import numpy as np
 import pytest
@@ -39,10 +41,11 @@ def test_grouped_sequences_equal_the_whole_batch(isa, rng, monkeypatch, quantize
         eng = compile_encoder(model, quantize=quantize, calibration=calib if quantize == "int8-static" else None,
                               isa=isa, threads=2, sparse=None if sparsity else False)
         assert eng.chunk_rows == rows
-        outs[rows] = eng.run(ids, mask)
+        outs[rows] = eng.run(ids, mask), eng.run(ids[:3], mask[:3])  # 7 sequences: side by side; 3: the team
     for rows in (23, 50, 1000):
         for k in ("last_hidden_state", "logits"):
-            np.testing.assert_array_equal(outs[rows][k], outs[0][k])
+            np.testing.assert_array_equal(outs[rows][0][k], outs[0][0][k])
+            np.testing.assert_array_equal(outs[rows][1][k], outs[0][1][k])
 
 
 def test_chunk_rows_choice(monkeypatch):

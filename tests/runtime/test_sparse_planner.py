@@ -8,7 +8,7 @@ import pytest
 import trimformer as tf
 from conftest import rel_err
 from trimformer.compress import prune_magnitude
-from trimformer.runtime.engine import compile_encoder, sparse_candidates, time_formats
+from trimformer.runtime.engine import choose_format, compile_encoder, sparse_candidates, time_formats
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -152,7 +152,7 @@ def test_tuned_dispatch_is_recorded_and_saved(rng, tmp_path):
     assert set(d) == {n for n in eng.spec.linear_names() if n.startswith("layers.")}
     for name, rec in d.items():
         assert {"f32", "csr-f32"} <= set(rec["ms"]) and rec["tokens"] == 128
-        assert eng.formats[name] == rec["chosen"] == min(rec["ms"], key=rec["ms"].get)
+        assert eng.formats[name] == rec["chosen"] == choose_format(rec["ms"], "f32")
     ids, mask = _inputs(rng)
     back = tf.load(tf.save(eng, tmp_path / "m"))
     assert back.formats == eng.formats and back.extra["dispatch"] == d
@@ -190,3 +190,12 @@ def test_bf16_block_sparse_model(rng, tmp_path):
     assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
     back = tf.load(tf.save(eng, tmp_path / "m"))
     np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
+
+
+def test_choose_format_prefers_sparse_within_the_margin():
+    from trimformer.runtime.engine import SPARSE_TIE_MARGIN
+
+    near = 1.0 + SPARSE_TIE_MARGIN / 2
+    assert choose_format({"int8": 1.0, "block-int8": near, "csr-int8": 3.0}, "int8") == "block-int8"
+    assert choose_format({"int8": 1.0, "block-int8": 1.0 + 2 * SPARSE_TIE_MARGIN}, "int8") == "int8"
+    assert choose_format({"int8": 2.0, "block-int8": 1.5, "csr-int8": 1.0}, "int8") == "csr-int8"

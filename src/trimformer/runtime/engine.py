@@ -348,6 +348,16 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
 SPARSE_TIE_MARGIN = 0.10
 
 
+def choose_format(times: Mapping[str, float], dense: str) -> str:
+    """The format kept for a layer from its timings: the fastest, except that a sparse one within
+    SPARSE_TIE_MARGIN of the dense format wins over it."""
+    fastest = min(times, key=times.get)
+    sparse = {f: v for f, v in times.items() if f != dense}
+    if fastest == dense and sparse and min(sparse.values()) <= times[dense] * (1 + SPARSE_TIE_MARGIN):
+        return min(sparse, key=sparse.get)
+    return fastest
+
+
 def _tune_formats(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], candidates: Mapping[str, list[str]],
                   threads: int | None, isa: str | None, tokens: int = 128) -> dict[str, dict[str, Any]]:
     """Per layer with sparse candidates: time the dense format and every candidate on the layer's own weight, keep
@@ -355,10 +365,7 @@ def _tune_formats(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], candi
     dispatch = {}
     for name, cands in candidates.items():
         t = time_formats(dense[name + ".weight"], [fmt_of[name], *cands], tokens=tokens, threads=threads, isa=isa)
-        chosen = min(t, key=t.get)
-        sparse_t = {f: v for f, v in t.items() if f != fmt_of[name]}
-        if chosen == fmt_of[name] and sparse_t and min(sparse_t.values()) <= t[chosen] * (1 + SPARSE_TIE_MARGIN):
-            chosen = min(sparse_t, key=sparse_t.get)
+        chosen = choose_format(t, fmt_of[name])
         dispatch[name] = {"chosen": chosen, "tokens": tokens, "ms": {f: v * 1e3 for f, v in t.items()}}
         fmt_of[name] = chosen
     return dispatch
