@@ -173,3 +173,24 @@ def test_cuda_device_without_cuda_fails_clearly(tiny_dir, tmp_path):  # noqa: F8
     with pytest.raises(RuntimeError, match="sees no CUDA device"):
         run_recipe(_two_stage_recipe(), tiny_dir, out=tmp_path / "o", log=None, device="cuda")
     assert not (tmp_path / "o").exists()
+
+
+def test_fingerprint_of_a_bin_checkpoint(tiny_dir, tmp_path):  # noqa: F811
+    """A checkpoint saved as pytorch_model.bin still runs a recipe with an output (its stage checkpoints are keyed
+    by a hash of the .bin bytes)."""
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from trimformer.compress.recipes import checkpoint_fingerprint
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_dir))
+    model.save_pretrained(str(tmp_path / "bin"))  # transformers 5 writes safetensors only: make the .bin by hand
+    (tmp_path / "bin" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    for f in tiny_dir.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special")):
+            shutil.copy(f, tmp_path / "bin" / f.name)
+    assert not list((tmp_path / "bin").glob("*.safetensors"))
+    fp = checkpoint_fingerprint(tmp_path / "bin")
+    assert fp == checkpoint_fingerprint(tmp_path / "bin") and fp != checkpoint_fingerprint(tiny_dir)

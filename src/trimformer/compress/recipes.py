@@ -271,9 +271,12 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     from safetensors.numpy import load_file
 
     files = sorted(Path(model_dir).glob("model*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{model_dir}: no model.safetensors")
     h = hashlib.sha256()
+    if not files:  # a checkpoint in another container (pytorch_model.bin): the bytes of its weight files
+        for f in sorted(Path(model_dir).glob("*.bin")) or [Path(model_dir) / "config.json"]:
+            h.update(f.name.encode())
+            h.update(f.read_bytes() if f.is_file() else str(Path(model_dir).resolve()).encode())
+        return h.hexdigest()
     for f in files:
         for name, t in sorted(load_file(str(f)).items()):
             h.update(f"{name}|{t.dtype}|{t.shape}|".encode())
