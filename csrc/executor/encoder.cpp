@@ -458,17 +458,8 @@ void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, con
   Linear& L = const_cast<Linear&>(only_linear());
   if (m <= 0) throw std::invalid_argument("run_linear needs at least one row");
   if (ws_.empty()) ws_.resize(1);
-  Workspace& w = ws_[0];
-  if (m > w.cap_tokens) {
-    const int64_t kmax = std::max(L.k, L.n);
-    w.q8.reserve(m * (q_stride(kmax) + 64));
-    w.at.reserve(std::max(kt_->bsr_at_size(m, kmax), kt_->spf32_at_size(m, kmax)) + 64);
-    w.bf.reserve(m * ((kmax + 1) / 2 * 2) * 2 + 64);
-    w.row_scale.reserve(m * 4);
-    w.row_zp.reserve(m * 4);
-    w.cap_tokens = m;
-  }
-  tl_ws = &w;
+  ensure_workspace(ws_[0], m, 0, 0);  // no attention: no scratch
+  tl_ws = &ws_[0];
   tl_team = 0;
   linear(L, x, m, y, act, residual);
 }
@@ -521,18 +512,24 @@ size_t EncoderEngine::packed_bytes() const {
   return b;
 }
 
-void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count) {
-  const int64_t A = cfg_.heads * cfg_.head_dim;
+int64_t EncoderEngine::widest_linear() const {
   int64_t max_k = cfg_.hidden;
   for (const auto& L : layers_) max_k = std::max(max_k, std::max(L.ffn2.k, L.attn_out.k));
   for (const auto& L : head_) max_k = std::max(max_k, std::max(L.k, L.n));
+  return max_k;
+}
+
+int EncoderEngine::team() const { return tl_team > 0 ? tl_team : threads_; }
+
+void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count) {
+  const int64_t A = cfg_.heads * cfg_.head_dim, max_k = widest_linear();
   if (rows > w.cap_tokens) {
     w.x1.reserve(rows * cfg_.hidden * 4);
     w.qkv.reserve(rows * 3 * A * 4);
     w.ctx.reserve(rows * A * 4);
     w.ff.reserve(rows * std::max<int64_t>(max_k, 1) * 4);
-    w.q8.reserve(rows * ((max_k + 3) / 4 * 4 + 64));
-    w.q8b.reserve(rows * ((max_k + 3) / 4 * 4 + 64));
+    w.q8.reserve(rows * (q_stride(max_k) + 64));
+    w.q8b.reserve(rows * (q_stride(max_k) + 64));
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
     w.at.reserve(std::max(kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k)) + 64);
     w.row_scale.reserve(rows * 4);
@@ -548,10 +545,7 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
 }
 
 void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
-  const int64_t M = batch * seq, H = cfg_.hidden;
-  int64_t max_k = H;
-  for (const auto& L : layers_) max_k = std::max(max_k, std::max(L.ffn2.k, L.attn_out.k));
-  for (const auto& L : head_) max_k = std::max(max_k, std::max(L.k, L.n));
+  const int64_t M = batch * seq, H = cfg_.hidden, max_k = widest_linear();
   if (M > cap_tokens_) {
     x_.reserve(M * H * 4);
     mask_bias_.reserve(M * 4);
@@ -569,7 +563,7 @@ void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* 
                                       int64_t k, float* c, int64_t ldc, const Epilogue& epi, int64_t groups) {
   const KernelTable* kt = kt_;
   parallel_linear(
-      tl_team > 0 ? tl_team : threads_, m, n, kt->f32_nr, [](int64_t, int64_t) {},
+      team(), m, n, kt->f32_nr, [](int64_t, int64_t) {},
       [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
         kt->gemm_f32(a, lda, packed, n, k, c, ldc, m0, m1, n0, n1, epi);
       },
@@ -596,7 +590,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   epi.residual = io.residual;
   epi.ld_residual = L.n;
   const KernelTable* kt = kt_;
-  const int nt = tl_team > 0 ? tl_team : threads_;
+  const int nt = team();
   Workspace& w = *tl_ws;
   if (observe_ && io.in) {
     float tmn[256], tmx[256], mn = INFINITY, mx = -INFINITY;
@@ -783,7 +777,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int
   const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(tl_team > 0 ? tl_team : threads_) schedule(static)
+#pragma omp parallel for num_threads(team()) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / nh, h = task % nh;
     Carver c{scr[omp_get_thread_num()].as<char>()};
@@ -816,7 +810,7 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
   const int64_t dq = round4(d), sq = round4(seq);
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(tl_team > 0 ? tl_team : threads_) schedule(static)
+#pragma omp parallel for num_threads(team()) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / nh, h = task % nh;
     Carver c{scr[omp_get_thread_num()].as<char>()};
@@ -876,7 +870,7 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
   const size_t kbytes = kt->pack_f32_size(seq, d), vbytes = kt->pack_f32_size(d, seq);
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(tl_team > 0 ? tl_team : threads_) schedule(static)
+#pragma omp parallel for num_threads(team()) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / nh, h = task % nh;
     char* base = scr[omp_get_thread_num()].as<char>();
@@ -961,7 +955,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   lap("embed");
   const KernelTable* kt = kt_;
   auto layernorm_par = [&](float* buf, int64_t rows, const std::vector<float>& g, const std::vector<float>& b) {
-#pragma omp parallel num_threads(tl_team > 0 ? tl_team : threads_)
+#pragma omp parallel num_threads(team())
     {
       int64_t lo, hi;
       split_range(rows, 1, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
@@ -1024,14 +1018,12 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   const int64_t groups = (batch + per_chunk - 1) / per_chunk;
   const bool side_by_side = cfg_.chunk_rows > 0 && threads_ > 1 && batch >= 2 * threads_ && !observe_ && !profile_;
   if (side_by_side) {
-    // a third of chunk_rows per group (256 tokens by default): one core's L2 holds such a group's activations.
-    // BERT-base b16 s128, 2 threads: 90% block INT8 145 ms with 128-token groups, 151 with 256, 189 with 768
-    // (232 whole batch); dense INT8 222 / 195 / 201 (224); MiniLM FP32 176 / 169 / 174 (192)
+    // a third of chunk_rows per group (256 tokens by default): one core's L2 holds such a group's activations
+    // (group sizes measured in bench/results/batch_groups.md)
     const int64_t side_group = std::max<int64_t>(1, cfg_.chunk_rows / 3 / seq);
     const int64_t per_thread = (batch + threads_ - 1) / threads_;
     const int64_t group = std::min(side_group, per_thread);
-    for (int t = 1; t < threads_; ++t) ensure_workspace(ws_[t], group * seq, seq, 1);
-    ensure_workspace(ws_[0], group * seq, seq, threads_);
+    for (int t = 1; t < threads_; ++t) ensure_workspace(ws_[t], group * seq, seq, 1);  // ws_[0]: ensure_buffers
     std::exception_ptr error = nullptr;
 #pragma omp parallel num_threads(threads_)
     {

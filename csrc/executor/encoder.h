@@ -194,6 +194,8 @@ class EncoderEngine {
   AlignedBuf x_, mask_bias_, head_in_, head_tmp_;
   std::vector<Workspace> ws_;  // [0] for the whole team; [t] for thread t when sequence groups run side by side
   void ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count);
+  int64_t widest_linear() const;  // the largest Linear input or output width: sizes the per-row buffers
+  int team() const;               // threads of the ops the calling thread runs (1 inside side-by-side groups)
 };
 
 }  // namespace tf

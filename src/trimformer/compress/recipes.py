@@ -273,9 +273,8 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     files = sorted(Path(model_dir).glob("model*.safetensors"))
     h = hashlib.sha256()
     if not files:  # a checkpoint in another container (pytorch_model.bin): the bytes of its weight files
-        for f in sorted(Path(model_dir).glob("*.bin")) or [Path(model_dir) / "config.json"]:
-            h.update(f.name.encode())
-            h.update(f.read_bytes() if f.is_file() else str(Path(model_dir).resolve()).encode())
+        for f in sorted(Path(model_dir).glob("*.bin")):
+            h.update(f.name.encode() + f.read_bytes())
         return h.hexdigest()
     for f in files:
         for name, t in sorted(load_file(str(f)).items()):
@@ -284,11 +283,10 @@ def checkpoint_fingerprint(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def _find_resume_point(rec: Recipe, model_dir: str | Path, task: str, out: Path) -> tuple[int, dict[str, Any]]:
-    """The last stage checkpoint under `out`.stages made by this recipe's same first stages from the same base
-    weights (compared by fingerprint: the stage may have run on another machine)."""
+def _find_resume_point(rec: Recipe, base: str, task: str, out: Path) -> tuple[int, dict[str, Any]]:
+    """The last stage checkpoint under `out`.stages made by this recipe's same first stages from the base weights
+    with fingerprint `base` (the stage may have run on another machine)."""
     root = stages_dir(out)
-    base = checkpoint_fingerprint(model_dir)
     for n in range(len(rec.stages), 0, -1):
         f = root / f"stage-{n}" / _STAGE_FILE
         if not f.is_file():
@@ -336,9 +334,9 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
                           f"quantize or mixed-precision stage precedes (stages: {[k for k, _ in rec.stages]})")
     say = log or (lambda s: None)
     t_all = time.perf_counter()
-    done, meta = _find_resume_point(rec, model_dir, task, Path(out)) if resume else (0, {})
     ckpt_root = stages_dir(out) if out is not None else None
     fingerprint = checkpoint_fingerprint(model_dir) if ckpt_root is not None else None
+    done, meta = _find_resume_point(rec, fingerprint, task, Path(out)) if resume else (0, {})
     if done:
         say(f"resuming after stage {done} from {ckpt_root / f'stage-{done}'}")
         model, tok = load_classifier(ckpt_root / f"stage-{done}", task)

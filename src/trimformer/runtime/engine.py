@@ -53,9 +53,8 @@ CHUNK_MAX_LAYER_BYTES = 8 << 20
 def chunk_rows_for(tensors: Mapping[str, np.ndarray], layers: int) -> int:
     """Tokens per group in which a batch's sequences go through the layer stack (0: the whole batch per op).
     Grouping keeps a group's activations in cache between ops but re-reads every weight once per group, so it
-    pays where a layer's weights are small (INT8, sparse) and not with float BERT-base (28 MB per layer): BERT-base
-    batch 16, 2 threads: 90% block INT8 203 -> 153 ms at seq 128 (groups of 4-6 sequences) and 864 -> 548 ms at
-    seq 384 (2), dense INT8 221 -> 210 ms, dense FP32 1240 -> 1324 ms (so off). TRIMFORMER_CHUNK_ROWS overrides."""
+    pays where a layer's weights are small (INT8, sparse) and not with float BERT-base (28 MB per layer): see
+    bench/results/batch_groups.md (`python bench/micro/batch_groups.py`). TRIMFORMER_CHUNK_ROWS overrides."""
     env = os.environ.get("TRIMFORMER_CHUNK_ROWS", "").strip()
     if env:
         try:
@@ -344,7 +343,8 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
 
 # The dense format must beat the fastest sparse one by more than this to be kept: the timing runs one Linear with
 # hot caches, while in a pass the weights stream from further out and a sparse layer's are several times smaller;
-# near-ties also flipped from compile to compile (BERT-base 90% block INT8: 0 to 18 of 48 layers dense)
+# near-ties also flipped from compile to compile (BERT-base 90% block INT8 kept 5 of 48 layers dense in
+# sparse_e2e_block_0.9_rounds, 12 and 18 in sparse_e2e_block_0.9_chunked)
 SPARSE_TIE_MARGIN = 0.10
 
 
@@ -361,7 +361,7 @@ def choose_format(times: Mapping[str, float], dense: str) -> str:
 def _tune_formats(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], candidates: Mapping[str, list[str]],
                   threads: int | None, isa: str | None, tokens: int = 128) -> dict[str, dict[str, Any]]:
     """Per layer with sparse candidates: time the dense format and every candidate on the layer's own weight, keep
-    the fastest, a sparse one within SPARSE_TIE_MARGIN of dense (fmt_of is updated) and return {layer: {"chosen", "tokens", "ms": {format: ms}}}."""
+    the one choose_format picks (fmt_of is updated) and return {layer: {"chosen", "tokens", "ms": {format: ms}}}."""
     dispatch = {}
     for name, cands in candidates.items():
         t = time_formats(dense[name + ".weight"], [fmt_of[name], *cands], tokens=tokens, threads=threads, isa=isa)
