@@ -37,7 +37,9 @@ ROWS: dict[str, tuple[str, float | None, str]] = {
     "nm24-int8": ("nm24-int8", None, "one-shot 2:4 OBS + INT8"),
     "ffn50-int8": ("ffn50-int8", None, "FFN neurons 50% removed + KD + INT8"),
     "heads50-int8": ("heads50-int8", None, "attention heads 50% removed + KD + INT8"),
-    "block80-gradual-kd-int8": ("block80-gradual-kd-int8", 1.0, "80% 4x4-block, gradual + KD, INT8"),
+    "block80-gradual-kd-int8": ("block80-gradual-kd-int8", None, "80% 4x4-block, gradual magnitude + KD, INT8"),
+    "block80-obs-steps-kd-int8": ("block80-obs-steps-kd-int8", 1.0,
+                                  "80% 4x4-block, OBS in 3 steps (50/70/80%) + KD + crops, INT8"),
 }
 DEFAULT_ROWS = "dense-fp32,int8-ptq,obs50-int8,magnitude50-int8,nm24-int8"
 
@@ -49,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rows", default=DEFAULT_ROWS, help=f"comma-separated rows (known: {', '.join(ROWS)})")
     p.add_argument("--reuse", action="store_true", help="use an existing WORK/ROW/summary.json instead of rerunning")
     p.add_argument("--recipe", action="append", default=[], metavar="ROW=FILE",
-                   help="run ROW with another recipe file (e.g. a shorter schedule); recorded in the report")
+                   help="run ROW with another recipe file (e.g. a shorter schedule), or add a row ROW (no target) "
+                        "running FILE, such as a candidate recipe; recorded in the report")
     p.add_argument("--eval-samples", type=int, default=None, help="test samples (default: all 858)")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batches", default="1,16", help="latency batch sizes")
@@ -185,12 +188,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     overrides = dict(s.split("=", 1) for s in args.recipe)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ROWS]
+    unknown = [r for r in rows if r not in ROWS and r not in overrides]
     if unknown:
-        raise SystemExit(f"unknown rows {unknown}; known: {list(ROWS)}")
+        raise SystemExit(f"unknown rows {unknown}; known: {list(ROWS)} (or name a recipe: --recipe ROW=FILE)")
     results = []
     for row in rows:
-        stem, target, desc = ROWS[row]
+        stem, target, desc = ROWS.get(row, (row, None, f"candidate {row}"))
         recipe_file = Path(overrides.get(row, RECIPES / f"{stem}.yaml")).resolve()
         r = run_row(row, recipe_file, args)
         r.update({"target": target, "description": desc + (f" ({recipe_file.name})" if row in overrides else "")})

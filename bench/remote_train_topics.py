@@ -11,6 +11,8 @@ chosen on the validation split (a torch forward pass on the GPU); the test split
     python bench/remote_train_topics.py train --work W --device cuda  # on the GPU machine
     python bench/remote_train_topics.py pack SRC --base A --out PARTS # checkpoint -> <=15 MB parts
     python bench/remote_train_topics.py unpack PARTS... --base A --out DIR  # and back, every tensor verified
+    python bench/remote_train_topics.py recipes R.yaml... --base A --work W --pack-top 3 --pack-out OUT
+        # candidates side by side, one process each; the best by validation accuracy packed (bench/remote_block80.sh)
 
 `pack` leaves out tensors byte-identical to the base checkpoint's (the frozen word embeddings) and records every
 tensor's SHA-256; `unpack` restores them from the local base and checks each hash.
@@ -139,14 +141,19 @@ def join_model(part_a: Path, part_b: Path, out: Path) -> None:
 
 
 def one_recipe(recipe: str, base: Path, work: Path, device: str) -> dict[str, Any]:
-    """A recipe's first stage from checkpoint `base`, then its FP32 validation accuracy (written to work/NAME.json)."""
-    from trimformer.compress.recipes import load_recipe, run_recipe, stages_dir
+    """A recipe's leading training / pruning stages from checkpoint `base`, then the FP32 validation accuracy of
+    the checkpoint they leave (written to work/NAME.json)."""
+    from trimformer.compress.recipes import TORCH_STAGES, load_recipe, run_recipe, stages_dir
 
     rec = load_recipe(ROOT / recipe)
-    s = run_recipe(rec, base, out=work / rec.name, device=device, stop_after=1, log=log)
-    ckpt = stages_dir(work / rec.name) / "stage-1"
-    res = {"recipe": recipe, "seconds": s["stages"][0]["seconds"], "val_accuracy_fp32": validation_accuracy(ckpt, device),
-           "checkpoint": str(ckpt), "sparsity": s["stages"][0].get("sparsity")}
+    n = next((i for i, (kind, _) in enumerate(rec.stages) if kind not in TORCH_STAGES), len(rec.stages))
+    if n == 0:
+        raise SystemExit(f"{recipe}: its first stage is not a training or pruning stage")
+    s = run_recipe(rec, base, out=work / rec.name, device=device, stop_after=n, log=log)
+    ckpt = stages_dir(work / rec.name) / f"stage-{n}"
+    res = {"recipe": recipe, "name": rec.name, "stages": n, "seconds": sum(st["seconds"] for st in s["stages"]),
+           "val_accuracy_fp32": validation_accuracy(ckpt, device), "checkpoint": str(ckpt),
+           "sparsity": s["stages"][n - 1].get("sparsity")}
     (work / f"{rec.name}.json").write_text(json.dumps(res, indent=1))
     log(f"{rec.name}: {res['seconds']:.0f}s, FP32 validation accuracy {100 * res['val_accuracy_fp32']:.2f}%")
     return res
@@ -157,9 +164,10 @@ def recipes_in_parallel(recipes: list[str], base: Path, work: Path, device: str,
     import subprocess
 
     work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}  # 16 cores, several processes
     procs = {r: subprocess.Popen([sys.executable, __file__, "one-recipe", r, "--base", str(base), "--work", str(work),
                                   "--device", device], stdout=open(work / f"{Path(r).stem}.log", "w"),
-                                 stderr=subprocess.STDOUT) for r in recipes}
+                                 stderr=subprocess.STDOUT, env=env) for r in recipes}
     deadline = time.perf_counter() + limit_s
     for r, p in procs.items():
         try:
@@ -171,6 +179,33 @@ def recipes_in_parallel(recipes: list[str], base: Path, work: Path, device: str,
     for f in sorted(work.glob("*.json")):
         out[f.stem] = json.loads(f.read_text())
     return out
+
+
+def pack_best(results: dict[str, Any], base: Path, out: Path, top: int, max_bytes: int,
+              max_files: int = 6) -> list[str]:
+    """Pack the `top` checkpoints with the best validation accuracy into `out` while their parts fit `max_bytes`
+    and `max_files` (what one device call can bring back); the others stay listed in the report only."""
+    done: list[str] = []
+    used = files = 0
+    ranked = sorted((r for r in results.values() if "val_accuracy_fp32" in r),
+                    key=lambda r: -r["val_accuracy_fp32"])
+    for r in ranked[:top]:
+        tmp = out / f".{r['name']}"
+        parts = pack(Path(r["checkpoint"]), base, tmp, r["name"])
+        size = sum(p.stat().st_size for p in parts)
+        if used + size > max_bytes or files + len(parts) + 1 > max_files:
+            log(f"not packing {r['name']}: {size / 2**20:.1f} MiB in {len(parts)} parts would pass the limits")
+            for f in tmp.iterdir():
+                f.unlink()
+            tmp.rmdir()
+            continue
+        for f in tmp.iterdir():
+            f.rename(out / f.name)
+        tmp.rmdir()
+        used += size
+        files += len(parts) + 1
+        done.append(r["name"])
+    return done
 
 
 def pack(src: Path, base: Path | None, out: Path, stem: str) -> list[Path]:
@@ -303,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", type=Path, required=True)
     r.add_argument("--device", default="cuda")
     r.add_argument("--limit-s", type=float, default=400)
+    r.add_argument("--pack-top", type=int, default=0, help="pack the K best by validation accuracy into --pack-out")
+    r.add_argument("--pack-out", type=Path, default=None)
+    r.add_argument("--pack-max-mib", type=float, default=56.0)
     k = sub.add_parser("pack")
     k.add_argument("src", type=Path)
     k.add_argument("--base", type=Path, default=None)
@@ -336,9 +374,21 @@ def main(argv: list[str] | None = None) -> int:
         join_model(a.part_a, a.part_b, a.out)
     elif a.cmd == "one-recipe":
         _stub_runtime_if_unbuilt()
+        if a.device.startswith("cuda"):
+            import torch
+
+            # TF32 tensor-core matmuls: several candidates share one GPU; the CPU machine quantizes and measures
+            torch.backends.cuda.matmul.allow_tf32 = True
         one_recipe(a.recipe, a.base, a.work, a.device)
     elif a.cmd == "recipes":
-        print(json.dumps(recipes_in_parallel(a.recipes, a.base, a.work, a.device, a.limit_s), indent=1))
+        res = recipes_in_parallel(a.recipes, a.base, a.work, a.device, a.limit_s)
+        if a.pack_top:
+            if a.pack_out is None:
+                raise SystemExit("--pack-top needs --pack-out")
+            a.pack_out.mkdir(parents=True, exist_ok=True)
+            packed = pack_best(res, a.base, a.pack_out, a.pack_top, int(a.pack_max_mib * 2**20))
+            (a.pack_out / "candidates.json").write_text(json.dumps({"results": res, "packed": packed}, indent=1))
+        print(json.dumps(res, indent=1))
     elif a.cmd == "pack":
         pack(a.src, a.base, a.out, a.stem)
     else:

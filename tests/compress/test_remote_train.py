@@ -65,3 +65,27 @@ def test_unpack_rejects_a_changed_base_and_damaged_parts(tiny_dir, tmp_path):  #
     with pytest.raises(SystemExit, match="do not match"):
         remote.unpack(parts, tiny_dir, tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_pack_best_takes_the_best_by_validation_within_the_limits(tiny_dir, tmp_path):  # noqa: F811
+    ckpts = {}
+    for name, acc in (("low", 0.5), ("high", 0.9), ("mid", 0.7)):
+        _changed_copy(tiny_dir, tmp_path / name)
+        ckpts[name] = {"name": name, "val_accuracy_fp32": acc, "checkpoint": str(tmp_path / name)}
+    ckpts["failed"] = {"name": "failed"}  # a candidate stopped at the limit has no accuracy
+    out = tmp_path / "out"
+    out.mkdir()
+    assert remote.pack_best(ckpts, Path(tiny_dir), out, top=2, max_bytes=2**30) == ["high", "mid"]
+    assert sorted(p.name for p in out.iterdir()) == ["high.part00", "high.sha256", "mid.part00", "mid.sha256"]
+    back = remote.unpack([out / "high.part00"], Path(tiny_dir), tmp_path / "high-back")
+    for k, v in _tensors(tmp_path / "high").items():
+        np.testing.assert_array_equal(_tensors(back)[k], v)
+    # the file-count limit (what one device call brings back) leaves the rest out, and no stray folder behind
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    assert remote.pack_best(ckpts, Path(tiny_dir), out2, top=3, max_bytes=2**30, max_files=4) == ["high", "mid"]
+    assert len(list(out2.iterdir())) == 4
+    out3 = tmp_path / "out3"
+    out3.mkdir()
+    assert remote.pack_best(ckpts, Path(tiny_dir), out3, top=3, max_bytes=1) == []
+    assert list(out3.iterdir()) == []
