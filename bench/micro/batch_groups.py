@@ -33,6 +33,22 @@ CONFIGS = [
     ("minilm-l6-h384", 0.0, "block", "fp32", 128, ["0", "384", "", "2304"]),
     ("bert-base", 0.0, "block", "fp32", 128, ["", "768"]),
 ]
+# --set small-groups: groups of one 128-token sequence (chunk_rows 384) against 256 tokens (768) where weights are small
+SMALL_GROUPS = [
+    ("bert-base", 0.9, "block", "int8-static", 128, ["384", "768", ""]),
+    ("bert-base", 0.8, "block", "int8-static", 128, ["384", "768", ""]),
+    ("distilbert", 0.9, "block", "int8-static", 128, ["384", "768", ""]),
+    ("minilm-l6-h384", 0.9, "block", "int8-static", 128, ["384", "768", ""]),
+    ("bert-base", 0.9, "unstructured", "int8-static", 128, ["384", "768", ""]),
+    ("bert-base", 0.9, "unstructured", "fp32", 128, ["384", "768", ""]),
+    ("minilm-l6-h384", 0.0, "block", "int8-static", 128, ["384", "768", ""]),
+]
+CONFIG_SETS = {"default": CONFIGS, "small-groups": SMALL_GROUPS}
+
+
+def layer_bytes(engine) -> float:
+    """Packed weight bytes per encoder layer, as chunk_rows_for counts them."""
+    return sum(v.nbytes for k, v in engine.tensors.items() if k.startswith("layers.")) / max(engine.spec.layers, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--out", default="bench/results/batch_groups")
+    ap.add_argument("--set", default="default", choices=sorted(CONFIG_SETS), help="which configurations")
     args = ap.parse_args(argv)
     from trimformer.runtime.engine import compile_encoder
 
     rows = []
-    for model, sparsity, pattern, prec, seq, settings in CONFIGS:
+    for model, sparsity, pattern, prec, seq, settings in CONFIG_SETS[args.set]:
         info = peers.prepare_model(model, sparsity=sparsity, pattern=pattern)
         inputs = make_inputs(args.batch, seq, info.vocab_size)
         calib = [{"input_ids": inputs[0][:1], "attention_mask": inputs[1][:1]}]
@@ -69,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         whole = med.get("0", med.get("default"))
         row = {"model": model, "sparsity": sparsity, "pattern": pattern, "precision": prec, "seq": seq,
                "batch": args.batch, "default_chunk_rows": engines["default"].chunk_rows,
+               "layer_bytes": layer_bytes(engines["default"]),
                "median_ms": med, "speedup_vs_whole_batch": {k: whole / v for k, v in med.items()} if "0" in med
                else None}
         rows.append(row)
@@ -85,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
              "- chunk_rows 0 = whole batch per op; `default` = chunk_rows_for's choice (768 when a layer's weights "
              "are <= 8 MB, else 0); at this batch the executor runs side by side, one thread per group of "
              "chunk_rows / 3 tokens (384 / 768 / 2304 -> 128 / 256 / 768)", "",
-             "| model | weights | seq | default chunk_rows | ms by chunk_rows setting | default vs whole batch |",
-             "|---|---|---|---|---|---|"]
+             "| model | weights | seq | layer MB | default chunk_rows | ms by chunk_rows setting | default vs whole batch |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = ", ".join(f"{k}: {v:.1f}" for k, v in r["median_ms"].items())
         sp = r["speedup_vs_whole_batch"]
         ratio = f"{sp['default']:.2f}x" if sp else "—"
         weights = f"{int(r['sparsity'] * 100)}% {r['pattern']} {r['precision']}" if r["sparsity"] else \
             f"dense {r['precision']}"
-        lines.append(f"| {r['model']} | {weights} | {r['seq']} | {r['default_chunk_rows']} | {cells} | {ratio} |")
+        lines.append(f"| {r['model']} | {weights} | {r['seq']} | {r['layer_bytes'] / 2**20:.2f} | {r['default_chunk_rows']} "
+                     f"| {cells} | {ratio} |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.json/.md")
     return 0
