@@ -174,7 +174,12 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   (void)ldq;
   // token tiles outside, output rows inside: one tile's slice of the re-laid activations (k/4 x 16V tokens x 4
   // bytes) stays in L1 while every output row of the range streams its blocks past it
-  const int64_t vmax = w.block_rows == 4 ? TF_BSR_V4 : TF_BSR_V1;  // 16 * vmax divides kAtTile
+  // 4x4 blocks on calls of more than one At tile (a group of sequences, a long sequence): 2 token vectors per
+  // tile, so that a tile's At slice at K = 768 (24 KiB) sits in L1 beside the weights and output rows streaming
+  // past it. Measured on the AMX Xeon, BERT-base 90% block INT8, one thread: 9% less time for 2 x 128 tokens,
+  // 10% for 384 (bench/results/profile_block90_int8_tilevecs.md); at 128 tokens the two settings tie, and
+  // V = 4 (measured best there on Zen 5) stays.
+  const int64_t vmax = w.block_rows == 4 ? (m > kAtTile ? 2 : TF_BSR_V4) : TF_BSR_V1;  // 16 * vmax divides kAtTile
   for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
     const int64_t vecs = (m - m0 + 15) / 16;
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
