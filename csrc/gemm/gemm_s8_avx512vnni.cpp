@@ -9,6 +9,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../sparse/avx512_lanes.h"  // prefetch_row_ahead
 #include "s8_dequant_avx512.h"
 
 namespace tf {
@@ -102,10 +103,7 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
     const __mmask16 mk = lane_mask(n - 16 * v, 0);
     __m512 amax = _mm512_setzero_ps();
     for (int64_t r = 0; r < k; ++r) {
-      // the first pass fetches the rows (one head's V slice, rows 3 x hidden apart: past the 4 KiB page, so the
-      // hardware prefetchers do not follow); ask for a row a few ahead, all its columns
-      if (v == 0 && r + 6 < k)
-        for (int64_t b = 0; b < n * 4; b += 64) _mm_prefetch(reinterpret_cast<const char*>(x + (r + 6) * ldx) + b, _MM_HINT_T0);
+      if (v == 0) prefetch_row_ahead(x, ldx, r, k, n);  // the first pass fetches the rows (one head's V slice)
       amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + r * ldx + 16 * v)));
     }
     const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),

@@ -1,5 +1,5 @@
-// 16-lane helpers shared by the AVX-512 sparse kernels (bsr_s8_avx512vnni.cpp, spmm_f32_avx512vnni.cpp); included
-// inside namespace tf::avx512 by translation units compiled with the AVX-512 flags.
+// 16-lane helpers shared by the AVX-512 kernels (the sparse kernels, rowops_avx512.cpp, gemm_s8_avx512vnni.cpp);
+// included inside namespace tf::avx512 by translation units compiled with the AVX-512 flags.
 #pragma once
 #include <immintrin.h>
 
@@ -41,6 +41,15 @@ inline __mmask16 first(int64_t count) {
 }
 
 inline void transpose16(__m512* r) { transpose16(reinterpret_cast<__m512i*>(r)); }
+
+// Attention reads one head's slice of each token row (64 floats, rows 3 x hidden apart: a stride past the 4 KiB
+// page, which the hardware prefetchers do not follow): a row loop over such rows asks for the row a few ahead.
+inline void prefetch_row_ahead(const float* x, int64_t ldx, int64_t r, int64_t rows, int64_t cols) {
+  constexpr int64_t kAhead = 6;
+  if (ldx <= cols || r + kAhead >= rows) return;
+  const char* p = reinterpret_cast<const char*>(x + (r + kAhead) * ldx);
+  for (int64_t b = 0; b < cols * 4; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+}
 
 }  // namespace
 }  // namespace avx512

@@ -10,7 +10,6 @@
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
-
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../ops/epilogue_avx512.h"
@@ -41,6 +40,7 @@ constexpr int64_t kAtTile = kSparseAtTile;
 // 4x4 blocks at 4 (5.9x dense INT8); 4x4 with 6 vectors spills its 24 accumulators and drops to 3x)
 #define TF_BSR_V1 8
 #define TF_BSR_V4 4
+#define TF_BSR_V4_LONG 2  // 4x4 blocks on calls of more than one At tile (see gemm_bsr_s8)
 
 // acc[v] (tokens 16v .. of the tile `at` points into, quads m_pad tokens apart) for one output row over its blocks
 template <int V>
@@ -176,10 +176,10 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // bytes) stays in L1 while every output row of the range streams its blocks past it
   // 4x4 blocks on calls of more than one At tile (a group of sequences, a long sequence): 2 token vectors per
   // tile, so that a tile's At slice at K = 768 (24 KiB) sits in L1 beside the weights and output rows streaming
-  // past it. Measured on the AMX Xeon, BERT-base 90% block INT8, one thread: 9% less time for 2 x 128 tokens,
-  // 10% for 384 (bench/results/profile_block90_int8_tilevecs.md); at 128 tokens the two settings tie, and
-  // V = 4 (measured best there on Zen 5) stays.
-  const int64_t vmax = w.block_rows == 4 ? (m > kAtTile ? 2 : TF_BSR_V4) : TF_BSR_V1;  // 16 * vmax divides kAtTile
+  // past it. Measured on the AMX Xeon, BERT-base 90% block INT8, one thread: 30.7 -> 29.5 ms for 2 x 128 tokens,
+  // 59.9 -> 54.2 ms for 384 (bench/results/profile_block90_int8_tilevecs.md); calls of up to 128 tokens keep 4,
+  // measured best at 128 tokens on Zen 5.
+  const int64_t vmax = w.block_rows == 4 ? (m > kAtTile ? TF_BSR_V4_LONG : TF_BSR_V4) : TF_BSR_V1;  // 16 * vmax | kAtTile
   for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
     const int64_t vecs = (m - m0 + 15) / 16;
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
