@@ -6,8 +6,9 @@ latency (the runtime, same machine) for each recipe under recipes/, starting fro
     python bench/bench_compress.py --model ... --work ... --rows int8-ptq,obs50-int8 --reuse
 
 Each row runs its recipe through `trimformer.compress.run_recipe` (outputs under --work/ROW: hf/, runtime/,
-summary.json); --reuse takes a row's existing summary.json (e.g. a long gradual-pruning run made with
-`trimformer compress`) instead of recomputing it; the latency of every row is measured here. Writes
+summary.json); --reuse takes a row's existing summary.json when the same recipe made it (e.g. a long gradual-pruning
+run made with `trimformer compress`) instead of recomputing it, and otherwise resumes from what that run left (see
+run_recipe's resume); the latency of every row is measured here. Writes
 --out.json, --out.md and --out.png (accuracy vs latency, Pareto front marked).
 """
 
@@ -84,16 +85,19 @@ def run_row(row: str, recipe_file: Path, args: argparse.Namespace) -> dict[str, 
 
     out = Path(args.work) / row
     summary_file = out / "summary.json"
-    if args.reuse and summary_file.is_file():
+    rec = load_recipe(recipe_file)
+    if args.eval_samples:
+        rec.eval["max_samples"] = args.eval_samples
+    old = json.loads(summary_file.read_text()) if args.reuse and summary_file.is_file() else None
+    if old is not None and json.loads(json.dumps(old.get("recipe"))) == json.loads(json.dumps(rec.to_dict())):
         log(f"{row}: reusing {summary_file}")
-        summary = json.loads(summary_file.read_text())
+        summary = old
     else:
-        rec = load_recipe(recipe_file)
-        if args.eval_samples:
-            rec.eval["max_samples"] = args.eval_samples
         log(f"{row}: running {recipe_file.name}")
         # resume: a training stage run elsewhere (bench/remote_train_topics.py on a lent GPU) left its checkpoint
-        # in WORK/ROW.stages; it is used only when made by the same recipe stages from the same base weights
+        # in WORK/ROW.stages, or an earlier run of a recipe that differs only in later weight-preserving stages
+        # (another quantize stage) left WORK/ROW; either is used only when made by the same recipe stages from the
+        # same base weights
         summary = run_recipe(rec, args.model, "wiki-topics", out, log=log, threads=args.threads, resume=True)
         summary = {k: v for k, v in summary.items() if k not in ("engine", "sparsity")}
     engine = tf.load(out / "runtime", threads=args.threads)

@@ -124,6 +124,18 @@ def test_entropy_clips_long_tail():
     assert x.min() <= lo < 0 < hi < 30  # the single outlier is clipped
 
 
+def test_entropy_keeps_the_body_of_a_tailless_distribution():
+    """Without outliers the range stays near the data's extent: clipping the body costs KL (a Q built from the
+    folded P, or ranges narrower than the 256 levels, would make the narrowest range free)."""
+    from trimformer.runtime.calibration import _entropy_range
+
+    rng = np.random.default_rng(1)
+    for x in (rng.normal(0, 1, 200_000), rng.uniform(-1, 3, 200_000)):
+        hist, edges = np.histogram(x, bins=2048, range=(x.min(), x.max()))
+        lo, hi = _entropy_range(hist.astype(float), edges)
+        assert lo <= 0.6 * x.min() and hi >= 0.6 * x.max(), (lo, hi, x.min(), x.max())
+
+
 def test_activation_params_validation():
     model = tiny_bert()
     params = runtime_activation_params(model, calib(1))

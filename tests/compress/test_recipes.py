@@ -152,6 +152,29 @@ def test_resume_ignores_checkpoints_of_other_recipes(tiny_dir, tmp_path):  # noq
     assert abs(res["stages"][0]["sparsity"] - 0.5) < 0.05
 
 
+def test_resume_from_finished_output_requantizes_without_training(tiny_dir, tmp_path):  # noqa: F811
+    """A finished run whose later stages left the weights alone is a resume point for a recipe that differs only
+    in its quantize stage: the prune stage is not run again, and the result equals one uninterrupted run."""
+    from trimformer.compress.recipes import run_recipe
+
+    rec = _two_stage_recipe()
+    run_recipe(rec, tiny_dir, out=tmp_path / "o", log=None, evaluate=False)
+    first = json.loads((tmp_path / "o" / "summary.json").read_text())
+    requant = validate_recipe({**rec.to_dict(), "stages": [
+        rec.to_dict()["stages"][0], {"quantize": {"method": "ptq", "observer": "mse", "smoothquant": 0.5}}]})
+    logs = []
+    res = run_recipe(requant, tiny_dir, out=tmp_path / "o", log=logs.append, resume=True, evaluate=False)
+    assert res["resumed_after_stage"] == 1 and any("resuming after stage 1" in m for m in logs)
+    assert res["stages"][0]["seconds"] == first["stages"][0]["seconds"]
+    whole = run_recipe(requant, tiny_dir, out=tmp_path / "w", log=None, evaluate=False)
+    ids = np.array([[101, 2023, 2003, 102, 7, 9]])
+    np.testing.assert_array_equal(whole["engine"].run(ids)["logits"], res["engine"].run(ids)["logits"])
+    # that output's weights were folded by SmoothQuant: it is no resume point for a third quantize stage
+    logs = []
+    res = run_recipe(rec, tiny_dir, out=tmp_path / "o", log=logs.append, resume=True, evaluate=False)
+    assert "resumed_after_stage" not in res and not any("resuming" in m for m in logs)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"stop_after": 2}, "stop after a training or pruning stage"),
     ({"stop_after": 0}, "stop after a training or pruning stage"),

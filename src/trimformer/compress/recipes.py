@@ -299,6 +299,44 @@ def _find_resume_point(rec: Recipe, base: str, task: str, out: Path) -> tuple[in
                 and json.loads(json.dumps(meta.get("stages"))) == json.loads(json.dumps(rec.to_dict()["stages"][:n])))
         if same:
             return n, meta
+    return _finished_output_point(rec, base, task, out)
+
+
+# stages that leave the HF weights as they were (the quantizers read them; SmoothQuant and QAT change them)
+def _keeps_weights(kind: str, opts: Mapping[str, Any]) -> bool:
+    return kind == "mixed-precision" or (kind == "quantize" and opts.get("method") in ("ptq", "dynamic")
+                                         and opts.get("smoothquant") is None)
+
+
+def _finished_output_point(rec: Recipe, base: str, task: str, out: Path) -> tuple[int, dict[str, Any]]:
+    """A finished run in `out` as a resume point: when its recipe began with this recipe's first n stages
+    (training / pruning, no finetune: the teacher is the base) and every later stage of it left the weights as they
+    were, `out`/hf holds the weights after stage n, so a recipe that differs only after stage n (another quantize
+    stage) need not train again."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return 0, {}
+    if not (out / "hf" / "config.json").is_file() or summary.get("task") != task:
+        return 0, {}
+    if summary.get("base_fingerprint", base) != base:
+        return 0, {}
+    if "base_fingerprint" not in summary:  # a summary from before fingerprints were recorded: the base weights
+        try:                                # must still be where that run read them
+            if checkpoint_fingerprint(summary["base"]) != base:
+                return 0, {}
+        except (OSError, KeyError, TypeError):
+            return 0, {}
+    old = [next(iter(s.items())) for s in summary.get("recipe", {}).get("stages", [])]
+    new = rec.to_dict()["stages"]
+    for n in range(len(rec.stages), 0, -1):
+        if not _checkpointable(rec, n) or any(kind == "finetune" for kind, _ in rec.stages[:n]):
+            continue
+        if json.loads(json.dumps(summary["recipe"]["stages"][:n])) != json.loads(json.dumps(new[:n])):
+            continue
+        if all(_keeps_weights(kind, opts) for kind, opts in old[n:]) and len(summary.get("stages", [])) >= n:
+            return n, {"checkpoint": str(out / "hf"), "stage_log": summary["stages"][:n],
+                       "masks": any(kind == "prune" for kind, _ in rec.stages[:n]), "teacher_stage": None}
     return 0, {}
 
 
@@ -338,8 +376,9 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
     fingerprint = checkpoint_fingerprint(model_dir) if ckpt_root is not None else None
     done, meta = _find_resume_point(rec, fingerprint, task, Path(out)) if resume else (0, {})
     if done:
-        say(f"resuming after stage {done} from {ckpt_root / f'stage-{done}'}")
-        model, tok = load_classifier(ckpt_root / f"stage-{done}", task)
+        start = Path(meta.get("checkpoint") or ckpt_root / f"stage-{done}")
+        say(f"resuming after stage {done} from {start}")
+        model, tok = load_classifier(start, task)
         teacher_stage = meta.get("teacher_stage")
         teacher = load_classifier(ckpt_root / f"stage-{teacher_stage}" if teacher_stage else model_dir, task)[0]
         teacher.eval()
@@ -464,6 +503,7 @@ def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str |
         engine = compile_encoder(model, threads=threads)
     engine.tokenizer_path = Path(model_dir) if engine.tokenizer_path is None else engine.tokenizer_path
     summary: dict[str, Any] = {"recipe": rec.to_dict(), "base": str(model_dir), "task": task, "stages": stage_log,
+                               "base_fingerprint": fingerprint,
                                "linear_formats": _count(engine.formats),
                                "sparsity": pruning.sparsity_report(model)}
     summary["compress_seconds"] = time.perf_counter() - t_all + resumed_seconds

@@ -43,8 +43,10 @@ def _mse_range(hist: np.ndarray, edges: np.ndarray, steps: int = 48) -> tuple[fl
 
 def _entropy_range(hist: np.ndarray, edges: np.ndarray, steps: int = 24, levels: int = 256) -> tuple[float, float]:
     """KL (entropy) calibration, after TensorRT's, for an asymmetric range: among clipped ranges [a, b] (bin edges,
-    shrinking each side towards 0), the one whose 256-level quantized histogram Q is closest to the reference P
-    (P with the clipped tails folded into its edge bins) in KL(P || Q)."""
+    shrinking each side towards 0, at least `levels` bins wide), the one whose quantized histogram Q is closest in
+    KL(P || Q) to the reference P. P is the slice with the clipped tails folded into its edge bins; Q is the slice
+    without them, merged into `levels` levels and spread back over each level's non-empty bins, so clipping mass
+    costs KL and a range too narrow to merge bins does not win for free."""
     n = len(hist)
     lo0, hi0 = float(edges[0]), float(edges[-1])
     zero = int(np.clip(np.searchsorted(edges, 0.0), 0, n))
@@ -54,17 +56,18 @@ def _entropy_range(hist: np.ndarray, edges: np.ndarray, steps: int = 24, levels:
     best, best_kl = (lo0, hi0), np.inf
     for i in starts:
         for j in ends:
-            if j - i < 2:
+            width = j - i
+            if width < min(levels, n):
                 continue
-            p = hist[i:j].astype(np.float64).copy()
+            sliced = hist[i:j].astype(np.float64)
+            p = sliced.copy()
             p[0] += hist[:i].sum()
             p[-1] += hist[j:].sum()
-            if p.sum() <= 0:
+            if sliced.sum() <= 0:
                 continue
-            width = j - i
             level = np.minimum((np.arange(width) * levels) // width, levels - 1)
-            nonzero = p > 0
-            mass = np.bincount(level, weights=p, minlength=levels)
+            nonzero = sliced > 0
+            mass = np.bincount(level, weights=sliced, minlength=levels)
             count = np.bincount(level, weights=nonzero.astype(np.float64), minlength=levels)
             q = np.where(nonzero, mass[level] / np.maximum(count[level], 1), 0.0)
             ps, qs = p / p.sum(), q / q.sum()
