@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "../core/isa.h"
-#include "erf_coeffs.h"
+#include "gelu_table.h"
 
 namespace tf {
 namespace avx512 {
@@ -16,22 +16,19 @@ void activation(float* x, int64_t n, Act act);  // rowops.inc (decl.inc): the ro
 
 namespace {
 
-// GELU (erf) with erf_approx's rational; its one division done as a reciprocal estimate plus a Newton step
-// (vrcp14ps: 14 bits, squared to ~2^-28 relative) instead of zmm vdivps, which was most of the activation's cost.
+// GELU (erf) from the shared piecewise-cubic table (gelu_table.h): max(x, 0) - g(|x|), the segment picked by
+// vpermt2ps from the index one FMA leaves in the low mantissa bits; 12 ops where the erf rational took 24 (a
+// division by reciprocal estimate + Newton step among them). Same arithmetic as rowops.inc's gelu_erf.
 inline __m512 gelu_erf16(__m512 v) {
-  const __m512 c = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f)),
-                                               _mm512_set1_ps(-4.0f)),
-                                 _mm512_set1_ps(4.0f));
-  const __m512 z = _mm512_mul_ps(c, c);
-  __m512 p = _mm512_set1_ps(kErfP[0]);
-  for (int i = 1; i < 6; ++i) p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(kErfP[i]));
-  __m512 q = _mm512_set1_ps(kErfQ[0]);
-  for (int i = 1; i < 6; ++i) q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(kErfQ[i]));
-  __m512 r = _mm512_rcp14_ps(q);  // q >= 1 on [-4, 4]: no zero or denormal to guard
-  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(2.0f)));
-  __m512 e = _mm512_mul_ps(_mm512_mul_ps(c, p), r);
-  e = _mm512_min_ps(_mm512_max_ps(e, _mm512_set1_ps(-1.0f)), _mm512_set1_ps(1.0f));
-  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+  const __m512 ac = _mm512_min_ps(_mm512_abs_ps(v), _mm512_set1_ps(kGeluAMax));  // NaN -> kGeluAMax, as scalar
+  const __m512i idx = _mm512_castps_si512(_mm512_fmadd_ps(ac, _mm512_set1_ps(kGeluK), _mm512_set1_ps(8388608.0f)));
+  const auto coef = [&](int j) {
+    return _mm512_permutex2var_ps(_mm512_load_ps(kGeluC[j]), idx, _mm512_load_ps(kGeluC[j] + 16));
+  };
+  __m512 p = _mm512_fmadd_ps(coef(3), ac, coef(2));
+  p = _mm512_fmadd_ps(p, ac, coef(1));
+  p = _mm512_fmadd_ps(p, ac, coef(0));
+  return _mm512_sub_ps(_mm512_max_ps(_mm512_setzero_ps(), v), p);  // max(0, NaN) = NaN: NaN stays NaN
 }
 
 // activation of one 16-lane piece (the first `cols` lanes matter): GELU (erf) and ReLU in registers, the tanh forms
@@ -46,11 +43,28 @@ inline __m512 act16(__m512 y, Act act, int64_t cols) {
   return _mm512_load_ps(piece);
 }
 
+// quantize_u8 before its clamp: nearbyint(y * inv_scale) + zp as int32, the product first capped at 32000 (any
+// value that large gives 255 either way; the cap keeps the sum inside int16 for the packs and away from
+// vcvtps2dq's out-of-range result). NaN passes the cap (vminps returns its second operand) and converts to INT_MIN,
+// which clamps to 0 as in the scalar loop.
+inline __m512i quant_i32_16(__m512 y, __m512 inv_scale, __m512i zp) {
+  const __m512 t = _mm512_min_ps(_mm512_set1_ps(32000.0f), _mm512_mul_ps(y, inv_scale));
+  return _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+}
+
 // quantize_u8 of 16 lanes: clamp(nearbyint(y * inv_scale) + zp, 0, 255), stored under `mask`
-inline void store_u8_16(uint8_t* dst, __mmask16 mask, __m512 y, __m512 inv_scale, __m512 zp) {
-  __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(y, inv_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, zp), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
-  _mm_mask_storeu_epi8(dst, mask, _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(v)));
+inline void store_u8_16(uint8_t* dst, __mmask16 mask, __m512 y, __m512 inv_scale, __m512i zp) {
+  const __m512i q = _mm512_max_epi32(quant_i32_16(y, inv_scale, zp), _mm512_setzero_si512());
+  _mm_mask_storeu_epi8(dst, mask, _mm512_cvtusepi32_epi8(q));
+}
+
+// Four quant_i32_16 results (rows r = 0..3 of Y^T, 16 tokens each) clamped to u8 by the saturating packs and laid
+// out token-major within each 128-bit lane: dword k of lane L = the 4 rows' bytes of token 4L + k.
+inline __m512i pack_rows4_u8(const __m512i* q) {
+  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
+  // per lane: row 0's tokens 0-3, row 1's, row 2's, row 3's -> token 0's rows 0-3, token 1's, ...
+  const __m512i to_tokens = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+  return _mm512_shuffle_epi8(bytes, to_tokens);
 }
 
 }  // namespace

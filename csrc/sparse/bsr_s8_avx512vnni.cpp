@@ -59,7 +59,7 @@ inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const
 // acc[r][v] for 4 output rows sharing one block list: each activation load feeds 4 vpdpbusd
 template <int V>
 inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
-                      int32_t nb, __m512i (*acc)[8]) {
+                      int32_t nb, __m512i (*acc)[V]) {
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r)
 #pragma GCC unroll 8
@@ -75,6 +75,54 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
       TF_DPBUSD(acc[1][v], x, w1);
       TF_DPBUSD(acc[2][v], x, w2);
       TF_DPBUSD(acc[3][v], x, w3);
+    }
+  }
+}
+
+// The end of a tile whose layer requantizes without a residual (static INT8 FFN1, whose u8 output FFN2 reads):
+// each output row of the Y^T tile is finished while tokens run along the lanes (bias, activation and quantization
+// are per element: the same float ops in the same order as the transposed path, so the same bytes), and only the
+// u8 results are transposed: four rows pack into one register (pack_rows4_u8), and a 4x4 dword transpose per
+// 128-bit lane gives each token its 16 bytes. That replaces the 16x16 float transpose. The activation is a
+// template parameter (GELU-erf, ReLU or none: those act16 does in registers), so no call sits in the loop.
+template <int V, Act A>
+void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
+  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
+  const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
+  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
+  const __mmask16 ck = first(cols);
+  __m512 bias[16];
+  for (int64_t i = 0; i < 16; ++i)  // a row past the end: any valid row's bias (the stores leave its bytes out)
+    bias[i] = _mm512_set1_ps(epi.bias ? epi.bias[nb0 + (i < cols ? i : cols - 1)] : 0.0f);
+  for (int v = 0; v < V; ++v) {
+    const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
+    __m512i packed[4];
+    for (int g = 0; g < 4; ++g) {
+      __m512i q[4];
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias[4 * g + r]);
+        const __m512 a = A == Act::GeluErf ? gelu_erf16(y) : A == Act::Relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+        q[r] = quant_i32_16(a, out_inv, out_zp);
+      }
+      packed[g] = pack_rows4_u8(q);
+    }
+    // per 128-bit lane, 4 groups x 4 tokens of dwords -> 4 tokens x 4 groups: token 4L + k is lane L of tok[k]
+    const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]), hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
+    const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]), hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
+    const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
+                            _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
+    uint8_t* out = epi.out_u8 + (m0 + 16 * v) * epi.ld_out_u8 + nb0;
+    const auto store = [&](int64_t token, __m128i bytes) {
+      if (token >= rows) return;
+      if (cols == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + token * epi.ld_out_u8), bytes);
+      else _mm_mask_storeu_epi8(out + token * epi.ld_out_u8, ck, bytes);
+    };
+    for (int k = 0; k < 4; ++k) {
+      store(k, _mm512_castsi512_si128(tok[k]));
+      store(4 + k, _mm512_extracti32x4_epi32(tok[k], 1));
+      store(8 + k, _mm512_extracti32x4_epi32(tok[k], 2));
+      store(12 + k, _mm512_extracti32x4_epi32(tok[k], 3));
     }
   }
 }
@@ -107,7 +155,7 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
       for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], _mm512_setzero_ps());
   if (w.block_rows == 4) {  // nb0 is a multiple of 16, so row blocks never straddle the tile
     for (int64_t i = 0; i < 16 && nb0 + i < nb1; i += 4) {
-      __m512i acc[4][8];
+      __m512i acc[4][V];
       const int64_t b = (nb0 + i) / 4;
       const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
       rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
@@ -121,13 +169,20 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
       store_row(i, acc);
     }
   }
+  if (epi.out_u8 && !epi.residual && (epi.act == Act::GeluErf || epi.act == Act::Relu || epi.act == Act::None)) {
+    (epi.act == Act::GeluErf ? finish_u8_rows<V, Act::GeluErf>
+                             : epi.act == Act::Relu ? finish_u8_rows<V, Act::Relu> : finish_u8_rows<V, Act::None>)(
+        t, m, m0, nb0, nb1, epi);
+    return;
+  }
   // transpose back to token rows and finish each 16 x 16 piece while it is in registers / L1: bias, then (in the
   // shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so neither the
   // activation nor the requantization makes a second pass over the output (c is not written when out_u8 is set)
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
-  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale), out_zp = _mm512_set1_ps(static_cast<float>(epi.out_zp));
+  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
+  const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
   for (int v = 0; v < V; ++v) {
     __m512i r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from conftest import ISA_LEVELS, rel_err
 from trimformer import _core
 
 SHAPES = [(1, 1, 1), (1, 7, 3), (5, 33, 17), (13, 37, 29), (3, 65, 130), (31, 97, 61), (67, 129, 71), (2, 300, 5)]
@@ -87,6 +87,30 @@ def test_row_ops(isa, rng, rows, cols):
     assert np.abs(_core.rowop(x, "softmax", isa=isa) - e / e.sum(1, keepdims=True)).max() < 1e-6
     for name, code in (("gelu", 1), ("gelu_tanh", 2), ("relu", 3), ("tanh", 4)):
         assert np.abs(_core.rowop(x, name, isa=isa) - ACTS[code](x64)).max() < 2e-6 * max(1, np.abs(x).max())
+
+
+def test_gelu_table_accuracy_and_edges(isa):
+    """GELU (erf) by the shared piecewise-cubic table: within 6e-7 of the exact function everywhere (segment
+    boundaries included), 0 at 0, NaN stays NaN, +inf stays +inf, large negative inputs give ~0."""
+    k = 5.63636351  # kGeluK: probe the segment boundaries, where a * K rounds to either neighbour
+    x = np.concatenate([np.linspace(-12, 12, 200_001), (np.arange(32) + 0.5) / k, -(np.arange(32) + 0.5) / k,
+                        [0.0, -0.0, 1e-30, -1e-30, 5.5, -5.5, 1e4, -1e4]]).astype(np.float32)
+    got = _core.rowop(x[None], "gelu", isa=isa)[0].astype(np.float64)
+    assert np.abs(got - ACTS[1](x.astype(np.float64))).max() < 6e-7
+    assert got[-8] == 0.0 and got[-2] == 1e4 and abs(got[-1]) < 2e-7
+    edge = _core.rowop(np.array([[np.nan, np.inf]], np.float32), "gelu", isa=isa)[0]
+    assert np.isnan(edge[0]) and edge[1] == np.inf
+
+
+def test_gelu_levels_with_fma_agree_bit_for_bit(rng):
+    """avx2 and avx512 do the same FMA arithmetic on the same table (the scalar level rounds a*b+c twice)."""
+    fma_levels = [lv for lv in ISA_LEVELS if lv != "scalar"]
+    if len(fma_levels) < 2:
+        pytest.skip("one FMA level on this CPU")
+    x = (rng.standard_normal((7, 1001)) * 4).astype(np.float32)
+    outs = [_core.rowop(x, "gelu", isa=lv) for lv in fma_levels]
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
 
 
 def test_softmax_is_stable_for_large_inputs(isa):
