@@ -91,9 +91,10 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
   const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
-  __m512 bias[16];
-  for (int64_t i = 0; i < 16; ++i)  // a row past the end: any valid row's bias (the stores leave its bytes out)
-    bias[i] = _mm512_set1_ps(epi.bias ? epi.bias[nb0 + (i < cols ? i : cols - 1)] : 0.0f);
+  // each row's bias broadcast straight from memory (a row past the end: any valid row's; its bytes are not stored)
+  const auto bias = [&](int64_t i) {
+    return _mm512_set1_ps(epi.bias ? epi.bias[nb0 + (i < cols ? i : cols - 1)] : 0.0f);
+  };
   for (int v = 0; v < V; ++v) {
     const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
     __m512i packed[4];
@@ -101,7 +102,7 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
       __m512i q[4];
 #pragma GCC unroll 4
       for (int r = 0; r < 4; ++r) {
-        const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias[4 * g + r]);
+        const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias(4 * g + r));
         const __m512 a = A == Act::GeluErf ? gelu_erf16(y) : A == Act::Relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
         q[r] = quant_i32_16(a, out_inv, out_zp);
       }
