@@ -103,14 +103,17 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
 #pragma GCC unroll 4
       for (int r = 0; r < 4; ++r) {
         const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias(4 * g + r));
-        const __m512 a = A == Act::GeluErf ? gelu_erf16(y) : A == Act::Relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+        const __m512 a =
+            A == Act::GeluErf ? gelu_erf16(y) : A == Act::Relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
         q[r] = quant_i32_16(a, out_inv, out_zp);
       }
       packed[g] = pack_rows4_u8(q);
     }
     // per 128-bit lane, 4 groups x 4 tokens of dwords -> 4 tokens x 4 groups: token 4L + k is lane L of tok[k]
-    const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]), hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
-    const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]), hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
+    const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
+    const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
+    const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]);
+    const __m512i hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
     const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
                             _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
     uint8_t* out = epi.out_u8 + (m0 + 16 * v) * epi.ld_out_u8 + nb0;
