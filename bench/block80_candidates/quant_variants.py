@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from pathlib import Path
+
+from val_report import write_report  # this folder (the script's directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,10 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"observer": observer, "smoothquant": alpha, "accuracy": r["accuracy"],
                      "macro_f1": r["macro_f1"], "n": r["n"]})
         print(f"{observer} sq={alpha}: validation {100 * r['accuracy']:.2f}%", file=sys.stderr, flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python bench/block80_candidates/quant_variants.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    a.out.with_suffix(".json").write_text(json.dumps(
-        {"checkpoint": str(a.checkpoint), "fp32": fp32["accuracy"], "rows": rows, "command": cmd}, indent=1))
     lines = [f"# Static INT8 variants of `{a.checkpoint}` on the validation split (n={fp32['n']})", "",
              f"FP32 (runtime): {100 * fp32['accuracy']:.2f}%", "",
              "| observer | SmoothQuant alpha | INT8 accuracy | INT8 − FP32 (points) | macro-F1 |",
@@ -58,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['observer']} | {r['smoothquant'] if r['smoothquant'] is not None else '—'} "
               f"| {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - fp32['accuracy']):+.2f} "
               f"| {100 * r['macro_f1']:.2f}% |" for r in rows]
-    lines += ["", f"Command: `{cmd}`", ""]
-    a.out.with_suffix(".md").write_text("\n".join(lines))
+    write_report(a.out, "quant_variants.py", argv,
+                 {"checkpoint": str(a.checkpoint), "fp32": fp32["accuracy"], "rows": rows}, lines)
     return 0
 
 

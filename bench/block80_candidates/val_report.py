@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,16 +36,23 @@ def main(argv: list[str] | None = None) -> int:
                      "n": int8["n"]})
         print(f"{name}: validation FP32 {100 * fp32['accuracy']:.2f}%  INT8 {100 * int8['accuracy']:.2f}%",
               file=sys.stderr, flush=True)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = "python bench/block80_candidates/val_report.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    a.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "command": cmd}, indent=1))
     lines = ["# block80 candidates: runtime accuracy on the validation split", "",
              "| candidate | FP32 | static INT8 | INT8 − FP32 (points) | n |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['name']} | {100 * r['fp32']:.2f}% | {100 * r['int8']:.2f}% | {100 * (r['int8'] - r['fp32']):+.2f} "
               f"| {r['n']} |" for r in rows]
-    lines += ["", f"Command: `{cmd}`", ""]
-    a.out.with_suffix(".md").write_text("\n".join(lines))
+    write_report(a.out, "val_report.py", argv, {"rows": rows}, lines)
     return 0
+
+
+def write_report(out: Path, script: str, argv: list[str] | None, doc: dict, lines: list[str]) -> None:
+    """OUT.json (doc + the command and commit) and OUT.md (lines + the same) for a script in this folder: the
+    commit matters, as a runtime change (e.g. GELU's rounding) can move a validation text across the line."""
+    cmd = f"python bench/block80_candidates/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = git.stdout.strip() or "unknown"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({**doc, "command": cmd, "git": commit}, indent=1))
+    out.with_suffix(".md").write_text("\n".join([*lines, "", f"Command: `{cmd}` (git {commit})", ""]))
 
 
 if __name__ == "__main__":

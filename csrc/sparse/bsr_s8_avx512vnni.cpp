@@ -84,7 +84,8 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
 // are per element: the same float ops in the same order as the transposed path, so the same bytes), and only the
 // u8 results are transposed: four rows pack into one register (pack_rows4_u8), and a 4x4 dword transpose per
 // 128-bit lane gives each token its 16 bytes. That replaces the 16x16 float transpose. The activation is a
-// template parameter (GELU-erf, ReLU or none: those act16 does in registers), so no call sits in the loop.
+// template parameter (GELU-erf, ReLU or none: those act16 does in registers), so act16's row-loop call for the
+// other forms folds away and no call sits in the loop.
 template <int V, Act A>
 void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
@@ -103,9 +104,7 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
 #pragma GCC unroll 4
       for (int r = 0; r < 4; ++r) {
         const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias(4 * g + r));
-        const __m512 a =
-            A == Act::GeluErf ? gelu_erf16(y) : A == Act::Relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
-        q[r] = quant_i32_16(a, out_inv, out_zp);
+        q[r] = quant_i32_16(act16(y, A, 16), out_inv, out_zp);
       }
       packed[g] = pack_rows4_u8(q);
     }

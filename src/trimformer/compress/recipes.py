@@ -296,7 +296,7 @@ def _find_resume_point(rec: Recipe, base: str, task: str, out: Path) -> tuple[in
         except (OSError, ValueError):
             continue
         same = (meta.get("base_fingerprint") == base and meta.get("task") == task and meta.get("done") == n
-                and json.loads(json.dumps(meta.get("stages"))) == json.loads(json.dumps(rec.to_dict()["stages"][:n])))
+                and _same(meta.get("stages"), rec.to_dict()["stages"][:n]))
         if same:
             return n, meta
     return _finished_output_point(rec, base, task, out)
@@ -315,29 +315,27 @@ def _finished_output_point(rec: Recipe, base: str, task: str, out: Path) -> tupl
     stage) need not train again."""
     try:
         summary = json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError):
+        old = summary["recipe"]["stages"]
+        # a summary from before fingerprints were recorded: the base weights must still be where that run read them
+        recorded = summary.get("base_fingerprint") or checkpoint_fingerprint(summary["base"])
+    except (OSError, ValueError, KeyError, TypeError):
         return 0, {}
-    if not (out / "hf" / "config.json").is_file() or summary.get("task") != task:
+    if recorded != base or summary.get("task") != task or not (out / "hf" / "config.json").is_file():
         return 0, {}
-    if summary.get("base_fingerprint", base) != base:
-        return 0, {}
-    if "base_fingerprint" not in summary:  # a summary from before fingerprints were recorded: the base weights
-        try:                                # must still be where that run read them
-            if checkpoint_fingerprint(summary["base"]) != base:
-                return 0, {}
-        except (OSError, KeyError, TypeError):
-            return 0, {}
-    old = [next(iter(s.items())) for s in summary.get("recipe", {}).get("stages", [])]
     new = rec.to_dict()["stages"]
-    for n in range(len(rec.stages), 0, -1):
+    for n in range(min(len(rec.stages), len(summary.get("stages", []))), 0, -1):
         if not _checkpointable(rec, n) or any(kind == "finetune" for kind, _ in rec.stages[:n]):
             continue
-        if json.loads(json.dumps(summary["recipe"]["stages"][:n])) != json.loads(json.dumps(new[:n])):
-            continue
-        if all(_keeps_weights(kind, opts) for kind, opts in old[n:]) and len(summary.get("stages", [])) >= n:
+        if _same(old[:n], new[:n]) and \
+                all(_keeps_weights(*next(iter(stage.items()))) for stage in old[n:]):
             return n, {"checkpoint": str(out / "hf"), "stage_log": summary["stages"][:n],
                        "masks": any(kind == "prune" for kind, _ in rec.stages[:n]), "teacher_stage": None}
     return 0, {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON (tuples and lists alike, as a round trip through a summary file leaves them)."""
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
 
 
 def run_recipe(recipe: Recipe | str | Path | Mapping[str, Any], model_dir: str | Path, task: str = "wiki-topics",
