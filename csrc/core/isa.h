@@ -66,6 +66,12 @@ struct PackedS8 {
 // kSparseAtTile tokens (or a divisor of it), tile after tile, so the tokens from an aligned m0 on are the
 // re-layout of a call of their own, and the executor can hand each thread a range of tokens
 constexpr int64_t kSparseAtTile = 128;
+// Where the block-sparse INT8 re-layout (tiles as above, round4(k) bytes per token, each token's input quad 4 bytes
+// within a tile's 512-byte quad row) holds token m0 (a multiple of 16): a call of its own may start there if it
+// ends within that tile; from a tile-aligned m0 it may run on across tiles. (m0 * round4(k) when m0 is aligned.)
+inline int64_t bsr_at_offset(int64_t m0, int64_t k) {
+  return (m0 / kSparseAtTile) * kSparseAtTile * ((k + 3) / 4 * 4) + (m0 % kSparseAtTile) * 4;
+}
 
 // Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
 // features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers

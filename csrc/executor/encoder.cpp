@@ -101,6 +101,16 @@ Epilogue rows_from(const Epilogue& e, int64_t m0) {
 // the whole weight and only its own part of the re-layout in L2); with fewer it splits its output rows.
 bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseAtTile * nt; }
 
+// Below that, a block-sparse INT8 Linear whose output rows need no grouping still splits its tokens, in multiples
+// of 16, from one full token pass (64) per thread on: a row split makes every thread read the whole re-layout,
+// half of it written by the other core, and leaves each thread's output rows (the residual stream the next
+// LayerNorm reads by tokens) half in the other core's cache. BERT-base 90% block static INT8, 2 threads:
+// bench/results/profile_block90_int8_smallsplit_*.md. QKV keeps its head-aligned row split (col_groups), which
+// keeps each head's Q, K and V with the thread that runs that head's attention.
+bool bsr_split_short(int64_t m, int nt, int64_t col_groups) {
+  return nt > 1 && col_groups <= 1 && m >= 64 * nt && !sparse_split_tokens(m, nt);
+}
+
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
 // after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels.
 // With `groups` > 1 (n / groups a multiple of nr) a column split gives each thread the same share of every group.
@@ -709,9 +719,9 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.w_scale = L.w_scale.data();
     uint8_t* at = w.at.as<uint8_t>();
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
-    // sparse_split_tokens)
-    const bool by_tokens = sparse_split_tokens(m, nt);
-    const int64_t kq4 = (L.k + 3) / 4 * 4;  // At bytes per token
+    // sparse_split_tokens and bsr_split_short)
+    const bool short_split = bsr_split_short(m, nt, L.col_groups);
+    const bool by_tokens = short_split || sparse_split_tokens(m, nt);
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
@@ -723,11 +733,17 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
             kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
-          // this thread's tokens m0 .. m1-1 as a call of its own
-          kt->gemm_bsr_s8(q + m0 * ldq, ldq, at + m0 * kq4, m1 - m0, bw, io.out + m0 * L.n, L.n, n0, n1,
-                          rows_from(epi, m0));
+          // this thread's tokens m0 .. m1-1 as calls of their own: one from a tile-aligned m0, else one per
+          // re-layout tile they touch (bsr_at_offset)
+          for (int64_t p = m0; p < m1;) {
+            const int64_t end = short_split ? std::min(m1, (p / kSparseAtTile + 1) * kSparseAtTile) : m1;
+            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k), end - p, bw, io.out + p * L.n, L.n, n0,
+                            n1, rows_from(epi, p));
+            p = end;
+          }
         },
-        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? kSparseAtTile : 16, L.col_groups);
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/short_split ? 16 : by_tokens ? kSparseAtTile : 16,
+        L.col_groups);
     return;
   }
   parallel_linear(
