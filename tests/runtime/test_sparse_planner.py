@@ -104,6 +104,23 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
     np.testing.assert_array_equal(sparse.run(ids[:2], mask[:2])["last_hidden_state"], got[:2])  # few tokens
 
 
+@pytest.mark.parametrize("batch,seq", [(2, 64), (3, 61), (5, 61), (7, 64)])
+def test_block_int8_short_split_by_tokens_equals_dense_int8(rng, batch, seq):
+    # 128-448 tokens on 2 threads: fewer than two At tiles per thread, so the block-sparse layers other than QKV
+    # split their tokens in multiples of 16; a thread whose tokens start inside a tile runs one call per tile
+    model = _model()
+    prune_magnitude(model, 0.9, "block")
+    ids = rng.integers(1, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    dense = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=False, threads=2)
+    sparse = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=None, threads=2)
+    assert set(sparse.formats.values()) == {"block-int8"}
+    np.testing.assert_array_equal(sparse.run(ids, mask)["last_hidden_state"],
+                                  dense.run(ids, mask)["last_hidden_state"])
+
+
 @pytest.mark.parametrize("pattern,fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
 def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
     # 611 tokens on 2 threads: the sparse FP32 layers split their tokens; 1 thread runs them in one call
