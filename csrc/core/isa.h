@@ -48,6 +48,11 @@ struct Epilogue {
   int64_t ld_out_u8 = 0;
   float out_inv_scale = 1.0f;
   int32_t out_zp = 0;
+  // (gemm_bsr_s8 at a level with a re-layout, requantizing without a residual, act None / GeluErf / Relu: see
+  // bsr_fills_next_at) the requantized bytes go straight into the next block-sparse layer's re-layout, out_at
+  // (bsr_pack_at's layout for k = out_at_k, this call's token 0 at out_at), instead of out_u8's rows
+  uint8_t* out_at = nullptr;
+  int64_t out_at_k = 0;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
@@ -72,6 +77,10 @@ constexpr int64_t kSparseAtTile = 128;
 inline int64_t bsr_at_offset(int64_t m0, int64_t k) {
   return (m0 / kSparseAtTile) * kSparseAtTile * ((k + 3) / 4 * 4) + (m0 % kSparseAtTile) * 4;
 }
+// Whether a block-sparse INT8 layer with this activation can write the next block-sparse layer's re-layout
+// itself (Epilogue::out_at): its tile is then finished while the tokens run along the lanes, four output rows per
+// register, which is one quad row of the next layer's re-layout
+inline bool bsr_fills_next_at(Act act) { return act == Act::None || act == Act::GeluErf || act == Act::Relu; }
 
 // Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
 // features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers

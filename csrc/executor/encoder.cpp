@@ -94,6 +94,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0) {
   if (r.row_zp) r.row_zp += m0;
   if (r.residual) r.residual += m0 * r.ld_residual;
   if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
+  if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k);
   return r;
 }
 
@@ -542,6 +543,7 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
     w.q8b.reserve(rows * (q_stride(max_k) + 64));
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
     w.at.reserve(std::max(kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k)) + 64);
+    w.at_next.reserve(kt_->bsr_at_size(rows, max_k) + 64);
     w.row_scale.reserve(rows * 4);
     w.row_zp.reserve(rows * 4);
     w.cap_tokens = rows;
@@ -717,7 +719,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.values = L.bsr_values.data();
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
-    uint8_t* at = w.at.as<uint8_t>();
+    const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
+    if (io.out_at) {
+      epi.out_at = io.out_at;
+      epi.out_at_k = L.n;
+    }
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool short_split = bsr_split_short(m, nt, L.col_groups);
@@ -726,7 +732,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
           prep(lo, hi);
-          kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, at);
+          if (!io.in_at) kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {
@@ -1005,16 +1011,22 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
         // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through
         // memory; block-sparse: from rows still hot, with ff as the float scratch)
+        // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
+        // bsr_pack_at for FFN2)
+        const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
+                               kt->bsr_at_size(kSparseAtTile, 4) > 0 && bsr_fills_next_at(cfg_.act);
         LinearIO up;
         up.in = x1;
         up.out = ff;
         up.out_q = w.q8b.as<uint8_t>();
+        if (at_direct) up.out_at = w.at_next.as<uint8_t>();
         up.next = &L.ffn2;
         up.act = cfg_.act;
         linear(L.ffn1, up, Mc);
         lap("ffn1");
         LinearIO down;
         down.in_q = w.q8b.as<uint8_t>();
+        if (at_direct) down.in_at = w.at_next.as<uint8_t>();
         down.out = xc;
         down.residual = x1;
         linear(L.ffn2, down, Mc);

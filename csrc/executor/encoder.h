@@ -90,6 +90,8 @@ struct LinearIO {
   const uint8_t* in_q = nullptr;
   float* out = nullptr;
   uint8_t* out_q = nullptr;
+  uint8_t* out_at = nullptr;       // block-sparse INT8 to block-sparse INT8: the next layer's re-layout (out_q's)
+  const uint8_t* in_at = nullptr;  // a re-layout written by the previous layer's epilogue (bsr_pack_at skipped)
   const Linear* next = nullptr;
   Act act = Act::None;
   const float* residual = nullptr;
@@ -126,7 +128,7 @@ struct RunResult {
 // first, and when a batch is split into groups of sequences run side by side (one thread each) every thread uses
 // its own.
 struct Workspace {
-  AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, row_scale, row_zp;
+  AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, at_next, row_scale, row_zp;
   std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
   int64_t cap_tokens = 0, cap_seq = 0;
 };

@@ -108,6 +108,13 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
       }
       packed[g] = pack_rows4_u8(q);
     }
+    if (epi.out_at) {  // packed[g] is quad row nb0 / 4 + g of the next layer's re-layout for these 16 tokens
+      uint8_t* dst = epi.out_at + bsr_at_offset(m0 + 16 * v, epi.out_at_k);
+      const int64_t quads = (epi.out_at_k + 3) / 4 - nb0 / 4;
+      for (int g = 0; g < 4 && g < quads; ++g)
+        _mm512_store_si512(dst + (nb0 / 4 + g) * kAtTile * 4, packed[g]);
+      continue;
+    }
     // per 128-bit lane, 4 groups x 4 tokens of dwords -> 4 tokens x 4 groups: token 4L + k is lane L of tok[k]
     const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
     const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
@@ -172,7 +179,7 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
       store_row(i, acc);
     }
   }
-  if (epi.out_u8 && !epi.residual && (epi.act == Act::GeluErf || epi.act == Act::Relu || epi.act == Act::None)) {
+  if (epi.out_u8 && !epi.residual && bsr_fills_next_at(epi.act)) {
     (epi.act == Act::GeluErf ? finish_u8_rows<V, Act::GeluErf>
                              : epi.act == Act::Relu ? finish_u8_rows<V, Act::Relu> : finish_u8_rows<V, Act::None>)(
         t, m, m0, nb0, nb1, epi);
