@@ -151,6 +151,10 @@ struct KernelTable {
   size_t (*bsr_at_size)(int64_t m, int64_t k);
   // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
   void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
+  // optional (null where absent): quantize_u8 (static scale / zero point) and bsr_pack_at of float rows in one pass,
+  // the u8 rows never stored; the same bytes
+  void (*bsr_quant_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
+                            float inv_scale, int32_t zp, uint8_t* at);
   // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`);
   // with out_u8 the rows are also requantized there (C is then scratch, which a level may leave unwritten)
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,

@@ -697,10 +697,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     epi.out_zp = io.next->a_zp;
   }
   uint8_t* q8 = w.q8.as<uint8_t>();
-  auto prep = [&](int64_t lo, int64_t hi) {
+  // quantize = false: the row parameters and the output padding only (a fused re-layout quantizes)
+  auto prep = [&](int64_t lo, int64_t hi, bool quantize = true) {
     if (L.static_act) {
       for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
-      if (!io.in_q)
+      if (!io.in_q && quantize)
         kt->quantize_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
     } else {
       kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
@@ -726,13 +727,17 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     }
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
+    const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at;
     const bool short_split = bsr_split_short(m, nt, L.col_groups);
     const bool by_tokens = short_split || sparse_split_tokens(m, nt);
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
-          prep(lo, hi);
-          if (!io.in_at) kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
+          prep(lo, hi, !fused_prep);
+          if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
+            kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
+          else if (!io.in_at)
+            kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {

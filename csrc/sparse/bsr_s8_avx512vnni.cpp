@@ -233,6 +233,41 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
   }
 }
 
+// quantize_u8's arithmetic (round half to even of x * inv_scale, plus the zero point, clamped to [0, 255]) on 16
+// tokens x 64 inputs at a time, each token's 64 bytes (16 quads) one register, then bsr_pack_at's transpose. Inputs
+// past k read as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
+void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
+                       int32_t zp, uint8_t* at) {
+  const int64_t kq = (k + 3) / 4;
+  const __m512 inv = _mm512_set1_ps(inv_scale), fzp = _mm512_set1_ps(static_cast<float>(zp));
+  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+  for (int64_t mb = m0; mb < m1; mb += 16) {
+    uint8_t* dst = at + (mb / kAtTile) * kq * kAtTile * 4 + (mb % kAtTile) * 4;
+    for (int64_t g = 0; g < kq; g += 16) {
+      __m512i r[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (mb + i >= m) {
+          r[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* xr = x + (mb + i) * ldx + 4 * g;
+        __m128i b[4];
+        for (int j = 0; j < 4; ++j) {
+          const __mmask16 mk = first(k - 4 * g - 16 * j);
+          __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xr + 16 * j), inv),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, fzp), lo), hi);
+          b[j] = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
+        }
+        r[i] = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1), b[2], 2),
+                                  b[3], 3);
+      }
+      transpose16(r);
+      for (int64_t i = 0; i < 16 && g + i < kq; ++i) _mm512_store_si512(dst + (g + i) * kAtTile * 4, r[i]);
+    }
+  }
+}
+
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;

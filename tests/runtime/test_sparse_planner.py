@@ -14,12 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
-def _model(seed=0):
+def _model(seed=0, hidden=64, intermediate=96):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
-                                vocab_size=100, max_position_embeddings=64), add_pooling_layer=False).eval()
+    return BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=intermediate, vocab_size=100, max_position_embeddings=64),
+                     add_pooling_layer=False).eval()
 
 
 def _inputs(rng):
@@ -104,11 +105,14 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
     np.testing.assert_array_equal(sparse.run(ids[:2], mask[:2])["last_hidden_state"], got[:2])  # few tokens
 
 
-@pytest.mark.parametrize("batch,seq", [(2, 64), (3, 61), (5, 61), (7, 64)])
-def test_block_int8_short_split_by_tokens_equals_dense_int8(rng, batch, seq):
+@pytest.mark.parametrize("batch,seq,hidden,intermediate", [(2, 64, 64, 96), (3, 61, 64, 96), (5, 61, 64, 96),
+                                                           (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100)])
+def test_block_int8_short_split_by_tokens_equals_dense_int8(rng, batch, seq, hidden, intermediate):
     # 128-448 tokens on 2 threads: fewer than two At tiles per thread, so the block-sparse layers other than QKV
-    # split their tokens in multiples of 16; a thread whose tokens start inside a tile runs one call per tile
-    model = _model()
+    # split their tokens in multiples of 16; a thread whose tokens start inside a tile runs one call per tile.
+    # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
+    # that are not multiples of 16 quads (68, 100) check the partial quad groups of both
+    model = _model(hidden=hidden, intermediate=intermediate)
     prune_magnitude(model, 0.9, "block")
     ids = rng.integers(1, 100, (batch, seq))
     mask = np.ones_like(ids)
