@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -72,6 +73,8 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"# Sparse kernels vs dense ({meta['threads']} threads, {meta['isa']}, {meta['date']})", "",
              f"Command: `{meta['command']}`", "",
+             f"Dense INT8 kernel: {meta.get('dense_int8', 'not recorded')} (`TRIMFORMER_NO_AMX` "
+             f"{'set' if meta.get('no_amx_env') else 'unset'}).", "",
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
              "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
              "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
@@ -141,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
             "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
-            "command": "python " + " ".join(sys.argv)}
+            "command": "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
+            "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", "")}
+    if meta["no_amx_env"]:
+        meta["command"] = f"TRIMFORMER_NO_AMX={meta['no_amx_env']} " + meta["command"]
     out = Path(args.out)
     write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)
