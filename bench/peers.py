@@ -456,7 +456,8 @@ def trimformer_runner(
         )
     except (ImportError, NotImplementedError) as e:  # native core not built / mode not implemented
         raise Unavailable(f"trimformer.compile failed: {e!r}") from e
-    notes: dict[str, Any] = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize") if hasattr(engine, k)}
+    notes: dict[str, Any] = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize", "attention")
+                             if hasattr(engine, k)}
     if quantize and "isa" in notes:  # which INT8 GEMM the level runs (amx / vnni at avx512)
         from trimformer import _core
 

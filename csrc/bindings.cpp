@@ -623,6 +623,11 @@ NB_MODULE(_core, m) {
     if (level == tf::Isa::Avx512Vnni) return std::string(tf::cpu_has_amx_int8() ? "amx" : "vnni");
     return std::string(tf::isa_name(level));
   }, "isa"_a = "");
+  // likewise for gemm_bf16 at the avx512 level: "amx" (tiles), "avx512_bf16" (vdpbf16ps) or "none"
+  m.def("gemm_bf16_kernel", []() {
+    if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16()) return std::string("none");
+    return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
+  });
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   m.def("quantize_rows", &k_quantize_rows, "x"_a, "symmetric"_a = false, "pad"_a = 0, "isa"_a = "");

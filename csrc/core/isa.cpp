@@ -98,6 +98,16 @@ bool cpu_has_amx_int8() {
   return available;
 }
 
+// AMX-BF16 (CPUID.7.0:EDX bit 22) on top of what the INT8 tiles need (the same tile state and permission)
+bool cpu_has_amx_bf16() {
+  static const bool available = [] {
+    if (!cpu_has_amx_int8()) return false;
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22));
+  }();
+  return available;
+}
+
 Isa resolve_isa(const std::string& requested) {
   const Isa best = detect_isa();
   std::string want = requested;

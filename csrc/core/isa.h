@@ -24,6 +24,7 @@ bool cpu_has_avx512_vbmi2();
 // AMX-TILE + AMX-INT8 with the tile state granted by the OS (requested once); TRIMFORMER_NO_AMX=1 reports false.
 // The avx512 level's INT8 GEMM then runs on tiles (same packing, bit-identical results).
 bool cpu_has_amx_int8();
+bool cpu_has_amx_bf16();  // AMX-BF16 tiles usable (needs what cpu_has_amx_int8 needs; TRIMFORMER_NO_AMX turns both off)
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 
@@ -169,6 +170,8 @@ struct KernelTable {
   int64_t bf16_nr;
   void (*pack_bf16_kn)(const float* x, int64_t ldx, int64_t n, int64_t k, void* out);        // from X[k][n]
   void (*pack_bf16_nk_f32)(const float* w, int64_t ldw, int64_t n, int64_t k, void* out);    // from W[n][k]
+  // softmax of each row (x is scratch afterwards) rounded to bf16 into y, rows zero padded to ldy
+  void (*softmax_bf16_rows)(float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* y, int64_t ldy);
   // ---- row ops ----
   void (*layernorm)(const float* x, float* y, int64_t rows, int64_t cols, int64_t ld, const float* g,
                     const float* b, float eps);

@@ -820,8 +820,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int
     se.alpha = alpha;
     se.bias = mask_bias + b * seq;
     kt->gemm_bf16(qb, dp, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
-    kt->softmax_rows(scores, seq, seq, seq);
-    kt->to_bf16_rows(scores, seq, pb, sp, seq, seq);
+    kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
     kt->pack_bf16_kn(q + 2 * H, ld, d, seq, vpack);
     kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
   }

@@ -5,10 +5,13 @@
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../sparse/avx512_lanes.h"
+#include "../ops/exp16_avx512.h"
 
 namespace tf {
 namespace avx512 {
@@ -105,13 +108,66 @@ void pack_bf16_kn(const float* x, int64_t ldx, int64_t n, int64_t k, void* out) 
   }
 }
 
-// B given as W[n][k] (attention's K) in float: converted (round to nearest even) and packed in one pass
+// B given as W[n][k] (attention's K) in float: converted (round to nearest even, vcvtne2ps2bf16) and packed in
+// one pass, 16 columns x 16 pairs at a time: each column's 32 floats become 16 dwords of bf16 pairs, and a 16x16
+// dword transpose turns them into 16 panel rows (one per pair) of 16 columns. Columns past n and k past its end
+// are zero, as pack_pairs writes them.
 void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* out) {
-  pack_pairs(n, k, static_cast<uint16_t*>(out), [&](int64_t col, int64_t kidx) {
-    uint32_t u;
-    std::memcpy(&u, w + col * ldw + kidx, 4);
-    return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-  });
+  uint16_t* dst = static_cast<uint16_t*>(out);
+  const int64_t kp = k2(k), padded = (n + NR - 1) / NR * NR;
+  for (int64_t c = 0; c < padded; c += 16) {
+    uint16_t* panel = dst + (c / NR) * kp * NR * 2 + (c % NR) * 2;
+    for (int64_t g = 0; g < kp; g += 16) {
+      const int64_t left = k - 32 * g;
+      const __mmask16 lo_mask = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+      const __mmask16 hi_mask =
+          left >= 32 ? 0xFFFF : (left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1));
+      __m512i r[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (c + i >= n) {
+          r[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* row = w + (c + i) * ldw + 32 * g;
+        r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi_mask, row + 16),
+                                            _mm512_maskz_loadu_ps(lo_mask, row));
+      }
+      transpose16(r);
+      for (int64_t t = 0; t < 16 && g + t < kp; ++t) _mm512_store_si512(panel + (g + t) * NR * 2, r[t]);
+    }
+  }
+}
+
+// softmax_rows with the scaling pass fused into the conversion: exponentials (exp16) stored in place with their
+// sum, then each row scaled and rounded to bf16 (nearest even) into y (row stride ldy, zero padded to ldy); x is
+// scratch afterwards
+void softmax_bf16_rows(float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* y, int64_t ldy) {
+  const auto mask = [](int64_t left) {
+    return left >= 16 ? __mmask16(0xFFFF) : (left <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << left) - 1));
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    uint16_t* yr = y + r * ldy;
+    __m512 mxv = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < cols; j += 16)
+      mxv = _mm512_mask_max_ps(mxv, mask(cols - j), mxv, _mm512_maskz_loadu_ps(mask(cols - j), xr + j));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < cols; j += 16) {
+      const __mmask16 mk = mask(cols - j);
+      const __m512 e = _mm512_maskz_mov_ps(mk, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, xr + j), mx)));
+      _mm512_mask_storeu_ps(xr + j, mk, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (int64_t j = 0; j < ldy; j += 32) {
+      const __m512 e0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(cols - j), xr + j), inv);
+      const __m512 e1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(cols - j - 16), xr + j + 16), inv);
+      const int64_t left = ldy - j;
+      const __mmask32 sk = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << left) - 1);
+      _mm512_mask_storeu_epi16(yr + j, sk, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
+    }
+  }
 }
 
 void to_bf16_rows(const float* x, int64_t ldx, uint16_t* y, int64_t ldy, int64_t rows, int64_t cols) {
@@ -132,8 +188,19 @@ void to_bf16_rows(const float* x, int64_t ldx, uint16_t* y, int64_t ldy, int64_t
   }
 }
 
+// gemm_bf16_amx.cpp (compiled with AMX-TILE / AMX-BF16): the same packing on tiles
+void gemm_bf16_amx(const uint16_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c,
+                   int64_t ldc, int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi);
+
+// A tile multiplies 16 rows whatever is in them: calls of fewer rows stay on vdpbf16ps
+constexpr int64_t kAmxMinRows = 16;
+
 void gemm_bf16(const uint16_t* a, int64_t lda, const void* packed_b, int64_t n, int64_t k, float* c, int64_t ldc,
                int64_t m0, int64_t m1, int64_t n0, int64_t n1, const Epilogue& epi) {
+  if (m1 - m0 >= kAmxMinRows && cpu_has_amx_bf16()) {
+    gemm_bf16_amx(a, lda, packed_b, n, k, c, ldc, m0, m1, n0, n1, epi);
+    return;
+  }
   const uint16_t* pb = static_cast<const uint16_t*>(packed_b);
   const int64_t kp = k2(k);
   for (int64_t p = n0; p < n1; p += NR) {

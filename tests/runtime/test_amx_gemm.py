@@ -70,3 +70,29 @@ def test_amx_and_vnni_are_bit_identical():
         runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
     assert runs["0"]["kernel"] == "amx" and runs["1"]["kernel"] == "vnni"
     assert runs["0"]["out"] == runs["1"]["out"]
+
+
+_CHILD_BF16 = """
+import json
+import numpy as np
+from trimformer import _core
+from trimformer.formats.registry import to_bf16_bits
+rng = np.random.default_rng(6)
+a = rng.standard_normal((77, 203), dtype=np.float32)
+w = to_bf16_bits(rng.standard_normal((130, 203), dtype=np.float32))
+out = _core.gemm_bf16(a, w, bias=rng.standard_normal(130, dtype=np.float32), act=1)
+print(json.dumps({"kernel": _core.gemm_bf16_kernel(), "out": out.tolist()}))
+"""
+
+
+@pytest.mark.skipif(_core.gemm_bf16_kernel() != "amx", reason="CPU/OS without AMX-BF16")
+def test_amx_bf16_agrees_with_vdpbf16ps():
+    # the tile sums its pairs in its own order: the same products, float rounding apart
+    runs = {}
+    for off in ("0", "1"):
+        env = dict(os.environ, TRIMFORMER_NO_AMX=off)
+        res = subprocess.run([sys.executable, "-c", _CHILD_BF16], env=env, capture_output=True, text=True,
+                             check=True)
+        runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
+    assert runs["0"]["kernel"] == "amx" and runs["1"]["kernel"] == "avx512_bf16"
+    np.testing.assert_allclose(runs["0"]["out"], runs["1"]["out"], rtol=1e-5, atol=1e-4)

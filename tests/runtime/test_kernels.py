@@ -134,7 +134,10 @@ def test_forcing_an_unknown_isa_fails_clearly():
 
 @pytest.mark.skipif(not _core.has_avx512_bf16() or _core.detect_isa() != "avx512_vnni",
                     reason="CPU has no AVX512_BF16")
-@pytest.mark.parametrize("m,n,k", [(1, 3, 1), (7, 65, 33), (13, 130, 64), (29, 64, 257)])
+# m >= 16 runs on AMX tiles where the CPU has AMX-BF16 (row, K and column tails: 32-row blocks, 32-deep steps,
+# 32-column halves of 64-column panels), fewer rows on vdpbf16ps
+@pytest.mark.parametrize("m,n,k", [(1, 3, 1), (7, 65, 33), (13, 130, 64), (29, 64, 257), (16, 1, 2), (32, 32, 32),
+                                   (37, 97, 31), (64, 130, 65), (100, 200, 771)])
 def test_gemm_bf16_matches_reference(rng, m, n, k):
     from trimformer.formats.registry import from_bf16_bits, to_bf16_bits
 

@@ -38,11 +38,14 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     """Attention matmul precision for a plan, from development profiles (Engine profiler, not a committed
     benchmark) on Zen 5 (2 threads, seq 128, batch 16): at head
     size 64 (BERT-base) INT8 attention took 50 ms, BF16 57 ms, float32 72 ms; at head size 32 (MiniLM) float32
-    and BF16 tied (24 ms) and INT8 lost (29 ms): per-row scales, softmax and packing dominate there."""
+    and BF16 tied (24 ms) and INT8 lost (29 ms): per-row scales, softmax and packing dominate there.
+    Where the BF16 matmuls run on AMX tiles, INT8 plans at head size 64 take BF16 attention instead: no per-row
+    scales to compute, and faster or level with INT8 at every size measured
+    (bench/results/attention_bf16_amx.md)."""
     if quantize is None or head_dim < 64:
         return "f32"
     if quantize.startswith("int8"):
-        return "int8"
+        return "bf16" if bf16_available(isa) and _core.gemm_bf16_kernel() == "amx" else "int8"
     return "bf16" if quantize == "bf16" and bf16_available(isa) else "f32"
 
 
