@@ -580,8 +580,9 @@ class PyLinear {
     }
     return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
   }
-  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call)
-  double time(int64_t m, int iters) {
+  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the
+  // weight is flushed from the caches before each call (untimed), as in a pass
+  double time(int64_t m, int iters, bool cold) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
     std::vector<float> x(m * L.k), y(m * L.n);
@@ -590,6 +591,7 @@ class PyLinear {
     engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
     double best = 1e30;
     for (int it = 0; it < iters; ++it) {
+      if (cold) L.evict();
       const auto t0 = std::chrono::steady_clock::now();
       engine_->run_linear(x.data(), m, y.data(), tf::Act::None, nullptr);
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -638,7 +640,7 @@ NB_MODULE(_core, m) {
       .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
            "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)
       .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
-      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5)
+      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
       .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })
       .def_prop_ro("weight_bytes", [](PyLinear& p) { return p.engine_->only_linear().weight_bytes(); });

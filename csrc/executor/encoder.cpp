@@ -1,6 +1,7 @@
 #include "encoder.h"
 #include "host_tensors.h"
 
+#include <emmintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -154,6 +155,24 @@ const char* linear_kind_name(LinearKind kind) {
 size_t Linear::weight_bytes() const {
   return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() + sp_values.size() * 4 +
          nm_idx.size() + sp_chunk_ptr.size() * 4;
+}
+
+void Linear::evict() const {
+  const auto flush = [](const void* p, size_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (size_t i = 0; i < bytes; i += 64) _mm_clflush(c + i);
+  };
+  flush(packed.as<char>(), packed.size());
+  flush(bsr_rowptr.data(), bsr_rowptr.size() * 4);
+  flush(bsr_cols.data(), bsr_cols.size() * 4);
+  flush(bsr_values.data(), bsr_values.size());
+  flush(sp_values.data(), sp_values.size() * 4);
+  flush(sp_chunk_ptr.data(), sp_chunk_ptr.size() * 4);
+  flush(nm_idx.data(), nm_idx.size());
+  flush(bias.data(), bias.size() * 4);
+  flush(w_scale.data(), w_scale.size() * 4);
+  flush(col_sum.data(), col_sum.size() * 4);
+  _mm_mfence();
 }
 
 std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,

@@ -68,6 +68,9 @@ struct Linear {
   int64_t col_groups = 1;
   // bytes the weight occupies in memory (packed panels or sparse arrays)
   size_t weight_bytes() const;
+  // flush the weight's arrays from every cache level (timing as in a pass, where a layer's weights come from
+  // beyond L2)
+  void evict() const;
   AlignedBuf packed;
   std::vector<float> bias;
   std::vector<float> w_scale;

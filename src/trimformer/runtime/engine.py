@@ -329,10 +329,13 @@ def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
 
 
 def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
-                 threads: int | None = None, isa: str | None = None) -> dict[str, float]:
+                 threads: int | None = None, isa: str | None = None, cold: bool = True) -> dict[str, float]:
     """Seconds per call of one Linear with weight `w` stored in each of `formats`, run by the executor's own
     loader and kernels (dynamic INT8 activations for INT8 formats) on `tokens` synthetic rows: best of `iters`,
-    interleaved across formats so that a noisy neighbour hurts them alike."""
+    interleaved across formats so that a noisy neighbour hurts them alike. cold (default): the weight is flushed
+    from the caches before each call, as in a forward pass, where each layer's weights come from beyond L2 (with
+    hot caches the dense INT8 layers of BERT-base timed faster than 80%-block-sparse ones, yet the whole pass ran
+    1.7x slower dense: bench/results/planner_cold_timing.md)."""
     runners = {}
     for fmt in formats:
         stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
@@ -340,7 +343,7 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
     best = dict.fromkeys(runners, float("inf"))
     for _ in range(iters):
         for fmt, runner in runners.items():
-            best[fmt] = min(best[fmt], runner.time(tokens, 1))
+            best[fmt] = min(best[fmt], runner.time(tokens, 1, cold))
     return best
 
 
