@@ -107,7 +107,7 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
 
 @pytest.mark.parametrize("batch,seq,hidden,intermediate", [(2, 64, 64, 96), (3, 61, 64, 96), (5, 61, 64, 96),
                                                            (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100)])
-def test_block_int8_short_split_by_tokens_equals_dense_int8(rng, batch, seq, hidden, intermediate):
+def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate):
     # 128-448 tokens on 2 threads: fewer than two At tiles per thread, so the block-sparse layers other than QKV
     # split their tokens in multiples of 16; a thread whose tokens start inside a tile runs one call per tile.
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
@@ -118,8 +118,8 @@ def test_block_int8_short_split_by_tokens_equals_dense_int8(rng, batch, seq, hid
     mask = np.ones_like(ids)
     mask[-1, seq // 2:] = 0
     calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
-    dense = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=False, threads=2)
-    sparse = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=None, threads=2)
+    dense = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=False, threads=2, isa=isa)
+    sparse = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=None, threads=2, isa=isa)
     assert set(sparse.formats.values()) == {"block-int8"}
     np.testing.assert_array_equal(sparse.run(ids, mask)["last_hidden_state"],
                                   dense.run(ids, mask)["last_hidden_state"])
