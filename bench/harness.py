@@ -109,6 +109,21 @@ def time_runner(
     )
 
 
+def alternate_by_time(calls: dict[str, Callable[[], object]], rounds: int, seconds: float) -> dict[str, float]:
+    """Median ms per call of each entry, timed in `rounds` rounds over the entries in turn (one untimed call, then
+    calls for `seconds`), samples pooled: variants compared in one process on a shared machine."""
+    samples: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(rounds):
+        for k, call in calls.items():
+            call()
+            end = time.time() + seconds
+            while time.time() < end:
+                t0 = time.perf_counter()
+                call()
+                samples[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
 def max_throughput_under_budget(
     time_at_batch: Callable[[int], Timing],
     budget_ms: float,

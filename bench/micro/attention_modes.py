@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import peers  # noqa: E402
+from harness import alternate_by_time  # noqa: E402
 from trimformer import _core  # noqa: E402
 from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
@@ -32,16 +33,7 @@ def measure(model: str, seq: int, batch: int, modes: list[str], sparsity: float,
     calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}]
     engines = {m: compile_encoder(info.hf_dir, quantize="int8-static", calibration=calib, threads=threads,
                                   attention=m) for m in modes}
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(rounds):
-        for m, eng in engines.items():
-            eng.run(ids, mask)
-            end = time.time() + seconds
-            while time.time() < end:
-                t0 = time.perf_counter()
-                eng.run(ids, mask)
-                times[m].append((time.perf_counter() - t0) * 1e3)
-    return {m: float(np.median(v)) for m, v in times.items()}
+    return alternate_by_time({m: functools.partial(eng.run, ids, mask) for m, eng in engines.items()}, rounds, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import peers  # noqa: E402
+from harness import alternate_by_time  # noqa: E402
 from trimformer import _core  # noqa: E402
 from trimformer.runtime import engine as engine_mod  # noqa: E402
 
@@ -64,16 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             seq, batch = (int(v) for v in cfg.split(":"))
             ids = rng.integers(1000, info.vocab_size - 1, size=(batch, seq)).astype(np.int64)
             mask = np.ones_like(ids)
-            times: dict[str, list[float]] = {k: [] for k in engines}
-            for _ in range(args.rounds):
-                for k, eng in engines.items():
-                    eng.run(ids, mask)
-                    end = time.time() + args.seconds
-                    while time.time() < end:
-                        t0 = time.perf_counter()
-                        eng.run(ids, mask)
-                        times[k].append((time.perf_counter() - t0) * 1e3)
-            ms = {k: float(np.median(v)) for k, v in times.items()}
+            ms = alternate_by_time({k: functools.partial(eng.run, ids, mask) for k, eng in engines.items()},
+                                   args.rounds, args.seconds)
             rows.append({"sparsity": sp, "seq": seq, "batch": batch, "ms": ms, "formats": formats})
             print(sp, cfg, {k: round(v, 2) for k, v in ms.items()}, file=sys.stderr)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -562,7 +562,10 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
     w.q8b.reserve(rows * (q_stride(max_k) + 64));
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
     w.at.reserve(std::max(kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k)) + 64);
-    w.at_next.reserve(kt_->bsr_at_size(rows, max_k) + 64);
+    const bool ffn_at_direct = std::any_of(layers_.begin(), layers_.end(), [](const EncoderLayer& L) {
+      return L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8;
+    });
+    if (ffn_at_direct) w.at_next.reserve(kt_->bsr_at_size(rows, max_k) + 64);  // FFN1 -> FFN2 re-layout
     w.row_scale.reserve(rows * 4);
     w.row_zp.reserve(rows * 4);
     w.cap_tokens = rows;

@@ -32,9 +32,19 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Dot::step(a, lda, b): the 4 tile loads and 4 products of one 64-byte step into tmm0-3 (A rows 0-15 / 16-31 x
-// B columns 0-15 / 16-31). Acc: the accumulator element (int32 or float). finish(acc, m, col, rows, cols): the
-// caller's store and epilogue of one 32 x 32 block (acc row stride BN) for rows m.. and columns col..
+// One 64-byte k step: A rows 0-15 / 16-31 into tmm4 / tmm5, B columns 0-15 / 16-31 into tmm6 / tmm7, then
+// Dot::products() (the four tile products into tmm0-3; tdpbusd or tdpbf16ps)
+template <class Dot>
+inline void step(const uint8_t* a, int64_t lda, const uint8_t* b) {
+  _tile_loadd(4, a, lda);
+  _tile_loadd(6, b, PANEL_LD);
+  _tile_loadd(5, a + 16 * lda, lda);
+  _tile_loadd(7, b + 64, PANEL_LD);
+  Dot::products();
+}
+
+// Acc: the accumulator element (int32 or float). finish(acc, m, col, rows, cols): the caller's store and epilogue
+// of one 32 x 32 block (acc row stride BN) for rows m.. and columns col..
 template <class Dot, class Acc, class Finish>
 void drive(const uint8_t* a, int64_t lda, const uint8_t* pb, int64_t kq, int64_t m0, int64_t m1, int64_t n0,
            int64_t n1, Finish finish) {
@@ -111,8 +121,8 @@ void drive(const uint8_t* a, int64_t lda, const uint8_t* pb, int64_t kq, int64_t
           _tile_zero(1);
           _tile_zero(2);
           _tile_zero(3);
-          for (int64_t st = 0; st < chunks; ++st) Dot::step(ab + st * BK, ldab, bp + h * 4 + st * 16 * PANEL_LD);
-          if (a_tail) Dot::step(a_tail, ld_tail, bt + h * 4);
+          for (int64_t st = 0; st < chunks; ++st) step<Dot>(ab + st * BK, ldab, bp + h * 4 + st * 16 * PANEL_LD);
+          if (a_tail) step<Dot>(a_tail, ld_tail, bt + h * 4);
           _tile_stored(0, acc, BN * 4);
           _tile_stored(1, acc + 16, BN * 4);
           _tile_stored(2, acc + 16 * BN, BN * 4);

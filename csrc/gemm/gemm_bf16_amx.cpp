@@ -21,12 +21,8 @@ namespace avx512 {
 namespace {
 using amx::BN;
 
-struct DotBf16 {  // one 32-deep step: 2 A tiles (rows 0-15, 16-31) x 2 B tiles (columns 0-15, 16-31)
-  static void step(const uint8_t* a, int64_t lda, const uint8_t* b) {
-    _tile_loadd(4, a, lda);
-    _tile_loadd(6, b, amx::PANEL_LD);
-    _tile_loadd(5, a + 16 * lda, lda);
-    _tile_loadd(7, b + 64, amx::PANEL_LD);
+struct DotBf16 {  // the four products of one step (amx::step loads the tiles)
+  static void products() {
     _tile_dpbf16ps(0, 4, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(2, 5, 6);

@@ -11,7 +11,7 @@
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../sparse/avx512_lanes.h"
-#include "../ops/exp16_avx512.h"
+#include "../ops/softmax_avx512.h"
 
 namespace tf {
 namespace avx512 {
@@ -53,8 +53,7 @@ inline void micro(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t kp,
     const __m512 row[4] = {a0[i], a1[i], a2[i], a3[i]};
 #pragma GCC unroll 4
     for (int j = 0; j < 4; ++j) {
-      const int64_t left = cols - 16 * j;
-      const __mmask16 mk = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+      const __mmask16 mk = first(cols - 16 * j);
       _mm512_mask_storeu_ps(c + i * ldc + 16 * j, mk, row[j]);
     }
   }
@@ -95,8 +94,7 @@ void pack_bf16_kn(const float* x, int64_t ldx, int64_t n, int64_t k, void* out) 
   uint16_t* dst = static_cast<uint16_t*>(out);
   const int64_t kp = k2(k), padded = (n + NR - 1) / NR * NR;
   for (int64_t c = 0; c < padded; c += 16) {
-    const int64_t left = n - c;
-    const __mmask16 mk = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
+    const __mmask16 mk = first(n - c);
     uint16_t* panel = dst + (c / NR) * kp * NR * 2 + (c % NR) * 2;
     for (int64_t kk = 0; kk < kp; ++kk) {
       const __m512 r0 = _mm512_maskz_loadu_ps(mk, x + (2 * kk) * ldx + c);
@@ -118,10 +116,7 @@ void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
   for (int64_t c = 0; c < padded; c += 16) {
     uint16_t* panel = dst + (c / NR) * kp * NR * 2 + (c % NR) * 2;
     for (int64_t g = 0; g < kp; g += 16) {
-      const int64_t left = k - 32 * g;
-      const __mmask16 lo_mask = left >= 16 ? 0xFFFF : (left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1));
-      const __mmask16 hi_mask =
-          left >= 32 ? 0xFFFF : (left <= 16 ? 0 : static_cast<__mmask16>((1u << (left - 16)) - 1));
+      const __mmask16 lo_mask = first(k - 32 * g), hi_mask = first(k - 32 * g - 16);
       __m512i r[16];
       for (int64_t i = 0; i < 16; ++i) {
         if (c + i >= n) {
@@ -138,33 +133,18 @@ void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
   }
 }
 
-// softmax_rows with the scaling pass fused into the conversion: exponentials (exp16) stored in place with their
-// sum, then each row scaled and rounded to bf16 (nearest even) into y (row stride ldy, zero padded to ldy); x is
-// scratch afterwards
+// softmax_rows with its scaling pass fused into the conversion: the exponentials stored in place with their sum
+// (exp_row_inv_sum, as softmax_rows), then each row scaled and rounded to bf16 (nearest even) into y (row stride
+// ldy, zero padded to ldy); x is scratch afterwards
 void softmax_bf16_rows(float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* y, int64_t ldy) {
-  const auto mask = [](int64_t left) {
-    return left >= 16 ? __mmask16(0xFFFF) : (left <= 0 ? __mmask16(0) : static_cast<__mmask16>((1u << left) - 1));
-  };
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * ld;
     uint16_t* yr = y + r * ldy;
-    __m512 mxv = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < cols; j += 16)
-      mxv = _mm512_mask_max_ps(mxv, mask(cols - j), mxv, _mm512_maskz_loadu_ps(mask(cols - j), xr + j));
-    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < cols; j += 16) {
-      const __mmask16 mk = mask(cols - j);
-      const __m512 e = _mm512_maskz_mov_ps(mk, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, xr + j), mx)));
-      _mm512_mask_storeu_ps(xr + j, mk, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    const __m512 inv = _mm512_set1_ps(exp_row_inv_sum(xr, cols));
     for (int64_t j = 0; j < ldy; j += 32) {
-      const __m512 e0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(cols - j), xr + j), inv);
-      const __m512 e1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(cols - j - 16), xr + j + 16), inv);
-      const int64_t left = ldy - j;
-      const __mmask32 sk = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << left) - 1);
+      const __m512 e0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - j), xr + j), inv);
+      const __m512 e1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - j - 16), xr + j + 16), inv);
+      const __mmask32 sk = ldy - j >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << (ldy - j)) - 1);
       _mm512_mask_storeu_epi16(yr + j, sk, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }
   }

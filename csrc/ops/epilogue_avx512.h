@@ -52,10 +52,14 @@ inline __m512i quant_i32_16(__m512 y, __m512 inv_scale, __m512i zp) {
   return _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
 }
 
-// quantize_u8 of 16 lanes: clamp(nearbyint(y * inv_scale) + zp, 0, 255), stored under `mask`
+// quantize_u8 of 16 lanes: clamp(nearbyint(y * inv_scale) + zp, 0, 255) as 16 bytes
+inline __m128i quant_u8_16(__m512 y, __m512 inv_scale, __m512i zp) {
+  return _mm512_cvtusepi32_epi8(_mm512_max_epi32(quant_i32_16(y, inv_scale, zp), _mm512_setzero_si512()));
+}
+
+// quant_u8_16 stored under `mask`
 inline void store_u8_16(uint8_t* dst, __mmask16 mask, __m512 y, __m512 inv_scale, __m512i zp) {
-  const __m512i q = _mm512_max_epi32(quant_i32_16(y, inv_scale, zp), _mm512_setzero_si512());
-  _mm_mask_storeu_epi8(dst, mask, _mm512_cvtusepi32_epi8(q));
+  _mm_mask_storeu_epi8(dst, mask, quant_u8_16(y, inv_scale, zp));
 }
 
 // Four quant_i32_16 results (rows r = 0..3 of Y^T, 16 tokens each) clamped to u8 by the saturating packs and laid

@@ -218,54 +218,47 @@ size_t bsr_at_size(int64_t m, int64_t k) {
   return static_cast<size_t>((m + kAtTile - 1) / kAtTile * kAtTile * ((k + 3) / 4) * 4 + 64);
 }
 
-void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+namespace {
+// Re-lays tokens [m0, m1) (m0 a multiple of 16) into At, 16 tokens x 16 quads at a time: row(token, g) gives one
+// token's 16 quads from quad g on as a register (zero past m), and a 16x16 dword transpose turns 16 of them into
+// 16 quad rows of 16 tokens.
+template <class Row>
+void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
   const int64_t kq = (k + 3) / 4;
   for (int64_t mb = m0; mb < m1; mb += 16) {
-    uint8_t* dst = at + (mb / kAtTile) * kq * kAtTile * 4 + (mb % kAtTile) * 4;
+    uint8_t* dst = at + bsr_at_offset(mb, k);
     for (int64_t g = 0; g < kq; g += 16) {
-      const __mmask16 gk = first(kq - g);
       __m512i r[16];
-      for (int64_t i = 0; i < 16; ++i)
-        r[i] = mb + i < m ? _mm512_maskz_loadu_epi32(gk, q + (mb + i) * ldq + g * 4) : _mm512_setzero_si512();
+      for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
       transpose16(r);
       for (int64_t i = 0; i < 16 && g + i < kq; ++i) _mm512_store_si512(dst + (g + i) * kAtTile * 4, r[i]);
     }
   }
 }
+}  // namespace
 
-// quantize_u8's arithmetic (round half to even of x * inv_scale, plus the zero point, clamped to [0, 255]) on 16
-// tokens x 64 inputs at a time, each token's 64 bytes (16 quads) one register, then bsr_pack_at's transpose. Inputs
-// past k read as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
+void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+  const int64_t kq = (k + 3) / 4;
+  relayout_at(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
+    return _mm512_maskz_loadu_epi32(first(kq - g), q + token * ldq + g * 4);
+  });
+}
+
+// quantize_u8's arithmetic (quant_u8_16) on a token's 64 inputs from quad g on, one register of bytes, then
+// bsr_pack_at's transpose: the u8 rows are never stored. Inputs past k read as 0.0, which quantizes to the zero
+// point, what the u8 rows' padding holds.
 void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
                        int32_t zp, uint8_t* at) {
-  const int64_t kq = (k + 3) / 4;
-  const __m512 inv = _mm512_set1_ps(inv_scale), fzp = _mm512_set1_ps(static_cast<float>(zp));
-  const __m512 lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-  for (int64_t mb = m0; mb < m1; mb += 16) {
-    uint8_t* dst = at + (mb / kAtTile) * kq * kAtTile * 4 + (mb % kAtTile) * 4;
-    for (int64_t g = 0; g < kq; g += 16) {
-      __m512i r[16];
-      for (int64_t i = 0; i < 16; ++i) {
-        if (mb + i >= m) {
-          r[i] = _mm512_setzero_si512();
-          continue;
-        }
-        const float* xr = x + (mb + i) * ldx + 4 * g;
-        __m128i b[4];
-        for (int j = 0; j < 4; ++j) {
-          const __mmask16 mk = first(k - 4 * g - 16 * j);
-          __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xr + 16 * j), inv),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-          v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, fzp), lo), hi);
-          b[j] = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v));
-        }
-        r[i] = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(b[0]), b[1], 1), b[2], 2),
-                                  b[3], 3);
-      }
-      transpose16(r);
-      for (int64_t i = 0; i < 16 && g + i < kq; ++i) _mm512_store_si512(dst + (g + i) * kAtTile * 4, r[i]);
-    }
-  }
+  const __m512 inv = _mm512_set1_ps(inv_scale);
+  const __m512i zpv = _mm512_set1_epi32(zp);
+  relayout_at(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
+    const float* xr = x + token * ldx + 4 * g;
+    const auto part = [&](int j) {
+      return quant_u8_16(_mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j), inv, zpv);
+    };
+    const __m512i lo = _mm512_inserti32x4(_mm512_castsi128_si512(part(0)), part(1), 1);
+    return _mm512_inserti32x4(_mm512_inserti32x4(lo, part(2), 2), part(3), 3);
+  });
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,

@@ -1,0 +1,69 @@
+// The AVX-512 softmax pieces shared by the float, u8 (rowops.inc) and bf16 (gemm_bf16_avx512.cpp) attention
+// softmaxes: exp16 (exp_approx, rowops.inc's scalar exponential, on 16 lanes), the row maximum, and the pass that
+// stores a row's exponentials in place and returns their sum. Included by translation units compiled with the
+// AVX-512 flags.
+#pragma once
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "../sparse/avx512_lanes.h"  // first()
+
+namespace tf {
+namespace avx512 {
+namespace {
+
+// exp_approx of 16 lanes (same range reduction, polynomial and underflow to exactly 0)
+inline __m512 exp16(__m512 x_in) {
+  const __m512 x = _mm512_min_ps(_mm512_max_ps(x_in, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f),
+                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x));
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  // p * 2^n in one vscalefps: n is in [-126, 127] after the clamp, where it equals the scalar loop's multiply by
+  // the exponent bits built from n (one op instead of convert, add, shift, multiply)
+  const __m512 y = _mm512_scalef_ps(p, n);
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x_in, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ), y);
+}
+
+// the row's maximum in all 16 lanes
+inline __m512 row_max16(const float* xr, int64_t cols) {
+  __m512 mxv = _mm512_set1_ps(-INFINITY);
+  for (int64_t j = 0; j < cols; j += 16)
+    mxv = _mm512_mask_max_ps(mxv, first(cols - j), mxv, _mm512_maskz_loadu_ps(first(cols - j), xr + j));
+  return _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
+}
+
+// exp(x - max) of one row stored in place (two sum accumulators, then a masked tail), and 1 / their sum
+inline float exp_row_inv_sum(float* xr, int64_t cols) {
+  const __m512 mx = row_max16(xr, cols);
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  int64_t j = 0;
+  for (; j + 32 <= cols; j += 32) {
+    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + j), mx));
+    const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + j + 16), mx));
+    _mm512_storeu_ps(xr + j, e0);
+    _mm512_storeu_ps(xr + j + 16, e1);
+    s0 = _mm512_add_ps(s0, e0);
+    s1 = _mm512_add_ps(s1, e1);
+  }
+  for (; j < cols; j += 16) {
+    const __mmask16 k = first(cols - j);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), mx)));
+    _mm512_mask_storeu_ps(xr + j, k, e);
+    s0 = _mm512_add_ps(s0, e);
+  }
+  return 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+}  // namespace
+}  // namespace avx512
+}  // namespace tf
