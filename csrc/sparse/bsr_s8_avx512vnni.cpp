@@ -221,8 +221,9 @@ size_t bsr_at_size(int64_t m, int64_t k) {
 namespace {
 // Re-lays tokens [m0, m1) (m0 a multiple of 16) into At, 16 tokens x 16 quads at a time: row(token, g) gives one
 // token's 16 quads from quad g on as a register (zero past m), and a 16x16 dword transpose turns 16 of them into
-// 16 quad rows of 16 tokens.
-template <class Row>
+// 16 quad rows of 16 tokens. Interleaved: row() gives the quads in packus order (dword 4L + j = quad 4j + L, see
+// bsr_quant_pack_at), and transposed row d is stored as that quad.
+template <bool Interleaved, class Row>
 void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
   const int64_t kq = (k + 3) / 4;
   for (int64_t mb = m0; mb < m1; mb += 16) {
@@ -231,7 +232,10 @@ void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row 
       __m512i r[16];
       for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
       transpose16(r);
-      for (int64_t i = 0; i < 16 && g + i < kq; ++i) _mm512_store_si512(dst + (g + i) * kAtTile * 4, r[i]);
+      for (int64_t i = 0; i < 16; ++i) {
+        const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
+        if (quad < kq) _mm512_store_si512(dst + quad * kAtTile * 4, r[i]);
+      }
     }
   }
 }
@@ -239,25 +243,27 @@ void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row 
 
 void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
   const int64_t kq = (k + 3) / 4;
-  relayout_at(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
+  relayout_at<false>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
     return _mm512_maskz_loadu_epi32(first(kq - g), q + token * ldq + g * 4);
   });
 }
 
-// quantize_u8's arithmetic (quant_u8_16) on a token's 64 inputs from quad g on, one register of bytes, then
-// bsr_pack_at's transpose: the u8 rows are never stored. Inputs past k read as 0.0, which quantizes to the zero
-// point, what the u8 rows' padding holds.
+// quantize_u8's arithmetic on a token's 64 inputs from quad g on, one register of bytes, then bsr_pack_at's
+// transpose: the u8 rows are never stored. The clamp to 0..255 is done by the saturating packs (quant_i32_16 is
+// at most 32000 + zp, below the signed 16-bit range the second pack reads: the same bytes as quant_u8_16) in 3
+// shuffles per 64 inputs instead of 4 narrowing converts and 3 inserts; they leave the quads interleaved across
+// the 128-bit lanes, which relayout_at undoes for free by where it stores each transposed row. Inputs past k read
+// as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
 void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
                        int32_t zp, uint8_t* at) {
   const __m512 inv = _mm512_set1_ps(inv_scale);
   const __m512i zpv = _mm512_set1_epi32(zp);
-  relayout_at(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
+  relayout_at<true>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
     const float* xr = x + token * ldx + 4 * g;
     const auto part = [&](int j) {
-      return quant_u8_16(_mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j), inv, zpv);
+      return quant_i32_16(_mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j), inv, zpv);
     };
-    const __m512i lo = _mm512_inserti32x4(_mm512_castsi128_si512(part(0)), part(1), 1);
-    return _mm512_inserti32x4(_mm512_inserti32x4(lo, part(2), 2), part(3), 3);
+    return _mm512_packus_epi16(_mm512_packus_epi32(part(0), part(1)), _mm512_packus_epi32(part(2), part(3)));
   });
 }
 
