@@ -227,6 +227,24 @@ nb::tuple k_softmax_u8(F32In x, const std::string& isa) {
   return nb::make_tuple(to_numpy(std::move(q), {(size_t)rows, (size_t)cols}), to_numpy(std::move(s), {(size_t)rows}));
 }
 
+// the bf16 attention's softmax (levels with AVX512-BF16): the probabilities as float32 (each a bf16 value)
+nb::ndarray<nb::numpy, float> k_softmax_bf16(F32In x, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  if (!kt.softmax_bf16_rows) throw std::invalid_argument("this ISA level has no bf16 softmax");
+  const int64_t rows = x.shape(0), cols = x.shape(1), ldy = (cols + 1) / 2 * 2;
+  std::vector<float> scratch(x.data(), x.data() + rows * cols);
+  std::vector<uint16_t> y(rows * ldy);
+  kt.softmax_bf16_rows(scratch.data(), rows, cols, cols, y.data(), ldy);
+  std::vector<float> out(rows * cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint32_t u = static_cast<uint32_t>(y[r * ldy + c]) << 16;
+      std::memcpy(&out[r * cols + c], &u, 4);
+    }
+  return to_numpy(std::move(out), {(size_t)rows, (size_t)cols});
+}
+
 // per-row quantization as the executor does it for dynamic activations and attention: u8 with a per-row (scale,
 // zero point), or symmetric s8 with a per-row scale and the row's integer sum; `pad` extra output columns
 nb::tuple k_quantize_rows(F32In x, bool symmetric, int64_t pad, const std::string& isa) {
@@ -631,6 +649,7 @@ NB_MODULE(_core, m) {
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
+  m.def("softmax_bf16", &k_softmax_bf16, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   m.def("quantize_rows", &k_quantize_rows, "x"_a, "symmetric"_a = false, "pad"_a = 0, "isa"_a = "");
   // sparse runtime (issue 3)

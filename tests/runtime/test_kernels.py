@@ -162,6 +162,25 @@ def test_softmax_straight_to_u8(isa, rng):
     assert np.all(q.max(1) == 255) and np.all(q[2, 5:] == 0)
 
 
+@pytest.mark.skipif(not _core.has_avx512_bf16() or _core.detect_isa() != "avx512_vnni",
+                    reason="CPU has no AVX512_BF16")
+@pytest.mark.parametrize("cols", [1, 17, 45, 128, 130, 384])
+def test_softmax_bf16_within_bf16_rounding(rng, cols):
+    x = (rng.standard_normal((9, cols)) * 4).astype(np.float32)
+    x[2, 1:] = -1e30  # masked keys
+    x[3, 0] = 80.0  # one dominant key: the others' probabilities are tiny but not 0
+    x[4] = -1e30  # a fully masked row: uniform, as the float softmax gives
+    got = _core.softmax_bf16(x)
+    p = np.exp(x.astype(np.float64) - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    # the exponential's error (~4e-5) is far below bf16's rounding (at most 2^-8 relative); probabilities in the
+    # denormal range (below 1e-37) may flush to 0
+    normal = p > 1e-37
+    assert np.all(np.abs(got - p)[normal] <= p[normal] * 2.0**-8)
+    assert np.all(got[~normal] <= 1e-37)
+    assert np.all(got[2, 1:] == 0) and got[2, 0] == 1
+
+
 @pytest.mark.parametrize("cols", [1, 15, 16, 45, 64, 130])
 def test_quantize_rows_per_row_ranges(isa, rng, cols):
     x = rng.standard_normal((6, cols), dtype=np.float32) * 3
