@@ -113,9 +113,10 @@ bool bsr_split_short(int64_t m, int nt, int64_t col_groups) {
   return nt > 1 && col_groups <= 1 && m >= 64 * nt && !sparse_split_tokens(m, nt);
 }
 
-// One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then,
-// after a barrier, runs the GEMM on its share of weight panels, or of rows when there are too few panels, and, with
-// has_post, post(lo, hi) on its share of finished rows (LinearIO::ln_gamma).
+// One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then
+// runs the GEMM on its share of weight panels (after a barrier), or on the rows it prepared when there are too few
+// panels, and, with has_post, post(lo, hi) on its share of finished rows (LinearIO::ln_gamma). Every gemm(m0, m1,
+// ...) of a row split reads only the prepared rows m0 .. m1 - 1.
 // With `groups` > 1 (n / groups a multiple of nr) a column split gives each thread the same share of every group.
 struct NoPost {
   void operator()(int64_t, int64_t) const {}
@@ -133,7 +134,11 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
     int64_t lo, hi;
     split_range(m, row_align, cnt, i, &lo, &hi);
     if (lo < hi) prep(lo, hi);
+    // a column split reads every thread's prepared rows; a row split only the rows this thread just prepared (the
+    // same lo, hi): no barrier, so a thread that is done early goes on to its GEMM
+    if (split_n) {
 #pragma omp barrier
+    }
     if (split_n) {
       int64_t n0, n1;
       split_range(gn, nr, cnt, i, &n0, &n1);
