@@ -134,12 +134,10 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
     int64_t lo, hi;
     split_range(m, row_align, cnt, i, &lo, &hi);
     if (lo < hi) prep(lo, hi);
-    // a column split reads every thread's prepared rows; a row split only the rows this thread just prepared (the
-    // same lo, hi): no barrier, so a thread that is done early goes on to its GEMM
     if (split_n) {
+      // a column split reads every thread's prepared rows; a row split only the rows this thread just prepared
+      // (the same lo, hi): no barrier there, so a thread that is done early goes on to its GEMM
 #pragma omp barrier
-    }
-    if (split_n) {
       int64_t n0, n1;
       split_range(gn, nr, cnt, i, &n0, &n1);
       for (int64_t g = 0; g < groups && n0 < n1; ++g) gemm(int64_t{0}, m, g * gn + n0, g * gn + n1);
@@ -998,6 +996,20 @@ void EncoderEngine::embed(const int64_t* ids, const int64_t* mask, const int64_t
   }
 }
 
+namespace {
+// out = LayerNorm(in . W + b + residual) (gamma g, beta b): the projections that end a BERT sub-layer
+LinearIO residual_ln(const float* in, float* out, const float* residual, const std::vector<float>& g,
+                     const std::vector<float>& b) {
+  LinearIO io;
+  io.in = in;
+  io.out = out;
+  io.residual = residual;
+  io.ln_gamma = g.data();
+  io.ln_beta = b.data();
+  return io;
+}
+}  // namespace
+
 void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
                         RunResult* out, int pooling, bool normalize) {
   if (batch <= 0 || seq <= 0) throw std::invalid_argument("batch and sequence length must be positive");
@@ -1049,13 +1061,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       lap("attention");
       // attn_out and FFN2 finish with their LayerNorm (LinearIO::ln_gamma): the profile's "attn_out" and "ffn2"
       // include it
-      LinearIO proj;
-      proj.in = ctx;
-      proj.out = x1;
-      proj.residual = xc;
-      proj.ln_gamma = L.ln1_g.data();
-      proj.ln_beta = L.ln1_b.data();
-      linear(L.attn_out, proj, Mc);
+      linear(L.attn_out, residual_ln(ctx, x1, xc, L.ln1_g, L.ln1_b), Mc);
       lap("attn_out");
       if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
         // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through
@@ -1073,24 +1079,14 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         up.act = cfg_.act;
         linear(L.ffn1, up, Mc);
         lap("ffn1");
-        LinearIO down;
+        LinearIO down = residual_ln(nullptr, xc, x1, L.ln2_g, L.ln2_b);
         down.in_q = w.q8b.as<uint8_t>();
         if (at_direct) down.in_at = w.at_next.as<uint8_t>();
-        down.out = xc;
-        down.residual = x1;
-        down.ln_gamma = L.ln2_g.data();
-        down.ln_beta = L.ln2_b.data();
         linear(L.ffn2, down, Mc);
       } else {
         linear(L.ffn1, x1, Mc, ff, cfg_.act, nullptr);
         lap("ffn1");
-        LinearIO down;
-        down.in = ff;
-        down.out = xc;
-        down.residual = x1;
-        down.ln_gamma = L.ln2_g.data();
-        down.ln_beta = L.ln2_b.data();
-        linear(L.ffn2, down, Mc);
+        linear(L.ffn2, residual_ln(ff, xc, x1, L.ln2_g, L.ln2_b), Mc);
       }
       lap("ffn2");
     }

@@ -134,8 +134,8 @@ void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
 }
 
 // softmax_rows with its scaling pass fused into the conversion: the exponentials (exp16_bf16: bf16 precision is
-// all they need) stored in place with their sum (exp_row_inv_sum), then each row scaled and rounded to bf16 (nearest even) into y (row stride
-// ldy, zero padded to ldy); x is scratch afterwards
+// all they need) stored in place with their sum (exp_row_inv_sum), then each row scaled and rounded to bf16
+// (nearest even) into y (row stride ldy, zero padded to ldy); x is scratch afterwards
 void softmax_bf16_rows(float* x, int64_t rows, int64_t cols, int64_t ld, uint16_t* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
     float* xr = x + r * ld;
