@@ -1,6 +1,7 @@
 // The AVX-512 softmax pieces shared by the float, u8 (rowops.inc) and bf16 (gemm_bf16_avx512.cpp) attention
-// softmaxes: exp16 (exp_approx, rowops.inc's scalar exponential, on 16 lanes), the row maximum, and the pass that
-// stores a row's exponentials in place and returns their sum. Included by translation units compiled with the
+// softmaxes: exp16 (exp_approx, rowops.inc's scalar exponential, on 16 lanes) and the bf16 softmax's cheaper
+// exp16_bf16, the row maximum, and the pass that stores a row's exponentials in place and returns their sum (float
+// and u8; the bf16 softmax runs four rows side by side instead). Included by translation units compiled with the
 // AVX-512 flags.
 #pragma once
 #include <immintrin.h>
@@ -57,11 +58,8 @@ inline __m512 row_max16(const float* xr, int64_t cols) {
   return _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
 }
 
-// exp(x - max) of one row stored in place (two sum accumulators, then a masked tail), and 1 / their sum;
-// Bf16: with exp16_bf16
-template <bool Bf16 = false>
+// exp(x - max) of one row stored in place (two sum accumulators, then a masked tail), and 1 / their sum
 inline float exp_row_inv_sum(float* xr, int64_t cols) {
-  const auto exp16 = [](__m512 x) { return Bf16 ? exp16_bf16(x) : avx512::exp16(x); };
   const __m512 mx = row_max16(xr, cols);
   __m512 s0 = _mm512_setzero_ps(), s1 = s0;
   int64_t j = 0;
