@@ -43,7 +43,13 @@ SMALL_GROUPS = [
     ("bert-base", 0.9, "unstructured", "fp32", 128, ["384", "768", ""]),
     ("minilm-l6-h384", 0.0, "block", "int8-static", 128, ["384", "768", ""]),
 ]
-CONFIG_SETS = {"default": CONFIGS, "small-groups": SMALL_GROUPS}
+# --set mid-weights: layers between the INT8 / sparse sizes (grouped) and dense FP32 BERT-base's 28 MB (whole batches)
+MID_WEIGHTS = [
+    ("bert-base", 0.5, "2:4", "fp32", 128, ["0", "768", ""]),
+    ("bert-base", 0.0, "block", "bf16", 128, ["0", "768", ""]),
+    ("bert-base", 0.0, "block", "fp32", 128, ["0", "768", ""]),
+]
+CONFIG_SETS = {"default": CONFIGS, "small-groups": SMALL_GROUPS, "mid-weights": MID_WEIGHTS}
 
 
 def layer_bytes(engine) -> float:
@@ -60,23 +66,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/batch_groups")
     ap.add_argument("--set", default="default", choices=sorted(CONFIG_SETS), help="which configurations")
     args = ap.parse_args(argv)
-    from trimformer.runtime.engine import compile_encoder
+    from trimformer.runtime.engine import Engine, compile_encoder
 
     rows = []
     for model, sparsity, pattern, prec, seq, settings in CONFIG_SETS[args.set]:
         info = peers.prepare_model(model, sparsity=sparsity, pattern=pattern)
         inputs = make_inputs(args.batch, seq, info.vocab_size)
         calib = [{"input_ids": inputs[0][:1], "attention_mask": inputs[1][:1]}]
+        # one compile (one plan: the planner's timed choices could differ between compiles), then an engine per
+        # setting built from that plan with TRIMFORMER_CHUNK_ROWS set while it loads
+        os.environ.pop("TRIMFORMER_CHUNK_ROWS", None)
+        plan = compile_encoder(info.hf_dir, quantize=None if prec == "fp32" else prec,
+                               calibration=calib if prec == "int8-static" else None, threads=args.threads,
+                               sparse=True if sparsity else False)
         engines = {}
         for value in settings:
-            os.environ["TRIMFORMER_CHUNK_ROWS"] = value
-            if not value:
-                del os.environ["TRIMFORMER_CHUNK_ROWS"]
-            eng = compile_encoder(info.hf_dir, quantize=None if prec == "fp32" else prec,
-                                  calibration=calib if prec == "int8-static" else None, threads=args.threads,
-                                  sparse=True if sparsity else False)
-            engines[value or "default"] = eng
-        os.environ.pop("TRIMFORMER_CHUNK_ROWS", None)
+            if value:
+                os.environ["TRIMFORMER_CHUNK_ROWS"] = value
+            engines[value or "default"] = Engine(plan.spec, plan.tensors, plan.formats, quantize=plan.quantize,
+                                                 threads=args.threads, attention=plan.attention)
+            os.environ.pop("TRIMFORMER_CHUNK_ROWS", None)
         samples: dict[str, list[float]] = {k: [] for k in engines}
         for _ in range(args.rounds):
             for k, e in engines.items():
@@ -85,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         med = {k: float(np.median(v)) for k, v in samples.items()}
         whole = med.get("0", med.get("default"))
         row = {"model": model, "sparsity": sparsity, "pattern": pattern, "precision": prec, "seq": seq,
-               "batch": args.batch, "default_chunk_rows": engines["default"].chunk_rows,
-               "layer_bytes": layer_bytes(engines["default"]),
+               "batch": args.batch, "default_chunk_rows": plan.chunk_rows, "layer_bytes": layer_bytes(plan),
+               "formats": {f: list(plan.formats.values()).count(f) for f in sorted(set(plan.formats.values()))},
                "median_ms": med, "speedup_vs_whole_batch": {k: whole / v for k, v in med.items()} if "0" in med
                else None}
         rows.append(row)
