@@ -607,20 +607,6 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
   cap_batch_ = std::max(cap_batch_, batch);
 }
 
-void EncoderEngine::gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n,
-                                      int64_t k, float* c, int64_t ldc, const Epilogue& epi, int64_t groups,
-                                      const float* ln_gamma, const float* ln_beta) {
-  const KernelTable* kt = kt_;
-  parallel_linear(
-      team(), m, n, kt->f32_nr, [](int64_t, int64_t) {},
-      [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-        kt->gemm_f32(a, lda, packed, n, k, c, ldc, m0, m1, n0, n1, epi);
-      },
-      Split::Auto, 1, groups, ln_gamma != nullptr, [&](int64_t lo, int64_t hi) {
-        kt->layernorm(c + lo * ldc, c + lo * ldc, hi - lo, n, ldc, ln_gamma, ln_beta, cfg_.ln_eps);
-      });
-}
-
 int64_t EncoderEngine::q_stride(int64_t k) const {
   return (k + kt_->s8_k_align - 1) / kt_->s8_k_align * kt_->s8_k_align;
 }
@@ -720,8 +706,12 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     return;
   }
   if (!L.int8) {
-    gemm_f32_parallel(io.in, L.k, L.packed.as<float>(), m, L.n, L.k, io.out, L.n, epi, L.col_groups, io.ln_gamma,
-                      io.ln_beta);
+    parallel_linear(
+        nt, m, L.n, kt->f32_nr, [](int64_t, int64_t) {},
+        [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+          kt->gemm_f32(io.in, L.k, L.packed.as<float>(), L.n, L.k, io.out, L.n, m0, m1, n0, n1, epi);
+        },
+        Split::Auto, 1, L.col_groups, ln, ln_rows);
     return;
   }
   // u8 activations: static = one calibrated (scale, zero point) for the tensor; dynamic = per-row ranges

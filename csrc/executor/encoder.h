@@ -181,10 +181,6 @@ class EncoderEngine {
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);
   int64_t q_stride(int64_t k) const;
-  // ln_gamma (with ln_beta): LayerNorm of the finished rows of c in place, as LinearIO::ln_gamma
-  void gemm_f32_parallel(const float* a, int64_t lda, const float* packed, int64_t m, int64_t n, int64_t k, float* c,
-                         int64_t ldc, const Epilogue& epi, int64_t groups = 1, const float* ln_gamma = nullptr,
-                         const float* ln_beta = nullptr);
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);

@@ -32,6 +32,16 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
+// Dot::products() of a kernel: its tile product instruction over the step's four pairs, tmm0-3 += tmm4-5 x tmm6-7
+// (a macro: the intrinsics take the tile numbers as immediates)
+#define TF_AMX_PRODUCTS(dot) \
+  static void products() {   \
+    dot(0, 4, 6);            \
+    dot(1, 4, 7);            \
+    dot(2, 5, 6);            \
+    dot(3, 5, 7);            \
+  }
+
 // One 64-byte k step: A rows 0-15 / 16-31 into tmm4 / tmm5, B columns 0-15 / 16-31 into tmm6 / tmm7, then
 // Dot::products() (the four tile products into tmm0-3; tdpbusd or tdpbf16ps)
 template <class Dot>

@@ -22,12 +22,7 @@ namespace {
 using amx::BN;
 
 struct DotBf16 {  // the four products of one step (amx::step loads the tiles)
-  static void products() {
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
+  TF_AMX_PRODUCTS(_tile_dpbf16ps)
 };
 }  // namespace
 

@@ -134,47 +134,19 @@ void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
 }
 
 // softmax_rows with its scaling pass fused into the conversion: the exponentials (exp16_bf16: bf16 precision is
-// all they need) stored in place with their sum, then each row scaled and rounded to bf16 (nearest even) into y
-// (row stride ldy, zero padded to ldy); x is scratch afterwards. R rows at a time, each step over the R rows side
-// by side: a row's maximum, sum and reciprocal are chains of dependent reductions that one row alone leaves
-// exposed.
+// all they need) stored in place with their sum, R rows side by side (exp_rows_inv_sum), then each row scaled and
+// rounded to bf16 (nearest even) into y (row stride ldy, zero padded to ldy); x is scratch afterwards.
 template <int R>
 void softmax_bf16_rows_r(float* x, int64_t cols, int64_t ld, uint16_t* y, int64_t ldy) {
-  __m512 mx[R], s0[R], s1[R];
-#pragma GCC unroll 4
-  for (int i = 0; i < R; ++i) mx[i] = row_max16(x + i * ld, cols);
-#pragma GCC unroll 4
-  for (int i = 0; i < R; ++i) s0[i] = s1[i] = _mm512_setzero_ps();
-  int64_t j = 0;
-  for (; j + 32 <= cols; j += 32)
-#pragma GCC unroll 4
-    for (int i = 0; i < R; ++i) {
-      float* xr = x + i * ld;
-      const __m512 e0 = exp16_bf16(_mm512_sub_ps(_mm512_loadu_ps(xr + j), mx[i]));
-      const __m512 e1 = exp16_bf16(_mm512_sub_ps(_mm512_loadu_ps(xr + j + 16), mx[i]));
-      _mm512_storeu_ps(xr + j, e0);
-      _mm512_storeu_ps(xr + j + 16, e1);
-      s0[i] = _mm512_add_ps(s0[i], e0);
-      s1[i] = _mm512_add_ps(s1[i], e1);
-    }
-  for (; j < cols; j += 16)
-#pragma GCC unroll 4
-    for (int i = 0; i < R; ++i) {
-      float* xr = x + i * ld;
-      const __mmask16 k = first(cols - j);
-      const __m512 e = _mm512_maskz_mov_ps(k, exp16_bf16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), mx[i])));
-      _mm512_mask_storeu_ps(xr + j, k, e);
-      s0[i] = _mm512_add_ps(s0[i], e);
-    }
-  __m512 inv[R];
-#pragma GCC unroll 4
-  for (int i = 0; i < R; ++i) inv[i] = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(_mm512_add_ps(s0[i], s1[i])));
+  float inv_sum[R];
+  exp_rows_inv_sum<R, exp16_bf16>(x, ld, cols, inv_sum);
   for (int64_t jj = 0; jj < ldy; jj += 32)
 #pragma GCC unroll 4
     for (int i = 0; i < R; ++i) {
       const float* xr = x + i * ld;
-      const __m512 e0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - jj), xr + jj), inv[i]);
-      const __m512 e1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - jj - 16), xr + jj + 16), inv[i]);
+      const __m512 inv = _mm512_set1_ps(inv_sum[i]);
+      const __m512 e0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - jj), xr + jj), inv);
+      const __m512 e1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(first(cols - jj - 16), xr + jj + 16), inv);
       const __mmask32 sk = ldy - jj >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1ull << (ldy - jj)) - 1);
       _mm512_mask_storeu_epi16(y + i * ldy + jj, sk, (__m512i)_mm512_cvtne2ps_pbh(e1, e0));
     }

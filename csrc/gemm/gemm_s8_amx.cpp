@@ -22,12 +22,7 @@ using amx::BN;
 using s8::lane_mask;
 
 struct DotS8 {  // the four products of one step (amx::step loads the tiles)
-  static void products() {
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
-  }
+  TF_AMX_PRODUCTS(_tile_dpbusd)
 };
 }  // namespace
 

@@ -1,8 +1,7 @@
 // The AVX-512 softmax pieces shared by the float, u8 (rowops.inc) and bf16 (gemm_bf16_avx512.cpp) attention
 // softmaxes: exp16 (exp_approx, rowops.inc's scalar exponential, on 16 lanes) and the bf16 softmax's cheaper
-// exp16_bf16, the row maximum, and the pass that stores a row's exponentials in place and returns their sum (float
-// and u8; the bf16 softmax runs four rows side by side instead). Included by translation units compiled with the
-// AVX-512 flags.
+// exp16_bf16, the row maximum, and the pass that stores rows' exponentials in place with their reciprocal sums.
+// Included by translation units compiled with the AVX-512 flags.
 #pragma once
 #include <immintrin.h>
 
@@ -58,26 +57,40 @@ inline __m512 row_max16(const float* xr, int64_t cols) {
   return _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
 }
 
-// exp(x - max) of one row stored in place (two sum accumulators, then a masked tail), and 1 / their sum
-inline float exp_row_inv_sum(float* xr, int64_t cols) {
-  const __m512 mx = row_max16(xr, cols);
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+// exp(x - max) of R rows (ld apart) stored in place, each with two sum accumulators and then a masked tail, and
+// each row's 1 / sum in inv[i]. The R rows go step by step side by side, so one row's chain of dependent
+// reductions (max, sum, reciprocal) does not hold up the pass. Exp: exp16 (float and u8 softmaxes) or exp16_bf16.
+template <int R, __m512 (*Exp)(__m512)>
+inline void exp_rows_inv_sum(float* x, int64_t ld, int64_t cols, float* inv) {
+  __m512 mx[R], s0[R], s1[R];
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i) {
+    mx[i] = row_max16(x + i * ld, cols);
+    s0[i] = s1[i] = _mm512_setzero_ps();
+  }
   int64_t j = 0;
-  for (; j + 32 <= cols; j += 32) {
-    const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + j), mx));
-    const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + j + 16), mx));
-    _mm512_storeu_ps(xr + j, e0);
-    _mm512_storeu_ps(xr + j + 16, e1);
-    s0 = _mm512_add_ps(s0, e0);
-    s1 = _mm512_add_ps(s1, e1);
-  }
-  for (; j < cols; j += 16) {
-    const __mmask16 k = first(cols - j);
-    const __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), mx)));
-    _mm512_mask_storeu_ps(xr + j, k, e);
-    s0 = _mm512_add_ps(s0, e);
-  }
-  return 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  for (; j + 32 <= cols; j += 32)
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) {
+      float* xr = x + i * ld;
+      const __m512 e0 = Exp(_mm512_sub_ps(_mm512_loadu_ps(xr + j), mx[i]));
+      const __m512 e1 = Exp(_mm512_sub_ps(_mm512_loadu_ps(xr + j + 16), mx[i]));
+      _mm512_storeu_ps(xr + j, e0);
+      _mm512_storeu_ps(xr + j + 16, e1);
+      s0[i] = _mm512_add_ps(s0[i], e0);
+      s1[i] = _mm512_add_ps(s1[i], e1);
+    }
+  for (; j < cols; j += 16)
+#pragma GCC unroll 4
+    for (int i = 0; i < R; ++i) {
+      float* xr = x + i * ld;
+      const __mmask16 k = first(cols - j);
+      const __m512 e = _mm512_maskz_mov_ps(k, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr + j), mx[i])));
+      _mm512_mask_storeu_ps(xr + j, k, e);
+      s0[i] = _mm512_add_ps(s0[i], e);
+    }
+#pragma GCC unroll 4
+  for (int i = 0; i < R; ++i) inv[i] = 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(s0[i], s1[i]));
 }
 
 }  // namespace
