@@ -137,9 +137,66 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
   }
 }
 
+// Piece v of a tile's general epilogue (tokens m0 + 16v .. m0 + 16v + 15, output rows nb0 .. nb1 - 1)
+using PieceFn = void (*)(const float (*)[128], int, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
+                         const Epilogue&);
+
+// The general end of a tile, one 16 x 16 piece: transpose back to token rows and finish them in registers: bias,
+// then (in the shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so
+// neither the activation nor the requantization makes a second pass over the output (c is not written when out_u8
+// is set). Specialised on what the layer's epilogue does: a piece's instruction count is what it costs (it runs
+// between two tiles' dot products, with the vpdpbusd port idle), and the run-time form spent more of them testing
+// the epilogue's fields per row and moving the transposed rows through the stack than finishing them.
+template <Act A, bool Residual, bool OutU8>
+void finish_piece(const float (*t)[128], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
+                  int64_t ldc, const Epilogue& epi) {
+  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
+  const __mmask16 ck = first(cols);
+  const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
+  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
+  const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
+  __m512i r[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
+  transpose16(r);
+  const int64_t row0 = m0 + 16 * v;
+  const int64_t rows = m - row0 < 16 ? m - row0 : 16;
+  const auto finish = [&](int64_t i, __m512i ri) {
+    const int64_t row = row0 + i;
+    __m512 y = _mm512_add_ps(_mm512_castsi512_ps(ri), bias);
+    y = act16(y, A, cols);
+    if (Residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+    if (OutU8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
+    else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+  };
+  if (rows == 16) {  // every row: unrolled, so the transposed rows stay in registers
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) finish(i, r[i]);
+  } else {
+    for (int64_t i = 0; i < rows; ++i) finish(i, r[i]);
+  }
+}
+
+template <Act A>
+PieceFn finish_piece_for(const Epilogue& epi) {
+  if (epi.residual) return epi.out_u8 ? finish_piece<A, true, true> : finish_piece<A, true, false>;
+  return epi.out_u8 ? finish_piece<A, false, true> : finish_piece<A, false, false>;
+}
+
+PieceFn finish_piece_for(const Epilogue& epi) {
+  switch (epi.act) {
+    case Act::None: return finish_piece_for<Act::None>(epi);
+    case Act::GeluErf: return finish_piece_for<Act::GeluErf>(epi);
+    case Act::Relu: return finish_piece_for<Act::Relu>(epi);
+    case Act::GeluTanh: return finish_piece_for<Act::GeluTanh>(epi);
+    case Act::Tanh: return finish_piece_for<Act::Tanh>(epi);
+  }
+  return finish_piece_for<Act::None>(epi);
+}
+
 template <int V>
 void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t nb0, int64_t nb1, float* c,
-          int64_t ldc, const Epilogue& epi) {
+          int64_t ldc, const Epilogue& epi, PieceFn piece) {
   // this tile's tokens within its At tile: the dot products index At as [quad][kAtTile][4] from there
   const uint8_t* at = at_all + (m0 / kAtTile) * ((w.k + 3) / 4) * kAtTile * 4 + (m0 % kAtTile) * 4;
   constexpr int64_t m_pad = kAtTile;
@@ -185,32 +242,11 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
         t, m, m0, nb0, nb1, epi);
     return;
   }
-  // transpose back to token rows and finish each 16 x 16 piece while it is in registers / L1: bias, then (in the
-  // shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so neither the
-  // activation nor the requantization makes a second pass over the output (c is not written when out_u8 is set)
-  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
-  const __mmask16 ck = first(cols);
-  const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
-  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
-  const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
-  for (int v = 0; v < V; ++v) {
-    __m512i r[16];
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
-    transpose16(r);
-    const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t row = m0 + 16 * v + i;
-      __m512 y = _mm512_add_ps(_mm512_castsi512_ps(r[i]), bias);
-      y = act16(y, epi.act, cols);
-      if (epi.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
-      if (epi.out_u8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
-      else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
-    }
-  }
+  for (int v = 0; v < V; ++v) piece(t, v, m, m0, nb0, nb1, c, ldc, epi);
 }
 
 using TileFn = void (*)(const uint8_t*, int64_t, int64_t, const BsrS8&, int64_t, int64_t, float*, int64_t,
-                        const Epilogue&);
+                        const Epilogue&, PieceFn);
 const TileFn kTile[9] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>, tile<7>, tile<8>};
 }  // namespace
 
@@ -279,10 +315,11 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // 59.9 -> 54.2 ms for 384 (bench/results/profile_block90_int8_tilevecs.md); calls of up to 128 tokens keep 4,
   // measured best at 128 tokens on Zen 5.
   const int64_t vmax = w.block_rows == 4 ? (m > kAtTile ? TF_BSR_V4_LONG : TF_BSR_V4) : TF_BSR_V1;  // 16 * vmax | kAtTile
+  const PieceFn piece = finish_piece_for(epi);
   for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
     const int64_t vecs = (m - m0 + 15) / 16;
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
-    for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi);
+    for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi, piece);
   }
 }
 
