@@ -300,6 +300,35 @@ nb::ndarray<nb::numpy, float> k_gemm_bf16(F32In a, nb::ndarray<const uint16_t, n
   return to_numpy(std::move(c), {(size_t)m, (size_t)n});
 }
 
+// The attention's packings of a float matrix w [n, k] as gemm_bf16's B operand: "nk" packs w itself
+// (pack_bf16_nk_f32: K in Q.K^T), "kn" packs w^T, read as X [k][n] = w^T (pack_bf16_kn: V in P.V), "bits" is
+// pack_bf16 of w's bf16 bits (round to nearest even): the reference both must equal. Returned as uint16 words.
+nb::ndarray<nb::numpy, uint16_t> k_pack_bf16(F32In w, const std::string& how) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::Isa::Avx512Vnni);
+  if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16() || !kt.gemm_bf16)
+    throw std::invalid_argument("this CPU has no AVX512_BF16");
+  if (w.ndim() != 2) throw std::invalid_argument("w must be 2-D");
+  const int64_t n = w.shape(0), k = w.shape(1);
+  const size_t bytes = kt.pack_bf16_size(n, k);
+  tf::AlignedBuf packed(bytes + 64);
+  if (how == "nk") {
+    kt.pack_bf16_nk_f32(w.data(), k, n, k, packed.as<void>());
+  } else if (how == "kn") {
+    std::vector<float> x(k * n);  // X [k][n] = w^T
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < k; ++j) x[j * n + i] = w.data()[i * k + j];
+    kt.pack_bf16_kn(x.data(), n, n, k, packed.as<void>());
+  } else if (how == "bits") {
+    std::vector<uint16_t> bits(n * k);
+    kt.to_bf16_rows(w.data(), k, bits.data(), k, n, k);
+    kt.pack_bf16(bits.data(), n, k, packed.as<void>());
+  } else {
+    throw std::invalid_argument("how must be nk, kn or bits");
+  }
+  const uint16_t* p = packed.as<uint16_t>();
+  return to_numpy(std::vector<uint16_t>(p, p + bytes / 2), {bytes / 2});
+}
+
 // BSR (1x4 blocks) from a dense int8 matrix: blocks that are all zero are dropped
 struct BsrHost {
   std::vector<int32_t> rowptr, cols, col_sum;
@@ -633,6 +662,7 @@ NB_MODULE(_core, m) {
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0);
+  m.def("pack_bf16", &k_pack_bf16, "w"_a, "how"_a);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,

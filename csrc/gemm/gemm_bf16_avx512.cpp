@@ -115,15 +115,15 @@ void pack_bf16_nk_f32(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
   const int64_t kp = k2(k), padded = (n + NR - 1) / NR * NR;
   for (int64_t c = 0; c < padded; c += 16) {
     uint16_t* panel = dst + (c / NR) * kp * NR * 2 + (c % NR) * 2;
-    for (int64_t g = 0; g < kp; g += 16) {
-      const __mmask16 lo_mask = first(k - 32 * g), hi_mask = first(k - 32 * g - 16);
+    for (int64_t g = 0; g < kp; g += 16) {  // pairs g .. g + 15: k from 2g
+      const __mmask16 lo_mask = first(k - 2 * g), hi_mask = first(k - 2 * g - 16);
       __m512i r[16];
       for (int64_t i = 0; i < 16; ++i) {
         if (c + i >= n) {
           r[i] = _mm512_setzero_si512();
           continue;
         }
-        const float* row = w + (c + i) * ldw + 32 * g;
+        const float* row = w + (c + i) * ldw + 2 * g;
         r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi_mask, row + 16),
                                             _mm512_maskz_loadu_ps(lo_mask, row));
       }

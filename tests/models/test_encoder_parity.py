@@ -237,3 +237,31 @@ def test_native_pooling(saved, rng):
     np.testing.assert_array_equal(eng.run(ids, mask, types, pooling="cls")["pooled"], h[:, 0])
     with pytest.raises(ValueError, match="pooling"):
         eng.run(ids, pooling="max")
+
+
+@pytest.mark.parametrize("attention", ["int8", "bf16"])
+@pytest.mark.parametrize("heads", [2, 1])
+def test_attention_precisions_at_head_size_64_and_128(rng, attention, heads):
+    # head sizes of 64 (BERT-base) and 128, with query and key weights scaled up so the attention is far from
+    # uniform and every feature of Q.K^T counts (a packing that dropped features 32 and up went unnoticed on
+    # random-weight models, whose near-uniform attention hides the scores)
+    from transformers import BertConfig, BertModel
+
+    from trimformer.runtime.engine import bf16_available, compile_encoder
+
+    if attention == "bf16" and not bf16_available():
+        pytest.skip("CPU has no AVX512_BF16")
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=heads,
+                                 intermediate_size=256, vocab_size=100, max_position_embeddings=64),
+                      add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.attention.self.query.weight.mul_(6.0)
+            layer.attention.self.key.weight.mul_(6.0)
+    ids = rng.integers(1, 100, (2, 40))
+    mask = np.ones_like(ids)
+    mask[1, 30:] = 0
+    fp = compile_encoder(model, attention="f32").run(ids, mask)["last_hidden_state"]
+    got = compile_encoder(model, attention=attention).run(ids, mask)["last_hidden_state"]
+    assert rel_err(got, fp) < 3e-3

@@ -181,6 +181,18 @@ def test_softmax_bf16_within_bf16_rounding(rng, cols):
     assert np.all(got[2, 1:] == 0) and got[2, 0] == 1
 
 
+@pytest.mark.skipif(not _core.has_avx512_bf16() or _core.detect_isa() != "avx512_vnni",
+                    reason="CPU has no AVX512_BF16")
+@pytest.mark.parametrize("n,k", [(1, 1), (17, 33), (128, 64), (64, 128), (37, 96), (80, 100), (3, 161)])
+def test_attention_bf16_packings_match_reference(rng, n, k):
+    # K (packed from float rows) and V (packed from X [k][n]) for attention: the same words as the reference
+    # packing of the bf16 bits, for every k (a k of 33 pairs or more spans several groups of 16 pairs)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    ref = _core.pack_bf16(w, "bits")
+    np.testing.assert_array_equal(_core.pack_bf16(w, "nk"), ref)
+    np.testing.assert_array_equal(_core.pack_bf16(w, "kn"), ref)
+
+
 @pytest.mark.parametrize("cols", [1, 15, 16, 45, 64, 130])
 def test_quantize_rows_per_row_ranges(isa, rng, cols):
     x = rng.standard_normal((6, cols), dtype=np.float32) * 3
