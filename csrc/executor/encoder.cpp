@@ -96,6 +96,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0) {
   if (r.residual) r.residual += m0 * r.ld_residual;
   if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
   if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k);
+  r.qkv_token0 += m0;
   return r;
 }
 
@@ -760,6 +761,15 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       epi.out_at = io.out_at;
       epi.out_at_k = L.n;
     }
+    if (io.qkv_q) {
+      epi.qkv_q = io.qkv_q;
+      epi.qkv_k = io.qkv_k;
+      epi.qkv_v = io.qkv_v;
+      epi.qkv_kv_bytes = io.qkv_kv_bytes;
+      epi.qkv_seq = io.qkv_seq;
+      epi.qkv_heads = cfg_.heads;
+      epi.qkv_head_dim = cfg_.head_dim;
+    }
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at;
@@ -857,6 +867,53 @@ void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int
     kt->gemm_bf16(qb, dp, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
     kt->pack_bf16_kn(q + 2 * H, ld, d, seq, vpack);
+    kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
+  }
+}
+
+bool EncoderEngine::qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq,
+                                      LinearIO* io) const {
+  const int64_t d = cfg_.head_dim, nh = cfg_.heads;
+  // a piece of the block-sparse kernel's epilogue is 16 tokens x 16 output rows: within one sequence and one head
+  if (cfg_.attention_mode != 2 || L.qkv.kind != LinearKind::BsrS8 || !kt_->bsr_qkv_bf16 || seq % 16 != 0 ||
+      d % 16 != 0)
+    return false;
+  const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
+  const size_t kv = al(std::max(kt_->pack_bf16_size(seq, d), kt_->pack_bf16_size(d, seq)));
+  const size_t q = al(nb * seq * nh * d * 2);
+  const size_t bytes = q + 2 * nb * nh * kv;
+  if (w.qkv_bf.size() < bytes) w.qkv_bf.reserve(bytes);
+  char* base = w.qkv_bf.as<char>();
+  io->qkv_q = reinterpret_cast<uint16_t*>(base);
+  io->qkv_k = base + q;
+  io->qkv_v = base + q + nb * nh * kv;
+  io->qkv_kv_bytes = static_cast<int64_t>(kv);
+  io->qkv_seq = seq;
+  return true;
+}
+
+// attention_bf16 on the operands a block-sparse QKV wrote (qkv_bf16_operands): Q's rows are read in place
+void EncoderEngine::attention_bf16(const LinearIO& io, const float* mask_bias, int64_t batch, int64_t seq,
+                                   float* ctx) {
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d;
+  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
+  const KernelTable* kt = kt_;
+  const int64_t sp = (seq + 1) / 2 * 2;
+  const int64_t tasks = batch * nh;
+  AlignedBuf* scr = tl_ws->scratch.data();
+#pragma omp parallel for num_threads(team()) schedule(static)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t b = task / nh, h = task % nh;
+    Carver c{scr[omp_get_thread_num()].as<char>()};
+    float* scores = c.take<float>(seq * seq);
+    uint16_t* pb = c.take<uint16_t>(seq * sp);
+    const void* kpack = io.qkv_k + task * io.qkv_kv_bytes;
+    const void* vpack = io.qkv_v + task * io.qkv_kv_bytes;
+    Epilogue se;
+    se.alpha = alpha;
+    se.bias = mask_bias + b * seq;
+    kt->gemm_bf16(io.qkv_q + b * seq * H + h * d, H, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
+    kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
     kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
   }
 }
@@ -1042,10 +1099,21 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     float* qkv = w.qkv.as<float>();
     float* ctx = w.ctx.as<float>();
     float* ff = w.ff.as<float>();
+    bool pads_zeroed = false;
     for (auto& L : layers_) {
-      linear(L.qkv, xc, Mc, qkv, Act::None, nullptr);
+      LinearIO qio;
+      qio.in = xc;
+      qio.out = qkv;
+      const bool bf16_operands = qkv_bf16_operands(L, w, nb, seq, &qio);
+      if (bf16_operands && !pads_zeroed) {  // K's and V's packed padding (past seq, past head_dim) is never written
+        pads_zeroed = true;
+        if (seq % kt->bf16_nr != 0 || cfg_.head_dim % kt->bf16_nr != 0)
+          std::memset(qio.qkv_k, 0, 2 * nb * cfg_.heads * qio.qkv_kv_bytes);
+      }
+      linear(L.qkv, qio, Mc);
       lap("qkv");
-      if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      if (bf16_operands) attention_bf16(qio, mbc, nb, seq, ctx);
+      else if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
       else if (cfg_.attention_mode == 2) attention_bf16(qkv, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       lap("attention");

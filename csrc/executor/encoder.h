@@ -103,6 +103,12 @@ struct LinearIO {
   // cache), after a barrier otherwise
   const float* ln_gamma = nullptr;
   const float* ln_beta = nullptr;
+  // block-sparse INT8 QKV before BF16 attention: the attention's bf16 operands instead of float rows in `out`
+  // (Epilogue::qkv_q; see EncoderEngine::qkv_bf16_operands)
+  uint16_t* qkv_q = nullptr;
+  char* qkv_k = nullptr;
+  char* qkv_v = nullptr;
+  int64_t qkv_kv_bytes = 0, qkv_seq = 0;
 };
 
 struct EncoderLayer {
@@ -137,6 +143,7 @@ struct RunResult {
 // its own.
 struct Workspace {
   AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, at_next, row_scale, row_zp;
+  AlignedBuf qkv_bf;  // the BF16 attention operands written by a block-sparse QKV (LinearIO::qkv_q)
   std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
   int64_t cap_tokens = 0, cap_seq = 0;
 };
@@ -184,6 +191,10 @@ class EncoderEngine {
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  // attention_bf16 on operands the QKV projection already wrote in bf16 (io.qkv_q, io.qkv_k, io.qkv_v)
+  void attention_bf16(const LinearIO& io, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  // Whether layer L's QKV writes the BF16 attention's operands itself (then `io` says where), for nb sequences
+  bool qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq, LinearIO* io) const;
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);

@@ -177,6 +177,63 @@ void finish_piece(const float (*t)[128], int v, int64_t m, int64_t m0, int64_t n
   }
 }
 
+// lo and hi rounded to bf16 (nearest even) and interleaved: dword j = (lo[j], hi[j])
+__attribute__((target("avx512bf16"))) inline __m512i interleave(__m512 lo, __m512 hi) {
+  const __m512i pairs = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+
+// QKV before BF16 attention (Epilogue::qkv_q): piece v of a tile written as the attention's bf16 operands instead
+// of float rows. Each value is the float finish_piece stores (the dequantized sum plus the bias, the same add),
+// rounded to bf16 by vcvtne2ps2bf16 (nearest even) as the attention's own conversions of float rows do: the same
+// bits, at half the bytes, and the attention no longer converts or packs. K needs no transpose: two output rows (a
+// pair of K features) over 16 tokens are one 64-byte row of its packed layout. Q and V are transposed to tokens
+// first. Only called when the CPU has AVX512_BF16 (BF16 attention requires it).
+__attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128], int v, int64_t m, int64_t m0,
+                                                           int64_t nb0, int64_t nb1, float* c, int64_t ldc,
+                                                           const Epilogue& epi) {
+  (void)nb1;
+  (void)c;
+  (void)ldc;
+  const int64_t d = epi.qkv_head_dim, width = epi.qkv_heads * d, seq = epi.qkv_seq, nr = kBf16Nr;
+  const int64_t part = nb0 / width, h = nb0 % width / d, f0 = nb0 % d;  // Q, K or V; head; its first feature
+  const int64_t token = epi.qkv_token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;  // 16 tokens of sequence b
+  const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
+  const __mmask16 tokens = first(rows);
+  const auto y = [&](int i) {  // output row nb0 + i over the piece's 16 tokens, as finish_piece adds its bias
+    return _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]), _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f));
+  };
+  const int64_t head = b * epi.qkv_heads + h;
+  if (part == 1) {  // K: [token panel][feature pair][token][2]; pair f0 / 2 + p holds rows 2p, 2p + 1
+    uint16_t* dst = reinterpret_cast<uint16_t*>(epi.qkv_k + head * epi.qkv_kv_bytes) + (s0 / nr) * (d / 2) * nr * 2 +
+                    (s0 % nr) * 2;
+    for (int p = 0; p < 8; ++p)
+      _mm512_mask_storeu_epi32(dst + (f0 / 2 + p) * nr * 2, tokens, interleave(y(2 * p), y(2 * p + 1)));
+    return;
+  }
+  __m512 r[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = y(i);
+  transpose16(r);  // r[j]: token s0 + j's 16 features
+  if (part == 0) {  // Q: bf16 token rows, heads * head_dim apart
+    uint16_t* dst = epi.qkv_q + token * width + h * d + f0;
+    for (int q = 0; q < 8; ++q) {
+      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * q + 1], r[2 * q]);
+      if (2 * q < rows) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * q * width),
+                                           _mm512_castsi512_si256(both));
+      if (2 * q + 1 < rows) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (2 * q + 1) * width),
+                                               _mm512_extracti64x4_epi64(both, 1));
+    }
+    return;
+  }
+  // V: [feature panel][token pair][feature][2]; token pair s0 / 2 + q holds tokens 2q, 2q + 1
+  uint16_t* dst = reinterpret_cast<uint16_t*>(epi.qkv_v + head * epi.qkv_kv_bytes) + (f0 / nr) * (seq / 2) * nr * 2 +
+                  (f0 % nr) * 2;
+  for (int q = 0; q < 8 && 2 * q < rows; ++q)
+    _mm512_storeu_si512(dst + (s0 / 2 + q) * nr * 2, interleave(r[2 * q], r[2 * q + 1]));
+}
+
 template <Act A>
 PieceFn finish_piece_for(const Epilogue& epi) {
   if (epi.residual) return epi.out_u8 ? finish_piece<A, true, true> : finish_piece<A, true, false>;
@@ -184,6 +241,7 @@ PieceFn finish_piece_for(const Epilogue& epi) {
 }
 
 PieceFn finish_piece_for(const Epilogue& epi) {
+  if (epi.qkv_q) return finish_qkv_bf16;
   switch (epi.act) {
     case Act::None: return finish_piece_for<Act::None>(epi);
     case Act::GeluErf: return finish_piece_for<Act::GeluErf>(epi);

@@ -8,7 +8,13 @@ import pytest
 import trimformer as tf
 from conftest import rel_err
 from trimformer.compress import prune_magnitude
-from trimformer.runtime.engine import choose_format, compile_encoder, sparse_candidates, time_formats
+from trimformer.runtime.engine import (
+    bf16_available,
+    choose_format,
+    compile_encoder,
+    sparse_candidates,
+    time_formats,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -220,3 +226,31 @@ def test_choose_format_prefers_sparse_within_the_margin():
     assert choose_format({"int8": 1.0, "block-int8": near, "csr-int8": 3.0}, "int8") == "block-int8"
     assert choose_format({"int8": 1.0, "block-int8": 1.0 + 2 * SPARSE_TIE_MARGIN + 0.05}, "int8") == "int8"
     assert choose_format({"int8": 2.0, "block-int8": 1.5, "csr-int8": 1.0}, "int8") == "csr-int8"
+
+
+@pytest.mark.skipif(not bf16_available(), reason="BF16 attention needs AVX512_BF16")
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+@pytest.mark.parametrize("batch,seq,hidden,heads", [(2, 64, 64, 4), (3, 48, 64, 2), (1, 16, 128, 2), (9, 64, 64, 4),
+                                                    (2, 61, 64, 4)])
+def test_block_int8_qkv_writes_bf16_attention_operands(rng, quantize, batch, seq, hidden, heads):
+    # Before BF16 attention a block-sparse QKV writes the attention's operands itself (bf16 Q rows, K and V packed),
+    # where seq and head_dim are multiples of 16 (61: float rows, converted by the attention); the same bits as a
+    # dense INT8 QKV's float rows converted by the attention. Head sizes 16, 32 and 64 (K's and V's padded panels),
+    # and 9 x 64 tokens on 2 threads, where QKV splits its tokens between the threads
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                                 intermediate_size=96, vocab_size=100, max_position_embeddings=64),
+                      add_pooling_layer=False).eval()
+    prune_magnitude(model, 0.9, "block")
+    ids = rng.integers(1, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    kw = dict(quantize=quantize, calibration=calib, threads=2, attention="bf16")
+    dense = compile_encoder(model, sparse=False, **kw)
+    sparse = compile_encoder(model, sparse=None, **kw)
+    assert set(sparse.formats.values()) == {"block-int8"}
+    np.testing.assert_array_equal(sparse.run(ids, mask)["last_hidden_state"],
+                                  dense.run(ids, mask)["last_hidden_state"])
