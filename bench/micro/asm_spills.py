@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MAC = re.compile(r"\b(vfmadd\w*|vpmaddwd|vpdpbusds?|vpmaddubsw|vdpbf16ps)\b")
-STACK_STORE = re.compile(r"\bvmov\w+\s+%[yz]mm\d+, -?\d*\(%rsp\)")
+STACK_STORE = re.compile(r"\bvmov\w+\s+%[yz]mm\d+, -?\d*\(%r[sb]p\)")  # rbp: frames realigned for 64-byte locals
 LABEL = re.compile(r"^(\.L\d+):")
 BRANCH = re.compile(r"^\s+j\w+\s+(\.L\d+)")
 FUNC = re.compile(r"^([A-Za-z_][\w.$]*):")

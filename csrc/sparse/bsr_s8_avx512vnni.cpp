@@ -278,15 +278,20 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
   for (int64_t i = 0; i < 16; ++i)
     if (nb0 + i >= nb1)
       for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], _mm512_setzero_ps());
-  if (w.block_rows == 4) {  // nb0 is a multiple of 16, so row blocks never straddle the tile
-    for (int64_t i = 0; i < 16 && nb0 + i < nb1; i += 4) {
+  bool rows4 = false;
+  // 4x4 blocks run at most TF_BSR_V4 token vectors (gemm_bsr_s8): wider tiles are 1x4 only, and their 4 x V
+  // accumulators would not fit the registers (test_codegen checks that no dot product loop spills)
+  if constexpr (V <= TF_BSR_V4) rows4 = w.block_rows == 4;
+  if constexpr (V <= TF_BSR_V4) {
+    for (int64_t i = 0; rows4 && i < 16 && nb0 + i < nb1; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
       __m512i acc[4][V];
       const int64_t b = (nb0 + i) / 4;
       const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
       rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
       for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
     }
-  } else {
+  }
+  if (!rows4) {
     for (int64_t i = 0; i < 16 && nb0 + i < nb1; ++i) {
       __m512i acc[V];
       const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];

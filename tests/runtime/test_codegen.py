@@ -39,6 +39,8 @@ KERNELS = [
     ("csrc/gemm/gemm_f32_avx512.cpp", "TF_AVX512_FLAGS", []),
     ("csrc/gemm/gemm_s8_avx512vnni.cpp", "TF_AVX512_FLAGS", []),
     ("csrc/gemm/gemm_bf16_avx512.cpp", "TF_AVX512_FLAGS", ["-mavx512bf16"]),
+    ("csrc/sparse/bsr_s8_avx512vnni.cpp", "TF_AVX512_FLAGS", []),
+    ("csrc/sparse/spmm_f32_avx512vnni.cpp", "TF_AVX512_FLAGS", []),
 ]
 
 
