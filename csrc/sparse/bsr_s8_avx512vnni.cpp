@@ -188,7 +188,7 @@ __attribute__((target("avx512bf16"))) inline __m512i interleave(__m512 lo, __m51
 // of float rows. Each value is the float finish_piece stores (the dequantized sum plus the bias, the same add),
 // rounded to bf16 by vcvtne2ps2bf16 (nearest even) as the attention's own conversions of float rows do: the same
 // bits, at half the bytes, and the attention no longer converts or packs. K needs no transpose: two output rows (a
-// pair of K features) over 16 tokens are one 64-byte row of its packed layout. Q and V are transposed to tokens
+// pair of K features) over 16 tokens are one 64-byte row of its packed layout; Q and V are transposed to tokens
 // first. Only called when the CPU has AVX512_BF16 (BF16 attention requires it).
 __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128], int v, int64_t m, int64_t m0,
                                                            int64_t nb0, int64_t nb1, float* c, int64_t ldc,
@@ -212,26 +212,59 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128]
       _mm512_mask_storeu_epi32(dst + (f0 / 2 + p) * nr * 2, tokens, interleave(y(2 * p), y(2 * p + 1)));
     return;
   }
-  __m512 r[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = y(i);
-  transpose16(r);  // r[j]: token s0 + j's 16 features
-  if (part == 0) {  // Q: bf16 token rows, heads * head_dim apart
+  // Q and V: a transpose to tokens done on bf16 pairs (dwords), half the data of the float rows: after two rounds
+  // of in-lane unpacks, register k's 128-bit lane L holds 4 dwords of one token (or token pair) and 4 features
+  // (or feature pairs); a two-source qword permute then gathers each output row from two such registers
+  __m512i u[8];
+  if (part == 0) {  // Q: dword p of token j = features (2p, 2p + 1); 8 dwords (32 bytes) per token row
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p) u[p] = interleave(y(2 * p), y(2 * p + 1));
+  } else {  // V: dword q of row i = tokens (2q, 2q + 1); rows i and i + 8 side by side (lanes 0-1 and 2-3)
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p) u[p] = (__m512i)_mm512_cvtne2ps_pbh(y(p + 8), y(p));
+  }
+  __m512i w[8];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    w[2 * k] = _mm512_unpacklo_epi32(u[2 * k], u[2 * k + 1]);
+    w[2 * k + 1] = _mm512_unpackhi_epi32(u[2 * k], u[2 * k + 1]);
+  }
+  // x[4g + r], lane L: dword 4L + r of u[4g] .. u[4g + 3]
+  __m512i x[8];
+#pragma GCC unroll 2
+  for (int g = 0; g < 2; ++g) {
+    x[4 * g + 0] = _mm512_unpacklo_epi64(w[4 * g], w[4 * g + 2]);
+    x[4 * g + 1] = _mm512_unpackhi_epi64(w[4 * g], w[4 * g + 2]);
+    x[4 * g + 2] = _mm512_unpacklo_epi64(w[4 * g + 1], w[4 * g + 3]);
+    x[4 * g + 3] = _mm512_unpackhi_epi64(w[4 * g + 1], w[4 * g + 3]);
+  }
+  if (part == 0) {
+    // x[r] lane L: token 4L + r, pairs 0-3; x[4 + r] lane L: the same token, pairs 4-7. A row is [x[r].L, x[4+r].L]
     uint16_t* dst = epi.qkv_q + token * width + h * d + f0;
-    for (int q = 0; q < 8; ++q) {
-      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(r[2 * q + 1], r[2 * q]);
-      if (2 * q < rows) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * q * width),
-                                           _mm512_castsi512_si256(both));
-      if (2 * q + 1 < rows) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (2 * q + 1) * width),
-                                               _mm512_extracti64x4_epi64(both, 1));
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      const __m512i t01 = _mm512_permutex2var_epi64(x[r], lo, x[4 + r]);  // tokens r, 4 + r
+      const __m512i t23 = _mm512_permutex2var_epi64(x[r], hi, x[4 + r]);  // tokens 8 + r, 12 + r
+      const __m256i out[4] = {_mm512_castsi512_si256(t01), _mm512_extracti64x4_epi64(t01, 1),
+                              _mm512_castsi512_si256(t23), _mm512_extracti64x4_epi64(t23, 1)};
+      for (int g = 0; g < 4; ++g)  // token 4g + r
+        if (4 * g + r < rows) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (4 * g + r) * width), out[g]);
     }
     return;
   }
-  // V: [feature panel][token pair][feature][2]; token pair s0 / 2 + q holds tokens 2q, 2q + 1
+  // V: x[r]'s lanes are rows 0-3 at token pair r, rows 0-3 at pair r + 4, rows 8-11 at r, rows 8-11 at r + 4;
+  // x[4 + r]'s the same for rows 4-7 and 12-15. Pair q's packed row is features (rows) 0-15 in order
   uint16_t* dst = reinterpret_cast<uint16_t*>(epi.qkv_v + head * epi.qkv_kv_bytes) + (f0 / nr) * (seq / 2) * nr * 2 +
                   (f0 % nr) * 2;
-  for (int q = 0; q < 8 && 2 * q < rows; ++q)
-    _mm512_storeu_si512(dst + (s0 / 2 + q) * nr * 2, interleave(r[2 * q], r[2 * q + 1]));
+  const __m512i at_r = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), at_r4 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    if (2 * r < rows)
+      _mm512_storeu_si512(dst + (s0 / 2 + r) * nr * 2, _mm512_permutex2var_epi64(x[r], at_r, x[4 + r]));
+    if (2 * (r + 4) < rows)
+      _mm512_storeu_si512(dst + (s0 / 2 + r + 4) * nr * 2, _mm512_permutex2var_epi64(x[r], at_r4, x[4 + r]));
+  }
 }
 
 template <Act A>
