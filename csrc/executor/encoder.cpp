@@ -839,38 +839,6 @@ size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
   return std::max(std::max(f32, s8), bf16) + 256;
 }
 
-// Attention with both matmuls in BF16 (float32 accumulation): no scales to compute, so unlike INT8 it also pays
-// off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction).
-void EncoderEngine::attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq,
-                                   float* ctx) {
-  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
-  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
-  const KernelTable* kt = kt_;
-  const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
-  const int64_t tasks = batch * nh;
-  AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(team()) schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t b = task / nh, h = task % nh;
-    Carver c{scr[omp_get_thread_num()].as<char>()};
-    uint16_t* qb = c.take<uint16_t>(seq * dp);
-    void* kpack = c.take<char>(kt->pack_bf16_size(seq, d));
-    float* scores = c.take<float>(seq * seq);
-    uint16_t* pb = c.take<uint16_t>(seq * sp);
-    void* vpack = c.take<char>(kt->pack_bf16_size(d, seq));
-    const float* q = qkv + b * seq * ld + h * d;
-    kt->to_bf16_rows(q, ld, qb, dp, seq, d);
-    kt->pack_bf16_nk_f32(q + H, ld, seq, d, kpack);
-    Epilogue se;
-    se.alpha = alpha;
-    se.bias = mask_bias + b * seq;
-    kt->gemm_bf16(qb, dp, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
-    kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
-    kt->pack_bf16_kn(q + 2 * H, ld, d, seq, vpack);
-    kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
-  }
-}
-
 bool EncoderEngine::qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq,
                                       LinearIO* io) const {
   const int64_t d = cfg_.head_dim, nh = cfg_.heads;
@@ -892,13 +860,16 @@ bool EncoderEngine::qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64
   return true;
 }
 
-// attention_bf16 on the operands a block-sparse QKV wrote (qkv_bf16_operands): Q's rows are read in place
-void EncoderEngine::attention_bf16(const LinearIO& io, const float* mask_bias, int64_t batch, int64_t seq,
-                                   float* ctx) {
-  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d;
+// Attention with both matmuls in BF16 (float32 accumulation): no scales to compute, so unlike INT8 it also pays
+// off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction). The operands
+// come from the float rows of qkv (converted and packed here, per head) or, with `ops`, as a block-sparse QKV wrote
+// them (qkv_bf16_operands: Q's rows read in place, K and V packed).
+void EncoderEngine::attention_bf16(const float* qkv, const LinearIO* ops, const float* mask_bias, int64_t batch,
+                                   int64_t seq, float* ctx) {
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
   const KernelTable* kt = kt_;
-  const int64_t sp = (seq + 1) / 2 * 2;
+  const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
 #pragma omp parallel for num_threads(team()) schedule(static)
@@ -907,12 +878,31 @@ void EncoderEngine::attention_bf16(const LinearIO& io, const float* mask_bias, i
     Carver c{scr[omp_get_thread_num()].as<char>()};
     float* scores = c.take<float>(seq * seq);
     uint16_t* pb = c.take<uint16_t>(seq * sp);
-    const void* kpack = io.qkv_k + task * io.qkv_kv_bytes;
-    const void* vpack = io.qkv_v + task * io.qkv_kv_bytes;
+    const uint16_t* qb;
+    const void *kpack, *vpack;
+    int64_t ldq;
+    if (ops) {
+      qb = ops->qkv_q + b * seq * H + h * d;
+      ldq = H;
+      kpack = ops->qkv_k + task * ops->qkv_kv_bytes;
+      vpack = ops->qkv_v + task * ops->qkv_kv_bytes;
+    } else {
+      uint16_t* q16 = c.take<uint16_t>(seq * dp);
+      void* k16 = c.take<char>(kt->pack_bf16_size(seq, d));
+      void* v16 = c.take<char>(kt->pack_bf16_size(d, seq));
+      const float* q = qkv + b * seq * ld + h * d;
+      kt->to_bf16_rows(q, ld, q16, dp, seq, d);
+      kt->pack_bf16_nk_f32(q + H, ld, seq, d, k16);
+      kt->pack_bf16_kn(q + 2 * H, ld, d, seq, v16);
+      qb = q16;
+      ldq = dp;
+      kpack = k16;
+      vpack = v16;
+    }
     Epilogue se;
     se.alpha = alpha;
     se.bias = mask_bias + b * seq;
-    kt->gemm_bf16(io.qkv_q + b * seq * H + h * d, H, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
+    kt->gemm_bf16(qb, ldq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
     kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
   }
@@ -1112,9 +1102,8 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       }
       linear(L.qkv, qio, Mc);
       lap("qkv");
-      if (bf16_operands) attention_bf16(qio, mbc, nb, seq, ctx);
-      else if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
-      else if (cfg_.attention_mode == 2) attention_bf16(qkv, mbc, nb, seq, ctx);
+      if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      else if (cfg_.attention_mode == 2) attention_bf16(qkv, bf16_operands ? &qio : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       lap("attention");
       // attn_out and FFN2 finish with their LayerNorm (LinearIO::ln_gamma): the profile's "attn_out" and "ffn2"

@@ -190,9 +190,9 @@ class EncoderEngine {
   int64_t q_stride(int64_t k) const;
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
-  void attention_bf16(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
-  // attention_bf16 on operands the QKV projection already wrote in bf16 (io.qkv_q, io.qkv_k, io.qkv_v)
-  void attention_bf16(const LinearIO& io, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  // ops: the bf16 operands a block-sparse QKV wrote (qkv_bf16_operands), or null for qkv's float rows
+  void attention_bf16(const float* qkv, const LinearIO* ops, const float* mask_bias, int64_t batch, int64_t seq,
+                      float* ctx);
   // Whether layer L's QKV writes the BF16 attention's operands itself (then `io` says where), for nb sequences
   bool qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq, LinearIO* io) const;
   size_t attention_scratch_bytes(int64_t seq) const;
