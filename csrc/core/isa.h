@@ -28,6 +28,17 @@ bool cpu_has_amx_bf16();  // AMX-BF16 tiles usable (needs what cpu_has_amx_int8 
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 
+// The BF16 attention's operands as a block-sparse QKV writes them (Epilogue::qkv): Q as bf16 token rows (heads *
+// head_dim apart) and each (sequence, head)'s K and V packed as gemm_bf16's B operand (pack_bf16_nk_f32's and
+// pack_bf16_kn's layouts), kv_bytes apart, sequence-major. A call's token 0 is token token0 of those sequences;
+// head_dim and seq are multiples of 16.
+struct QkvBf16 {
+  uint16_t* q = nullptr;  // null: not in use
+  char* k = nullptr;
+  char* v = nullptr;
+  int64_t kv_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
+};
+
 // What happens to a GEMM tile after accumulation, applied while the tile is hot in cache:
 //   v = alpha * acc (fp32) or a_scale * w_scale[n] * (acc - a_zp * col_sum[n]) (int8)
 //   v += bias[n];  v = act(v);  v += residual[m, n];  store fp32 to C  (and/or u8 quantized to out_u8)
@@ -54,14 +65,9 @@ struct Epilogue {
   // (bsr_pack_at's layout for k = out_at_k, this call's token 0 at out_at), instead of out_u8's rows
   uint8_t* out_at = nullptr;
   int64_t out_at_k = 0;
-  // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention: see EncoderEngine::attention_bf16) instead of float
-  // rows, the attention's bf16 operands: Q as token rows (qkv_q, heads * head_dim apart) and each (sequence, head)'s K
-  // and V packed as gemm_bf16's B operand (pack_bf16_nk_f32's and pack_bf16_kn's layouts), qkv_kv_bytes apart,
-  // sequence-major. This call's token 0 is token qkv_token0 of those sequences; head_dim and seq are multiples of 16.
-  uint16_t* qkv_q = nullptr;
-  char* qkv_k = nullptr;
-  char* qkv_v = nullptr;
-  int64_t qkv_kv_bytes = 0, qkv_seq = 0, qkv_heads = 0, qkv_head_dim = 0, qkv_token0 = 0;
+  // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention) with qkv.q set: the attention's bf16 operands
+  // instead of float rows
+  QkvBf16 qkv;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
@@ -168,7 +174,7 @@ struct KernelTable {
   // with out_u8 the rows are also requantized there (C is then scratch, which a level may leave unwritten)
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
-  bool bsr_qkv_bf16;  // gemm_bsr_s8 can write BF16 attention operands (Epilogue::qkv_q; only with AVX512_BF16)
+  bool bsr_qkv_bf16;  // gemm_bsr_s8 can write BF16 attention operands (Epilogue::qkv; only with AVX512_BF16)
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
   size_t (*pack_bf16_size)(int64_t n, int64_t k);
   void (*pack_bf16)(const uint16_t* w, int64_t n, int64_t k, void* out);

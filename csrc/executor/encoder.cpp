@@ -96,7 +96,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0) {
   if (r.residual) r.residual += m0 * r.ld_residual;
   if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
   if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k);
-  r.qkv_token0 += m0;
+  r.qkv.token0 += m0;
   return r;
 }
 
@@ -761,15 +761,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       epi.out_at = io.out_at;
       epi.out_at_k = L.n;
     }
-    if (io.qkv_q) {
-      epi.qkv_q = io.qkv_q;
-      epi.qkv_k = io.qkv_k;
-      epi.qkv_v = io.qkv_v;
-      epi.qkv_kv_bytes = io.qkv_kv_bytes;
-      epi.qkv_seq = io.qkv_seq;
-      epi.qkv_heads = cfg_.heads;
-      epi.qkv_head_dim = cfg_.head_dim;
-    }
+    epi.qkv = io.qkv;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at;
@@ -839,32 +831,35 @@ size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
   return std::max(std::max(f32, s8), bf16) + 256;
 }
 
-bool EncoderEngine::qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq,
-                                      LinearIO* io) const {
+QkvBf16 EncoderEngine::qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) const {
+  QkvBf16 ops;
   const int64_t d = cfg_.head_dim, nh = cfg_.heads;
   // a piece of the block-sparse kernel's epilogue is 16 tokens x 16 output rows: within one sequence and one head
-  if (cfg_.attention_mode != 2 || L.qkv.kind != LinearKind::BsrS8 || !kt_->bsr_qkv_bf16 || seq % 16 != 0 ||
-      d % 16 != 0)
-    return false;
+  if (cfg_.attention_mode != 2 || !kt_->bsr_qkv_bf16 || seq % 16 != 0 || d % 16 != 0) return ops;
   const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
   const size_t kv = al(std::max(kt_->pack_bf16_size(seq, d), kt_->pack_bf16_size(d, seq)));
   const size_t q = al(nb * seq * nh * d * 2);
   const size_t bytes = q + 2 * nb * nh * kv;
   if (w.qkv_bf.size() < bytes) w.qkv_bf.reserve(bytes);
   char* base = w.qkv_bf.as<char>();
-  io->qkv_q = reinterpret_cast<uint16_t*>(base);
-  io->qkv_k = base + q;
-  io->qkv_v = base + q + nb * nh * kv;
-  io->qkv_kv_bytes = static_cast<int64_t>(kv);
-  io->qkv_seq = seq;
-  return true;
+  ops.q = reinterpret_cast<uint16_t*>(base);
+  ops.k = base + q;
+  ops.v = base + q + nb * nh * kv;
+  ops.kv_bytes = static_cast<int64_t>(kv);
+  ops.seq = seq;
+  ops.heads = nh;
+  ops.head_dim = d;
+  // K's and V's packed padding (tokens past seq, features past head_dim) is never written: zero, as the packing
+  // functions leave it
+  if (seq % kt_->bf16_nr != 0 || d % kt_->bf16_nr != 0) std::memset(ops.k, 0, 2 * nb * nh * kv);
+  return ops;
 }
 
 // Attention with both matmuls in BF16 (float32 accumulation): no scales to compute, so unlike INT8 it also pays
 // off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction). The operands
 // come from the float rows of qkv (converted and packed here, per head) or, with `ops`, as a block-sparse QKV wrote
 // them (qkv_bf16_operands: Q's rows read in place, K and V packed).
-void EncoderEngine::attention_bf16(const float* qkv, const LinearIO* ops, const float* mask_bias, int64_t batch,
+void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const float* mask_bias, int64_t batch,
                                    int64_t seq, float* ctx) {
   const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
@@ -882,10 +877,10 @@ void EncoderEngine::attention_bf16(const float* qkv, const LinearIO* ops, const 
     const void *kpack, *vpack;
     int64_t ldq;
     if (ops) {
-      qb = ops->qkv_q + b * seq * H + h * d;
+      qb = ops->q + b * seq * H + h * d;
       ldq = H;
-      kpack = ops->qkv_k + task * ops->qkv_kv_bytes;
-      vpack = ops->qkv_v + task * ops->qkv_kv_bytes;
+      kpack = ops->k + task * ops->kv_bytes;
+      vpack = ops->v + task * ops->kv_bytes;
     } else {
       uint16_t* q16 = c.take<uint16_t>(seq * dp);
       void* k16 = c.take<char>(kt->pack_bf16_size(seq, d));
@@ -1089,21 +1084,19 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     float* qkv = w.qkv.as<float>();
     float* ctx = w.ctx.as<float>();
     float* ff = w.ff.as<float>();
-    bool pads_zeroed = false;
+    // a block-sparse QKV before BF16 attention writes the attention's operands (one buffer for every layer)
+    const bool any_bsr_qkv = std::any_of(layers_.begin(), layers_.end(),
+                                         [](const EncoderLayer& L) { return L.qkv.kind == LinearKind::BsrS8; });
+    const QkvBf16 bf16_ops = any_bsr_qkv ? qkv_bf16_operands(w, nb, seq) : QkvBf16();
     for (auto& L : layers_) {
       LinearIO qio;
       qio.in = xc;
       qio.out = qkv;
-      const bool bf16_operands = qkv_bf16_operands(L, w, nb, seq, &qio);
-      if (bf16_operands && !pads_zeroed) {  // K's and V's packed padding (past seq, past head_dim) is never written
-        pads_zeroed = true;
-        if (seq % kt->bf16_nr != 0 || cfg_.head_dim % kt->bf16_nr != 0)
-          std::memset(qio.qkv_k, 0, 2 * nb * cfg_.heads * qio.qkv_kv_bytes);
-      }
+      if (L.qkv.kind == LinearKind::BsrS8) qio.qkv = bf16_ops;
       linear(L.qkv, qio, Mc);
       lap("qkv");
       if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
-      else if (cfg_.attention_mode == 2) attention_bf16(qkv, bf16_operands ? &qio : nullptr, mbc, nb, seq, ctx);
+      else if (cfg_.attention_mode == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       lap("attention");
       // attn_out and FFN2 finish with their LayerNorm (LinearIO::ln_gamma): the profile's "attn_out" and "ffn2"

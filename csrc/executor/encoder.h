@@ -103,12 +103,9 @@ struct LinearIO {
   // cache), after a barrier otherwise
   const float* ln_gamma = nullptr;
   const float* ln_beta = nullptr;
-  // block-sparse INT8 QKV before BF16 attention: the attention's bf16 operands instead of float rows in `out`
-  // (Epilogue::qkv_q; see EncoderEngine::qkv_bf16_operands)
-  uint16_t* qkv_q = nullptr;
-  char* qkv_k = nullptr;
-  char* qkv_v = nullptr;
-  int64_t qkv_kv_bytes = 0, qkv_seq = 0;
+  // block-sparse INT8 QKV before BF16 attention, with qkv.q set: the attention's bf16 operands instead of float rows
+  // in `out` (Epilogue::qkv; EncoderEngine::qkv_bf16_operands)
+  QkvBf16 qkv;
 };
 
 struct EncoderLayer {
@@ -143,7 +140,7 @@ struct RunResult {
 // its own.
 struct Workspace {
   AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, at_next, row_scale, row_zp;
-  AlignedBuf qkv_bf;  // the BF16 attention operands written by a block-sparse QKV (LinearIO::qkv_q)
+  AlignedBuf qkv_bf;  // the BF16 attention operands written by a block-sparse QKV (LinearIO::qkv)
   std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
   int64_t cap_tokens = 0, cap_seq = 0;
 };
@@ -191,10 +188,11 @@ class EncoderEngine {
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // ops: the bf16 operands a block-sparse QKV wrote (qkv_bf16_operands), or null for qkv's float rows
-  void attention_bf16(const float* qkv, const LinearIO* ops, const float* mask_bias, int64_t batch, int64_t seq,
+  void attention_bf16(const float* qkv, const QkvBf16* ops, const float* mask_bias, int64_t batch, int64_t seq,
                       float* ctx);
-  // Whether layer L's QKV writes the BF16 attention's operands itself (then `io` says where), for nb sequences
-  bool qkv_bf16_operands(const EncoderLayer& L, Workspace& w, int64_t nb, int64_t seq, LinearIO* io) const;
+  // Where a block-sparse QKV writes the BF16 attention's operands for nb sequences (w.qkv_bf, the packings' padding
+  // zeroed), or q null where it cannot (another attention precision, seq or head_dim not a multiple of 16)
+  QkvBf16 qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) const;
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);

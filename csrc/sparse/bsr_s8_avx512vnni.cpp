@@ -144,9 +144,10 @@ using PieceFn = void (*)(const float (*)[128], int, int64_t, int64_t, int64_t, i
 // The general end of a tile, one 16 x 16 piece: transpose back to token rows and finish them in registers: bias,
 // then (in the shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so
 // neither the activation nor the requantization makes a second pass over the output (c is not written when out_u8
-// is set). Specialised on what the layer's epilogue does: a piece's instruction count is what it costs (it runs
-// between two tiles' dot products, with the vpdpbusd port idle), and the run-time form spent more of them testing
-// the epilogue's fields per row and moving the transposed rows through the stack than finishing them.
+// is set). Specialised on what the layer's epilogue does: a piece's instruction count is what it costs (its
+// shuffles and float ops take the issue ports the dot products use: bench/results/port_contention.md), and the
+// run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
+// the stack than finishing them.
 template <Act A, bool Residual, bool OutU8>
 void finish_piece(const float (*t)[128], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                   int64_t ldc, const Epilogue& epi) {
@@ -184,7 +185,7 @@ __attribute__((target("avx512bf16"))) inline __m512i interleave(__m512 lo, __m51
   return _mm512_permutexvar_epi16(pairs, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
-// QKV before BF16 attention (Epilogue::qkv_q): piece v of a tile written as the attention's bf16 operands instead
+// QKV before BF16 attention (Epilogue::qkv): piece v of a tile written as the attention's bf16 operands instead
 // of float rows. Each value is the float finish_piece stores (the dequantized sum plus the bias, the same add),
 // rounded to bf16 by vcvtne2ps2bf16 (nearest even) as the attention's own conversions of float rows do: the same
 // bits, at half the bytes, and the attention no longer converts or packs. K needs no transpose: two output rows (a
@@ -196,17 +197,18 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128]
   (void)nb1;
   (void)c;
   (void)ldc;
-  const int64_t d = epi.qkv_head_dim, width = epi.qkv_heads * d, seq = epi.qkv_seq, nr = kBf16Nr;
+  const QkvBf16& ops = epi.qkv;
+  const int64_t d = ops.head_dim, width = ops.heads * d, seq = ops.seq, nr = kBf16Nr;
   const int64_t part = nb0 / width, h = nb0 % width / d, f0 = nb0 % d;  // Q, K or V; head; its first feature
-  const int64_t token = epi.qkv_token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;  // 16 tokens of sequence b
+  const int64_t token = ops.token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;  // 16 tokens of sequence b
   const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
   const __mmask16 tokens = first(rows);
   const auto y = [&](int i) {  // output row nb0 + i over the piece's 16 tokens, as finish_piece adds its bias
     return _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]), _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f));
   };
-  const int64_t head = b * epi.qkv_heads + h;
+  const int64_t head = b * ops.heads + h;
   if (part == 1) {  // K: [token panel][feature pair][token][2]; pair f0 / 2 + p holds rows 2p, 2p + 1
-    uint16_t* dst = reinterpret_cast<uint16_t*>(epi.qkv_k + head * epi.qkv_kv_bytes) + (s0 / nr) * (d / 2) * nr * 2 +
+    uint16_t* dst = reinterpret_cast<uint16_t*>(ops.k + head * ops.kv_bytes) + (s0 / nr) * (d / 2) * nr * 2 +
                     (s0 % nr) * 2;
     for (int p = 0; p < 8; ++p)
       _mm512_mask_storeu_epi32(dst + (f0 / 2 + p) * nr * 2, tokens, interleave(y(2 * p), y(2 * p + 1)));
@@ -240,7 +242,7 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128]
   }
   if (part == 0) {
     // x[r] lane L: token 4L + r, pairs 0-3; x[4 + r] lane L: the same token, pairs 4-7. A row is [x[r].L, x[4+r].L]
-    uint16_t* dst = epi.qkv_q + token * width + h * d + f0;
+    uint16_t* dst = ops.q + token * width + h * d + f0;
     const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
 #pragma GCC unroll 4
     for (int r = 0; r < 4; ++r) {
@@ -255,7 +257,7 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128]
   }
   // V: x[r]'s lanes are rows 0-3 at token pair r, rows 0-3 at pair r + 4, rows 8-11 at r, rows 8-11 at r + 4;
   // x[4 + r]'s the same for rows 4-7 and 12-15. Pair q's packed row is features (rows) 0-15 in order
-  uint16_t* dst = reinterpret_cast<uint16_t*>(epi.qkv_v + head * epi.qkv_kv_bytes) + (f0 / nr) * (seq / 2) * nr * 2 +
+  uint16_t* dst = reinterpret_cast<uint16_t*>(ops.v + head * ops.kv_bytes) + (f0 / nr) * (seq / 2) * nr * 2 +
                   (f0 % nr) * 2;
   const __m512i at_r = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), at_r4 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
 #pragma GCC unroll 4
@@ -274,7 +276,7 @@ PieceFn finish_piece_for(const Epilogue& epi) {
 }
 
 PieceFn finish_piece_for(const Epilogue& epi) {
-  if (epi.qkv_q) return finish_qkv_bf16;
+  if (epi.qkv.q) return finish_qkv_bf16;
   switch (epi.act) {
     case Act::None: return finish_piece_for<Act::None>(epi);
     case Act::GeluErf: return finish_piece_for<Act::GeluErf>(epi);
