@@ -25,7 +25,7 @@ from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
 
 def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int, seq: int, iters: int,
-            threads: int) -> dict:
+            threads: int, sparse: str = "tune") -> dict:
     info = peers.prepare_model(model, sparsity=sparsity, pattern=pattern)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, info.vocab_size - 1, size=(batch, seq)).astype(np.int64)
@@ -33,7 +33,7 @@ def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int
     calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}] if quantize == "int8-static" else None
     t0 = time.perf_counter()
     eng = compile_encoder(info.hf_dir, quantize=None if quantize == "fp32" else quantize, calibration=calib,
-                          threads=threads)
+                          threads=threads, sparse="tune" if sparse == "tune" else None)
     compile_s = time.perf_counter() - t0
     for _ in range(3):
         eng.run(input_ids=ids, attention_mask=mask)
@@ -60,7 +60,7 @@ def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int
         tuned[kind] += d["ms"][d["chosen"]]
         formats[kind][d["chosen"]] += 1
     return {"model": model, "sparsity": sparsity, "pattern": pattern, "quantize": quantize, "batch": batch,
-            "seq": seq, "threads": threads, "iters": iters, "compile_s": compile_s, "wall_ms": wall_ms,
+            "seq": seq, "threads": threads, "sparse": sparse, "iters": iters, "compile_s": compile_s, "wall_ms": wall_ms,
             "ops_ms": ops, "tuned_kernel_ms": dict(tuned),
             "formats": {k: dict(v) for k, v in formats.items()}, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                      time.gmtime())}
@@ -96,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sparse", default="tune", choices=["tune", "first"],
+                    help="tune: the planner times dense and sparse formats per layer (the default); first: every "
+                         "layer takes the first sparse format its pattern admits, untimed (compile_encoder sparse=None)")
     ap.add_argument("--out", default="bench/results/profile_encoder")
     args = ap.parse_args(argv)
     r = profile(args.model, args.sparsity, args.pattern, args.quantize, args.batch, args.seq, args.iters,
-                args.threads)
+                args.threads, args.sparse)
     write(r, Path(args.out), "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     print(Path(args.out).with_suffix(".md").read_text())
     return 0

@@ -82,15 +82,20 @@ struct PackedS8 {
   int32_t* col_sum = nullptr;  // sum_k w[n, k], for the activation zero point
 };
 
-// Token alignment of the sparse kernels' activation re-layouts (bsr_pack_at, spf32_pack_at): a level's tiles hold
+// Token alignment of the sparse FP32 kernels' activation re-layout (spf32_pack_at): a level's tiles hold
 // kSparseAtTile tokens (or a divisor of it), tile after tile, so the tokens from an aligned m0 on are the
 // re-layout of a call of their own, and the executor can hand each thread a range of tokens
 constexpr int64_t kSparseAtTile = 128;
-// Where the block-sparse INT8 re-layout (tiles as above, round4(k) bytes per token, each token's input quad 4 bytes
-// within a tile's 512-byte quad row) holds token m0 (a multiple of 16): a call of its own may start there if it
+// The same for the block-sparse INT8 re-layout (bsr_pack_at): tiles of kBsrAtTile tokens, round4(k) bytes per
+// token, each token's input quad 4 bytes within a tile's 256-byte quad row. 64 tokens, one thread's share of a
+// 128-token sequence, so that share is one contiguous tile: with 128-token tiles a thread's 64 tokens were half of
+// every 512-byte quad row, and its slice of At (48 KiB at K = 768) sat on half of L1's sets
+// (bench/results/profile_block90_int8_attile64.md, _attile64_1x4.md)
+constexpr int64_t kBsrAtTile = 64;
+// Where the block-sparse INT8 re-layout holds token m0 (a multiple of 16): a call of its own may start there if it
 // ends within that tile; from a tile-aligned m0 it may run on across tiles. (m0 * round4(k) when m0 is aligned.)
 inline int64_t bsr_at_offset(int64_t m0, int64_t k) {
-  return (m0 / kSparseAtTile) * kSparseAtTile * ((k + 3) / 4 * 4) + (m0 % kSparseAtTile) * 4;
+  return (m0 / kBsrAtTile) * kBsrAtTile * ((k + 3) / 4 * 4) + (m0 % kBsrAtTile) * 4;
 }
 // Whether a block-sparse INT8 layer with this activation can write the next block-sparse layer's re-layout
 // itself (Epilogue::out_at): its tile is then finished while the tokens run along the lanes, four output rows per
@@ -162,7 +167,7 @@ struct KernelTable {
                            int32_t* sum_out);
   // ---- block-sparse INT8 GEMM (1x4 blocks) ----
   // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly; else tiles
-  // as kSparseAtTile says, round4(k) bytes per token: an aligned m0 starts at at + m0 * round4(k))
+  // as kBsrAtTile says, round4(k) bytes per token: an aligned m0 starts at at + m0 * round4(k))
   size_t (*bsr_at_size)(int64_t m, int64_t k);
   // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
   void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);

@@ -100,8 +100,9 @@ Epilogue rows_from(const Epilogue& e, int64_t m0) {
   return r;
 }
 
-// A sparse Linear with at least two re-layout tiles per thread splits its tokens between the threads (each keeps
-// the whole weight and only its own part of the re-layout in L2); with fewer it splits its output rows.
+// A sparse Linear with at least two FP32 re-layout tiles (kSparseAtTile tokens; four block-sparse INT8 ones) per
+// thread splits its tokens between the threads in whole tiles (each keeps the whole weight and only its own part
+// of the re-layout in L2); with fewer it splits its output rows.
 bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseAtTile * nt; }
 
 // Below that, a block-sparse INT8 Linear whose output rows need no grouping still splits its tokens, in multiples
@@ -784,7 +785,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           // this thread's tokens m0 .. m1-1 as calls of their own: one from a tile-aligned m0, else one per
           // re-layout tile they touch (bsr_at_offset)
           for (int64_t p = m0; p < m1;) {
-            const int64_t end = short_split ? std::min(m1, (p / kSparseAtTile + 1) * kSparseAtTile) : m1;
+            const int64_t end = short_split ? std::min(m1, (p / kBsrAtTile + 1) * kBsrAtTile) : m1;
             kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k), end - p, bw, io.out + p * L.n, L.n, n0,
                             n1, rows_from(epi, p));
             p = end;
@@ -1109,7 +1110,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
         // bsr_pack_at for FFN2)
         const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
-                               kt->bsr_at_size(kSparseAtTile, 4) > 0 && bsr_fills_next_at(cfg_.act);
+                               kt->bsr_at_size(kBsrAtTile, 4) > 0 && bsr_fills_next_at(cfg_.act);
         LinearIO up;
         up.in = x1;
         up.out = ff;

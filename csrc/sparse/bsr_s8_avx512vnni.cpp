@@ -2,9 +2,9 @@
 //
 // The weight is the sparse operand: row n keeps a list of non-zero 4-byte blocks. vpdpbusd wants the 4 bytes of a
 // block against the 4 matching activation bytes of 16 tokens, so activations are re-laid out per call, in tiles of
-// 128 tokens, as At[tile][k/4][128][4] (tokens along the vector: one 64-byte load = 16 tokens x 4 features) with
+// 64 tokens, as At[tile][k/4][64][4] (tokens along the vector: one 64-byte load = 16 tokens x 4 features) with
 // 16x16 32-bit transposes. Each non-zero block then costs one broadcast and, per 16 tokens, one load + one
-// vpdpbusd: no work is spent on zeros. Results come out as Y^T tiles (16 output rows x up to 128 tokens), are
+// vpdpbusd: no work is spent on zeros. Results come out as Y^T tiles (16 output rows x up to 64 tokens), are
 // dequantized, transposed back with the same 16x16 transpose and finished piece by piece (bias, activation,
 // residual, requantization for the next INT8 layer) before they are stored. See docs/kernels.md.
 #define TF_ISA_NS avx512
@@ -31,16 +31,18 @@ inline __m512i bcast_quad(const int8_t* p) {
 }
 
 // At is stored in tiles of kAtTile tokens, At[m / kAtTile][k/4][kAtTile][4]: a tile's slice for one input quad is
-// 512 contiguous bytes and quads are 512 bytes apart whatever the call's token count. (One [k/4][m][4] array put
+// 256 contiguous bytes and quads are 256 bytes apart whatever the call's token count. (One [k/4][m][4] array put
 // the quads m * 4 bytes apart: 8 KiB at 2048 tokens, a stride that maps a tile's whole slice onto a few L1 / L2
 // sets. With this layout and the executor's token split, BERT-base at batch 16 went from 0.86x to 1.54x
 // DeepSparse's throughput: bench/results/sparse_e2e_block_0.9_fused.md -> _tiled.md.)
-constexpr int64_t kAtTile = kSparseAtTile;
-// Token vectors per tile (measured on Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 1x4 blocks best at 8,
-// 4x4 blocks at 4 (5.9x dense INT8); 4x4 with 6 vectors spills its 24 accumulators and drops to 3x)
-#define TF_BSR_V1 8
-#define TF_BSR_V4 4
-#define TF_BSR_V4_LONG 2  // 4x4 blocks on calls of more than one At tile (see gemm_bsr_s8)
+constexpr int64_t kAtTile = kBsrAtTile;
+// Token vectors per kernel tile: one whole At tile (64 tokens), for both block shapes and every call length. 4x4
+// blocks were measured best at 4 (Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 5.9x dense INT8; 6 vectors
+// spill their 24 accumulators and drop to 3x). Over 128-token At tiles, 1x4 blocks had run 8 vectors and 4x4
+// blocks 2 on calls longer than one tile (bench/results/profile_block90_int8_tilevecs.md); over the compact
+// 64-token tiles 4 is as fast or faster for both, and 2 gains nothing on long calls
+// (bench/results/profile_block90_int8_attile64.md, _attile64_1x4.md).
+constexpr int kTileVecs = kAtTile / 16;
 
 // acc[v] (tokens 16v .. of the tile `at` points into, quads m_pad tokens apart) for one output row over its blocks
 template <int V>
@@ -87,7 +89,7 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
 // template parameter (GELU-erf, ReLU or none: those act16 does in registers), so act16's row-loop call for the
 // other forms folds away and no call sits in the loop.
 template <int V, Act A>
-void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
+void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
   const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
@@ -138,7 +140,7 @@ void finish_u8_rows(const float (*t)[128], int64_t m, int64_t m0, int64_t nb0, i
 }
 
 // Piece v of a tile's general epilogue (tokens m0 + 16v .. m0 + 16v + 15, output rows nb0 .. nb1 - 1)
-using PieceFn = void (*)(const float (*)[128], int, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
+using PieceFn = void (*)(const float (*)[64], int, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
                          const Epilogue&);
 
 // The general end of a tile, one 16 x 16 piece: transpose back to token rows and finish them in registers: bias,
@@ -149,7 +151,7 @@ using PieceFn = void (*)(const float (*)[128], int, int64_t, int64_t, int64_t, i
 // run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
 // the stack than finishing them.
 template <Act A, bool Residual, bool OutU8>
-void finish_piece(const float (*t)[128], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
+void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                   int64_t ldc, const Epilogue& epi) {
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
@@ -191,7 +193,7 @@ __attribute__((target("avx512bf16"))) inline __m512i interleave(__m512 lo, __m51
 // bits, at half the bytes, and the attention no longer converts or packs. K needs no transpose: two output rows (a
 // pair of K features) over 16 tokens are one 64-byte row of its packed layout; Q and V are transposed to tokens
 // first. Only called when the CPU has AVX512_BF16 (BF16 attention requires it).
-__attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[128], int v, int64_t m, int64_t m0,
+__attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64], int v, int64_t m, int64_t m0,
                                                            int64_t nb0, int64_t nb1, float* c, int64_t ldc,
                                                            const Epilogue& epi) {
   (void)nb1;
@@ -293,7 +295,7 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
   // this tile's tokens within its At tile: the dot products index At as [quad][kAtTile][4] from there
   const uint8_t* at = at_all + (m0 / kAtTile) * ((w.k + 3) / 4) * kAtTile * 4 + (m0 % kAtTile) * 4;
   constexpr int64_t m_pad = kAtTile;
-  alignas(64) float t[16][128];  // Y^T tile: 16 output rows x up to 128 tokens
+  alignas(64) float t[16][64];  // Y^T tile: 16 output rows x up to 64 tokens
   __m512 zp[V], sc[V];
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
@@ -313,18 +315,16 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
   for (int64_t i = 0; i < 16; ++i)
     if (nb0 + i >= nb1)
       for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], _mm512_setzero_ps());
-  bool rows4 = false;
-  // 4x4 blocks run at most TF_BSR_V4 token vectors (gemm_bsr_s8): wider tiles are 1x4 only, and their 4 x V
-  // accumulators would not fit the registers (test_codegen checks that no dot product loop spills)
-  if constexpr (V <= TF_BSR_V4) rows4 = w.block_rows == 4;
-  if constexpr (V <= TF_BSR_V4) {
-    for (int64_t i = 0; rows4 && i < 16 && nb0 + i < nb1; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
-      __m512i acc[4][V];
-      const int64_t b = (nb0 + i) / 4;
-      const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-      rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
-      for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
-    }
+  // 4x4 blocks: 4 x V accumulators, which fit the registers up to V = 4 (test_codegen checks that no dot product
+  // loop spills)
+  static_assert(V <= 4, "4 x V accumulators fit the registers");
+  const bool rows4 = w.block_rows == 4;
+  for (int64_t i = 0; rows4 && i < 16 && nb0 + i < nb1; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
+    __m512i acc[4][V];
+    const int64_t b = (nb0 + i) / 4;
+    const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+    rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+    for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
   }
   if (!rows4) {
     for (int64_t i = 0; i < 16 && nb0 + i < nb1; ++i) {
@@ -345,7 +345,8 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
 
 using TileFn = void (*)(const uint8_t*, int64_t, int64_t, const BsrS8&, int64_t, int64_t, float*, int64_t,
                         const Epilogue&, PieceFn);
-const TileFn kTile[9] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>, tile<5>, tile<6>, tile<7>, tile<8>};
+const TileFn kTile[5] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>};
+static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 }  // namespace
 
 size_t bsr_at_size(int64_t m, int64_t k) {
@@ -405,18 +406,12 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
   (void)ldq;
-  // token tiles outside, output rows inside: one tile's slice of the re-laid activations (k/4 x 16V tokens x 4
-  // bytes) stays in L1 while every output row of the range streams its blocks past it
-  // 4x4 blocks on calls of more than one At tile (a group of sequences, a long sequence): 2 token vectors per
-  // tile, so that a tile's At slice at K = 768 (24 KiB) sits in L1 beside the weights and output rows streaming
-  // past it. Measured on the AMX Xeon, BERT-base 90% block INT8, one thread: 30.7 -> 29.5 ms for 2 x 128 tokens,
-  // 59.9 -> 54.2 ms for 384 (bench/results/profile_block90_int8_tilevecs.md); calls of up to 128 tokens keep 4,
-  // measured best at 128 tokens on Zen 5.
-  const int64_t vmax = w.block_rows == 4 ? (m > kAtTile ? TF_BSR_V4_LONG : TF_BSR_V4) : TF_BSR_V1;  // 16 * vmax | kAtTile
+  // token tiles outside, output rows inside: one At tile's slice of the re-laid activations (k/4 x 64 tokens x 4
+  // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   const PieceFn piece = finish_piece_for(epi);
-  for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
+  for (int64_t m0 = 0; m0 < m; m0 += kAtTile) {
     const int64_t vecs = (m - m0 + 15) / 16;
-    const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
+    const TileFn fn = kTile[vecs > kTileVecs ? kTileVecs : vecs];
     for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi, piece);
   }
 }

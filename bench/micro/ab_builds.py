@@ -1,0 +1,133 @@
+"""A/B of native builds: the same encoder profiles (profile_encoder.py) run with two or more builds of the
+`trimformer._core` extension, interleaved round by round so that a shared machine's drift hits every build alike.
+
+Each build is a copy of the extension module (`_core.cpython-*.so`) saved from a build of the commit under test.
+For every run the script copies that file over the installed module (and puts the original back at the end), then
+runs profile_encoder.py in a fresh process. The result is one JSON with every run and a Markdown table of each
+case's median wall time per build over the rounds, with the ops' medians beside it.
+
+    python bench/micro/ab_builds.py --build before=/tmp/before.so --build after=/tmp/after.so \
+        --case "b1s128:batch=1,seq=128" --case "b1s384:batch=1,seq=384" --rounds 2 \
+        --out bench/results/ab_example
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "batch": int, "seq": int,
+             "threads": int, "iters": int, "sparse": str}
+DEFAULTS = {"model": "bert-base", "sparsity": 0.9, "pattern": "block", "quantize": "int8-static", "batch": 1,
+            "seq": 128, "threads": 2, "iters": 60, "sparse": "tune"}
+
+
+def parse_case(text: str) -> tuple[str, dict]:
+    label, _, spec = text.partition(":")
+    case = dict(DEFAULTS)
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in CASE_KEYS:
+            raise SystemExit(f"unknown case key {key!r} in {text!r}; known: {', '.join(CASE_KEYS)}")
+        case[key] = CASE_KEYS[key](value)
+    return label, case
+
+
+def installed_module() -> Path:
+    out = subprocess.run([sys.executable, "-c", "import trimformer._core as c; print(c.__file__)"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def install(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".ab-tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)  # atomic: a process never loads a half-copied module
+
+
+def run_profile(case: dict, out: Path) -> dict:
+    cmd = [sys.executable, str(HERE / "profile_encoder.py"), "--out", str(out)]
+    for key in CASE_KEYS:
+        cmd += [f"--{key}", str(case[key])]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", action="append", required=True, help="NAME=PATH of a saved _core module")
+    ap.add_argument("--case", action="append", required=True,
+                    help="LABEL:key=value,... (keys: " + ", ".join(CASE_KEYS) + ")")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    builds = {}
+    for item in args.build:
+        name, _, path = item.partition("=")
+        if not Path(path).is_file():
+            raise SystemExit(f"build {name!r}: no file {path}")
+        builds[name] = Path(path)
+    cases = dict(parse_case(c) for c in args.case)
+    module = installed_module()
+    original = Path(tempfile.mkdtemp()) / module.name
+    shutil.copyfile(module, original)
+    runs: list[dict] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for rnd in range(args.rounds):
+                names = list(builds) if rnd % 2 == 0 else list(reversed(builds))
+                for label, case in cases.items():
+                    for name in names:
+                        install(builds[name], module)
+                        r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
+                        runs.append({"case": label, "build": name, "round": rnd, **r})
+                        print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
+    finally:
+        install(original, module)
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "builds": {k: str(v) for k, v in
+                                                    builds.items()}, "cases": cases, "runs": runs}, indent=1))
+    first = next(iter(builds))
+    lines = [f"# A/B of native builds ({time.strftime('%Y-%m-%d', time.gmtime())})", "", f"Command: `{command}`", "",
+             "Wall: median over the rounds of each run's median pass (profiler off); ratio against "
+             f"`{first}`. Ops: medians over the rounds of each run's per-op medians (profiled passes).", ""]
+    lines += [f"- {n}" for n in args.note]
+    if args.note:
+        lines.append("")
+    for label, case in cases.items():
+        desc = ", ".join(f"{k} {case[k]}" for k in CASE_KEYS)
+        lines += [f"## {label} ({desc})", ""]
+        ops = sorted({op for r in runs if r["case"] == label for op in r["ops_ms"]})
+        lines += ["| build | wall ms | vs " + first + " | rounds | " + " | ".join(ops) + " |",
+                  "|---|---:|---:|---|" + "---:|" * len(ops)]
+        base = None
+        for name in builds:
+            mine = [r for r in runs if r["case"] == label and r["build"] == name]
+            wall = float(np.median([r["wall_ms"] for r in mine]))
+            base = wall if base is None else base
+            per_op = [float(np.median([r["ops_ms"].get(op, 0.0) for r in mine])) for op in ops]
+            lines.append(f"| {name} | {wall:.2f} | {wall / base:.3f} | "
+                         + " ".join(f"{r['wall_ms']:.2f}" for r in mine) + " | "
+                         + " | ".join(f"{v:.3f}" for v in per_op) + " |")
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
