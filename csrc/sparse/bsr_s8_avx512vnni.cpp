@@ -36,12 +36,14 @@ inline __m512i bcast_quad(const int8_t* p) {
 // sets. With this layout and the executor's token split, BERT-base at batch 16 went from 0.86x to 1.54x
 // DeepSparse's throughput: bench/results/sparse_e2e_block_0.9_fused.md -> _tiled.md.)
 constexpr int64_t kAtTile = kBsrAtTile;
-// Token vectors per kernel tile: one whole At tile (64 tokens), for both block shapes and every call length. 4x4
-// blocks were measured best at 4 (Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 5.9x dense INT8; 6 vectors
-// spill their 24 accumulators and drop to 3x). Over 128-token At tiles, 1x4 blocks had run 8 vectors and 4x4
-// blocks 2 on calls longer than one tile (bench/results/profile_block90_int8_tilevecs.md); over the compact
-// 64-token tiles 4 is as fast or faster for both, and 2 gains nothing on long calls
-// (bench/results/profile_block90_int8_attile64.md, _attile64_1x4.md).
+// Token vectors per kernel tile: one whole At tile (64 tokens) for both block shapes, except on calls of more than
+// two At tiles whose tiles end in float token rows (finish_piece), which run 2 (gemm_bsr_s8). 4x4 blocks were
+// measured best at 4 (Zen 5, 1 thread, 90% sparse, 128 tokens, 768x768: 5.9x dense INT8; 6 vectors spill their 24
+// accumulators and drop to 3x). Over 128-token At tiles, 1x4 blocks had run 8 vectors and 4x4 blocks 2 on calls
+// longer than one tile (bench/results/profile_block90_int8_tilevecs.md); over the compact 64-token tiles 4 is as
+// fast or faster for both on calls of up to two tiles (bench/results/profile_block90_int8_attile64.md,
+// _attile64_1x4.md), and on longer ones for the tiles that end in u8 rows (FFN1) or bf16 attention operands (QKV),
+// while the row-piece epilogues ran slower with 4 there (_attile64_b16.md: MiniLM-L6 at batch 16; _rowpieces.md).
 constexpr int kTileVecs = kAtTile / 16;
 
 // acc[v] (tokens 16v .. of the tile `at` points into, quads m_pad tokens apart) for one output row over its blocks
@@ -409,9 +411,13 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // token tiles outside, output rows inside: one At tile's slice of the re-laid activations (k/4 x 64 tokens x 4
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   const PieceFn piece = finish_piece_for(epi);
-  for (int64_t m0 = 0; m0 < m; m0 += kAtTile) {
+  // tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors on calls of
+  // more than two At tiles: measured faster there (bench/results/profile_block90_int8_attile64_rowpieces.md)
+  const bool row_pieces = !epi.qkv.q && !(epi.out_u8 && !epi.residual && bsr_fills_next_at(epi.act));
+  const int64_t vmax = m > 2 * kAtTile && row_pieces ? 2 : kTileVecs;
+  for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
     const int64_t vecs = (m - m0 + 15) / 16;
-    const TileFn fn = kTile[vecs > kTileVecs ? kTileVecs : vecs];
+    const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
     for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi, piece);
   }
 }
