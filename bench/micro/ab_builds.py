@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         builds[name] = Path(path)
     cases = dict(parse_case(c) for c in args.case)
     module = installed_module()
-    original = Path(tempfile.mkdtemp()) / module.name
-    shutil.copyfile(module, original)
     runs: list[dict] = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        original = Path(tmp) / module.name
+        shutil.copyfile(module, original)
+        try:
             for rnd in range(args.rounds):
                 names = list(builds) if rnd % 2 == 0 else list(reversed(builds))
                 for label, case in cases.items():
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
                         runs.append({"case": label, "build": name, "round": rnd, **r})
                         print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
-    finally:
-        install(original, module)
+        finally:
+            install(original, module)  # the build that was installed before, whatever happened
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,12 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
   }
 }
 
+// Whether a tile of this epilogue ends in finish_u8_rows (requantized without a residual, an activation it does in
+// registers) rather than in 16 x 16 pieces (finish_piece_for)
+inline bool ends_in_u8_rows(const Epilogue& epi) {
+  return epi.out_u8 && !epi.residual && bsr_fills_next_at(epi.act);
+}
+
 // The end of a tile whose layer requantizes without a residual (static INT8 FFN1, whose u8 output FFN2 reads):
 // each output row of the Y^T tile is finished while tokens run along the lanes (bias, activation and quantization
 // are per element: the same float ops in the same order as the transposed path, so the same bytes), and only the
@@ -336,7 +342,7 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
       store_row(i, acc);
     }
   }
-  if (epi.out_u8 && !epi.residual && bsr_fills_next_at(epi.act)) {
+  if (ends_in_u8_rows(epi)) {
     (epi.act == Act::GeluErf ? finish_u8_rows<V, Act::GeluErf>
                              : epi.act == Act::Relu ? finish_u8_rows<V, Act::Relu> : finish_u8_rows<V, Act::None>)(
         t, m, m0, nb0, nb1, epi);
@@ -413,7 +419,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   const PieceFn piece = finish_piece_for(epi);
   // tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors on calls of
   // more than two At tiles: measured faster there (bench/results/profile_block90_int8_attile64_rowpieces.md)
-  const bool row_pieces = !epi.qkv.q && !(epi.out_u8 && !epi.residual && bsr_fills_next_at(epi.act));
+  const bool row_pieces = !epi.qkv.q && !ends_in_u8_rows(epi);
   const int64_t vmax = m > 2 * kAtTile && row_pieces ? 2 : kTileVecs;
   for (int64_t m0 = 0; m0 < m; m0 += 16 * vmax) {
     const int64_t vecs = (m - m0 + 15) / 16;
