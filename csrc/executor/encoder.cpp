@@ -32,6 +32,23 @@ std::vector<float> copy_f32(const std::map<std::string, HostTensor>& t, const st
   return copy_tensor<float>(t, name, 'f', shape);
 }
 
+// Values stored as float32 or as bf16 bit patterns (uint16: block-bf16, nm-bf16), widened to float32 here.
+std::vector<float> copy_f32_or_bf16(const std::map<std::string, HostTensor>& t, const std::string& name,
+                                    const std::vector<int64_t>& shape) {
+  auto it = t.find(name);
+  if (it == t.end() || it->second.dtype != 'h') return copy_f32(t, name, shape);
+  const HostTensor& v = need(t, name, 'h', shape);
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  const uint16_t* bits = static_cast<const uint16_t*>(v.data);
+  std::vector<float> out(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
+    std::memcpy(&out[i], &u, 4);
+  }
+  return out;
+}
+
 // An index array stored as int32 or (when every index fits) uint16, widened to int32.
 std::vector<int32_t> copy_index(const std::map<std::string, HostTensor>& t, const std::string& name,
                                 std::vector<int64_t> shape) {
@@ -412,18 +429,7 @@ void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std
   if (nnzb < 0 || nnzb > nblk * L->k) throw std::invalid_argument("'" + name + "': bad number of stored blocks");
   std::vector<int32_t> cols = copy_index(t, name + ".b41_cols", {nnzb});
   check_rows(name, rowptr, cols, L->k);
-  auto vit = t.find(name + ".b41_values");
-  if (vit != t.end() && vit->second.dtype == 'h') {  // block-bf16: bf16 values widened to float32 here
-    const HostTensor& v = need(t, name + ".b41_values", 'h', {nnzb, 4});
-    const uint16_t* bits = static_cast<const uint16_t*>(v.data);
-    L->sp_values.resize(4 * nnzb);
-    for (int64_t i = 0; i < 4 * nnzb; ++i) {
-      const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-      std::memcpy(&L->sp_values[i], &u, 4);
-    }
-  } else {
-    L->sp_values = copy_f32(t, name + ".b41_values", {nnzb, 4});
-  }
+  L->sp_values = copy_f32_or_bf16(t, name + ".b41_values", {nnzb, 4});
   L->sp_values.resize(4 * nnzb + 16, 0.0f);
   L->kind = LinearKind::SparseF32;
   L->bsr_rows = 4;
@@ -433,8 +439,9 @@ void EncoderEngine::load_block_f32(Linear* L, const std::string& name, const std
   L->bsr_cols.resize(nnzb + 1, 0);
 }
 
-// N:M: shape [n, k, N, M], per row ceil(k / M) * N values and their in-group indices bit-packed (log2 M bits
-// each, little-endian bit order, each row padded to whole bytes).
+// N:M: shape [n, k, N, M], per row ceil(k / M) * N values (float32 for nm-f32, bf16 bits for nm-bf16, INT8 codes
+// for nm-int8) and their in-group indices bit-packed (log2 M bits each, little-endian bit order, each row padded to
+// whole bytes).
 void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
   const std::vector<int32_t> sh = read_shape(t, name + ".nm_shape", 4);
   L->n = sh[0];
@@ -477,7 +484,7 @@ void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<s
     load_static_activation(L, name, t);
     return;
   }
-  L->sp_values = copy_f32(t, name + ".nm_values", {L->n, per_row});
+  L->sp_values = copy_f32_or_bf16(t, name + ".nm_values", {L->n, per_row});  // nm-bf16: widened here
   L->sp_values.resize(L->n * per_row + 16, 0.0f);
   L->nm_idx = std::move(idx);
   L->nm_idx.resize(L->n * per_row + 16, 0);

@@ -67,8 +67,8 @@ def test_registry_block_int8_matches_dense_int8(rng):
 
 # ---- CSR, 4x1 blocks and N:M (issue 3) ----------------------------------------------------------------------------
 
-SPARSE_FORMATS = ["csr-f32", "csr-int8", "block-f32", "block-bf16", "nm-f32", "nm-int8", "block-int8", "bitmask-f32",
-                  "bitmask-int8"]
+SPARSE_FORMATS = ["csr-f32", "csr-int8", "block-f32", "block-bf16", "nm-f32", "nm-bf16", "nm-int8", "block-int8",
+                  "bitmask-f32", "bitmask-int8"]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 5), (13, 22), (33, 130), (9, 64)])
@@ -91,7 +91,7 @@ def test_sparse_formats_round_trip(rng, shape, pattern, sparsity):
         assert set(stored) == set(fmt.suffixes) and fmt.sparse
         assert fmt.logical_shape(stored) == shape
         expect = deq if name.endswith("int8") else w
-        if name == "block-bf16":
+        if name in ("block-bf16", "nm-bf16"):
             expect = get_format("bf16").decode(get_format("bf16").encode(w))
         np.testing.assert_array_equal(fmt.decode(stored), expect, err_msg=name)
 

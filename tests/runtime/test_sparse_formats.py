@@ -48,10 +48,15 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         r = _runner(fmt, w, bias, isa)
         assert r.kind == "bsr-s8"
         np.testing.assert_array_equal(r.run(x, 1, res), ref_s8, err_msg=fmt)
-    # block-bf16: bf16 values widened at load, then the float32 kernel: equals block-f32 on the rounded weight
+    # block-bf16 / nm-bf16: bf16 values widened at load, then the float32 kernel: equal block-f32 / nm-f32 on the
+    # rounded weight
     wb = get_format("bf16").decode(get_format("bf16").encode(w))
     np.testing.assert_array_equal(_runner("block-bf16", w, bias, isa).run(x, 1, res),
                                   _runner("block-f32", wb, bias, isa).run(x, 1, res))
+    if pattern in ("2:4", "4:8"):
+        r = _runner("nm-bf16", w, bias, isa)
+        assert r.kind == "nm-f32"
+        np.testing.assert_array_equal(r.run(x, 1, res), _runner("nm-f32", wb, bias, isa).run(x, 1, res))
 
 
 def test_sparse_storage_shrinks_with_sparsity(rng):
@@ -98,13 +103,15 @@ def test_corrupt_sparse_tensors_fail_clearly(rng):
     _expect_error(dict(good, **{"lin.b41_cols": cols}), "out of range")
     _expect_error(dict(good, **{"lin.b41_values": good["lin.b41_values"][:-1]}), "shape")
     w = _weight(rng, 12, 20, "2:4", 0.0)
-    for fmt in ("nm-f32", "nm-int8"):
+    for fmt in ("nm-f32", "nm-bf16", "nm-int8"):
         good = {"lin" + s: t for s, t in get_format(fmt).encode(w).items()}
         idx = good["lin.nm_index"].copy()
         idx[0, 0] = 0b0000_0101  # first group: indices 1 then 1 (not increasing)
         _expect_error(dict(good, **{"lin.nm_index": idx}), "increase")
         _expect_error(dict(good, **{"lin.nm_shape": np.array([12, 20, 3, 4], np.int32)}), "2:4 and 4:8")
         _expect_error(dict(good, **{"lin.nm_index": idx[:, :-1]}), "shape")
+        values = "lin.nm_qvalues" if fmt == "nm-int8" else "lin.nm_values"
+        _expect_error(dict(good, **{values: good[values][:, :-1]}), "shape")
         _expect_error(dict(good, **{"lin.nm_index": idx.astype(np.int32)}), "dtype")
 
 

@@ -56,6 +56,9 @@ def test_candidates_follow_the_pattern(rng):
     nm = w * magnitude_mask(w, 0.0, "2:4")
     assert sparse_candidates(nm, "f32") == ["nm-f32", "csr-f32"]
     assert sparse_candidates(nm, "int8") == []  # every 1x4 quad of a 2:4 weight holds a non-zero
+    assert sparse_candidates(nm, "bf16") == ["nm-bf16"]
+    assert sparse_candidates(w * magnitude_mask(w, 0.0, "4:8") * magnitude_mask(w, 0.9, "block"), "bf16") == [
+        "block-bf16", "nm-bf16"]  # 4:8 and 90% of 4x4 blocks: the blocks store less
     t = time_formats(unstructured, ["f32", "csr-f32"], tokens=8, iters=2, threads=1)
     assert set(t) == {"f32", "csr-f32"} and all(v > 0 for v in t.values())
 
@@ -217,6 +220,21 @@ def test_bf16_block_sparse_model(rng, tmp_path):
     a = eng.run(ids, mask)["last_hidden_state"]
     assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
     back = tf.load(tf.save(eng, tmp_path / "m"))
+    np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
+
+
+def test_bf16_nm_sparse_model(rng, tmp_path):
+    model = _model()
+    prune_magnitude(model, 0.0, "2:4")
+    ids, mask = _inputs(rng)
+    eng = compile_encoder(model, quantize="bf16", sparse=None)
+    assert eng.formats["layers.0.qkv"] == "nm-bf16"
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    a = eng.run(ids, mask)["last_hidden_state"]
+    assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
+    back = tf.load(tf.save(eng, tmp_path / "m"))
+    assert back.formats["layers.0.qkv"] == "nm-bf16"
     np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
 
 

@@ -8,7 +8,7 @@ here plus its kernels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,8 +90,13 @@ def _dequantized(decode: Callable[[dict[str, np.ndarray]], np.ndarray]) -> Calla
     return run
 
 
-def _bf16_values(t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {**t, ".b41_values": to_bf16_bits(t[".b41_values"])}
+def _bf16_values(t: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    """t with its float32 values under `key` stored as bf16 bit patterns (round to nearest even)."""
+    return {**t, key: to_bf16_bits(t[key])}
+
+
+def _widened(t: Mapping[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+    return {**t, key: from_bf16_bits(t[key])}
 
 
 def _sparse_formats() -> tuple[WeightFormat, ...]:
@@ -112,13 +117,18 @@ def _sparse_formats() -> tuple[WeightFormat, ...]:
                      (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 32, sparse=True),
         WeightFormat("block-bf16", "block-sparse bfloat16 (4x1 blocks like block-f32; the values are widened to "
                      "float32 at load and run by the float32 kernel: bf16 halves the stored bytes, not the compute)",
-                     lambda w: _bf16_values(sp.encode_block4x1(f32(w))),
-                     lambda t: sp.decode_block4x1({**t, ".b41_values": from_bf16_bits(t[".b41_values"])}),
+                     lambda w: _bf16_values(sp.encode_block4x1(f32(w)), ".b41_values"),
+                     lambda t: sp.decode_block4x1(_widened(t, ".b41_values")),
                      (".b41_shape", ".b41_rowptr", ".b41_cols", ".b41_values"), 16, sparse=True),
         WeightFormat("nm-f32", "N:M semi-structured float32 (2:4 or 4:8 along the inputs; values + in-group "
                      "indices at log2(M) bits)", lambda w: sp.encode_nm(f32(w), ".nm_values"),
                      lambda t: sp.decode_nm(t, ".nm_values").astype(np.float32),
                      (".nm_shape", ".nm_values", ".nm_index"), 32, sparse=True),
+        WeightFormat("nm-bf16", "N:M semi-structured bfloat16 (nm-f32's layout with bf16 values; widened to float32 "
+                     "at load and run by the nm-f32 kernel: bf16 halves the stored value bytes, not the compute)",
+                     lambda w: _bf16_values(sp.encode_nm(f32(w), ".nm_values"), ".nm_values"),
+                     lambda t: sp.decode_nm(_widened(t, ".nm_values"), ".nm_values").astype(np.float32),
+                     (".nm_shape", ".nm_values", ".nm_index"), 16, sparse=True),
         WeightFormat("nm-int8", "N:M semi-structured INT8 (values + in-group indices; run on 1x4 input quads)",
                      _quantized(lambda q: sp.encode_nm(q, ".nm_qvalues")),
                      _dequantized(lambda t: sp.decode_nm(t, ".nm_qvalues")),

@@ -298,15 +298,19 @@ _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no patte
 def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
     """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"),
     least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
-    pattern's own layout first): the order used without timing. For "bf16" the only candidate is block-bf16
-    (bf16 storage, float32 kernel)."""
+    pattern's own layout first): the order used without timing. For "bf16" the candidates are nm-bf16 and
+    block-bf16 (bf16 storage, the float32 kernels)."""
     if dense_format not in ("int8", "f32", "bf16"):
         return []
     st = sparsity_stats(w)
-    if dense_format == "bf16":
-        return ["block-bf16"] if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY else []
     nm_work = {"2:4": 0.5, "4:8": 0.5}.get(st["nm"] or "", 1.0)
     work: dict[str, float] = {}
+    if dense_format == "bf16":
+        if st["nm"]:
+            work["nm-bf16"] = nm_work
+        if st["block4x1_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            work["block-bf16"] = st["block4x1_density"]
+        return sorted(work, key=work.get)
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
             work["block-int8"] = st["block_density"]

@@ -1,0 +1,88 @@
+// Throughput of the three vector dot-product instructions a sparse float / bf16 / INT8 kernel could be built on
+// (experiment, not a runtime kernel): 16 independent accumulator chains in registers per instruction kind, timed
+// in cycles of the clock measured by a dependent vpaddd chain. It decides whether an N:M BF16 kernel is worth
+// writing: the two kept inputs of a 2:4 group form exactly one bf16 pair, so with the activations pre-paired for
+// the 6 possible patterns one vdpbf16ps would do a group's work for 16 tokens where nm-f32 needs two FMAs; that
+// only pays if vdpbf16ps issues at least half as often as vfmadd231ps. Results: bench/results/dot_rates.md.
+//
+//   g++ -O2 -march=native -o /tmp/dot_rates bench/micro/dot_rates.cpp && /tmp/dot_rates
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdio>
+
+namespace {
+
+#define TF_DOT_LOOP(NAME, OP)                                                                                    \
+  __attribute__((noinline)) double NAME(long reps, __m512i* io) {                                                \
+    __m512i a0 = io[0], a1 = io[1], a2 = io[2], a3 = io[3], a4 = io[4], a5 = io[5], a6 = io[6], a7 = io[7];      \
+    __m512i a8 = io[8], a9 = io[9], a10 = io[10], a11 = io[11], a12 = io[12], a13 = io[13], a14 = io[14];        \
+    __m512i a15 = io[15];                                                                                        \
+    const __m512i x = _mm512_set1_epi32(0x3f803f80), y = _mm512_set1_epi32(0x3c003c00);                         \
+    const auto t0 = std::chrono::steady_clock::now();                                                            \
+    for (long r = 0; r < reps; ++r) {                                                                            \
+      D(a0) D(a1) D(a2) D(a3) D(a4) D(a5) D(a6) D(a7) D(a8) D(a9) D(a10) D(a11) D(a12) D(a13) D(a14) D(a15)     \
+    }                                                                                                            \
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();             \
+    io[0] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),               \
+                             _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));              \
+    io[1] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)),             \
+                             _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));          \
+    return sec;                                                                                                  \
+  }
+
+#define D(acc) asm volatile(OP : "+v"(acc) : "v"(x), "v"(y));
+#define OP "vfmadd231ps %1, %2, %0"
+TF_DOT_LOOP(run_fma, OP)
+#undef OP
+#define OP "vdpbf16ps %1, %2, %0"
+TF_DOT_LOOP(run_dpbf16, OP)
+#undef OP
+#define OP "vpdpbusd %1, %2, %0"
+TF_DOT_LOOP(run_dpbusd, OP)
+#undef OP
+
+// GHz of a dependent vpaddd chain (one instruction per cycle)
+double clock_ghz() {
+  __m512i a = _mm512_set1_epi32(1);
+  const __m512i b = _mm512_set1_epi32(2);
+  const long n = 100000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long i = 0; i < n; ++i)
+    asm volatile("vpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0" : "+v"(a) : "v"(b));
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return 4.0 * n / sec / 1e9;
+}
+
+// instructions per cycle, best of 5 runs of 16 chains x reps
+double per_cycle(double (*f)(long, __m512i*), double ghz) {
+  alignas(64) __m512i io[16];
+  for (int i = 0; i < 16; ++i) io[i] = _mm512_setzero_si512();  // normal floats throughout: no denormal assists
+  const long reps = 5000000;
+  f(reps / 20, io);  // warm up
+  double best = 1e30;
+  for (int t = 0; t < 5; ++t) {
+    const double sec = f(reps, io);
+    if (sec < best) best = sec;
+  }
+  return 16.0 * reps / (best * ghz * 1e9);
+}
+
+}  // namespace
+
+int main() {
+  const double ghz = clock_ghz();
+  std::printf("clock (dependent vpaddd chain): %.2f GHz\n", ghz);
+  const struct {
+    const char* name;
+    double (*f)(long, __m512i*);
+    int macs;  // multiply-adds per instruction
+  } kinds[] = {{"vfmadd231ps zmm (fp32)", run_fma, 16}, {"vdpbf16ps zmm (bf16 pairs)", run_dpbf16, 32},
+               {"vpdpbusd zmm (u8 x s8 quads)", run_dpbusd, 64}};
+  std::printf("| instruction (16 chains) | per cycle | multiply-adds per cycle |\n|---|---|---|\n");
+  for (const auto& k : kinds) {
+    const double ipc = per_cycle(k.f, ghz);
+    std::printf("| %s | %.2f | %.1f |\n", k.name, ipc, ipc * k.macs);
+  }
+  return 0;
+}
