@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import platform
 import sys
 import time
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 from harness import make_inputs, time_runner  # noqa: E402
 
-PRECISIONS = {"fp32": None, "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
+PRECISIONS = {"fp32": None, "bf16": "bf16", "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio": med["sparse"] / med["dense"], "sparse_formats": formats})
                 print(f"{model} {prec} b{b}: dense {med['dense']:.2f} ms, {args.pattern} {med['sparse']:.2f} ms "
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
+    from trimformer import _core
+
+    no_amx = os.environ.get("TRIMFORMER_NO_AMX", "")
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor(),
-              "command": "python bench/bench_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16": _core.gemm_bf16_kernel()},
+              "command": (f"TRIMFORMER_NO_AMX={no_amx} " if no_amx else "") + "python bench/bench_nm.py "
+              + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     write_markdown(report, out)
@@ -85,7 +91,8 @@ def write_markdown(report: dict, out: Path) -> None:
     lines = [f"# {report['pattern']} end to end vs our dense kernels on the same weights", "",
              f"- date (UTC): {report['date']}; {report['threads']} threads; {report['rounds']} alternating rounds, "
              f"medians of pooled per-call latencies; seq {report['rows'][0]['seq'] if report['rows'] else '?'}",
-             f"- command: `{report['command']}`", "",
+             f"- command: `{report['command']}`",
+             f"- our dense kernels: {report.get('dense_kernels', 'not recorded')}", "",
              "Goal: the N:M model faster than our dense kernel of the same precision at batch 1 and 16 "
              "(ratio < 1.00).", "",
              "| model | precision | batch | dense ms | N:M ms | ratio | goal | formats the planner kept |",
