@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     no_amx = os.environ.get("TRIMFORMER_NO_AMX", "")
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor(),
-              "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16": _core.gemm_bf16_kernel()},
+              "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16 GEMM": _core.gemm_bf16_kernel(),
+                                "bf16 Linears": _core.bf16_linear_kernel()},
               "command": (f"TRIMFORMER_NO_AMX={no_amx} " if no_amx else "") + "python bench/bench_nm.py "
               + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)

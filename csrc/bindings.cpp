@@ -678,6 +678,13 @@ NB_MODULE(_core, m) {
     if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16()) return std::string("none");
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
+  // what dense bf16 Linears run on at the detected level: "amx", "avx512_bf16" (where vdpbf16ps measures faster
+  // than the float32 GEMM) or "f32" (the weights widened: no BF16 GEMM, or a slower one)
+  m.def("bf16_linear_kernel", []() {
+    const tf::KernelTable& kt = tf::kernels_for(tf::detect_isa());
+    if (!tf::bf16_gemm_preferred(kt)) return std::string("f32");
+    return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
+  });
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("softmax_bf16", &k_softmax_bf16, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");

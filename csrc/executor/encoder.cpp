@@ -40,13 +40,7 @@ std::vector<float> copy_f32_or_bf16(const std::map<std::string, HostTensor>& t, 
   const HostTensor& v = need(t, name, 'h', shape);
   int64_t n = 1;
   for (auto d : shape) n *= d;
-  const uint16_t* bits = static_cast<const uint16_t*>(v.data);
-  std::vector<float> out(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-    std::memcpy(&out[i], &u, 4);
-  }
-  return out;
+  return widen_bf16(static_cast<const uint16_t*>(v.data), n);
 }
 
 // An index array stored as int32 or (when every index fits) uint16, widened to int32.
@@ -174,6 +168,40 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
 
 }  // namespace
 
+bool bf16_gemm_preferred(const KernelTable& kt) {
+  if (!kt.gemm_bf16 || !cpu_has_avx512_bf16()) return false;
+  if (cpu_has_amx_bf16()) return true;
+  static const bool faster = [&kt] {
+    // one thread, 64 tokens x 512 inputs x 256 outputs, each kernel with its own packing and (for bf16) the
+    // activations' conversion, as a Linear runs them; best of 5 interleaved calls
+    const int64_t m = 64, n = 256, k = 512;
+    std::vector<float> a(m * k), c(m * n);
+    std::vector<uint16_t> bits(n * k), a16(m * k);
+    for (int64_t i = 0; i < m * k; ++i) a[i] = static_cast<float>((i * 37) % 101) / 101.0f - 0.5f;
+    for (int64_t i = 0; i < n * k; ++i) bits[i] = static_cast<uint16_t>(0x3c00 + (i * 13) % 512);  // ~0.01-0.03
+    const std::vector<float> wide = widen_bf16(bits.data(), n * k);
+    AlignedBuf pf, pb;
+    pf.reserve(kt.pack_f32_size(n, k));
+    kt.pack_f32_nk(wide.data(), k, n, k, pf.as<float>());
+    pb.reserve(kt.pack_bf16_size(n, k));
+    kt.pack_bf16(bits.data(), n, k, pb.as<void>());
+    const Epilogue epi;
+    double best_f32 = 1e30, best_bf16 = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+      auto t0 = std::chrono::steady_clock::now();
+      kt.gemm_f32(a.data(), k, pf.as<float>(), n, k, c.data(), n, 0, m, 0, n, epi);
+      auto t1 = std::chrono::steady_clock::now();
+      kt.to_bf16_rows(a.data(), k, a16.data(), k, m, k);
+      kt.gemm_bf16(a16.data(), k, pb.as<void>(), n, k, c.data(), n, 0, m, 0, n, epi);
+      auto t2 = std::chrono::steady_clock::now();
+      best_f32 = std::min(best_f32, std::chrono::duration<double>(t1 - t0).count());
+      best_bf16 = std::min(best_bf16, std::chrono::duration<double>(t2 - t1).count());
+    }
+    return best_bf16 < best_f32;
+  }();
+  return faster;
+}
+
 const char* linear_kind_name(LinearKind kind) {
   switch (kind) {
     case LinearKind::Bf16: return "bf16";
@@ -252,12 +280,12 @@ void EncoderEngine::load_linear(Linear* L, const std::string& name, const std::m
     L->n = w.shape[0];
     L->k = w.shape[1];
     const uint16_t* bits = static_cast<const uint16_t*>(w.data);
-    if (kt_->gemm_bf16 && cpu_has_avx512_bf16()) {
+    if (bf16_gemm_preferred(*kt_)) {
       L->bf16 = true;
       L->kind = LinearKind::Bf16;
       L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
       kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
-    } else {  // no BF16 instructions at this level: the same bf16 weights, computed in float32
+    } else {  // no BF16 GEMM worth running here: the same bf16 weights, computed in float32
       const std::vector<float> wide = widen_bf16(bits, L->n * L->k);
       L->packed.reserve(kt_->pack_f32_size(L->n, L->k));
       kt_->pack_f32_nk(wide.data(), L->k, L->n, L->k, L->packed.as<float>());

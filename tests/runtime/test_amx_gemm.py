@@ -96,3 +96,34 @@ def test_amx_bf16_agrees_with_vdpbf16ps():
         runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
     assert runs["0"]["kernel"] == "amx" and runs["1"]["kernel"] == "avx512_bf16"
     np.testing.assert_allclose(runs["0"]["out"], runs["1"]["out"], rtol=1e-5, atol=1e-4)
+
+
+_CHILD_BF16_LINEAR = """
+import json
+import numpy as np
+from trimformer import _core
+from trimformer.formats.registry import get_format
+rng = np.random.default_rng(8)
+w = rng.standard_normal((70, 130)).astype(np.float32)
+x = rng.standard_normal((33, 130)).astype(np.float32)
+r = _core.LinearRunner({"l" + s: t for s, t in get_format("bf16").encode(w).items()}, "l", "", 2)
+print(json.dumps({"kernel": _core.bf16_linear_kernel(), "kind": r.kind, "out": r.run(x, 1, None).tolist()}))
+"""
+
+
+@pytest.mark.skipif(_core.gemm_bf16_kernel() == "none", reason="CPU without AVX512_BF16")
+def test_bf16_linears_run_where_it_measures_faster():
+    # with AMX the BF16 tiles; without, vdpbf16ps only where it beats the float32 GEMM (bf16_gemm_preferred), else
+    # the same bf16 weights widened to float32: either way within bf16 activation rounding of each other
+    runs = {}
+    for off in ("0", "1"):
+        env = dict(os.environ, TRIMFORMER_NO_AMX=off)
+        res = subprocess.run([sys.executable, "-c", _CHILD_BF16_LINEAR], env=env, capture_output=True, text=True,
+                             check=True)
+        runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
+    for run in runs.values():
+        assert run["kind"] == ("f32" if run["kernel"] == "f32" else "bf16")
+    assert runs["0"]["kernel"] == ("amx" if _core.gemm_bf16_kernel() == "amx" else runs["1"]["kernel"])
+    assert runs["1"]["kernel"] in ("avx512_bf16", "f32")
+    a, b = np.asarray(runs["0"]["out"]), np.asarray(runs["1"]["out"])
+    assert np.abs(a - b).max() <= 2e-2 * np.abs(a).max()
