@@ -678,8 +678,8 @@ NB_MODULE(_core, m) {
     if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16()) return std::string("none");
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
-  // what dense bf16 Linears run on at the detected level: "amx", "avx512_bf16" (where vdpbf16ps measures faster
-  // than the float32 GEMM) or "f32" (the weights widened: no BF16 GEMM, or a slower one)
+  // what an encoder's dense bf16 Linears run on at the detected level: "amx", "avx512_bf16" (where vdpbf16ps
+  // measures faster than the float32 GEMM) or "f32" (the weights widened: no BF16 GEMM, or a slower one)
   m.def("bf16_linear_kernel", []() {
     const tf::KernelTable& kt = tf::kernels_for(tf::detect_isa());
     if (!tf::bf16_gemm_preferred(kt)) return std::string("f32");

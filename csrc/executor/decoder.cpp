@@ -13,7 +13,7 @@ namespace tf {
 
 // Stored tensors of a decoder Linear NAME (the registry's suffixes, formats/registry.py):
 //   NAME.weight  f32 [n, k]                      dense float32
-//   NAME.bweight u16 [n, k]                      bfloat16 bits (BF16 GEMM where bf16_gemm_preferred; else widened to float32)
+//   NAME.bweight u16 [n, k]                      bfloat16 bits (BF16 GEMM; widened to float32 without AVX512_BF16)
 //   NAME.qweight s8 [n, k] + NAME.wscale [n]      W8A8: INT8 per-channel weights, u8 activations quantized per token
 //     (+ NAME.outlier_idx i32 [n_o] + NAME.outlier_weight f32 [n, n_o]: LLM.int8() features kept in float32)
 //   NAME.kcodes u8 [n, row_bytes] + NAME.kscales f32 [n, G] (+ NAME.koffsets f32 [n, G])
@@ -133,11 +133,13 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
     L->n = b->shape[0];
     L->k = b->shape[1];
     const uint16_t* bits = static_cast<const uint16_t*>(b->data);
-    if (bf16_gemm_preferred(*kt_)) {
+    // kept on the BF16 GEMM wherever it exists (unlike the encoder's bf16_gemm_preferred): decoding streams the
+    // weights once per token, so their bytes, halved by bf16, matter more than the dot product's issue rate
+    if (kt_->gemm_bf16 && cpu_has_avx512_bf16()) {
       L->kind = DecLinear::BF16;
       L->packed.reserve(kt_->pack_bf16_size(L->n, L->k));
       kt_->pack_bf16(bits, L->n, L->k, L->packed.as<void>());
-    } else {  // no BF16 GEMM worth running here: the same bf16 values computed in float32
+    } else {  // no BF16 instructions at this level: the same bf16 values computed in float32
       L->kind = DecLinear::F32;
       const std::vector<float> wide = widen_bf16(bits, L->n * L->k);
       L->packed.reserve(kt_->pack_f32_size(L->n, L->k));

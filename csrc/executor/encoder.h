@@ -46,7 +46,8 @@ enum class LinearKind : int {
   NmF32 = 5,      // float32 N:M groups with in-group indices (gemm_nm_f32)
 };
 const char* linear_kind_name(LinearKind kind);
-// Whether dense bf16 weights run on the level's BF16 GEMM rather than widened to float32 (the float32 GEMM):
+// Whether an encoder's dense bf16 weights run on the level's BF16 GEMM rather than widened to float32 (the float32
+// GEMM; the decoder keeps bf16 wherever it can, its decode being bound by the weights' bytes):
 // always with AMX tiles; with vdpbf16ps only where it measures faster than the float32 GEMM on a layer-sized
 // product (on Sapphire Rapids vdpbf16ps issues at a quarter of the FMA rate, bench/results/dot_rates.md, and the
 // BF16 GEMM there is slower than the float32 one). Measured once per process (encoder.cpp).

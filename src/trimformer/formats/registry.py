@@ -167,7 +167,8 @@ FORMATS: dict[str, WeightFormat] = {
                      _block_int8_encode, _block_int8_decode,
                      (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values", ".wscale"), 8,
                      int8_activations=True, sparse=True),
-        WeightFormat("bf16", "dense bfloat16 (AMX or AVX512-BF16 kernel where it beats float32; else widened to float32)",
+        WeightFormat("bf16", "dense bfloat16 (AMX / AVX512-BF16 kernel; widened to float32 without AVX512_BF16, "
+                     "and in the encoder where the float32 GEMM measures faster)",
                      lambda w: {".bweight": to_bf16_bits(w)}, lambda t: from_bf16_bits(t[".bweight"]),
                      (".bweight",), 16),
         *_sparse_formats(),
