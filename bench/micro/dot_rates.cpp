@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "vpaddd_clock.h"
+
 namespace {
 
 #define TF_DOT_LOOP(NAME, OP)                                                                                    \
@@ -42,18 +44,6 @@ TF_DOT_LOOP(run_dpbf16, OP)
 TF_DOT_LOOP(run_dpbusd, OP)
 #undef OP
 
-// GHz of a dependent vpaddd chain (one instruction per cycle)
-double clock_ghz() {
-  __m512i a = _mm512_set1_epi32(1);
-  const __m512i b = _mm512_set1_epi32(2);
-  const long n = 100000000;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long i = 0; i < n; ++i)
-    asm volatile("vpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0" : "+v"(a) : "v"(b));
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return 4.0 * n / sec / 1e9;
-}
-
 // instructions per cycle, best of 5 runs of 16 chains x reps
 double per_cycle(double (*f)(long, __m512i*), double ghz) {
   alignas(64) __m512i io[16];
@@ -71,7 +61,7 @@ double per_cycle(double (*f)(long, __m512i*), double ghz) {
 }  // namespace
 
 int main() {
-  const double ghz = clock_ghz();
+  const double ghz = vpaddd_clock_ghz();
   std::printf("clock (dependent vpaddd chain): %.2f GHz\n", ghz);
   const struct {
     const char* name;

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "vpaddd_clock.h"
+
 namespace {
 
 #define TF_OP_LOOP(NAME, OP)                                                                                        \
@@ -59,18 +61,6 @@ TF_OP_LOOP(run_unpack_ymm, "vpunpckldq %t1, %t0, %t0")
 
 using Loop = double (*)(long, int, int, __m512i*);
 
-// GHz of a dependent vpaddd chain (one instruction per cycle)
-double clock_ghz() {
-  __m512i a = _mm512_set1_epi32(1);
-  const __m512i b = _mm512_set1_epi32(2);
-  const long n = 100000000;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long i = 0; i < n; ++i)
-    asm volatile("vpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0\n\tvpaddd %1, %0, %0" : "+v"(a) : "v"(b));
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return 4.0 * n / sec / 1e9;
-}
-
 double cycles_per_rep(Loop f, int d, int s, double ghz) {
   alignas(64) __m512i io[24];
   for (int i = 0; i < 24; ++i) io[i] = _mm512_set1_epi32(i);
@@ -87,7 +77,7 @@ double cycles_per_rep(Loop f, int d, int s, double ghz) {
 }  // namespace
 
 int main() {
-  const double ghz = clock_ghz();
+  const double ghz = vpaddd_clock_ghz();
   std::printf("clock (dependent vpaddd chain): %.2f GHz\n", ghz);
   const int d = 1280, s = 1280;
   const double dots = cycles_per_rep(run_unpack, d, 0, ghz);  // the dot products alone (no other instruction)

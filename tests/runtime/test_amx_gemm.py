@@ -62,12 +62,18 @@ print(json.dumps({"kernel": _core.gemm_s8_kernel(""), "out": out.tobytes().hex()
 """
 
 
-def test_amx_and_vnni_are_bit_identical():
+def _with_and_without_amx(child: str) -> dict[str, dict]:
+    """The JSON that `child` prints last, run in a fresh process with TRIMFORMER_NO_AMX=0 and =1."""
     runs = {}
     for off in ("0", "1"):
         env = dict(os.environ, TRIMFORMER_NO_AMX=off)
-        res = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, check=True)
+        res = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, check=True)
         runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
+    return runs
+
+
+def test_amx_and_vnni_are_bit_identical():
+    runs = _with_and_without_amx(_CHILD)
     assert runs["0"]["kernel"] == "amx" and runs["1"]["kernel"] == "vnni"
     assert runs["0"]["out"] == runs["1"]["out"]
 
@@ -88,12 +94,7 @@ print(json.dumps({"kernel": _core.gemm_bf16_kernel(), "out": out.tolist()}))
 @pytest.mark.skipif(_core.gemm_bf16_kernel() != "amx", reason="CPU/OS without AMX-BF16")
 def test_amx_bf16_agrees_with_vdpbf16ps():
     # the tile sums its pairs in its own order: the same products, float rounding apart
-    runs = {}
-    for off in ("0", "1"):
-        env = dict(os.environ, TRIMFORMER_NO_AMX=off)
-        res = subprocess.run([sys.executable, "-c", _CHILD_BF16], env=env, capture_output=True, text=True,
-                             check=True)
-        runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs = _with_and_without_amx(_CHILD_BF16)
     assert runs["0"]["kernel"] == "amx" and runs["1"]["kernel"] == "avx512_bf16"
     np.testing.assert_allclose(runs["0"]["out"], runs["1"]["out"], rtol=1e-5, atol=1e-4)
 
@@ -115,12 +116,7 @@ print(json.dumps({"kernel": _core.bf16_linear_kernel(), "kind": r.kind, "out": r
 def test_bf16_linears_run_where_it_measures_faster():
     # with AMX the BF16 tiles; without, vdpbf16ps only where it beats the float32 GEMM (bf16_gemm_preferred), else
     # the same bf16 weights widened to float32: either way within bf16 activation rounding of each other
-    runs = {}
-    for off in ("0", "1"):
-        env = dict(os.environ, TRIMFORMER_NO_AMX=off)
-        res = subprocess.run([sys.executable, "-c", _CHILD_BF16_LINEAR], env=env, capture_output=True, text=True,
-                             check=True)
-        runs[off] = json.loads(res.stdout.strip().splitlines()[-1])
+    runs = _with_and_without_amx(_CHILD_BF16_LINEAR)
     for run in runs.values():
         assert run["kind"] == ("f32" if run["kernel"] == "f32" else "bf16")
     assert runs["0"]["kernel"] == ("amx" if _core.gemm_bf16_kernel() == "amx" else runs["1"]["kernel"])

@@ -209,32 +209,19 @@ def test_compile_verbose_shows_the_choice(tmp_path):
     assert "dispatch" in text and "csr-int8" in text and "int8" in text
 
 
-def test_bf16_block_sparse_model(rng, tmp_path):
+@pytest.mark.parametrize("sparsity,pattern,fmt", [(0.9, "block", "block-bf16"), (0.0, "2:4", "nm-bf16")])
+def test_bf16_sparse_model(rng, tmp_path, sparsity, pattern, fmt):
     model = _model()
-    prune_magnitude(model, 0.9, "block")
+    prune_magnitude(model, sparsity, pattern)
     ids, mask = _inputs(rng)
     eng = compile_encoder(model, quantize="bf16", sparse=None)
-    assert eng.formats["layers.0.qkv"] == "block-bf16"
+    assert eng.formats["layers.0.qkv"] == fmt
     with torch.no_grad():
         ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
     a = eng.run(ids, mask)["last_hidden_state"]
     assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
     back = tf.load(tf.save(eng, tmp_path / "m"))
-    np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
-
-
-def test_bf16_nm_sparse_model(rng, tmp_path):
-    model = _model()
-    prune_magnitude(model, 0.0, "2:4")
-    ids, mask = _inputs(rng)
-    eng = compile_encoder(model, quantize="bf16", sparse=None)
-    assert eng.formats["layers.0.qkv"] == "nm-bf16"
-    with torch.no_grad():
-        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
-    a = eng.run(ids, mask)["last_hidden_state"]
-    assert rel_err(a[0], ref[0]) < 2e-2  # bf16 weights, float32 activations and accumulation
-    back = tf.load(tf.save(eng, tmp_path / "m"))
-    assert back.formats["layers.0.qkv"] == "nm-bf16"
+    assert back.formats["layers.0.qkv"] == fmt
     np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], a)
 
 
