@@ -11,7 +11,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "vpaddd_clock.h"
+#include "micro_common.h"
 
 namespace {
 
@@ -26,10 +26,8 @@ namespace {
       D(a0) D(a1) D(a2) D(a3) D(a4) D(a5) D(a6) D(a7) D(a8) D(a9) D(a10) D(a11) D(a12) D(a13) D(a14) D(a15)     \
     }                                                                                                            \
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();             \
-    io[0] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),               \
-                             _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));              \
-    io[1] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)),             \
-                             _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));          \
+    io[0] = sum8(a0, a1, a2, a3, a4, a5, a6, a7);                                                                \
+    io[1] = sum8(a8, a9, a10, a11, a12, a13, a14, a15);                                                          \
     return sec;                                                                                                  \
   }
 

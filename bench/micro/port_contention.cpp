@@ -11,7 +11,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "vpaddd_clock.h"
+#include "micro_common.h"
 
 namespace {
 
@@ -40,12 +40,9 @@ namespace {
       }                                                                                                             \
     }                                                                                                               \
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();                \
-    io[0] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),                  \
-                             _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));                 \
-    io[1] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)),                \
-                             _mm512_add_epi32(_mm512_add_epi32(a12, a13), _mm512_add_epi32(a14, a15)));             \
-    io[2] = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(b0, b1), _mm512_add_epi32(b2, b3)),                  \
-                             _mm512_add_epi32(_mm512_add_epi32(b4, b5), _mm512_add_epi32(b6, b7)));                 \
+    io[0] = sum8(a0, a1, a2, a3, a4, a5, a6, a7);                                                                   \
+    io[1] = sum8(a8, a9, a10, a11, a12, a13, a14, a15);                                                             \
+    io[2] = sum8(b0, b1, b2, b3, b4, b5, b6, b7);                                                                   \
     return sec;                                                                                                     \
   }
 
