@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,14 +34,21 @@ ROWS: dict[str, tuple[str, float | None, str]] = {
     "dense-fp32": ("dense-fp32", None, "dense FP32 (A)"),
     "int8-ptq": ("int8-ptq", 0.5, "static INT8 PTQ"),
     "int8-ptq-smoothquant": ("int8-ptq-smoothquant", 0.5, "static INT8 PTQ + SmoothQuant (V->out), MSE observer"),
+    "obs50-fp32": ("obs50-fp32", None, "one-shot 50% OBS, FP32"),
     "obs50-int8": ("obs50-int8", 1.5, "one-shot 50% OBS + INT8"),
     "magnitude50-int8": ("magnitude50-int8", None, "one-shot 50% magnitude + INT8"),
     "nm24-int8": ("nm24-int8", None, "one-shot 2:4 OBS + INT8"),
     "ffn50-int8": ("ffn50-int8", None, "FFN neurons 50% removed + KD + INT8"),
     "heads50-int8": ("heads50-int8", None, "attention heads 50% removed + KD + INT8"),
     "block80-gradual-kd-int8": ("block80-gradual-kd-int8", None, "80% 4x4-block, gradual magnitude + KD, INT8"),
+    "block80-obs-steps-kd-fp32": ("block80-obs-steps-kd-fp32", None,
+                                  "80% 4x4-block, OBS in 3 steps (50/70/80%) + KD + crops, FP32"),
     "block80-obs-steps-kd-int8": ("block80-obs-steps-kd-int8", 1.0,
                                   "80% 4x4-block, OBS in 3 steps (50/70/80%) + KD + crops, INT8"),
+    "block90-obs-steps-kd-fp32": ("block90-obs-steps-kd-fp32", None,
+                                  "90% 4x4-block, the 80% row + OBS to 90% + 3 epochs KD + crops, FP32"),
+    "block90-obs-steps-kd-int8": ("block90-obs-steps-kd-int8", None,
+                                  "90% 4x4-block, the 80% row + OBS to 90% + 3 epochs KD + crops, INT8"),
 }
 DEFAULT_ROWS = "dense-fp32,int8-ptq,obs50-int8,magnitude50-int8,nm24-int8"
 
@@ -54,6 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recipe", action="append", default=[], metavar="ROW=FILE",
                    help="run ROW with another recipe file (e.g. a shorter schedule), or add a row ROW (no target) "
                         "running FILE, such as a candidate recipe; recorded in the report")
+    p.add_argument("--seed", action="append", default=[], metavar="ROW=FROM",
+                   help="start ROW from a copy of WORK/FROM when WORK/ROW has no output yet: run_recipe resumes from "
+                        "a finished output whose recipe begins with the same stages (e.g. an FP32 row from its INT8 "
+                        "row's trained weights, or a further pruning step from an earlier row's)")
     p.add_argument("--eval-samples", type=int, default=None, help="test samples (default: all 858)")
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batches", default="1,16", help="latency batch sizes")
@@ -169,18 +181,23 @@ def write_png(report: dict[str, Any], path: Path) -> None:
 
     rows, key = report["rows"], report["latency_key"]
     front = pareto(rows, key)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    # points numbered in order of accuracy, the numbers' rows listed beside the plot: short labels do not
+    # overprint each other where rows cluster
+    order = sorted(rows, key=lambda r: -r["accuracy"])
+    for i, r in enumerate(order, 1):
         x, y = r["latency"][key]["median_ms"], 100 * r["accuracy"]
         ax.scatter(x, y, c="tab:red" if r["row"] in front else "tab:blue", s=40)
-        ax.annotate(r["row"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    legend = "\n".join(f"{i:2d}  {r['row']}" for i, r in enumerate(order, 1))
+    fig.text(0.70, 0.5, legend, fontsize=7.5, family="monospace", va="center")
+    fig.subplots_adjust(right=0.68)
     pts = sorted((r["latency"][key]["median_ms"], 100 * r["accuracy"]) for r in rows if r["row"] in front)
     ax.plot([p[0] for p in pts], [p[1] for p in pts], "r--", lw=1)
     ax.axhline(100 * report["dense_accuracy"], color="gray", lw=0.8, ls=":")
     ax.set_xlabel(f"runtime latency {key}, seq {report['seq']} (ms, median)")
     ax.set_ylabel("test accuracy (%) from the runtime")
     ax.set_title("MiniLM-L6 wiki-topics: accuracy vs latency")
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
@@ -195,8 +212,15 @@ def main(argv=None) -> int:
     unknown = [r for r in rows if r not in ROWS and r not in overrides]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; known: {list(ROWS)} (or name a recipe: --recipe ROW=FILE)")
+    seeds = dict(s.split("=", 1) for s in args.seed)
     results = []
     for row in rows:
+        if row in seeds and not (Path(args.work) / row / "summary.json").is_file():
+            src = Path(args.work) / seeds[row]
+            if not (src / "summary.json").is_file():
+                raise SystemExit(f"--seed {row}={seeds[row]}: no finished output in {src} (list that row first)")
+            log(f"{row}: seeded from a copy of {src}")
+            shutil.copytree(src, Path(args.work) / row, dirs_exist_ok=True)
         stem, target, desc = ROWS.get(row, (row, None, f"candidate {row}"))
         recipe_file = Path(overrides.get(row, RECIPES / f"{stem}.yaml")).resolve()
         r = run_row(row, recipe_file, args)
