@@ -119,7 +119,12 @@ def test_bf16_linears_run_where_it_measures_faster():
     runs = _with_and_without_amx(_CHILD_BF16_LINEAR)
     for run in runs.values():
         assert run["kind"] == ("f32" if run["kernel"] == "f32" else "bf16")
-    assert runs["0"]["kernel"] == ("amx" if _core.gemm_bf16_kernel() == "amx" else runs["1"]["kernel"])
-    assert runs["1"]["kernel"] in ("avx512_bf16", "f32")
+    # without AMX each process times the two GEMMs itself: where they are close, two processes may choose apart
+    without_amx = ("avx512_bf16", "f32")
+    assert runs["1"]["kernel"] in without_amx
+    if _core.gemm_bf16_kernel() == "amx":
+        assert runs["0"]["kernel"] == "amx"
+    else:
+        assert runs["0"]["kernel"] in without_amx
     a, b = np.asarray(runs["0"]["out"]), np.asarray(runs["1"]["out"])
     assert np.abs(a - b).max() <= 2e-2 * np.abs(a).max()
