@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
         finally:
             install(original, module)  # the build that was installed before, whatever happened
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    no_amx = os.environ.get("TRIMFORMER_NO_AMX", "")  # the runs inherit it
+    command = (f"TRIMFORMER_NO_AMX={no_amx} " if no_amx else "") + "python " + " ".join(
+        [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "builds": {k: str(v) for k, v in

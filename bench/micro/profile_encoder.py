@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="bert-base", choices=list(peers.MODEL_CONFIGS))
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--pattern", default="block")
-    ap.add_argument("--quantize", default="int8-static", choices=["fp32", "int8-dynamic", "int8-static"])
+    ap.add_argument("--quantize", default="int8-static", choices=["fp32", "bf16", "int8-dynamic", "int8-static"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=30)

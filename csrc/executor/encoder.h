@@ -49,8 +49,9 @@ const char* linear_kind_name(LinearKind kind);
 // Whether an encoder's dense bf16 weights run on the level's BF16 GEMM rather than widened to float32 (the float32
 // GEMM; the decoder keeps bf16 wherever it can, its decode being bound by the weights' bytes):
 // always with AMX tiles; with vdpbf16ps only where it measures faster than the float32 GEMM on a layer-sized
-// product (on Sapphire Rapids vdpbf16ps issues at a quarter of the FMA rate, bench/results/dot_rates.md, and the
-// BF16 GEMM there is slower than the float32 one). Measured once per process (encoder.cpp).
+// product (on Sapphire Rapids vdpbf16ps issues at a quarter of the FMA rate, bench/results/dot_rates.md; with AMX
+// off, a dense bf16 BERT-base pass took 0.73x the time widened: bf16_linear_kernel_noamx.md). Measured once per
+// process (encoder.cpp).
 bool bf16_gemm_preferred(const KernelTable& kt);
 // SparseF32::chunk_ptr for chunks of chunk_k inputs (entries within a row block sorted by input)
 std::vector<int32_t> build_chunk_pointers(const std::vector<int32_t>& rowptr, const int32_t* cols, int64_t k,

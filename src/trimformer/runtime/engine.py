@@ -296,7 +296,7 @@ _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no patte
 
 
 def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
-    """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8" or "f32"),
+    """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8", "f32", "bf16"),
     least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
     pattern's own layout first): the order used without timing. For "bf16" the candidates are nm-bf16 and
     block-bf16 (bf16 storage, the float32 kernels)."""
