@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import platform
 import sys
 import time
@@ -24,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from harness import make_inputs, time_runner  # noqa: E402
+from harness import env_prefix, make_inputs, time_runner  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": "bf16", "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
 
@@ -69,13 +68,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
     from trimformer import _core
 
-    no_amx = os.environ.get("TRIMFORMER_NO_AMX", "")
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor(),
               "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16 GEMM": _core.gemm_bf16_kernel(),
                                 "bf16 Linears": _core.bf16_linear_kernel()},
-              "command": (f"TRIMFORMER_NO_AMX={no_amx} " if no_amx else "") + "python bench/bench_nm.py "
-              + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": env_prefix() + "python bench/bench_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     write_markdown(report, out)

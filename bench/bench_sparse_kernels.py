@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import env_prefix
 from trimformer import _core
 from trimformer.formats.sparsity import magnitude_mask
 from trimformer.runtime.engine import time_formats
@@ -144,10 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
             "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
-            "command": "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
+            "command": env_prefix() + "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
             "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", "")}
-    if meta["no_amx_env"]:
-        meta["command"] = f"TRIMFORMER_NO_AMX={meta['no_amx_env']} " + meta["command"]
     out = Path(args.out)
     write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)

@@ -6,6 +6,7 @@ Kept to numpy + stdlib on purpose: deepsparse_runner.py imports it inside the De
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,13 @@ class Timing:
         if not with_samples:
             d.pop("samples_ms")
         return d
+
+
+def env_prefix() -> str:
+    """The environment a run's kernels depend on, as the shell prefix of its recorded command: TRIMFORMER_NO_AMX
+    (dense INT8 / BF16 on VNNI / vdpbf16ps instead of AMX tiles), or "" when unset."""
+    value = os.environ.get("TRIMFORMER_NO_AMX", "")
+    return f"TRIMFORMER_NO_AMX={value} " if value else ""
 
 
 def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> Inputs:

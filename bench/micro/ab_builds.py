@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import env_prefix  # noqa: E402  (the runs inherit the environment)
 
 HERE = Path(__file__).resolve().parent
 CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "batch": int, "seq": int,
@@ -97,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
         finally:
             install(original, module)  # the build that was installed before, whatever happened
-    no_amx = os.environ.get("TRIMFORMER_NO_AMX", "")  # the runs inherit it
-    command = (f"TRIMFORMER_NO_AMX={no_amx} " if no_amx else "") + "python " + " ".join(
-        [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "builds": {k: str(v) for k, v in
