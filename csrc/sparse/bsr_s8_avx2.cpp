@@ -1,10 +1,250 @@
-// Block-sparse INT8 GEMM for the avx2 level: the generic loops (bsr_s8_generic.inc) with this level's flags.
+// Block-sparse INT8 GEMM for the avx2 level (no VNNI), 1x4 and 4x4 blocks.
+//
+// The same activation re-layout as the AVX-512 kernel (At[m / 64][k / 4][64][4] u8, bsr_at_offset), so the
+// executor's token splits and the FFN1 -> FFN2 direct re-layout (Epilogue::out_at) work unchanged. AVX2 has no
+// u8 x s8 4-way dot product that is exact: vpmaddubsw saturates its 16-bit pair sums (255 * 127 * 2 > 32767). So
+// both operands are widened to 16 bits and multiplied with vpmaddwd, which is exact: 16 bytes of At (4 tokens x
+// one input quad) zero-extend to 16 words, one block row's 4 weights sign-extend into every 64-bit lane, and one
+// vpmaddwd gives each token two 32-bit partial sums (inputs 0+1 and 2+3). The partials stay apart in the
+// accumulators until a row is done (one vphaddd per 8 tokens). Per 4x4 block and 8 tokens: 2 widening loads
+// shared by the 4 rows, 4 weight broadcasts, 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Results come out as
+// Y^T tiles (16 output rows x the pass's tokens), are dequantized with the dense kernel's float operations,
+// transposed to token rows and finished by the level's shared epilogue over the whole row range at once, so the
+// outputs equal the dense INT8 kernel's bit for bit. See docs/kernels.md.
 #define TF_ISA_NS avx2
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 
 namespace tf {
 namespace avx2 {
-#include "bsr_s8_generic.inc"
+
+namespace {
+constexpr int64_t kAtTile = kBsrAtTile;
+
+// One block row's 4 weights, sign-extended to 16 bits, in each 64-bit lane. The broadcast reads memory (a load
+// uop; written as set1 of a scalar, gcc moves the bytes through a general register first).
+inline __m256i weight_row(const int8_t* p) {
+  __m128i r;
+  asm("vpbroadcastd %1, %0" : "=x"(r) : "m"(*reinterpret_cast<const int32_t*>(p)));
+  return _mm256_cvtepi8_epi16(r);
+}
+
+// 4 tokens x one input quad of At, zero-extended to 16 bits
+inline __m256i at_quads(const uint8_t* p) {
+  return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// acc[r][v]: partial sums of output rows r = 0..3 of one 4x4 row block for tokens 4v .. 4v + 3 of the pass
+template <int V>
+inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int8_t* vals, int32_t nb, __m256i (*acc)[V]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
+  for (int32_t j = 0; j < nb; ++j) {
+    const int8_t* w = vals + 16 * j;
+    const __m256i w0 = weight_row(w), w1 = weight_row(w + 4), w2 = weight_row(w + 8), w3 = weight_row(w + 12);
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m256i x = at_quads(ap + 16 * v);
+      acc[0][v] = _mm256_add_epi32(acc[0][v], _mm256_madd_epi16(x, w0));
+      acc[1][v] = _mm256_add_epi32(acc[1][v], _mm256_madd_epi16(x, w1));
+      acc[2][v] = _mm256_add_epi32(acc[2][v], _mm256_madd_epi16(x, w2));
+      acc[3][v] = _mm256_add_epi32(acc[3][v], _mm256_madd_epi16(x, w3));
+    }
+  }
+}
+
+// acc[v] for one output row of 1x4 blocks
+template <int V>
+inline void row_dot(const uint8_t* at, const int32_t* cols, const int8_t* vals, int32_t nb, __m256i* acc) {
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_si256();
+  for (int32_t j = 0; j < nb; ++j) {
+    const __m256i w = weight_row(vals + 4 * j);
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(at_quads(ap + 16 * v), w));
+  }
+}
+
+// 8 floats in each of 8 registers transposed (row i of the result = element i of every input)
+inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// A pass of T tokens (T / 8 groups of 8) over the output rows [n0, n1) of a weight of R x 4 blocks: each group of
+// 16 rows is computed as a Y^T tile, dequantized and stored transposed into the float rows c (token i of the pass
+// at c + i * ldc).
+template <int T, int R>
+struct Pass {
+  static constexpr int V = T / 4;  // 4-token vectors
+  static constexpr int G = T / 8;  // 8-token groups
+  __m256 zp[G], sc[G];             // the tokens' activation zero points and scales
+
+  // row i of the tile t (output row nb0 + i), its partial sums acc[0..V): dequantized into t[i][0..T)
+  static void store_row(float (*t)[T], int64_t i, const __m256i* acc, float cs, float ws, const __m256* zp,
+                        const __m256* sc) {
+    const __m256 csv = _mm256_set1_ps(cs), wsv = _mm256_set1_ps(ws);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      // vphaddd pairs tokens (0, 1, 4, 5 | 2, 3, 6, 7); the qword permute puts them in order
+      const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * g], acc[2 * g + 1]), 0xD8);
+      const __m256 centered = _mm256_sub_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(zp[g], csv));
+      _mm256_store_ps(&t[i][8 * g], _mm256_mul_ps(centered, _mm256_mul_ps(sc[g], wsv)));
+    }
+  }
+
+  void run(const uint8_t* at, const BsrS8& w, int64_t tokens, int64_t nb0, int64_t nb1, float* c,
+           int64_t ldc) const {
+    alignas(32) float t[16][T];
+    const int64_t rows = nb1 - nb0;
+    if constexpr (R == 4) {
+      static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
+      for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
+        __m256i acc[4][V];
+        const int64_t b = (nb0 + i) / 4;
+        const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+        rows4_dot<V>(at, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+        for (int r = 0; r < 4 && i + r < rows; ++r)
+          store_row(t, i + r, acc[r], static_cast<float>(w.col_sum[nb0 + i + r]), w.w_scale[nb0 + i + r], zp, sc);
+      }
+    } else {
+      for (int64_t i = 0; i < rows; ++i) {
+        __m256i acc[V];
+        const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
+        row_dot<V>(at, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
+        store_row(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
+      }
+    }
+    // back to token rows: 8 x 8 transposes of whole pieces, element by element at the edges
+    for (int g = 0; g < G && 8 * g < tokens; ++g)
+      for (int64_t h = 0; h < 16 && h < rows; h += 8) {
+        if (8 * g + 8 <= tokens && h + 8 <= rows) {
+          __m256 r[8];
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(&t[h + i][8 * g]);
+          transpose8(r);
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i) _mm256_storeu_ps(c + (8 * g + i) * ldc + nb0 + h, r[i]);
+        } else {
+          for (int64_t i = 8 * g; i < tokens && i < 8 * g + 8; ++i)
+            for (int64_t j = h; j < rows && j < h + 8; ++j) c[i * ldc + nb0 + j] = t[j][i];
+        }
+      }
+  }
+};
+
+// Writes u8 rows into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go to `at` (that
+// quad row's token 0, a multiple of 8 within its 64-token tile, quad q at at + q * 256), for `groups` groups of 8
+// tokens; tokens from `valid` on are written as zeros. 8 tokens x 8 quads at a time by one 8 x 8 dword transpose.
+void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t groups, int64_t nq, uint8_t* at) {
+  for (int64_t i0 = 0; i0 < 8 * groups; i0 += 8) {
+    uint8_t* dst = at + 4 * i0;
+    int64_t q = 0;
+    if (i0 + 8 <= valid)
+      for (; q + 8 <= nq; q += 8) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i)
+          r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + (i0 + i) * lds + 4 * q));
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int d = 0; d < 8; ++d) _mm256_storeu_ps(reinterpret_cast<float*>(dst + (q + d) * kAtTile * 4), r[d]);
+      }
+    for (; q < nq; ++q)
+      for (int64_t i = 0; i < 8; ++i) {
+        uint32_t v = 0;
+        if (i0 + i < valid) std::memcpy(&v, src + (i0 + i) * lds + 4 * q, 4);
+        std::memcpy(dst + q * kAtTile * 4 + 4 * i, &v, 4);
+      }
+  }
+}
+
+// Tokens per pass: 8 for 4x4 blocks (4 rows x 2 vectors of 4 tokens: 8 accumulators), 16 for 1x4 blocks
+template <int T, int R>
+void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
+                const Epilogue& epi) {
+  Epilogue rest = epi;
+  rest.alpha = 1.0f;
+  const bool requant = epi.out_u8 || epi.out_at;
+  alignas(32) uint8_t q8[T * 64];  // a pass's requantized rows on their way into out_at, 64 columns at a time
+  for (int64_t m0 = 0; m0 < m; m0 += T) {
+    const int64_t tokens = std::min<int64_t>(T, m - m0);
+    Pass<T, R> pass;
+    for (int g = 0; g < Pass<T, R>::G; ++g) {
+      alignas(32) float zp[8] = {0}, sc[8] = {0};
+      for (int64_t i = 0; i < 8 && 8 * g + i < tokens; ++i) {
+        zp[i] = epi.row_zp[m0 + 8 * g + i];
+        sc[i] = epi.row_scale[m0 + 8 * g + i];
+      }
+      pass.zp[g] = _mm256_load_ps(zp);
+      pass.sc[g] = _mm256_load_ps(sc);
+    }
+    const uint8_t* at_pass = at + bsr_at_offset(m0, w.k);  // T divides the 64-token tile
+    float* rows = c + m0 * ldc;
+    for (int64_t nb = n0; nb < n1; nb += 16) pass.run(at_pass, w, tokens, nb, std::min(nb + 16, n1), rows, ldc);
+    // the finish over the pass's whole row range: bias, activation, residual, then the requantization
+    epilogue_f32(rows + n0, ldc, tokens, n1 - n0, m0, n0, rest);
+    if (!requant) continue;
+    if (!epi.out_at) {  // row by row: quantize_u8 fills a row's columns from cols to ldq with the zero point
+      for (int64_t i = 0; i < tokens; ++i)
+        quantize_u8(rows + i * ldc + n0, ldc, epi.out_u8 + (m0 + i) * epi.ld_out_u8 + n0, n1 - n0, 1, n1 - n0,
+                    epi.out_inv_scale, epi.out_zp);
+      continue;
+    }
+    // straight into the next layer's re-layout (n0 is a multiple of 16, so whole quads); no u8 rows
+    uint8_t* dst = epi.out_at + bsr_at_offset(m0, epi.out_at_k);
+    for (int64_t c0 = n0; c0 < n1; c0 += 64) {
+      const int64_t cols = std::min<int64_t>(64, n1 - c0);
+      // (a partial last quad gets the zero point from quantize_u8's padding, as the u8 rows' padding holds)
+      quantize_u8(rows + c0, ldc, q8, 64, tokens, cols, epi.out_inv_scale, epi.out_zp);
+      relayout_quads(q8, 64, tokens, (tokens + 7) / 8, (cols + 3) / 4, dst + (c0 / 4) * kAtTile * 4);
+    }
+  }
+}
+}  // namespace
+
+size_t bsr_at_size(int64_t m, int64_t k) {
+  return static_cast<size_t>((m + kAtTile - 1) / kAtTile * kAtTile * ((k + 3) / 4) * 4 + 64);
+}
+
+void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+  // tokens [m0, m1) and, on the last range, zeros up to the next 16 (whole 16-token groups, as the AVX-512 level)
+  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
+  for (int64_t i0 = m0; i0 < end; i0 += 8)
+    relayout_quads(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), 1, (k + 3) / 4,
+                   at + bsr_at_offset(i0, k));
+}
+
+void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
+                 int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
+  (void)q;
+  (void)ldq;
+  if (w.block_rows == 4) run_passes<8, 4>(at, m, w, c, ldc, n0, n1, epi);
+  else run_passes<16, 1>(at, m, w, c, ldc, n0, n1, epi);
+}
+
 }  // namespace avx2
 }  // namespace tf
