@@ -333,6 +333,7 @@ nb::ndarray<nb::numpy, uint16_t> k_pack_bf16(F32In w, const std::string& how) {
 struct BsrHost {
   std::vector<int32_t> rowptr, cols, col_sum;
   std::vector<int8_t> values;
+  std::vector<int16_t> values16;  // the same values widened (levels with KernelTable::bsr_wide_values read these)
   std::vector<float> w_scale;
   int64_t block_rows = 1;
   tf::BsrS8 view(int64_t n, int64_t k) const {
@@ -343,6 +344,7 @@ struct BsrHost {
     b.rowptr = rowptr.data();
     b.cols = cols.data();
     b.values = values.data();
+    b.values16 = values16.data();
     b.col_sum = col_sum.data();
     b.w_scale = w_scale.data();
     return b;
@@ -374,6 +376,7 @@ BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, i
   h.w_scale.assign(ws, ws + n);
   h.block_rows = R;
   h.values.resize(h.values.size() + 4);  // never empty
+  h.values16.assign(h.values.begin(), h.values.end());
   h.cols.resize(h.cols.size() + 1);
   return h;
 }

@@ -111,6 +111,9 @@ struct BsrS8 {
   const int32_t* rowptr = nullptr;
   const int32_t* cols = nullptr;
   const int8_t* values = nullptr;
+  // the same values widened to 16 bits, in the same order: set (and values unset) for levels whose kernel wants
+  // them (KernelTable::bsr_wide_values)
+  const int16_t* values16 = nullptr;
   const int32_t* col_sum = nullptr;  // per output row: sum of its weights (for the activation zero point)
   const float* w_scale = nullptr;    // per output row
 };
@@ -233,6 +236,10 @@ struct KernelTable {
   // consecutive) straight into the FP32 GEMM's panels, as pack_f32_nk would pack their dense expansion
   void (*pack_f32_bitmask)(const uint64_t* mask, int64_t words, const float* values, int64_t n, int64_t k,
                            float* out);
+  // gemm_bsr_s8 reads BsrS8::values16 (block values widened to 16 bits at load) instead of values: the avx2 level,
+  // whose vpmaddwd needs 16-bit weights (widening them per call cost a shuffle per block row, on a one-per-cycle
+  // port)
+  bool bsr_wide_values;
   // ---- end of the sparse runtime block ----
 };
 

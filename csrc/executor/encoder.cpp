@@ -214,8 +214,8 @@ const char* linear_kind_name(LinearKind kind) {
 }
 
 size_t Linear::weight_bytes() const {
-  return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() + sp_values.size() * 4 +
-         nm_idx.size() + sp_chunk_ptr.size() * 4;
+  return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() +
+         bsr_values16.size() * 2 + sp_values.size() * 4 + nm_idx.size() + sp_chunk_ptr.size() * 4;
 }
 
 void Linear::evict() const {
@@ -227,6 +227,7 @@ void Linear::evict() const {
   flush(bsr_rowptr.data(), bsr_rowptr.size() * 4);
   flush(bsr_cols.data(), bsr_cols.size() * 4);
   flush(bsr_values.data(), bsr_values.size());
+  flush(bsr_values16.data(), bsr_values16.size() * 2);
   flush(sp_values.data(), sp_values.size() * 4);
   flush(sp_chunk_ptr.data(), sp_chunk_ptr.size() * 4);
   flush(nm_idx.data(), nm_idx.size());
@@ -337,6 +338,16 @@ void EncoderEngine::load_static_activation(Linear* L, const std::string& name,
   }
 }
 
+namespace {
+// A block-sparse INT8 weight's values in the form the level's kernel reads (KernelTable::bsr_wide_values: widened
+// to 16 bits, the 8-bit copy freed)
+void widen_bsr_values(Linear* L, const KernelTable& kt) {
+  if (!kt.bsr_wide_values) return;
+  L->bsr_values16.assign(L->bsr_values.begin(), L->bsr_values.end());
+  std::vector<int8_t>().swap(L->bsr_values);
+}
+}  // namespace
+
 // Block-sparse INT8: shape [n, k, block_rows], row-block pointers, block columns (k/4 index), block bytes.
 // Everything is validated here so that a corrupt file is an error, never an out-of-bounds read in a kernel.
 void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
@@ -378,6 +389,7 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
     for (int32_t j = rowptr[b]; j < rowptr[b + 1]; ++j)
       for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
         for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
+  widen_bsr_values(L, *kt_);
   load_static_activation(L, name, t);
 }
 
@@ -411,6 +423,7 @@ void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
   }
   L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
   L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
+  widen_bsr_values(L, *kt_);
 }
 
 // CSR: shape [n, k], row pointers [n + 1], input indices (int32 or uint16) and values (float32 for csr-f32,
@@ -790,6 +803,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.rowptr = L.bsr_rowptr.data();
     bw.cols = L.bsr_cols.data();
     bw.values = L.bsr_values.data();
+    bw.values16 = L.bsr_values16.data();
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();

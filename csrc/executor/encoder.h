@@ -65,6 +65,7 @@ struct Linear {
   LinearKind kind = LinearKind::F32;
   std::vector<int32_t> bsr_rowptr, bsr_cols;  // BsrS8 and SparseF32 row (block) pointers and input indices
   std::vector<int8_t> bsr_values;
+  std::vector<int16_t> bsr_values16;  // bsr_values widened, in their place, where the level wants them
   int64_t bsr_rows = 1;
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)

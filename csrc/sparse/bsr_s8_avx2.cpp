@@ -4,10 +4,10 @@
 // executor's token splits and the FFN1 -> FFN2 direct re-layout (Epilogue::out_at) work unchanged. AVX2 has no
 // u8 x s8 4-way dot product that is exact: vpmaddubsw saturates its 16-bit pair sums (255 * 127 * 2 > 32767). So
 // both operands are widened to 16 bits and multiplied with vpmaddwd, which is exact: 16 bytes of At (4 tokens x
-// one input quad) zero-extend to 16 words, one block row's 4 weights sign-extend into every 64-bit lane, and one
+// one input quad) zero-extend to 16 words, one block row's 4 weights (widened at load) fill every 64-bit lane, and one
 // vpmaddwd gives each token two 32-bit partial sums (inputs 0+1 and 2+3). The partials stay apart in the
 // accumulators until a row is done (one vphaddd per 8 tokens). Per 4x4 block and 8 tokens: 2 widening loads
-// shared by the 4 rows, 4 weight broadcasts, 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Results come out as
+// shared by the 4 rows, 4 weight broadcasts (loads), 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Results come out as
 // Y^T tiles (16 output rows x the pass's tokens), are dequantized with the dense kernel's float operations,
 // transposed to token rows and finished by the level's shared epilogue over the whole row range at once, so the
 // outputs equal the dense INT8 kernel's bit for bit. See docs/kernels.md.
@@ -26,12 +26,13 @@ namespace avx2 {
 namespace {
 constexpr int64_t kAtTile = kBsrAtTile;
 
-// One block row's 4 weights, sign-extended to 16 bits, in each 64-bit lane. The broadcast reads memory (a load
-// uop; written as set1 of a scalar, gcc moves the bytes through a general register first).
-inline __m256i weight_row(const int8_t* p) {
-  __m128i r;
-  asm("vpbroadcastd %1, %0" : "=x"(r) : "m"(*reinterpret_cast<const int32_t*>(p)));
-  return _mm256_cvtepi8_epi16(r);
+// One block row's 4 weights (widened to 16 bits at load: BsrS8::values16) in each 64-bit lane: a broadcast from
+// memory, a load uop only. (Sign-extending 8-bit weights here took a vpmovsxbw per block row, which issues once per
+// cycle on Zen 3, as often as a 4x4 block's 2 activation loads and 8 vpmaddwd together would need.)
+inline __m256i weight_row(const int16_t* p) {
+  __m256i r;
+  asm("vpbroadcastq %1, %0" : "=x"(r) : "m"(*reinterpret_cast<const int64_t*>(p)));
+  return r;
 }
 
 // 4 tokens x one input quad of At, zero-extended to 16 bits
@@ -41,13 +42,13 @@ inline __m256i at_quads(const uint8_t* p) {
 
 // acc[r][v]: partial sums of output rows r = 0..3 of one 4x4 row block for tokens 4v .. 4v + 3 of the pass
 template <int V>
-inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int8_t* vals, int32_t nb, __m256i (*acc)[V]) {
+inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals, int32_t nb, __m256i (*acc)[V]) {
 #pragma GCC unroll 4
   for (int r = 0; r < 4; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_si256();
   for (int32_t j = 0; j < nb; ++j) {
-    const int8_t* w = vals + 16 * j;
+    const int16_t* w = vals + 16 * j;
     const __m256i w0 = weight_row(w), w1 = weight_row(w + 4), w2 = weight_row(w + 8), w3 = weight_row(w + 12);
     const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
 #pragma GCC unroll 4
@@ -63,7 +64,7 @@ inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int8_t* vals
 
 // acc[v] for one output row of 1x4 blocks
 template <int V>
-inline void row_dot(const uint8_t* at, const int32_t* cols, const int8_t* vals, int32_t nb, __m256i* acc) {
+inline void row_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals, int32_t nb, __m256i* acc) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_si256();
   for (int32_t j = 0; j < nb; ++j) {
@@ -126,7 +127,7 @@ struct Pass {
         __m256i acc[4][V];
         const int64_t b = (nb0 + i) / 4;
         const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-        rows4_dot<V>(at, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+        rows4_dot<V>(at, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
         for (int r = 0; r < 4 && i + r < rows; ++r)
           store_row(t, i + r, acc[r], static_cast<float>(w.col_sum[nb0 + i + r]), w.w_scale[nb0 + i + r], zp, sc);
       }
@@ -134,7 +135,7 @@ struct Pass {
       for (int64_t i = 0; i < rows; ++i) {
         __m256i acc[V];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-        row_dot<V>(at, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
+        row_dot<V>(at, w.cols + b0, w.values16 + 4 * b0, b1 - b0, acc);
         store_row(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
       }
     }
