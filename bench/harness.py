@@ -6,10 +6,12 @@ Kept to numpy + stdlib on purpose: deepsparse_runner.py imports it inside the De
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +48,15 @@ def env_prefix() -> str:
     (dense INT8 / BF16 on VNNI / vdpbf16ps instead of AMX tiles), or "" when unset."""
     value = os.environ.get("TRIMFORMER_NO_AMX", "")
     return f"TRIMFORMER_NO_AMX={value} " if value else ""
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none), for result headers."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def make_inputs(batch: int, seq: int, vocab_size: int, seed: int = 0) -> Inputs:

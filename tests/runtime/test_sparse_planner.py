@@ -7,11 +7,13 @@ import pytest
 
 import trimformer as tf
 from conftest import rel_err
+from trimformer import _core
 from trimformer.compress import prune_magnitude
 from trimformer.runtime.engine import (
     bf16_available,
     choose_format,
     compile_encoder,
+    default_attention,
     sparse_candidates,
     time_formats,
 )
@@ -260,3 +262,13 @@ def test_block_int8_qkv_writes_bf16_attention_operands(rng, quantize, batch, seq
     assert set(sparse.formats.values()) == {"block-int8"}
     np.testing.assert_array_equal(sparse.run(ids, mask)["last_hidden_state"],
                                   dense.run(ids, mask)["last_hidden_state"])
+
+
+def test_default_attention_takes_int8_only_with_vnni():
+    # without VNNI (avx2, scalar) INT8 attention loses to float32 (bench/results/attention_modes_avx2.md)
+    for level in ("avx2", "scalar"):
+        assert default_attention("int8-static", 64, isa=level) == "f32"
+    assert default_attention("int8-static", 32) == "f32"  # small heads: float32 on every level
+    assert default_attention(None, 64) == "f32"
+    if _core.resolve_isa("") == "avx512_vnni":
+        assert default_attention("int8-dynamic", 64) in ("int8", "bf16")

@@ -41,10 +41,14 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     and BF16 tied (24 ms) and INT8 lost (29 ms): per-row scales, softmax and packing dominate there.
     Where the BF16 matmuls run on AMX tiles, INT8 plans at head size 64 take BF16 attention instead: no per-row
     scales to compute, and faster or level with INT8 at every size measured
-    (bench/results/attention_bf16_amx.md)."""
+    (bench/results/attention_bf16_amx.md). Without VNNI (the avx2 level: exact INT8 products by vpmaddwd, two
+    per 32-bit lane) INT8 attention loses to float32 at head size 64 too: with float32 attention the whole pass
+    takes 0.86x-0.94x the time on Zen 3 (bench/results/attention_modes_avx2.md)."""
     if quantize is None or head_dim < 64:
         return "f32"
     if quantize.startswith("int8"):
+        if _core.resolve_isa(isa or "") != "avx512_vnni":
+            return "f32"
         return "bf16" if bf16_available(isa) and _core.gemm_bf16_kernel() == "amx" else "int8"
     return "bf16" if quantize == "bf16" and bf16_available(isa) else "f32"
 
