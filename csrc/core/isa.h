@@ -86,16 +86,17 @@ struct PackedS8 {
 // kSparseAtTile tokens (or a divisor of it), tile after tile, so the tokens from an aligned m0 on are the
 // re-layout of a call of their own, and the executor can hand each thread a range of tokens
 constexpr int64_t kSparseAtTile = 128;
-// The same for the block-sparse INT8 re-layout (bsr_pack_at): tiles of kBsrAtTile tokens, round4(k) bytes per
-// token, each token's input quad 4 bytes within a tile's 256-byte quad row. 64 tokens, one thread's share of a
+// The same for the block-sparse INT8 re-layout (bsr_pack_at): tiles of a level's KernelTable::bsr_at_tile tokens
+// (a divisor of kBsrAtTile), round4(k) bytes per token, each token's input quad 4 bytes within a tile's quad row of
+// 4 * tile bytes. The avx512 level's tile is kBsrAtTile = 64 tokens, one thread's share of a
 // 128-token sequence, so that share is one contiguous tile: with 128-token tiles a thread's 64 tokens were half of
 // every 512-byte quad row, and its slice of At (48 KiB at K = 768) sat on half of L1's sets
 // (bench/results/profile_block90_int8_attile64.md, _attile64_1x4.md)
 constexpr int64_t kBsrAtTile = 64;
-// Where the block-sparse INT8 re-layout holds token m0 (a multiple of 16): a call of its own may start there if it
-// ends within that tile; from a tile-aligned m0 it may run on across tiles. (m0 * round4(k) when m0 is aligned.)
-inline int64_t bsr_at_offset(int64_t m0, int64_t k) {
-  return (m0 / kBsrAtTile) * kBsrAtTile * ((k + 3) / 4 * 4) + (m0 % kBsrAtTile) * 4;
+// Where a re-layout of `tile`-token tiles holds token m0 (a multiple of 16): a call of its own may start there if
+// it ends within that tile; from a tile-aligned m0 it may run on across tiles. (m0 * round4(k) when m0 is aligned.)
+inline int64_t bsr_at_offset(int64_t m0, int64_t k, int64_t tile) {
+  return (m0 / tile) * tile * ((k + 3) / 4 * 4) + (m0 % tile) * 4;
 }
 // Whether a block-sparse INT8 layer with this activation can write the next block-sparse layer's re-layout
 // itself (Epilogue::out_at): its tile is then finished while the tokens run along the lanes, four output rows per
@@ -240,6 +241,10 @@ struct KernelTable {
   // whose vpmaddwd needs 16-bit weights (widening them per call cost a shuffle per block row, on a one-per-cycle
   // port)
   bool bsr_wide_values;
+  // tokens per tile of the block-sparse INT8 re-layout (bsr_at_offset): 64 at avx512 (a 16-token vector per 64-byte
+  // line, the kernel's 4 vectors cover a quad row's 4 lines), 8 at avx2 (its kernel's pass: each pass then reads
+  // 32 contiguous bytes per quad instead of half a line from every 256 bytes, which left it a quarter of L1's sets)
+  int64_t bsr_at_tile;
   // ---- end of the sparse runtime block ----
 };
 

@@ -100,13 +100,13 @@ thread_local Workspace* tl_ws = nullptr;
 thread_local int tl_team = 0;
 
 // The epilogue of rows m0.. of a call, for running those rows as a call of their own
-Epilogue rows_from(const Epilogue& e, int64_t m0) {
+Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
   Epilogue r = e;
   if (r.row_scale) r.row_scale += m0;
   if (r.row_zp) r.row_zp += m0;
   if (r.residual) r.residual += m0 * r.ld_residual;
   if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
-  if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k);
+  if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k, at_tile);
   r.qkv.token0 += m0;
   return r;
 }
@@ -743,7 +743,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     parallel_linear(
         nt, m, L.n, 16, [&](int64_t lo, int64_t hi) { kt->spf32_pack_at(io.in, L.k, m, lo, hi, L.k, at); },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-          const Epilogue part = by_tokens ? rows_from(epi, m0) : epi;
+          const Epilogue part = by_tokens ? rows_from(epi, m0, kt->bsr_at_tile) : epi;
           const int64_t r0 = by_tokens ? m0 : 0, rows = by_tokens ? m1 - m0 : m;
           const float* x = io.in + r0 * L.k;
           const float* a = at + r0 * k8;
@@ -834,9 +834,10 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           // this thread's tokens m0 .. m1-1 as calls of their own: one from a tile-aligned m0, else one per
           // re-layout tile they touch (bsr_at_offset)
           for (int64_t p = m0; p < m1;) {
-            const int64_t end = short_split ? std::min(m1, (p / kBsrAtTile + 1) * kBsrAtTile) : m1;
-            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k), end - p, bw, io.out + p * L.n, L.n, n0,
-                            n1, rows_from(epi, p));
+            const int64_t tile = kt->bsr_at_tile;
+            const int64_t end = short_split ? std::min(m1, (p / tile + 1) * tile) : m1;
+            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k, tile), end - p, bw, io.out + p * L.n, L.n,
+                            n0, n1, rows_from(epi, p, tile));
             p = end;
           }
         },

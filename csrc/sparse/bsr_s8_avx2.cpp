@@ -1,7 +1,9 @@
 // Block-sparse INT8 GEMM for the avx2 level (no VNNI), 1x4 and 4x4 blocks.
 //
-// The same activation re-layout as the AVX-512 kernel (At[m / 64][k / 4][64][4] u8, bsr_at_offset), so the
-// executor's token splits and the FFN1 -> FFN2 direct re-layout (Epilogue::out_at) work unchanged. AVX2 has no
+// The AVX-512 kernel's activation re-layout with 8-token tiles (At[m / 8][k / 4][8][4] u8, bsr_at_offset with
+// KernelTable::bsr_at_tile = 8): a pass of 8 tokens reads 32 contiguous bytes per input quad. (With the AVX-512
+// level's 64-token tiles it read half a cache line every 256 bytes, lines that fall on a quarter of L1's sets.)
+// The executor's token splits and the FFN1 -> FFN2 direct re-layout (Epilogue::out_at) work on it. AVX2 has no
 // u8 x s8 4-way dot product that is exact: vpmaddubsw saturates its 16-bit pair sums (255 * 127 * 2 > 32767). So
 // both operands are widened to 16 bits and multiplied with vpmaddwd, which is exact: 16 bytes of At (4 tokens x
 // one input quad) zero-extend to 16 words, one block row's 4 weights (widened at load) fill every 64-bit lane, and one
@@ -19,12 +21,14 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../ops/epilogue_avx2.h"
 
 namespace tf {
 namespace avx2 {
 
 namespace {
-constexpr int64_t kAtTile = kBsrAtTile;
+constexpr int64_t kAtTile = 8;  // KernelTable::bsr_at_tile of this level
+inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
 
 // One block row's 4 weights (widened to 16 bits at load: BsrS8::values16) in each 64-bit lane: a broadcast from
 // memory, a load uop only. (Sign-extending 8-bit weights here took a vpmovsxbw per block row, which issues once per
@@ -62,16 +66,18 @@ inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int16_t* val
   }
 }
 
-// acc[v] for one output row of 1x4 blocks
+// acc[v] for one output row of 1x4 blocks; vectors 2g, 2g + 1 are 8-token tile g, `tile_bytes` after tile 0
 template <int V>
-inline void row_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals, int32_t nb, __m256i* acc) {
+inline void row_dot(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int16_t* vals, int32_t nb,
+                    __m256i* acc) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_si256();
   for (int32_t j = 0; j < nb; ++j) {
     const __m256i w = weight_row(vals + 4 * j);
     const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(at_quads(ap + 16 * v), w));
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(at_quads(ap + (v / 2) * tile_bytes + 16 * (v % 2)), w));
   }
 }
 
@@ -93,6 +99,21 @@ inline void transpose8(__m256* r) {
   r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
   r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// Bias and activation A on the rows of a Y^T tile in place, as the shared epilogue does them on token rows (the
+// bias added only where there is one). Its own function: inlined into the quad finisher, GELU's table constants and
+// the packs' live registers outnumbered the 16 ymm and spilled in the loop.
+template <Act A, int T>
+__attribute__((noinline)) void bias_act(float (*t)[T], int64_t rows, const float* bias) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int g = 0; g < T / 8; ++g) {
+      __m256 y = _mm256_load_ps(&t[i][8 * g]);
+      if (bias) y = _mm256_add_ps(y, _mm256_set1_ps(bias[i]));
+      if constexpr (A == Act::GeluErf) y = gelu_erf8(y);
+      if constexpr (A == Act::Relu) y = _mm256_max_ps(y, _mm256_setzero_ps());  // NaN -> 0, as v > 0 ? v : 0
+      _mm256_store_ps(&t[i][8 * g], y);
+    }
 }
 
 // A pass of T tokens (T / 8 groups of 8) over the output rows [n0, n1) of a weight of R x 4 blocks: each group of
@@ -117,12 +138,13 @@ struct Pass {
     }
   }
 
-  void run(const uint8_t* at, const BsrS8& w, int64_t tokens, int64_t nb0, int64_t nb1, float* c,
-           int64_t ldc) const {
-    alignas(32) float t[16][T];
-    const int64_t rows = nb1 - nb0;
+  // the Y^T tile of output rows nb0 .. nb0 + rows - 1 (rows <= 16), dequantized. Not inlined into the finishers:
+  // one call per 16 output rows, and the dot-product loops stay clear of the finishers' register pressure
+  __attribute__((noinline)) void tile(const uint8_t* at, const BsrS8& w, int64_t nb0, int64_t rows,
+                                      float (*t)[T]) const {
     if constexpr (R == 4) {
       static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
+    static_assert(T == kAtTile, "a pass is one re-layout tile");
       for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
         __m256i acc[4][V];
         const int64_t b = (nb0 + i) / 4;
@@ -135,10 +157,18 @@ struct Pass {
       for (int64_t i = 0; i < rows; ++i) {
         __m256i acc[V];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-        row_dot<V>(at, w.cols + b0, w.values16 + 4 * b0, b1 - b0, acc);
+        row_dot<V>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values16 + 4 * b0, b1 - b0, acc);
         store_row(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
       }
     }
+  }
+
+  // the tile of output rows [nb0, nb1) stored as float token rows c (token i at c + i * ldc)
+  void run(const uint8_t* at, const BsrS8& w, int64_t tokens, int64_t nb0, int64_t nb1, float* c,
+           int64_t ldc) const {
+    alignas(32) float t[16][T];
+    const int64_t rows = nb1 - nb0;
+    tile(at, w, nb0, rows, t);
     // back to token rows: 8 x 8 transposes of whole pieces, element by element at the edges
     for (int g = 0; g < G && 8 * g < tokens; ++g)
       for (int64_t h = 0; h < 16 && h < rows; h += 8) {
@@ -155,14 +185,46 @@ struct Pass {
         }
       }
   }
+
+  // The tile finished in registers straight into the next layer's re-layout (FFN1 -> FFN2: out_at, no residual):
+  // bias, activation A and the requantization per element while tokens run along the lanes (the shared epilogue's
+  // and quantize_u8's float ops, so the same bytes), then each 4 output rows = one input quad of the next layer:
+  // two packs give a lane's 16 bytes row-major (4 rows x 4 tokens) and one byte shuffle makes them token-major,
+  // 32 bytes = the quad's 8 tokens in an 8-token tile. Rows past nb1 (a partial last quad) hold the zero point, as
+  // the u8 rows' padding does. No float rows, no transposes, no second pass over the output.
+  template <Act A>
+  void run_quads(const uint8_t* at, const BsrS8& w, int64_t nb0, int64_t nb1, const Epilogue& epi, uint8_t* dst,
+                 int64_t tile_bytes) const {
+    alignas(32) float t[16][T];
+    const int64_t rows = nb1 - nb0;
+    tile(at, w, nb0, rows, t);
+    if (epi.bias || A != Act::None) bias_act<A, T>(t, rows, epi.bias ? epi.bias + nb0 : nullptr);
+    const __m256 inv = _mm256_set1_ps(epi.out_inv_scale), ozp = _mm256_set1_ps(static_cast<float>(epi.out_zp));
+    const __m256i token_major = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12,
+                                                 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (int64_t q = 0; 4 * q < rows; ++q)
+#pragma GCC unroll 2
+      for (int g = 0; g < G; ++g) {
+        // row 4q + r of the quad as 8 int32 (rows past nb1: the zero point)
+        const auto row_q = [&](int r) {
+          const int64_t i = 4 * q + r;
+          return i < rows ? quant_u8_i32_8(_mm256_load_ps(&t[i][8 * g]), inv, ozp) : _mm256_set1_epi32(epi.out_zp);
+        };
+        const __m256i rows01 = _mm256_packus_epi32(row_q(0), row_q(1));
+        const __m256i bytes = _mm256_packus_epi16(rows01, _mm256_packus_epi32(row_q(2), row_q(3)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + g * tile_bytes + (nb0 / 4 + q) * kAtTile * 4),
+                            _mm256_shuffle_epi8(bytes, token_major));
+      }
+  }
 };
 
-// Writes u8 rows into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go to `at` (that
-// quad row's token 0, a multiple of 8 within its 64-token tile, quad q at at + q * 256), for `groups` groups of 8
-// tokens; tokens from `valid` on are written as zeros. 8 tokens x 8 quads at a time by one 8 x 8 dword transpose.
-void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t groups, int64_t nq, uint8_t* at) {
+// Writes u8 rows into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go to `at` (the
+// first token's tile at its first quad; quad q at at + q * 32), for `groups` tiles of 8 tokens, `tile_bytes` apart;
+// tokens from `valid` on are written as zeros. 8 tokens x 8 quads at a time by one 8 x 8 dword transpose.
+void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t groups, int64_t nq, uint8_t* at,
+                    int64_t tile_bytes) {
   for (int64_t i0 = 0; i0 < 8 * groups; i0 += 8) {
-    uint8_t* dst = at + 4 * i0;
+    uint8_t* dst = at + (i0 / 8) * tile_bytes;
     int64_t q = 0;
     if (i0 + 8 <= valid)
       for (; q + 8 <= nq; q += 8) {
@@ -190,6 +252,8 @@ void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t 
   Epilogue rest = epi;
   rest.alpha = 1.0f;
   const bool requant = epi.out_u8 || epi.out_at;
+  // FFN1 -> FFN2 (see Pass::run_quads); the executor sets out_at only there
+  const bool quads = epi.out_at && !epi.residual && bsr_fills_next_at(epi.act);
   alignas(32) uint8_t q8[T * 64];  // a pass's requantized rows on their way into out_at, 64 columns at a time
   for (int64_t m0 = 0; m0 < m; m0 += T) {
     const int64_t tokens = std::min<int64_t>(T, m - m0);
@@ -203,7 +267,18 @@ void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t 
       pass.zp[g] = _mm256_load_ps(zp);
       pass.sc[g] = _mm256_load_ps(sc);
     }
-    const uint8_t* at_pass = at + bsr_at_offset(m0, w.k);  // T divides the 64-token tile
+    const uint8_t* at_pass = at + at_offset(m0, w.k);
+    if (quads) {
+      uint8_t* dst = epi.out_at + at_offset(m0, epi.out_at_k);
+      const int64_t tile_bytes = at_offset(kAtTile, epi.out_at_k);
+      for (int64_t nb = n0; nb < n1; nb += 16) {
+        const int64_t nb1 = std::min(nb + 16, n1);
+        if (epi.act == Act::GeluErf) pass.template run_quads<Act::GeluErf>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
+        else if (epi.act == Act::Relu) pass.template run_quads<Act::Relu>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
+        else pass.template run_quads<Act::None>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
+      }
+      continue;
+    }
     float* rows = c + m0 * ldc;
     for (int64_t nb = n0; nb < n1; nb += 16) pass.run(at_pass, w, tokens, nb, std::min(nb + 16, n1), rows, ldc);
     // the finish over the pass's whole row range: bias, activation, residual, then the requantization
@@ -216,19 +291,20 @@ void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t 
       continue;
     }
     // straight into the next layer's re-layout (n0 is a multiple of 16, so whole quads); no u8 rows
-    uint8_t* dst = epi.out_at + bsr_at_offset(m0, epi.out_at_k);
+    uint8_t* dst = epi.out_at + at_offset(m0, epi.out_at_k);
     for (int64_t c0 = n0; c0 < n1; c0 += 64) {
       const int64_t cols = std::min<int64_t>(64, n1 - c0);
       // (a partial last quad gets the zero point from quantize_u8's padding, as the u8 rows' padding holds)
       quantize_u8(rows + c0, ldc, q8, 64, tokens, cols, epi.out_inv_scale, epi.out_zp);
-      relayout_quads(q8, 64, tokens, (tokens + 7) / 8, (cols + 3) / 4, dst + (c0 / 4) * kAtTile * 4);
+      relayout_quads(q8, 64, tokens, (tokens + 7) / 8, (cols + 3) / 4, dst + (c0 / 4) * kAtTile * 4,
+                     at_offset(kAtTile, epi.out_at_k));
     }
   }
 }
 }  // namespace
 
-size_t bsr_at_size(int64_t m, int64_t k) {
-  return static_cast<size_t>((m + kAtTile - 1) / kAtTile * kAtTile * ((k + 3) / 4) * 4 + 64);
+size_t bsr_at_size(int64_t m, int64_t k) {  // whole 16-token groups: bsr_pack_at zero-fills, passes read them
+  return static_cast<size_t>((m + 15) / 16 * 16 * ((k + 3) / 4) * 4 + 64);
 }
 
 void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
@@ -236,7 +312,7 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
   const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
   for (int64_t i0 = m0; i0 < end; i0 += 8)
     relayout_quads(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), 1, (k + 3) / 4,
-                   at + bsr_at_offset(i0, k));
+                   at + at_offset(i0, k), 0);
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,

@@ -119,7 +119,7 @@ void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, in
       packed[g] = pack_rows4_u8(q);
     }
     if (epi.out_at) {  // packed[g] is quad row nb0 / 4 + g of the next layer's re-layout for these 16 tokens
-      uint8_t* dst = epi.out_at + bsr_at_offset(m0 + 16 * v, epi.out_at_k);
+      uint8_t* dst = epi.out_at + bsr_at_offset(m0 + 16 * v, epi.out_at_k, kAtTile);
       const int64_t quads = (epi.out_at_k + 3) / 4 - nb0 / 4;
       for (int g = 0; g < 4 && g < quads; ++g)
         _mm512_store_si512(dst + (nb0 / 4 + g) * kAtTile * 4, packed[g]);
@@ -370,7 +370,7 @@ template <bool Interleaved, class Row>
 void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
   const int64_t kq = (k + 3) / 4;
   for (int64_t mb = m0; mb < m1; mb += 16) {
-    uint8_t* dst = at + bsr_at_offset(mb, k);
+    uint8_t* dst = at + bsr_at_offset(mb, k, kAtTile);
     for (int64_t g = 0; g < kq; g += 16) {
       __m512i r[16];
       for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();

@@ -117,13 +117,14 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
 
 
 @pytest.mark.parametrize("batch,seq,hidden,intermediate", [(2, 64, 64, 96), (3, 61, 64, 96), (5, 61, 64, 96),
-                                                           (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100)])
+                                                           (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100),
+                                                           (2, 40, 68, 102)])
 def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate):
     # 128-448 tokens on 2 threads: below the whole-tile token split (sparse_split_tokens), so the block-sparse
     # layers other than QKV split their tokens in multiples of 16; a thread whose tokens start inside a 64-token
     # re-layout tile runs one call per tile.
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
-    # that are not multiples of 16 quads (68, 100) check the partial quad groups of both
+    # that are not multiples of 16 quads (68, 100) check the partial quad groups of both, 102 a partial last quad
     model = _model(hidden=hidden, intermediate=intermediate)
     prune_magnitude(model, 0.9, "block")
     ids = rng.integers(1, 100, (batch, seq))
