@@ -43,7 +43,7 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     scales to compute, and faster or level with INT8 at every size measured
     (bench/results/attention_bf16_amx.md). Without VNNI (the avx2 level: exact INT8 products by vpmaddwd, two
     per 32-bit lane) INT8 attention loses to float32 at head size 64 too: with float32 attention the whole pass
-    takes 0.86x-0.94x the time on Zen 3 (bench/results/attention_modes_avx2.md)."""
+    takes 0.89x-0.93x the time on Zen 3 (bench/results/attention_modes_avx2.md)."""
     if quantize is None or head_dim < 64:
         return "f32"
     if quantize.startswith("int8"):
