@@ -119,21 +119,24 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
 @pytest.mark.parametrize("batch,seq,hidden,intermediate", [(2, 64, 64, 96), (3, 61, 64, 96), (5, 61, 64, 96),
                                                            (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100),
                                                            (2, 40, 68, 102)])
-def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate):
+@pytest.mark.parametrize("pattern,fmt", [("block", "block-int8"), ("unstructured", "csr-int8")])
+def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate, pattern,
+                                                            fmt):
     # 128-448 tokens on 2 threads: below the whole-tile token split (sparse_split_tokens), so the block-sparse
     # layers other than QKV split their tokens in multiples of 16; a thread whose tokens start inside a 64-token
     # re-layout tile runs one call per tile.
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
     # that are not multiples of 16 quads (68, 100) check the partial quad groups of both, 102 a partial last quad
+    # (unstructured: csr-int8, run as 1x4 blocks, whose avx2 passes of 16 tokens span two 8-token tiles)
     model = _model(hidden=hidden, intermediate=intermediate)
-    prune_magnitude(model, 0.9, "block")
+    prune_magnitude(model, 0.9, pattern)
     ids = rng.integers(1, 100, (batch, seq))
     mask = np.ones_like(ids)
     mask[-1, seq // 2:] = 0
     calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
     dense = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=False, threads=2, isa=isa)
     sparse = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=None, threads=2, isa=isa)
-    assert set(sparse.formats.values()) == {"block-int8"}
+    assert set(sparse.formats.values()) == {fmt}
     np.testing.assert_array_equal(sparse.run(ids, mask)["last_hidden_state"],
                                   dense.run(ids, mask)["last_hidden_state"])
 
