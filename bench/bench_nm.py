@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 from harness import env_prefix, make_inputs, time_runner  # noqa: E402
+from trimformer import _core  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": "bf16", "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
 
@@ -66,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio": med["sparse"] / med["dense"], "sparse_formats": formats})
                 print(f"{model} {prec} b{b}: dense {med['dense']:.2f} ms, {args.pattern} {med['sparse']:.2f} ms "
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
-    from trimformer import _core
-
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor(),
               "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16 GEMM": _core.gemm_bf16_kernel(),

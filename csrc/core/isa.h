@@ -238,8 +238,8 @@ struct KernelTable {
   void (*pack_f32_bitmask)(const uint64_t* mask, int64_t words, const float* values, int64_t n, int64_t k,
                            float* out);
   // gemm_bsr_s8 reads BsrS8::values16 (block values widened to 16 bits at load) instead of values: the avx2 level,
-  // whose vpmaddwd needs 16-bit weights (widening them per call cost a shuffle per block row, on a one-per-cycle
-  // port)
+  // whose vpmaddwd needs 16-bit weights (widening them per use cost a vpmovsxbw per block row, which issues less
+  // than once per cycle on Zen 3: bench/results/avx2_rates.md)
   bool bsr_wide_values;
   // tokens per tile of the block-sparse INT8 re-layout (bsr_at_offset): 64 at avx512 (a 16-token vector per 64-byte
   // line, the kernel's 4 vectors cover a quad row's 4 lines), 8 at avx2 (its kernel's pass: each pass then reads

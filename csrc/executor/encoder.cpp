@@ -832,14 +832,10 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
             return;
           }
           // this thread's tokens m0 .. m1-1 as calls of their own: one from a tile-aligned m0, else one per
-          // re-layout tile they touch (bsr_at_offset). The avx512 level's short splits keep one call per tile even
-          // from an aligned m0 (as tuned there); levels with tiles shorter than the 16-token split unit start every
-          // call on a tile and run it to m1 (the avx2 kernel's 16-token passes of 1x4 blocks cross its 8-token
-          // tiles: calls cut at every tile made them read and write the next call's tokens)
+          // re-layout tile they touch (bsr_at_offset)
           for (int64_t p = m0; p < m1;) {
             const int64_t tile = kt->bsr_at_tile;
-            const bool cut = short_split && (p % tile != 0 || tile == kBsrAtTile);
-            const int64_t end = cut ? std::min(m1, (p / tile + 1) * tile) : m1;
+            const int64_t end = short_split ? std::min(m1, (p / tile + 1) * tile) : m1;
             kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k, tile), end - p, bw, io.out + p * L.n, L.n,
                             n0, n1, rows_from(epi, p, tile));
             p = end;

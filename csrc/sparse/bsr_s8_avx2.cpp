@@ -10,9 +10,9 @@
 // vpmaddwd gives each token two 32-bit partial sums (inputs 0+1 and 2+3). The partials stay apart in the
 // accumulators until a row is done (one vphaddd per 8 tokens). Per 4x4 block and 8 tokens: 2 widening loads
 // shared by the 4 rows, 4 weight broadcasts (loads), 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Results come out as
-// Y^T tiles (16 output rows x the pass's tokens), are dequantized with the dense kernel's float operations,
-// transposed to token rows and finished by the level's shared epilogue over the whole row range at once, so the
-// outputs equal the dense INT8 kernel's bit for bit. See docs/kernels.md.
+// Y^T tiles (16 output rows x the pass's tokens), are dequantized with the dense kernel's float operations and either
+// transposed to token rows and finished by the level's shared epilogue, or (FFN1 -> FFN2) finished in registers into
+// the next layer's re-layout; either way the outputs equal the dense INT8 kernel's bit for bit. See docs/kernels.md.
 #define TF_ISA_NS avx2
 #include <immintrin.h>
 
@@ -31,8 +31,8 @@ constexpr int64_t kAtTile = 8;  // KernelTable::bsr_at_tile of this level
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
 
 // One block row's 4 weights (widened to 16 bits at load: BsrS8::values16) in each 64-bit lane: a broadcast from
-// memory, a load uop only. (Sign-extending 8-bit weights here took a vpmovsxbw per block row, which issues once per
-// cycle on Zen 3, as often as a 4x4 block's 2 activation loads and 8 vpmaddwd together would need.)
+// memory, a load uop only. (Sign-extending 8-bit weights here took a vpmovsxbw per block row, which issues 0.79 times
+// per cycle on Zen 3 where vpmaddwd issues twice: bench/results/avx2_rates.md.)
 inline __m256i weight_row(const int16_t* p) {
   __m256i r;
   asm("vpbroadcastq %1, %0" : "=x"(r) : "m"(*reinterpret_cast<const int64_t*>(p)));
@@ -144,7 +144,7 @@ struct Pass {
                                       float (*t)[T]) const {
     if constexpr (R == 4) {
       static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
-    static_assert(T == kAtTile, "a pass is one re-layout tile");
+      static_assert(T == kAtTile, "a pass is one re-layout tile");
       for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
         __m256i acc[4][V];
         const int64_t b = (nb0 + i) / 4;
@@ -218,47 +218,47 @@ struct Pass {
   }
 };
 
-// Writes u8 rows into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go to `at` (the
-// first token's tile at its first quad; quad q at at + q * 32), for `groups` tiles of 8 tokens, `tile_bytes` apart;
-// tokens from `valid` on are written as zeros. 8 tokens x 8 quads at a time by one 8 x 8 dword transpose.
-void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t groups, int64_t nq, uint8_t* at,
-                    int64_t tile_bytes) {
-  for (int64_t i0 = 0; i0 < 8 * groups; i0 += 8) {
-    uint8_t* dst = at + (i0 / 8) * tile_bytes;
-    int64_t q = 0;
-    if (i0 + 8 <= valid)
-      for (; q + 8 <= nq; q += 8) {
-        __m256 r[8];
+// Writes the u8 rows of 8 tokens into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go
+// to `at` (the tokens' tile at its first quad; quad q at at + q * 32); tokens from `valid` on are written as zeros.
+// 8 quads at a time by one 8 x 8 dword transpose.
+void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, uint8_t* at) {
+  int64_t q = 0;
+  if (valid == 8)
+    for (; q + 8 <= nq; q += 8) {
+      __m256 r[8];
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i)
-          r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + (i0 + i) * lds + 4 * q));
-        transpose8(r);
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * lds + 4 * q));
+      transpose8(r);
 #pragma GCC unroll 8
-        for (int d = 0; d < 8; ++d) _mm256_storeu_ps(reinterpret_cast<float*>(dst + (q + d) * kAtTile * 4), r[d]);
-      }
-    for (; q < nq; ++q)
-      for (int64_t i = 0; i < 8; ++i) {
-        uint32_t v = 0;
-        if (i0 + i < valid) std::memcpy(&v, src + (i0 + i) * lds + 4 * q, 4);
-        std::memcpy(dst + q * kAtTile * 4 + 4 * i, &v, 4);
-      }
-  }
+      for (int d = 0; d < 8; ++d) _mm256_storeu_ps(reinterpret_cast<float*>(at + (q + d) * kAtTile * 4), r[d]);
+    }
+  for (; q < nq; ++q)
+    for (int64_t i = 0; i < 8; ++i) {
+      uint32_t v = 0;
+      if (i < valid) std::memcpy(&v, src + i * lds + 4 * q, 4);
+      std::memcpy(at + q * kAtTile * 4 + 4 * i, &v, 4);
+    }
 }
 
-// Tokens per pass: 8 for 4x4 blocks (4 rows x 2 vectors of 4 tokens: 8 accumulators), 16 for 1x4 blocks
+// Tokens m_begin .. m_end - 1 of a call in passes of T (8 for 4x4 blocks: 4 rows x 2 vectors of 4 tokens, 8
+// accumulators; 16 or 8 for 1x4 blocks, see gemm_bsr_s8). With Epilogue::out_at (FFN1 -> FFN2; the executor sets it
+// only without a residual and with an activation bsr_fills_next_at allows) every tile goes straight into the next
+// layer's re-layout (Pass::run_quads); otherwise into float rows, finished by the shared epilogue over the pass's
+// whole row range, then requantized into out_u8 where asked.
 template <int T, int R>
-void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
-                const Epilogue& epi) {
+void run_passes(const uint8_t* at, int64_t m_begin, int64_t m_end, const BsrS8& w, float* c, int64_t ldc, int64_t n0,
+                int64_t n1, const Epilogue& epi) {
+  using P = Pass<T, R>;
   Epilogue rest = epi;
   rest.alpha = 1.0f;
-  const bool requant = epi.out_u8 || epi.out_at;
-  // FFN1 -> FFN2 (see Pass::run_quads); the executor sets out_at only there
-  const bool quads = epi.out_at && !epi.residual && bsr_fills_next_at(epi.act);
-  alignas(32) uint8_t q8[T * 64];  // a pass's requantized rows on their way into out_at, 64 columns at a time
-  for (int64_t m0 = 0; m0 < m; m0 += T) {
-    const int64_t tokens = std::min<int64_t>(T, m - m0);
-    Pass<T, R> pass;
-    for (int g = 0; g < Pass<T, R>::G; ++g) {
+  const auto quads = epi.act == Act::GeluErf ? &P::template run_quads<Act::GeluErf>
+                     : epi.act == Act::Relu  ? &P::template run_quads<Act::Relu>
+                                             : &P::template run_quads<Act::None>;
+  const int64_t out_tile_bytes = epi.out_at ? at_offset(kAtTile, epi.out_at_k) : 0;
+  for (int64_t m0 = m_begin; m0 < m_end; m0 += T) {
+    const int64_t tokens = std::min<int64_t>(T, m_end - m0);
+    P pass;
+    for (int g = 0; g < P::G; ++g) {
       alignas(32) float zp[8] = {0}, sc[8] = {0};
       for (int64_t i = 0; i < 8 && 8 * g + i < tokens; ++i) {
         zp[i] = epi.row_zp[m0 + 8 * g + i];
@@ -268,37 +268,19 @@ void run_passes(const uint8_t* at, int64_t m, const BsrS8& w, float* c, int64_t 
       pass.sc[g] = _mm256_load_ps(sc);
     }
     const uint8_t* at_pass = at + at_offset(m0, w.k);
-    if (quads) {
+    if (epi.out_at) {
       uint8_t* dst = epi.out_at + at_offset(m0, epi.out_at_k);
-      const int64_t tile_bytes = at_offset(kAtTile, epi.out_at_k);
-      for (int64_t nb = n0; nb < n1; nb += 16) {
-        const int64_t nb1 = std::min(nb + 16, n1);
-        if (epi.act == Act::GeluErf) pass.template run_quads<Act::GeluErf>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
-        else if (epi.act == Act::Relu) pass.template run_quads<Act::Relu>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
-        else pass.template run_quads<Act::None>(at_pass, w, nb, nb1, epi, dst, tile_bytes);
-      }
+      for (int64_t nb = n0; nb < n1; nb += 16)
+        (pass.*quads)(at_pass, w, nb, std::min(nb + 16, n1), epi, dst, out_tile_bytes);
       continue;
     }
     float* rows = c + m0 * ldc;
     for (int64_t nb = n0; nb < n1; nb += 16) pass.run(at_pass, w, tokens, nb, std::min(nb + 16, n1), rows, ldc);
-    // the finish over the pass's whole row range: bias, activation, residual, then the requantization
     epilogue_f32(rows + n0, ldc, tokens, n1 - n0, m0, n0, rest);
-    if (!requant) continue;
-    if (!epi.out_at) {  // row by row: quantize_u8 fills a row's columns from cols to ldq with the zero point
+    if (epi.out_u8)  // row by row: quantize_u8 fills a row's columns from cols to ldq with the zero point
       for (int64_t i = 0; i < tokens; ++i)
         quantize_u8(rows + i * ldc + n0, ldc, epi.out_u8 + (m0 + i) * epi.ld_out_u8 + n0, n1 - n0, 1, n1 - n0,
                     epi.out_inv_scale, epi.out_zp);
-      continue;
-    }
-    // straight into the next layer's re-layout (n0 is a multiple of 16, so whole quads); no u8 rows
-    uint8_t* dst = epi.out_at + at_offset(m0, epi.out_at_k);
-    for (int64_t c0 = n0; c0 < n1; c0 += 64) {
-      const int64_t cols = std::min<int64_t>(64, n1 - c0);
-      // (a partial last quad gets the zero point from quantize_u8's padding, as the u8 rows' padding holds)
-      quantize_u8(rows + c0, ldc, q8, 64, tokens, cols, epi.out_inv_scale, epi.out_zp);
-      relayout_quads(q8, 64, tokens, (tokens + 7) / 8, (cols + 3) / 4, dst + (c0 / 4) * kAtTile * 4,
-                     at_offset(kAtTile, epi.out_at_k));
-    }
   }
 }
 }  // namespace
@@ -311,16 +293,23 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
   // tokens [m0, m1) and, on the last range, zeros up to the next 16 (whole 16-token groups, as the AVX-512 level)
   const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
   for (int64_t i0 = m0; i0 < end; i0 += 8)
-    relayout_quads(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), 1, (k + 3) / 4,
-                   at + at_offset(i0, k), 0);
+    relayout_quads(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), (k + 3) / 4,
+                   at + at_offset(i0, k));
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
   (void)ldq;
-  if (w.block_rows == 4) run_passes<8, 4>(at, m, w, c, ldc, n0, n1, epi);
-  else run_passes<16, 1>(at, m, w, c, ldc, n0, n1, epi);
+  if (w.block_rows == 4) {
+    run_passes<8, 4>(at, 0, m, w, c, ldc, n0, n1, epi);
+    return;
+  }
+  // 1x4 blocks: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token ones, so that a pass
+  // never reads or writes a tile holding none of this call's tokens (another call's, or past the re-layout)
+  const int64_t m16 = m / 16 * 16;
+  run_passes<16, 1>(at, 0, m16, w, c, ldc, n0, n1, epi);
+  run_passes<8, 1>(at, m16, m, w, c, ldc, n0, n1, epi);
 }
 
 }  // namespace avx2

@@ -1,0 +1,84 @@
+// Issue rates of the instructions the avx2 block-sparse INT8 kernel (csrc/sparse/bsr_s8_avx2.cpp) is built from
+// (experiment, not a runtime kernel): 8 independent instructions per loop step, timed in cycles of the clock
+// measured by a dependent ymm vpaddd chain. It backs two choices of that kernel: weights widened to 16 bits once at
+// load (a row broadcast from memory, vpbroadcastq, instead of a per-use vpmovsxbw), and activations zero-extended
+// straight from memory (vpmovzxbw ymm, m128). Results: bench/results/avx2_rates.md.
+//
+//   g++ -O2 -mavx2 -o /tmp/avx2_rates bench/micro/avx2_rates.cpp && /tmp/avx2_rates
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+
+namespace {
+
+alignas(64) uint8_t buf[4096];
+
+double clock_ghz() {
+  __m256i a = _mm256_set1_epi32(1);
+  const long n = 100000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long i = 0; i < n; ++i)
+    asm volatile("vpaddd %0, %0, %0\n\tvpaddd %0, %0, %0\n\tvpaddd %0, %0, %0\n\tvpaddd %0, %0, %0" : "+x"(a));
+  return 4.0 * n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
+}
+
+// seconds for `reps` steps of 8 independent instances of one instruction (outputs to 8 registers, never read)
+#define TF_RATE_LOOP(NAME, ASM, IN)                                                                              \
+  __attribute__((noinline)) double NAME(long reps) {                                                             \
+    __m256i o0, o1, o2, o3, o4, o5, o6, o7;                                                                      \
+    const __m256i y = _mm256_set1_epi32(5);                                                                      \
+    const __m128i xs = _mm_set1_epi32(3);                                                                        \
+    (void)y;                                                                                                     \
+    (void)xs;                                                                                                    \
+    const auto t0 = std::chrono::steady_clock::now();                                                            \
+    for (long r = 0; r < reps; ++r) {                                                                            \
+      asm volatile(ASM : "=x"(o0) : IN(0));                                                                      \
+      asm volatile(ASM : "=x"(o1) : IN(1));                                                                      \
+      asm volatile(ASM : "=x"(o2) : IN(2));                                                                      \
+      asm volatile(ASM : "=x"(o3) : IN(3));                                                                      \
+      asm volatile(ASM : "=x"(o4) : IN(4));                                                                      \
+      asm volatile(ASM : "=x"(o5) : IN(5));                                                                      \
+      asm volatile(ASM : "=x"(o6) : IN(6));                                                                      \
+      asm volatile(ASM : "=x"(o7) : IN(7));                                                                      \
+    }                                                                                                            \
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();                         \
+  }
+
+#define REGS(i) "x"(y)
+#define MEM128(i) "m"(*reinterpret_cast<const __m128i*>(buf + 256 * (i)))
+#define MEM64(i) "m"(*reinterpret_cast<const int64_t*>(buf + 8 * (i)))
+#define XREG(i) "x"(xs)
+TF_RATE_LOOP(run_madd, "vpmaddwd %1, %1, %0", REGS)
+TF_RATE_LOOP(run_zx_mem, "vpmovzxbw %1, %0", MEM128)
+TF_RATE_LOOP(run_sx_reg, "vpmovsxbw %1, %0", XREG)
+TF_RATE_LOOP(run_bcastq_mem, "vpbroadcastq %1, %0", MEM64)
+
+double per_cycle(double (*f)(long), double ghz) {
+  const long reps = 20000000;
+  f(reps / 20);  // warm up
+  double best = 1e30;
+  for (int t = 0; t < 5; ++t) {
+    const double sec = f(reps);
+    if (sec < best) best = sec;
+  }
+  return 8.0 * reps / (best * ghz * 1e9);
+}
+
+}  // namespace
+
+int main() {
+  const double ghz = clock_ghz();
+  std::printf("clock (dependent ymm vpaddd chain): %.2f GHz\n", ghz);
+  const struct {
+    const char* name;
+    double (*f)(long);
+  } kinds[] = {{"vpmaddwd ymm, ymm, ymm", run_madd},
+               {"vpmovzxbw ymm, m128", run_zx_mem},
+               {"vpmovsxbw ymm, xmm", run_sx_reg},
+               {"vpbroadcastq ymm, m64", run_bcastq_mem}};
+  std::printf("| instruction (8 independent per step) | per cycle |\n|---|---|\n");
+  for (const auto& k : kinds) std::printf("| %s | %.2f |\n", k.name, per_cycle(k.f, ghz));
+  return 0;
+}
