@@ -12,25 +12,19 @@ namespace tf {
 namespace avx2 {
 namespace {
 
-// gelu_erf on 8 lanes: the avx512 level's gelu_erf16 with the 32-entry coefficient lookup as four 8-entry vpermps
-// picked by index bits 3 and 4 (blendv reads sign bits). The plain row loop compiles to scalar loads and inserts per
-// coefficient at this level (no gather), which made GELU a tenth of a 90% block-sparse INT8 BERT-base pass. Same
-// FMAs in the same order as gelu_erf: the same bits.
+// gelu_erf on 8 lanes from the 8-segment degree-6 table (gelu_table.h): one vpermps per coefficient, 19 ops where
+// the avx512 level's 32-cubic lookup took four vpermps and three blends per coefficient here (37 ops). Same FMAs in
+// the same order as rowops.inc's gelu_erf at this level: the same bits.
 inline __m256 gelu_erf8(__m256 v) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 ac = _mm256_min_ps(_mm256_and_ps(v, abs_mask), _mm256_set1_ps(kGeluAMax));  // NaN -> kGeluAMax
-  const __m256i idx = _mm256_castps_si256(_mm256_fmadd_ps(ac, _mm256_set1_ps(kGeluK), _mm256_set1_ps(8388608.0f)));
-  const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
-  const __m256 bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 27));
-  const auto coef = [&](int j) {
-    const auto quarter = [&](int q) { return _mm256_permutevar8x32_ps(_mm256_load_ps(kGeluC[j] + 8 * q), idx); };
-    const __m256 lo = _mm256_blendv_ps(quarter(0), quarter(1), bit3);
-    const __m256 hi = _mm256_blendv_ps(quarter(2), quarter(3), bit3);
-    return _mm256_blendv_ps(lo, hi, bit4);
-  };
-  __m256 p = _mm256_fmadd_ps(coef(3), ac, coef(2));
-  p = _mm256_fmadd_ps(p, ac, coef(1));
-  p = _mm256_fmadd_ps(p, ac, coef(0));
+  const __m256 k = _mm256_set1_ps(kGelu8K), two23 = _mm256_set1_ps(8388608.0f);
+  const __m256 ac = _mm256_min_ps(_mm256_and_ps(v, abs_mask), _mm256_set1_ps(kGelu8AMax));  // NaN -> kGelu8AMax
+  const __m256 t = _mm256_fmadd_ps(ac, k, two23);  // segment index in the low mantissa bits
+  const __m256i idx = _mm256_castps_si256(t);
+  const __m256 u = _mm256_fmsub_ps(ac, k, _mm256_sub_ps(t, two23));
+  const auto coef = [&](int j) { return _mm256_permutevar8x32_ps(_mm256_load_ps(kGelu8C[j]), idx); };
+  __m256 p = coef(kGelu8Degree);
+  for (int j = kGelu8Degree - 1; j >= 0; --j) p = _mm256_fmadd_ps(p, u, coef(j));
   return _mm256_sub_ps(_mm256_max_ps(_mm256_setzero_ps(), v), p);  // max(0, NaN) = NaN: NaN stays NaN
 }
 

@@ -59,8 +59,6 @@ def test_gemm_s8_requantizing_epilogue(isa, rng, m, n, k):
 
 
 def test_gemm_s8_identical_across_isa_levels(rng):
-    from conftest import ISA_LEVELS
-
     a = rng.integers(0, 256, (19, 203), dtype=np.uint8)
     w = rng.integers(-127, 128, (77, 203), dtype=np.int8)
     ws = rng.random(77, dtype=np.float32)
@@ -90,27 +88,30 @@ def test_row_ops(isa, rng, rows, cols):
 
 
 def test_gelu_table_accuracy_and_edges(isa):
-    """GELU (erf) by the shared piecewise-cubic table: within 6e-7 of the exact function everywhere (segment
-    boundaries included), 0 at 0, NaN stays NaN, +inf stays +inf, large negative inputs give ~0."""
-    k = 5.63636351  # kGeluK: probe the segment boundaries, where a * K rounds to either neighbour
-    x = np.concatenate([np.linspace(-12, 12, 200_001), (np.arange(32) + 0.5) / k, -(np.arange(32) + 0.5) / k,
+    """GELU (erf) by table (32 cubics at avx512, 8 degree-6 polynomials at avx2 and scalar): within 6e-7 of the
+    exact function everywhere (both tables' segment boundaries included), 0 at 0, NaN stays NaN, +inf stays +inf,
+    large negative inputs give ~0."""
+    bounds = [(np.arange(n) + 0.5) / k for n, k in ((32, 5.63636351), (8, 1.27272725))]  # kGeluK, kGelu8K
+    x = np.concatenate([np.linspace(-12, 12, 200_001), *bounds, *(-b for b in bounds),
                         [0.0, -0.0, 1e-30, -1e-30, 5.5, -5.5, 1e4, -1e4]]).astype(np.float32)
     got = _core.rowop(x[None], "gelu", isa=isa)[0].astype(np.float64)
     assert np.abs(got - ACTS[1](x.astype(np.float64))).max() < 6e-7
     assert got[-8] == 0.0 and got[-2] == 1e4 and abs(got[-1]) < 2e-7
+    small = x[:-8][np.abs(x[:-8]) < 1e-3]
+    small = small[small != 0]
+    exact = ACTS[1](small.astype(np.float64))
+    assert (np.abs(_core.rowop(small[None], "gelu", isa=isa)[0] - exact) / np.abs(exact)).max() < 1e-6
     edge = _core.rowop(np.array([[np.nan, np.inf]], np.float32), "gelu", isa=isa)[0]
     assert np.isnan(edge[0]) and edge[1] == np.inf
 
 
-def test_gelu_levels_with_fma_agree_bit_for_bit(rng):
-    """avx2 and avx512 do the same FMA arithmetic on the same table (the scalar level rounds a*b+c twice)."""
-    fma_levels = [lv for lv in ISA_LEVELS if lv != "scalar"]
-    if len(fma_levels) < 2:
-        pytest.skip("one FMA level on this CPU")
-    x = (rng.standard_normal((7, 1001)) * 4).astype(np.float32)
-    outs = [_core.rowop(x, "gelu", isa=lv) for lv in fma_levels]
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
+def test_gelu_vector_lanes_and_scalar_tail_agree_bit_for_bit(isa, rng):
+    """Each level's vector GELU (gelu_erf8 / gelu_erf16, also the sparse kernels' fused finish) and its scalar form
+    (row tails, calls of fewer than 8 values) do the same arithmetic on the same table."""
+    x = (rng.standard_normal(1001) * 4).astype(np.float32)
+    whole = _core.rowop(x[None], "gelu", isa=isa)[0]
+    tails = np.concatenate([_core.rowop(x[i:i + 7][None], "gelu", isa=isa)[0] for i in range(0, len(x), 7)])
+    np.testing.assert_array_equal(whole, tails)
 
 
 def test_softmax_is_stable_for_large_inputs(isa):
