@@ -62,6 +62,8 @@ def spilling_loops(asm: str, max_loop_lines: int = 400) -> list[SpillingLoop]:
         body = lines[labels[b.group(1)] : i]
         if len(body) > max_loop_lines or any("\tcall\t" in x for x in body):
             continue  # not an innermost loop (a call saves live registers around itself)
+        if any(x.strip() == "ret" for x in body):
+            continue  # a jump back from a block placed after the function's return, not a loop
         macs = sum(bool(MAC.search(x)) for x in body)
         stores = sum(bool(STACK_STORE.search(x)) for x in body)
         if macs and stores >= 2:

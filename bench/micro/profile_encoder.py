@@ -25,7 +25,7 @@ from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
 
 def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int, seq: int, iters: int,
-            threads: int, sparse: str = "tune") -> dict:
+            threads: int, sparse: str = "tune", attention: str = "default") -> dict:
     info = peers.prepare_model(model, sparsity=sparsity, pattern=pattern)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, info.vocab_size - 1, size=(batch, seq)).astype(np.int64)
@@ -33,7 +33,8 @@ def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int
     calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}] if quantize == "int8-static" else None
     t0 = time.perf_counter()
     eng = compile_encoder(info.hf_dir, quantize=None if quantize == "fp32" else quantize, calibration=calib,
-                          threads=threads, sparse="tune" if sparse == "tune" else None)
+                          threads=threads, sparse="tune" if sparse == "tune" else None,
+                          attention=None if attention == "default" else attention)
     compile_s = time.perf_counter() - t0
     for _ in range(3):
         eng.run(input_ids=ids, attention_mask=mask)
@@ -99,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparse", default="tune", choices=["tune", "first"],
                     help="tune: the planner times dense and sparse formats per layer (the default); first: every "
                          "layer takes the first sparse format its pattern admits, untimed (compile_encoder sparse=None)")
+    ap.add_argument("--attention", default="default", choices=["default", "f32", "int8", "bf16"],
+                    help="attention matmul precision (default: the planner's choice, engine.default_attention)")
     ap.add_argument("--out", default="bench/results/profile_encoder")
     args = ap.parse_args(argv)
     r = profile(args.model, args.sparsity, args.pattern, args.quantize, args.batch, args.seq, args.iters,
-                args.threads, args.sparse)
+                args.threads, args.sparse, args.attention)
     write(r, Path(args.out), "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     print(Path(args.out).with_suffix(".md").read_text())
     return 0
