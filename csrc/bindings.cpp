@@ -676,6 +676,10 @@ NB_MODULE(_core, m) {
     if (level == tf::Isa::Avx512Vnni) return std::string(tf::cpu_has_amx_int8() ? "amx" : "vnni");
     return std::string(tf::isa_name(level));
   }, "isa"_a = "");
+  // whether a level runs unstructured and 2:4 INT8 weights as pair records (BsrS8::pair_slots) rather than quads
+  m.def("bsr_pair_kernel", [](const std::string& isa) {
+    return tf::kernels_for(tf::resolve_isa(isa)).bsr_pack_pairs != nullptr;
+  }, "isa"_a = "");
   // likewise for gemm_bf16 at the avx512 level: "amx" (tiles), "avx512_bf16" (vdpbf16ps) or "none"
   m.def("gemm_bf16_kernel", []() {
     if (tf::detect_isa() != tf::Isa::Avx512Vnni || !tf::cpu_has_avx512_bf16()) return std::string("none");

@@ -426,6 +426,56 @@ void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
   widen_bsr_values(L, *kt_);
 }
 
+// INT8 rows given densely -> pair records (BsrS8::pair_slots): per output row and input quad, the fewest slots
+// (kPairSlots) that cover the quad's non-zeros, one record each. slots 2: a quad's halves (unstructured weights);
+// slots 6: any two of its inputs, so a 2:4 quad is one record.
+void EncoderEngine::pairs_from_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {
+  const int64_t n = L->n, k = L->k, kq = (k + 3) / 4;
+  L->int8 = true;
+  L->kind = LinearKind::BsrS8;
+  L->bsr_rows = 1;
+  L->bsr_pair_slots = slots;
+  L->bsr_rowptr.assign(1, 0);
+  L->bsr_cols.clear();
+  L->bsr_values.clear();
+  L->bsr_values16.clear();
+  L->col_sum.assign(n, 0);
+  for (int64_t r = 0; r < n; ++r) {
+    const int8_t* row = w.data() + r * k;
+    for (int64_t g = 0; g < kq; ++g) {
+      int8_t quad[4] = {0, 0, 0, 0};
+      int nonzero = 0;
+      for (int64_t i = 0; i < 4 && 4 * g + i < k; ++i) {
+        quad[i] = row[4 * g + i];
+        nonzero |= (quad[i] != 0) << i;
+        L->col_sum[r] += quad[i];
+      }
+      const auto add = [&](int s) {
+        L->bsr_cols.push_back(static_cast<int32_t>(g * slots + s));
+        L->bsr_values16.push_back(quad[kPairSlots[s][0]]);
+        L->bsr_values16.push_back(quad[kPairSlots[s][1]]);
+      };
+      int cover = -1;  // one slot holding every non-zero of the quad
+      for (int s = 0; s < slots && cover < 0 && nonzero; ++s)
+        if ((nonzero & ~((1 << kPairSlots[s][0]) | (1 << kPairSlots[s][1]))) == 0) cover = s;
+      if (cover >= 0) {
+        add(cover);
+      } else {
+        if (nonzero & 3) add(0);
+        if (nonzero & 12) add(1);
+      }
+    }
+    L->bsr_rowptr.push_back(static_cast<int32_t>(L->bsr_cols.size()));
+  }
+  L->bsr_values16.resize(L->bsr_values16.size() + 16, 0);  // as quads_from_rows: room past the end
+  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
+}
+
+void EncoderEngine::sparse_int8_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {
+  if (kt_->bsr_pack_pairs) pairs_from_rows(L, w, slots);
+  else quads_from_rows(L, w);
+}
+
 // CSR: shape [n, k], row pointers [n + 1], input indices (int32 or uint16) and values (float32 for csr-f32,
 // int8 + per-row scales for csr-int8).
 void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t) {
@@ -443,7 +493,7 @@ void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<
     std::vector<int8_t> dense(L->n * L->k, 0);
     for (int64_t r = 0; r < L->n; ++r)
       for (int32_t j = rowptr[r]; j < rowptr[r + 1]; ++j) dense[r * L->k + cols[j]] = q[j];
-    quads_from_rows(L, dense);
+    sparse_int8_rows(L, dense, 2);
     L->w_scale = copy_f32(t, name + ".wscale", {L->n});
     load_static_activation(L, name, t);
     return;
@@ -520,7 +570,7 @@ void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<s
         else if (q[r * per_row + j] != 0)
           throw std::invalid_argument("'" + name + "': N:M value stored past the last input");
       }
-    quads_from_rows(L, dense);
+    sparse_int8_rows(L, dense, keep == 2 && group == 4 ? 6 : 2);
     L->w_scale = copy_f32(t, name + ".wscale", {L->n});
     load_static_activation(L, name, t);
     return;
@@ -606,6 +656,21 @@ size_t EncoderEngine::packed_bytes() const {
   return b;
 }
 
+int64_t EncoderEngine::widest_at() const {
+  int64_t width = widest_linear();
+  const auto pairs = [&](const Linear& L) {
+    if (L.kind == LinearKind::BsrS8 && L.bsr_pair_slots) width = std::max(width, bsr_pairs_at_k(L.k, L.bsr_pair_slots));
+  };
+  for (const auto& L : layers_) {
+    pairs(L.qkv);
+    pairs(L.attn_out);
+    pairs(L.ffn1);
+    pairs(L.ffn2);
+  }
+  for (const auto& L : head_) pairs(L);
+  return width;
+}
+
 int64_t EncoderEngine::widest_linear() const {
   int64_t max_k = cfg_.hidden;
   for (const auto& L : layers_) max_k = std::max(max_k, std::max(L.ffn2.k, L.attn_out.k));
@@ -625,7 +690,7 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
     w.q8.reserve(rows * (q_stride(max_k) + 64));
     w.q8b.reserve(rows * (q_stride(max_k) + 64));
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
-    w.at.reserve(std::max(kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k)) + 64);
+    w.at.reserve(std::max(kt_->bsr_at_size(rows, widest_at()), kt_->spf32_at_size(rows, max_k)) + 64);
     const bool ffn_at_direct = std::any_of(layers_.begin(), layers_.end(), [](const EncoderLayer& L) {
       return L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8;
     });
@@ -806,6 +871,8 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.values16 = L.bsr_values16.data();
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
+    bw.pair_slots = L.bsr_pair_slots;
+    const int64_t at_k = L.bsr_pair_slots ? bsr_pairs_at_k(L.k, L.bsr_pair_slots) : L.k;  // re-layout width
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
     if (io.out_at) {
       epi.out_at = io.out_at;
@@ -814,7 +881,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     epi.qkv = io.qkv;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
-    const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at;
+    const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
     const bool short_split = bsr_split_short(m, nt, L.col_groups);
     const bool by_tokens = short_split || sparse_split_tokens(m, nt);
     parallel_linear(
@@ -823,6 +890,8 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           prep(lo, hi, !fused_prep);
           if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
             kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
+          else if (!io.in_at && L.bsr_pair_slots)
+            kt->bsr_pack_pairs(q, ldq, m, lo, hi, L.k, L.bsr_pair_slots, w.at.as<uint8_t>());
           else if (!io.in_at)
             kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
         },
@@ -831,12 +900,13 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
             kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
-          // this thread's tokens m0 .. m1-1 as calls of their own: one from a tile-aligned m0, else one per
-          // re-layout tile they touch (bsr_at_offset)
+          // this thread's tokens m0 .. m1-1 as calls of their own: to the tile's end from an m0 inside a
+          // re-layout tile, then (from a tile-aligned start) one call for the rest (bsr_at_offset). At avx2's
+          // 8-token tiles a call per tile left the 1x4 and pair kernels 8-token passes only.
           for (int64_t p = m0; p < m1;) {
-            const int64_t tile = kt->bsr_at_tile;
-            const int64_t end = short_split ? std::min(m1, (p / tile + 1) * tile) : m1;
-            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, L.k, tile), end - p, bw, io.out + p * L.n, L.n,
+            const int64_t tile = L.bsr_pair_slots ? kPairAtTile : kt->bsr_at_tile;
+            const int64_t end = short_split && p % tile != 0 ? std::min(m1, (p / tile + 1) * tile) : m1;
+            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, at_k, tile), end - p, bw, io.out + p * L.n, L.n,
                             n0, n1, rows_from(epi, p, tile));
             p = end;
           }
@@ -1160,7 +1230,8 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
         // bsr_pack_at for FFN2)
         const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
-                               kt->bsr_at_size(kBsrAtTile, 4) > 0 && bsr_fills_next_at(cfg_.act);
+                               !L.ffn2.bsr_pair_slots && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
+                               bsr_fills_next_at(cfg_.act);
         LinearIO up;
         up.in = x1;
         up.out = ff;

@@ -67,6 +67,7 @@ struct Linear {
   std::vector<int8_t> bsr_values;
   std::vector<int16_t> bsr_values16;  // bsr_values widened, in their place, where the level wants them
   int64_t bsr_rows = 1;
+  int64_t bsr_pair_slots = 0;  // BsrS8 as pair records (BsrS8::pair_slots; pairs_from_rows)
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
@@ -189,6 +190,9 @@ class EncoderEngine {
   void load_block_f32(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void load_nm(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
+  void pairs_from_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
+  // unstructured (slots 2) or 2:4 (slots 6) INT8 rows: pair records where the level has bsr_pack_pairs, else quads
+  void sparse_int8_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
   void load_static_activation(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);
@@ -220,6 +224,7 @@ class EncoderEngine {
   std::vector<Workspace> ws_;  // [0] for the whole team; [t] for thread t when sequence groups run side by side
   void ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count);
   int64_t widest_linear() const;  // the largest Linear input or output width: sizes the per-row buffers
+  int64_t widest_at() const;      // the largest block-sparse INT8 re-layout width (pair re-layouts are wider)
   int team() const;               // threads of the ops the calling thread runs (1 inside side-by-side groups)
 };
 

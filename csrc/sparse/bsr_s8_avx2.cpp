@@ -1,4 +1,5 @@
-// Block-sparse INT8 GEMM for the avx2 level (no VNNI), 1x4 and 4x4 blocks.
+// Block-sparse INT8 GEMM for the avx2 level (no VNNI), 1x4 and 4x4 blocks, and pair records (unstructured and 2:4
+// INT8 weights: BsrS8::pair_slots, see pair_dot and relayout_pairs).
 //
 // The AVX-512 kernel's activation re-layout with 8-token tiles (At[m / 8][k / 4][8][4] u8, bsr_at_offset with
 // KernelTable::bsr_at_tile = 8): a pass of 8 tokens reads 32 contiguous bytes per input quad. (With the AVX-512
@@ -29,6 +30,11 @@ namespace avx2 {
 namespace {
 constexpr int64_t kAtTile = 8;  // KernelTable::bsr_at_tile of this level
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
+// where the weight's re-layout holds token m0: the u8 one (k inputs, 8-token tiles) or the pair one
+// (bsr_pairs_at_k inputs, kPairAtTile tiles)
+inline int64_t weight_at_offset(const BsrS8& w, int64_t m0) {
+  return w.pair_slots ? bsr_at_offset(m0, bsr_pairs_at_k(w.k, w.pair_slots), kPairAtTile) : at_offset(m0, w.k);
+}
 
 // One block row's 4 weights (widened to 16 bits at load: BsrS8::values16) in each 64-bit lane: a broadcast from
 // memory, a load uop only. (Sign-extending 8-bit weights here took a vpmovsxbw per block row, which issues 0.79 times
@@ -78,6 +84,27 @@ inline void row_dot(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, 
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v)
       acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(at_quads(ap + (v / 2) * tile_bytes + 16 * (v % 2)), w));
+  }
+}
+
+// acc[g] for one output row of pair records (BsrS8::pair_slots), tokens 8g .. 8g + 7 of the pass: a slot holds
+// each token's input pair as two words (16 tokens, one 64-byte line), the record's two weights fill every dword,
+// and one vpmaddwd adds both products of every token, 8 tokens per vector (no partial sums, no horizontal add).
+// Per record and 8 tokens: one load-op vpmaddwd and one vpaddd, against a quad's zero-extension, vpmaddwd and
+// vpaddd per 4 tokens; a quad with one or two non-zeros costs one record.
+template <int G>
+inline void pair_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals, int32_t nb, __m256i* acc) {
+#pragma GCC unroll 4
+  for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
+  for (int32_t j = 0; j < nb; ++j) {
+    int32_t pair;
+    std::memcpy(&pair, vals + 2 * j, 4);
+    const __m256i w = _mm256_set1_epi32(pair);
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kPairAtTile * 4;
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g)
+      acc[g] = _mm256_add_epi32(
+          acc[g], _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + 32 * g)), w));
   }
 }
 
@@ -138,6 +165,17 @@ struct Pass {
     }
   }
 
+  // row i of the tile from pair sums, one token per lane (tokens 8g .. 8g + 7 in acc[g]): the same float ops
+  static void store_row_pairs(float (*t)[T], int64_t i, const __m256i* acc, float cs, float ws, const __m256* zp,
+                              const __m256* sc) {
+    const __m256 csv = _mm256_set1_ps(cs), wsv = _mm256_set1_ps(ws);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; ++g) {
+      const __m256 centered = _mm256_sub_ps(_mm256_cvtepi32_ps(acc[g]), _mm256_mul_ps(zp[g], csv));
+      _mm256_store_ps(&t[i][8 * g], _mm256_mul_ps(centered, _mm256_mul_ps(sc[g], wsv)));
+    }
+  }
+
   // the Y^T tile of output rows nb0 .. nb0 + rows - 1 (rows <= 16), dequantized. Not inlined into the finishers:
   // one call per 16 output rows, and the dot-product loops stay clear of the finishers' register pressure
   __attribute__((noinline)) void tile(const uint8_t* at, const BsrS8& w, int64_t nb0, int64_t rows,
@@ -152,6 +190,14 @@ struct Pass {
         rows4_dot<V>(at, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
         for (int r = 0; r < 4 && i + r < rows; ++r)
           store_row(t, i + r, acc[r], static_cast<float>(w.col_sum[nb0 + i + r]), w.w_scale[nb0 + i + r], zp, sc);
+      }
+    } else if (w.pair_slots) {
+      static_assert(T <= kPairAtTile, "a pass's tokens lie in one pair tile");
+      for (int64_t i = 0; i < rows; ++i) {
+        __m256i acc[G];
+        const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
+        pair_dot<G>(at, w.cols + b0, w.values16 + 2 * b0, b1 - b0, acc);
+        store_row_pairs(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
       }
     } else {
       for (int64_t i = 0; i < rows; ++i) {
@@ -240,6 +286,43 @@ void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, 
     }
 }
 
+// relayout_quads' pair form (bsr_pack_pairs): quad q of the 8 tokens (half of a kPairAtTile tile) becomes slots
+// 0 .. slots - 1 (kPairSlots), each a vpshufb of the quad's 32 bytes that zero-extends two of every token's inputs
+void relayout_pairs(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, int64_t slots, uint8_t* at) {
+  static const auto masks = [] {
+    struct Masks {
+      alignas(32) int8_t b[6][32];
+    } m;
+    for (int s = 0; s < 6; ++s)
+      for (int t = 0; t < 8; ++t) {  // token t's dword: inputs i and j of its quad (4 tokens per 128-bit lane)
+        int8_t* d = m.b[s] + 4 * t;
+        d[0] = static_cast<int8_t>(4 * (t % 4) + kPairSlots[s][0]);
+        d[2] = static_cast<int8_t>(4 * (t % 4) + kPairSlots[s][1]);
+        d[1] = d[3] = -128;  // zero byte
+      }
+    return m;
+  }();
+  const auto expand = [&](int64_t quad, __m256i bytes) {
+    for (int64_t s = 0; s < slots; ++s)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + (quad * slots + s) * kPairAtTile * 4),
+                          _mm256_shuffle_epi8(bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(masks.b[s]))));
+  };
+  int64_t q = 0;
+  if (valid == 8)
+    for (; q + 8 <= nq; q += 8) {
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * lds + 4 * q));
+      transpose8(r);
+      for (int d = 0; d < 8; ++d) expand(q + d, _mm256_castps_si256(r[d]));
+    }
+  for (; q < nq; ++q) {
+    alignas(32) uint8_t quad[32] = {0};
+    for (int64_t i = 0; i < valid && i < 8; ++i) std::memcpy(quad + 4 * i, src + i * lds + 4 * q, 4);
+    expand(q, _mm256_load_si256(reinterpret_cast<const __m256i*>(quad)));
+  }
+}
+
 // Tokens m_begin .. m_end - 1 of a call in passes of T (8 for 4x4 blocks: 4 rows x 2 vectors of 4 tokens, 8
 // accumulators; 16 or 8 for 1x4 blocks, see gemm_bsr_s8). With Epilogue::out_at (FFN1 -> FFN2; the executor sets it
 // only without a residual and with an activation bsr_fills_next_at allows) every tile goes straight into the next
@@ -267,7 +350,7 @@ void run_passes(const uint8_t* at, int64_t m_begin, int64_t m_end, const BsrS8& 
       pass.zp[g] = _mm256_load_ps(zp);
       pass.sc[g] = _mm256_load_ps(sc);
     }
-    const uint8_t* at_pass = at + at_offset(m0, w.k);
+    const uint8_t* at_pass = at + weight_at_offset(w, m0);
     if (epi.out_at) {
       uint8_t* dst = epi.out_at + at_offset(m0, epi.out_at_k);
       for (int64_t nb = n0; nb < n1; nb += 16)
@@ -297,6 +380,14 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
                    at + at_offset(i0, k));
 }
 
+void bsr_pack_pairs(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
+                    uint8_t* at) {  // as bsr_pack_at, in the pair re-layout
+  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16, width = bsr_pairs_at_k(k, slots);
+  for (int64_t i0 = m0; i0 < end; i0 += 8)
+    relayout_pairs(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), (k + 3) / 4, slots,
+                   at + bsr_at_offset(i0, width, kPairAtTile));
+}
+
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
@@ -305,7 +396,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
     run_passes<8, 4>(at, 0, m, w, c, ldc, n0, n1, epi);
     return;
   }
-  // 1x4 blocks: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token ones, so that a pass
+  // 1x4 blocks and pair records: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token ones, so that a pass
   // never reads or writes a tile holding none of this call's tokens (another call's, or past the re-layout)
   const int64_t m16 = m / 16 * 16;
   run_passes<16, 1>(at, 0, m16, w, c, ldc, n0, n1, epi);

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import trimformer as tf
-from conftest import rel_err
+from conftest import ISA_LEVELS, rel_err
 from trimformer import _core
 from trimformer.compress import prune_magnitude
 from trimformer.runtime.engine import (
@@ -42,25 +42,33 @@ def test_candidates_follow_the_pattern(rng):
     w = rng.standard_normal((64, 96)).astype(np.float32)
     from trimformer.formats.sparsity import magnitude_mask
 
-    assert sparse_candidates(w, "int8") == [] and sparse_candidates(w, "f32") == []
+    quads = "scalar"  # a level that runs csr-int8 and nm-int8 on 1x4 quads (as avx512 does)
+    assert sparse_candidates(w, "int8", quads) == [] and sparse_candidates(w, "f32") == []
     assert sparse_candidates(w, "bf16") == []
     assert sparse_candidates(w * magnitude_mask(w, 0.9, "block"), "bf16") == ["block-bf16"]
     unstructured = w * magnitude_mask(w, 0.95, "unstructured")
     # a random 95%-sparse weight also fits 4:8 and sparse 4x1 blocks; CSR stores the least, so it comes first
     assert sparse_candidates(unstructured, "f32")[0] == "csr-f32"
-    assert sparse_candidates(unstructured, "int8")[0] == "csr-int8"
+    assert sparse_candidates(unstructured, "int8", quads)[0] == "csr-int8"
     half = w * magnitude_mask(w, 0.6, "unstructured")
-    assert sparse_candidates(half, "f32") == ["csr-f32"] and sparse_candidates(half, "int8") == []
+    assert sparse_candidates(half, "f32") == ["csr-f32"] and sparse_candidates(half, "int8", quads) == []
     block = w * magnitude_mask(w, 0.9, "block")
-    assert sparse_candidates(block, "int8") == ["block-int8", "csr-int8"]
+    assert sparse_candidates(block, "int8", quads) == ["block-int8", "csr-int8"]
     assert sparse_candidates(block, "f32") == ["block-f32", "csr-f32"]
     assert sparse_candidates(block, "bf16") == ["block-bf16"]
     nm = w * magnitude_mask(w, 0.0, "2:4")
     assert sparse_candidates(nm, "f32") == ["nm-f32", "csr-f32"]
-    assert sparse_candidates(nm, "int8") == []  # every 1x4 quad of a 2:4 weight holds a non-zero
+    assert sparse_candidates(nm, "int8", quads) == []  # every 1x4 quad of a 2:4 weight holds a non-zero
     assert sparse_candidates(nm, "bf16") == ["nm-bf16"]
     assert sparse_candidates(w * magnitude_mask(w, 0.0, "4:8") * magnitude_mask(w, 0.9, "block"), "bf16") == [
         "block-bf16", "nm-bf16"]  # 4:8 and 90% of 4x4 blocks: the blocks store less
+    if "avx2" in ISA_LEVELS:  # pair records: a 2:4 quad is one record, CSR one per half-quad holding a non-zero
+        assert _core.bsr_pair_kernel("avx2") and not _core.bsr_pair_kernel("scalar")
+        assert sparse_candidates(nm, "int8", "avx2") == ["nm-int8"]
+        # 95% sparse fits 2:4 too: one record per quad holding a non-zero beats one per half-quad
+        assert sparse_candidates(unstructured, "int8", "avx2") == ["nm-int8", "csr-int8"]
+        assert sparse_candidates(half, "int8", "avx2") == []  # 64% of its pairs hold a non-zero
+        assert sparse_candidates(block, "int8", "avx2") == ["block-int8", "csr-int8"]
     t = time_formats(unstructured, ["f32", "csr-f32"], tokens=8, iters=2, threads=1)
     assert set(t) == {"f32", "csr-f32"} and all(v > 0 for v in t.values())
 
@@ -89,7 +97,8 @@ def test_int8_sparse_model_equals_dense_int8(rng, tmp_path, quantize):
     calib = [{"input_ids": ids, "attention_mask": mask}]
     dense = compile_encoder(model, quantize=quantize, calibration=calib, sparse=False)
     sparse = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None)
-    assert sparse.formats["layers.1.attn_out"] == "csr-int8"
+    # a 95% unstructured weight fits 2:4 as well: nm-int8 comes first where the level runs pair records (avx2)
+    assert sparse.formats["layers.1.attn_out"] == ("nm-int8" if _core.bsr_pair_kernel("") else "csr-int8")
     if quantize == "int8-static":
         assert "layers.1.attn_out.act_scale" in sparse.tensors
     a = sparse.run(ids, mask)["last_hidden_state"]
@@ -161,8 +170,8 @@ def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
-    """nm-int8 is never a planner candidate for a plain N:M weight (no faster than dense INT8), but a model stored
-    in it runs bit-identically to dense INT8 and reloads."""
+    """A model stored in nm-int8 (a planner candidate for a plain 2:4 weight only where the level multiplies input
+    pairs: avx2) runs bit-identically to dense INT8 and reloads."""
     from trimformer.runtime.engine import Engine, _encode_linears
 
     model = _model()

@@ -248,7 +248,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
         if sparse is not False:
-            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name])
+            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa)
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
                 cands = [_FORCED_SPARSE[fmt_of[name]]]
             if cands:
@@ -299,11 +299,20 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
 _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
 
 
-def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
+def _pair_density(w: np.ndarray) -> float:
+    """Fraction of the input pairs (2i, 2i + 1) of each row that hold a non-zero (k padded to even with zeros)."""
+    nz = np.asarray(w) != 0
+    if nz.shape[1] % 2:
+        nz = np.concatenate([nz, np.zeros((nz.shape[0], 1), bool)], axis=1)
+    return float(nz.reshape(nz.shape[0], -1, 2).any(axis=2).mean()) if nz.size else 1.0
+
+
+def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None) -> list[str]:
     """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8", "f32", "bf16"),
     least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
     pattern's own layout first): the order used without timing. For "bf16" the candidates are nm-bf16 and
-    block-bf16 (bf16 storage, the float32 kernels)."""
+    block-bf16 (bf16 storage, the float32 kernels). INT8 candidates depend on the ISA level `isa` resolves to
+    (`_core.bsr_pair_kernel`)."""
     if dense_format not in ("int8", "f32", "bf16"):
         return []
     st = sparsity_stats(w)
@@ -318,6 +327,15 @@ def sparse_candidates(w: np.ndarray, dense_format: str) -> list[str]:
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
             work["block-int8"] = st["block_density"]
+        if _core.bsr_pair_kernel(isa or ""):
+            # the level multiplies input pairs (vpmaddwd): csr-int8 runs one record per half-quad holding a
+            # non-zero, a 2:4 nm-int8 one per quad holding one (any two inputs of a quad form a pair)
+            pair_density = _pair_density(w)
+            if st["zeros"] >= SPARSE_MIN_ZEROS and pair_density <= SPARSE_MAX_BLOCK_DENSITY:
+                work["csr-int8"] = pair_density
+            if st["nm"] == "2:4":
+                work["nm-int8"] = st["quad_density"] / 2
+            return sorted(work, key=work.get)
         # csr-int8 and nm-int8 both run on the 1x4 input quads that hold a non-zero (VNNI multiplies 4 consecutive
         # inputs at once): a plain 2:4 / 4:8 weight has a non-zero in (nearly) every quad, so it stays dense INT8
         # unless it is sparser than its pattern; where both fit, CSR stores less
