@@ -98,17 +98,21 @@ constexpr int64_t kBsrAtTile = 64;
 inline int64_t bsr_at_offset(int64_t m0, int64_t k, int64_t tile) {
   return (m0 / tile) * tile * ((k + 3) / 4 * 4) + (m0 % tile) * 4;
 }
-// Pair records (BsrS8::pair_slots, the avx2 level's unstructured and 2:4 INT8): each input quad of the re-layout is
-// expanded into `slots` pairs of its inputs, kPairSlots[s] = (i, j), every token's two bytes zero-extended to 16
-// bits (4 bytes per token, as a quad's): slot s of quad g is quad g * slots + s of a u8 re-layout of
-// bsr_pairs_at_k(k, slots) inputs, so bsr_at_size / bsr_at_offset serve it with that width. The first two slots
-// split a quad in halves (unstructured pairs); all six cover any two of its inputs (2:4).
+// Pair records (BsrS8::pair_slots, the avx2 level's unstructured and 2:4 INT8): the re-layout (bsr_pack_pairs)
+// holds, per tile of kPairAtTile tokens, one 64-byte record slot for each input quad g and slot s (index
+// g * slots + s): the two inputs kPairSlots[s] = (i, j) of the quad for each of the tile's 32 tokens, 2 bytes per
+// token. The first two slots split a quad in halves (unstructured pairs); all six cover any two of its inputs (2:4).
+// A 32-token pass reads one line per record (kernel: 16 bytes zero-extend to 8 tokens' pairs as words), so the
+// re-layout's traffic from L2 (FFN2's 3072 inputs or any 6-slot re-layout leave L1) is half a byte per input and token.
 constexpr int kPairSlots[6][2] = {{0, 1}, {2, 3}, {0, 2}, {0, 3}, {1, 2}, {1, 3}};
-inline int64_t bsr_pairs_at_k(int64_t k, int64_t slots) { return (k + 3) / 4 * slots * 4; }
-// Tokens per tile of the pair re-layout (bsr_at_offset's `tile` for it): 16, so that a 16-token pass reads each
-// record's slot as one 64-byte line (its 8-token tiles put the two halves a tile apart: two lines per record, and
-// with the re-layout beyond L1, as FFN2's or a 6-slot one is, the L2 -> L1 transfers bound the kernel)
-constexpr int64_t kPairAtTile = 16;
+constexpr int64_t kPairAtTile = 32;
+// where the pair re-layout of k inputs holds token m0 (a multiple of 8), and its bytes for m tokens
+inline int64_t bsr_pairs_at_offset(int64_t m0, int64_t k, int64_t slots) {
+  return (m0 / kPairAtTile) * kPairAtTile * ((k + 3) / 4) * slots * 2 + (m0 % kPairAtTile) * 2;
+}
+inline size_t bsr_pairs_at_size(int64_t m, int64_t k, int64_t slots) {
+  return static_cast<size_t>((m + kPairAtTile - 1) / kPairAtTile * kPairAtTile * ((k + 3) / 4) * slots * 2 + 64);
+}
 // Whether a block-sparse INT8 layer with this activation can write the next block-sparse layer's re-layout
 // itself (Epilogue::out_at): its tile is then finished while the tokens run along the lanes, four output rows per
 // register, which is one quad row of the next layer's re-layout
@@ -129,7 +133,7 @@ struct BsrS8 {
   const int32_t* col_sum = nullptr;  // per output row: sum of its weights (for the activation zero point)
   const float* w_scale = nullptr;    // per output row
   // 0: blocks as above over bsr_pack_at's re-layout. 2 or 6 (block_rows 1, levels with bsr_pack_pairs): row r owns
-  // pair records rowptr[r] .. rowptr[r+1]-1 over bsr_pack_pairs' re-layout (kPairAtTile) with this many slots per quad; record
+  // pair records rowptr[r] .. rowptr[r+1]-1 over bsr_pack_pairs' re-layout with this many slots per quad; record
   // j reads its slot, quad cols[j] = g * slots + s of that re-layout, and holds the two weights at values16[2j],
   // values16[2j+1]
   int64_t pair_slots = 0;
@@ -263,7 +267,7 @@ struct KernelTable {
   int64_t bsr_at_tile;
   // optional (null where absent): the pair re-layout of rows [m0, m1) for BsrS8::pair_slots weights (levels whose
   // INT8 products take input pairs, vpmaddwd: there a quad with one or two non-zeros costs the lanes of two inputs,
-  // not four); tiles of kPairAtTile tokens, bsr_pairs_at_k(k, slots) bytes per token
+  // not four); bsr_pairs_at_size bytes, token m0 at bsr_pairs_at_offset
   void (*bsr_pack_pairs)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                          uint8_t* at);
   // ---- end of the sparse runtime block ----

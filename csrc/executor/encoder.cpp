@@ -656,10 +656,11 @@ size_t EncoderEngine::packed_bytes() const {
   return b;
 }
 
-int64_t EncoderEngine::widest_at() const {
-  int64_t width = widest_linear();
+size_t EncoderEngine::pair_at_bytes(int64_t rows) const {
+  size_t bytes = 0;
   const auto pairs = [&](const Linear& L) {
-    if (L.kind == LinearKind::BsrS8 && L.bsr_pair_slots) width = std::max(width, bsr_pairs_at_k(L.k, L.bsr_pair_slots));
+    if (L.kind == LinearKind::BsrS8 && L.bsr_pair_slots)
+      bytes = std::max(bytes, bsr_pairs_at_size(rows, L.k, L.bsr_pair_slots));
   };
   for (const auto& L : layers_) {
     pairs(L.qkv);
@@ -668,7 +669,7 @@ int64_t EncoderEngine::widest_at() const {
     pairs(L.ffn2);
   }
   for (const auto& L : head_) pairs(L);
-  return width;
+  return bytes;
 }
 
 int64_t EncoderEngine::widest_linear() const {
@@ -690,7 +691,8 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
     w.q8.reserve(rows * (q_stride(max_k) + 64));
     w.q8b.reserve(rows * (q_stride(max_k) + 64));
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
-    w.at.reserve(std::max(kt_->bsr_at_size(rows, widest_at()), kt_->spf32_at_size(rows, max_k)) + 64);
+    w.at.reserve(std::max({kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k), pair_at_bytes(rows)}) +
+                 64);
     const bool ffn_at_direct = std::any_of(layers_.begin(), layers_.end(), [](const EncoderLayer& L) {
       return L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8;
     });
@@ -872,7 +874,6 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
     bw.pair_slots = L.bsr_pair_slots;
-    const int64_t at_k = L.bsr_pair_slots ? bsr_pairs_at_k(L.k, L.bsr_pair_slots) : L.k;  // re-layout width
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
     if (io.out_at) {
       epi.out_at = io.out_at;
@@ -906,8 +907,10 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           for (int64_t p = m0; p < m1;) {
             const int64_t tile = L.bsr_pair_slots ? kPairAtTile : kt->bsr_at_tile;
             const int64_t end = short_split && p % tile != 0 ? std::min(m1, (p / tile + 1) * tile) : m1;
-            kt->gemm_bsr_s8(q + p * ldq, ldq, at + bsr_at_offset(p, at_k, tile), end - p, bw, io.out + p * L.n, L.n,
-                            n0, n1, rows_from(epi, p, tile));
+            const int64_t at_p = L.bsr_pair_slots ? bsr_pairs_at_offset(p, L.k, L.bsr_pair_slots)
+                                                  : bsr_at_offset(p, L.k, tile);
+            kt->gemm_bsr_s8(q + p * ldq, ldq, at + at_p, end - p, bw, io.out + p * L.n, L.n, n0, n1,
+                            rows_from(epi, p, kt->bsr_at_tile));  // out_at: the next layer's u8 re-layout
             p = end;
           }
         },

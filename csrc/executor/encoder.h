@@ -224,7 +224,7 @@ class EncoderEngine {
   std::vector<Workspace> ws_;  // [0] for the whole team; [t] for thread t when sequence groups run side by side
   void ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count);
   int64_t widest_linear() const;  // the largest Linear input or output width: sizes the per-row buffers
-  int64_t widest_at() const;      // the largest block-sparse INT8 re-layout width (pair re-layouts are wider)
+  size_t pair_at_bytes(int64_t rows) const;  // the largest pair re-layout (BsrS8::pair_slots) of `rows` tokens
   int team() const;               // threads of the ops the calling thread runs (1 inside side-by-side groups)
 };
 

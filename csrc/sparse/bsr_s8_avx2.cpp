@@ -30,10 +30,9 @@ namespace avx2 {
 namespace {
 constexpr int64_t kAtTile = 8;  // KernelTable::bsr_at_tile of this level
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
-// where the weight's re-layout holds token m0: the u8 one (k inputs, 8-token tiles) or the pair one
-// (bsr_pairs_at_k inputs, kPairAtTile tiles)
+// where the weight's re-layout holds token m0: the u8 quads (8-token tiles) or the pairs (bsr_pairs_at_offset)
 inline int64_t weight_at_offset(const BsrS8& w, int64_t m0) {
-  return w.pair_slots ? bsr_at_offset(m0, bsr_pairs_at_k(w.k, w.pair_slots), kPairAtTile) : at_offset(m0, w.k);
+  return w.pair_slots ? bsr_pairs_at_offset(m0, w.k, w.pair_slots) : at_offset(m0, w.k);
 }
 
 // One block row's 4 weights (widened to 16 bits at load: BsrS8::values16) in each 64-bit lane: a broadcast from
@@ -87,11 +86,12 @@ inline void row_dot(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, 
   }
 }
 
-// acc[g] for one output row of pair records (BsrS8::pair_slots), tokens 8g .. 8g + 7 of the pass: a slot holds
-// each token's input pair as two words (16 tokens, one 64-byte line), the record's two weights fill every dword,
-// and one vpmaddwd adds both products of every token, 8 tokens per vector (no partial sums, no horizontal add).
-// Per record and 8 tokens: one load-op vpmaddwd and one vpaddd, against a quad's zero-extension, vpmaddwd and
-// vpaddd per 4 tokens; a quad with one or two non-zeros costs one record.
+// acc[g] for one output row of pair records (BsrS8::pair_slots), tokens 8g .. 8g + 7 of the pass: a record's slot
+// holds each token's two inputs as bytes (32 tokens, one 64-byte line); 16 of them zero-extend (vpmovzxbw from
+// memory) to 8 tokens' pairs as words, the record's two weights fill every dword, and one vpmaddwd adds both
+// products of every token, 8 tokens per vector (no partial sums, no horizontal add). Per record and 8 tokens: one
+// widening load, one vpmaddwd and one vpaddd, against the same per 4 tokens on 1x4 quads; a quad with one or two
+// non-zeros costs one record.
 template <int G>
 inline void pair_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals, int32_t nb, __m256i* acc) {
 #pragma GCC unroll 4
@@ -100,11 +100,9 @@ inline void pair_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals
     int32_t pair;
     std::memcpy(&pair, vals + 2 * j, 4);
     const __m256i w = _mm256_set1_epi32(pair);
-    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kPairAtTile * 4;
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kPairAtTile * 2;
 #pragma GCC unroll 4
-    for (int g = 0; g < G; ++g)
-      acc[g] = _mm256_add_epi32(
-          acc[g], _mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + 32 * g)), w));
+    for (int g = 0; g < G; ++g) acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(at_quads(ap + 16 * g), w));
   }
 }
 
@@ -193,13 +191,14 @@ struct Pass {
       }
     } else if (w.pair_slots) {
       static_assert(T <= kPairAtTile, "a pass's tokens lie in one pair tile");
+      static_assert(G <= 4, "4 accumulators, the weights and one widened slot in registers");
       for (int64_t i = 0; i < rows; ++i) {
         __m256i acc[G];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
         pair_dot<G>(at, w.cols + b0, w.values16 + 2 * b0, b1 - b0, acc);
         store_row_pairs(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
       }
-    } else {
+    } else if constexpr (T <= 16) {  // 1x4 blocks (32-token passes are for pair records only)
       for (int64_t i = 0; i < rows; ++i) {
         __m256i acc[V];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
@@ -286,26 +285,31 @@ void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, 
     }
 }
 
-// relayout_quads' pair form (bsr_pack_pairs): quad q of the 8 tokens (half of a kPairAtTile tile) becomes slots
-// 0 .. slots - 1 (kPairSlots), each a vpshufb of the quad's 32 bytes that zero-extends two of every token's inputs
+// relayout_quads' pair form (bsr_pack_pairs): quad q of the 8 tokens becomes slots 0 .. slots - 1 (kPairSlots),
+// 16 bytes each (the 8 tokens' two inputs, a quarter of the slot's 64-byte record in a 32-token tile): a vpshufb
+// picks them from the quad's 8-token transpose, 8 bytes per 128-bit lane, and a qword permute joins the lanes
 void relayout_pairs(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, int64_t slots, uint8_t* at) {
   static const auto masks = [] {
     struct Masks {
       alignas(32) int8_t b[6][32];
     } m;
     for (int s = 0; s < 6; ++s)
-      for (int t = 0; t < 8; ++t) {  // token t's dword: inputs i and j of its quad (4 tokens per 128-bit lane)
-        int8_t* d = m.b[s] + 4 * t;
-        d[0] = static_cast<int8_t>(4 * (t % 4) + kPairSlots[s][0]);
-        d[2] = static_cast<int8_t>(4 * (t % 4) + kPairSlots[s][1]);
-        d[1] = d[3] = -128;  // zero byte
-      }
+      for (int lane = 0; lane < 2; ++lane)
+        for (int t = 0; t < 4; ++t) {  // lane's token t: inputs i and j of its quad; upper 8 bytes unused
+          int8_t* d = m.b[s] + 16 * lane;
+          d[2 * t] = static_cast<int8_t>(4 * t + kPairSlots[s][0]);
+          d[2 * t + 1] = static_cast<int8_t>(4 * t + kPairSlots[s][1]);
+          d[8 + 2 * t] = d[8 + 2 * t + 1] = -128;
+        }
     return m;
   }();
   const auto expand = [&](int64_t quad, __m256i bytes) {
-    for (int64_t s = 0; s < slots; ++s)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + (quad * slots + s) * kPairAtTile * 4),
-                          _mm256_shuffle_epi8(bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(masks.b[s]))));
+    for (int64_t s = 0; s < slots; ++s) {
+      const __m256i picked =
+          _mm256_shuffle_epi8(bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(masks.b[s])));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(at + (quad * slots + s) * kPairAtTile * 2),
+                       _mm256_castsi256_si128(_mm256_permute4x64_epi64(picked, 0x08)));
+    }
   };
   int64_t q = 0;
   if (valid == 8)
@@ -382,10 +386,10 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
 
 void bsr_pack_pairs(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                     uint8_t* at) {  // as bsr_pack_at, in the pair re-layout
-  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16, width = bsr_pairs_at_k(k, slots);
+  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
   for (int64_t i0 = m0; i0 < end; i0 += 8)
     relayout_pairs(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), (k + 3) / 4, slots,
-                   at + bsr_at_offset(i0, width, kPairAtTile));
+                   at + bsr_pairs_at_offset(i0, k, slots));
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
@@ -396,10 +400,17 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
     run_passes<8, 4>(at, 0, m, w, c, ldc, n0, n1, epi);
     return;
   }
-  // 1x4 blocks and pair records: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token ones, so that a pass
-  // never reads or writes a tile holding none of this call's tokens (another call's, or past the re-layout)
-  const int64_t m16 = m / 16 * 16;
-  run_passes<16, 1>(at, 0, m16, w, c, ldc, n0, n1, epi);
+  // 1x4 blocks and pair records: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token
+  // ones, so that a pass never reads or writes a tile holding none of this call's tokens (another call's, or past
+  // the re-layout); pair records first run 32-token passes, a whole pair tile each (a call starts at a tile or
+  // ends within it)
+  int64_t m32 = 0;
+  if (w.pair_slots) {
+    m32 = m / 32 * 32;
+    run_passes<32, 1>(at, 0, m32, w, c, ldc, n0, n1, epi);
+  }
+  const int64_t m16 = m32 + (m - m32) / 16 * 16;
+  run_passes<16, 1>(at, m32, m16, w, c, ldc, n0, n1, epi);
   run_passes<8, 1>(at, m16, m, w, c, ldc, n0, n1, epi);
 }
 

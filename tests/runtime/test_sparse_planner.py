@@ -127,8 +127,8 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
 
 @pytest.mark.parametrize("batch,seq,hidden,intermediate", [(2, 64, 64, 96), (3, 61, 64, 96), (5, 61, 64, 96),
                                                            (7, 64, 64, 96), (3, 61, 68, 100), (1, 37, 68, 100),
-                                                           (2, 40, 68, 102)])
-@pytest.mark.parametrize("pattern,fmt", [("block", "block-int8"), ("unstructured", "csr-int8")])
+                                                           (2, 40, 68, 102), (3, 48, 68, 100)])
+@pytest.mark.parametrize("pattern,fmt", [("block", "block-int8"), ("unstructured", "csr-int8"), ("2:4", "nm-int8")])
 def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate, pattern,
                                                             fmt):
     # 128-448 tokens on 2 threads: below the whole-tile token split (sparse_split_tokens), so the block-sparse
@@ -136,9 +136,12 @@ def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq
     # re-layout tile runs one call per tile.
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
     # that are not multiples of 16 quads (68, 100) check the partial quad groups of both, 102 a partial last quad
-    # (unstructured: csr-int8, run as 1x4 blocks, whose avx2 passes of 16 tokens span two 8-token tiles)
+    # (unstructured: csr-int8, run as 1x4 blocks, or at avx2 as pair records in 32-token tiles: 144 tokens start the
+    # second thread's inside one; 2:4: nm-int8 where the level runs pair records, else dense INT8)
     model = _model(hidden=hidden, intermediate=intermediate)
-    prune_magnitude(model, 0.9, pattern)
+    prune_magnitude(model, 0.5 if pattern == "2:4" else 0.9, pattern)
+    if pattern == "2:4" and not _core.bsr_pair_kernel(isa):
+        fmt = "int8"
     ids = rng.integers(1, 100, (batch, seq))
     mask = np.ones_like(ids)
     mask[-1, seq // 2:] = 0
