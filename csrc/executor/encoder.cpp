@@ -393,48 +393,17 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
   load_static_activation(L, name, t);
 }
 
-// INT8 rows given densely ([n][k]) -> 1x4 input quads holding a non-zero (BsrS8, R = 1): VNNI's 4-way dot
-// product needs 4 consecutive inputs per lane, so unstructured and N:M INT8 weights run on quads (see
-// docs/kernels.md for why this beats per-value gathers); also the integer row sums for the zero point.
-void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
+namespace {
+// Resets L to an empty BsrS8 of 1-row blocks and walks the dense INT8 rows w [n][k] quad by quad:
+// record(g, quad, nonzero) appends the entries of input quad g of the current row (nonzero: bit i set where input
+// 4g + i is non-zero; inputs past k read as zeros); the row pointers and weight sums are kept here.
+template <class Record>
+void int8_rows_by_quad(Linear* L, const std::vector<int8_t>& w, Record record) {
   const int64_t n = L->n, k = L->k, kq = (k + 3) / 4;
   L->int8 = true;
   L->kind = LinearKind::BsrS8;
   L->bsr_rows = 1;
-  L->bsr_rowptr.assign(1, 0);
-  L->bsr_cols.clear();
-  L->bsr_values.clear();
-  L->col_sum.assign(n, 0);
-  for (int64_t r = 0; r < n; ++r) {
-    const int8_t* row = w.data() + r * k;
-    for (int64_t g = 0; g < kq; ++g) {
-      int8_t quad[4] = {0, 0, 0, 0};
-      bool any = false;
-      for (int64_t i = 0; i < 4 && 4 * g + i < k; ++i) {
-        quad[i] = row[4 * g + i];
-        any |= quad[i] != 0;
-        L->col_sum[r] += quad[i];
-      }
-      if (!any) continue;
-      L->bsr_cols.push_back(static_cast<int32_t>(g));
-      L->bsr_values.insert(L->bsr_values.end(), quad, quad + 4);
-    }
-    L->bsr_rowptr.push_back(static_cast<int32_t>(L->bsr_cols.size()));
-  }
-  L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
-  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
-  widen_bsr_values(L, *kt_);
-}
-
-// INT8 rows given densely -> pair records (BsrS8::pair_slots): per output row and input quad, the fewest slots
-// (kPairSlots) that cover the quad's non-zeros, one record each. slots 2: a quad's halves (unstructured weights);
-// slots 6: any two of its inputs, so a 2:4 quad is one record.
-void EncoderEngine::pairs_from_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {
-  const int64_t n = L->n, k = L->k, kq = (k + 3) / 4;
-  L->int8 = true;
-  L->kind = LinearKind::BsrS8;
-  L->bsr_rows = 1;
-  L->bsr_pair_slots = slots;
+  L->bsr_pair_slots = 0;
   L->bsr_rowptr.assign(1, 0);
   L->bsr_cols.clear();
   L->bsr_values.clear();
@@ -450,25 +419,43 @@ void EncoderEngine::pairs_from_rows(Linear* L, const std::vector<int8_t>& w, int
         nonzero |= (quad[i] != 0) << i;
         L->col_sum[r] += quad[i];
       }
-      const auto add = [&](int s) {
-        L->bsr_cols.push_back(static_cast<int32_t>(g * slots + s));
-        L->bsr_values16.push_back(quad[kPairSlots[s][0]]);
-        L->bsr_values16.push_back(quad[kPairSlots[s][1]]);
-      };
-      int cover = -1;  // one slot holding every non-zero of the quad
-      for (int s = 0; s < slots && cover < 0 && nonzero; ++s)
-        if ((nonzero & ~((1 << kPairSlots[s][0]) | (1 << kPairSlots[s][1]))) == 0) cover = s;
-      if (cover >= 0) {
-        add(cover);
-      } else {
-        if (nonzero & 3) add(0);
-        if (nonzero & 12) add(1);
-      }
+      if (nonzero) record(g, quad, nonzero);
     }
     L->bsr_rowptr.push_back(static_cast<int32_t>(L->bsr_cols.size()));
   }
+  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);  // kernels may read one entry's worth past the end
+}
+}  // namespace
+
+// INT8 rows given densely ([n][k]) -> 1x4 input quads holding a non-zero (BsrS8, R = 1): VNNI's 4-way dot
+// product needs 4 consecutive inputs per lane, so unstructured and N:M INT8 weights run on quads where the level
+// has no pair records (sparse_int8_rows; see docs/kernels.md for why this beats per-value gathers).
+void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
+  int8_rows_by_quad(L, w, [&](int64_t g, const int8_t* quad, int) {
+    L->bsr_cols.push_back(static_cast<int32_t>(g));
+    L->bsr_values.insert(L->bsr_values.end(), quad, quad + 4);
+  });
+  L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
+  widen_bsr_values(L, *kt_);
+}
+
+// INT8 rows given densely -> pair records (BsrS8::pair_slots): per output row and input quad, the fewest slots
+// (kPairSlots) that cover the quad's non-zeros, one record each. slots 2: a quad's halves (unstructured weights);
+// slots 6: any two of its inputs, so a 2:4 quad is one record.
+void EncoderEngine::pairs_from_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {
+  int8_rows_by_quad(L, w, [&](int64_t g, const int8_t* quad, int nonzero) {
+    const auto add = [&](int s) {
+      L->bsr_cols.push_back(static_cast<int32_t>(g * slots + s));
+      L->bsr_values16.push_back(quad[kPairSlots[s][0]]);
+      L->bsr_values16.push_back(quad[kPairSlots[s][1]]);
+    };
+    for (int s = 0; s < slots; ++s)  // one slot holding every non-zero of the quad
+      if ((nonzero & ~((1 << kPairSlots[s][0]) | (1 << kPairSlots[s][1]))) == 0) return add(s);
+    if (nonzero & 3) add(0);
+    if (nonzero & 12) add(1);
+  });
+  L->bsr_pair_slots = slots;
   L->bsr_values16.resize(L->bsr_values16.size() + 16, 0);  // as quads_from_rows: room past the end
-  L->bsr_cols.resize(L->bsr_cols.size() + 1, 0);
 }
 
 void EncoderEngine::sparse_int8_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {

@@ -263,10 +263,11 @@ struct Pass {
   }
 };
 
-// Writes the u8 rows of 8 tokens into At's layout: quads 0 .. nq - 1 of tokens 0 .. valid - 1 (src + i * lds) go
-// to `at` (the tokens' tile at its first quad; quad q at at + q * 32); tokens from `valid` on are written as zeros.
-// 8 quads at a time by one 8 x 8 dword transpose.
-void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, uint8_t* at) {
+// Quads 0 .. nq - 1 of the u8 rows of 8 tokens (src + i * lds; tokens from `valid` on read as zeros) handed to
+// emit(q, bytes) as 32 bytes, token-major (token i's 4 inputs at bytes 4i .. 4i + 3): 8 quads at a time by one
+// 8 x 8 dword transpose
+template <class Emit>
+void quads_of_8_tokens(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, Emit emit) {
   int64_t q = 0;
   if (valid == 8)
     for (; q + 8 <= nq; q += 8) {
@@ -275,19 +276,26 @@ void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, 
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * lds + 4 * q));
       transpose8(r);
 #pragma GCC unroll 8
-      for (int d = 0; d < 8; ++d) _mm256_storeu_ps(reinterpret_cast<float*>(at + (q + d) * kAtTile * 4), r[d]);
+      for (int d = 0; d < 8; ++d) emit(q + d, _mm256_castps_si256(r[d]));
     }
-  for (; q < nq; ++q)
-    for (int64_t i = 0; i < 8; ++i) {
-      uint32_t v = 0;
-      if (i < valid) std::memcpy(&v, src + i * lds + 4 * q, 4);
-      std::memcpy(at + q * kAtTile * 4 + 4 * i, &v, 4);
-    }
+  for (; q < nq; ++q) {
+    alignas(32) uint8_t quad[32] = {0};
+    for (int64_t i = 0; i < valid && i < 8; ++i) std::memcpy(quad + 4 * i, src + i * lds + 4 * q, 4);
+    emit(q, _mm256_load_si256(reinterpret_cast<const __m256i*>(quad)));
+  }
+}
+
+// Writes the u8 rows of 8 tokens into At's layout: quad q of the tokens (their tile at its first quad) at
+// at + q * 32; tokens from `valid` on as zeros
+void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, uint8_t* at) {
+  quads_of_8_tokens(src, lds, valid, nq, [&](int64_t q, __m256i bytes) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + q * kAtTile * 4), bytes);
+  });
 }
 
 // relayout_quads' pair form (bsr_pack_pairs): quad q of the 8 tokens becomes slots 0 .. slots - 1 (kPairSlots),
 // 16 bytes each (the 8 tokens' two inputs, a quarter of the slot's 64-byte record in a 32-token tile): a vpshufb
-// picks them from the quad's 8-token transpose, 8 bytes per 128-bit lane, and a qword permute joins the lanes
+// picks them from the quad's 32 bytes, 8 per 128-bit lane, and a qword permute joins the lanes
 void relayout_pairs(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, int64_t slots, uint8_t* at) {
   static const auto masks = [] {
     struct Masks {
@@ -303,28 +311,14 @@ void relayout_pairs(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, 
         }
     return m;
   }();
-  const auto expand = [&](int64_t quad, __m256i bytes) {
+  quads_of_8_tokens(src, lds, valid, nq, [&](int64_t q, __m256i bytes) {
     for (int64_t s = 0; s < slots; ++s) {
       const __m256i picked =
           _mm256_shuffle_epi8(bytes, _mm256_load_si256(reinterpret_cast<const __m256i*>(masks.b[s])));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(at + (quad * slots + s) * kPairAtTile * 2),
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(at + (q * slots + s) * kPairAtTile * 2),
                        _mm256_castsi256_si128(_mm256_permute4x64_epi64(picked, 0x08)));
     }
-  };
-  int64_t q = 0;
-  if (valid == 8)
-    for (; q + 8 <= nq; q += 8) {
-      __m256 r[8];
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * lds + 4 * q));
-      transpose8(r);
-      for (int d = 0; d < 8; ++d) expand(q + d, _mm256_castps_si256(r[d]));
-    }
-  for (; q < nq; ++q) {
-    alignas(32) uint8_t quad[32] = {0};
-    for (int64_t i = 0; i < valid && i < 8; ++i) std::memcpy(quad + 4 * i, src + i * lds + 4 * q, 4);
-    expand(q, _mm256_load_si256(reinterpret_cast<const __m256i*>(quad)));
-  }
+  });
 }
 
 // Tokens m_begin .. m_end - 1 of a call in passes of T (8 for 4x4 blocks: 4 rows x 2 vectors of 4 tokens, 8
