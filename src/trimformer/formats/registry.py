@@ -108,7 +108,7 @@ def _sparse_formats() -> tuple[WeightFormat, ...]:
                      lambda w: sp.encode_csr(f32(w), ".csr_values"), lambda t: sp.decode_csr(t, ".csr_values"),
                      (".csr_shape", ".csr_rowptr", ".csr_cols", ".csr_values"), 32, sparse=True),
         WeightFormat("csr-int8", "unstructured sparse INT8 (CSR on disk; run on the 1x4 input quads holding a "
-                     "non-zero)", _quantized(lambda q: sp.encode_csr(q, ".csr_qvalues")),
+                     "non-zero, at avx2 on input pairs)", _quantized(lambda q: sp.encode_csr(q, ".csr_qvalues")),
                      _dequantized(lambda t: sp.decode_csr(t, ".csr_qvalues")),
                      (".csr_shape", ".csr_rowptr", ".csr_cols", ".csr_qvalues", ".wscale"), 8,
                      int8_activations=True, sparse=True),
@@ -129,7 +129,8 @@ def _sparse_formats() -> tuple[WeightFormat, ...]:
                      lambda w: _bf16_values(sp.encode_nm(f32(w), ".nm_values"), ".nm_values"),
                      lambda t: sp.decode_nm(_widened(t, ".nm_values"), ".nm_values").astype(np.float32),
                      (".nm_shape", ".nm_values", ".nm_index"), 16, sparse=True),
-        WeightFormat("nm-int8", "N:M semi-structured INT8 (values + in-group indices; run on 1x4 input quads)",
+        WeightFormat("nm-int8", "N:M semi-structured INT8 (values + in-group indices; run on 1x4 input quads, "
+                     "2:4 at avx2 on input pairs)",
                      _quantized(lambda q: sp.encode_nm(q, ".nm_qvalues")),
                      _dequantized(lambda t: sp.decode_nm(t, ".nm_qvalues")),
                      (".nm_shape", ".nm_qvalues", ".nm_index", ".wscale"), 8, int8_activations=True, sparse=True),
