@@ -34,6 +34,7 @@ from harness import (
     BUDGET_BATCHES,
     Timing,
     compare_outputs,
+    cpu_model,
     make_check_inputs,
     make_inputs,
     max_throughput_under_budget,
@@ -155,15 +156,10 @@ def log(msg: str) -> None:
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
-    cpu, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == "unknown":
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu, flags = cpu_model(), set()
+    with contextlib.suppress(OSError):
+        flags = next((set(line.split(":", 1)[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), set())
     mem_gib = None
     with contextlib.suppress(Exception):  # best-effort probes must never fail a run
         kb = next(

@@ -330,14 +330,10 @@ def main() -> None:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from harness import cpu_model
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "cpu": cpu_model()}
     from trimformer import _core
 
     # the prefill INT8 GEMM this machine runs (amx / vnni at the avx512 level; TRIMFORMER_NO_AMX=1 forces vnni)

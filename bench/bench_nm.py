@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
-from harness import env_prefix, make_inputs, time_runner  # noqa: E402
+from harness import cpu_model, env_prefix, make_inputs, time_runner  # noqa: E402
 from trimformer import _core  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": "bf16", "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model} {prec} b{b}: dense {med['dense']:.2f} ms, {args.pattern} {med['sparse']:.2f} ms "
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": platform.processor(),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_model(),
               "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16 GEMM": _core.gemm_bf16_kernel(),
                                 "bf16 Linears": _core.bf16_linear_kernel()},
               "command": env_prefix() + "python bench/bench_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
@@ -88,7 +87,7 @@ def write_markdown(report: dict, out: Path) -> None:
     lines = [f"# {report['pattern']} end to end vs our dense kernels on the same weights", "",
              f"- date (UTC): {report['date']}; {report['threads']} threads; {report['rounds']} alternating rounds, "
              f"medians of pooled per-call latencies; seq {report['rows'][0]['seq'] if report['rows'] else '?'}",
-             f"- command: `{report['command']}`",
+             f"- command: `{report['command']}`; CPU: {report.get('cpu') or 'not recorded'}",
              f"- our dense kernels: {report.get('dense_kernels', 'not recorded')}", "",
              "Goal: the N:M model faster than our dense kernel of the same precision at batch 1 and 16 "
              "(ratio < 1.00).", "",

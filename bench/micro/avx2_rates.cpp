@@ -11,18 +11,11 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "micro_common.h"
+
 namespace {
 
 alignas(64) uint8_t buf[4096];
-
-double clock_ghz() {
-  __m256i a = _mm256_set1_epi32(1);
-  const long n = 100000000;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long i = 0; i < n; ++i)
-    asm volatile("vpaddd %0, %0, %0\n\tvpaddd %0, %0, %0\n\tvpaddd %0, %0, %0\n\tvpaddd %0, %0, %0" : "+x"(a));
-  return 4.0 * n / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 1e9;
-}
 
 // seconds for `reps` steps of 8 independent instances of one instruction (outputs to 8 registers, never read)
 #define TF_RATE_LOOP(NAME, ASM, IN)                                                                              \
@@ -57,19 +50,13 @@ TF_RATE_LOOP(run_bcastq_mem, "vpbroadcastq %1, %0", MEM64)
 
 double per_cycle(double (*f)(long), double ghz) {
   const long reps = 20000000;
-  f(reps / 20);  // warm up
-  double best = 1e30;
-  for (int t = 0; t < 5; ++t) {
-    const double sec = f(reps);
-    if (sec < best) best = sec;
-  }
-  return 8.0 * reps / (best * ghz * 1e9);
+  return 8.0 * reps / (best_of_5(f, reps) * ghz * 1e9);
 }
 
 }  // namespace
 
 int main() {
-  const double ghz = clock_ghz();
+  const double ghz = vpaddd_clock_ghz();
   std::printf("clock (dependent ymm vpaddd chain): %.2f GHz\n", ghz);
   const struct {
     const char* name;

@@ -47,13 +47,7 @@ double per_cycle(double (*f)(long, __m512i*), double ghz) {
   alignas(64) __m512i io[16];
   for (int i = 0; i < 16; ++i) io[i] = _mm512_setzero_si512();  // normal floats throughout: no denormal assists
   const long reps = 5000000;
-  f(reps / 20, io);  // warm up
-  double best = 1e30;
-  for (int t = 0; t < 5; ++t) {
-    const double sec = f(reps, io);
-    if (sec < best) best = sec;
-  }
-  return 16.0 * reps / (best * ghz * 1e9);
+  return 16.0 * reps / (best_of_5([&](long r) { return f(r, io); }, reps) * ghz * 1e9);
 }
 
 }  // namespace

@@ -1,13 +1,21 @@
-// Pieces shared by the instruction-rate experiments port_contention.cpp and dot_rates.cpp (header-only: each is
-// built by one g++ command): the clock they count cycles in, and the fold that keeps their accumulators live.
+// Pieces shared by the instruction-rate experiments port_contention.cpp, dot_rates.cpp and avx2_rates.cpp
+// (header-only: each is built by one g++ command): the clock they count cycles in, the best-of-5 timing, and the
+// fold that keeps their accumulators live.
 #pragma once
 #include <immintrin.h>
 
 #include <chrono>
 
+// GHz of a dependent vpaddd chain (one cycle per add), on the widest vectors the build has (zmm with AVX-512, so
+// a frequency license of zmm code shows in the clock too; ymm for the avx2 experiment)
 inline double vpaddd_clock_ghz() {
+#if defined(__AVX512F__)
   __m512i a = _mm512_set1_epi32(1);
   const __m512i b = _mm512_set1_epi32(2);
+#else
+  __m256i a = _mm256_set1_epi32(1);
+  const __m256i b = _mm256_set1_epi32(2);
+#endif
   const long n = 100000000;
   const auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < n; ++i)
@@ -16,8 +24,22 @@ inline double vpaddd_clock_ghz() {
   return 4.0 * n / sec / 1e9;
 }
 
+// the fastest of 5 calls run(reps) (each returns its seconds), after one warm-up call of a twentieth of the steps
+template <class Run>
+double best_of_5(Run run, long reps) {
+  run(reps / 20);
+  double best = 1e30;
+  for (int t = 0; t < 5; ++t) {
+    const double sec = run(reps);
+    if (sec < best) best = sec;
+  }
+  return best;
+}
+
+#if defined(__AVX512F__)
 // the sum of 8 accumulators (stored after a timed loop, so the compiler keeps every chain)
 inline __m512i sum8(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, __m512i a5, __m512i a6, __m512i a7) {
   return _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
                           _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
 }
+#endif

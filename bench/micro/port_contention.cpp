@@ -62,13 +62,7 @@ double cycles_per_rep(Loop f, int d, int s, double ghz) {
   alignas(64) __m512i io[24];
   for (int i = 0; i < 24; ++i) io[i] = _mm512_set1_epi32(i);
   const long reps = 40000000L / (d + s);
-  f(reps / 20, d, s, io);  // warm up
-  double best = 1e30;
-  for (int t = 0; t < 5; ++t) {
-    const double sec = f(reps, d, s, io);
-    if (sec < best) best = sec;
-  }
-  return best * ghz * 1e9 / reps;
+  return best_of_5([&](long r) { return f(r, d, s, io); }, reps) * ghz * 1e9 / reps;
 }
 
 }  // namespace

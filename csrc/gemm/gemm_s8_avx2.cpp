@@ -4,7 +4,7 @@
 // registers (a rolled store loop spilled them on every k step). A row's activation pair (a[2kk], a[2kk+1]) reaches
 // every dword zero-extended by one 4-byte broadcast load and one vpshufb: 5 vector ops per row and k pair (two
 // vpmaddwd, two vpaddd, the shuffle) where assembling the pair in a scalar register (two byte loads, shift, or,
-// vmovd, vpbroadcastd) took 10 and left vpmaddwd's two pipes idle half the time. The last pairs, whose 4-byte
+// vmovd, vpbroadcastd) took 10 (bench/results/gemm_s8_avx2_pairs_ab.md). The last pairs, whose 4-byte
 // load would read past the row, are assembled from bytes inside it (zeros past k).
 #define TF_ISA_NS avx2
 #include <immintrin.h>

@@ -12,8 +12,8 @@ Each segment is a minimax fit (Lawson's iteratively reweighted least squares) on
 rounding of a * K may pick either neighbour at a boundary.
 
 A second table serves the levels with 8-lane permutes (avx2, and the scalar level that must match its tails): 32
-entries cost four vpermps and three blends per coefficient there, which made GELU about a tenth of a 90%
-block-sparse INT8 BERT-base pass on Zen 3. Instead g is 8 sextics in the local variable u = a * K8 - round(a * K8)
+entries cost four vpermps and three blends per coefficient there (bench/results/gelu_table8_avx2_ab.md: FFN1, whose
+GELU runs in the sparse kernel's epilogue, 7.14 ms per pass with them, 5.76 ms with this table). Instead g is 8 sextics in the local variable u = a * K8 - round(a * K8)
 in [-0.5, 0.5] (a global a**6 would cancel badly in float32): one vpermps per coefficient, 19 ops where the 32-cubic
 lookup took 37, and more accurate (the error is float32 rounding of max(x, 0) - g). Same index trick, and u is one
 more FMA: u = a * K8 - (t - 2^23) with t = a * K8 + 2^23. The avx512 level keeps the 32 cubics: one vpermt2ps per

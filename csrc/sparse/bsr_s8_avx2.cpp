@@ -28,7 +28,7 @@ namespace tf {
 namespace avx2 {
 
 namespace {
-constexpr int64_t kAtTile = 8;  // KernelTable::bsr_at_tile of this level
+constexpr int64_t kAtTile = 8;  // tokens per re-layout tile (KernelTable::bsr_at_tile, exported as kBsrTile)
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
 // where the weight's re-layout holds token m0: the u8 quads (8-token tiles) or the pairs (bsr_pairs_at_offset)
 inline int64_t weight_at_offset(const BsrS8& w, int64_t m0) {
@@ -150,28 +150,21 @@ struct Pass {
   static constexpr int G = T / 8;  // 8-token groups
   __m256 zp[G], sc[G];             // the tokens' activation zero points and scales
 
-  // row i of the tile t (output row nb0 + i), its partial sums acc[0..V): dequantized into t[i][0..T)
-  static void store_row(float (*t)[T], int64_t i, const __m256i* acc, float cs, float ws, const __m256* zp,
-                        const __m256* sc) {
+  // row i of the tile t (output row nb0 + i) from sums(g), the int32 sums of its tokens 8g .. 8g + 7, dequantized
+  // into t[i][0..T) with the dense kernel's float ops
+  template <class Sums>
+  static void store_row(float (*t)[T], int64_t i, Sums sums, float cs, float ws, const __m256* zp, const __m256* sc) {
     const __m256 csv = _mm256_set1_ps(cs), wsv = _mm256_set1_ps(ws);
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) {
-      // vphaddd pairs tokens (0, 1, 4, 5 | 2, 3, 6, 7); the qword permute puts them in order
-      const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * g], acc[2 * g + 1]), 0xD8);
-      const __m256 centered = _mm256_sub_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(zp[g], csv));
+      const __m256 centered = _mm256_sub_ps(_mm256_cvtepi32_ps(sums(g)), _mm256_mul_ps(zp[g], csv));
       _mm256_store_ps(&t[i][8 * g], _mm256_mul_ps(centered, _mm256_mul_ps(sc[g], wsv)));
     }
   }
-
-  // row i of the tile from pair sums, one token per lane (tokens 8g .. 8g + 7 in acc[g]): the same float ops
-  static void store_row_pairs(float (*t)[T], int64_t i, const __m256i* acc, float cs, float ws, const __m256* zp,
-                              const __m256* sc) {
-    const __m256 csv = _mm256_set1_ps(cs), wsv = _mm256_set1_ps(ws);
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) {
-      const __m256 centered = _mm256_sub_ps(_mm256_cvtepi32_ps(acc[g]), _mm256_mul_ps(zp[g], csv));
-      _mm256_store_ps(&t[i][8 * g], _mm256_mul_ps(centered, _mm256_mul_ps(sc[g], wsv)));
-    }
+  // quads leave each token two partial sums, in acc[2g], acc[2g + 1] for tokens 8g .. 8g + 7: vphaddd pairs
+  // tokens (0, 1, 4, 5 | 2, 3, 6, 7) and the qword permute puts them in order
+  static auto quad_sums(const __m256i* acc) {
+    return [acc](int g) { return _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[2 * g], acc[2 * g + 1]), 0xD8); };
   }
 
   // the Y^T tile of output rows nb0 .. nb0 + rows - 1 (rows <= 16), dequantized. Not inlined into the finishers:
@@ -187,7 +180,8 @@ struct Pass {
         const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
         rows4_dot<V>(at, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
         for (int r = 0; r < 4 && i + r < rows; ++r)
-          store_row(t, i + r, acc[r], static_cast<float>(w.col_sum[nb0 + i + r]), w.w_scale[nb0 + i + r], zp, sc);
+          store_row(t, i + r, quad_sums(acc[r]), static_cast<float>(w.col_sum[nb0 + i + r]),
+                    w.w_scale[nb0 + i + r], zp, sc);
       }
     } else if (w.pair_slots) {
       static_assert(T <= kPairAtTile, "a pass's tokens lie in one pair tile");
@@ -196,14 +190,15 @@ struct Pass {
         __m256i acc[G];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
         pair_dot<G>(at, w.cols + b0, w.values16 + 2 * b0, b1 - b0, acc);
-        store_row_pairs(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
+        store_row(t, i, [&acc](int g) { return acc[g]; }, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i],
+                  zp, sc);  // one token per lane already
       }
     } else if constexpr (T <= 16) {  // 1x4 blocks (32-token passes are for pair records only)
       for (int64_t i = 0; i < rows; ++i) {
         __m256i acc[V];
         const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
         row_dot<V>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values16 + 4 * b0, b1 - b0, acc);
-        store_row(t, i, acc, static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
+        store_row(t, i, quad_sums(acc), static_cast<float>(w.col_sum[nb0 + i]), w.w_scale[nb0 + i], zp, sc);
       }
     }
   }
@@ -364,26 +359,34 @@ void run_passes(const uint8_t* at, int64_t m_begin, int64_t m_end, const BsrS8& 
                     epi.out_inv_scale, epi.out_zp);
   }
 }
+
+// Tokens [m0, m1) of the u8 rows q, 8 at a time, and on the last range zeros up to the next 16 (whole 16-token
+// groups, as the AVX-512 level): relayout(rows, valid tokens, first token) for each group of 8
+template <class Relayout>
+void pack_groups_of_8(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, Relayout relayout) {
+  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
+  for (int64_t i0 = m0; i0 < end; i0 += 8)
+    relayout(q + i0 * ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), i0);
+}
 }  // namespace
+
+const int64_t kBsrTile = kAtTile;
 
 size_t bsr_at_size(int64_t m, int64_t k) {  // whole 16-token groups: bsr_pack_at zero-fills, passes read them
   return static_cast<size_t>((m + 15) / 16 * 16 * ((k + 3) / 4) * 4 + 64);
 }
 
 void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
-  // tokens [m0, m1) and, on the last range, zeros up to the next 16 (whole 16-token groups, as the AVX-512 level)
-  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
-  for (int64_t i0 = m0; i0 < end; i0 += 8)
-    relayout_quads(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), (k + 3) / 4,
-                   at + at_offset(i0, k));
+  pack_groups_of_8(q, ldq, m, m0, m1, [&](const uint8_t* src, int64_t valid, int64_t i0) {
+    relayout_quads(src, ldq, valid, (k + 3) / 4, at + at_offset(i0, k));
+  });
 }
 
 void bsr_pack_pairs(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                     uint8_t* at) {  // as bsr_pack_at, in the pair re-layout
-  const int64_t end = m1 < m ? m1 : (m + 15) / 16 * 16;
-  for (int64_t i0 = m0; i0 < end; i0 += 8)
-    relayout_pairs(q + i0 * ldq, ldq, std::max<int64_t>(0, std::min<int64_t>(8, m - i0)), (k + 3) / 4, slots,
-                   at + bsr_pairs_at_offset(i0, k, slots));
+  pack_groups_of_8(q, ldq, m, m0, m1, [&](const uint8_t* src, int64_t valid, int64_t i0) {
+    relayout_pairs(src, ldq, valid, (k + 3) / 4, slots, at + bsr_pairs_at_offset(i0, k, slots));
+  });
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,

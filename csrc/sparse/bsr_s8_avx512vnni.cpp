@@ -357,6 +357,8 @@ const TileFn kTile[5] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>};
 static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 }  // namespace
 
+const int64_t kBsrTile = kAtTile;
+
 size_t bsr_at_size(int64_t m, int64_t k) {
   return static_cast<size_t>((m + kAtTile - 1) / kAtTile * kAtTile * ((k + 3) / 4) * 4 + 64);
 }
