@@ -217,6 +217,26 @@ nb::ndarray<nb::numpy, float> k_rowop(F32In x, const std::string& op, nb::object
   return to_numpy(std::move(y), {(size_t)rows, (size_t)cols});
 }
 
+// the level's fused float attention (KernelTable::attention_f32) over every head of one sequence: qkv [seq, 3H]
+// as the encoder lays it out (Q, K, V of head h at columns h*d, H + h*d, 2H + h*d), bias [seq]; ctx [seq, H]
+nb::ndarray<nb::numpy, float> k_attention_f32(F32In qkv, int64_t heads, F32In bias, float alpha,
+                                              const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (!kt.attention_f32) throw std::invalid_argument("this ISA level has no fused float attention");
+  if (qkv.ndim() != 2 || bias.ndim() != 1) throw std::invalid_argument("qkv must be 2-D and bias 1-D");
+  const int64_t seq = qkv.shape(0), ld = qkv.shape(1);
+  if (heads <= 0 || ld % (3 * heads) != 0) throw std::invalid_argument("qkv's width must be 3 * heads * head_dim");
+  if (static_cast<int64_t>(bias.shape(0)) != seq) throw std::invalid_argument("bias needs one value per token");
+  const int64_t H = ld / 3, d = H / heads;
+  std::vector<float> ctx(seq * H);
+  std::vector<char> scratch(kt.attention_f32_scratch(seq, d));
+  for (int64_t h = 0; h < heads; ++h) {
+    const float* q = qkv.data() + h * d;
+    kt.attention_f32(q, q + H, q + 2 * H, ld, seq, d, alpha, bias.data(), ctx.data() + h * d, H, scratch.data());
+  }
+  return to_numpy(std::move(ctx), {(size_t)seq, (size_t)H});
+}
+
 nb::tuple k_softmax_u8(F32In x, const std::string& isa) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
@@ -692,6 +712,10 @@ NB_MODULE(_core, m) {
     if (!tf::bf16_gemm_preferred(kt)) return std::string("f32");
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
+  m.def("attention_f32", &k_attention_f32, "qkv"_a, "heads"_a, "bias"_a, "alpha"_a, "isa"_a = "");
+  m.def("attention_f32_kernel", [](const std::string& isa) {
+    return tf::kernels_for(tf::resolve_isa(isa)).attention_f32 != nullptr;
+  }, "isa"_a = "");
   m.def("softmax_u8", &k_softmax_u8, "x"_a, "isa"_a = "");
   m.def("softmax_bf16", &k_softmax_bf16, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");

@@ -271,6 +271,13 @@ struct KernelTable {
   void (*bsr_pack_pairs)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                          uint8_t* at);
   // ---- end of the sparse runtime block ----
+  // ---- fused float attention (null where absent: the executor then runs gemm_f32, softmax_rows, gemm_f32) ----
+  // bytes of scratch (any alignment) for one call
+  size_t (*attention_f32_scratch)(int64_t seq, int64_t d);
+  // one (sequence, head): out[i, :d] = softmax_j(alpha * q_i . k_j + bias[j]) . v_j for the seq rows of q, k and v
+  // (d floats each, row stride ld); out rows at stride ldo
+  void (*attention_f32)(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d,
+                        float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -935,6 +935,7 @@ size_t EncoderEngine::attention_scratch_bytes(int64_t seq) const {
               al(seq * d) + 2 * al(seq * 4) + al(kt_->pack_s8_size(seq, d)) +  // K as s8 + scale, sums, packed
               al(seq * seq * 4) + al(seq * round4(seq)) + 2 * al(seq * 4) +    // scores, P as u8 + row params
               al(d * seq * 4) + al(d * seq) + 2 * al(d * 4) + al(kt_->pack_s8_size(d, seq));  // V^T
+  if (kt_->attention_f32) f32 = std::max(f32, kt_->attention_f32_scratch(seq, d));
   size_t bf16 = 0;
   if (kt_->gemm_bf16)
     bf16 = al(seq * (d + 2) * 2) + al(kt_->pack_bf16_size(seq, d)) + al(seq * seq * 4) + al(seq * (seq + 2) * 2) +
@@ -1084,6 +1085,16 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
   const size_t kbytes = kt->pack_f32_size(seq, d), vbytes = kt->pack_f32_size(d, seq);
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
+  if (kt->attention_f32) {  // the level's fused kernel
+#pragma omp parallel for num_threads(team()) schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / nh, h = task % nh;
+      const float* q = qkv + b * seq * ld + h * d;
+      kt->attention_f32(q, q + H, q + 2 * H, ld, seq, d, alpha, mask_bias + b * seq, ctx + b * seq * H + h * d, H,
+                        scr[omp_get_thread_num()].as<void>());
+    }
+    return;
+  }
 #pragma omp parallel for num_threads(team()) schedule(static)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / nh, h = task % nh;

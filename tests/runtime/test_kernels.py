@@ -120,6 +120,59 @@ def test_softmax_is_stable_for_large_inputs(isa):
     assert np.all(np.isfinite(y)) and abs(y.sum() - 1) < 1e-6 and y[0, 2] == 0
 
 
+def _attention_reference(qkv, heads, bias, alpha):
+    seq, width = qkv.shape
+    H = width // 3
+    d = H // heads
+    x = qkv.astype(np.float64)
+    out = np.zeros((seq, H))
+    for h in range(heads):
+        q, k, v = (x[:, j * H + h * d: j * H + (h + 1) * d] for j in range(3))
+        s = alpha * q @ k.T + bias[None, :]
+        e = np.exp(s - s.max(1, keepdims=True))
+        out[:, h * d:(h + 1) * d] = (e / e.sum(1, keepdims=True)) @ v
+    return out
+
+
+# seq and head sizes off the kernel's 16-key / 16-channel panels and 6-row blocks; heads side by side in qkv's rows
+@pytest.mark.parametrize("seq,heads,d", [(1, 1, 1), (5, 2, 8), (7, 3, 12), (17, 2, 20), (33, 1, 33), (130, 2, 64),
+                                         (64, 4, 32), (47, 1, 72)])
+def test_fused_attention_matches_numpy(isa, rng, seq, heads, d):
+    if not _core.attention_f32_kernel(isa):
+        pytest.skip(f"{isa} runs attention unfused (gemm_f32, softmax_rows, gemm_f32: tested above)")
+    qkv = rng.standard_normal((seq, 3 * heads * d), dtype=np.float32)
+    masked = rng.random(seq) < 0.3
+    masked[0] = False
+    bias = np.where(masked, -1e30, 0.0).astype(np.float32)
+    alpha = 1 / math.sqrt(d)
+    got = _core.attention_f32(qkv, heads, bias, alpha, isa=isa)
+    assert got.shape == (seq, heads * d)
+    assert rel_err(got, _attention_reference(qkv, heads, bias, alpha)) < 1e-5
+    # masked keys weigh exactly 0: huge values in their V rows change nothing
+    loud = qkv.copy()
+    loud[masked, 2 * heads * d:] = 1e20
+    np.testing.assert_array_equal(_core.attention_f32(loud, heads, bias, alpha, isa=isa), got)
+    # peaked rows (scores with a standard deviation of 30: exp without the row max subtracted overflows float32
+    # past 88; float32 scores of ~100 carry ~1e-5 relative error into the probabilities) and a sequence whose every
+    # key is masked
+    big = qkv.copy()
+    big[:, : heads * d] *= 30
+    assert rel_err(_core.attention_f32(big, heads, bias, alpha, isa=isa),
+                   _attention_reference(big, heads, bias, alpha)) < 3e-5
+    all_masked = np.full(seq, -1e30, np.float32)
+    ref = _attention_reference(qkv, heads, all_masked, alpha)
+    assert rel_err(_core.attention_f32(qkv, heads, all_masked, alpha, isa=isa), ref) < 1e-5
+
+
+def test_fused_attention_rejects_bad_shapes():
+    if not _core.attention_f32_kernel(""):
+        pytest.skip("this CPU's level runs attention unfused")
+    with pytest.raises(ValueError, match="3 \\* heads"):
+        _core.attention_f32(np.zeros((4, 10), np.float32), 2, np.zeros(4, np.float32), 1.0)
+    with pytest.raises(ValueError, match="one value per token"):
+        _core.attention_f32(np.zeros((4, 12), np.float32), 2, np.zeros(3, np.float32), 1.0)
+
+
 def test_quantize_u8(isa, rng):
     x = rng.standard_normal((9, 70), dtype=np.float32) * 3
     scale, zp = 0.05, 100
