@@ -42,7 +42,9 @@ from harness import (
 )
 
 TRIM_FP32 = "trimformer-fp32"
-TRIM_INT8 = ("trimformer-int8-dynamic", "trimformer-int8-static")
+# reduce-range: static INT8 compiled with reduce_range=True (block-sparse weights in [-64, 64], block-int7, where
+# the CPU multiplies them 8-bit: AVX2 without VNNI); its accuracy cost is measured in bench/results/reduce_range_*
+TRIM_INT8 = ("trimformer-int8-dynamic", "trimformer-int8-static", "trimformer-int8-static-reduce-range")
 ORT_FP32 = "ort-fp32"
 ORT_INT8 = ("ort-int8-dynamic", "ort-int8-dynamic-unfused", "ort-int8-static")
 DS_INT8 = "deepsparse-int8"
@@ -273,6 +275,8 @@ def build_runner(
         return peers.trimformer_runner(info, threads, "int8-dynamic", None)
     if rt == "trimformer-int8-static":
         return peers.trimformer_runner(info, threads, "int8-static", calib)
+    if rt == "trimformer-int8-static-reduce-range":
+        return peers.trimformer_runner(info, threads, "int8-static", calib, reduce_range=True)
     if rt == "torch-fp32":
         return peers.torch_runner(info, threads, int8=False)
     if rt == "torch-int8-dynamic":
@@ -761,9 +765,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             int8 = _fmt(rr["int8_vs_ort_int8"], suffix="x")
             if rr["int8_vs_ort_int8"] is not None:
                 int8 += f" ({rr['trim_int8_best']} vs {rr['ort_int8_best']})"
+            ds8 = _fmt(rr["int8_vs_deepsparse_int8"], suffix="x")
+            if rr["int8_vs_deepsparse_int8"] is not None:
+                ds8 += f" ({rr['trim_int8_best']})"
             lines.append(
-                f"| s{rr['seq']} b{rr['batch']} | {int8} | {_fmt(rr['fp32_vs_ort_fp32'], suffix='x')} | "
-                f"{_fmt(rr['int8_vs_deepsparse_int8'], suffix='x')} | "
+                f"| s{rr['seq']} b{rr['batch']} | {int8} | {_fmt(rr['fp32_vs_ort_fp32'], suffix='x')} | {ds8} | "
                 f"{_fmt(rr['fp32_vs_torch_fp32'], suffix='x')} |"
             )
         budgets = [(r, model["runtimes"][r]["budget"]) for r in ok_rts if model["runtimes"][r].get("budget")]

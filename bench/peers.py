@@ -438,9 +438,11 @@ def torch_runner(info: ModelInfo, threads: int, int8: bool) -> tuple[Runner, dic
 
 
 def trimformer_runner(
-    info: ModelInfo, threads: int, quantize: str | None, calibration: Sequence[dict[str, np.ndarray]] | None
+    info: ModelInfo, threads: int, quantize: str | None, calibration: Sequence[dict[str, np.ndarray]] | None,
+    **options: Any,
 ) -> tuple[Runner, dict[str, Any]]:
-    """trimformer.compile(hf_dir, ...) per docs/contract.md; unavailable if the package does not import."""
+    """trimformer.compile(hf_dir, ..., **options) per docs/contract.md; unavailable if the package does not
+    import."""
     try:
         import trimformer
     except Exception as e:
@@ -453,11 +455,13 @@ def trimformer_runner(
             quantize=quantize,
             threads=threads,
             calibration=list(calibration) if calibration is not None else None,
+            **options,
         )
     except (ImportError, NotImplementedError) as e:  # native core not built / mode not implemented
         raise Unavailable(f"trimformer.compile failed: {e!r}") from e
     notes: dict[str, Any] = {k: str(getattr(engine, k)) for k in ("isa", "threads", "quantize", "attention")
                              if hasattr(engine, k)}
+    notes.update({k: str(v) for k, v in options.items()})
     if quantize and "isa" in notes:  # which INT8 GEMM the level runs (amx / vnni at avx512)
         from trimformer import _core
 

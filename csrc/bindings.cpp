@@ -410,7 +410,10 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
   if (block_rows != 1 && block_rows != 4) throw std::invalid_argument("block_rows must be 1 or 4");
   const BsrHost h = bsr_from_dense(w.data(), n, k, w_scale.data(), block_rows);
-  const tf::BsrS8 bw = h.view(n, k);
+  tf::BsrS8 bw = h.view(n, k);
+  // as the executor's loader: 4x4 values within [-64, 64] take the level's 8-bit path where it has one
+  bw.narrow = kt.bsr_narrow_values && block_rows == 4 &&
+              std::all_of(h.values.begin(), h.values.end(), [](int8_t v) { return v >= -64 && v <= 64; });
   const int64_t ldq = (k + 3) / 4 * 4;
   std::vector<uint8_t> ap(m * ldq, static_cast<uint8_t>(a_zp));
   for (int64_t i = 0; i < m; ++i)
@@ -712,6 +715,10 @@ NB_MODULE(_core, m) {
     if (!tf::bf16_gemm_preferred(kt)) return std::string("f32");
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
+  // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
+  m.def("bsr_narrow_kernel", [](const std::string& isa) {
+    return tf::kernels_for(tf::resolve_isa(isa)).bsr_narrow_values;
+  }, "isa"_a = "");
   m.def("attention_f32", &k_attention_f32, "qkv"_a, "heads"_a, "bias"_a, "alpha"_a, "isa"_a = "");
   m.def("attention_f32_kernel", [](const std::string& isa) {
     return tf::kernels_for(tf::resolve_isa(isa)).attention_f32 != nullptr;

@@ -29,9 +29,10 @@ from harness import env_prefix  # noqa: E402  (the runs inherit the environment)
 
 HERE = Path(__file__).resolve().parent
 CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "batch": int, "seq": int,
-             "threads": int, "iters": int, "sparse": str, "attention": str}
+             "threads": int, "iters": int, "sparse": str, "attention": str, "reduce_range": int}
 DEFAULTS = {"model": "bert-base", "sparsity": 0.9, "pattern": "block", "quantize": "int8-static", "batch": 1,
-            "seq": 128, "threads": 2, "iters": 60, "sparse": "tune", "attention": "default"}
+            "seq": 128, "threads": 2, "iters": 60, "sparse": "tune", "attention": "default",
+            "reduce_range": 0}
 
 
 def parse_case(text: str) -> tuple[str, dict]:

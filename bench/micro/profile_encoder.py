@@ -25,7 +25,7 @@ from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
 
 def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int, seq: int, iters: int,
-            threads: int, sparse: str = "tune", attention: str = "default") -> dict:
+            threads: int, sparse: str = "tune", attention: str = "default", reduce_range: int = 0) -> dict:
     info = peers.prepare_model(model, sparsity=sparsity, pattern=pattern)
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, info.vocab_size - 1, size=(batch, seq)).astype(np.int64)
@@ -34,7 +34,7 @@ def profile(model: str, sparsity: float, pattern: str, quantize: str, batch: int
     t0 = time.perf_counter()
     eng = compile_encoder(info.hf_dir, quantize=None if quantize == "fp32" else quantize, calibration=calib,
                           threads=threads, sparse="tune" if sparse == "tune" else None,
-                          attention=None if attention == "default" else attention)
+                          attention=None if attention == "default" else attention, reduce_range=bool(reduce_range))
     compile_s = time.perf_counter() - t0
     for _ in range(3):
         eng.run(input_ids=ids, attention_mask=mask)
@@ -102,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                          "layer takes the first sparse format its pattern admits, untimed (compile_encoder sparse=None)")
     ap.add_argument("--attention", default="default", choices=["default", "f32", "int8", "bf16"],
                     help="attention matmul precision (default: the planner's choice, engine.default_attention)")
+    ap.add_argument("--reduce-range", "--reduce_range", dest="reduce_range", type=int, default=0, choices=[0, 1],
+                    help="1: compile with reduce_range=True (block-int7 where the level has its 8-bit kernel)")
     ap.add_argument("--out", default="bench/results/profile_encoder")
     args = ap.parse_args(argv)
     r = profile(args.model, args.sparsity, args.pattern, args.quantize, args.batch, args.seq, args.iters,
-                args.threads, args.sparse, args.attention)
+                args.threads, args.sparse, args.attention, args.reduce_range)
     write(r, Path(args.out), "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     print(Path(args.out).with_suffix(".md").read_text())
     return 0

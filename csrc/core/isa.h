@@ -137,6 +137,9 @@ struct BsrS8 {
   // j reads its slot, quad cols[j] = g * slots + s of that re-layout, and holds the two weights at values16[2j],
   // values16[2j+1]
   int64_t pair_slots = 0;
+  // (4x4 blocks, levels with KernelTable::bsr_narrow_values) every value lies in [-64, 64] and `values` is set: the
+  // kernel multiplies u8 activations by the 8-bit values directly (vpmaddubsw cannot saturate at this range)
+  bool narrow = false;
 };
 
 // ---- sparse runtime (issue 3): FP32 sparse weights ----
@@ -265,6 +268,9 @@ struct KernelTable {
   // line, the kernel's 4 vectors cover a quad row's 4 lines), 8 at avx2 (its kernel's pass: each pass then reads
   // 32 contiguous bytes per quad instead of half a line from every 256 bytes, which left it a quarter of L1's sets)
   int64_t bsr_at_tile;
+  // gemm_bsr_s8 runs 4x4 weights whose values all lie in [-64, 64] on their 8-bit values (BsrS8::narrow; the loader
+  // keeps them unwidened): avx2, where u8 x s8 pair products by vpmaddubsw then cannot saturate
+  bool bsr_narrow_values;
   // optional (null where absent): the pair re-layout of rows [m0, m1) for BsrS8::pair_slots weights (levels whose
   // INT8 products take input pairs, vpmaddwd: there a quad with one or two non-zeros costs the lanes of two inputs,
   // not four); bsr_pairs_at_size bytes, token m0 at bsr_pairs_at_offset

@@ -340,9 +340,13 @@ void EncoderEngine::load_static_activation(Linear* L, const std::string& name,
 
 namespace {
 // A block-sparse INT8 weight's values in the form the level's kernel reads (KernelTable::bsr_wide_values: widened
-// to 16 bits, the 8-bit copy freed)
+// to 16 bits, the 8-bit copy freed), except 4x4 values that all lie in [-64, 64] where the level multiplies those
+// 8-bit (KernelTable::bsr_narrow_values; the block-int7 format quantizes to that range). The kernel is chosen by
+// the values themselves, so no file can send wider values down the narrow path.
 void widen_bsr_values(Linear* L, const KernelTable& kt) {
-  if (!kt.bsr_wide_values) return;
+  L->bsr_narrow = kt.bsr_narrow_values && L->bsr_rows == 4 &&
+                  std::all_of(L->bsr_values.begin(), L->bsr_values.end(), [](int8_t v) { return v >= -64 && v <= 64; });
+  if (!kt.bsr_wide_values || L->bsr_narrow) return;
   L->bsr_values16.assign(L->bsr_values.begin(), L->bsr_values.end());
   std::vector<int8_t>().swap(L->bsr_values);
 }
@@ -404,6 +408,7 @@ void int8_rows_by_quad(Linear* L, const std::vector<int8_t>& w, Record record) {
   L->kind = LinearKind::BsrS8;
   L->bsr_rows = 1;
   L->bsr_pair_slots = 0;
+  L->bsr_narrow = false;
   L->bsr_rowptr.assign(1, 0);
   L->bsr_cols.clear();
   L->bsr_values.clear();
@@ -861,6 +866,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.col_sum = L.col_sum.data();
     bw.w_scale = L.w_scale.data();
     bw.pair_slots = L.bsr_pair_slots;
+    bw.narrow = L.bsr_narrow;
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
     if (io.out_at) {
       epi.out_at = io.out_at;

@@ -68,6 +68,7 @@ struct Linear {
   std::vector<int16_t> bsr_values16;  // bsr_values widened, in their place, where the level wants them
   int64_t bsr_rows = 1;
   int64_t bsr_pair_slots = 0;  // BsrS8 as pair records (BsrS8::pair_slots; pairs_from_rows)
+  bool bsr_narrow = false;     // BsrS8::narrow: 4x4 values in [-64, 64] kept 8-bit (KernelTable::bsr_narrow_values)
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value

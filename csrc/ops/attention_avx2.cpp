@@ -11,6 +11,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "transpose_avx2.h"
 
 namespace tf {
 namespace avx2 {
@@ -118,26 +119,6 @@ inline void context_tile(const float* p, int64_t ldp, const float* vp, int64_t s
   }
 }
 
-inline void transpose8(__m256& r0, __m256& r1, __m256& r2, __m256& r3, __m256& r4, __m256& r5, __m256& r6,
-                       __m256& r7) {
-  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
-  r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
 // The head's K rows sit 3H floats apart in the QKV output, which a sequence's tokens spread over more than L2
 // (1.2 MB for BERT-base at 128 tokens): rows arrive from L3, and a stride of several KB crosses a page per row,
 // where the hardware prefetchers stop. So the packers prefetch rows kAhead tokens ahead.
@@ -155,19 +136,12 @@ void pack_keys(const float* k, int64_t ld, int64_t seq, int64_t d, float* out) {
     float* dst = out + (j / NR) * NR * d + j % NR;
     const float* src = k + j * ld;
     for (int64_t t = 0; t < d; t += 8) {
-      __m256 r0 = _mm256_loadu_ps(src + t), r1 = _mm256_loadu_ps(src + ld + t);
-      __m256 r2 = _mm256_loadu_ps(src + 2 * ld + t), r3 = _mm256_loadu_ps(src + 3 * ld + t);
-      __m256 r4 = _mm256_loadu_ps(src + 4 * ld + t), r5 = _mm256_loadu_ps(src + 5 * ld + t);
-      __m256 r6 = _mm256_loadu_ps(src + 6 * ld + t), r7 = _mm256_loadu_ps(src + 7 * ld + t);
-      transpose8(r0, r1, r2, r3, r4, r5, r6, r7);
-      _mm256_store_ps(dst + t * NR, r0);
-      _mm256_store_ps(dst + (t + 1) * NR, r1);
-      _mm256_store_ps(dst + (t + 2) * NR, r2);
-      _mm256_store_ps(dst + (t + 3) * NR, r3);
-      _mm256_store_ps(dst + (t + 4) * NR, r4);
-      _mm256_store_ps(dst + (t + 5) * NR, r5);
-      _mm256_store_ps(dst + (t + 6) * NR, r6);
-      _mm256_store_ps(dst + (t + 7) * NR, r7);
+      __m256 r[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld + t);
+      transpose8(r);
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) _mm256_store_ps(dst + (t + i) * NR, r[i]);
     }
   }
   const int64_t sp = round16(seq);

@@ -1,5 +1,6 @@
 // Block-sparse INT8 GEMM for the avx2 level (no VNNI), 1x4 and 4x4 blocks, and pair records (unstructured and 2:4
-// INT8 weights: BsrS8::pair_slots, see pair_dot and relayout_pairs).
+// INT8 weights: BsrS8::pair_slots, see pair_dot and relayout_pairs). 4x4 weights within [-64, 64] (block-int7,
+// BsrS8::narrow) skip the widening below: rows4_dot_narrow multiplies their bytes with vpmaddubsw.
 //
 // The AVX-512 kernel's activation re-layout with 8-token tiles (At[m / 8][k / 4][8][4] u8, bsr_at_offset with
 // KernelTable::bsr_at_tile = 8): a pass of 8 tokens reads 32 contiguous bytes per input quad. (With the AVX-512
@@ -23,6 +24,7 @@
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../ops/epilogue_avx2.h"
+#include "../ops/transpose_avx2.h"
 
 namespace tf {
 namespace avx2 {
@@ -71,6 +73,41 @@ inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int16_t* val
   }
 }
 
+// acc[r][g] for output rows r = 0..3 of one 4x4 row block whose weights lie in [-64, 64] (BsrS8::narrow), tokens
+// 8g .. 8g + 7 of the pass (tile g, `tile_bytes` after tile 0): vpmaddubsw multiplies the quad's 8 tokens x 4 u8
+// inputs (32 bytes of At as they are) by the row's 4 s8 weights (a dword broadcast) into 16-bit pair sums, which
+// cannot saturate at this range (255 * 64 * 2 = 32640), and vpmaddwd by ones adds each token's two pairs into its
+// lane. Per block and 8 tokens: one load, 4 broadcasts, 4 + 4 multiplies and 4 adds for all 128 products, one
+// token per lane (no horizontal add), where the 16-bit path takes 8 vpmaddwd and 8 vpaddd.
+template <int G>
+inline void rows4_dot_narrow(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int8_t* vals,
+                             int32_t nb, __m256i (*acc)[G]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int32_t j = 0; j < nb; ++j) {
+    const int8_t* w = vals + 16 * j;
+    int32_t r0, r1, r2, r3;
+    std::memcpy(&r0, w, 4);
+    std::memcpy(&r1, w + 4, 4);
+    std::memcpy(&r2, w + 8, 4);
+    std::memcpy(&r3, w + 12, 4);
+    const __m256i w0 = _mm256_set1_epi32(r0), w1 = _mm256_set1_epi32(r1), w2 = _mm256_set1_epi32(r2),
+                  w3 = _mm256_set1_epi32(r3);
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap + g * tile_bytes));
+      acc[0][g] = _mm256_add_epi32(acc[0][g], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w0), ones));
+      acc[1][g] = _mm256_add_epi32(acc[1][g], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w1), ones));
+      acc[2][g] = _mm256_add_epi32(acc[2][g], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w2), ones));
+      acc[3][g] = _mm256_add_epi32(acc[3][g], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w3), ones));
+    }
+  }
+}
+
 // acc[v] for one output row of 1x4 blocks; vectors 2g, 2g + 1 are 8-token tile g, `tile_bytes` after tile 0
 template <int V>
 inline void row_dot(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int16_t* vals, int32_t nb,
@@ -104,26 +141,6 @@ inline void pair_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(at_quads(ap + 16 * g), w));
   }
-}
-
-// 8 floats in each of 8 registers transposed (row i of the result = element i of every input)
-inline void transpose8(__m256* r) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
 // Bias and activation A on the rows of a Y^T tile in place, as the shared epilogue does them on token rows (the
@@ -172,16 +189,28 @@ struct Pass {
   __attribute__((noinline)) void tile(const uint8_t* at, const BsrS8& w, int64_t nb0, int64_t rows,
                                       float (*t)[T]) const {
     if constexpr (R == 4) {
-      static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
-      static_assert(T == kAtTile, "a pass is one re-layout tile");
-      for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
-        __m256i acc[4][V];
-        const int64_t b = (nb0 + i) / 4;
-        const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-        rows4_dot<V>(at, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
-        for (int r = 0; r < 4 && i + r < rows; ++r)
-          store_row(t, i + r, quad_sums(acc[r]), static_cast<float>(w.col_sum[nb0 + i + r]),
-                    w.w_scale[nb0 + i + r], zp, sc);
+      if (w.narrow) {
+        static_assert(G <= 2, "4 x G accumulators, 4 weight rows, ones and one activation fit the 16 registers");
+        for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
+          __m256i acc[4][G];
+          const int64_t b = (nb0 + i) / 4;
+          const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+          rows4_dot_narrow<G>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+          for (int r = 0; r < 4 && i + r < rows; ++r)
+            store_row(t, i + r, [&acc, r](int g) { return acc[r][g]; }, static_cast<float>(w.col_sum[nb0 + i + r]),
+                      w.w_scale[nb0 + i + r], zp, sc);  // one token per lane already
+        }
+      } else if constexpr (T == kAtTile) {  // 16-bit weights: a pass is one re-layout tile
+        static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
+        for (int64_t i = 0; i < rows; i += 4) {
+          __m256i acc[4][V];
+          const int64_t b = (nb0 + i) / 4;
+          const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+          rows4_dot<V>(at, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
+          for (int r = 0; r < 4 && i + r < rows; ++r)
+            store_row(t, i + r, quad_sums(acc[r]), static_cast<float>(w.col_sum[nb0 + i + r]),
+                      w.w_scale[nb0 + i + r], zp, sc);
+        }
       }
     } else if (w.pair_slots) {
       static_assert(T <= kPairAtTile, "a pass's tokens lie in one pair tile");
@@ -393,8 +422,14 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
   (void)ldq;
-  if (w.block_rows == 4) {
+  if (w.block_rows == 4 && !w.narrow) {
     run_passes<8, 4>(at, 0, m, w, c, ldc, n0, n1, epi);
+    return;
+  }
+  if (w.block_rows == 4) {  // narrow weights: 16-token passes (two tiles, 8 accumulators) as 1x4 blocks below
+    const int64_t m16 = m / 16 * 16;
+    run_passes<16, 4>(at, 0, m16, w, c, ldc, n0, n1, epi);
+    run_passes<8, 4>(at, m16, m, w, c, ldc, n0, n1, epi);
     return;
   }
   // 1x4 blocks and pair records: 16-token passes (two 8-token tiles each) while 16 tokens remain, then 8-token

@@ -8,7 +8,7 @@ import pytest
 from conftest import rel_err
 from trimformer import _core
 from trimformer.formats.registry import get_format
-from trimformer.formats.sparsity import magnitude_mask
+from trimformer.formats.sparsity import decode_block_int8, magnitude_mask
 
 SHAPES = [(1, 1, 1), (3, 9, 13), (33, 70, 130), (130, 36, 67), (20, 8, 300)]
 F32_FORMATS = {"unstructured": ["csr-f32"], "block": ["block-f32", "csr-f32"], "2:4": ["nm-f32", "csr-f32"],
@@ -48,6 +48,15 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         r = _runner(fmt, w, bias, isa)
         assert r.kind == "bsr-s8"
         np.testing.assert_array_equal(r.run(x, 1, res), ref_s8, err_msg=fmt)
+    # block-int7: codes in [-64, 64] (4x4 blocks: at avx2 multiplied 8-bit, vpmaddubsw) equal dense INT8 run on
+    # the same codes and scales
+    t7 = get_format("block-int7").encode(w)
+    codes = decode_block_int8(t7)
+    assert np.abs(codes.astype(np.int32)).max(initial=0) <= 64
+    dense7 = {"lin.qweight": codes, "lin.wscale": t7[".wscale"], "lin.bias": bias}
+    r = _runner("block-int7", w, bias, isa)
+    assert r.kind == "bsr-s8"
+    np.testing.assert_array_equal(r.run(x, 1, res), _core.LinearRunner(dense7, "lin", isa, 2).run(x, 1, res))
     # block-bf16 / nm-bf16: bf16 values widened at load, then the float32 kernel: equal block-f32 / nm-f32 on the
     # rounded weight
     wb = get_format("bf16").decode(get_format("bf16").encode(w))

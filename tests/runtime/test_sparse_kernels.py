@@ -10,12 +10,20 @@ from trimformer import _core
 SHAPES = [(1, 1, 1), (5, 17, 13), (37, 70, 130), (130, 33, 67), (19, 23, 1001), (200, 50, 9), (64, 96, 64)]
 
 
+# wmax 64: every weight within [-64, 64] (the block-int7 format), which levels with KernelTable::bsr_narrow_values
+# multiply 8-bit (vpmaddubsw at avx2); the extremes (activations 255, weights +-64: pair sums of +-32640, 127 short
+# of saturating) are in every such case
+@pytest.mark.parametrize("wmax", [127, 64])
 @pytest.mark.parametrize("block_rows", [1, 4])
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.3, 1.0])
 @pytest.mark.parametrize("m,n,k", SHAPES)
-def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows):
+def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows, wmax):
     a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    w = rng.integers(-wmax, wmax + 1, (n, k), dtype=np.int8)
+    if wmax == 64:
+        a[: m // 2] = 255
+        w[: n // 2, : k // 2] = 64
+        w[n // 2:, k // 2:] = -64
     keep = rng.random((-(-n // block_rows), -(-k // 4))) < density
     keep[0] = False  # an empty row block
     w = (w * np.repeat(np.repeat(keep, block_rows, 0), 4, 1)[:n, :k]).astype(np.int8)

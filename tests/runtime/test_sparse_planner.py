@@ -153,6 +153,45 @@ def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq
                                   dense.run(ids, mask)["last_hidden_state"])
 
 
+@pytest.mark.parametrize("batch,seq", [(2, 64), (3, 61), (1, 37), (13, 47)])
+def test_reduce_range_block_int7_equals_dense_int8_on_its_codes(isa, rng, tmp_path, batch, seq):
+    # reduce_range: block-int7 where the level multiplies [-64, 64] weights 8-bit (avx2), else block-int8. The same
+    # model with each block-int7 layer stored as dense INT8 of the same codes and scales gives the same bits (short
+    # and whole-tile token splits, 16-token passes and an 8-token tail); it saves and reloads
+    from trimformer.formats.sparsity import decode_block_int8
+    from trimformer.runtime.engine import Engine
+
+    model = _model(hidden=68, intermediate=100)
+    prune_magnitude(model, 0.9, "block")
+    ids = rng.integers(1, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    eng = compile_encoder(model, quantize="int8-static", calibration=calib, sparse=None, threads=2, isa=isa,
+                          reduce_range=True)
+    want = "block-int7" if _core.bsr_narrow_kernel(isa) else "block-int8"
+    assert set(eng.formats.values()) == {want}
+    tensors, formats = dict(eng.tensors), dict(eng.formats)
+    for name in formats:
+        sfx = (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values")
+        codes = decode_block_int8({s: tensors.pop(name + s) for s in sfx})
+        if want == "block-int7":
+            assert np.abs(codes.astype(np.int32)).max() <= 64
+        tensors[name + ".qweight"] = codes
+        formats[name] = "int8"
+    dense = Engine(eng.spec, tensors, formats, quantize="int8-static", threads=2, isa=isa, attention=eng.attention)
+    got = eng.run(ids, mask)["last_hidden_state"]
+    np.testing.assert_array_equal(got, dense.run(ids, mask)["last_hidden_state"])
+    back = tf.load(tf.save(eng, tmp_path / "m"), threads=2, isa=isa)
+    assert back.formats == eng.formats
+    np.testing.assert_array_equal(back.run(ids, mask)["last_hidden_state"], got)
+
+
+def test_reduce_range_needs_int8(rng):
+    with pytest.raises(ValueError, match="reduce_range applies to INT8"):
+        compile_encoder(_model(), quantize=None, reduce_range=True)
+
+
 @pytest.mark.parametrize("pattern,fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
 def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
     # 611 tokens on 2 threads: the sparse FP32 layers split their tokens; 1 thread runs them in one call

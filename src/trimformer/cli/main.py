@@ -196,7 +196,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     quantize = _quantize(args.quantize)
     console = _console()
     t0 = time.perf_counter()
-    if args.keep_float or args.quantize_head:
+    if args.keep_float or args.quantize_head or args.reduce_range:
         from ..runtime.engine import compile_encoder
 
         if not (src / "config.json").is_file():
@@ -204,7 +204,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         calib = (_calibration(args.tokenizer or src, args.calibration_samples, not args.quiet)
                  if quantize == "int8-static" else None)
         engine = compile_encoder(src, quantize=quantize, calibration=calib, threads=args.threads,
-                                 isa=_isa(args.isa), quantize_head=args.quantize_head, keep_float=args.keep_float)
+                                 isa=_isa(args.isa), quantize_head=args.quantize_head, keep_float=args.keep_float,
+                                 reduce_range=args.reduce_range)
     else:
         engine = load_model(src, threads=args.threads, isa=_isa(args.isa), quantize=quantize,
                             tokenizer=args.tokenizer, calibration_samples=args.calibration_samples,
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-float", action="append", default=[], metavar="NAME",
                    help="Linear name or suffix kept in float32 when quantizing (repeatable, e.g. .ffn2)")
     c.add_argument("--quantize-head", action="store_true", help="also quantize the task head")
+    c.add_argument("--reduce-range", action="store_true",
+                   help="INT8: block-sparse weights in [-64, 64] (block-int7) where the CPU multiplies them faster "
+                   "(AVX2 without VNNI); one bit of weight precision for speed")
     c.add_argument("--verbose", "-v", action="store_true", help="print the per-Linear format table")
     c.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compile)

@@ -45,13 +45,19 @@ def _f32_decode(t: dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(t[".weight"], dtype=np.float32)
 
 
-def quantize_int8_per_channel(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel INT8 in [-127, 127]: w ~= q * scale[:, None]."""
+def quantize_int8_per_channel(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-output-channel INT8 in [-qmax, qmax]: w ~= q * scale[:, None]."""
     w = np.asarray(w, dtype=np.float32)
     amax = np.abs(w).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    scale = np.where(amax > 0, amax / float(qmax), 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -qmax, qmax).astype(np.int8)
     return q, scale
+
+
+# block-int7's weight range: u8 activations times weights in [-64, 64] leave vpmaddubsw's 16-bit pair sums
+# unsaturated (255 * 64 * 2 = 32640 <= 32767), so levels without VNNI multiply them 8-bit (KernelTable::
+# bsr_narrow_values), with half the multiply instructions of the 16-bit path that exact 8-bit weights need there
+NARROW_QMAX = 64
 
 
 def _int8_encode(w: np.ndarray) -> dict[str, np.ndarray]:
@@ -63,10 +69,10 @@ def _int8_decode(t: dict[str, np.ndarray]) -> np.ndarray:
     return t[".qweight"].astype(np.float32) * np.asarray(t[".wscale"], np.float32)[:, None]
 
 
-def _block_int8_encode(w: np.ndarray) -> dict[str, np.ndarray]:
+def _block_int8_encode(w: np.ndarray, qmax: int = 127) -> dict[str, np.ndarray]:
     from .sparsity import encode_block_int8
 
-    q, scale = quantize_int8_per_channel(w)
+    q, scale = quantize_int8_per_channel(w, qmax)
     return {**encode_block_int8(q), ".wscale": scale}
 
 
@@ -166,6 +172,12 @@ FORMATS: dict[str, WeightFormat] = {
                      (".qweight", ".wscale"), 8, int8_activations=True),
         WeightFormat("block-int8", "block-sparse INT8: only 4x4 blocks with a non-zero are stored and computed",
                      _block_int8_encode, _block_int8_decode,
+                     (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values", ".wscale"), 8,
+                     int8_activations=True, sparse=True),
+        WeightFormat("block-int7", "block-sparse INT8 with weights in [-64, 64] (scale max|w| / 64, about 7 bits): "
+                     "block-int8's layout; at avx2 (no VNNI) multiplied 8-bit by vpmaddubsw, which cannot saturate at "
+                     "this range, where block-int8 takes 16-bit products. Offered only with reduce_range",
+                     lambda w: _block_int8_encode(w, NARROW_QMAX), _block_int8_decode,
                      (".bsr_shape", ".bsr_rowptr", ".bsr_cols", ".bsr_values", ".wscale"), 8,
                      int8_activations=True, sparse=True),
         WeightFormat("bf16", "dense bfloat16 (AMX / AVX512-BF16 kernel; widened to float32 without AVX512_BF16, "

@@ -208,7 +208,8 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                     threads: int | None = None, isa: str | None = None, quantize_head: bool = False,
                     keep_float: Iterable[str] = (), attention: str | None = None,
                     calibration_method: str = "minmax", sparse: bool | str | None = "tune",
-                    activation_params: Mapping[str, tuple[float, int]] | None = None) -> Engine:
+                    activation_params: Mapping[str, tuple[float, int]] | None = None,
+                    reduce_range: bool = False) -> Engine:
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
@@ -223,11 +224,18 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     activation_params: with "int8-static", {Linear name: (scale, zero_point)} of each INT8 Linear's u8 input used
     as given instead of calibrating (e.g. exported by quantization-aware training, trimformer.compress.qat); every
     INT8 Linear must have an entry; x is quantized as clamp(nearbyint(x / scale) + zero_point, 0, 255).
+    reduce_range: also offer block-int7 (4x4 block-sparse weights quantized to [-64, 64], about 7 bits) to INT8
+    layers the block kernels fit, where the ISA level multiplies such weights 8-bit (`_core.bsr_narrow_kernel`:
+    avx2, whose exact products of 8-bit weights are otherwise 16-bit vpmaddwd ones; ONNX Runtime's reduce_range
+    makes the same trade for the same reason). One bit of weight precision for speed: the measured accuracy is in
+    docs/kernels.md; the formats chosen show it (`trimformer compile --verbose`, engine.formats).
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if sparse not in (True, False, None, "tune"):
         raise ValueError(f"sparse must be True, False, None or 'tune', got {sparse!r}")
+    if reduce_range and not (quantize or "").startswith("int8"):
+        raise ValueError(f"reduce_range applies to INT8 quantization, not quantize={quantize!r}")
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.exists():
@@ -248,9 +256,10 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
         if sparse is not False:
-            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa)
+            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa, reduce_range=reduce_range)
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
-                cands = [_FORCED_SPARSE[fmt_of[name]]]
+                narrow = reduce_range and fmt_of[name] == "int8" and _core.bsr_narrow_kernel(isa or "")
+                cands = ["block-int7" if narrow else _FORCED_SPARSE[fmt_of[name]]]
             if cands:
                 candidates[name] = cands
     if sparse == "tune":
@@ -307,12 +316,14 @@ def _pair_density(w: np.ndarray) -> float:
     return float(nz.reshape(nz.shape[0], -1, 2).any(axis=2).mean()) if nz.size else 1.0
 
 
-def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None) -> list[str]:
+def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, *,
+                      reduce_range: bool = False) -> list[str]:
     """The sparse formats worth trying for weight `w` [out, in] instead of `dense_format` ("int8", "f32", "bf16"),
     least stored work first (the fraction of the dense weight each one stores and multiplies; ties keep the
     pattern's own layout first): the order used without timing. For "bf16" the candidates are nm-bf16 and
     block-bf16 (bf16 storage, the float32 kernels). INT8 candidates depend on the ISA level `isa` resolves to
-    (`_core.bsr_pair_kernel`)."""
+    (`_core.bsr_pair_kernel`); with reduce_range, block-int7 joins block-int8 where the level has its 8-bit kernel
+    (`_core.bsr_narrow_kernel`), first: the same blocks at half the multiply instructions."""
     if dense_format not in ("int8", "f32", "bf16"):
         return []
     st = sparsity_stats(w)
@@ -326,6 +337,8 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None) 
         return sorted(work, key=work.get)
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
+            if reduce_range and _core.bsr_narrow_kernel(isa or ""):
+                work["block-int7"] = st["block_density"]
             work["block-int8"] = st["block_density"]
         if _core.bsr_pair_kernel(isa or ""):
             # the level multiplies input pairs (vpmaddwd): csr-int8 runs one record per half-quad holding a
