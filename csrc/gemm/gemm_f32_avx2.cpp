@@ -1,4 +1,5 @@
-// FP32 GEMM for AVX2+FMA: B packed in panels of 16 columns, micro-tile 6 rows x 16 columns (12 ymm accumulators).
+// FP32 GEMM for AVX2+FMA: B packed in panels of 16 columns, micro-tile 6 rows x 16 columns (12 ymm accumulators,
+// f32_tile_avx2.h).
 // Every loop over the tile's rows is unrolled: a single loop indexing the accumulator arrays by a variable made GCC
 // keep them in memory, and the k loop then stored 12 ymm per step.
 #define TF_ISA_NS avx2
@@ -8,6 +9,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "f32_tile_avx2.h"
 
 namespace tf {
 namespace avx2 {
@@ -41,31 +43,8 @@ inline void micro(const float* a, int64_t lda, const float* b, int64_t k, float*
       c1[i] = _mm256_load_ps(tmp + 8);
     }
   }
-  for (int64_t kk = 0; kk < k; ++kk) {
-    const __m256 b0 = _mm256_load_ps(b + kk * NR);
-    const __m256 b1 = _mm256_load_ps(b + kk * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      const __m256 av = _mm256_broadcast_ss(a + i * lda + kk);
-      c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
-    }
-  }
-  if (cols == NR) {
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      _mm256_storeu_ps(c + i * ldc, c0[i]);
-      _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
-    }
-  } else {
-    alignas(32) float tmp[NR];
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      _mm256_store_ps(tmp, c0[i]);
-      _mm256_store_ps(tmp + 8, c1[i]);
-      std::memcpy(c + i * ldc, tmp, cols * 4);
-    }
-  }
+  fma_tile<R>(a, lda, b, k, c0, c1);
+  store_tile<R>(c, ldc, cols, c0, c1);
 }
 
 using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, bool);

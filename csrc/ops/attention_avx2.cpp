@@ -11,6 +11,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../gemm/f32_tile_avx2.h"
 #include "transpose_avx2.h"
 
 namespace tf {
@@ -59,16 +60,7 @@ inline void scores_tile(const float* q, int64_t ld, const float* kp, int64_t d, 
   __m256 c0[R], c1[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
-  for (int64_t t = 0; t < d; ++t) {
-    const __m256 b0 = _mm256_load_ps(kp + t * NR);
-    const __m256 b1 = _mm256_load_ps(kp + t * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      const __m256 a = _mm256_broadcast_ss(q + i * ld + t);
-      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
-    }
-  }
+  fma_tile<R>(q, ld, kp, d, c0, c1);
   const __m256 bias0 = _mm256_load_ps(bias), bias1 = _mm256_load_ps(bias + 8);
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
@@ -86,37 +78,14 @@ inline void context_tile(const float* p, int64_t ldp, const float* vp, int64_t s
   __m256 c0[R], c1[R];
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < seq; ++j) {
-    const __m256 b0 = _mm256_load_ps(vp + j * NR);
-    const __m256 b1 = _mm256_load_ps(vp + j * NR + 8);
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      const __m256 a = _mm256_broadcast_ss(p + i * ldp + j);
-      c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
-    }
-  }
+  fma_tile<R>(p, ldp, vp, seq, c0, c1);
 #pragma GCC unroll 6
   for (int i = 0; i < R; ++i) {
     const __m256 sc = _mm256_broadcast_ss(inv + i);
     c0[i] = _mm256_mul_ps(c0[i], sc);
     c1[i] = _mm256_mul_ps(c1[i], sc);
   }
-  if (cols == NR) {
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      _mm256_storeu_ps(out + i * ldo, c0[i]);
-      _mm256_storeu_ps(out + i * ldo + 8, c1[i]);
-    }
-  } else {
-    alignas(32) float tmp[NR];
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      _mm256_store_ps(tmp, c0[i]);
-      _mm256_store_ps(tmp + 8, c1[i]);
-      std::memcpy(out + i * ldo, tmp, cols * 4);
-    }
-  }
+  store_tile<R>(out, ldo, cols, c0, c1);
 }
 
 // The head's K rows sit 3H floats apart in the QKV output, which a sequence's tokens spread over more than L2
