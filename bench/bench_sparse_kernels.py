@@ -24,6 +24,7 @@ import numpy as np
 
 from harness import env_prefix
 from trimformer import _core
+from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
 from trimformer.runtime.engine import time_formats
 
@@ -31,7 +32,8 @@ SHAPES = {"bert-base qkv": (2304, 768), "bert-base ffn1": (3072, 768), "bert-bas
           "bert-base attn_out": (768, 768), "minilm ffn1": (1536, 384)}
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 # pattern -> sparse formats timed on weights pruned in that pattern
-FORMATS = {"block": ("block-int8", "csr-int8", "block-f32", "csr-f32"),
+# (block-int7: 4x4 blocks with 7-bit weights, reduce_range; multiplied 8-bit at avx2, else as block-int8)
+FORMATS = {"block": ("block-int8", "block-int7", "csr-int8", "block-f32", "csr-f32"),
            "unstructured": ("csr-int8", "block-int8", "csr-f32"),
            "2:4": ("nm-int8", "nm-f32", "csr-f32"), "4:8": ("nm-int8", "nm-f32")}
 
@@ -58,7 +60,7 @@ def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[
                     row = {"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp,
                            "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {}}
                     for fmt in FORMATS[pattern]:
-                        dense = base["int8"] if fmt.endswith("int8") else base["f32"]
+                        dense = base["int8"] if get_format(fmt).int8_activations else base["f32"]
                         row["formats"][fmt] = {
                             "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
                             "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}
