@@ -266,6 +266,24 @@ def test_compile_verbose_shows_the_choice(tmp_path):
     assert "dispatch" in text and "csr-int8" in text and "int8" in text
 
 
+def test_compile_reduce_range_cli(tmp_path):
+    # --reduce-range: block-int7 where the CPU's level has the 8-bit kernel (saved in the model), a clear error
+    # without INT8 quantization (and no output directory)
+    from trimformer.cli.main import main
+
+    model = _model()
+    prune_magnitude(model, 0.9, "block")
+    src = tmp_path / "hf"
+    model.save_pretrained(src)
+    out = tmp_path / "out"
+    assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--reduce-range", "-q"]) == 0
+    want = "block-int7" if _core.bsr_narrow_kernel("") else "block-int8"
+    assert set(tf.load(out).formats.values()) == {want}
+    bad = tmp_path / "bad"
+    assert main(["compile", str(src), "--out", str(bad), "--reduce-range", "-q"]) != 0
+    assert not bad.exists()
+
+
 @pytest.mark.parametrize("sparsity,pattern,fmt", [(0.9, "block", "block-bf16"), (0.0, "2:4", "nm-bf16")])
 def test_bf16_sparse_model(rng, tmp_path, sparsity, pattern, fmt):
     model = _model()
