@@ -412,8 +412,7 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
   const BsrHost h = bsr_from_dense(w.data(), n, k, w_scale.data(), block_rows);
   tf::BsrS8 bw = h.view(n, k);
   // as the executor's loader: 4x4 values within [-64, 64] take the level's 8-bit path where it has one
-  bw.narrow = kt.bsr_narrow_values && block_rows == 4 &&
-              std::all_of(h.values.begin(), h.values.end(), [](int8_t v) { return v >= -64 && v <= 64; });
+  bw.narrow = kt.bsr_narrow_values && block_rows == 4 && tf::bsr_values_narrow(h.values.data(), h.values.size());
   const int64_t ldq = (k + 3) / 4 * 4;
   std::vector<uint8_t> ap(m * ldq, static_cast<uint8_t>(a_zp));
   for (int64_t i = 0; i < m; ++i)

@@ -141,6 +141,13 @@ struct BsrS8 {
   // kernel multiplies u8 activations by the 8-bit values directly (vpmaddubsw cannot saturate at this range)
   bool narrow = false;
 };
+// Whether every value of a block-sparse INT8 weight lies in [-64, 64] (BsrS8::narrow's condition): the loader and
+// the test bindings decide the kernel from the values themselves
+inline bool bsr_values_narrow(const int8_t* v, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (v[i] < -64 || v[i] > 64) return false;
+  return true;
+}
 
 // ---- sparse runtime (issue 3): FP32 sparse weights ----
 // Sparse FP32 weight in rows of R (R = block_rows: 1 for csr-f32, 4 for block-f32's 4x1 blocks): row block b

@@ -345,7 +345,7 @@ namespace {
 // the values themselves, so no file can send wider values down the narrow path.
 void widen_bsr_values(Linear* L, const KernelTable& kt) {
   L->bsr_narrow = kt.bsr_narrow_values && L->bsr_rows == 4 &&
-                  std::all_of(L->bsr_values.begin(), L->bsr_values.end(), [](int8_t v) { return v >= -64 && v <= 64; });
+                  bsr_values_narrow(L->bsr_values.data(), L->bsr_values.size());
   if (!kt.bsr_wide_values || L->bsr_narrow) return;
   L->bsr_values16.assign(L->bsr_values.begin(), L->bsr_values.end());
   std::vector<int8_t>().swap(L->bsr_values);

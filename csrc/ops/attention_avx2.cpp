@@ -12,7 +12,7 @@
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../gemm/f32_tile_avx2.h"
-#include "transpose_avx2.h"
+#include "ymm_util.h"
 
 namespace tf {
 namespace avx2 {
@@ -40,17 +40,6 @@ inline __m256 exp2_8(__m256 x) {
   const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
   const __m256 y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
   return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(-125.0f), _CMP_LT_OQ), y);
-}
-
-inline float hsum8(__m256 v) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
-}
-inline float hmax8(__m256 v) {
-  const __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_max_ss(t, _mm_movehdup_ps(t)));
 }
 
 // s[i][0..15] = alpha * (q_i . panel's keys) + bias[0..15] for the block's R rows: kp is one K panel [d][16]

@@ -24,7 +24,7 @@
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../ops/epilogue_avx2.h"
-#include "../ops/transpose_avx2.h"
+#include "../ops/ymm_util.h"
 
 namespace tf {
 namespace avx2 {

@@ -248,13 +248,19 @@ def test_tuned_dispatch_is_recorded_and_saved(rng, tmp_path):
     assert "dispatch" not in compile_encoder(_model(1)).extra  # a dense model: nothing to time
 
 
+def _pruned_checkpoint(tmp_path, pattern):
+    """A tiny BERT pruned to 90% in `pattern`, saved as a Hugging Face checkpoint directory."""
+    model = _model()
+    prune_magnitude(model, 0.9, pattern)
+    src = tmp_path / "hf"
+    model.save_pretrained(src)
+    return src
+
+
 def test_compile_verbose_shows_the_choice(tmp_path):
     from trimformer.cli.main import main
 
-    model = _model()
-    prune_magnitude(model, 0.9, "unstructured")
-    src = tmp_path / "hf"
-    model.save_pretrained(src)
+    src = _pruned_checkpoint(tmp_path, "unstructured")
     out = tmp_path / "out"
     import contextlib
     import io
@@ -271,10 +277,7 @@ def test_compile_reduce_range_cli(tmp_path):
     # without INT8 quantization (and no output directory)
     from trimformer.cli.main import main
 
-    model = _model()
-    prune_magnitude(model, 0.9, "block")
-    src = tmp_path / "hf"
-    model.save_pretrained(src)
+    src = _pruned_checkpoint(tmp_path, "block")
     out = tmp_path / "out"
     assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--reduce-range", "-q"]) == 0
     want = "block-int7" if _core.bsr_narrow_kernel("") else "block-int8"

@@ -258,8 +258,8 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         if sparse is not False:
             cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa, reduce_range=reduce_range)
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
-                narrow = reduce_range and fmt_of[name] == "int8" and _core.bsr_narrow_kernel(isa or "")
-                cands = ["block-int7" if narrow else _FORCED_SPARSE[fmt_of[name]]]
+                cands = [_block_int8_format(reduce_range, isa) if fmt_of[name] == "int8"
+                         else _FORCED_SPARSE[fmt_of[name]]]
             if cands:
                 candidates[name] = cands
     if sparse == "tune":
@@ -308,6 +308,12 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
 _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
 
 
+def _block_int8_format(reduce_range: bool, isa: str | None) -> str:
+    """The 4x4 block-sparse INT8 format to offer first: block-int7 with reduce_range where the ISA level multiplies
+    its [-64, 64] weights 8-bit (`_core.bsr_narrow_kernel`), else block-int8."""
+    return "block-int7" if reduce_range and _core.bsr_narrow_kernel(isa or "") else "block-int8"
+
+
 def _pair_density(w: np.ndarray) -> float:
     """Fraction of the input pairs (2i, 2i + 1) of each row that hold a non-zero (k padded to even with zeros)."""
     nz = np.asarray(w) != 0
@@ -337,8 +343,7 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
         return sorted(work, key=work.get)
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            if reduce_range and _core.bsr_narrow_kernel(isa or ""):
-                work["block-int7"] = st["block_density"]
+            work[_block_int8_format(reduce_range, isa)] = st["block_density"]
             work["block-int8"] = st["block_density"]
         if _core.bsr_pair_kernel(isa or ""):
             # the level multiplies input pairs (vpmaddwd): csr-int8 runs one record per half-quad holding a

@@ -1,10 +1,11 @@
-// 8 x 8 float transpose in ymm registers for translation units compiled with the avx2 flags (the block-sparse
-// kernels' Y^T tiles back to token rows, the fused attention's K packing).
+// Small 8-lane (ymm) helpers for translation units compiled with AVX2 or wider flags: an 8 x 8 float transpose
+// (the block-sparse kernels' Y^T tiles back to token rows, the fused attention's K packing) and horizontal sum and
+// max (the attention's softmax, the decoder's GEMVs). Internal linkage: each level's TU keeps its own copy, built
+// with its own flags.
 #pragma once
 #include <immintrin.h>
 
 namespace tf {
-namespace avx2 {
 namespace {
 
 // 8 floats in each of 8 registers transposed (row i of the result = element i of every input)
@@ -27,6 +28,17 @@ inline void transpose8(__m256* r) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+inline float hsum8(__m256 v) {
+  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+inline float hmax8(__m256 v) {
+  const __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 t = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(t, _mm_movehdup_ps(t)));
+}
+
 }  // namespace
-}  // namespace avx2
 }  // namespace tf
