@@ -14,9 +14,10 @@ rounding of a * K may pick either neighbour at a boundary.
 A second table serves the levels with 8-lane permutes (avx2, and the scalar level that must match its tails): 32
 entries cost four vpermps and three blends per coefficient there (bench/results/gelu_table8_avx2_ab.md: FFN1, whose
 GELU runs in the sparse kernel's epilogue, 7.14 ms per pass with them, 5.76 ms with this table). Instead g is 8 sextics in the local variable u = a * K8 - round(a * K8)
-in [-0.5, 0.5] (a global a**6 would cancel badly in float32): one vpermps per coefficient, 19 ops where the 32-cubic
+in [-0.5, 0.5] (a global a**6 would cancel badly in float32): one vpermps per coefficient, 21 ops where the 32-cubic
 lookup took 37, and more accurate (the error is float32 rounding of max(x, 0) - g). Same index trick, and u is one
-more FMA: u = a * K8 - (t - 2^23) with t = a * K8 + 2^23. The avx512 level keeps the 32 cubics: one vpermt2ps per
+more FMA: u = a * K8 - (t - 2^23) with t = a * K8 + 2^23. The sextic is evaluated by Estrin's scheme (u^2, u^4 and pairs), three
+FMA latencies deep where Horner's rule is six: in the sparse kernels' finish the chain, not the issue rate, bounds it. The avx512 level keeps the 32 cubics: one vpermt2ps per
 coefficient, 12 ops.
 """
 
@@ -104,9 +105,12 @@ def gelu8(x: np.ndarray, k: np.float32, amax: np.float32, c: np.ndarray, fused: 
     t = fma(ac, k, np.float32(2.0**23))
     i = t.view(np.int32) & (SEGMENTS8 - 1)
     u = fma(ac, k, -(t - np.float32(2.0**23)))
-    p = c[DEGREE8][i]
-    for j in range(DEGREE8 - 1, -1, -1):
-        p = fma(p, u, c[j][i])
+    assert DEGREE8 == 6, "Estrin's scheme below (gelu_erf8's order) is written for degree 6"
+    u2 = (u * u).astype(np.float32)
+    u4 = (u2 * u2).astype(np.float32)
+    p01, p23 = fma(c[1][i], u, c[0][i]), fma(c[3][i], u, c[2][i])
+    p46 = fma(c[6][i], u2, fma(c[5][i], u, c[4][i]))
+    p = fma(p46, u4, fma(p23, u2, p01))
     return (np.maximum(x, np.float32(0)) - p).astype(np.float32)
 
 
