@@ -442,6 +442,29 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
   return nb::cast(to_numpy(std::move(c), {(size_t)m, (size_t)n}));
 }
 
+// A static INT8 Linear's input prepared both ways the executor can at a level: quantize_u8 into u8 rows (returned)
+// then bsr_pack_at, and bsr_quant_pack_at in one pass (None where the level has none), each over two token ranges
+// as two threads split them. Returns (u8 rows, At unfused, At fused or None).
+nb::object k_bsr_quant_pack(nb::ndarray<const float, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> x,
+                            float inv_scale, int zp, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  const int64_t m = x.shape(0), k = x.shape(1), ldq = (k + 3) / 4 * 4 + 4;  // a row stride past k's quads
+  const int64_t half = (m + 15) / 16 * 16 / 2 / 16 * 16;
+  std::vector<uint8_t> q(m * ldq, 0);
+  kt.quantize_u8(x.data(), k, q.data(), ldq, m, k, inv_scale, zp);
+  const size_t bytes = kt.bsr_at_size(m, k);
+  std::vector<uint8_t> plain(bytes, 0xA5), fused(bytes, 0xA5);  // bytes no pack writes keep 0xA5 in both
+  kt.bsr_pack_at(q.data(), ldq, m, 0, half, k, plain.data());
+  kt.bsr_pack_at(q.data(), ldq, m, half, m, k, plain.data());
+  nb::object f = nb::none();
+  if (kt.bsr_quant_pack_at) {
+    kt.bsr_quant_pack_at(x.data(), k, m, 0, half, k, inv_scale, zp, fused.data());
+    kt.bsr_quant_pack_at(x.data(), k, m, half, m, k, inv_scale, zp, fused.data());
+    f = nb::cast(to_numpy(std::move(fused), {bytes}));
+  }
+  return nb::make_tuple(to_numpy(std::move(q), {(size_t)m, (size_t)ldq}), to_numpy(std::move(plain), {bytes}), f);
+}
+
 // One INT8 GEMM call, dense or block-sparse, split across `threads` the way the executor splits it: the
 // sparse path first re-lays the activations by rows (then a barrier), and both split output columns.
 void run_int8_split(const tf::KernelTable& kt, int threads, bool sparse, const uint8_t* aq, int64_t ldq, int64_t m,
@@ -687,6 +710,7 @@ NB_MODULE(_core, m) {
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0);
+  m.def("bsr_quant_pack", &k_bsr_quant_pack, "x"_a, "inv_scale"_a, "zp"_a, "isa"_a = "");
   m.def("pack_bf16", &k_pack_bf16, "w"_a, "how"_a);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");

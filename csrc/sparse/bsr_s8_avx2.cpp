@@ -411,6 +411,43 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
   });
 }
 
+// quantize_u8 and bsr_pack_at in one pass (static INT8 inputs; the u8 rows are never stored): per 8 tokens and 8
+// quads, each token's 32 inputs become one register of bytes by quant_u8_i32_8 and two packs (quantize_u8's float
+// ops, so the same bytes), which leave the quads in the order 0 2 4 6 1 3 5 7; one 8 x 8 dword transpose gives
+// each quad's 8 tokens, stored where that quad goes. A piece with inputs past k or missing tokens goes through
+// quantize_u8 into a small buffer (padding: the zero point, as the u8 rows' padding) and relayout_quads.
+void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
+                       int32_t zp, uint8_t* at) {
+  const int64_t kq = (k + 3) / 4, end = m1 < m ? m1 : (m + 15) / 16 * 16;
+  const __m256 inv = _mm256_set1_ps(inv_scale), zpv = _mm256_set1_ps(static_cast<float>(zp));
+  for (int64_t i0 = m0; i0 < end; i0 += 8) {
+    const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(8, m - i0));
+    const float* src = x + i0 * ldx;
+    uint8_t* tile = at + at_offset(i0, k);
+    for (int64_t q = 0; q < kq; q += 8) {
+      if (valid == 8 && 4 * q + 32 <= k) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {
+          const float* xr = src + i * ldx + 4 * q;
+          const auto part = [&](int j) { return quant_u8_i32_8(_mm256_loadu_ps(xr + 8 * j), inv, zpv); };
+          r[i] = _mm256_castsi256_ps(_mm256_packus_epi16(_mm256_packus_epi32(part(0), part(1)),
+                                                         _mm256_packus_epi32(part(2), part(3))));
+        }
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int d = 0; d < 8; ++d)  // transposed row d: dword d of the packs' order 0 2 4 6 1 3 5 7
+          _mm256_storeu_ps(reinterpret_cast<float*>(tile + (q + (d < 4 ? 2 * d : 2 * d - 7)) * kAtTile * 4), r[d]);
+        continue;
+      }
+      alignas(32) uint8_t rows[8][32];
+      for (int64_t i = 0; i < valid; ++i)
+        quantize_u8(src + i * ldx + 4 * q, ldx, rows[i], 32, 1, std::min<int64_t>(32, k - 4 * q), inv_scale, zp);
+      relayout_quads(&rows[0][0], 32, valid, std::min<int64_t>(8, kq - q), tile + q * kAtTile * 4);
+    }
+  }
+}
+
 void bsr_pack_pairs(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                     uint8_t* at) {  // as bsr_pack_at, in the pair re-layout
   pack_groups_of_8(q, ldq, m, m0, m1, [&](const uint8_t* src, int64_t valid, int64_t i0) {

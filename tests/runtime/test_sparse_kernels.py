@@ -40,6 +40,25 @@ def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows, 
         np.testing.assert_array_equal(sparse_q, dense_q)
 
 
+@pytest.mark.parametrize("m,k", [(1, 1), (7, 5), (8, 32), (16, 33), (37, 130), (130, 67), (64, 768), (9, 1001)])
+def test_fused_quantize_and_relayout_equal_the_two_passes(isa, rng, m, k):
+    """A static INT8 input's u8 rows (quantize_u8) equal clamp(rint(x * inv) + zp, 0, 255) (NaN to 0, +-inf to the
+    ends), and where a level quantizes straight into the block kernels' re-layout (bsr_quant_pack_at) its bytes
+    equal quantize_u8 + bsr_pack_at's, padding tokens and inputs past k included, over two token ranges."""
+    x = (rng.standard_normal((m, k)) * 3).astype(np.float32)
+    x.flat[:: 11] = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 0.5, -0.5, 2.5], np.float32),
+                               x.flat[:: 11].shape)
+    inv, zp = 1 / 0.05, 97
+    q, plain, fused = _core.bsr_quant_pack(x, inv, zp, isa=isa)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = np.clip(np.rint(x * np.float32(inv)) + zp, 0, 255)
+    ref[np.isnan(ref)] = 0
+    np.testing.assert_array_equal(q[:, :k], ref.astype(np.uint8))
+    assert (q[:, k:] == zp).all()  # padding columns hold the zero point
+    if fused is not None:
+        np.testing.assert_array_equal(fused, plain)
+
+
 def test_bad_block_rows():
     a = np.zeros((2, 4), np.uint8)
     w = np.zeros((2, 4), np.int8)
