@@ -116,15 +116,14 @@ Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
 // of the re-layout in L2); with fewer it splits its output rows.
 bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseAtTile * nt; }
 
-// Below that, a block-sparse INT8 Linear whose output rows need no grouping still splits its tokens, in multiples
-// of 16, from one full token pass (64) per thread on: a row split makes every thread read the whole re-layout,
-// half of it written by the other core, and leaves each thread's output rows (the residual stream the next
-// LayerNorm reads by tokens) half in the other core's cache. BERT-base 90% block static INT8, 2 threads:
-// bench/results/profile_block90_int8_smallsplit_*.md. QKV keeps its head-aligned row split (col_groups), which
-// keeps each head's Q, K and V with the thread that runs that head's attention.
-bool bsr_split_short(int64_t m, int nt, int64_t col_groups) {
-  return nt > 1 && col_groups <= 1 && m >= 64 * nt && !sparse_split_tokens(m, nt);
-}
+// Below that, a block-sparse INT8 Linear still splits its tokens, in multiples of 16, from one full token pass (64)
+// per thread on: a row split makes every thread read the whole re-layout, half of it written by the other core
+// (after a barrier), and leaves each thread's output rows (the residual stream the next LayerNorm reads by tokens)
+// half in the other core's cache. BERT-base 90% block static INT8, 2 threads:
+// bench/results/profile_block90_int8_smallsplit_*.md. QKV included: its head-aligned row split kept each head's
+// Q, K and V with the thread that runs that head's attention, but at 128 tokens QKV's output (1.2 MB for BERT-base)
+// outgrows a core's L2 anyway, and the token split measured faster (bench/results/qkv_token_split_avx2_ab.md).
+bool bsr_split_short(int64_t m, int nt) { return nt > 1 && m >= 64 * nt && !sparse_split_tokens(m, nt); }
 
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then
 // runs the GEMM on its share of weight panels (after a barrier), or on the rows it prepared when there are too few
@@ -876,7 +875,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
-    const bool short_split = bsr_split_short(m, nt, L.col_groups);
+    const bool short_split = bsr_split_short(m, nt);
     const bool by_tokens = short_split || sparse_split_tokens(m, nt);
     parallel_linear(
         nt, m, L.n, 16,

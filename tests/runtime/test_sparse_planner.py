@@ -132,7 +132,7 @@ def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
 def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq, hidden, intermediate, pattern,
                                                             fmt):
     # 128-448 tokens on 2 threads: below the whole-tile token split (sparse_split_tokens), so the block-sparse
-    # layers other than QKV split their tokens in multiples of 16; a thread whose tokens start inside a 64-token
+    # layers (QKV included) split their tokens in multiples of 16; a thread whose tokens start inside a 64-token
     # re-layout tile runs one call per tile.
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
     # that are not multiples of 16 quads (68, 100) check the partial quad groups of both, 102 a partial last quad
