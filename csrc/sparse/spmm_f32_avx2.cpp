@@ -26,6 +26,11 @@ constexpr int64_t kTile = 64;    // tokens per tile (floats per At row within a 
 constexpr int64_t kNmChunk = 48;  // N:M inputs per chunk (a multiple of 8)
 constexpr int64_t kCsrChunk = 1024;
 constexpr int64_t kRowGroup = 16;
+// csr-f32 rows ask for the At row of the entry 8 ahead (its 4 lines): a row's entries read At rows in the order of
+// their input indices, which the hardware prefetchers do not follow, and a 64-token tile of At (k x 256 bytes)
+// lives in L2, not L1 (bench/results/csr_f32_prefetch_avx2_ab.md)
+constexpr int32_t kCsrPrefetch = 8;
+
 
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
 
@@ -38,6 +43,11 @@ inline void row_entries(const float* base, const int32_t* cols, const float* val
   for (int32_t j = j0; j < j1; ++j) {
     const __m256 wv = _mm256_broadcast_ss(vals + j);
     const float* p = base + static_cast<int64_t>(cols[j]) * kTile;
+    if (V == 8 && j + kCsrPrefetch < j1) {  // whole tiles: the later entry's 256 bytes
+      const char* q = reinterpret_cast<const char*>(base + static_cast<int64_t>(cols[j + kCsrPrefetch]) * kTile);
+#pragma GCC unroll 4
+      for (int line = 0; line < 4; ++line) _mm_prefetch(q + 64 * line, _MM_HINT_T0);
+    }
 #pragma GCC unroll 8
     for (int v = 0; v < V; ++v) a[v] = _mm256_fmadd_ps(wv, _mm256_load_ps(p + 8 * v), a[v]);
   }
