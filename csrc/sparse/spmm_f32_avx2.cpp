@@ -99,19 +99,20 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
   for (int v = 0; v < V; ++v) _mm256_store_ps(acc + 8 * v, a[v]);
 }
 
-// token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group;
+// token tiles outside, then groups of `group` output rows (kRowGroup unless asked), then input chunks, then the
+// rows of the group;
 // add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1) as in the AVX-512 kernels
 template <class AddChunk>
 void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
-           const Epilogue& epi, AddChunk add_chunk) {
+           const Epilogue& epi, AddChunk add_chunk, int64_t group = kRowGroup) {
   const int64_t ld = kTile, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
-  float* acc = tl_acc.get(static_cast<size_t>(kRowGroup * ld));
+  float* acc = tl_acc.get(static_cast<size_t>(group * ld));
   for (int64_t m0 = 0; m0 < m; m0 += kTile) {
     const float* base = at + (m0 / kTile) * k8 * kTile;
     const int64_t tokens = m - m0 < kTile ? m - m0 : kTile, vecs = (tokens + 7) / 8;
-    for (int64_t r0 = n0; r0 < n1; r0 += kRowGroup) {
-      const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
-      std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
+    for (int64_t r0 = n0; r0 < n1; r0 += group) {
+      const int64_t r1 = r0 + group < n1 ? r0 + group : n1;
+      std::memset(acc, 0, static_cast<size_t>(group * ld) * 4);
       for (int64_t ch = 0; ch < chunks; ++ch) {
         switch (vecs) {
           case 8: add_chunk(std::integral_constant<int, 8>(), base, acc, ld, ch, r0, r1); break;
@@ -201,7 +202,12 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
               const int32_t* cp = ptr + n * stride + ch;
               if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
             }
-          });
+          },
+          // Rows longer than two chunks (FFN2: 3072 inputs, a 768 KB tile of At, beyond L2) take every output row of
+          // the call as one group, chunk by chunk, so a chunk of At (256 KB) serves all rows while it is in L2; the
+          // accumulators (output rows x 256 bytes) round-trip once per chunk
+          // (bench/results/csr_f32_long_rows_avx2_ab.md)
+          chunked && w.k > 2 * kCsrChunk ? (n1 - n0 + 15) / 16 * 16 : kRowGroup);
   }
 }
 
