@@ -14,6 +14,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../ops/ymm_util.h"
 
 namespace tf {
 namespace avx2 {
@@ -160,10 +161,28 @@ size_t spf32_at_size(int64_t m, int64_t k) {
 void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float* at) {
   const int64_t k8 = round8(k);
   const int64_t end = m1 == m ? (m + kTile - 1) / kTile * kTile : m1;
-  for (int64_t r = m0; r < end; ++r) {
+  for (int64_t r = m0; r < end;) {
     float* tile = at + (r / kTile) * k8 * kTile + r % kTile;
+    if (r % 8 == 0 && r + 8 <= end && r + 8 <= m) {
+      // 8 whole token rows: 8 x 8 transposes, each input's 8 tokens one store (a float at a time, 256
+      // bytes apart, took a tenth of a 90% unstructured FP32 pass)
+      int64_t kk = 0;
+      for (; kk + 8 <= k; kk += 8) {
+        __m256 v[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(x + (r + i) * ldx + kk);
+        transpose8(v);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(tile + (kk + j) * kTile, v[j]);
+      }
+      for (; kk < k8; ++kk)
+        for (int64_t i = 0; i < 8; ++i) tile[kk * kTile + i] = kk < k ? x[(r + i) * ldx + kk] : 0.0f;
+      r += 8;
+      continue;
+    }
     const float* xr = x + r * ldx;
     for (int64_t kk = 0; kk < k8; ++kk) tile[kk * kTile] = r < m && kk < k ? xr[kk] : 0.0f;
+    ++r;
   }
 }
 
