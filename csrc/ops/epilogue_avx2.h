@@ -23,8 +23,7 @@ inline __m256 gelu_erf8(__m256 v) {
   const __m256i idx = _mm256_castps_si256(t);
   const __m256 u = _mm256_fmsub_ps(ac, k, _mm256_sub_ps(t, two23));
   const auto coef = [&](int j) { return _mm256_permutevar8x32_ps(_mm256_load_ps(kGelu8C[j]), idx); };
-  // Estrin's scheme (gelu_erf's order): three FMA latencies after u where Horner's chain took six; the chain, not
-  // the issue rate, bounded the sparse kernels' FFN1 finish (bias_act)
+  // Estrin's scheme (gelu_erf's order): three FMA latencies after u where Horner's chain took six
   static_assert(kGelu8Degree == 6, "the Estrin form below is written for degree 6");
   const __m256 u2 = _mm256_mul_ps(u, u), u4 = _mm256_mul_ps(u2, u2);
   const __m256 p01 = _mm256_fmadd_ps(coef(1), u, coef(0)), p23 = _mm256_fmadd_ps(coef(3), u, coef(2));
@@ -39,6 +38,12 @@ inline __m256i quant_u8_i32_8(__m256 y, __m256 inv_scale, __m256 zp) {
   const __m256 r = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(y, inv_scale), _MM_FROUND_TO_NEAREST_INT |
                                                  _MM_FROUND_NO_EXC), zp);
   return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(255.0f)));
+}
+
+// Four vectors of int32 in 0..255 as 32 bytes (the saturating packs change nothing there), in the packs' order:
+// per 128-bit lane a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7, i.e. dword 4L + j = lanes 4L .. 4L + 3 of input j
+inline __m256i pack_u8_4x8(__m256i a, __m256i b, __m256i c, __m256i d) {
+  return _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
 }
 
 }  // namespace

@@ -17,7 +17,7 @@ GELU runs in the sparse kernel's epilogue, 7.14 ms per pass with them, 5.76 ms w
 in [-0.5, 0.5] (a global a**6 would cancel badly in float32): one vpermps per coefficient, 21 ops where the 32-cubic
 lookup took 37, and more accurate (the error is float32 rounding of max(x, 0) - g). Same index trick, and u is one
 more FMA: u = a * K8 - (t - 2^23) with t = a * K8 + 2^23. The sextic is evaluated by Estrin's scheme (u^2, u^4 and pairs), three
-FMA latencies deep where Horner's rule is six: in the sparse kernels' finish the chain, not the issue rate, bounds it. The avx512 level keeps the 32 cubics: one vpermt2ps per
+FMA latencies deep where Horner's rule is six. The avx512 level keeps the 32 cubics: one vpermt2ps per
 coefficient, 12 ops.
 """
 

@@ -279,8 +279,7 @@ struct Pass {
           const int64_t i = 4 * q + r;
           return i < rows ? quant_u8_i32_8(_mm256_load_ps(&t[i][8 * g]), inv, ozp) : _mm256_set1_epi32(epi.out_zp);
         };
-        const __m256i rows01 = _mm256_packus_epi32(row_q(0), row_q(1));
-        const __m256i bytes = _mm256_packus_epi16(rows01, _mm256_packus_epi32(row_q(2), row_q(3)));
+        const __m256i bytes = pack_u8_4x8(row_q(0), row_q(1), row_q(2), row_q(3));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + g * tile_bytes + (nb0 / 4 + q) * kAtTile * 4),
                             _mm256_shuffle_epi8(bytes, token_major));
       }
@@ -412,8 +411,8 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
 }
 
 // quantize_u8 and bsr_pack_at in one pass (static INT8 inputs; the u8 rows are never stored): per 8 tokens and 8
-// quads, each token's 32 inputs become one register of bytes by quant_u8_i32_8 and two packs (quantize_u8's float
-// ops, so the same bytes), which leave the quads in the order 0 2 4 6 1 3 5 7; one 8 x 8 dword transpose gives
+// quads, each token's 32 inputs become one register of bytes by quant_u8_i32_8 and pack_u8_4x8 (quantize_u8's
+// float ops, so the same bytes), which leaves the quads in the order 0 2 4 6 1 3 5 7; one 8 x 8 dword transpose gives
 // each quad's 8 tokens, stored where that quad goes. A piece with inputs past k or missing tokens goes through
 // quantize_u8 into a small buffer (padding: the zero point, as the u8 rows' padding) and relayout_quads.
 void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
@@ -431,8 +430,7 @@ void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64
         for (int i = 0; i < 8; ++i) {
           const float* xr = src + i * ldx + 4 * q;
           const auto part = [&](int j) { return quant_u8_i32_8(_mm256_loadu_ps(xr + 8 * j), inv, zpv); };
-          r[i] = _mm256_castsi256_ps(_mm256_packus_epi16(_mm256_packus_epi32(part(0), part(1)),
-                                                         _mm256_packus_epi32(part(2), part(3))));
+          r[i] = _mm256_castsi256_ps(pack_u8_4x8(part(0), part(1), part(2), part(3)));
         }
         transpose8(r);
 #pragma GCC unroll 8

@@ -32,7 +32,6 @@ constexpr int64_t kRowGroup = 16;
 // lives in L2, not L1 (bench/results/csr_f32_prefetch_avx2_ab.md)
 constexpr int32_t kCsrPrefetch = 8;
 
-
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
 
 template <int V>
@@ -164,8 +163,8 @@ void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m
   for (int64_t r = m0; r < end;) {
     float* tile = at + (r / kTile) * k8 * kTile + r % kTile;
     if (r % 8 == 0 && r + 8 <= end && r + 8 <= m) {
-      // 8 whole token rows: 8 x 8 transposes, each input's 8 tokens one store (a float at a time, 256
-      // bytes apart, took a tenth of a 90% unstructured FP32 pass)
+      // 8 whole token rows: 8 x 8 transposes, each input's 8 tokens one store, where a float at a time went 256
+      // bytes apart (bench/results/spf32_pack_at_avx2_ab.md)
       int64_t kk = 0;
       for (; kk + 8 <= k; kk += 8) {
         __m256 v[8];
