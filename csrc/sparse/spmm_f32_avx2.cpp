@@ -1,8 +1,8 @@
 // Sparse FP32 GEMMs on AVX2 (csr-f32, block-f32, N:M): the AVX-512 kernels' scheme (spmm_f32_avx512vnni.cpp)
 // with 8-float vectors. Activations are re-laid per call as tiles of 64 tokens, At[tile][k8][64]; every stored
-// weight is broadcast and FMA'd against 8 tokens per load into Y^T accumulator rows (16 output rows x 64 tokens),
-// which are written back to token rows with plain loops and finished by the shared epilogue (alpha, bias,
-// activation, residual). AVX2 has 16 vector registers, so a row keeps 8 accumulators (8 FMA chains) and a 4x1
+// weight is broadcast and FMA'd against 8 tokens per load into Y^T accumulator rows (a group of output rows x 64
+// tokens), which are written back to token rows by 8 x 8 transposes and finished by the shared epilogue (alpha,
+// bias, activation, residual). AVX2 has 16 vector registers, so a row keeps 8 accumulators (8 FMA chains) and a 4x1
 // block's 4 rows take the tile in passes of 2 vectors. N:M walks its groups in chunks of 48 inputs.
 #define TF_ISA_NS avx2
 #include <immintrin.h>
@@ -27,12 +27,16 @@ constexpr int64_t kTile = 64;    // tokens per tile (floats per At row within a 
 constexpr int64_t kNmChunk = 48;  // N:M inputs per chunk (a multiple of 8)
 constexpr int64_t kCsrChunk = 1024;
 constexpr int64_t kRowGroup = 16;
+// N:M output rows per group: an input chunk of At (48 x 256 bytes) is brought to L1 once per group; 32 rows'
+// accumulators (8 KB) still leave it room there
+constexpr int64_t kNmRowGroup = 32;
 // csr-f32 rows ask for the At row of the entry 8 ahead (its 4 lines): a row's entries read At rows in the order of
 // their input indices, which the hardware prefetchers do not follow, and a 64-token tile of At (k x 256 bytes)
 // lives in L2, not L1 (bench/results/csr_f32_prefetch_avx2_ab.md)
 constexpr int32_t kCsrPrefetch = 8;
 
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
+#include "nm_prefetch.inc"  // prefetch_nm_chunk
 
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
@@ -99,6 +103,27 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
   for (int v = 0; v < V; ++v) _mm256_store_ps(acc + 8 * v, a[v]);
 }
 
+// Y^T accumulators acc[row][token] (row stride ld) to token rows out[token][row] (row stride ldo): 8 x 8 transposes,
+// whole 8-row vectors per token row where a float at a time wrote 4 bytes per token row
+inline void store_transposed(const float* acc, int64_t ld, int64_t rows, int64_t tokens, float* out, int64_t ldo) {
+  int64_t n = 0;
+  for (; n + 8 <= rows; n += 8) {
+    int64_t t = 0;
+    for (; t + 8 <= tokens; t += 8) {
+      __m256 v[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) v[i] = _mm256_load_ps(acc + (n + i) * ld + t);
+      transpose8(v);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + (t + j) * ldo + n, v[j]);
+    }
+    for (; t < tokens; ++t)
+      for (int64_t i = 0; i < 8; ++i) out[t * ldo + n + i] = acc[(n + i) * ld + t];
+  }
+  for (; n < rows; ++n)
+    for (int64_t t = 0; t < tokens; ++t) out[t * ldo + n] = acc[n * ld + t];
+}
+
 // token tiles outside, then groups of `group` output rows (kRowGroup unless asked), then input chunks, then the
 // rows of the group;
 // add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1) as in the AVX-512 kernels
@@ -125,10 +150,7 @@ void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64
           default: add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1); break;
         }
       }
-      for (int64_t t = 0; t < tokens; ++t) {  // Y^T back to token rows
-        float* out = c + (m0 + t) * ldc;
-        for (int64_t n = r0; n < r1; ++n) out[n] = acc[(n - r0) * ld + t];
-      }
+      store_transposed(acc, ld, r1 - r0, tokens, c + m0 * ldc + r0, ldc);
     }
     epilogue_f32(c + m0 * ldc + n0, ldc, tokens, n1 - n0, m0, n0, epi);
   }
@@ -142,10 +164,13 @@ void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, 
         [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
           constexpr int V = decltype(vt)::value;
           const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
-          for (int64_t n = r0; n < r1; ++n)
+          const int64_t ahead = g0 + gpc < groups ? (g0 + gpc) * KEEP : -1;
+          for (int64_t n = r0; n < r1; ++n) {
+            if (ahead >= 0) prefetch_nm_chunk(w.values + n * per_row + ahead, w.idx + n * per_row + ahead);
             nm_entries<V, KEEP, GROUP>(base, w.values + n * per_row, w.idx + n * per_row, g0, g1,
                                        acc + (n - r0) * ld);
-        });
+          }
+        }, kNmRowGroup);
 }
 }  // namespace
 
