@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
     report = {"pattern": args.pattern, "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_model(),
+              "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip() or "unknown",
               "dense_kernels": {"int8": _core.gemm_s8_kernel(), "bf16 GEMM": _core.gemm_bf16_kernel(),
                                 "bf16 Linears": _core.bf16_linear_kernel()},
               "command": env_prefix() + "python bench/bench_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
@@ -87,7 +90,8 @@ def write_markdown(report: dict, out: Path) -> None:
     lines = [f"# {report['pattern']} end to end vs our dense kernels on the same weights", "",
              f"- date (UTC): {report['date']}; {report['threads']} threads; {report['rounds']} alternating rounds, "
              f"medians of pooled per-call latencies; seq {report['rows'][0]['seq'] if report['rows'] else '?'}",
-             f"- command: `{report['command']}`; CPU: {report.get('cpu') or 'not recorded'}",
+             f"- command: `{report['command']}`; CPU: {report.get('cpu') or 'not recorded'}; "
+             f"git: {report.get('git', 'not recorded')}",
              f"- our dense kernels: {report.get('dense_kernels', 'not recorded')}", "",
              "Goal: the N:M model faster than our dense kernel of the same precision at batch 1 and 16 "
              "(ratio < 1.00).", "",
