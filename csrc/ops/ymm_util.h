@@ -1,9 +1,12 @@
 // Small 8-lane (ymm) helpers for translation units compiled with AVX2 or wider flags: an 8 x 8 float transpose
-// (the block-sparse kernels' Y^T tiles back to token rows, the fused attention's K packing) and horizontal sum and
+// (the block-sparse kernels' Y^T tiles back to token rows, the fused attention's K packing, the sparse FP32
+// kernels' re-layout and write-back) and horizontal sum and
 // max (the attention's softmax, the decoder's GEMVs). Internal linkage: each level's TU keeps its own copy, built
 // with its own flags.
 #pragma once
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace tf {
 namespace {
@@ -26,6 +29,16 @@ inline void transpose8(__m256* r) {
   r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
   r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// the 8 x 8 floats at src (row stride lds) transposed to dst (row stride ldd): row j of dst = column j of src
+inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 v[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(src + i * lds);
+  transpose8(v);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ldd, v[j]);
 }
 
 inline float hsum8(__m256 v) {

@@ -109,14 +109,7 @@ inline void store_transposed(const float* acc, int64_t ld, int64_t rows, int64_t
   int64_t n = 0;
   for (; n + 8 <= rows; n += 8) {
     int64_t t = 0;
-    for (; t + 8 <= tokens; t += 8) {
-      __m256 v[8];
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) v[i] = _mm256_load_ps(acc + (n + i) * ld + t);
-      transpose8(v);
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + (t + j) * ldo + n, v[j]);
-    }
+    for (; t + 8 <= tokens; t += 8) transpose8_block(acc + n * ld + t, ld, out + t * ldo + n, ldo);
     for (; t < tokens; ++t)
       for (int64_t i = 0; i < 8; ++i) out[t * ldo + n + i] = acc[(n + i) * ld + t];
   }
@@ -191,14 +184,7 @@ void spf32_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m
       // 8 whole token rows: 8 x 8 transposes, each input's 8 tokens one store, where a float at a time went 256
       // bytes apart (bench/results/spf32_pack_at_avx2_ab.md)
       int64_t kk = 0;
-      for (; kk + 8 <= k; kk += 8) {
-        __m256 v[8];
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(x + (r + i) * ldx + kk);
-        transpose8(v);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(tile + (kk + j) * kTile, v[j]);
-      }
+      for (; kk + 8 <= k; kk += 8) transpose8_block(x + r * ldx + kk, ldx, tile + kk * kTile, kTile);
       for (; kk < k8; ++kk)
         for (int64_t i = 0; i < 8; ++i) tile[kk * kTile + i] = kk < k ? x[(r + i) * ldx + kk] : 0.0f;
       r += 8;
