@@ -67,7 +67,14 @@ def test_candidates_follow_the_pattern(rng):
         assert sparse_candidates(nm, "int8", "avx2") == ["nm-int8"]
         # 95% sparse fits 2:4 too: one record per quad holding a non-zero beats one per half-quad
         assert sparse_candidates(unstructured, "int8", "avx2") == ["nm-int8", "csr-int8"]
-        assert sparse_candidates(half, "int8", "avx2") == []  # 64% of its pairs hold a non-zero
+        # 64% of its pairs hold a non-zero: records still multiply fewer pairs than the dense kernel
+        assert sparse_candidates(half, "int8", "avx2") == ["csr-int8"]
+        assert sparse_candidates(w * magnitude_mask(w, 0.3, "unstructured"), "int8", "avx2") == []  # too few zeros
+        nm48 = w * magnitude_mask(w, 0.0, "4:8")  # about 79% of its pairs: nm-int8 runs csr-int8's records
+        assert sparse_candidates(nm48, "int8", "avx2") == ["csr-int8", "nm-int8"]
+        assert sparse_candidates(nm48, "int8", quads) == []
+        dense_pairs = w * magnitude_mask(w, 0.5, "unstructured")  # about 75% of its pairs
+        assert sparse_candidates(dense_pairs, "int8", "avx2") == ["csr-int8"]
         assert sparse_candidates(block, "int8", "avx2") == ["block-int8", "csr-int8"]
     t = time_formats(unstructured, ["f32", "csr-f32"], tokens=8, iters=2, threads=1)
     assert set(t) == {"f32", "csr-f32"} and all(v > 0 for v in t.values())
@@ -274,9 +281,9 @@ def test_compile_verbose_shows_the_choice(tmp_path):
 
 def test_compile_reduce_range_cli(tmp_path):
     # --reduce-range: block-int7 offered to every block-sparse Linear where the CPU's level has the 8-bit kernel
-    # (the CLI tunes: which of block-int7 / block-int8 wins a small layer's timing may vary from run to run; the
-    # dispatch record saved with the model shows both were timed), a clear error without INT8 quantization (and
-    # no output directory)
+    # (the CLI tunes: which of block-int7 / block-int8 / csr-int8 wins a small layer's timing may vary from run to
+    # run; the dispatch record saved with the model shows the block formats were both timed), a clear error without
+    # INT8 quantization (and no output directory)
     from trimformer.cli.main import main
 
     src = _pruned_checkpoint(tmp_path, "block")
@@ -284,7 +291,7 @@ def test_compile_reduce_range_cli(tmp_path):
     assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--reduce-range", "-q"]) == 0
     narrow = _core.bsr_narrow_kernel("")
     loaded = tf.load(out)
-    assert set(loaded.formats.values()) <= ({"block-int7", "block-int8"} if narrow else {"block-int8"})
+    assert set(loaded.formats.values()) <= ({"block-int7", "block-int8"} if narrow else {"block-int8"}) | {"csr-int8"}
     dispatch = loaded.extra["dispatch"]
     assert set(dispatch) == set(loaded.formats)
     for d in dispatch.values():

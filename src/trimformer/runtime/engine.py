@@ -25,6 +25,12 @@ ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
 # weight satisfies 2:4 or 4:8.
 SPARSE_MAX_BLOCK_DENSITY = 0.5
 SPARSE_MIN_ZEROS = 0.5
+# Pair records (levels that multiply input pairs, `_core.bsr_pair_kernel`) are offered while at most this fraction
+# of a weight's input pairs hold a non-zero: a record costs one pair's products, so they pay well past the block
+# formats' bound (at avx2: csr-int8 on 50%-unstructured weights, about 0.75 of the pairs, 1.27-1.36x our dense INT8,
+# bench/results/sparse_kernels_avx2.md; nm-int8 on 4:8 weights, about 0.79, 1.15-1.21x,
+# bench/results/sparse_kernels_nm_avx2.md)
+SPARSE_MAX_PAIR_DENSITY = 0.8
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                     "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
@@ -347,12 +353,16 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
             work["block-int8"] = st["block_density"]
         if _core.bsr_pair_kernel(isa or ""):
             # the level multiplies input pairs (vpmaddwd): csr-int8 runs one record per half-quad holding a
-            # non-zero, a 2:4 nm-int8 one per quad holding one (any two inputs of a quad form a pair)
+            # non-zero, a 2:4 nm-int8 one per quad holding one (any two inputs of a quad form a pair), a 4:8 nm-int8
+            # the same records as csr-int8 (CSR first on that tie: it stores only the non-zeros of a weight that is
+            # sparser than its pattern)
             pair_density = _pair_density(w)
-            if st["zeros"] >= SPARSE_MIN_ZEROS and pair_density <= SPARSE_MAX_BLOCK_DENSITY:
+            if st["zeros"] >= SPARSE_MIN_ZEROS and pair_density <= SPARSE_MAX_PAIR_DENSITY:
                 work["csr-int8"] = pair_density
             if st["nm"] == "2:4":
                 work["nm-int8"] = st["quad_density"] / 2
+            elif st["nm"] == "4:8" and pair_density <= SPARSE_MAX_PAIR_DENSITY:
+                work["nm-int8"] = pair_density
             return sorted(work, key=work.get)
         # csr-int8 and nm-int8 both run on the 1x4 input quads that hold a non-zero (VNNI multiplies 4 consecutive
         # inputs at once): a plain 2:4 / 4:8 weight has a non-zero in (nearly) every quad, so it stays dense INT8
