@@ -80,13 +80,19 @@ def main(argv: list[str] | None = None) -> int:
                                 "bf16 Linears": _core.bf16_linear_kernel()},
               "command": env_prefix() + "python bench/bench_nm.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    _sibling(out, ".json").write_text(json.dumps(report, indent=1))
     write_markdown(report, out)
     print(f"wrote {out}.json/.md")
     return 0
 
 
 DENSE_FORMATS = {"f32", "bf16", "int8"}
+
+
+def _sibling(out: Path, ext: str) -> Path:
+    """out + ext: with_suffix would cut a name such as sparse_e2e_unstructured_0.5_int8 at its dot."""
+    return out.with_name(out.name + ext)
+
 NM_PATTERNS = ("2:4", "4:8")
 
 
@@ -116,7 +122,7 @@ def write_markdown(report: dict, out: Path) -> None:
             met = "yes" if r["ratio"] < 1.0 else "no"
         lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['dense_ms']:.2f} | {r['sparse_ms']:.2f} "
                      f"| {r['ratio']:.3f}x | {met} | {r['sparse_formats']} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _sibling(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
