@@ -1,8 +1,7 @@
 // Small 8-lane (ymm) helpers for translation units compiled with AVX2 or wider flags: an 8 x 8 float transpose
 // (the block-sparse kernels' Y^T tiles back to token rows, the fused attention's K packing, the sparse FP32
-// kernels' re-layout and write-back) and horizontal sum and
-// max (the attention's softmax, the decoder's GEMVs). Internal linkage: each level's TU keeps its own copy, built
-// with its own flags.
+// kernels' re-layout and write-back) and horizontal sum and max (the attention's softmax, the decoder's GEMVs).
+// Internal linkage: each level's TU keeps its own copy, built with its own flags.
 #pragma once
 #include <immintrin.h>
 
