@@ -6,6 +6,7 @@ import pytest
 
 import trimformer as tf
 from conftest import rel_err
+from trimformer import _core
 from trimformer.compress import encoder_linears, prune_magnitude
 from trimformer.runtime.engine import compile_encoder
 
@@ -87,8 +88,11 @@ def test_compile_time_dispatch_times_each_candidate(tmp_path):
         assert eng.formats[name] == t["chosen"] == choose_format(t["ms"], "int8")
     back = tf.load(tf.save(eng, tmp_path / "m"))  # the choice is cached in the saved model
     assert back.formats == eng.formats and back.extra["dispatch"] == timings
-    dense_model = _model()
-    assert "dispatch" not in compile_encoder(dense_model, quantize="int8-dynamic").extra  # nothing to tune
+    dense_extra = compile_encoder(_model(), quantize="int8-dynamic").extra
+    if _core.bsr_pair_kernel(""):  # dense weights: every INT8 layer also times the block kernel (avx2)
+        assert all(set(t["ms"]) == {"int8", "block-int8"} for t in dense_extra["dispatch"].values())
+    else:
+        assert "dispatch" not in dense_extra  # nothing to tune
 
 
 def test_corrupt_block_sparse_tensors_fail_clearly(rng):

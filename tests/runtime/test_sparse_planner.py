@@ -115,6 +115,31 @@ def test_int8_sparse_model_equals_dense_int8(rng, tmp_path, quantize):
 
 
 @pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+def test_dense_int8_layers_also_time_the_block_kernel_where_it_multiplies_pairs(rng, quantize):
+    # dense weights (no zeros): under "tune" every INT8 layer also times block-int8 where the level multiplies input
+    # pairs (avx2, whose block kernel beats its dense INT8 GEMM), and whichever format wins gives the dense INT8
+    # bits; elsewhere, and without tuning, dense layers stay dense
+    model = _model()
+    ids, mask = _inputs(rng)
+    calib = [{"input_ids": ids, "attention_mask": mask}]
+    dense = compile_encoder(model, quantize=quantize, calibration=calib, sparse=False, threads=2)
+    tuned = compile_encoder(model, quantize=quantize, calibration=calib, threads=2)
+    pairs = _core.bsr_pair_kernel("")
+    dispatch = tuned.extra.get("dispatch") or {}
+    int8_layers = [n for n in dense.formats if dense.formats[n] == "int8"]
+    assert int8_layers
+    for name in int8_layers:
+        assert ("block-int8" in dispatch.get(name, {}).get("ms", {})) == pairs
+        assert tuned.formats[name] in ({"int8", "block-int8"} if pairs else {"int8"})
+    np.testing.assert_array_equal(tuned.run(ids, mask)["last_hidden_state"], dense.run(ids, mask)["last_hidden_state"])
+    untuned = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None, threads=2)
+    assert set(untuned.formats[n] for n in int8_layers) == {"int8"}
+    forced = compile_encoder(model, quantize=quantize, calibration=calib, sparse=True, threads=2)  # every block kept
+    assert set(forced.formats[n] for n in int8_layers) == {"block-int8"}
+    np.testing.assert_array_equal(forced.run(ids, mask)["last_hidden_state"], dense.run(ids, mask)["last_hidden_state"])
+
+
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
 def test_block_int8_batch_split_by_tokens_equals_dense_int8(rng, quantize):
     # 13 x 47 = 611 tokens: at least two 128-token At tiles per thread, so the block-sparse layers split their
     # tokens between the threads (a partial last tile, padded rows) instead of their output rows

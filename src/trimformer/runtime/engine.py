@@ -225,7 +225,8 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
-    `engine.extra["dispatch"]` and saved with the model); None takes the first candidate without timing; True
+    `engine.extra["dispatch"]` and saved with the model; where the ISA level multiplies input pairs, avx2, every
+    INT8 layer also times the 4x4 block format, whose kernel beats the dense INT8 GEMM there even on dense weights); None takes the first candidate without timing; True
     does the same and also forces block-int8 on INT8 layers no pattern fits; False keeps every layer dense.
     activation_params: with "int8-static", {Linear name: (scale, zero_point)} of each INT8 Linear's u8 input used
     as given instead of calibrating (e.g. exported by quantization-aware training, trimformer.compress.qat); every
@@ -266,6 +267,12 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
                 cands = [_block_int8_format(reduce_range, isa) if fmt_of[name] == "int8"
                          else _FORCED_SPARSE[fmt_of[name]]]
+            if sparse == "tune" and fmt_of[name] == "int8" and _core.bsr_pair_kernel(isa or ""):
+                # at levels whose INT8 products take input pairs (avx2) the 4x4 block kernel beats the dense INT8
+                # GEMM even with every block kept (1.00-1.38x at 16-512 tokens on BERT-base shapes,
+                # bench/results/sparse_kernels_block_dense_avx2.md): time it on every INT8 layer
+                cands += [f for f in dict.fromkeys([_block_int8_format(reduce_range, isa), "block-int8"])
+                          if f not in cands]
             if cands:
                 candidates[name] = cands
     if sparse == "tune":
