@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from trimformer.runtime.engine import compile_encoder
 
+    sparsity = 0.5 if args.pattern in NM_PATTERNS else args.sparsity
     rows = []
     for model in args.models.split(","):
-        sparsity = 0.5 if args.pattern in NM_PATTERNS else args.sparsity
         info = peers.prepare_model(model, sparsity=sparsity, pattern=args.pattern)
         calib_ids, calib_mask, _ = make_inputs(1, args.seq, info.vocab_size, seed=1)
         calib = [{"input_ids": calib_ids, "attention_mask": calib_mask}]
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                              "ratio": med["sparse"] / med["dense"], "sparse_formats": formats})
                 print(f"{model} {prec} b{b}: dense {med['dense']:.2f} ms, {args.pattern} {med['sparse']:.2f} ms "
                       f"({med['sparse'] / med['dense']:.3f}x) formats {formats}", flush=True)
-    report = {"pattern": args.pattern, "sparsity": 0.5 if args.pattern in NM_PATTERNS else args.sparsity,
+    report = {"pattern": args.pattern, "sparsity": sparsity,
               "threads": args.threads, "rounds": args.rounds, "rows": rows,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_model(),
               "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

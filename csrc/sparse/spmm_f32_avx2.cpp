@@ -157,11 +157,12 @@ void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, 
         [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
           constexpr int V = decltype(vt)::value;
           const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
-          const int64_t ahead = g0 + gpc < groups ? (g0 + gpc) * KEEP : -1;
+          const int64_t ahead = g0 + gpc < groups ? (g0 + gpc) * KEEP : -1;  // the next chunk's first value
           for (int64_t n = r0; n < r1; ++n) {
-            if (ahead >= 0) prefetch_nm_chunk(w.values + n * per_row + ahead, w.idx + n * per_row + ahead);
-            nm_entries<V, KEEP, GROUP>(base, w.values + n * per_row, w.idx + n * per_row, g0, g1,
-                                       acc + (n - r0) * ld);
+            const float* vals = w.values + n * per_row;
+            const uint8_t* idx = w.idx + n * per_row;
+            if (ahead >= 0) prefetch_nm_chunk<kNmChunk / GROUP * KEEP>(vals + ahead, idx + ahead);
+            nm_entries<V, KEEP, GROUP>(base, vals, idx, g0, g1, acc + (n - r0) * ld);
           }
         }, kNmRowGroup);
 }

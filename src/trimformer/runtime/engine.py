@@ -226,8 +226,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
     `engine.extra["dispatch"]` and saved with the model; where the ISA level multiplies input pairs, avx2, every
-    INT8 layer also times the 4x4 block format, whose kernel beats the dense INT8 GEMM there even on dense weights); None takes the first candidate without timing; True
-    does the same and also forces block-int8 on INT8 layers no pattern fits; False keeps every layer dense.
+    INT8 layer also times the 4x4 block format, whose kernel beats the dense INT8 GEMM there even on dense
+    weights); None takes the first candidate without timing; True does the same and also forces block-int8 on
+    INT8 layers no pattern fits; False keeps every layer dense.
     activation_params: with "int8-static", {Linear name: (scale, zero_point)} of each INT8 Linear's u8 input used
     as given instead of calibrating (e.g. exported by quantization-aware training, trimformer.compress.qat); every
     INT8 Linear must have an entry; x is quantized as clamp(nearbyint(x / scale) + zero_point, 0, 255).
@@ -256,6 +257,7 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         if name and Path(name).is_dir():
             tok = Path(name)
     keep = tuple(keep_float)
+    pair_level = _core.bsr_pair_kernel(isa or "")
     fmt_of = {}
     candidates: dict[str, list[str]] = {}
     for name in spec.linear_names():
@@ -265,14 +267,13 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         if sparse is not False:
             cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa, reduce_range=reduce_range)
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
-                cands = [_block_int8_format(reduce_range, isa) if fmt_of[name] == "int8"
+                cands = [_block_int8_formats(reduce_range, isa)[0] if fmt_of[name] == "int8"
                          else _FORCED_SPARSE[fmt_of[name]]]
-            if sparse == "tune" and fmt_of[name] == "int8" and _core.bsr_pair_kernel(isa or ""):
+            if sparse == "tune" and fmt_of[name] == "int8" and pair_level:
                 # at levels whose INT8 products take input pairs (avx2) the 4x4 block kernel beats the dense INT8
                 # GEMM even with every block kept (1.00-1.38x at 16-512 tokens on BERT-base shapes,
                 # bench/results/sparse_kernels_block_dense_avx2.md): time it on every INT8 layer
-                cands += [f for f in dict.fromkeys([_block_int8_format(reduce_range, isa), "block-int8"])
-                          if f not in cands]
+                cands += [f for f in _block_int8_formats(reduce_range, isa) if f not in cands]
             if cands:
                 candidates[name] = cands
     if sparse == "tune":
@@ -321,10 +322,10 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
 _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
 
 
-def _block_int8_format(reduce_range: bool, isa: str | None) -> str:
-    """The 4x4 block-sparse INT8 format to offer first: block-int7 with reduce_range where the ISA level multiplies
-    its [-64, 64] weights 8-bit (`_core.bsr_narrow_kernel`), else block-int8."""
-    return "block-int7" if reduce_range and _core.bsr_narrow_kernel(isa or "") else "block-int8"
+def _block_int8_formats(reduce_range: bool, isa: str | None) -> list[str]:
+    """The 4x4 block-sparse INT8 formats to offer, first first: block-int7 with reduce_range where the ISA level
+    multiplies its [-64, 64] weights 8-bit (`_core.bsr_narrow_kernel`), then block-int8."""
+    return ["block-int7", "block-int8"] if reduce_range and _core.bsr_narrow_kernel(isa or "") else ["block-int8"]
 
 
 def _pair_density(w: np.ndarray) -> float:
@@ -356,8 +357,7 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
         return sorted(work, key=work.get)
     if dense_format == "int8":
         if st["block_density"] <= SPARSE_MAX_BLOCK_DENSITY:
-            work[_block_int8_format(reduce_range, isa)] = st["block_density"]
-            work["block-int8"] = st["block_density"]
+            work.update(dict.fromkeys(_block_int8_formats(reduce_range, isa), st["block_density"]))
         if _core.bsr_pair_kernel(isa or ""):
             # the level multiplies input pairs (vpmaddwd): csr-int8 runs one record per half-quad holding a
             # non-zero, a 2:4 nm-int8 one per quad holding one (any two inputs of a quad form a pair), a 4:8 nm-int8
