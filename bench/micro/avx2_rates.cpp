@@ -2,7 +2,9 @@
 // (experiment, not a runtime kernel): 8 independent instructions per loop step, timed in cycles of the clock
 // measured by a dependent ymm vpaddd chain. It backs two choices of that kernel: weights widened to 16 bits once at
 // load (a row broadcast from memory, vpbroadcastq, instead of a per-use vpmovsxbw), and activations zero-extended
-// straight from memory (vpmovzxbw ymm, m128). Results: bench/results/avx2_rates.md.
+// straight from memory (vpmovzxbw ymm, m128). The permutes say what the avx2 GELU's 8-segment table lookup
+// (epilogue_avx2.h: one vpermps per coefficient) costs against in-lane vpermilps lookups joined by vblendvps.
+// Results: bench/results/avx2_rates.md.
 //
 //   g++ -O2 -mavx2 -o /tmp/avx2_rates bench/micro/avx2_rates.cpp && /tmp/avx2_rates
 #include <immintrin.h>
@@ -47,6 +49,9 @@ TF_RATE_LOOP(run_madd, "vpmaddwd %1, %1, %0", REGS)
 TF_RATE_LOOP(run_zx_mem, "vpmovzxbw %1, %0", MEM128)
 TF_RATE_LOOP(run_sx_reg, "vpmovsxbw %1, %0", XREG)
 TF_RATE_LOOP(run_bcastq_mem, "vpbroadcastq %1, %0", MEM64)
+TF_RATE_LOOP(run_vpermps, "vpermps %1, %1, %0", REGS)
+TF_RATE_LOOP(run_vpermilps, "vpermilps %1, %1, %0", REGS)
+TF_RATE_LOOP(run_blendv, "vblendvps %1, %1, %1, %0", REGS)
 
 double per_cycle(double (*f)(long), double ghz) {
   const long reps = 20000000;
@@ -64,7 +69,10 @@ int main() {
   } kinds[] = {{"vpmaddwd ymm, ymm, ymm", run_madd},
                {"vpmovzxbw ymm, m128", run_zx_mem},
                {"vpmovsxbw ymm, xmm", run_sx_reg},
-               {"vpbroadcastq ymm, m64", run_bcastq_mem}};
+               {"vpbroadcastq ymm, m64", run_bcastq_mem},
+               {"vpermps ymm, ymm, ymm", run_vpermps},
+               {"vpermilps ymm, ymm, ymm", run_vpermilps},
+               {"vblendvps ymm, ymm, ymm, ymm", run_blendv}};
   std::printf("| instruction (8 independent per step) | per cycle |\n|---|---|\n");
   for (const auto& k : kinds) std::printf("| %s | %.2f |\n", k.name, per_cycle(k.f, ghz));
   return 0;
