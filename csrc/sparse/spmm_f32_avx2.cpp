@@ -36,7 +36,7 @@ constexpr int64_t kNmRowGroup = 32;
 constexpr int32_t kCsrPrefetch = 8;
 
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
-#include "nm_prefetch.inc"  // prefetch_nm_chunk
+#include "nm_chunk.inc"  // nm_chunk_rows
 
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
@@ -152,18 +152,12 @@ void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64
 template <int KEEP, int GROUP>
 void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
              const Epilogue& epi) {
-  const int64_t groups = (w.k + GROUP - 1) / GROUP, per_row = groups * KEEP, gpc = kNmChunk / GROUP;
   drive(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
         [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
-          constexpr int V = decltype(vt)::value;
-          const int64_t g0 = ch * gpc, g1 = g0 + gpc < groups ? g0 + gpc : groups;
-          const int64_t ahead = g0 + gpc < groups ? (g0 + gpc) * KEEP : -1;  // the next chunk's first value
-          for (int64_t n = r0; n < r1; ++n) {
-            const float* vals = w.values + n * per_row;
-            const uint8_t* idx = w.idx + n * per_row;
-            if (ahead >= 0) prefetch_nm_chunk<kNmChunk / GROUP * KEEP>(vals + ahead, idx + ahead);
-            nm_entries<V, KEEP, GROUP>(base, vals, idx, g0, g1, acc + (n - r0) * ld);
-          }
+          nm_chunk_rows<KEEP, GROUP>(w, ch, r0, r1, acc, ld, [&](const float* v, const uint8_t* ix, int64_t g0,
+                                                                 int64_t g1, float* a) {
+            nm_entries<decltype(vt)::value, KEEP, GROUP>(base, v, ix, g0, g1, a);
+          });
         }, kNmRowGroup);
 }
 }  // namespace
