@@ -404,7 +404,7 @@ BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, i
 nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
                          nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
                          F32In w_scale, float a_scale, int a_zp, nb::object bias, int act, const std::string& isa,
-                         int block_rows, float out_scale, int out_zp) {
+                         int block_rows, float out_scale, int out_zp, int pair_quads) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
@@ -413,13 +413,18 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
   tf::BsrS8 bw = h.view(n, k);
   // as the executor's loader: 4x4 values within [-64, 64] take the level's 8-bit path where it has one
   bw.narrow = kt.bsr_narrow_values && block_rows == 4 && tf::bsr_values_narrow(h.values.data(), h.values.size());
+  // pair_quads -1: the executor's rule (bsr_pair_quads); 0 / 1 force the quad / pair-major re-layout where the
+  // weight could take either (1: 4x4 blocks of 16-bit weights at a level with pair quads)
+  bw.pair_quads = pair_quads < 0 ? tf::bsr_pair_quads(kt, block_rows, bw.narrow, 0, k) : pair_quads == 1;
+  if (bw.pair_quads && !(kt.bsr_pair_quads_max_k > 0 && block_rows == 4 && !bw.narrow))
+    throw std::invalid_argument("pair quads need 4x4 blocks of 16-bit weights at a level that has them");
   const int64_t ldq = (k + 3) / 4 * 4;
   std::vector<uint8_t> ap(m * ldq, static_cast<uint8_t>(a_zp));
   for (int64_t i = 0; i < m; ++i)
     for (int64_t kk = 0; kk < k; ++kk) ap[i * ldq + kk] = a.data()[i * k + kk];
   tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
-  kt.bsr_pack_at(ap.data(), ldq, m, 0, (m + 15) / 16 * 16 / 2 / 16 * 16, k, at.as<uint8_t>());
-  kt.bsr_pack_at(ap.data(), ldq, m, (m + 15) / 16 * 16 / 2 / 16 * 16, m, k, at.as<uint8_t>());
+  kt.bsr_pack_at(ap.data(), ldq, m, 0, (m + 15) / 16 * 16 / 2 / 16 * 16, k, at.as<uint8_t>(), bw.pair_quads);
+  kt.bsr_pack_at(ap.data(), ldq, m, (m + 15) / 16 * 16 / 2 / 16 * 16, m, k, at.as<uint8_t>(), bw.pair_quads);
   std::vector<float> c(m * n), rs(m, a_scale), rz(m, static_cast<float>(a_zp));
   tf::Epilogue epi;
   epi.row_scale = rs.data();
@@ -446,20 +451,21 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
 // then bsr_pack_at, and bsr_quant_pack_at in one pass (None where the level has none), each over two token ranges
 // as two threads split them. Returns (u8 rows, At unfused, At fused or None).
 nb::object k_bsr_quant_pack(nb::ndarray<const float, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> x,
-                            float inv_scale, int zp, const std::string& isa) {
+                            float inv_scale, int zp, const std::string& isa, bool pair_quads) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = x.shape(0), k = x.shape(1), ldq = (k + 3) / 4 * 4 + 4;  // a row stride past k's quads
   const int64_t half = (m + 15) / 16 * 16 / 2 / 16 * 16;
+  if (pair_quads && kt.bsr_pair_quads_max_k == 0) throw std::invalid_argument("this level has no pair quads");
   std::vector<uint8_t> q(m * ldq, 0);
   kt.quantize_u8(x.data(), k, q.data(), ldq, m, k, inv_scale, zp);
   const size_t bytes = kt.bsr_at_size(m, k);
   std::vector<uint8_t> plain(bytes, 0xA5), fused(bytes, 0xA5);  // bytes no pack writes keep 0xA5 in both
-  kt.bsr_pack_at(q.data(), ldq, m, 0, half, k, plain.data());
-  kt.bsr_pack_at(q.data(), ldq, m, half, m, k, plain.data());
+  kt.bsr_pack_at(q.data(), ldq, m, 0, half, k, plain.data(), pair_quads);
+  kt.bsr_pack_at(q.data(), ldq, m, half, m, k, plain.data(), pair_quads);
   nb::object f = nb::none();
   if (kt.bsr_quant_pack_at) {
-    kt.bsr_quant_pack_at(x.data(), k, m, 0, half, k, inv_scale, zp, fused.data());
-    kt.bsr_quant_pack_at(x.data(), k, m, half, m, k, inv_scale, zp, fused.data());
+    kt.bsr_quant_pack_at(x.data(), k, m, 0, half, k, inv_scale, zp, fused.data(), pair_quads);
+    kt.bsr_quant_pack_at(x.data(), k, m, half, m, k, inv_scale, zp, fused.data(), pair_quads);
     f = nb::cast(to_numpy(std::move(fused), {bytes}));
   }
   return nb::make_tuple(to_numpy(std::move(q), {(size_t)m, (size_t)ldq}), to_numpy(std::move(plain), {bytes}), f);
@@ -476,7 +482,7 @@ void run_int8_split(const tf::KernelTable& kt, int threads, bool sparse, const u
     if (sparse) {
       const int64_t mb = ((m + 15) / 16 + cnt - 1) / cnt * 16;
       const int64_t r0 = std::min(m, i * mb), r1 = std::min(m, (i + 1) * mb);
-      if (r0 < r1) kt.bsr_pack_at(aq, ldq, m, r0, r1, k, at);
+      if (r0 < r1) kt.bsr_pack_at(aq, ldq, m, r0, r1, k, at, bw.pair_quads);
 #pragma omp barrier
     }
     const int64_t nr = sparse ? 16 : kt.s8_nr, units = (n + nr - 1) / nr, per = (units + cnt - 1) / cnt;
@@ -513,7 +519,8 @@ double k_time_gemm(const std::string& kind, int64_t m, int64_t n, int64_t k, int
         for (int t = 0; t < 4 && g * 4 + t < k; ++t) w[i * k + g * 4 + t] = keep ? 1 : 0;
     }
   const BsrHost bh = bsr_from_dense(w.data(), n, k, ws.data(), block_rows);
-  const tf::BsrS8 bw = bh.view(n, k);
+  tf::BsrS8 bw = bh.view(n, k);
+  bw.pair_quads = tf::bsr_pair_quads(kt, block_rows, false, 0, k);  // as the executor (the weights are 1: not narrow)
   tf::AlignedBuf at(kt.bsr_at_size(m, k) + 64);
   tf::Epilogue epi;
   epi.w_scale = ws.data();
@@ -709,8 +716,8 @@ NB_MODULE(_core, m) {
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
-        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0);
-  m.def("bsr_quant_pack", &k_bsr_quant_pack, "x"_a, "inv_scale"_a, "zp"_a, "isa"_a = "");
+        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0, "pair_quads"_a = -1);
+  m.def("bsr_quant_pack", &k_bsr_quant_pack, "x"_a, "inv_scale"_a, "zp"_a, "isa"_a = "", "pair_quads"_a = false);
   m.def("pack_bf16", &k_pack_bf16, "w"_a, "how"_a);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
@@ -739,6 +746,10 @@ NB_MODULE(_core, m) {
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
   // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
+  // the longest rows (inputs) whose 4x4 16-bit weights run over the pair-major re-layout (0: the level never does)
+  m.def("bsr_pair_quads_max_k", [](const std::string& isa) {
+    return tf::kernels_for(tf::resolve_isa(isa)).bsr_pair_quads_max_k;
+  }, "isa"_a = "");
   m.def("bsr_narrow_kernel", [](const std::string& isa) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_narrow_values;
   }, "isa"_a = "");

@@ -65,6 +65,7 @@ struct Epilogue {
   // (bsr_pack_at's layout for k = out_at_k, this call's token 0 at out_at), instead of out_u8's rows
   uint8_t* out_at = nullptr;
   int64_t out_at_k = 0;
+  bool out_at_pairs = false;  // the next layer takes its re-layout pair-major (BsrS8::pair_quads)
   // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention) with qkv.q set: the attention's bf16 operands
   // instead of float rows
   QkvBf16 qkv;
@@ -140,6 +141,9 @@ struct BsrS8 {
   // (4x4 blocks, levels with KernelTable::bsr_narrow_values) every value lies in [-64, 64] and `values` is set: the
   // kernel multiplies u8 activations by the 8-bit values directly (vpmaddubsw cannot saturate at this range)
   bool narrow = false;
+  // (bsr_pair_quads: 4x4 blocks of 16-bit weights, short rows, at avx2) the re-layout holds each tile's quads
+  // pair-major (bsr_pack_at's pair_quads) and the kernel runs 16-token passes over it
+  bool pair_quads = false;
 };
 // Whether every value of a block-sparse INT8 weight lies in [-64, 64] (BsrS8::narrow's condition): the loader and
 // the test bindings decide the kernel from the values themselves
@@ -203,12 +207,14 @@ struct KernelTable {
   // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly; else tiles
   // as kBsrAtTile says, round4(k) bytes per token: an aligned m0 starts at at + m0 * round4(k))
   size_t (*bsr_at_size)(int64_t m, int64_t k);
-  // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8
-  void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
+  // re-lay rows [m0, m1) (m0 a multiple of 16) of the quantized activations for gemm_bsr_s8; pair_quads (levels
+  // with bsr_pair_quads_max_k) for a BsrS8::pair_quads weight
+  void (*bsr_pack_at)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at,
+                      bool pair_quads);
   // optional (null where absent): quantize_u8 (static scale / zero point) and bsr_pack_at of float rows in one pass,
   // the u8 rows never stored; the same bytes
   void (*bsr_quant_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
-                            float inv_scale, int32_t zp, uint8_t* at);
+                            float inv_scale, int32_t zp, uint8_t* at, bool pair_quads);
   // C[:, n0:n1] for all m rows; epilogue as gemm_s8 (row_scale / row_zp per token, w_scale / col_sum in `w`);
   // with out_u8 the rows are also requantized there (C is then scratch, which a level may leave unwritten)
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
@@ -283,6 +289,9 @@ struct KernelTable {
   // not four); bsr_pairs_at_size bytes, token m0 at bsr_pairs_at_offset
   void (*bsr_pack_pairs)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, int64_t slots,
                          uint8_t* at);
+  // 4x4 blocks of 16-bit weights with at most this many inputs run over a pair-major re-layout in 16-token passes
+  // (BsrS8::pair_quads, bsr_pair_quads; 0: never): avx2, where a 16-token slice of such a re-layout still fits L1
+  int64_t bsr_pair_quads_max_k;
   // ---- end of the sparse runtime block ----
   // ---- fused float attention (null where absent: the executor then runs gemm_f32, softmax_rows, gemm_f32) ----
   // bytes of scratch (any alignment) for one call
@@ -294,6 +303,12 @@ struct KernelTable {
 };
 
 const KernelTable& kernels_for(Isa isa);
+
+// Whether a block-sparse INT8 weight runs over the pair-major re-layout at this level (BsrS8::pair_quads): the one
+// rule the loader, the executor's re-layouts and the test bindings share
+inline bool bsr_pair_quads(const KernelTable& kt, int64_t block_rows, bool narrow, int64_t pair_slots, int64_t k) {
+  return block_rows == 4 && !narrow && pair_slots == 0 && k <= kt.bsr_pair_quads_max_k;
+}
 
 namespace scalar { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }

@@ -866,10 +866,13 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.w_scale = L.w_scale.data();
     bw.pair_slots = L.bsr_pair_slots;
     bw.narrow = L.bsr_narrow;
+    bw.pair_quads = bsr_pair_quads(*kt, L.bsr_rows, L.bsr_narrow, L.bsr_pair_slots, L.k);
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
-    if (io.out_at) {
+    if (io.out_at) {  // the next layer's re-layout, in the form its kernel takes
       epi.out_at = io.out_at;
       epi.out_at_k = L.n;
+      epi.out_at_pairs =
+          bsr_pair_quads(*kt, io.next->bsr_rows, io.next->bsr_narrow, io.next->bsr_pair_slots, io.next->k);
     }
     epi.qkv = io.qkv;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
@@ -882,11 +885,12 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         [&](int64_t lo, int64_t hi) {
           prep(lo, hi, !fused_prep);
           if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
-            kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
+            kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>(),
+                                  bw.pair_quads);
           else if (!io.in_at && L.bsr_pair_slots)
             kt->bsr_pack_pairs(q, ldq, m, lo, hi, L.k, L.bsr_pair_slots, w.at.as<uint8_t>());
           else if (!io.in_at)
-            kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
+            kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>(), bw.pair_quads);
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {

@@ -11,7 +11,9 @@
 // one input quad) zero-extend to 16 words, one block row's 4 weights (widened at load) fill every 64-bit lane, and one
 // vpmaddwd gives each token two 32-bit partial sums (inputs 0+1 and 2+3). The partials stay apart in the
 // accumulators until a row is done (one vphaddd per 8 tokens). Per 4x4 block and 8 tokens: 2 widening loads
-// shared by the 4 rows, 4 weight broadcasts (loads), 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Results come out as
+// shared by the 4 rows, 4 weight broadcasts (loads), 8 vpmaddwd, 8 vpaddd; no work on zero blocks. Weights with at
+// most kPairQuadsMaxK inputs (QKV, attention output and FFN1 of BERT-base) instead take their re-layout pair-major
+// (BsrS8::pair_quads, rows4_dot_pairs) in 16-token passes, one token per lane. Results come out as
 // Y^T tiles (16 output rows x the pass's tokens), are dequantized with the dense kernel's float operations and either
 // transposed to token rows and finished by the level's shared epilogue, or (FFN1 -> FFN2) finished in registers into
 // the next layer's re-layout; either way the outputs equal the dense INT8 kernel's bit for bit. See docs/kernels.md.
@@ -31,6 +33,9 @@ namespace avx2 {
 
 namespace {
 constexpr int64_t kAtTile = 8;  // tokens per re-layout tile (KernelTable::bsr_at_tile, exported as kBsrTile)
+// The longest rows run over pair quads (KernelTable::bsr_pair_quads_max_k): a 16-token pass reads two tiles of At,
+// 2 x 8 x k bytes, which at k = 1536 is 24 KiB of L1's 32 (at 3072, FFN2's inputs, it left L1 and ran slower)
+constexpr int64_t kPairQuadsMaxK = 1536;
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
 // where the weight's re-layout holds token m0: the u8 quads (8-token tiles) or the pairs (bsr_pairs_at_offset)
 inline int64_t weight_at_offset(const BsrS8& w, int64_t m0) {
@@ -108,6 +113,64 @@ inline void rows4_dot_narrow(const uint8_t* at, int64_t tile_bytes, const int32_
   }
 }
 
+// acc[r][g] for output rows r = 0..3 of one 4x4 row block (16-bit weights) over pair-major quads
+// (BsrS8::pair_quads), tokens 8g .. 8g + 7 of the pass (tile g, `tile_bytes` after tile 0): a tile's 32 bytes of
+// a quad hold its 8 tokens' inputs 0, 1 (16 bytes), then their inputs 2, 3. Each half zero-extends to 8 tokens'
+// pairs as words (vpmovzxbw from memory) and meets a dword broadcast of the row's weights 0, 1 or 2, 3: one token
+// per lane, no horizontal add at the end. Per block and 16 tokens: 4 widening loads, 8 broadcasts, 16 vpmaddwd and
+// 16 vpaddd, the quad kernel's products for twice the tokens, so that each row block's set-up and finish (and its
+// loop's exit) serve 16 tokens. The two-tile loop is written in asm: its 8 accumulators, 4 widened halves, 2
+// weights and 2 products take all 16 ymm registers, and the compiler spilled two accumulators to the stack.
+template <int G>
+inline void rows4_dot_pairs(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int16_t* vals,
+                            int32_t nb, __m256i (*acc)[G]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_si256();
+  if constexpr (G == 2) {
+    if (nb <= 0) return;
+    int64_t n = nb, quad;
+    const int32_t* c = cols;
+    const int16_t* w = vals;
+    // row ROW's weights (block offset 8 * ROW bytes) into ymm12 / ymm13, its products with tile 0 (ymm8, ymm9)
+    // and tile 1 (ymm10, ymm11) into the accumulators A0 and A1
+#define TF_PAIR_ROW(ROW, A0, A1)                                                                                   \
+  "vpbroadcastd " #ROW "*8(%[w]), %%ymm12\n vpbroadcastd " #ROW "*8+4(%[w]), %%ymm13\n"                            \
+  "vpmaddwd %%ymm12, %%ymm8, %%ymm14\n vpmaddwd %%ymm13, %%ymm9, %%ymm15\n"                                         \
+  "vpaddd %%ymm14, %[" A0 "], %[" A0 "]\n vpaddd %%ymm15, %[" A0 "], %[" A0 "]\n"                                  \
+  "vpmaddwd %%ymm12, %%ymm10, %%ymm14\n vpmaddwd %%ymm13, %%ymm11, %%ymm15\n"                                       \
+  "vpaddd %%ymm14, %[" A1 "], %[" A1 "]\n vpaddd %%ymm15, %[" A1 "], %[" A1 "]\n"
+    asm volatile(
+        ".p2align 5\n1:\n"
+        "movslq (%[c]), %[quad]\n shl $5, %[quad]\n add %[at], %[quad]\n"  // the block's quad in tile 0
+        "vpmovzxbw (%[quad]), %%ymm8\n vpmovzxbw 16(%[quad]), %%ymm9\n"
+        "vpmovzxbw (%[quad],%[tb]), %%ymm10\n vpmovzxbw 16(%[quad],%[tb]), %%ymm11\n"
+        TF_PAIR_ROW(0, "a00", "a01") TF_PAIR_ROW(1, "a10", "a11") TF_PAIR_ROW(2, "a20", "a21")
+        TF_PAIR_ROW(3, "a30", "a31")
+        "add $4, %[c]\n add $32, %[w]\n dec %[n]\n jnz 1b\n"
+        : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][G - 1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][G - 1]),
+          [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][G - 1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][G - 1]),
+          [c] "+r"(c), [w] "+r"(w), [n] "+r"(n), [quad] "=&r"(quad)
+        : [at] "r"(at), [tb] "r"(tile_bytes)
+        : "memory", "cc", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+#undef TF_PAIR_ROW
+  } else {  // one tile (a call's last 8 tokens)
+    for (int32_t j = 0; j < nb; ++j) {
+      const int16_t* w = vals + 16 * j;
+      const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * kAtTile * 4;
+      const __m256i lo = at_quads(ap), hi = at_quads(ap + 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        __m256i wl, wh;
+        asm("vpbroadcastd %1, %0" : "=x"(wl) : "m"(*reinterpret_cast<const int32_t*>(w + 4 * r)));
+        asm("vpbroadcastd %1, %0" : "=x"(wh) : "m"(*reinterpret_cast<const int32_t*>(w + 4 * r + 2)));
+        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_add_epi32(_mm256_madd_epi16(lo, wl), _mm256_madd_epi16(hi, wh)));
+      }
+    }
+  }
+}
+
 // acc[v] for one output row of 1x4 blocks; vectors 2g, 2g + 1 are 8-token tile g, `tile_bytes` after tile 0
 template <int V>
 inline void row_dot(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int16_t* vals, int32_t nb,
@@ -141,6 +204,15 @@ inline void pair_dot(const uint8_t* at, const int32_t* cols, const int16_t* vals
 #pragma GCC unroll 4
     for (int g = 0; g < G; ++g) acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(at_quads(ap + 16 * g), w));
   }
+}
+
+// One quad of 8 tokens, token-major (token i's 4 inputs at bytes 4i .. 4i + 3) -> pair-major (BsrS8::pair_quads:
+// the 8 tokens' inputs 0, 1, then their inputs 2, 3): a byte shuffle within each 128-bit lane (4 tokens' pairs
+// 0, 1 | their pairs 2, 3) and a qword permute that joins the lanes' halves
+inline __m256i pair_major(__m256i bytes) {
+  const __m256i pairs = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12,
+                                         13, 2, 3, 6, 7, 10, 11, 14, 15);
+  return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(bytes, pairs), 0xD8);
 }
 
 // Bias and activation A on the rows of a Y^T tile in place, as the shared epilogue does them on token rows (the
@@ -196,6 +268,17 @@ struct Pass {
           const int64_t b = (nb0 + i) / 4;
           const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
           rows4_dot_narrow<G>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+          for (int r = 0; r < 4 && i + r < rows; ++r)
+            store_row(t, i + r, [&acc, r](int g) { return acc[r][g]; }, static_cast<float>(w.col_sum[nb0 + i + r]),
+                      w.w_scale[nb0 + i + r], zp, sc);  // one token per lane already
+        }
+      } else if (w.pair_quads) {
+        static_assert(G <= 2, "4 x G accumulators and the widened halves fit the 16 registers");
+        for (int64_t i = 0; i < rows; i += 4) {
+          __m256i acc[4][G];
+          const int64_t b = (nb0 + i) / 4;
+          const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+          rows4_dot_pairs<G>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
           for (int r = 0; r < 4 && i + r < rows; ++r)
             store_row(t, i + r, [&acc, r](int g) { return acc[r][g]; }, static_cast<float>(w.col_sum[nb0 + i + r]),
                       w.w_scale[nb0 + i + r], zp, sc);  // one token per lane already
@@ -279,9 +362,9 @@ struct Pass {
           const int64_t i = 4 * q + r;
           return i < rows ? quant_u8_i32_8(_mm256_load_ps(&t[i][8 * g]), inv, ozp) : _mm256_set1_epi32(epi.out_zp);
         };
-        const __m256i bytes = pack_u8_4x8(row_q(0), row_q(1), row_q(2), row_q(3));
+        const __m256i bytes = _mm256_shuffle_epi8(pack_u8_4x8(row_q(0), row_q(1), row_q(2), row_q(3)), token_major);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + g * tile_bytes + (nb0 / 4 + q) * kAtTile * 4),
-                            _mm256_shuffle_epi8(bytes, token_major));
+                            epi.out_at_pairs ? pair_major(bytes) : bytes);
       }
   }
 };
@@ -309,10 +392,10 @@ void quads_of_8_tokens(const uint8_t* src, int64_t lds, int64_t valid, int64_t n
 }
 
 // Writes the u8 rows of 8 tokens into At's layout: quad q of the tokens (their tile at its first quad) at
-// at + q * 32; tokens from `valid` on as zeros
-void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, uint8_t* at) {
+// at + q * 32, token-major or (pair_quads) pair-major; tokens from `valid` on as zeros
+void relayout_quads(const uint8_t* src, int64_t lds, int64_t valid, int64_t nq, uint8_t* at, bool pair_quads) {
   quads_of_8_tokens(src, lds, valid, nq, [&](int64_t q, __m256i bytes) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + q * kAtTile * 4), bytes);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(at + q * kAtTile * 4), pair_quads ? pair_major(bytes) : bytes);
   });
 }
 
@@ -404,9 +487,12 @@ size_t bsr_at_size(int64_t m, int64_t k) {  // whole 16-token groups: bsr_pack_a
   return static_cast<size_t>((m + 15) / 16 * 16 * ((k + 3) / 4) * 4 + 64);
 }
 
-void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+const int64_t kBsrPairQuadsMaxK = kPairQuadsMaxK;
+
+void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at,
+                 bool pair_quads) {
   pack_groups_of_8(q, ldq, m, m0, m1, [&](const uint8_t* src, int64_t valid, int64_t i0) {
-    relayout_quads(src, ldq, valid, (k + 3) / 4, at + at_offset(i0, k));
+    relayout_quads(src, ldq, valid, (k + 3) / 4, at + at_offset(i0, k), pair_quads);
   });
 }
 
@@ -416,7 +502,7 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
 // each quad's 8 tokens, stored where that quad goes. A piece with inputs past k or missing tokens goes through
 // quantize_u8 into a small buffer (padding: the zero point, as the u8 rows' padding) and relayout_quads.
 void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
-                       int32_t zp, uint8_t* at) {
+                       int32_t zp, uint8_t* at, bool pair_quads) {
   const int64_t kq = (k + 3) / 4, end = m1 < m ? m1 : (m + 15) / 16 * 16;
   const __m256 inv = _mm256_set1_ps(inv_scale), zpv = _mm256_set1_ps(static_cast<float>(zp));
   for (int64_t i0 = m0; i0 < end; i0 += 8) {
@@ -435,13 +521,14 @@ void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64
         transpose8(r);
 #pragma GCC unroll 8
         for (int d = 0; d < 8; ++d)  // transposed row d: dword d of the packs' order 0 2 4 6 1 3 5 7
-          _mm256_storeu_ps(reinterpret_cast<float*>(tile + (q + (d < 4 ? 2 * d : 2 * d - 7)) * kAtTile * 4), r[d]);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + (q + (d < 4 ? 2 * d : 2 * d - 7)) * kAtTile * 4),
+                              pair_quads ? pair_major(_mm256_castps_si256(r[d])) : _mm256_castps_si256(r[d]));
         continue;
       }
       alignas(32) uint8_t rows[8][32];
       for (int64_t i = 0; i < valid; ++i)
         quantize_u8(src + i * ldx + 4 * q, ldx, rows[i], 32, 1, std::min<int64_t>(32, k - 4 * q), inv_scale, zp);
-      relayout_quads(&rows[0][0], 32, valid, std::min<int64_t>(8, kq - q), tile + q * kAtTile * 4);
+      relayout_quads(&rows[0][0], 32, valid, std::min<int64_t>(8, kq - q), tile + q * kAtTile * 4, pair_quads);
     }
   }
 }
@@ -457,11 +544,11 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
   (void)ldq;
-  if (w.block_rows == 4 && !w.narrow) {
+  if (w.block_rows == 4 && !w.narrow && !w.pair_quads) {
     run_passes<8, 4>(at, 0, m, w, c, ldc, n0, n1, epi);
     return;
   }
-  if (w.block_rows == 4) {  // narrow weights: 16-token passes (two tiles, 8 accumulators) as 1x4 blocks below
+  if (w.block_rows == 4) {  // narrow weights and pair quads: 16-token passes (two tiles, 8 accumulators) as 1x4 blocks below
     const int64_t m16 = m / 16 * 16;
     run_passes<16, 4>(at, 0, m16, w, c, ldc, n0, n1, epi);
     run_passes<8, 4>(at, m16, m, w, c, ldc, n0, n1, epi);

@@ -386,7 +386,8 @@ void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row 
 }
 }  // namespace
 
-void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at,
+                 bool /*pair_quads: never at this level*/) {
   const int64_t kq = (k + 3) / 4;
   relayout_at<false>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
     return _mm512_maskz_loadu_epi32(first(kq - g), q + token * ldq + g * 4);
@@ -400,7 +401,7 @@ void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m
 // the 128-bit lanes, which relayout_at undoes for free by where it stores each transposed row. Inputs past k read
 // as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
 void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
-                       int32_t zp, uint8_t* at) {
+                       int32_t zp, uint8_t* at, bool /*pair_quads: never at this level*/) {
   const __m512 inv = _mm512_set1_ps(inv_scale);
   const __m512i zpv = _mm512_set1_epi32(zp);
   relayout_at<true>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {

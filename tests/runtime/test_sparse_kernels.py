@@ -29,15 +29,22 @@ def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows, 
     w = (w * np.repeat(np.repeat(keep, block_rows, 0), 4, 1)[:n, :k]).astype(np.int8)
     ws = rng.random(n, dtype=np.float32) + 0.01
     bias = rng.standard_normal(n, dtype=np.float32)
+    # -1: the level's own choice of re-layout; where 4x4 blocks of 16-bit (not narrow) weights could run over
+    # either, both the quad and the pair-major one (BsrS8::pair_quads) are checked
+    layouts = [-1]
+    if block_rows == 4 and _core.bsr_pair_quads_max_k(isa) > 0 and np.abs(w.astype(np.int16)).max() > 64:
+        layouts = [0, 1]
     for act in range(5):  # none, GELU (erf), GELU (tanh), ReLU, tanh: each finished in the kernel's own epilogue
         dense = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa)
-        sparse = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows)
-        np.testing.assert_array_equal(sparse, dense)
         # requantizing epilogue (static INT8 FFN1 -> FFN2): the same u8 output as the dense kernel's
         dense_q = _core.gemm_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, out_scale=0.05, out_zp=17)
-        sparse_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
-                                     out_scale=0.05, out_zp=17)
-        np.testing.assert_array_equal(sparse_q, dense_q)
+        for layout in layouts:
+            sparse = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
+                                       pair_quads=layout)
+            np.testing.assert_array_equal(sparse, dense)
+            sparse_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
+                                         out_scale=0.05, out_zp=17, pair_quads=layout)
+            np.testing.assert_array_equal(sparse_q, dense_q)
 
 
 @pytest.mark.parametrize("m,k", [(1, 1), (7, 5), (8, 32), (16, 33), (37, 130), (130, 67), (64, 768), (9, 1001)])
@@ -57,6 +64,15 @@ def test_fused_quantize_and_relayout_equal_the_two_passes(isa, rng, m, k):
     assert (q[:, k:] == zp).all()  # padding columns hold the zero point
     if fused is not None:
         np.testing.assert_array_equal(fused, plain)
+    if _core.bsr_pair_quads_max_k(isa) > 0:
+        # the pair-major re-layout: each 32-byte quad of 8 tokens x 4 inputs (token-major) as the 8 tokens' inputs
+        # 0, 1 then their inputs 2, 3; fused and unfused alike; the tail past the quads untouched in both
+        _, plain_p, fused_p = _core.bsr_quant_pack(x, inv, zp, isa=isa, pair_quads=True)
+        body = len(plain) - 64
+        want = plain[:body].reshape(-1, 8, 2, 2).transpose(0, 2, 1, 3).reshape(-1)
+        np.testing.assert_array_equal(plain_p[:body], want)
+        np.testing.assert_array_equal(plain_p[body:], plain[body:])
+        np.testing.assert_array_equal(fused_p, plain_p)
 
 
 def test_bad_block_rows():
