@@ -78,6 +78,14 @@ inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int16_t* val
   }
 }
 
+template <int G>
+inline void zero_rows4(__m256i (*acc)[G]) {
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_si256();
+}
+
 // acc[r][g] for output rows r = 0..3 of one 4x4 row block whose weights lie in [-64, 64] (BsrS8::narrow), tokens
 // 8g .. 8g + 7 of the pass (tile g, `tile_bytes` after tile 0): vpmaddubsw multiplies the quad's 8 tokens x 4 u8
 // inputs (32 bytes of At as they are) by the row's 4 s8 weights (a dword broadcast) into 16-bit pair sums, which
@@ -87,10 +95,7 @@ inline void rows4_dot(const uint8_t* at, const int32_t* cols, const int16_t* val
 template <int G>
 inline void rows4_dot_narrow(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int8_t* vals,
                              int32_t nb, __m256i (*acc)[G]) {
-#pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 2
-    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_si256();
+  zero_rows4(acc);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int32_t j = 0; j < nb; ++j) {
     const int8_t* w = vals + 16 * j;
@@ -124,10 +129,7 @@ inline void rows4_dot_narrow(const uint8_t* at, int64_t tile_bytes, const int32_
 template <int G>
 inline void rows4_dot_pairs(const uint8_t* at, int64_t tile_bytes, const int32_t* cols, const int16_t* vals,
                             int32_t nb, __m256i (*acc)[G]) {
-#pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 2
-    for (int g = 0; g < G; ++g) acc[r][g] = _mm256_setzero_si256();
+  zero_rows4(acc);
   if constexpr (G == 2) {
     if (nb <= 0) return;
     int64_t n = nb, quad;
@@ -261,27 +263,18 @@ struct Pass {
   __attribute__((noinline)) void tile(const uint8_t* at, const BsrS8& w, int64_t nb0, int64_t rows,
                                       float (*t)[T]) const {
     if constexpr (R == 4) {
-      if (w.narrow) {
-        static_assert(G <= 2, "4 x G accumulators, 4 weight rows, ones and one activation fit the 16 registers");
+      if (w.narrow || w.pair_quads) {  // one token per lane: 4 x G accumulators per row block
+        static_assert(G <= 2, "4 x G accumulators and a kernel's operands fit the 16 registers");
+        const int64_t tile_bytes = at_offset(kAtTile, w.k);
         for (int64_t i = 0; i < rows; i += 4) {  // row blocks never straddle a tile (nb0 % 16 = 0)
           __m256i acc[4][G];
           const int64_t b = (nb0 + i) / 4;
           const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-          rows4_dot_narrow<G>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+          if (w.narrow) rows4_dot_narrow<G>(at, tile_bytes, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
+          else rows4_dot_pairs<G>(at, tile_bytes, w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
           for (int r = 0; r < 4 && i + r < rows; ++r)
             store_row(t, i + r, [&acc, r](int g) { return acc[r][g]; }, static_cast<float>(w.col_sum[nb0 + i + r]),
-                      w.w_scale[nb0 + i + r], zp, sc);  // one token per lane already
-        }
-      } else if (w.pair_quads) {
-        static_assert(G <= 2, "4 x G accumulators and the widened halves fit the 16 registers");
-        for (int64_t i = 0; i < rows; i += 4) {
-          __m256i acc[4][G];
-          const int64_t b = (nb0 + i) / 4;
-          const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
-          rows4_dot_pairs<G>(at, at_offset(kAtTile, w.k), w.cols + b0, w.values16 + 16 * b0, b1 - b0, acc);
-          for (int r = 0; r < 4 && i + r < rows; ++r)
-            store_row(t, i + r, [&acc, r](int g) { return acc[r][g]; }, static_cast<float>(w.col_sum[nb0 + i + r]),
-                      w.w_scale[nb0 + i + r], zp, sc);  // one token per lane already
+                      w.w_scale[nb0 + i + r], zp, sc);
         }
       } else if constexpr (T == kAtTile) {  // 16-bit weights: a pass is one re-layout tile
         static_assert(V <= 2, "4 x V accumulators, 4 weight rows and one activation fit the 16 registers");
