@@ -34,8 +34,9 @@ namespace avx2 {
 namespace {
 constexpr int64_t kAtTile = 8;  // tokens per re-layout tile (KernelTable::bsr_at_tile, exported as kBsrTile)
 // The longest rows run over pair quads (KernelTable::bsr_pair_quads_max_k): a 16-token pass reads two tiles of At,
-// 2 x 8 x k bytes, which at k = 1536 is 24 KiB of L1's 32 (at 3072, FFN2's inputs, it left L1 and ran slower)
-constexpr int64_t kPairQuadsMaxK = 1536;
+// 2 x 8 x k bytes, 16 KiB of L1's 32 at k = 1024. Longer rows ran slower over pair quads than over quads in
+// _core.time_gemm: a little at 1536 inputs (MiniLM-L6's FFN2), clearly at 3072 (BERT-base's), where At left L1
+constexpr int64_t kPairQuadsMaxK = 1024;
 inline int64_t at_offset(int64_t m0, int64_t k) { return bsr_at_offset(m0, k, kAtTile); }
 // where the weight's re-layout holds token m0: the u8 quads (8-token tiles) or the pairs (bsr_pairs_at_offset)
 inline int64_t weight_at_offset(const BsrS8& w, int64_t m0) {
