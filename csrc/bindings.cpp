@@ -745,11 +745,11 @@ NB_MODULE(_core, m) {
     if (!tf::bf16_gemm_preferred(kt)) return std::string("f32");
     return std::string(tf::cpu_has_amx_bf16() ? "amx" : "avx512_bf16");
   });
-  // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
   // the longest rows (inputs) whose 4x4 16-bit weights run over the pair-major re-layout (0: the level never does)
   m.def("bsr_pair_quads_max_k", [](const std::string& isa) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_pair_quads_max_k;
   }, "isa"_a = "");
+  // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
   m.def("bsr_narrow_kernel", [](const std::string& isa) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_narrow_values;
   }, "isa"_a = "");

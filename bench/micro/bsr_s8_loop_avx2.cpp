@@ -60,14 +60,18 @@ double products_widen(long n) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// the kernel's loop: per block, its column index, the quad's address, 4 weight-row broadcasts (vpbroadcastq from
-// memory), 2 widenings and the 16 products; `reps` walks of a row block of nb blocks
-double quad_loop(long nb, long reps) {
+// seconds for `reps` walks of a row block of nb blocks, walk(cols, vals, nb) running one
+template <class Walk>
+double time_walks(long nb, long reps, Walk walk) {
   const auto t0 = std::chrono::steady_clock::now();
-  for (long r = 0; r < reps; ++r) {
-    const int32_t* c = cols;
-    const int16_t* w = vals;
-    long n = nb;
+  for (long r = 0; r < reps; ++r) walk(cols, vals, nb);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// the kernel's loop: per block, its column index, the quad's address, 4 weight-row broadcasts (vpbroadcastq from
+// memory), 2 widenings and the 16 products
+double quad_loop(long nb, long reps) {
+  return time_walks(nb, reps, [](const int32_t* c, const int16_t* w, long n) {
     asm volatile(TF_ZERO8
                  "1:\n movslq (%[c]), %%rax\n shl $5, %%rax\n add %[at], %%rax\n"
                  "vpbroadcastq 0(%[w]), %%ymm8\n vpbroadcastq 8(%[w]), %%ymm9\n"
@@ -77,8 +81,7 @@ double quad_loop(long nb, long reps) {
                  : [c] "+r"(c), [w] "+r"(w), [n] "+r"(n)
                  : [at] "r"(at)
                  : TF_CLOBBER);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
 }
 
 // pair-major quads (a tile's 32 bytes of a quad: its 8 tokens' inputs 0, 1, then inputs 2, 3), 16-token passes:
@@ -90,38 +93,27 @@ double quad_loop(long nb, long reps) {
   "\n vpaddd %%ymm15, %%" A0 ", %%" A0 "\n vpmaddwd %%ymm12, %%ymm10, %%ymm14\n"                            \
   "vpmaddwd %%ymm13, %%ymm11, %%ymm15\n vpaddd %%ymm14, %%" A1 ", %%" A1 "\n vpaddd %%ymm15, %%" A1 ", %%" A1 "\n"
 #define TF_PAIR_BCAST(OFF) "vpbroadcastd " #OFF "(%[w]), %%ymm12\n vpbroadcastd " #OFF "+4(%[w]), %%ymm13\n"
+// the pair loop's text, B0 .. B3 before each weight row's products (its broadcasts, or nothing)
+#define TF_PAIR_LOOP(B0, B1, B2, B3)                                                                         \
+  TF_ZERO8 "1:\n movslq (%[c]), %%rax\n shl $5, %%rax\n add %[at], %%rax\n"                               \
+           "vpmovzxbw (%%rax), %%ymm8\n vpmovzxbw 16(%%rax), %%ymm9\n"                                      \
+           "vpmovzxbw (%%rax,%[tb]), %%ymm10\n vpmovzxbw 16(%%rax,%[tb]), %%ymm11\n" B0                    \
+           TF_PAIR_ROW("ymm0", "ymm1") B1 TF_PAIR_ROW("ymm2", "ymm3") B2 TF_PAIR_ROW("ymm4", "ymm5") B3        \
+           TF_PAIR_ROW("ymm6", "ymm7") "add $4, %[c]\n add $32, %[w]\n dec %[n]\n jnz 1b\n"
 template <bool broadcast>
 double pair_loop(long nb, long reps) {
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long r = 0; r < reps; ++r) {
-    const int32_t* c = cols;
-    const int16_t* w = vals;
-    long n = nb;
+  return time_walks(nb, reps, [](const int32_t* c, const int16_t* w, long n) {
     if constexpr (broadcast)
-      asm volatile(TF_ZERO8
-                   "1:\n movslq (%[c]), %%rax\n shl $5, %%rax\n add %[at], %%rax\n"
-                   "vpmovzxbw (%%rax), %%ymm8\n vpmovzxbw 16(%%rax), %%ymm9\n"
-                   "vpmovzxbw (%%rax,%[tb]), %%ymm10\n vpmovzxbw 16(%%rax,%[tb]), %%ymm11\n"
-                   TF_PAIR_BCAST(0) TF_PAIR_ROW("ymm0", "ymm1") TF_PAIR_BCAST(8)
-                   TF_PAIR_ROW("ymm2", "ymm3") TF_PAIR_BCAST(16) TF_PAIR_ROW("ymm4", "ymm5")
-                   TF_PAIR_BCAST(24) TF_PAIR_ROW("ymm6", "ymm7")
-                   "add $4, %[c]\n add $32, %[w]\n dec %[n]\n jnz 1b\n"
+      asm volatile(TF_PAIR_LOOP(TF_PAIR_BCAST(0), TF_PAIR_BCAST(8), TF_PAIR_BCAST(16), TF_PAIR_BCAST(24))
                    : [c] "+r"(c), [w] "+r"(w), [n] "+r"(n)
                    : [at] "r"(at), [tb] "r"(kTileBytes)
                    : TF_CLOBBER);
     else
-      asm volatile(TF_ZERO8
-                   "1:\n movslq (%[c]), %%rax\n shl $5, %%rax\n add %[at], %%rax\n"
-                   "vpmovzxbw (%%rax), %%ymm8\n vpmovzxbw 16(%%rax), %%ymm9\n"
-                   "vpmovzxbw (%%rax,%[tb]), %%ymm10\n vpmovzxbw 16(%%rax,%[tb]), %%ymm11\n"
-                   TF_PAIR_ROW("ymm0", "ymm1") TF_PAIR_ROW("ymm2", "ymm3")
-                   TF_PAIR_ROW("ymm4", "ymm5") TF_PAIR_ROW("ymm6", "ymm7")
-                   "add $4, %[c]\n add $32, %[w]\n dec %[n]\n jnz 1b\n"
+      asm volatile(TF_PAIR_LOOP("", "", "", "")
                    : [c] "+r"(c), [w] "+r"(w), [n] "+r"(n)
                    : [at] "r"(at), [tb] "r"(kTileBytes)
                    : TF_CLOBBER);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Small 8-lane (ymm) helpers for translation units compiled with AVX2 or wider flags: an 8 x 8 float transpose
-// (the block-sparse kernels' Y^T tiles back to token rows, the fused attention's K packing, the sparse FP32
-// kernels' re-layout and write-back) and horizontal sum and max (the attention's softmax, the decoder's GEMVs).
+// (the block-sparse kernels' Y^T tiles back to token rows, store_transposed; the fused attention's K packing;
+// the sparse FP32 kernels' re-layout) and horizontal sum and max (the attention's softmax, the decoder's GEMVs).
 // Internal linkage: each level's TU keeps its own copy, built with its own flags.
 #pragma once
 #include <immintrin.h>
@@ -38,6 +38,20 @@ inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t 
   transpose8(v);
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ldd, v[j]);
+}
+
+// Y^T rows acc[row][token] (row stride ld) to token rows out[token][row] (row stride ldo): 8 x 8 transposes,
+// whole 8-row vectors per token row, element by element at the edges
+inline void store_transposed(const float* acc, int64_t ld, int64_t rows, int64_t tokens, float* out, int64_t ldo) {
+  int64_t n = 0;
+  for (; n + 8 <= rows; n += 8) {
+    int64_t t = 0;
+    for (; t + 8 <= tokens; t += 8) transpose8_block(acc + n * ld + t, ld, out + t * ldo + n, ldo);
+    for (; t < tokens; ++t)
+      for (int64_t i = 0; i < 8; ++i) out[t * ldo + n + i] = acc[(n + i) * ld + t];
+  }
+  for (; n < rows; ++n)
+    for (int64_t t = 0; t < tokens; ++t) out[t * ldo + n] = acc[n * ld + t];
 }
 
 inline float hsum8(__m256 v) {

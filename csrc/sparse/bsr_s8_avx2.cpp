@@ -152,8 +152,8 @@ inline void rows4_dot_pairs(const uint8_t* at, int64_t tile_bytes, const int32_t
         TF_PAIR_ROW(0, "a00", "a01") TF_PAIR_ROW(1, "a10", "a11") TF_PAIR_ROW(2, "a20", "a21")
         TF_PAIR_ROW(3, "a30", "a31")
         "add $4, %[c]\n add $32, %[w]\n dec %[n]\n jnz 1b\n"
-        : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][G - 1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][G - 1]),
-          [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][G - 1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][G - 1]),
+        : [a00] "+x"(acc[0][0]), [a01] "+x"(acc[0][1]), [a10] "+x"(acc[1][0]), [a11] "+x"(acc[1][1]),
+          [a20] "+x"(acc[2][0]), [a21] "+x"(acc[2][1]), [a30] "+x"(acc[3][0]), [a31] "+x"(acc[3][1]),
           [c] "+r"(c), [w] "+r"(w), [n] "+r"(n), [quad] "=&r"(quad)
         : [at] "r"(at), [tb] "r"(tile_bytes)
         : "memory", "cc", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
@@ -315,21 +315,7 @@ struct Pass {
     alignas(32) float t[16][T];
     const int64_t rows = nb1 - nb0;
     tile(at, w, nb0, rows, t);
-    // back to token rows: 8 x 8 transposes of whole pieces, element by element at the edges
-    for (int g = 0; g < G && 8 * g < tokens; ++g)
-      for (int64_t h = 0; h < 16 && h < rows; h += 8) {
-        if (8 * g + 8 <= tokens && h + 8 <= rows) {
-          __m256 r[8];
-#pragma GCC unroll 8
-          for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(&t[h + i][8 * g]);
-          transpose8(r);
-#pragma GCC unroll 8
-          for (int i = 0; i < 8; ++i) _mm256_storeu_ps(c + (8 * g + i) * ldc + nb0 + h, r[i]);
-        } else {
-          for (int64_t i = 8 * g; i < tokens && i < 8 * g + 8; ++i)
-            for (int64_t j = h; j < rows && j < h + 8; ++j) c[i * ldc + nb0 + j] = t[j][i];
-        }
-      }
+    store_transposed(&t[0][0], T, rows, tokens, c + nb0, ldc);  // back to token rows
   }
 
   // The tile finished in registers straight into the next layer's re-layout (FFN1 -> FFN2: out_at, no residual):

@@ -103,20 +103,6 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
   for (int v = 0; v < V; ++v) _mm256_store_ps(acc + 8 * v, a[v]);
 }
 
-// Y^T accumulators acc[row][token] (row stride ld) to token rows out[token][row] (row stride ldo): 8 x 8 transposes,
-// whole 8-row vectors per token row where a float at a time wrote 4 bytes per token row
-inline void store_transposed(const float* acc, int64_t ld, int64_t rows, int64_t tokens, float* out, int64_t ldo) {
-  int64_t n = 0;
-  for (; n + 8 <= rows; n += 8) {
-    int64_t t = 0;
-    for (; t + 8 <= tokens; t += 8) transpose8_block(acc + n * ld + t, ld, out + t * ldo + n, ldo);
-    for (; t < tokens; ++t)
-      for (int64_t i = 0; i < 8; ++i) out[t * ldo + n + i] = acc[(n + i) * ld + t];
-  }
-  for (; n < rows; ++n)
-    for (int64_t t = 0; t < tokens; ++t) out[t * ldo + n] = acc[n * ld + t];
-}
-
 // token tiles outside, then groups of `group` output rows (kRowGroup unless asked), then input chunks, then the
 // rows of the group;
 // add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1) as in the AVX-512 kernels
