@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 namespace tf {
 
@@ -99,6 +100,45 @@ enum class Split { Auto, Cols, Rows };
 thread_local Workspace* tl_ws = nullptr;
 thread_local int tl_team = 0;
 
+// The first exception a team's threads raised inside a parallel region, rethrown by the caller after the region
+// (an exception must not leave an OpenMP region, and a thread that skipped a barrier would leave the others
+// waiting at it: each piece of work runs guarded and every thread still reaches every barrier).
+struct TeamError {
+  std::exception_ptr first;
+  template <class F>
+  void guard(F&& f) {
+    try {
+      f();
+    } catch (...) {
+#pragma omp critical(tf_team_error)
+      if (!first) first = std::current_exception();
+    }
+  }
+  void rethrow() {
+    if (first) std::rethrow_exception(std::exchange(first, nullptr));
+  }
+};
+
+// Inside EncoderEngine::run's one parallel region for the whole pass (tl_team_error set): every op takes its share
+// of the current team instead of opening a region of its own, and ends with a barrier unless the next op reads
+// only rows this thread wrote (LinearIO::rows_stay)
+thread_local TeamError* tl_team_error = nullptr;
+
+// fn(i) for i in [0, n) split statically over the threads: a worksharing loop of the pass's region (its implicit
+// barrier ends it), or a region of its own with nt threads
+template <class Fn>
+void team_for(int nt, int64_t n, Fn fn) {
+  if (TeamError* err = tl_team_error) {
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) err->guard([&] { fn(i); });
+    return;
+  }
+  TeamError err;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int64_t i = 0; i < n; ++i) err.guard([&] { fn(i); });
+  err.rethrow();
+}
+
 // The epilogue of rows m0.. of a call, for running those rows as a call of their own
 Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
   Epilogue r = e;
@@ -134,35 +174,49 @@ struct NoPost {
   void operator()(int64_t, int64_t) const {}
 };
 
+// Inside the pass's region (tl_team_error) the current team runs it, and it ends with a barrier unless rows_stay.
 template <class Prep, class Gemm, class Post = NoPost>
 void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, Split split = Split::Auto,
-                     int64_t row_align = 1, int64_t groups = 1, bool has_post = false, Post post = Post()) {
+                     int64_t row_align = 1, int64_t groups = 1, bool has_post = false, Post post = Post(),
+                     bool rows_stay = false) {
   const bool split_n = split == Split::Cols || (split == Split::Auto && (n / nr) >= 2 * nt);
   if (groups < 1 || n % groups != 0 || (n / groups) % nr != 0) groups = 1;
   const int64_t gn = n / groups;
-#pragma omp parallel num_threads(nt)
-  {
+  const auto share = [&](TeamError& err) {
     const int i = omp_get_thread_num(), cnt = omp_get_num_threads();
     int64_t lo, hi;
     split_range(m, row_align, cnt, i, &lo, &hi);
-    if (lo < hi) prep(lo, hi);
+    if (lo < hi) err.guard([&] { prep(lo, hi); });
     if (split_n) {
       // a column split reads every thread's prepared rows; a row split only the rows this thread just prepared
       // (the same lo, hi): no barrier there, so a thread that is done early goes on to its GEMM
 #pragma omp barrier
       int64_t n0, n1;
       split_range(gn, nr, cnt, i, &n0, &n1);
-      for (int64_t g = 0; g < groups && n0 < n1; ++g) gemm(int64_t{0}, m, g * gn + n0, g * gn + n1);
+      err.guard([&] {
+        for (int64_t g = 0; g < groups && n0 < n1; ++g) gemm(int64_t{0}, m, g * gn + n0, g * gn + n1);
+      });
     } else if (lo < hi) {
-      gemm(lo, hi, int64_t{0}, n);
+      err.guard([&] { gemm(lo, hi, int64_t{0}, n); });
     }
     if (has_post) {  // on finished rows: this thread's own under a row split, any after a column split's barrier
       if (split_n) {
 #pragma omp barrier
       }
-      if (lo < hi) post(lo, hi);
+      if (lo < hi) err.guard([&] { post(lo, hi); });
     }
+  };
+  if (TeamError* err = tl_team_error) {
+    share(*err);
+    if (!rows_stay || split_n) {
+#pragma omp barrier
+    }
+    return;
   }
+  TeamError err;
+#pragma omp parallel num_threads(nt)
+  share(err);
+  err.rethrow();
 }
 
 }  // namespace
@@ -602,6 +656,8 @@ void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, con
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
+  const char* per_op = std::getenv("TRIMFORMER_REGION_PER_OP");
+  region_per_op_ = per_op && *per_op && std::strcmp(per_op, "0") != 0;
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -713,6 +769,11 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
   // the head's Linears run on the first workspace over up to M rows
   ensure_workspace(ws_[0], M, seq, threads_);
   cap_batch_ = std::max(cap_batch_, batch);
+}
+
+bool EncoderEngine::splits_tokens(const Linear& L, int64_t m) const {
+  const int nt = team();
+  return L.kind == LinearKind::BsrS8 && (bsr_split_short(m, nt) || sparse_split_tokens(m, nt));
 }
 
 int64_t EncoderEngine::q_stride(int64_t k) const {
@@ -911,7 +972,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           }
         },
         by_tokens ? Split::Rows : Split::Cols, /*row_align=*/short_split ? 16 : by_tokens ? kSparseAtTile : 16,
-        L.col_groups, ln, ln_rows);
+        L.col_groups, ln, ln_rows, io.rows_stay && by_tokens);
     return;
   }
   parallel_linear(
@@ -988,8 +1049,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
   const int64_t dp = (d + 1) / 2 * 2, sp = (seq + 1) / 2 * 2;
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(team()) schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
+  team_for(team(), tasks, [&](int64_t task) {
     const int64_t b = task / nh, h = task % nh;
     Carver c{scr[omp_get_thread_num()].as<char>()};
     float* scores = c.take<float>(seq * seq);
@@ -1021,7 +1081,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
     kt->gemm_bf16(qb, ldq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_bf16_rows(scores, seq, seq, seq, pb, sp);
     kt->gemm_bf16(pb, sp, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
-  }
+  });
 }
 
 // Attention with both matmuls in INT8: Q rows as u8 with per-row ranges, K rows as symmetric s8 (the "weight"
@@ -1034,8 +1094,7 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
   const int64_t dq = round4(d), sq = round4(seq);
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
-#pragma omp parallel for num_threads(team()) schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
+  team_for(team(), tasks, [&](int64_t task) {
     const int64_t b = task / nh, h = task % nh;
     Carver c{scr[omp_get_thread_num()].as<char>()};
     uint8_t* qa = c.take<uint8_t>(seq * dq);
@@ -1084,7 +1143,7 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
     ve.row_scale = ps;
     ve.row_zp = pz;
     kt->gemm_s8(pa, sq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, ve);
-  }
+  });
 }
 
 void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
@@ -1095,17 +1154,15 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
   const int64_t tasks = batch * nh;
   AlignedBuf* scr = tl_ws->scratch.data();
   if (kt->attention_f32) {  // the level's fused kernel
-#pragma omp parallel for num_threads(team()) schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
+    team_for(team(), tasks, [&](int64_t task) {
       const int64_t b = task / nh, h = task % nh;
       const float* q = qkv + b * seq * ld + h * d;
       kt->attention_f32(q, q + H, q + 2 * H, ld, seq, d, alpha, mask_bias + b * seq, ctx + b * seq * H + h * d, H,
                         scr[omp_get_thread_num()].as<void>());
-    }
+    });
     return;
   }
-#pragma omp parallel for num_threads(team()) schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
+  team_for(team(), tasks, [&](int64_t task) {
     const int64_t b = task / nh, h = task % nh;
     char* base = scr[omp_get_thread_num()].as<char>();
     float* kpack = reinterpret_cast<float*>(base);
@@ -1120,7 +1177,7 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
     kt->gemm_f32(q, ld, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_rows(scores, seq, seq, seq);
     kt->gemm_f32(scores, seq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
-  }
+  });
 }
 
 void EncoderEngine::embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
@@ -1206,6 +1263,27 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   // per-sequence, so the results are the same, but a group's activations (qkv, the FFN's inner rows) stay in cache
   // between ops instead of streaming a whole batch's through DRAM; the cost is re-reading the weights per group.
   const int64_t per_chunk = cfg_.chunk_rows > 0 ? std::max<int64_t>(1, cfg_.chunk_rows / seq) : batch;
+  // a block-sparse QKV before BF16 attention writes the attention's operands (one buffer for every layer)
+  const bool any_bsr_qkv = std::any_of(layers_.begin(), layers_.end(),
+                                       [](const EncoderLayer& L) { return L.qkv.kind == LinearKind::BsrS8; });
+  // The team's ops inside one parallel region for the whole pass (team_for, parallel_linear under tl_team_error):
+  // no region to open and close per op, and between block-sparse INT8 Linears that split their tokens the same
+  // way (attention output -> FFN1 -> FFN2 -> the next layer's QKV, with the LayerNorms) no barrier either: each
+  // thread goes on with its own rows. The attention, which reads every token's K and V and writes every head,
+  // keeps a barrier on each side. Observers keep a region per op (their ranges merge between ops).
+  const bool one_region = !region_per_op_ && !observe_ && threads_ > 1;
+  QkvBf16 team_ops;  // one region: set up once by this thread, for the largest group (the layout fits smaller ones)
+  if (one_region && any_bsr_qkv) team_ops = qkv_bf16_operands(ws_[0], std::min(per_chunk, batch), seq);
+  auto op_done = [&](const char* what) {  // the profiler's lap; inside the one region, once every thread is done
+    if (!profile_) return;
+    if (tl_team_error) {
+#pragma omp barrier
+#pragma omp master
+      lap(what);
+      return;
+    }
+    lap(what);
+  };
   auto run_group = [&](int64_t b0, int64_t nb) {  // the layer stack over sequences b0 .. b0 + nb - 1
     Workspace& w = *tl_ws;
     const int64_t Mc = nb * seq;
@@ -1215,25 +1293,45 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     float* qkv = w.qkv.as<float>();
     float* ctx = w.ctx.as<float>();
     float* ff = w.ff.as<float>();
-    // a block-sparse QKV before BF16 attention writes the attention's operands (one buffer for every layer)
-    const bool any_bsr_qkv = std::any_of(layers_.begin(), layers_.end(),
-                                         [](const EncoderLayer& L) { return L.qkv.kind == LinearKind::BsrS8; });
-    const QkvBf16 bf16_ops = any_bsr_qkv ? qkv_bf16_operands(w, nb, seq) : QkvBf16();
-    for (auto& L : layers_) {
+    const bool team = tl_team_error != nullptr;
+    const QkvBf16 bf16_ops = team ? team_ops : any_bsr_qkv ? qkv_bf16_operands(w, nb, seq) : QkvBf16();
+    // Inside the one region, from a token split into a Linear with the same split the threads go on without a
+    // barrier, as long as the ops since the last barrier that prepare their input into the shared re-layout and
+    // u8 rows (w.at, w.q8: a Linear that reads neither takes its input from the previous epilogue, in_at / in_q)
+    // lay them out alike (same input width and block kind): then each thread writes and reads only its own
+    // tokens' bytes there, and one still reading an op's input never meets another's writes for the next op
+    const Linear* segment = nullptr;  // the first op since the last barrier that prepares into w.at / w.q8
+    const auto same_layout = [](const Linear& a, const Linear& b) {
+      return a.k == b.k && a.bsr_rows == b.bsr_rows && a.bsr_pair_slots == b.bsr_pair_slots &&
+             a.bsr_narrow == b.bsr_narrow;
+    };
+    // after op a, before op b (b_prepares: b writes w.at / w.q8): false = a barrier, and a new segment from b
+    const auto stays = [&](const Linear& a, const Linear& b, bool b_prepares) {
+      const bool go_on = team && splits_tokens(a, Mc) && splits_tokens(b, Mc) &&
+                         (!b_prepares || !segment || same_layout(*segment, b));
+      if (!go_on) segment = nullptr;
+      if (b_prepares && !segment) segment = &b;
+      return go_on;
+    };
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      EncoderLayer& L = layers_[li];
       LinearIO qio;
       qio.in = xc;
       qio.out = qkv;
       if (L.qkv.kind == LinearKind::BsrS8) qio.qkv = bf16_ops;
       linear(L.qkv, qio, Mc);
-      lap("qkv");
+      op_done("qkv");
       if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
       else if (cfg_.attention_mode == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
-      lap("attention");
+      op_done("attention");
       // attn_out and FFN2 finish with their LayerNorm (LinearIO::ln_gamma): the profile's "attn_out" and "ffn2"
       // include it
-      linear(L.attn_out, residual_ln(ctx, x1, xc, L.ln1_g, L.ln1_b), Mc);
-      lap("attn_out");
+      LinearIO proj = residual_ln(ctx, x1, xc, L.ln1_g, L.ln1_b);
+      segment = &L.attn_out;  // after the attention's barrier
+      proj.rows_stay = stays(L.attn_out, L.ffn1, true);
+      linear(L.attn_out, proj, Mc);
+      op_done("attn_out");
       if (L.ffn1.int8 && L.ffn2.int8 && L.ffn2.static_act && !observe_) {
         // static INT8: FFN1's epilogue writes FFN2's u8 input directly (dense: no float round trip through
         // memory; block-sparse: from rows still hot, with ff as the float scratch)
@@ -1249,18 +1347,20 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         if (at_direct) up.out_at = w.at_next.as<uint8_t>();
         up.next = &L.ffn2;
         up.act = cfg_.act;
+        up.rows_stay = stays(L.ffn1, L.ffn2, !at_direct);
         linear(L.ffn1, up, Mc);
-        lap("ffn1");
+        op_done("ffn1");
         LinearIO down = residual_ln(nullptr, xc, x1, L.ln2_g, L.ln2_b);
         down.in_q = w.q8b.as<uint8_t>();
         if (at_direct) down.in_at = w.at_next.as<uint8_t>();
+        down.rows_stay = li + 1 < layers_.size() && stays(L.ffn2, layers_[li + 1].qkv, true);
         linear(L.ffn2, down, Mc);
       } else {
         linear(L.ffn1, x1, Mc, ff, cfg_.act, nullptr);
-        lap("ffn1");
+        op_done("ffn1");
         linear(L.ffn2, residual_ln(ff, xc, x1, L.ln2_g, L.ln2_b), Mc);
       }
-      lap("ffn2");
+      op_done("ffn2");
     }
   };
   // With small weights and a batch of at least two groups per thread, the groups run side by side, each on one
@@ -1293,6 +1393,19 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     }
     tl_ws = &ws_[0];
     if (error) std::rethrow_exception(error);
+  } else if (one_region) {
+    TeamError error;
+#pragma omp parallel num_threads(threads_)
+    {
+      tl_ws = &ws_[0];
+      tl_team = 0;
+      tl_team_error = &error;
+      for (int64_t g = 0; g < groups; ++g)
+        error.guard([&] { run_group(g * per_chunk, std::min(per_chunk, batch - g * per_chunk)); });
+      tl_team_error = nullptr;
+    }
+    tl_ws = &ws_[0];
+    error.rethrow();
   } else {
     tl_ws = &ws_[0];
     tl_team = 0;

@@ -116,6 +116,10 @@ struct LinearIO {
   // block-sparse INT8 QKV before BF16 attention, with qkv.q set: the attention's bf16 operands instead of float rows
   // in `out` (Epilogue::qkv; EncoderEngine::qkv_bf16_operands)
   QkvBf16 qkv;
+  // Inside the pass's one parallel region (EncoderEngine::run): the next op reads only the rows this thread wrote,
+  // split the same way (EncoderEngine::splits_tokens), and re-lays its input as the ops since the last barrier did
+  // (run_group's `stays`), so the threads go on without a barrier
+  bool rows_stay = false;
 };
 
 struct EncoderLayer {
@@ -209,12 +213,17 @@ class EncoderEngine {
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);
+  // L splits m tokens between the threads by whole rows (the same rows for every such Linear, its LayerNorm and the
+  // next one's input preparation): a block-sparse INT8 Linear under a token split
+  bool splits_tokens(const Linear& L, int64_t m) const;
 
   EncoderConfig cfg_;
   const KernelTable* kt_;
   int threads_;
   bool observe_ = false;
   bool profile_ = false;
+  // a parallel region per op instead of one per pass (TRIMFORMER_REGION_PER_OP=1 at construction: for A/B runs)
+  bool region_per_op_ = false;
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;

@@ -58,3 +58,38 @@ def test_chunk_rows_choice(monkeypatch):
     monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "-3")
     with pytest.raises(ValueError, match="TRIMFORMER_CHUNK_ROWS"):
         chunk_rows_for(small, 1)
+
+
+@pytest.mark.parametrize("quantize,sparsity,pattern", [
+    (None, 0.0, "block"), (None, 0.9, "block"), ("int8-dynamic", 0.0, "block"), ("int8-static", 0.9, "block"),
+    ("int8-static", 0.9, "unstructured"), ("int8-static", 0.5, "2:4")])
+def test_one_region_per_pass_equals_a_region_per_op(isa, rng, monkeypatch, quantize, sparsity, pattern):
+    # The team runs a pass in one parallel region, without barriers between block-sparse INT8 Linears that split
+    # their tokens alike (37 tokens: column splits; 183: a token split that starts the second thread inside a
+    # re-layout tile; 300: whole-tile token splits); TRIMFORMER_REGION_PER_OP=1 opens a region per op. Same bits,
+    # on repeated runs too, and with the profiler on (a barrier before each op's lap)
+    model = _model()
+    if sparsity:
+        prune_magnitude(model, sparsity, pattern)
+    monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "0")  # no side-by-side groups: the team runs every op
+    calib = [{"input_ids": rng.integers(1, 100, (2, 23)), "attention_mask": np.ones((2, 23), np.int64)}]
+    engines = {}
+    for per_op in ("1", "0"):
+        monkeypatch.setenv("TRIMFORMER_REGION_PER_OP", per_op)
+        engines[per_op] = compile_encoder(model, quantize=quantize, calibration=calib if quantize == "int8-static"
+                                          else None, isa=isa, threads=2, sparse=None if sparsity else False)
+    for batch, seq in ((1, 37), (3, 61), (5, 60)):
+        ids = rng.integers(1, 100, (batch, seq))
+        mask = np.ones_like(ids)
+        mask[-1, seq // 3:] = 0
+        want = engines["1"].run(ids, mask)
+        for _ in range(3):
+            got = engines["0"].run(ids, mask)
+            for k in ("last_hidden_state", "logits"):
+                np.testing.assert_array_equal(got[k], want[k])
+    native = engines["0"]._native
+    native.set_profile(True)
+    got = engines["0"].run(ids, mask)
+    native.set_profile(False)
+    assert {"qkv", "attention", "attn_out", "ffn1", "ffn2"} <= set(native.profile())
+    np.testing.assert_array_equal(got["last_hidden_state"], want["last_hidden_state"])

@@ -1,0 +1,149 @@
+"""A/B of engine settings read from the environment at construction (TRIMFORMER_REGION_PER_OP, TRIMFORMER_CHUNK_ROWS,
+...), in one process: one engine per variant, compiled with its settings, then their passes interleaved in short
+blocks, so that a shared machine's drift (which moves whole runs by 10-30% on the development hosts) hits every
+variant alike. Finer than ab_builds.py, which needs a process per build and compares run medians.
+
+    python bench/micro/ab_env.py --variant per_op=TRIMFORMER_REGION_PER_OP=1 \
+        --variant one_region=TRIMFORMER_REGION_PER_OP=0 --case "b1:batch=1,seq=128" --out /tmp/ab
+
+Reported per variant: the median and the minimum pass, and the median over blocks of the block's median against the
+first variant's in the same block (its spread: the blocks' 25th-75th percentiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import peers  # noqa: E402  (seeded random-weight models, pruned as bench_dense prunes them)
+from harness import cpu_model, env_prefix  # noqa: E402
+from trimformer.runtime.engine import compile_encoder  # noqa: E402
+
+CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "batch": int, "seq": int,
+             "threads": int}
+DEFAULTS = {"model": "bert-base", "sparsity": 0.9, "pattern": "block", "quantize": "int8-static", "batch": 1,
+            "seq": 128, "threads": 2}
+
+
+def parse_case(text: str) -> tuple[str, dict]:
+    label, _, spec = text.partition(":")
+    case = dict(DEFAULTS)
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        if key not in CASE_KEYS:
+            raise SystemExit(f"unknown case key {key!r} in {text!r}; known: {', '.join(CASE_KEYS)}")
+        case[key] = CASE_KEYS[key](value)
+    return label, case
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    name, _, spec = text.partition("=")
+    env = {}
+    for item in filter(None, spec.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("TRIMFORMER_"):
+            raise SystemExit(f"variant {text!r}: expected NAME=TRIMFORMER_X=V[;TRIMFORMER_Y=W]")
+        env[key] = value
+    return name, env
+
+
+def build(case: dict, env: dict[str, str]):
+    info = peers.prepare_model(case["model"], sparsity=case["sparsity"], pattern=case["pattern"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, info.vocab_size - 1, size=(case["batch"], case["seq"])).astype(np.int64)
+    mask = np.ones_like(ids)
+    quantize = None if case["quantize"] == "fp32" else case["quantize"]
+    calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}] if quantize == "int8-static" else None
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        eng = compile_encoder(info.hf_dir, quantize=quantize, calibration=calib, threads=case["threads"],
+                              sparse="tune")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return eng, ids, mask
+
+
+def measure(engines: dict, ids, mask, blocks: int, per_block: int) -> dict[str, list[list[float]]]:
+    times: dict[str, list[list[float]]] = {name: [] for name in engines}
+    for eng in engines.values():
+        for _ in range(3):
+            eng.run(input_ids=ids, attention_mask=mask)
+    for b in range(blocks):
+        order = list(engines) if b % 2 == 0 else list(reversed(engines))
+        for name in order:
+            block = []
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                engines[name].run(input_ids=ids, attention_mask=mask)
+                block.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(block)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", action="append", required=True,
+                    help="NAME=TRIMFORMER_X=V[;TRIMFORMER_Y=W] (the first variant is the reference)")
+    ap.add_argument("--case", action="append", required=True,
+                    help="LABEL:key=value,... (keys: " + ", ".join(CASE_KEYS) + ")")
+    ap.add_argument("--blocks", type=int, default=30)
+    ap.add_argument("--per-block", type=int, default=8)
+    ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    variants = dict(parse_variant(v) for v in args.variant)
+    cases = dict(parse_case(c) for c in args.case)
+    results = {}
+    for label, case in cases.items():
+        engines, ids, mask = {}, None, None
+        for name, env in variants.items():
+            engines[name], ids, mask = build(case, env)
+        results[label] = measure(engines, ids, mask, args.blocks, args.per_block)
+        del engines
+        print(f"{label}: done", file=sys.stderr)
+    command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "cpu": cpu_model(), "variants": variants,
+                                                    "cases": cases, "times_ms": results}, indent=1))
+    first = next(iter(variants))
+    lines = [f"# A/B of engine settings ({time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_model()})", "",
+             f"Command: `{command}`", "",
+             f"{args.blocks} blocks of {args.per_block} passes per variant, interleaved (the order alternating per "
+             f"block), in one process. Ratio: the median over blocks of the block's median pass against `{first}`'s "
+             "in the same block, with the blocks' 25th-75th percentiles.", ""]
+    lines += [f"- {n}" for n in args.note]
+    if args.note:
+        lines.append("")
+    for label, case in cases.items():
+        lines += [f"## {label} (" + ", ".join(f"{k} {case[k]}" for k in CASE_KEYS) + ")", "",
+                  f"| variant | settings | median ms | min ms | vs {first} | blocks' 25-75% |",
+                  "|---|---|---:|---:|---:|---|"]
+        ref = np.median(np.array(results[label][first]), axis=1)
+        for name, env in variants.items():
+            t = np.array(results[label][name])
+            ratio = np.median(t, axis=1) / ref
+            q1, q3 = np.percentile(ratio, [25, 75])
+            settings = " ".join(f"{k}={v}" for k, v in env.items()) or "(none)"
+            lines.append(f"| {name} | {settings} | {np.median(t):.3f} | {t.min():.3f} | {np.median(ratio):.4f} | "
+                         f"{q1:.4f}-{q3:.4f} |")
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
