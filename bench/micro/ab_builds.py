@@ -35,14 +35,15 @@ DEFAULTS = {"model": "bert-base", "sparsity": 0.9, "pattern": "block", "quantize
             "reduce_range": 0}
 
 
-def parse_case(text: str) -> tuple[str, dict]:
+def parse_case(text: str, keys: dict = CASE_KEYS, defaults: dict = DEFAULTS) -> tuple[str, dict]:
+    """LABEL:key=value,... -> (LABEL, defaults with those keys set, each value converted by keys[key])"""
     label, _, spec = text.partition(":")
-    case = dict(DEFAULTS)
+    case = dict(defaults)
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition("=")
-        if key not in CASE_KEYS:
-            raise SystemExit(f"unknown case key {key!r} in {text!r}; known: {', '.join(CASE_KEYS)}")
-        case[key] = CASE_KEYS[key](value)
+        if key not in keys:
+            raise SystemExit(f"unknown case key {key!r} in {text!r}; known: {', '.join(keys)}")
+        case[key] = keys[key](value)
     return label, case
 
 

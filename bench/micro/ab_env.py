@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ab_builds import parse_case  # noqa: E402  (bench/micro, this script's directory)
+
 import peers  # noqa: E402  (seeded random-weight models, pruned as bench_dense prunes them)
 from harness import cpu_model, env_prefix  # noqa: E402
 from trimformer.runtime.engine import compile_encoder  # noqa: E402
@@ -30,17 +32,6 @@ CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "
              "threads": int}
 DEFAULTS = {"model": "bert-base", "sparsity": 0.9, "pattern": "block", "quantize": "int8-static", "batch": 1,
             "seq": 128, "threads": 2}
-
-
-def parse_case(text: str) -> tuple[str, dict]:
-    label, _, spec = text.partition(":")
-    case = dict(DEFAULTS)
-    for item in filter(None, spec.split(",")):
-        key, _, value = item.partition("=")
-        if key not in CASE_KEYS:
-            raise SystemExit(f"unknown case key {key!r} in {text!r}; known: {', '.join(CASE_KEYS)}")
-        case[key] = CASE_KEYS[key](value)
-    return label, case
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, str]]:
@@ -104,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     variants = dict(parse_variant(v) for v in args.variant)
-    cases = dict(parse_case(c) for c in args.case)
+    cases = dict(parse_case(c, CASE_KEYS, DEFAULTS) for c in args.case)
     results = {}
     for label, case in cases.items():
         engines, ids, mask = {}, None, None
