@@ -68,17 +68,17 @@ Isa detect_isa() {
 
 bool cpu_has_avx512_bf16() { return read_flags().avx512bf16; }
 
-bool cpu_has_avx512_vbmi2() {
-  const char* off = std::getenv("TRIMFORMER_NO_VBMI2");
-  if (off && *off && std::string(off) != "0") return false;
-  return read_flags().avx512vbmi2;
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::string(v) != "0";
 }
+
+bool cpu_has_avx512_vbmi2() { return !env_flag("TRIMFORMER_NO_VBMI2") && read_flags().avx512vbmi2; }
 
 // AMX needs the CPU bits, the OS's XCR0 tile state and, on Linux, a per-process permission for the 8 KiB of tile
 // data (arch_prctl ARCH_REQ_XCOMP_PERM): without it the first tile instruction faults. Asked once per process.
 static bool amx_int8_available() {
-  const char* off = std::getenv("TRIMFORMER_NO_AMX");
-  if (off && *off && std::string(off) != "0") return false;
+  if (env_flag("TRIMFORMER_NO_AMX")) return false;
   if (!read_flags().avx512vnni) return false;  // also means OSXSAVE, so xgetbv is safe
   unsigned a, b, c, d;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;

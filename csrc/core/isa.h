@@ -18,6 +18,8 @@ bool isa_from_name(const std::string& name, Isa* out);
 Isa detect_isa();
 // detect_isa() lowered by TRIMFORMER_ISA if set; a request above what the CPU has is an error (throws).
 Isa resolve_isa(const std::string& requested);
+// Whether the switch `name` is set in the environment to anything but empty or "0" (TRIMFORMER_NO_AMX and the like)
+bool env_flag(const char* name);
 bool cpu_has_avx512_bf16();
 // AVX512_VBMI2 (byte expand-loads); TRIMFORMER_NO_VBMI2=1 reports false (to test the portable kernels)
 bool cpu_has_avx512_vbmi2();

@@ -656,8 +656,7 @@ void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, con
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
-  const char* per_op = std::getenv("TRIMFORMER_REGION_PER_OP");
-  region_per_op_ = per_op && *per_op && std::strcmp(per_op, "0") != 0;
+  region_per_op_ = env_flag("TRIMFORMER_REGION_PER_OP");
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -1375,7 +1374,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     const int64_t per_thread = (batch + threads_ - 1) / threads_;
     const int64_t group = std::min(side_group, per_thread);
     for (int t = 1; t < threads_; ++t) ensure_workspace(ws_[t], group * seq, seq, 1);  // ws_[0]: ensure_buffers
-    std::exception_ptr error = nullptr;
+    TeamError error;
 #pragma omp parallel num_threads(threads_)
     {
       const int t = omp_get_thread_num();
@@ -1383,16 +1382,13 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       tl_team = 1;
       int64_t lo, hi;
       split_range(batch, 1, omp_get_num_threads(), t, &lo, &hi);
-      try {
+      error.guard([&] {
         for (int64_t b0 = lo; b0 < hi; b0 += group) run_group(b0, std::min(group, hi - b0));
-      } catch (...) {
-#pragma omp critical
-        if (!error) error = std::current_exception();
-      }
+      });
       tl_team = 0;
     }
     tl_ws = &ws_[0];
-    if (error) std::rethrow_exception(error);
+    error.rethrow();
   } else if (one_region) {
     TeamError error;
 #pragma omp parallel num_threads(threads_)
