@@ -37,7 +37,7 @@ struct CpuFlags {
        avx512vnni = false, avx512bf16 = false, avx512vbmi2 = false;
 };
 
-static CpuFlags read_flags() {
+static CpuFlags query_flags() {
   CpuFlags f;
   unsigned a, b, c, d;
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
@@ -59,8 +59,15 @@ static CpuFlags read_flags() {
   return f;
 }
 
+// Asked once per process: in a virtual machine each cpuid exits to the hypervisor (tens of microseconds for the
+// four above), and resolve_isa runs on every call of the kernel bindings that tests and benchmarks time.
+static const CpuFlags& read_flags() {
+  static const CpuFlags flags = query_flags();
+  return flags;
+}
+
 Isa detect_isa() {
-  const CpuFlags f = read_flags();
+  const CpuFlags& f = read_flags();
   if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.fma) return Isa::Avx512Vnni;
   if (f.avx2 && f.fma) return Isa::Avx2;
   return Isa::Scalar;
