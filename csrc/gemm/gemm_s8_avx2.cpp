@@ -1,11 +1,13 @@
 // INT8 GEMM for AVX2 (no VNNI): weights are widened to s16 at pack time and multiplied with vpmaddwd, which is
 // exact (vpmaddubsw would saturate u8*s8 pair sums above 32767). B panels of 16 columns as [k/2][16][2] s16;
-// micro-tile 6 rows x 16 columns (12 ymm accumulators). The tile loops are unrolled so the accumulators stay in
-// registers (a rolled store loop spilled them on every k step). A row's activation pair (a[2kk], a[2kk+1]) reaches
-// every dword zero-extended by one 4-byte broadcast load and one vpshufb: 5 vector ops per row and k pair (two
-// vpmaddwd, two vpaddd, the shuffle) where assembling the pair in a scalar register (two byte loads, shift, or,
-// vmovd, vpbroadcastd) took 10 (bench/results/gemm_s8_avx2_pairs_ab.md). The last pairs, whose 4-byte
-// load would read past the row, are assembled from bytes inside it (zeros past k).
+// micro-tile 5 rows x 16 columns (10 ymm accumulators). The tile loops are unrolled so the accumulators stay in
+// registers (a rolled store loop spilled them on every k step). With 6 rows (12 accumulators, as the FP32 tile) gcc
+// kept one accumulator on the stack, a load and a store per k step: vpmaddwd needs a register for its product,
+// where an FMA accumulates in place (bench/results/kernel_rates_avx2_zen3_mr5.md against kernel_rates_avx2_zen3.md).
+// A row's activation pair (a[2kk], a[2kk+1]) reaches every dword zero-extended by one 4-byte broadcast load and one
+// vpshufb: 5 vector ops per row and k pair (two vpmaddwd, two vpaddd, the shuffle) where assembling the pair in a
+// scalar register (two byte loads, shift, or, vmovd, vpbroadcastd) took 10 (bench/results/gemm_s8_avx2_pairs_ab.md).
+// The last pairs, whose 4-byte load would read past the row, are assembled from bytes inside it (zeros past k).
 #define TF_ISA_NS avx2
 #include <immintrin.h>
 
@@ -20,7 +22,7 @@ namespace avx2 {
 const int64_t kS8Nr = 16;
 namespace {
 constexpr int64_t NR = 16;
-constexpr int MR = 6;
+constexpr int MR = 5;
 
 inline int64_t k2(int64_t k) { return (k + 3) / 4 * 2; }  // pairs, k padded to the common multiple of 4
 
@@ -90,7 +92,7 @@ inline void micro(const uint8_t* a, int64_t lda, const int16_t* b, int64_t k, fl
 
 using MicroFn = void (*)(const uint8_t*, int64_t, const int16_t*, int64_t, float*, int64_t, int64_t, const float*,
                          const float*, const float*, const float*);
-const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>, micro<6>};
+const MicroFn kMicro[MR + 1] = {nullptr, micro<1>, micro<2>, micro<3>, micro<4>, micro<5>};
 }  // namespace
 
 size_t pack_s8_size(int64_t n, int64_t k) { return static_cast<size_t>((n + NR - 1) / NR * NR * k2(k) * 2 * 2); }
