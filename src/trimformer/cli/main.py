@@ -332,6 +332,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model's pipeline over HTTP until interrupted (trimformer.serve: endpoints and limits)."""
+    from ..models.decoder import is_decoder_source
+    from ..pipelines import DEFAULT_TASK_FOR_HEAD, normalize_task, pipeline
+    from ..serve import ModelServer
+
+    src = Path(args.model)
+    if is_decoder_source(src):
+        from ..pipelines.text_generation import TextGenerationPipeline
+        from .llm_cmds import load_decoder_engine
+
+        if args.task not in (None, "text-generation"):
+            raise CLIError(f"{src} is a decoder: it serves text-generation, not {args.task}")
+        engine = load_decoder_engine(src, args.weights, args.threads, _isa(args.isa))
+        pipe: Any = TextGenerationPipeline(engine)
+    else:
+        if args.weights is not None:
+            raise CLIError("--weights applies to decoders")
+        engine = load_model(src, threads=args.threads, isa=_isa(args.isa))
+        task = normalize_task(args.task) if args.task else DEFAULT_TASK_FOR_HEAD[engine.spec.task]
+        pipe = pipeline(task, model=engine, tokenizer=args.tokenizer, batch_size=args.batch_size,
+                        max_length=args.max_length)
+    try:
+        server = ModelServer(pipe, host=args.host, port=args.port, max_batch=args.max_batch,
+                             max_wait_ms=args.max_wait_ms, max_inputs=args.max_inputs,
+                             max_body_bytes=args.max_body_bytes, model_name=str(src), access_log=args.access_log)
+    except OSError as e:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    endpoint = "/generate" if pipe.task == "text-generation" else "/predict"
+    _console().print(f"serving {src} ({pipe.task}) on {server.url}: POST {endpoint}, GET /info, GET /health "
+                     "(Ctrl-C stops)")
+    import signal
+
+    def stop(_signum: int, _frame: Any) -> None:  # SIGTERM (service managers, containers): stop as on Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _console().print("stopped")
+    return 0
+
+
 def _print_results(task: str, args: argparse.Namespace, results: Any) -> None:
     from rich.table import Table
 
@@ -500,6 +547,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--verbose", "-v", action="store_true", help="also print the per-Linear format table")
     i.set_defaults(func=cmd_info)
+
+    sv = sub.add_parser("serve", parents=[common, runtime], help="serve the model's pipeline over HTTP (JSON)",
+                        description="Serve a model over HTTP: POST /predict (encoders) or /generate (decoders), "
+                                    "GET /info and /health; with --max-batch > 1, requests that arrive together share "
+                                    "a pipeline call (dynamic batching). Endpoints and errors: trimformer.serve's "
+                                    "docstring.")
+    sv.add_argument("model", metavar="MODEL", help="trimformer model, Hugging Face checkpoint directory, or a "
+                    "decoder (.gguf file, checkpoint)")
+    sv.add_argument("--task", help="pipeline task (default: the model's head; decoders: text-generation)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    sv.add_argument("--max-batch", type=int, default=1,
+                    help="dynamic batching: inputs of queued requests joined into one pipeline call (default 1: off)")
+    sv.add_argument("--max-wait-ms", type=float, default=0.0,
+                    help="dynamic batching: how long a queued request waits for others to join its call (default 0)")
+    sv.add_argument("--batch-size", type=int, default=32, help="the pipeline's batch size (default 32)")
+    sv.add_argument("--max-inputs", type=int, default=256, help="inputs per request (default 256)")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
+    sv.add_argument("--tokenizer", default=None, help="tokenizer.json or directory (default: the model's)")
+    sv.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's limit)")
+    sv.add_argument("--weights", default=None, help="decoders compiled now: their weight format (as compile)")
+    sv.add_argument("--access-log", action="store_true", help="log each request to stderr")
+    sv.set_defaults(func=cmd_serve)
 
     from .compress_cmds import register as register_compress
     from .llm_cmds import register as register_llm

@@ -1,0 +1,354 @@
+"""An HTTP/JSON server over a pipeline: ``trimformer serve MODEL`` (standard library only).
+
+Endpoints (JSON in, JSON out):
+
+- ``POST /predict`` (encoder tasks): ``{"inputs": X, "parameters": {...}}`` where X is one input or a list of
+  them, as the task's pipeline takes them: a text; ``{"text": ..., "text_pair": ...}`` (text-classification);
+  ``{"question": ..., "context": ...}`` (question-answering). Answer: ``{"task": ..., "outputs": Y}``: for a list,
+  the pipeline's results for that list (embeddings as lists of floats); for one input, its element of them (so a
+  text-classification input gets ``{"label", "score"}``, where the pipeline called on one text wraps it in a list).
+- ``POST /generate`` (decoders): ``{"prompt": "...", "parameters": {"max_new_tokens": 32, ...}}`` ->
+  ``{"task": "text-generation", "generated_text": ...}``; parameters are ``DecoderEngine.generate``'s
+  (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ...) plus ``chat`` and
+  ``return_full_text``.
+- ``GET /health`` -> ``{"status": "ok"}``; ``GET /info`` -> the model, task, limits and counters.
+
+One worker thread owns the engine (its forward pass already uses every core it was given); HTTP threads only
+parse, queue and wait. Dynamic batching (off by default: ``max_batch=1``): /predict requests that arrive within
+``max_wait_ms`` of the first queued one and carry the same parameters run through the pipeline as one call of up to
+``max_batch`` inputs, which the pipeline pads into length-sorted batches; their results are split back per request.
+If that joint call fails, each request is run alone, so that one bad input fails only its own request. On the
+2-core development machine joint calls lowered the throughput of all-MiniLM-L6-v2 on single sentences (padding;
+its GEMMs are already efficient at one sentence's tokens): ``bench/bench_serve.py``,
+``bench/results/serve_minilm.md``; measure before turning it on.
+
+Errors are JSON ``{"error": ...}`` with a status: 400 bad JSON, fields, inputs or parameters; 404 unknown path;
+405 wrong method; 411 no Content-Length; 413 a body over ``max_body_bytes`` or more than ``max_inputs`` inputs;
+500 an unexpected failure (the server keeps serving); 503 a request that waited longer than
+``request_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ModelServer", "RequestError"]
+
+
+class RequestError(Exception):
+    """A request the server refuses, with its HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = int(status)
+
+
+def jsonable(x: Any) -> Any:
+    """Pipeline results as JSON values (numpy arrays and scalars to lists and numbers)."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
+@dataclass
+class _Job:
+    kind: str  # "predict" | "generate"
+    items: list[Any]
+    params: dict[str, Any]
+    single: bool
+    key: str = ""  # requests with equal keys may share a pipeline call
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class ModelServer:
+    """Serves one pipeline (``trimformer.pipeline(...)`` or a TextGenerationPipeline) over HTTP.
+
+    server = ModelServer(pipe, port=0); server.start()  # background thread; server.url
+    ...; server.shutdown()
+    ``serve_forever()`` runs in the calling thread instead (the CLI).
+    """
+
+    def __init__(self, pipe: Any, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 1,
+                 max_wait_ms: float = 0.0, max_inputs: int = 256, max_body_bytes: int = 1 << 20,
+                 request_timeout_s: float = 300.0, model_name: str = "", access_log: bool = False):
+        if max_batch < 1 or max_inputs < 1 or max_body_bytes < 1:
+            raise ValueError("max_batch, max_inputs and max_body_bytes must be >= 1")
+        if max_wait_ms < 0 or request_timeout_s <= 0:
+            raise ValueError("max_wait_ms must be >= 0 and request_timeout_s > 0")
+        self.pipe = pipe
+        self.task = getattr(pipe, "task", "")
+        self.generates = self.task == "text-generation"
+        self.max_batch = int(max_batch)
+        self.max_wait_s = float(max_wait_ms) / 1e3
+        self.max_inputs = int(max_inputs)
+        self.max_body_bytes = int(max_body_bytes)
+        self.request_timeout_s = float(request_timeout_s)
+        self.model_name = model_name
+        self.access_log = access_log
+        self.requests = 0  # requests answered by the worker (counters for /info and tests)
+        self.pipeline_calls = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._stats = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, int(port)), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._worker = threading.Thread(target=self._work, name="trimformer-serve-worker", daemon=True)
+        self._worker.start()
+        self._serving: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> ModelServer:
+        """Serve in a background thread."""
+        self._serving = threading.Thread(target=self._httpd.serve_forever, name="trimformer-serve-http", daemon=True)
+        self._serving.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until KeyboardInterrupt (or SIGTERM, which the CLI turns into one)."""
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+            self._stop_worker()
+
+    def shutdown(self) -> None:
+        """Stop accepting requests, then stop the worker (queued requests are answered first)."""
+        if self._serving is not None:
+            self._httpd.shutdown()
+            self._serving.join()
+            self._serving = None
+        self._httpd.server_close()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+
+    def info(self) -> dict[str, Any]:
+        engine = getattr(self.pipe, "engine", None)
+        out: dict[str, Any] = {"model": self.model_name, "task": self.task,
+                               "endpoint": "/generate" if self.generates else "/predict",
+                               "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1e3,
+                               "max_inputs": self.max_inputs, "max_body_bytes": self.max_body_bytes,
+                               "requests": self.requests, "pipeline_calls": self.pipeline_calls}
+        if engine is not None:
+            out["engine"] = repr(engine)
+        if not self.generates and hasattr(self.pipe, "max_length"):
+            out["max_length"] = self.pipe.max_length
+        return out
+
+    # -------------------------------------------------------------------------------------------------- requests
+
+    def submit(self, path: str, body: Any) -> dict[str, Any]:
+        """Validate one decoded JSON body for `path`, queue it and wait for its answer (raises RequestError)."""
+        if not isinstance(body, dict):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
+        params = body.get("parameters", {})
+        if not isinstance(params, dict):
+            raise RequestError(HTTPStatus.BAD_REQUEST, "'parameters' must be a JSON object")
+        if path == "/predict":
+            if self.generates:
+                raise RequestError(HTTPStatus.NOT_FOUND, "this server runs a decoder: POST /generate")
+            unknown = set(body) - {"inputs", "parameters"}
+            if unknown:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown field(s) {sorted(unknown)}; "
+                                                           "expected 'inputs' and optional 'parameters'")
+            if "inputs" not in body:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "missing 'inputs'")
+            inputs = body["inputs"]
+            single = not isinstance(inputs, list)
+            items = [inputs] if single else list(inputs)
+            if not items:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "'inputs' is an empty list")
+            if len(items) > self.max_inputs:
+                raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                   f"{len(items)} inputs in one request; this server takes at most {self.max_inputs}")
+            for x in items:
+                if not isinstance(x, (str, dict)):
+                    raise RequestError(HTTPStatus.BAD_REQUEST, "each input must be a string or a JSON object, "
+                                                               f"not {type(x).__name__}")
+            job = _Job("predict", items, params, single, key=json.dumps(params, sort_keys=True))
+        elif path == "/generate":
+            if not self.generates:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"this server runs a {self.task} model: POST /predict")
+            unknown = set(body) - {"prompt", "parameters"}
+            if unknown:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown field(s) {sorted(unknown)}; "
+                                                           "expected 'prompt' and optional 'parameters'")
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str) or not prompt:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "'prompt' must be a non-empty string")
+            if "stream" in params:
+                raise RequestError(HTTPStatus.BAD_REQUEST, "streaming is not served over HTTP; drop 'stream'")
+            job = _Job("generate", [prompt], params, True)
+        else:
+            raise RequestError(HTTPStatus.NOT_FOUND, f"no endpoint {path}")
+        self._queue.put(job)
+        if not job.done.wait(self.request_timeout_s):
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
+                               f"no answer within {self.request_timeout_s:g} s (the server is overloaded)")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    # ---------------------------------------------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        held: list[_Job] = []  # taken from the queue while filling a batch, not joinable with it
+        while True:
+            job = held.pop(0) if held else self._queue.get()
+            if job is None:
+                for rest in held:  # answer what was already taken, then stop
+                    self._run([rest])
+                return
+            group = [job]
+            if job.kind == "predict":
+                count = len(job.items)
+                deadline = time.monotonic() + self.max_wait_s
+                while count < self.max_batch and not held:
+                    wait = deadline - time.monotonic()
+                    try:
+                        nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if (nxt is not None and nxt.kind == "predict" and nxt.key == job.key
+                            and count + len(nxt.items) <= self.max_batch):
+                        group.append(nxt)
+                        count += len(nxt.items)
+                    else:
+                        held.append(nxt)  # run after this group (None: stop after it)
+            self._run(group)
+
+    def _run(self, group: list[_Job]) -> None:
+        try:
+            results = self._call(group)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes that request's answer
+            if len(group) > 1:
+                for job in group:
+                    self._run([job])
+                return
+            group[0].error = self._as_request_error(e)
+            group[0].done.set()
+            with self._stats:
+                self.requests += 1
+            return
+        for job, result in zip(group, results, strict=True):
+            job.result = result
+            job.done.set()
+        with self._stats:
+            self.requests += len(group)
+
+    def _call(self, group: list[_Job]) -> list[dict[str, Any]]:
+        with self._stats:
+            self.pipeline_calls += 1
+        first = group[0]
+        if first.kind == "generate":
+            out = self.pipe(first.items[0], **first.params)
+            return [{"task": self.task, "generated_text": out[0]["generated_text"]}]
+        items = [x for job in group for x in job.items]
+        out = self.pipe(items, **first.params)
+        rows = list(out)  # a list of results, or an array with one row per input (embeddings)
+        if len(rows) != len(items):
+            raise RuntimeError(f"the pipeline returned {len(rows)} results for {len(items)} inputs")
+        answers, at = [], 0
+        for job in group:
+            mine = rows[at:at + len(job.items)]
+            at += len(job.items)
+            answers.append({"task": self.task, "outputs": jsonable(mine[0] if job.single else mine)})
+        return answers
+
+    @staticmethod
+    def _as_request_error(e: BaseException) -> RequestError:
+        if isinstance(e, RequestError):
+            return e
+        from .runtime.decoder import GenerationError
+
+        if isinstance(e, (ValueError, TypeError, KeyError, GenerationError)):
+            return RequestError(HTTPStatus.BAD_REQUEST, f"{type(e).__name__}: {e}")
+        return RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------------------------------------------ HTTP
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "trimformer-serve"
+            protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: the headers and the body leave in two writes, and Nagle's algorithm held the second
+            # until the client's delayed ACK (about 40 ms per request on a keep-alive connection)
+            disable_nagle_algorithm = True
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path == "/health":
+                    self._send(HTTPStatus.OK, {"status": "ok"})
+                elif self.path == "/info":
+                    self._send(HTTPStatus.OK, server.info())
+                elif self.path in ("/predict", "/generate"):
+                    self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{self.path} takes POST"})
+                else:
+                    self._send(HTTPStatus.NOT_FOUND, {"error": f"no endpoint {self.path}"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                try:
+                    if self.path in ("/health", "/info"):
+                        raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.path} takes GET")
+                    length = self.headers.get("Content-Length")
+                    if length is None:
+                        self.close_connection = True  # a body, if any, is not read
+                        raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+                    try:
+                        n = int(length)
+                    except ValueError:
+                        raise RequestError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+                    if n < 0 or n > server.max_body_bytes:
+                        self.close_connection = True  # the body is not read
+                        raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                           f"a {n}-byte body; this server takes at most {server.max_body_bytes}")
+                    raw = self.rfile.read(n)
+                    try:
+                        body = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                        raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({e})") from None
+                    self._send(HTTPStatus.OK, server.submit(self.path, body))
+                except RequestError as e:
+                    self._send(e.status, {"error": str(e)})
+                except Exception as e:  # noqa: BLE001 - answer, never drop the connection silently
+                    self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+                if server.access_log:
+                    super().log_message(format, *args)
+
+        return Handler
