@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,20 +15,11 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 
-from trimformer import assets  # noqa: E402
 from trimformer.pipelines import pipeline  # noqa: E402
 from trimformer.serve import ModelServer  # noqa: E402
 
 TEXTS = ["great movie", "a rather long and boring sentence about nothing at all", "ok", "the plot was thin",
          "superb acting and a fine score", "why", "two words", "an average film with a strong ending"]
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    try:
-        return assets.minilm_path()
-    except assets.AssetNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

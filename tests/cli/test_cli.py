@@ -17,14 +17,6 @@ from trimformer.cli.main import CLIError, main
 
 
 @pytest.fixture(scope="module")
-def minilm() -> Path:
-    try:
-        return assets.minilm_path()
-    except assets.AssetNotFoundError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def compiled(minilm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "minilm-int8"
     assert main(["compile", str(minilm), "--out", str(out), "--quantize", "int8-static",
@@ -161,7 +153,6 @@ def test_eval_perplexity_and_generate_on_a_tiny_decoder(tmp_path, capsys, monkey
 
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from trimformer import assets
     from trimformer.cli.main import main
     from trimformer.models.decoder import gguf_tokenizer_json
 

@@ -14,7 +14,6 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
 
 import trimformer as tf  # noqa: E402
-from trimformer import assets  # noqa: E402
 from trimformer.pipelines import (  # noqa: E402
     QuestionAnsweringPipeline,
     TextClassificationPipeline,
@@ -271,14 +270,6 @@ def test_question_answering_long_context(distil_qa, tok):
 
 
 # --------------------------------------------------------------------------------- feature-extraction
-
-
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    try:
-        return assets.minilm_path()
-    except assets.AssetNotFoundError as e:
-        pytest.skip(str(e))
 
 
 def test_sentence_embeddings_match_transformers(minilm):
