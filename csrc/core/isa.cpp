@@ -59,8 +59,8 @@ static CpuFlags query_flags() {
   return f;
 }
 
-// Asked once per process: in a virtual machine each cpuid exits to the hypervisor (tens of microseconds for the
-// four above), and resolve_isa runs on every call of the kernel bindings that tests and benchmarks time.
+// Asked once per process: in a virtual machine each cpuid exits to the hypervisor, and resolve_isa runs on every
+// call of the kernel bindings that tests and benchmarks time.
 static const CpuFlags& read_flags() {
   static const CpuFlags flags = query_flags();
   return flags;

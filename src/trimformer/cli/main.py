@@ -334,6 +334,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the model's pipeline over HTTP until interrupted (trimformer.serve: endpoints and limits)."""
+    import signal
+
     from ..models.decoder import is_decoder_source
     from ..pipelines import DEFAULT_TASK_FOR_HEAD, normalize_task, pipeline
     from ..serve import ModelServer
@@ -363,7 +365,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     endpoint = "/generate" if pipe.task == "text-generation" else "/predict"
     _console().print(f"serving {src} ({pipe.task}) on {server.url}: POST {endpoint}, GET /info, GET /health "
                      "(Ctrl-C stops)")
-    import signal
 
     def stop(_signum: int, _frame: Any) -> None:  # SIGTERM (service managers, containers): stop as on Ctrl-C
         raise KeyboardInterrupt
