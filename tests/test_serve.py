@@ -206,9 +206,29 @@ def test_generate_equals_the_pipeline():
                                                                                   "return_full_text": False}})
         assert status == 200 and got["generated_text"] == pipe("w5", max_new_tokens=3,
                                                                return_full_text=False)[0]["generated_text"]
+        # streamed: the pieces as server-sent events, then the whole text; the same text as unstreamed
+        body = json.dumps({"prompt": "w5 w17 w3", "stream": True, "parameters": {"max_new_tokens": 6}})
+        host, port = server.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/generate", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == "text/event-stream"
+        events = [json.loads(line[len("data: "):]) for line in resp.read().decode().split("\n\n") if line]
+        conn.close()
+        assert events[-1] == {"task": "text-generation", "generated_text": want, "done": True}
+        assert len(events) > 2 and "w5 w17 w3" + "".join(e["token"] for e in events[:-1]) == want
+        # a generation that fails after the stream began ends it with an error event
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/generate", body=json.dumps({"prompt": "w5", "stream": True,
+                                                           "parameters": {"max_new_tokens": -1}}))
+        resp = conn.getresponse()
+        events = [json.loads(line[len("data: "):]) for line in resp.read().decode().split("\n\n") if line]
+        conn.close()
+        assert resp.status == 200 and len(events) == 1 and "error" in events[0]
         for payload, want_status, text in (({"prompt": ""}, 400, "non-empty"),
                                            ({"prompt": "w1", "parameters": {"max_new_tokens": -1}}, 400, ""),
-                                           ({"prompt": "w1", "parameters": {"stream": True}}, 400, "stream"),
+                                           ({"prompt": "w1", "parameters": {"stream": True}}, 400, "field"),
+                                           ({"prompt": "w1", "stream": "yes"}, 400, "true or false"),
                                            ({"inputs": "w1"}, 400, "unknown field")):
             status, body = _post(server, "/generate", payload)
             assert status == want_status and text in body["error"], (payload, status, body)
@@ -266,3 +286,33 @@ def test_serve_cli_end_to_end(minilm):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("task", ["question-answering", "token-classification"])
+def test_qa_and_token_classification(minilm, task):
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, num_labels=3,
+                                  initializer_range=0.5)
+    cls = (transformers.BertForQuestionAnswering if task == "question-answering"
+           else transformers.BertForTokenClassification)
+    pipe = pipeline(task, model=cls(cfg).eval(), tokenizer=minilm / "tokenizer.json")
+    server = ModelServer(pipe, port=0, max_batch=8, max_wait_ms=0).start()
+    try:
+        if task == "question-answering":
+            items = [{"question": "where is the cat?", "context": "the cat sat on the mat in the kitchen"},
+                     {"question": "who wrote it?", "context": "it was written by a tired engineer at night"}]
+            params = {"top_k": 2}
+            bad = ({"inputs": {"question": "only a question"}}, "question")
+        else:
+            items = ["Paris is in France", "the quick brown fox"]
+            params = {"aggregation_strategy": "none"}
+            bad = ({"inputs": [{"text": "a dict"}]}, "")
+        status, got = _post(server, "/predict", {"inputs": items, "parameters": params})
+        assert status == 200 and got == {"task": task, "outputs": _plain(pipe(items, **params))}
+        status, one = _post(server, "/predict", {"inputs": items[0], "parameters": params})
+        assert status == 200 and one["outputs"] == _plain(pipe(items, **params))[0]
+        status, body = _post(server, "/predict", bad[0])
+        assert status == 400 and bad[1] in body["error"]
+    finally:
+        server.shutdown()

@@ -10,7 +10,9 @@ Endpoints (JSON in, JSON out):
 - ``POST /generate`` (decoders): ``{"prompt": "...", "parameters": {"max_new_tokens": 32, ...}}`` ->
   ``{"task": "text-generation", "generated_text": ...}``; parameters are ``DecoderEngine.generate``'s
   (``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ...) plus ``chat`` and
-  ``return_full_text``.
+  ``return_full_text``. With ``"stream": true`` (beside ``prompt``) the answer is a server-sent event stream
+  (``text/event-stream``): ``data: {"token": piece}`` as the text grows, then ``data: {"generated_text": ...,
+  "done": true}`` (or ``data: {"error": ...}``), and the connection closes.
 - ``GET /health`` -> ``{"status": "ok"}``; ``GET /info`` -> the model, task, limits and counters.
 
 One worker thread owns the engine (its forward pass already uses every core it was given); HTTP threads only
@@ -72,6 +74,7 @@ class _Job:
     params: dict[str, Any]
     single: bool
     key: str = ""  # requests with equal keys may share a pipeline call
+    pieces: queue.Queue | None = None  # streamed generation: text pieces, then None
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: BaseException | None = None
@@ -164,6 +167,18 @@ class ModelServer:
 
     def submit(self, path: str, body: Any) -> dict[str, Any]:
         """Validate one decoded JSON body for `path`, queue it and wait for its answer (raises RequestError)."""
+        return self.wait(self.enqueue(path, body))
+
+    def wait(self, job: _Job) -> dict[str, Any]:
+        if not job.done.wait(self.request_timeout_s):
+            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
+                               f"no answer within {self.request_timeout_s:g} s (the server is overloaded)")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def enqueue(self, path: str, body: Any) -> _Job:
+        """Validate one decoded JSON body for `path` and queue it (raises RequestError)."""
         if not isinstance(body, dict):
             raise RequestError(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
         params = body.get("parameters", {})
@@ -194,25 +209,23 @@ class ModelServer:
         elif path == "/generate":
             if not self.generates:
                 raise RequestError(HTTPStatus.NOT_FOUND, f"this server runs a {self.task} model: POST /predict")
-            unknown = set(body) - {"prompt", "parameters"}
+            unknown = set(body) - {"prompt", "parameters", "stream"}
             if unknown:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"unknown field(s) {sorted(unknown)}; "
-                                                           "expected 'prompt' and optional 'parameters'")
+                                                           "expected 'prompt', optional 'parameters' and 'stream'")
             prompt = body.get("prompt")
             if not isinstance(prompt, str) or not prompt:
                 raise RequestError(HTTPStatus.BAD_REQUEST, "'prompt' must be a non-empty string")
             if "stream" in params:
-                raise RequestError(HTTPStatus.BAD_REQUEST, "streaming is not served over HTTP; drop 'stream'")
-            job = _Job("generate", [prompt], params, True)
+                raise RequestError(HTTPStatus.BAD_REQUEST, "'stream' is a field of the body, not a parameter")
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise RequestError(HTTPStatus.BAD_REQUEST, "'stream' must be true or false")
+            job = _Job("generate", [prompt], params, True, pieces=queue.Queue() if stream else None)
         else:
             raise RequestError(HTTPStatus.NOT_FOUND, f"no endpoint {path}")
         self._queue.put(job)
-        if not job.done.wait(self.request_timeout_s):
-            raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
-                               f"no answer within {self.request_timeout_s:g} s (the server is overloaded)")
-        if job.error is not None:
-            raise job.error
-        return job.result
+        return job
 
     # ---------------------------------------------------------------------------------------------------- worker
 
@@ -251,22 +264,29 @@ class ModelServer:
                     self._run([job])
                 return
             group[0].error = self._as_request_error(e)
-            group[0].done.set()
+            self._finish(group[0])
             with self._stats:
                 self.requests += 1
             return
         for job, result in zip(group, results, strict=True):
             job.result = result
-            job.done.set()
+            self._finish(job)
         with self._stats:
             self.requests += len(group)
+
+    @staticmethod
+    def _finish(job: _Job) -> None:
+        job.done.set()
+        if job.pieces is not None:
+            job.pieces.put(None)
 
     def _call(self, group: list[_Job]) -> list[dict[str, Any]]:
         with self._stats:
             self.pipeline_calls += 1
         first = group[0]
         if first.kind == "generate":
-            out = self.pipe(first.items[0], **first.params)
+            kw = {"stream": first.pieces.put} if first.pieces is not None else {}
+            out = self.pipe(first.items[0], **first.params, **kw)
             return [{"task": self.task, "generated_text": out[0]["generated_text"]}]
         items = [x for job in group for x in job.items]
         out = self.pipe(items, **first.params)
@@ -310,6 +330,37 @@ class ModelServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, job: _Job) -> None:
+                """Server-sent events: each text piece as it comes, then the whole text (or the error); then close."""
+                self.close_connection = True
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+
+                def event(payload: dict[str, Any]) -> None:
+                    self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+                    self.wfile.flush()
+
+                deadline = time.monotonic() + server.request_timeout_s
+                try:
+                    while True:
+                        try:
+                            piece = job.pieces.get(timeout=max(deadline - time.monotonic(), 0.001))
+                        except queue.Empty:
+                            event({"error": f"no answer within {server.request_timeout_s:g} s"})
+                            return
+                        if piece is None:
+                            break
+                        event({"token": piece})
+                    if job.error is not None:
+                        event({"error": str(job.error)})
+                    else:
+                        event({**job.result, "done": True})
+                except OSError:  # the client went away: the generation finishes unread
+                    return
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path == "/health":
                     self._send(HTTPStatus.OK, {"status": "ok"})
@@ -341,7 +392,11 @@ class ModelServer:
                         body = json.loads(raw)
                     except (json.JSONDecodeError, UnicodeDecodeError) as e:
                         raise RequestError(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({e})") from None
-                    self._send(HTTPStatus.OK, server.submit(self.path, body))
+                    job = server.enqueue(self.path, body)
+                    if job.pieces is not None:
+                        self._stream(job)
+                    else:
+                        self._send(HTTPStatus.OK, server.wait(job))
                 except RequestError as e:
                     self._send(e.status, {"error": str(e)})
                 except Exception as e:  # noqa: BLE001 - answer, never drop the connection silently
