@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,38 @@ class _Job:
     error: BaseException | None = None
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its open connections, so that shutting down also ends idle keep-alive ones
+    (whose handler threads would otherwise wait for a next request, holding the engine, until the process exits)."""
+
+    daemon_threads = False  # server_close() joins the handler threads
+    block_on_close = True
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._open: set[Any] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def end_connections(self) -> None:
+        with self._open_lock:
+            open_now = list(self._open)
+        for request in open_now:
+            try:
+                request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class ModelServer:
     """Serves one pipeline (``trimformer.pipeline(...)`` or a TextGenerationPipeline) over HTTP.
 
@@ -109,8 +142,7 @@ class ModelServer:
         self.pipeline_calls = 0
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._stats = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, int(port)), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer((host, int(port)), self._handler_class())
         self._worker = threading.Thread(target=self._work, name="trimformer-serve-worker", daemon=True)
         self._worker.start()
         self._serving: threading.Thread | None = None
@@ -133,17 +165,20 @@ class ModelServer:
         try:
             self._httpd.serve_forever()
         finally:
-            self._httpd.server_close()
-            self._stop_worker()
+            self._close()
 
     def shutdown(self) -> None:
-        """Stop accepting requests, then stop the worker (queued requests are answered first)."""
+        """Stop accepting requests, answer the queued ones, end open connections and join every thread."""
         if self._serving is not None:
             self._httpd.shutdown()
             self._serving.join()
             self._serving = None
-        self._httpd.server_close()
-        self._stop_worker()
+        self._close()
+
+    def _close(self) -> None:
+        self._stop_worker()  # queued requests are answered first
+        self._httpd.end_connections()
+        self._httpd.server_close()  # joins the handler threads
 
     def _stop_worker(self) -> None:
         if self._worker.is_alive():
@@ -318,6 +353,7 @@ class ModelServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "trimformer-serve"
             protocol_version = "HTTP/1.1"
+            timeout = 120  # seconds a keep-alive connection may sit idle (or a body take to arrive)
             # TCP_NODELAY: the headers and the body leave in two writes, and Nagle's algorithm held the second
             # until the client's delayed ACK (about 40 ms per request on a keep-alive connection)
             disable_nagle_algorithm = True
