@@ -253,7 +253,8 @@ def test_serve_cli_rejects_bad_arguments_before_listening(minilm, tmp_path):
 
 
 def test_serve_cli_end_to_end(minilm):
-    # `trimformer serve` in its own process: it prints its URL, answers, and SIGTERM stops it cleanly (exit 0)
+    # `trimformer serve` in its own process (the HF checkpoint compiled to INT8 on the way): it prints its URL,
+    # answers, and SIGTERM stops it cleanly (exit 0)
     import os
     import re
     import signal
@@ -262,8 +263,9 @@ def test_serve_cli_end_to_end(minilm):
     import time
 
     env = {**os.environ, "COLUMNS": "400"}
-    proc = subprocess.Popen([sys.executable, "-m", "trimformer", "serve", str(minilm), "--port", "0", "--threads", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    cmd = [sys.executable, "-m", "trimformer", "serve", str(minilm), "--port", "0", "--threads", "1",
+           "--quantize", "int8-dynamic"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = proc.stdout.readline()
         deadline = time.monotonic() + 120
@@ -277,7 +279,7 @@ def test_serve_cli_end_to_end(minilm):
         resp = conn.getresponse()
         got = json.loads(resp.read())
         conn.close()
-        want = pipeline("sentence-embedding", model=minilm)(["hello world"])
+        want = pipeline("sentence-embedding", model=minilm, quantize="int8-dynamic")(["hello world"])
         assert resp.status == 200 and np.array_equal(np.asarray(got["outputs"], np.float32), want)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

@@ -347,12 +347,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         if args.task not in (None, "text-generation"):
             raise CLIError(f"{src} is a decoder: it serves text-generation, not {args.task}")
+        if args.quantize != "none":
+            raise CLIError("--quantize applies to encoders; decoders take --weights")
         engine = load_decoder_engine(src, args.weights, args.threads, _isa(args.isa))
         pipe: Any = TextGenerationPipeline(engine)
     else:
         if args.weights is not None:
             raise CLIError("--weights applies to decoders")
-        engine = load_model(src, threads=args.threads, isa=_isa(args.isa))
+        engine = load_model(src, threads=args.threads, isa=_isa(args.isa), quantize=_quantize(args.quantize),
+                            tokenizer=args.tokenizer, progress=True)
         task = normalize_task(args.task) if args.task else DEFAULT_TASK_FOR_HEAD[engine.spec.task]
         pipe = pipeline(task, model=engine, tokenizer=args.tokenizer, batch_size=args.batch_size,
                         max_length=args.max_length)
@@ -568,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
     sv.add_argument("--tokenizer", default=None, help="tokenizer.json or directory (default: the model's)")
     sv.add_argument("--max-length", type=int, default=None, help="tokens per input (default: the model's limit)")
+    sv.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="none",
+                    help="encoder checkpoints compiled now: INT8 (int8-static calibrates on Wikipedia sentences)")
     sv.add_argument("--weights", default=None, help="decoders compiled now: their weight format (as compile)")
     sv.add_argument("--access-log", action="store_true", help="log each request to stderr")
     sv.set_defaults(func=cmd_serve)
