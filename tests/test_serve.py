@@ -81,7 +81,7 @@ def test_predict_equals_the_pipeline(classifier):
         assert status == 200 and got["outputs"] == _plain(classifier([pair]))
         status, info = _request(server, "GET", "/info")
         assert status == 200 and info["task"] == "text-classification" and info["endpoint"] == "/predict"
-        assert info["requests"] == 3 and info["max_length"] == classifier.max_length
+        assert info["requests"] == 3 and info["queued"] == 0 and info["max_length"] == classifier.max_length
         assert _request(server, "GET", "/health") == (200, {"status": "ok"})
     finally:
         server.shutdown()

@@ -16,7 +16,7 @@ Endpoints (JSON in, JSON out):
 - ``GET /health`` -> ``{"status": "ok"}``; ``GET /info`` -> the model, task, limits and counters.
 
 One worker thread owns the engine (its forward pass already uses every core it was given); HTTP threads only
-parse, queue and wait. Dynamic batching (off by default: ``max_batch=1``): /predict requests that arrive within
+parse, queue and wait. Requests run in arrival order; /generate requests one at a time (no batched decoding). Dynamic batching (off by default: ``max_batch=1``): /predict requests that arrive within
 ``max_wait_ms`` of the first queued one and carry the same parameters run through the pipeline as one call of up to
 ``max_batch`` inputs, which the pipeline pads into length-sorted batches; their results are split back per request.
 If that joint call fails, each request is run alone, so that one bad input fails only its own request. On the
@@ -191,7 +191,8 @@ class ModelServer:
                                "endpoint": "/generate" if self.generates else "/predict",
                                "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1e3,
                                "max_inputs": self.max_inputs, "max_body_bytes": self.max_body_bytes,
-                               "requests": self.requests, "pipeline_calls": self.pipeline_calls}
+                               "requests": self.requests, "pipeline_calls": self.pipeline_calls,
+                               "queued": self._queue.qsize()}
         if engine is not None:
             out["engine"] = repr(engine)
         if not self.generates and hasattr(self.pipe, "max_length"):
