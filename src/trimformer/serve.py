@@ -42,7 +42,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
+from .pipelines.base import jsonable
 
 __all__ = ["ModelServer", "RequestError"]
 
@@ -53,19 +53,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = int(status)
-
-
-def jsonable(x: Any) -> Any:
-    """Pipeline results as JSON values (numpy arrays and scalars to lists and numbers)."""
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    return x
 
 
 @dataclass
@@ -201,11 +188,8 @@ class ModelServer:
 
     # -------------------------------------------------------------------------------------------------- requests
 
-    def submit(self, path: str, body: Any) -> dict[str, Any]:
-        """Validate one decoded JSON body for `path`, queue it and wait for its answer (raises RequestError)."""
-        return self.wait(self.enqueue(path, body))
-
     def wait(self, job: _Job) -> dict[str, Any]:
+        """The answer to a queued request (raises its RequestError, or 503 past request_timeout_s)."""
         if not job.done.wait(self.request_timeout_s):
             raise RequestError(HTTPStatus.SERVICE_UNAVAILABLE,
                                f"no answer within {self.request_timeout_s:g} s (the server is overloaded)")
@@ -294,7 +278,7 @@ class ModelServer:
     def _run(self, group: list[_Job]) -> None:
         try:
             results = self._call(group)
-        except BaseException as e:  # noqa: BLE001 - every failure becomes that request's answer
+        except Exception as e:  # noqa: BLE001 - every failure becomes that request's answer
             if len(group) > 1:
                 for job in group:
                     self._run([job])
@@ -337,7 +321,7 @@ class ModelServer:
         return answers
 
     @staticmethod
-    def _as_request_error(e: BaseException) -> RequestError:
+    def _as_request_error(e: Exception) -> RequestError:
         if isinstance(e, RequestError):
             return e
         from .runtime.decoder import GenerationError
@@ -356,7 +340,7 @@ class ModelServer:
             protocol_version = "HTTP/1.1"
             timeout = 120  # seconds a keep-alive connection may sit idle (or a body take to arrive)
             # TCP_NODELAY: the headers and the body leave in two writes, and Nagle's algorithm held the second
-            # until the client's delayed ACK (about 40 ms per request on a keep-alive connection)
+            # until the client's delayed ACK
             disable_nagle_algorithm = True
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:

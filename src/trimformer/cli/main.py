@@ -157,18 +157,6 @@ def _linear_table(engine):
     return t
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 def _short(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -298,6 +286,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the pipeline matching the model's task on --text inputs and print the results."""
     from ..pipelines import DEFAULT_TASK_FOR_HEAD, normalize_task, pipeline
+    from ..pipelines.base import jsonable
 
     if not args.text:
         raise CLIError("give at least one --text")
@@ -325,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         results = pipe(list(args.text), **opts)
     if args.json:
-        print(json.dumps({"task": task, "results": [{"text": t, "result": _jsonable(r)}
+        print(json.dumps({"task": task, "results": [{"text": t, "result": jsonable(r)}
                                                     for t, r in zip(args.text, results, strict=True)]}, indent=1))
         return 0
     _print_results(task, args, results)

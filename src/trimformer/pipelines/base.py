@@ -264,6 +264,20 @@ def as_list(inputs: Any, single_types: tuple[type, ...] = (str,)) -> tuple[list[
     return list(inputs), False
 
 
+def jsonable(x: Any) -> Any:
+    """Pipeline results as JSON values: numpy arrays and scalars to lists and numbers (`trimformer run --json`,
+    the server's answers)."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
