@@ -8,14 +8,21 @@ variant alike. Finer than ab_builds.py, which needs a process per build and comp
 
 Reported per variant: the median and the minimum pass, and the median over blocks of the block's median against the
 first variant's in the same block (its spread: the blocks' 25th-75th percentiles).
+
+--same-plan compiles each case once (no variant's settings), saves it and loads it once per variant with that
+variant's settings: every variant then runs the same formats, where compiling per variant lets the planner's
+timings pick different ones (a difference the settings did not make). For settings the engine reads at
+construction only; the default compiles per variant, for settings that act at compile time too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ab_builds import parse_case  # noqa: E402  (bench/micro, this script's directory)
 
 import peers  # noqa: E402  (seeded random-weight models, pruned as bench_dense prunes them)
+import trimformer  # noqa: E402
 from harness import cpu_model, env_prefix  # noqa: E402
 from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
@@ -45,24 +53,35 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, env
 
 
-def build(case: dict, env: dict[str, str]):
-    info = peers.prepare_model(case["model"], sparsity=case["sparsity"], pattern=case["pattern"])
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1000, info.vocab_size - 1, size=(case["batch"], case["seq"])).astype(np.int64)
-    mask = np.ones_like(ids)
-    quantize = None if case["quantize"] == "fp32" else case["quantize"]
-    calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}] if quantize == "int8-static" else None
+@contextlib.contextmanager
+def settings(env: dict[str, str]):
+    """os.environ with `env` set, restored afterwards"""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        eng = compile_encoder(info.hf_dir, quantize=quantize, calibration=calib, threads=case["threads"],
-                              sparse="tune")
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def build(case: dict, env: dict[str, str], saved_plan: Path | None = None):
+    """The case's engine with `env` set while it is made: compiled, or loaded from saved_plan (--same-plan)"""
+    info = peers.prepare_model(case["model"], sparsity=case["sparsity"], pattern=case["pattern"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, info.vocab_size - 1, size=(case["batch"], case["seq"])).astype(np.int64)
+    mask = np.ones_like(ids)
+    quantize = None if case["quantize"] == "fp32" else case["quantize"]
+    calib = [{"input_ids": ids[:1], "attention_mask": mask[:1]}] if quantize == "int8-static" else None
+    with settings(env):
+        if saved_plan is not None:
+            eng = trimformer.load(saved_plan, threads=case["threads"])
+        else:
+            eng = compile_encoder(info.hf_dir, quantize=quantize, calibration=calib, threads=case["threads"],
+                                  sparse="tune")
     return eng, ids, mask
 
 
@@ -92,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--per-block", type=int, default=8)
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
+    ap.add_argument("--same-plan", action="store_true",
+                    help="compile each case once and load it per variant (settings read at construction only)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     variants = dict(parse_variant(v) for v in args.variant)
@@ -99,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for label, case in cases.items():
         engines, ids, mask = {}, None, None
-        for name, env in variants.items():
-            engines[name], ids, mask = build(case, env)
+        with tempfile.TemporaryDirectory() as tmp:
+            plan = None
+            if args.same_plan:
+                plan = Path(tmp) / "model"
+                trimformer.save(build(case, {})[0], plan)
+            for name, env in variants.items():
+                engines[name], ids, mask = build(case, env, plan)
         results[label] = measure(engines, ids, mask, args.blocks, args.per_block)
         del engines
         print(f"{label}: done", file=sys.stderr)
@@ -114,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
              f"Command: `{command}`", "",
              f"{args.blocks} blocks of {args.per_block} passes per variant, interleaved (the order alternating per "
              f"block), in one process. Ratio: the median over blocks of the block's median pass against `{first}`'s "
-             "in the same block, with the blocks' 25th-75th percentiles.", ""]
+             "in the same block, with the blocks' 25th-75th percentiles."
+             + (" Same plan: each case compiled once, saved, and loaded per variant with its settings."
+                if args.same_plan else " Each variant compiled with its settings."), ""]
     lines += [f"- {n}" for n in args.note]
     if args.note:
         lines.append("")
