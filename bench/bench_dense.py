@@ -498,6 +498,25 @@ def best_of(
     return min(vals) if vals else (None, None)
 
 
+def round_ratios(model: dict[str, Any], rt: str, peers_: Sequence[str], seq: int, batch: int) -> list[float] | None:
+    """`rt`'s median in each round over the fastest of `peers_` in the same round (the runtimes take their turns
+    round by round, so each round's ratio compares timings minutes apart at most): None unless `rt` and a peer ran
+    ok in every round."""
+
+    def per_round(r: str) -> list[float] | None:
+        e = model["runtimes"].get(r)
+        if not _ok(e) or e.get("rounds_ok", 1) != e.get("rounds", 1):
+            return None
+        res = next((x for x in e["results"] if x["seq"] == seq and x["batch"] == batch), None)
+        return res.get("round_medians_ms") if res else None
+
+    mine = per_round(rt)
+    theirs = [x for p in peers_ if (x := per_round(p)) is not None]
+    if not mine or len(mine) < 2 or not theirs or any(len(x) != len(mine) for x in theirs):
+        return None
+    return [m / min(x[i] for x in theirs) for i, m in enumerate(mine)]
+
+
 def configs(args_or_meta: dict[str, Any]) -> list[tuple[int, int]]:
     return [(s, b) for s in args_or_meta["seqs"] for b in args_or_meta["batches"]]
 
@@ -772,6 +791,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 f"| s{rr['seq']} b{rr['batch']} | {int8} | {_fmt(rr['fp32_vs_ort_fp32'], suffix='x')} | {ds8} | "
                 f"{_fmt(rr['fp32_vs_torch_fp32'], suffix='x')} |"
             )
+        lines += _round_ratio_lines(model, runs, ok_rts)
         budgets = [(r, model["runtimes"][r]["budget"]) for r in ok_rts if model["runtimes"][r].get("budget")]
         if budgets:
             lines += [
@@ -809,6 +829,30 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             )
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _round_ratio_lines(model: dict[str, Any], runs: dict[str, Any], ok_rts: Sequence[str]) -> list[str]:
+    """Each trimformer INT8 runtime's ratios to ORT's best INT8 and to DeepSparse INT8, pooled and round by round:
+    how far the run's noise moves a ratio, and each INT8 mode on its own (the ratios table takes the best)."""
+    rows = []
+    for s, b in configs(runs):
+        for rt in (r for r in TRIM_INT8 if r in ok_rts):
+            cells = []
+            for peer_set in (ORT_INT8, (DS_INT8,)):
+                pooled, _ = best_of(model, peer_set, s, b)
+                mine = median_ms(model, rt, s, b)
+                per = round_ratios(model, rt, peer_set, s, b)
+                cells.append("n/a" if pooled is None or mine is None else f"{mine / pooled:.3f}x")
+                cells.append("n/a" if per is None else
+                             f"{min(per):.3f}-{max(per):.3f}x (median {float(np.median(per)):.3f}x)")
+            rows.append(f"| s{s} b{b} | {rt} | " + " | ".join(cells) + " |")
+    if runs.get("rounds", 1) < 2 or not rows:
+        return []
+    return ["", "### trimformer INT8 ratios round by round", "",
+            "Each round's median of the trimformer runtime over the fastest peer's median in the same round; "
+            "pooled: the medians over all rounds, as in the tables above.", "",
+            "| config | runtime | vs ORT best INT8, pooled | rounds | vs DeepSparse INT8, pooled | rounds |",
+            "|---|---|---|---|---|---|", *rows]
 
 
 def _budget_cell(x: dict[str, Any] | None) -> str:
