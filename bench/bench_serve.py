@@ -71,8 +71,13 @@ def closed_loop(url: str, texts: list[str], clients: int, seconds: float) -> dic
     wall = time.perf_counter() - t0
     if failures[0]:
         raise RuntimeError(f"{failures[0]} requests failed")
+    return _stats(lat, wall)
+
+
+def _stats(lat: list[float], seconds: float) -> dict[str, float]:
+    """Requests, requests/s over `seconds`, and p50 / p90 latency (ms) of the per-request times `lat` (s)."""
     ms = np.array(lat) * 1e3
-    return {"requests": len(lat), "req_per_s": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)),
+    return {"requests": len(lat), "req_per_s": len(lat) / seconds, "p50_ms": float(np.percentile(ms, 50)),
             "p90_ms": float(np.percentile(ms, 90))}
 
 
@@ -113,9 +118,7 @@ def direct(pipe, texts: list[str], seconds: float) -> dict[str, float]:
         pipe([texts[i % len(texts)]])
         lat.append(time.perf_counter() - t0)
         i += 1
-    ms = np.array(lat) * 1e3
-    return {"requests": len(lat), "req_per_s": len(lat) / float(np.sum(lat)), "p50_ms": float(np.percentile(ms, 50)),
-            "p90_ms": float(np.percentile(ms, 90))}
+    return _stats(lat, float(np.sum(lat)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,8 @@ parse, queue and wait. Requests run in arrival order; /generate requests one at 
 ``max_wait_ms`` of the first queued one and carry the same parameters run through the pipeline as one call of up to
 ``max_batch`` inputs, which the pipeline pads into length-sorted batches; their results are split back per request.
 If that joint call fails, each request is run alone, so that one bad input fails only its own request. On the
-2-core development machine joint calls did not raise the throughput of all-MiniLM-L6-v2 on single sentences (a
-joint call pads a few sentences of different lengths to the longest), and waiting for requests to join lowered it:
+2-core development machine joint calls did not raise the throughput of all-MiniLM-L6-v2 on single sentences, and
+waiting for requests to join lowered it:
 ``bench/bench_serve.py``, ``bench/results/serve_minilm.md``; measure before turning it on.
 
 Errors are JSON ``{"error": ...}`` with a status: 400 bad JSON, fields, inputs or parameters; 404 unknown path;
