@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <stdexcept>
 
@@ -459,16 +460,24 @@ nb::object k_bsr_quant_pack(nb::ndarray<const float, nb::ro, nb::ndim<2>, nb::c_
   std::vector<uint8_t> q(m * ldq, 0);
   kt.quantize_u8(x.data(), k, q.data(), ldq, m, k, inv_scale, zp);
   const size_t bytes = kt.bsr_at_size(m, k);
-  std::vector<uint8_t> plain(bytes, 0xA5), fused(bytes, 0xA5);  // bytes no pack writes keep 0xA5 in both
-  kt.bsr_pack_at(q.data(), ldq, m, 0, half, k, plain.data(), pair_quads);
-  kt.bsr_pack_at(q.data(), ldq, m, half, m, k, plain.data(), pair_quads);
+  // the re-layouts store whole aligned vectors, so At must be 64-byte aligned, as the engine's buffers are
+  // (a std::vector's 16-byte alignment faulted at the avx512 level); copied out afterwards
+  tf::AlignedBuf plain_at(bytes), fused_at(bytes);
+  std::memset(plain_at.as<uint8_t>(), 0xA5, bytes);  // bytes no pack writes keep 0xA5 in both
+  std::memset(fused_at.as<uint8_t>(), 0xA5, bytes);
+  kt.bsr_pack_at(q.data(), ldq, m, 0, half, k, plain_at.as<uint8_t>(), pair_quads);
+  kt.bsr_pack_at(q.data(), ldq, m, half, m, k, plain_at.as<uint8_t>(), pair_quads);
+  const auto copy_out = [&](const tf::AlignedBuf& b) {
+    std::vector<uint8_t> v(b.as<uint8_t>(), b.as<uint8_t>() + bytes);
+    return to_numpy(std::move(v), {bytes});
+  };
   nb::object f = nb::none();
   if (kt.bsr_quant_pack_at) {
-    kt.bsr_quant_pack_at(x.data(), k, m, 0, half, k, inv_scale, zp, fused.data(), pair_quads);
-    kt.bsr_quant_pack_at(x.data(), k, m, half, m, k, inv_scale, zp, fused.data(), pair_quads);
-    f = nb::cast(to_numpy(std::move(fused), {bytes}));
+    kt.bsr_quant_pack_at(x.data(), k, m, 0, half, k, inv_scale, zp, fused_at.as<uint8_t>(), pair_quads);
+    kt.bsr_quant_pack_at(x.data(), k, m, half, m, k, inv_scale, zp, fused_at.as<uint8_t>(), pair_quads);
+    f = nb::cast(copy_out(fused_at));
   }
-  return nb::make_tuple(to_numpy(std::move(q), {(size_t)m, (size_t)ldq}), to_numpy(std::move(plain), {bytes}), f);
+  return nb::make_tuple(to_numpy(std::move(q), {(size_t)m, (size_t)ldq}), copy_out(plain_at), f);
 }
 
 // One INT8 GEMM call, dense or block-sparse, split across `threads` the way the executor splits it: the

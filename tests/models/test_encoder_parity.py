@@ -147,8 +147,16 @@ def test_int8_identical_across_isa_levels(saved, rng):
     ids, mask, _ = _inputs(rng)
     outs = [tf.compile(path, quantize="int8-dynamic", isa=i).run(ids, mask)["last_hidden_state"]
             for i in ISA_LEVELS]
-    for o in outs[1:]:  # integer GEMMs are exact; the float epilogues/attention may differ in the last bits
-        assert rel_err(o, outs[0]) < 1e-4
+    # The integer GEMMs are exact; the float epilogues / attention differ in the last bits between levels, and a
+    # value that lands on a rounding boundary of a per-row dynamic quantization then takes the neighbouring code
+    # in one level: that token's row carries a quantization step's difference through the later layers (seen at
+    # the avx512 level with float attention: one token of 57 off by 1.2e-4, the rest within 3e-7). So: every
+    # token within 1e-3, and all but a rare flipped one within 1e-5.
+    scale = np.abs(outs[0]).max()
+    for o in outs[1:]:
+        per_token = np.abs(o - outs[0]).max(-1) / scale
+        assert per_token.max() < 1e-3
+        assert (per_token > 1e-5).mean() <= 0.05
 
 
 def test_threads_and_dynamic_shapes_agree(saved, rng):
