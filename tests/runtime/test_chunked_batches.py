@@ -49,15 +49,40 @@ def test_grouped_sequences_equal_the_whole_batch(isa, rng, monkeypatch, quantize
 
 
 def test_chunk_rows_choice(monkeypatch):
+    from trimformer.runtime import engine
+
     monkeypatch.delenv("TRIMFORMER_CHUNK_ROWS", raising=False)
     small = {"layers.0.ffn1.weight": np.zeros((1024, 1024), np.int8), "emb.word": np.zeros((30000, 768), np.float32)}
     big = {"layers.0.ffn1.weight": np.zeros((3072, 768), np.float32), "layers.0.ffn2.weight": np.zeros((768, 3072), np.float32),
            "layers.0.qkv.weight": np.zeros((2304, 768), np.float32)}
-    assert chunk_rows_for(small, 1) == CHUNK_ROWS  # the embeddings do not count
-    assert chunk_rows_for(big, 1) == 0
+    for l2, rows in ((2 << 20, CHUNK_ROWS), (None, CHUNK_ROWS), (1 << 20, engine.CHUNK_ROWS_SMALL_L2)):
+        monkeypatch.setattr(engine, "l2_bytes_per_core", lambda l2=l2: l2)
+        assert chunk_rows_for(small, 1) == rows  # the embeddings do not count; shorter groups on a small L2
+        assert chunk_rows_for(big, 1) == 0
     monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "-3")
     with pytest.raises(ValueError, match="TRIMFORMER_CHUNK_ROWS"):
         chunk_rows_for(small, 1)
+
+
+def test_l2_size_from_sysfs(tmp_path, monkeypatch):
+    from trimformer.runtime import engine
+
+    size = engine.l2_bytes_per_core()
+    assert size is None or size >= 64 << 10  # this machine's, where Linux tells it
+    cache = tmp_path / "cache"
+    for name, level, kind, text in (("index0", 1, "Data", "32K"), ("index1", 1, "Instruction", "32K"),
+                                    ("index2", 2, "Unified", "1024K"), ("index3", 3, "Unified", "32768K")):
+        (cache / name).mkdir(parents=True)
+        (cache / name / "level").write_text(f"{level}\n")
+        (cache / name / "type").write_text(f"{kind}\n")
+        (cache / name / "size").write_text(f"{text}\n")
+    real_path = engine.Path
+    monkeypatch.setattr(engine, "Path", lambda p: cache if str(p).endswith("cpu0/cache") else real_path(p))
+    assert engine.l2_bytes_per_core() == 1 << 20
+    (cache / "index2" / "size").write_text("2M\n")
+    assert engine.l2_bytes_per_core() == 2 << 20
+    (cache / "index2" / "size").write_text("garbage\n")
+    assert engine.l2_bytes_per_core() is None
 
 
 @pytest.mark.parametrize("quantize,sparsity,pattern", [

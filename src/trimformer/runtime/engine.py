@@ -60,14 +60,36 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
 
 
 CHUNK_ROWS = 768  # tokens per group of sequences through the layer stack (see chunk_rows_for)
+CHUNK_ROWS_SMALL_L2 = 384  # the same where a core's L2 is small (SMALL_L2_BYTES)
+SMALL_L2_BYTES = 1536 << 10
 CHUNK_MAX_LAYER_BYTES = 8 << 20
+
+
+def l2_bytes_per_core() -> int | None:
+    """The size of cpu0's level-2 cache from Linux's sysfs, or None where it cannot be read."""
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    try:
+        for index in sorted(base.glob("index*")):
+            if (index / "level").read_text().strip() != "2":
+                continue
+            if (index / "type").read_text().strip() not in ("Unified", "Data"):
+                continue
+            text = (index / "size").read_text().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            return int(text.rstrip("KMG")) * scale
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def chunk_rows_for(tensors: Mapping[str, np.ndarray], layers: int) -> int:
     """Tokens per group in which a batch's sequences go through the layer stack (0: the whole batch per op).
     Grouping keeps a group's activations in cache between ops but re-reads every weight once per group, so it
     pays where a layer's weights are small (INT8, sparse) and not with float BERT-base (28 MB per layer): see
-    bench/results/batch_groups.md (`python bench/micro/batch_groups.py`). TRIMFORMER_CHUNK_ROWS overrides."""
+    bench/results/batch_groups.md (`python bench/micro/batch_groups.py`). Where a core's L2 is under 1.5 MiB
+    (1 MiB on AMD Zen 4, against 2 MiB on the Intel Xeon the 768 was chosen on), groups are half as long: on a
+    Zen 4, 0.88-0.96x the time at batch 16 for 80% / 90% block-sparse INT8 BERT-base, DistilBERT and MiniLM, and
+    the same for dense INT8 (bench/results/chunk_rows_zen4_ab*.md). TRIMFORMER_CHUNK_ROWS overrides."""
     env = os.environ.get("TRIMFORMER_CHUNK_ROWS", "").strip()
     if env:
         try:
@@ -78,7 +100,10 @@ def chunk_rows_for(tensors: Mapping[str, np.ndarray], layers: int) -> int:
             raise ValueError(f"TRIMFORMER_CHUNK_ROWS must be an integer >= 0, got {env!r}")
         return value
     layer_bytes = sum(v.nbytes for k, v in tensors.items() if k.startswith("layers.")) / max(layers, 1)
-    return CHUNK_ROWS if layer_bytes <= CHUNK_MAX_LAYER_BYTES else 0
+    if layer_bytes > CHUNK_MAX_LAYER_BYTES:
+        return 0
+    l2 = l2_bytes_per_core()
+    return CHUNK_ROWS_SMALL_L2 if l2 is not None and l2 < SMALL_L2_BYTES else CHUNK_ROWS
 
 
 def default_threads() -> int:
