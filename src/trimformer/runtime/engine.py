@@ -49,7 +49,9 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     scales to compute, and faster or level with INT8 at every size measured
     (bench/results/attention_bf16_amx.md). Without VNNI (the avx2 level: exact INT8 products by vpmaddwd, two
     per 32-bit lane) INT8 attention loses to float32 at head size 64 too: with float32 attention the whole pass
-    takes 0.89x-0.93x the time on Zen 3 (bench/results/attention_modes_avx2.md)."""
+    takes 0.89x-0.93x the time on Zen 3 (bench/results/attention_modes_avx2.md). On AMD Zen 4 (VNNI and
+    AVX512-BF16, no AMX) BF16 attention took 0.95-0.97x INT8's pass time at seq 128 but 1.21x at seq 384
+    (bench/results/attention_modes_zen4.md), so INT8 stays the choice there."""
     if quantize is None or head_dim < 64:
         return "f32"
     if quantize.startswith("int8"):
@@ -88,8 +90,8 @@ def chunk_rows_for(tensors: Mapping[str, np.ndarray], layers: int) -> int:
     pays where a layer's weights are small (INT8, sparse) and not with float BERT-base (28 MB per layer): see
     bench/results/batch_groups.md (`python bench/micro/batch_groups.py`). Where a core's L2 is under 1.5 MiB
     (1 MiB on AMD Zen 4, against 2 MiB on the Intel Xeon the 768 was chosen on), groups are half as long: on a
-    Zen 4, 0.88-0.96x the time at batch 16 for 80% / 90% block-sparse INT8 BERT-base, DistilBERT and MiniLM, and
-    the same for dense INT8 (bench/results/chunk_rows_zen4_ab*.md). TRIMFORMER_CHUNK_ROWS overrides."""
+    Zen 4, 0.88-0.97x the time at batch 16 for 80% / 90% block-sparse INT8 BERT-base, DistilBERT and MiniLM and
+    90% unstructured INT8 / FP32 BERT-base, the same for dense INT8 (bench/results/chunk_rows_zen4_ab*.md). TRIMFORMER_CHUNK_ROWS overrides."""
     env = os.environ.get("TRIMFORMER_CHUNK_ROWS", "").strip()
     if env:
         try:
