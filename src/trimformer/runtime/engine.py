@@ -91,7 +91,8 @@ def chunk_rows_for(tensors: Mapping[str, np.ndarray], layers: int) -> int:
     bench/results/batch_groups.md (`python bench/micro/batch_groups.py`). Where a core's L2 is under 1.5 MiB
     (1 MiB on AMD Zen 4, against 2 MiB on the Intel Xeon the 768 was chosen on), groups are half as long: on a
     Zen 4, 0.88-0.97x the time at batch 16 for 80% / 90% block-sparse INT8 BERT-base, DistilBERT and MiniLM and
-    90% unstructured INT8 / FP32 BERT-base, the same for dense INT8 (bench/results/chunk_rows_zen4_ab*.md). TRIMFORMER_CHUNK_ROWS overrides."""
+    90% unstructured INT8 / FP32 BERT-base, the same for dense INT8 (bench/results/chunk_rows_zen4_ab*.md).
+    TRIMFORMER_CHUNK_ROWS overrides."""
     env = os.environ.get("TRIMFORMER_CHUNK_ROWS", "").strip()
     if env:
         try:
