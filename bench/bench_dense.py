@@ -834,19 +834,21 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 def _round_ratio_lines(model: dict[str, Any], runs: dict[str, Any], ok_rts: Sequence[str]) -> list[str]:
     """Each trimformer INT8 runtime's ratios to ORT's best INT8 and to DeepSparse INT8, pooled and round by round:
     how far the run's noise moves a ratio, and each INT8 mode on its own (the ratios table takes the best)."""
+    if runs.get("rounds", 1) < 2:
+        return []
     rows = []
     for s, b in configs(runs):
         for rt in (r for r in TRIM_INT8 if r in ok_rts):
             cells = []
+            mine = median_ms(model, rt, s, b)
             for peer_set in (ORT_INT8, (DS_INT8,)):
                 pooled, _ = best_of(model, peer_set, s, b)
-                mine = median_ms(model, rt, s, b)
                 per = round_ratios(model, rt, peer_set, s, b)
                 cells.append("n/a" if pooled is None or mine is None else f"{mine / pooled:.3f}x")
                 cells.append("n/a" if per is None else
                              f"{min(per):.3f}-{max(per):.3f}x (median {float(np.median(per)):.3f}x)")
             rows.append(f"| s{s} b{b} | {rt} | " + " | ".join(cells) + " |")
-    if runs.get("rounds", 1) < 2 or not rows:
+    if not rows:
         return []
     return ["", "### trimformer INT8 ratios round by round", "",
             "Each round's median of the trimformer runtime over the fastest peer's median in the same round; "

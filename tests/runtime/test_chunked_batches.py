@@ -64,7 +64,7 @@ def test_chunk_rows_choice(monkeypatch):
         chunk_rows_for(small, 1)
 
 
-def test_l2_size_from_sysfs(tmp_path, monkeypatch):
+def test_l2_size_from_sysfs(tmp_path):
     from trimformer.runtime import engine
 
     size = engine.l2_bytes_per_core()
@@ -76,13 +76,11 @@ def test_l2_size_from_sysfs(tmp_path, monkeypatch):
         (cache / name / "level").write_text(f"{level}\n")
         (cache / name / "type").write_text(f"{kind}\n")
         (cache / name / "size").write_text(f"{text}\n")
-    real_path = engine.Path
-    monkeypatch.setattr(engine, "Path", lambda p: cache if str(p).endswith("cpu0/cache") else real_path(p))
-    assert engine.l2_bytes_per_core() == 1 << 20
+    assert engine.l2_bytes_per_core(cache) == 1 << 20
     (cache / "index2" / "size").write_text("2M\n")
-    assert engine.l2_bytes_per_core() == 2 << 20
+    assert engine.l2_bytes_per_core(cache) == 2 << 20
     (cache / "index2" / "size").write_text("garbage\n")
-    assert engine.l2_bytes_per_core() is None
+    assert engine.l2_bytes_per_core(cache) is None
 
 
 @pytest.mark.parametrize("quantize,sparsity,pattern", [

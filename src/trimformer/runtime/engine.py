@@ -67,11 +67,10 @@ SMALL_L2_BYTES = 1536 << 10
 CHUNK_MAX_LAYER_BYTES = 8 << 20
 
 
-def l2_bytes_per_core() -> int | None:
-    """The size of cpu0's level-2 cache from Linux's sysfs, or None where it cannot be read."""
-    base = Path("/sys/devices/system/cpu/cpu0/cache")
+def l2_bytes_per_core(cache_dir: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int | None:
+    """The size of a core's level-2 cache from Linux's sysfs (cpu0's), or None where it cannot be read."""
     try:
-        for index in sorted(base.glob("index*")):
+        for index in sorted(cache_dir.glob("index*")):
             if (index / "level").read_text().strip() != "2":
                 continue
             if (index / "type").read_text().strip() not in ("Unified", "Data"):
