@@ -1,11 +1,11 @@
 // Sparse FP32 GEMMs on AVX-512 (csr-f32, block-f32 with 4x1 blocks, N:M groups).
 //
 // Same scheme as the block-sparse INT8 kernel (bsr_s8_avx512vnni.cpp): the weight is the sparse operand and the
-// activations are re-laid once per call, here as tiles of 128 tokens, At[tile][k8][128] (tokens along the vector),
+// activations are re-laid once per call, here as tiles of 64 tokens, At[tile][k8][64] (tokens along the vector),
 // so each stored weight costs one broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no
-// gathers. Each tile walks the inputs in chunks (48 for N:M: a chunk of At, 48 x 128 floats = 24 KiB, contiguous
-// so it spreads over every L1 set, stays in L1 while a group of 16 output rows adds its entries from that chunk to
-// its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
+// gathers. Each pass walks the inputs in chunks (48 for N:M, whose passes cover two adjacent tiles: a chunk of At,
+// 2 x 48 x 64 floats = 24 KiB, each half contiguous so it spreads over every L1 set, stays in L1 while a group of
+// 16 output rows adds its entries from that chunk to its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
 // bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
 // token rows with bias, activation and residual applied on the way out. csr-f32 alternates even / odd entries between two
 // accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
@@ -29,8 +29,13 @@ namespace avx512 {
 namespace {
 
 inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
-constexpr int kV = 8;           // token vectors per tile (128 tokens)
-constexpr int64_t kTile = 128;  // floats per At row within a tile
+// At tiles of 64 tokens (floats per At row within a tile): a tile's slice of At is 192 KiB at k = 768 where 128
+// tokens made it 384 KiB, and 768 KiB at 3072, within a 1 MiB L2 (1.5 MiB before). On Zen 4 (32 KiB L1d, 1 MiB
+// L2) csr-f32 took 0.91x the time per Linear and 90% unstructured FP32 BERT-base 0.89x the pass time at batch 16
+// (bench/results/zen4_spf32_tile64_kernels_*_ab.md, _e2e_ab.md). csr-f32 and block-f32 run a tile's 4 vectors; N:M runs 8
+// over two adjacent tiles (128 tokens: its group decode is paid per 8 vectors, as before).
+constexpr int64_t kTile = 64;
+constexpr int kTileVecs = kTile / 16;
 // inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
 // machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 48-96-input chunks; CSR and
 // 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
@@ -41,7 +46,7 @@ constexpr int64_t kCsrChunk = 1024;
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
 #include "nm_chunk.inc"  // nm_chunk_rows
 
-// acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V token vectors). Even and odd
+// acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V <= 4 token vectors). Even and odd
 // entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
@@ -102,10 +107,10 @@ inline void block4_entries(const float* base, const int32_t* cols, const float* 
 }
 
 // groups g0 .. g1-1 of one N:M row: value j sits at input GROUP * (j / KEEP) + idx[j]; values alternate between
-// two accumulator sets (as in row_entries)
+// two accumulator sets (as in row_entries). Vectors 4 .. V-1 are the next At tile's, tile_stride floats on.
 template <int V, int KEEP, int GROUP>
-inline void nm_entries(const float* base, const float* vals, const uint8_t* idx, int64_t g0, int64_t g1,
-                       float* acc) {
+inline void nm_entries(const float* base, int64_t tile_stride, const float* vals, const uint8_t* idx, int64_t g0,
+                       int64_t g1, float* acc) {
   __m512 a[2][V];
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
@@ -119,23 +124,26 @@ inline void nm_entries(const float* base, const float* vals, const uint8_t* idx,
       const __m512 wv = _mm512_set1_ps(vals[g * KEEP + q]);
       const float* ap = gp + static_cast<int64_t>(idx[g * KEEP + q]) * kTile;
 #pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) a[q & 1][v] = _mm512_fmadd_ps(wv, _mm512_load_ps(ap + 16 * v), a[q & 1][v]);
+      for (int v = 0; v < V; ++v) {
+        const float* p = v < kTileVecs ? ap + 16 * v : ap + tile_stride + 16 * (v - kTileVecs);
+        a[q & 1][v] = _mm512_fmadd_ps(wv, _mm512_load_ps(p), a[q & 1][v]);
+      }
     }
   }
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
 }
 
-// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*kV-1) back to token rows of c, finished on the way out
-// in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t hold
-// zeros
-void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c, int64_t ldc,
-                const Epilogue& epi) {
+// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
+// out in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t
+// hold zeros
+void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
+                int64_t ldc, const Epilogue& epi) {
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
   const __m512 alpha = _mm512_set1_ps(epi.alpha);
-  for (int v = 0; v < kV; ++v) {
+  for (int v = 0; v < vecs; ++v) {
     if (m - m0 - 16 * v <= 0) break;
     __m512 r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
@@ -150,38 +158,47 @@ void store_tile(const float* t, int64_t ld, int64_t m, int64_t m0, int64_t nb0, 
   }
 }
 
-// token tiles outside, then groups of kRowGroup output rows, then input chunks, then the rows of the group:
-// `add_chunk(std::integral_constant<int, V>, base, acc, ld, ch, r0, r1)` adds chunk ch of rows [r0, r1) into their
-// accumulator rows (row r at acc + (r - r0) * ld) for the tile's V token vectors (fewer than kV in a last, partial
-// tile: no work on padding tokens beyond the next 16). A group's accumulators (16 rows x 128 tokens, 8 KiB)
-// fit L1 together with an N:M chunk of At; a chunk is re-read from L2 once per group.
+// token passes of VMAX vectors outside (one At tile, or two adjacent ones for VMAX = 8), then groups of kRowGroup
+// output rows, then input chunks, then the rows of the group: `add_chunk(std::integral_constant<int, V>, base, acc,
+// ld, ch, r0, r1)` adds chunk ch of rows [r0, r1) into their accumulator rows (row r at acc + (r - r0) * ld) for
+// the pass's V token vectors (fewer than VMAX in a last, partial pass: no work on padding tokens beyond the next
+// 16). A group's accumulators (16 rows x up to 128 tokens, 8 KiB) fit L1 together with an N:M chunk of At; a chunk
+// is re-read from L2 once per group.
 constexpr int64_t kRowGroup = 16;
 
-template <class AddChunk>
+template <int VMAX, class AddChunk>
 void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64_t ldc, int64_t n0, int64_t n1,
            const Epilogue& epi, AddChunk add_chunk) {
-  const int64_t ld = 16 * kV, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
+  static_assert(VMAX == kTileVecs || VMAX == 2 * kTileVecs, "a pass is one At tile or two adjacent ones");
+  const int64_t ld = 16 * VMAX, chunks = (k + chunk - 1) / chunk, k8 = round8(k);
   float* acc = tl_acc.get(static_cast<size_t>(kRowGroup * ld));
-  for (int64_t m0 = 0; m0 < m; m0 += kTile) {
+  for (int64_t m0 = 0; m0 < m; m0 += 16 * VMAX) {
     const float* base = at + (m0 / kTile) * k8 * kTile;
-    const int64_t vecs = (m - m0 + 15) / 16;
+    const int64_t vecs = (m - m0 + 15) / 16 < VMAX ? (m - m0 + 15) / 16 : VMAX;
     for (int64_t r0 = n0; r0 < n1; r0 += kRowGroup) {
       const int64_t r1 = r0 + kRowGroup < n1 ? r0 + kRowGroup : n1;
       std::memset(acc, 0, static_cast<size_t>(kRowGroup * ld) * 4);
       for (int64_t ch = 0; ch < chunks; ++ch) {
-        switch (vecs >= kV ? kV : vecs) {
-          case 8: add_chunk(std::integral_constant<int, 8>(), base, acc, ld, ch, r0, r1); break;
-          case 7: add_chunk(std::integral_constant<int, 7>(), base, acc, ld, ch, r0, r1); break;
-          case 6: add_chunk(std::integral_constant<int, 6>(), base, acc, ld, ch, r0, r1); break;
-          case 5: add_chunk(std::integral_constant<int, 5>(), base, acc, ld, ch, r0, r1); break;
-          case 4: add_chunk(std::integral_constant<int, 4>(), base, acc, ld, ch, r0, r1); break;
-          case 3: add_chunk(std::integral_constant<int, 3>(), base, acc, ld, ch, r0, r1); break;
-          case 2: add_chunk(std::integral_constant<int, 2>(), base, acc, ld, ch, r0, r1); break;
-          default: add_chunk(std::integral_constant<int, 1>(), base, acc, ld, ch, r0, r1); break;
+        const auto run = [&](auto vt) { add_chunk(vt, base, acc, ld, ch, r0, r1); };
+        switch (vecs) {
+          case 1: run(std::integral_constant<int, 1>()); break;
+          case 2: run(std::integral_constant<int, 2>()); break;
+          case 3: run(std::integral_constant<int, 3>()); break;
+          case 4: run(std::integral_constant<int, 4>()); break;
+          default:
+            if constexpr (VMAX > 4) {
+              switch (vecs) {
+                case 5: run(std::integral_constant<int, 5>()); break;
+                case 6: run(std::integral_constant<int, 6>()); break;
+                case 7: run(std::integral_constant<int, 7>()); break;
+                default: run(std::integral_constant<int, VMAX>()); break;
+              }
+            }
         }
       }
       for (int64_t nb = r0; nb < r1; nb += 16)
-        store_tile(acc + (nb - r0) * ld, ld, m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c, ldc, epi);
+        store_tile(acc + (nb - r0) * ld, ld, static_cast<int>(vecs), m, m0, nb, nb + 16 < r1 ? nb + 16 : r1, c,
+                   ldc, epi);
     }
   }
 }
@@ -189,13 +206,16 @@ void drive(const float* at, int64_t m, int64_t k, int64_t chunk, float* c, int64
 template <int KEEP, int GROUP>
 void gemm_nm(const float* at, int64_t m, const NmF32& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
              const Epilogue& epi) {
-  drive(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
-        [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
-          nm_chunk_rows<KEEP, GROUP>(w, ch, r0, r1, acc, ld, [&](const float* v, const uint8_t* ix, int64_t g0,
-                                                                 int64_t g1, float* a) {
-            nm_entries<decltype(vt)::value, KEEP, GROUP>(base, v, ix, g0, g1, a);
-          });
-        });
+  const int64_t tile_stride = round8(w.k) * kTile;  // from an input's floats in one At tile to the next tile's
+  drive<2 * kTileVecs>(at, m, w.k, kNmChunk, c, ldc, n0, n1, epi,
+                       [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+                         nm_chunk_rows<KEEP, GROUP>(w, ch, r0, r1, acc, ld,
+                                                    [&](const float* v, const uint8_t* ix, int64_t g0, int64_t g1,
+                                                        float* a) {
+                                                      nm_entries<decltype(vt)::value, KEEP, GROUP>(
+                                                          base, tile_stride, v, ix, g0, g1, a);
+                                                    });
+                       });
 }
 }  // namespace
 
@@ -231,30 +251,24 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
   const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
   const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
   if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
-    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
-          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
-            constexpr int V = decltype(vt)::value;
-            for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
-              const int32_t* cp = ptr + b * stride + ch;
-              if (cp[0] >= cp[1]) continue;
-              float* a = acc + (4 * b - r0) * ld;
-              if constexpr (V > 4) {  // 4 rows x 8 vectors would spill: two passes of at most 4 vectors
-                block4_entries<4>(base, w.cols, w.values, cp[0], cp[1], a, ld);
-                block4_entries<V - 4>(base + 64, w.cols, w.values, cp[0], cp[1], a + 64, ld);
-              } else {
-                block4_entries<V>(base, w.cols, w.values, cp[0], cp[1], a, ld);
-              }
-            }
-          });
+    drive<kTileVecs>(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+                     [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+                       for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
+                         const int32_t* cp = ptr + b * stride + ch;
+                         if (cp[0] < cp[1])
+                           block4_entries<decltype(vt)::value>(base, w.cols, w.values, cp[0], cp[1],
+                                                               acc + (4 * b - r0) * ld, ld);
+                       }
+                     });
   } else {
-    drive(at, m, w.k, chunk, c, ldc, n0, n1, epi,
-          [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
-            constexpr int V = decltype(vt)::value;
-            for (int64_t n = r0; n < r1; ++n) {
-              const int32_t* cp = ptr + n * stride + ch;
-              if (cp[0] < cp[1]) row_entries<V>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
-            }
-          });
+    drive<kTileVecs>(at, m, w.k, chunk, c, ldc, n0, n1, epi,
+                     [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+                       for (int64_t n = r0; n < r1; ++n) {
+                         const int32_t* cp = ptr + n * stride + ch;
+                         if (cp[0] < cp[1])
+                           row_entries<decltype(vt)::value>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
+                       }
+                     });
   }
 }
 
