@@ -39,9 +39,13 @@ constexpr int kTileVecs = kTile / 16;
 // inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
 // machine, 768x768, 128 tokens, 1 thread): N:M (50% kept, long rows) gained ~15% from 48-96-input chunks; CSR and
 // 4x1 blocks at 90% lost 10-25% with chunks under ~200 inputs (a row's handful of entries per chunk no longer
-// pays for the accumulator round trip and the loop exit), so they take whole rows up to 1024 inputs.
+// pays for the accumulator round trip and the loop exit). csr-f32 walks chunks of 384 inputs (96 KiB of a 64-token
+// At tile, read by 16 rows while it is the hot part of L2): on Zen 4, 0.97x the time of whole rows up to 1024
+// inputs over the four BERT-base shapes in two A/Bs, every shape faster; 128 took 1.34x, 256 1.05x, 512 0.97x,
+// 768 1.00x (bench/results/zen4_csr_f32_chunk_ab.md, _ab2.md). block-f32 takes whole block rows: with the 384-input
+// chunks it took 1.05x the time, whole rows 0.96x that of 1024-input chunks (zen4_block_f32_rows_ab.md, _ab2.md).
 constexpr int64_t kNmChunk = 48;
-constexpr int64_t kCsrChunk = 1024;
+constexpr int64_t kCsrChunk = 384;
 
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
 #include "nm_chunk.inc"  // nm_chunk_rows
@@ -250,13 +254,13 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
   const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
   const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
   const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
-  if (w.block_rows == 4) {  // n0 and row groups are multiples of 16, so row blocks never straddle them
-    drive<kTileVecs>(at, m, w.k, chunk, c, ldc, n0, n1, epi,
-                     [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
+  if (w.block_rows == 4) {  // whole block rows (n0 and row groups are multiples of 16: blocks never straddle them)
+    drive<kTileVecs>(at, m, w.k, w.k > 0 ? w.k : 1, c, ldc, n0, n1, epi,
+                     [&](auto vt, const float* base, float* acc, int64_t ld, int64_t, int64_t r0, int64_t r1) {
                        for (int64_t b = r0 / 4; b < (r1 + 3) / 4; ++b) {
-                         const int32_t* cp = ptr + b * stride + ch;
-                         if (cp[0] < cp[1])
-                           block4_entries<decltype(vt)::value>(base, w.cols, w.values, cp[0], cp[1],
+                         const int32_t j0 = w.rowptr[b], j1 = w.rowptr[b + 1];
+                         if (j0 < j1)
+                           block4_entries<decltype(vt)::value>(base, w.cols, w.values, j0, j1,
                                                                acc + (4 * b - r0) * ld, ld);
                        }
                      });
