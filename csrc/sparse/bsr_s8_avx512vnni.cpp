@@ -60,6 +60,45 @@ inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const
   }
 }
 
+// R rows of 1x4 blocks at once (csr-int8): their blocks interleaved up to the shortest list, then each one's rest.
+// R address streams in flight instead of one: on rows of at least kRows4MinQuads quads, whose At slice (192 KiB at
+// FFN2's 3072 inputs) lies beyond L1, 4 rows took 0.78x the time of one at a time on Zen 4 (single Linears, 1
+// thread, 128 tokens: bench/results/zen4_csr_int8_rows4_ab.md); at 768 inputs (a 48 KiB slice) 1.06-1.09x, so
+// shorter rows stay one at a time (2 rows measured level there).
+constexpr int64_t kRows4MinQuads = 384;
+
+template <int V, int R>
+inline void rows_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals, const int32_t* rp,
+                     __m512i (*acc)[V]) {
+  int32_t j[R], end[R];
+  int32_t both = 1 << 30;
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    j[r] = rp[r];
+    end[r] = rp[r + 1];
+    both = end[r] - j[r] < both ? end[r] - j[r] : both;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_si512();
+  }
+  for (int32_t t = 0; t < both; ++t) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512i w = bcast_quad(vals + 4 * (j[r] + t));
+      const uint8_t* p = at + static_cast<int64_t>(cols[j[r] + t]) * m_pad * 4;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) TF_DPBUSD(acc[r][v], _mm512_load_si512(p + 64 * v), w);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+    for (int32_t i = j[r] + both; i < end[r]; ++i) {
+      const __m512i w = bcast_quad(vals + 4 * i);
+      const uint8_t* p = at + static_cast<int64_t>(cols[i]) * m_pad * 4;
+#pragma GCC unroll 8
+      for (int v = 0; v < V; ++v) TF_DPBUSD(acc[r][v], _mm512_load_si512(p + 64 * v), w);
+    }
+}
+
 // acc[r][v] for 4 output rows sharing one block list: each activation load feeds 4 vpdpbusd
 template <int V>
 inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
@@ -335,7 +374,14 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
   }
   if (!rows4) {
-    for (int64_t i = 0; i < 16 && nb0 + i < nb1; ++i) {
+    int64_t i = 0;
+    if ((w.k + 3) / 4 >= kRows4MinQuads)
+      for (; i + 3 < 16 && nb0 + i + 3 < nb1; i += 4) {
+        __m512i acc[4][V];
+        rows_dot<V, 4>(at, m_pad, w.cols, w.values, w.rowptr + nb0 + i, acc);
+        for (int r = 0; r < 4; ++r) store_row(i + r, acc[r]);
+      }
+    for (; i < 16 && nb0 + i < nb1; ++i) {
       __m512i acc[V];
       const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
       row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
