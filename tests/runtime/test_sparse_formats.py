@@ -10,7 +10,9 @@ from trimformer import _core
 from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import decode_block_int8, magnitude_mask
 
-SHAPES = [(1, 1, 1), (3, 9, 13), (33, 70, 130), (130, 36, 67), (20, 8, 300)]
+# (70, 45, 1539): rows long enough for the avx512 csr kernels' multi-row walks (rows_entries, rows_dot), an odd row
+# count and a partial second token tile
+SHAPES = [(1, 1, 1), (3, 9, 13), (33, 70, 130), (130, 36, 67), (20, 8, 300), (70, 45, 1539)]
 F32_FORMATS = {"unstructured": ["csr-f32"], "block": ["block-f32", "csr-f32"], "2:4": ["nm-f32", "csr-f32"],
                "4:8": ["nm-f32"]}
 INT8_FORMATS = {"unstructured": ["csr-int8"], "block": ["block-int8", "csr-int8"], "2:4": ["nm-int8"],
