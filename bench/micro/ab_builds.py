@@ -14,12 +14,14 @@ case's median wall time per build over the rounds, with the ops' medians beside 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,36 @@ def install(src: Path, dst: Path) -> None:
     tmp.replace(dst)  # atomic: a process never loads a half-copied module
 
 
+def parse_builds(items: list[str]) -> dict[str, Path]:
+    """NAME=PATH items -> {name: path}; every path must be a file."""
+    builds = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not Path(path).is_file():
+            raise SystemExit(f"build {name!r}: no file {path}")
+        builds[name] = Path(path)
+    return builds
+
+
+def round_order(builds: dict[str, Path], rnd: int) -> list[str]:
+    """The builds' names in round rnd: in turn, reversed every other round."""
+    return list(builds) if rnd % 2 == 0 else list(reversed(builds))
+
+
+@contextlib.contextmanager
+def swapping_builds() -> Iterator[Path]:
+    """The installed module's path, to install() builds over; the original is put back at the end, whatever
+    happened."""
+    module = installed_module()
+    with tempfile.TemporaryDirectory() as tmp:
+        original = Path(tmp) / module.name
+        shutil.copyfile(module, original)
+        try:
+            yield module
+        finally:
+            install(original, module)
+
+
 def run_profile(case: dict, out: Path) -> dict:
     cmd = [sys.executable, str(HERE / "profile_encoder.py"), "--out", str(out)]
     for key in CASE_KEYS:
@@ -78,29 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    builds = {}
-    for item in args.build:
-        name, _, path = item.partition("=")
-        if not Path(path).is_file():
-            raise SystemExit(f"build {name!r}: no file {path}")
-        builds[name] = Path(path)
+    builds = parse_builds(args.build)
     cases = dict(parse_case(c) for c in args.case)
-    module = installed_module()
     runs: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        original = Path(tmp) / module.name
-        shutil.copyfile(module, original)
-        try:
-            for rnd in range(args.rounds):
-                names = list(builds) if rnd % 2 == 0 else list(reversed(builds))
-                for label, case in cases.items():
-                    for name in names:
-                        install(builds[name], module)
-                        r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
-                        runs.append({"case": label, "build": name, "round": rnd, **r})
-                        print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
-        finally:
-            install(original, module)  # the build that was installed before, whatever happened
+    with swapping_builds() as module, tempfile.TemporaryDirectory() as tmp:
+        for rnd in range(args.rounds):
+            for label, case in cases.items():
+                for name in round_order(builds, rnd):
+                    install(builds[name], module)
+                    r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
+                    runs.append({"case": label, "build": name, "round": rnd, **r})
+                    print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)  # the build that was installed before, whatever happened
     command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import install, installed_module  # noqa: E402
+from ab_builds import install, parse_builds, round_order, swapping_builds  # noqa: E402
 
 from harness import env_prefix  # noqa: E402
 
@@ -66,26 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    builds = {}
-    for item in args.build:
-        name, _, path = item.partition("=")
-        if not Path(path).is_file():
-            raise SystemExit(f"build {name!r}: no file {path}")
-        builds[name] = Path(path)
-    module = installed_module()
+    builds = parse_builds(args.build)
     runs: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        original = Path(tmp) / module.name
-        shutil.copyfile(module, original)
-        try:
-            for rnd in range(args.rounds):
-                for name in builds if rnd % 2 == 0 else reversed(list(builds)):
-                    install(builds[name], module)
-                    ms = time_build(args)
-                    runs.append({"build": name, "round": rnd, "ms": ms})
-                    print(f"round {rnd} {name}: " + " ".join(f"{k} {v:.3f}" for k, v in ms.items()), file=sys.stderr)
-        finally:
-            install(original, module)
+    with swapping_builds() as module:
+        for rnd in range(args.rounds):
+            for name in round_order(builds, rnd):
+                install(builds[name], module)
+                ms = time_build(args)
+                runs.append({"build": name, "round": rnd, "ms": ms})
+                print(f"round {rnd} {name}: " + " ".join(f"{k} {v:.3f}" for k, v in ms.items()), file=sys.stderr)
     command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
