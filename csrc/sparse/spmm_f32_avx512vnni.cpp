@@ -5,10 +5,11 @@
 // so each stored weight costs one broadcast and, per 16 tokens, one fused load + FMA: no work on zeros, no
 // gathers. Each pass walks the inputs in chunks (48 for N:M, whose passes cover two adjacent tiles: a chunk of At,
 // 2 x 48 x 64 floats = 24 KiB, each half contiguous so it spreads over every L1 set, stays in L1 while a group of
-// 16 output rows adds its entries from that chunk to its accumulators, 8 KiB). Every FMA reads its own 64 bytes of At (rows share no inputs), so these kernels are
-// bound by loads (~1.5 per FMA) where the dense register-blocked GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into
-// token rows with bias, activation and residual applied on the way out. csr-f32 alternates even / odd entries between two
-// accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
+// 16 output rows adds its entries from that chunk to its accumulators, 8 KiB). Every FMA reads its own 64 bytes of
+// At (rows share no inputs), so these kernels are bound by loads (~1.5 per FMA) where the dense register-blocked
+// GEMM needs ~0.7. Accumulator rows are Y^T (output row x tokens); a 16x16 transpose turns them back into token
+// rows with bias, activation and residual applied on the way out. csr-f32 alternates even / odd entries between
+// two accumulator sets (8 FMA chains per row), block-f32 shares each activation load between the 4 rows of a 4x1
 // block, N:M decodes each value's input from its group number and its in-group index. See docs/kernels.md.
 #define TF_ISA_NS avx512
 #include <immintrin.h>
@@ -31,9 +32,10 @@ namespace {
 inline int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
 // At tiles of 64 tokens (floats per At row within a tile): a tile's slice of At is 192 KiB at k = 768 where 128
 // tokens made it 384 KiB, and 768 KiB at 3072, within a 1 MiB L2 (1.5 MiB before). On Zen 4 (32 KiB L1d, 1 MiB
-// L2) csr-f32 took 0.91x the time per Linear and 90% unstructured FP32 BERT-base 0.89x the pass time at batch 16
-// (bench/results/zen4_spf32_tile64_kernels_*_ab.md, _e2e_ab.md). csr-f32 and block-f32 run a tile's 4 vectors; N:M runs 8
-// over two adjacent tiles (128 tokens: its group decode is paid per 8 vectors, as before).
+// L2) csr-f32 took 0.93x the time per Linear (block-f32 0.96x, nm-f32 1.03x) and 90% unstructured FP32 BERT-base
+// 0.94x the pass time at batch 16 and batch 1 (0.89x at batch 16 in a first A/B):
+// bench/results/zen4_spf32_tile64_kernels_*_ab.md, _e2e_ab.md, _first_ab.md. csr-f32 and block-f32 run a tile's 4
+// vectors; N:M runs 8 over two adjacent tiles (128 tokens: its group decode is paid per 8 vectors, as before).
 constexpr int64_t kTile = 64;
 constexpr int kTileVecs = kTile / 16;
 // inputs per chunk (multiples of 8, so N:M groups never straddle chunks). Quick development timings (noisy shared
