@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     install(builds[name], module)
                     r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
                     runs.append({"case": label, "build": name, "round": rnd, **r})
-                    print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)  # the build that was installed before, whatever happened
+                    print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
     command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,18 +46,24 @@ constexpr int64_t kAtTile = kBsrAtTile;
 // while the row-piece epilogues ran slower with 4 there (_attile64_b16.md: MiniLM-L6 at batch 16; _rowpieces.md).
 constexpr int kTileVecs = kAtTile / 16;
 
-// acc[v] (tokens 16v .. of the tile `at` points into, quads m_pad tokens apart) for one output row over its blocks
+// acc[v] += 1x4 block j's weight quad against its input quad's At bytes, tokens 16v .. of the tile `at` points
+// into (quads m_pad tokens apart)
+template <int V>
+inline void add_block(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals, int32_t j,
+                      __m512i* acc) {
+  const __m512i wb = bcast_quad(vals + 4 * j);
+  const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * m_pad * 4;
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) TF_DPBUSD(acc[v], _mm512_load_si512(ap + 64 * v), wb);
+}
+
+// acc[v] for one output row over its blocks
 template <int V>
 inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
                     int32_t nb, __m512i* acc) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
-  for (int32_t j = 0; j < nb; ++j) {
-    const __m512i wb = bcast_quad(vals + 4 * j);
-    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * m_pad * 4;
-#pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) TF_DPBUSD(acc[v], _mm512_load_si512(ap + 64 * v), wb);
-  }
+  for (int32_t j = 0; j < nb; ++j) add_block<V>(at, m_pad, cols, vals, j, acc);
 }
 
 // R rows of 1x4 blocks at once (csr-int8): their blocks interleaved up to the shortest list, then each one's rest.
@@ -93,21 +99,11 @@ inline void rows_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, cons
       _mm_prefetch(reinterpret_cast<const char*>(vals + 4 * (pf0 + 16 * t)), _MM_HINT_T0);
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m512i w = bcast_quad(vals + 4 * (j[r] + t));
-      const uint8_t* p = at + static_cast<int64_t>(cols[j[r] + t]) * m_pad * 4;
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) TF_DPBUSD(acc[r][v], _mm512_load_si512(p + 64 * v), w);
-    }
+    for (int r = 0; r < R; ++r) add_block<V>(at, m_pad, cols, vals, j[r] + t, acc[r]);
   }
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
-    for (int32_t i = j[r] + both; i < end[r]; ++i) {
-      const __m512i w = bcast_quad(vals + 4 * i);
-      const uint8_t* p = at + static_cast<int64_t>(cols[i]) * m_pad * 4;
-#pragma GCC unroll 8
-      for (int v = 0; v < V; ++v) TF_DPBUSD(acc[r][v], _mm512_load_si512(p + 64 * v), w);
-    }
+    for (int32_t i = j[r] + both; i < end[r]; ++i) add_block<V>(at, m_pad, cols, vals, i, acc[r]);
 }
 
 // acc[r][v] for 4 output rows sharing one block list: each activation load feeds 4 vpdpbusd

@@ -251,11 +251,6 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
                 int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)x;
   (void)ldx;
-  // without chunk pointers built for this level's chunk, whole rows from the row pointers (same results)
-  const bool chunked = w.chunk_k == kCsrChunk && w.chunk_ptr;
-  const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
-  const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
-  const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
   if (w.block_rows == 4) {  // whole block rows (n0 and row groups are multiples of 16: blocks never straddle them)
     drive<kTileVecs>(at, m, w.k, w.k > 0 ? w.k : 1, c, ldc, n0, n1, epi,
                      [&](auto vt, const float* base, float* acc, int64_t ld, int64_t, int64_t r0, int64_t r1) {
@@ -267,6 +262,12 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
                        }
                      });
   } else {
+    // csr-f32 in chunks; without chunk pointers built for this level's chunk, whole rows from the row pointers
+    // (same results)
+    const bool chunked = w.chunk_k == kCsrChunk && w.chunk_ptr;
+    const int32_t* ptr = chunked ? w.chunk_ptr : w.rowptr;
+    const int64_t chunk = chunked ? kCsrChunk : (w.k > 0 ? w.k : 1);
+    const int64_t stride = chunked ? (w.k + kCsrChunk - 1) / kCsrChunk + 1 : 1;
     drive<kTileVecs>(at, m, w.k, chunk, c, ldc, n0, n1, epi,
                      [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
                        for (int64_t n = r0; n < r1; ++n) {
