@@ -57,13 +57,26 @@ inline void add_block(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
   for (int v = 0; v < V; ++v) TF_DPBUSD(acc[v], _mm512_load_si512(ap + 64 * v), wb);
 }
 
-// acc[v] for one output row over its blocks
+// acc[v] for one output row over its blocks, asking on the way for the next row's blocks (pf_blocks indices and
+// values from pf_cols / pf_vals, a line of each per step): in a pass the weights stream from beyond L2 (a
+// layer's csr-int8 weight is 1.6 MB at FFN1) and the At reads crowd out the hardware prefetchers. Zen 4, single
+// Linears (1 thread, 128 tokens, cold weights): QKV, FFN1 and attn_out 0.95-0.97x the time; 2 rows ahead was no
+// better (bench/results/zen4_csr_int8_row_prefetch_ab.md). 90% unstructured static INT8 BERT-base at batch 16:
+// its Linear ops 0.85-0.98x in three runs, the wall time within the host's noise (zen4_sparse_weight_prefetch_*)
 template <int V>
 inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
-                    int32_t nb, __m512i* acc) {
+                    int32_t nb, __m512i* acc, const int32_t* pf_cols = nullptr, const int8_t* pf_vals = nullptr,
+                    int32_t pf_blocks = 0) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
-  for (int32_t j = 0; j < nb; ++j) add_block<V>(at, m_pad, cols, vals, j, acc);
+  const int32_t pf_lines = (pf_blocks + 15) / 16;
+  for (int32_t j = 0; j < nb; ++j) {
+    if (j < pf_lines) {
+      _mm_prefetch(reinterpret_cast<const char*>(pf_cols + 16 * j), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(pf_vals + 64 * j), _MM_HINT_T0);
+    }
+    add_block<V>(at, m_pad, cols, vals, j, acc);
+  }
 }
 
 // R rows of 1x4 blocks at once (csr-int8): their blocks interleaved up to the shortest list, then each one's rest.
@@ -391,7 +404,9 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     for (; i < 16 && nb0 + i < nb1; ++i) {
       __m512i acc[V];
       const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-      row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc);
+      const int64_t next = nb0 + i + 1;  // the row after (rowptr has n + 1 entries: none past the last row)
+      const int32_t p0 = w.rowptr[next < w.n ? next : w.n], p1 = w.rowptr[next < w.n ? next + 1 : w.n];
+      row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc, w.cols + p0, w.values + 4 * p0, p1 - p0);
       store_row(i, acc);
     }
   }

@@ -48,15 +48,24 @@ constexpr int kTileVecs = kTile / 16;
 // chunks it took 1.05x the time, whole rows 0.96x that of 1024-input chunks (zen4_block_f32_rows_ab.md, _ab2.md).
 constexpr int64_t kNmChunk = 48;
 constexpr int64_t kCsrChunk = 384;
+// csr-f32 asks for the indices and values of the row-chunk kCsrPrefetchRows rows on (in walk order: the next
+// chunk's first rows after a group's last) while a row runs, a line of each per 2 entries: in a pass the weights
+// (1.9 MB per FFN Linear) stream from beyond L2 and the At reads crowd out the hardware prefetchers. Zen 4, single
+// Linears (1 thread, 128 tokens, cold weights): 0.84x the time over the four BERT-base shapes (FFN2 0.73-0.74x),
+// where 1 row ahead took 0.88x, 4 rows 0.86x and 8 rows 0.89x (bench/results/zen4_csr_f32_weight_prefetch_ab.md,
+// _ab2.md); the 90% unstructured FP32 BERT-base pass 0.93x at batch 16 and 0.85x at batch 1
+// (zen4_sparse_weight_prefetch_e2e_ab.md)
+constexpr int64_t kCsrPrefetchRows = 2;
 
 #include "acc_buffer.inc"  // AccBuffer, tl_acc
 #include "nm_chunk.inc"  // nm_chunk_rows
 
 // acc[v] += sum over entries j of value_j * At[input_j][16v ..] (one output row, V <= 4 token vectors). Even and odd
-// entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency.
+// entries go to two accumulator sets: 2V independent FMA chains despite the 4-cycle FMA latency. Entries pf0 ..
+// pf1-1 (another row's) are prefetched on the way, a line of indices and one of values per step.
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
-                        float* acc) {
+                        float* acc, int32_t pf0 = 0, int32_t pf1 = 0) {
   __m512 a[V], b[V];
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
@@ -64,7 +73,13 @@ inline void row_entries(const float* base, const int32_t* cols, const float* val
     b[v] = _mm512_setzero_ps();
   }
   int32_t j = j0;
+  int32_t pf = pf0;
   for (; j + 1 < j1; j += 2) {
+    if (pf < pf1) {
+      _mm_prefetch(reinterpret_cast<const char*>(cols + pf), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(vals + pf), _MM_HINT_T0);
+      pf += 16;
+    }
     const __m512 w0 = _mm512_set1_ps(vals[j]), w1 = _mm512_set1_ps(vals[j + 1]);
     const float* p0 = base + static_cast<int64_t>(cols[j]) * kTile;
     const float* p1 = base + static_cast<int64_t>(cols[j + 1]) * kTile;
@@ -272,8 +287,14 @@ void gemm_spf32(const float* x, int64_t ldx, const float* at, int64_t m, const S
                      [&](auto vt, const float* base, float* acc, int64_t ld, int64_t ch, int64_t r0, int64_t r1) {
                        for (int64_t n = r0; n < r1; ++n) {
                          const int32_t* cp = ptr + n * stride + ch;
+                         // the row-chunk kCsrPrefetchRows on in walk order (none past the group's last chunk)
+                         const int64_t ahead = n + kCsrPrefetchRows, wrapped = r0 + ahead - r1;
+                         const int32_t* np = ahead < r1 ? cp + kCsrPrefetchRows * stride
+                                             : ch + 1 < stride - 1 && wrapped < r1 ? ptr + wrapped * stride + ch + 1
+                                                                                   : cp;
                          if (cp[0] < cp[1])
-                           row_entries<decltype(vt)::value>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld);
+                           row_entries<decltype(vt)::value>(base, w.cols, w.values, cp[0], cp[1], acc + (n - r0) * ld,
+                                                            np[0], np[1]);
                        }
                      });
   }
