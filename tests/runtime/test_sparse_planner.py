@@ -302,6 +302,8 @@ def test_compile_verbose_shows_the_choice(tmp_path):
         assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--verbose"]) == 0
     text = buf.getvalue()
     assert "dispatch" in text and "csr-int8" in text and "int8" in text
+    # at the quad levels the FFN features are reordered for csr-int8 (runtime/feature_order.py), and it says so
+    assert ("FFN features reordered in 2 layer(s)" in text) == (not _core.bsr_pair_kernel(""))
 
 
 def test_compile_reduce_range_cli(tmp_path):

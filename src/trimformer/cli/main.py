@@ -203,6 +203,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     src_bytes, out_bytes = _dir_bytes(src), _dir_bytes(out)
     if args.verbose:
         console.print(_linear_table(engine))
+        order = engine.extra.get("feature_order") or {}
+        if order:  # runtime/feature_order.py
+            before, after = (sum(v[j] for v in order.values()) for j in (0, 1))
+            console.print(f"FFN features reordered in {len(order)} layer(s) for csr-int8: FFN2 1x4 blocks "
+                          f"{before} -> {after} ({after / before:.3f}x)")
     counts = Counter(engine.formats.values())
     s = engine.spec
     ratio = f" ({src_bytes / out_bytes:.2f}x smaller)" if out_bytes and src_bytes > out_bytes else ""

@@ -16,6 +16,7 @@ from .. import _core
 from ..formats.registry import activation_qparams, get_format
 from ..formats.sparsity import sparsity_stats
 from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
+from .feature_order import order_ffn_features
 
 QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
 ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
@@ -255,7 +256,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     `engine.extra["dispatch"]` and saved with the model; where the ISA level multiplies input pairs, avx2, every
     INT8 layer also times the 4x4 block format, whose kernel beats the dense INT8 GEMM there even on dense
     weights); None takes the first candidate without timing; True does the same and also forces block-int8 on
-    INT8 layers no pattern fits; False keeps every layer dense.
+    INT8 layers no pattern fits; False keeps every layer dense. Unless False, an INT8 FFN2 with unstructured zeros
+    may get the FFN's features in another order, one that leaves csr-int8 fewer blocks to multiply, with the same
+    results (runtime/feature_order.py; the layers reordered are in `engine.extra["feature_order"]`).
     activation_params: with "int8-static", {Linear name: (scale, zero_point)} of each INT8 Linear's u8 input used
     as given instead of calibrating (e.g. exported by quantization-aware training, trimformer.compress.qat); every
     INT8 Linear must have an entry; x is quantized as clamp(nearbyint(x / scale) + zero_point, 0, 255).
@@ -291,8 +294,16 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
         quantized = quantize is not None and (quantize_head or not name.startswith("head."))
         quantized = quantized and not any(name == k or name.endswith(k) or name.startswith(k) for k in keep)
         fmt_of[name] = ("bf16" if quantize == "bf16" else "int8") if quantized else "f32"
+    # FFN features in the order that leaves csr-int8 the fewest 1x4 blocks (runtime/feature_order.py); the float
+    # model as given still sets the static INT8 ranges, so a reordered model quantizes its activations alike
+    weights, reordered = dense, {}
+    if sparse is not False and not pair_level:
+        weights, reordered = order_ffn_features(dense, spec.layers,
+                                                lambda i: fmt_of.get(f"layers.{i}.ffn2") == "int8",
+                                                SPARSE_MAX_BLOCK_DENSITY)
+    for name in spec.linear_names():
         if sparse is not False:
-            cands = sparse_candidates(dense[name + ".weight"], fmt_of[name], isa, reduce_range=reduce_range)
+            cands = sparse_candidates(weights[name + ".weight"], fmt_of[name], isa, reduce_range=reduce_range)
             if sparse is True and not cands and fmt_of[name] in _FORCED_SPARSE:
                 cands = [_block_int8_formats(reduce_range, isa)[0] if fmt_of[name] == "int8"
                          else _FORCED_SPARSE[fmt_of[name]]]
@@ -304,12 +315,12 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
             if cands:
                 candidates[name] = cands
     if sparse == "tune":
-        dispatch = _tune_formats(dense, fmt_of, candidates, threads, isa)
+        dispatch = _tune_formats(weights, fmt_of, candidates, threads, isa)
     else:
         dispatch = {}
         for name, cands in candidates.items():
             fmt_of[name] = cands[0]
-    stored = _encode_linears(spec, dense, fmt_of)
+    stored = _encode_linears(spec, weights, fmt_of)
     if activation_params is not None:
         if quantize != "int8-static":
             raise ValueError("activation_params apply to quantize='int8-static' only")
@@ -342,8 +353,13 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
                 stored[name + ".act_zero_point"] = np.array([zp], np.int32)
     if attention is None:
         attention = default_attention(quantize, spec.head_dim or spec.hidden // spec.heads, isa)
+    extra: dict[str, Any] = {}
+    if dispatch:
+        extra["dispatch"] = dispatch
+    if reordered:  # {layer: [FFN2 1x4 blocks in the model's order, in the order chosen]}
+        extra["feature_order"] = {str(i): list(b) for i, b in reordered.items()}
     return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
-                  attention=attention, extra={"dispatch": dispatch} if dispatch else None)
+                  attention=attention, extra=extra or None)
 
 
 _FORCED_SPARSE = {"int8": "block-int8"}  # sparse=True on an INT8 layer no pattern fits
