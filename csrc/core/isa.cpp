@@ -115,6 +115,19 @@ bool cpu_has_amx_bf16() {
   return available;
 }
 
+bool cpu_halves_512bit_fma() {
+  static const bool halves = [] {
+    if (!read_flags().avx512f) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
+    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const unsigned base = (a >> 8) & 0xf, family = base == 0xf ? base + ((a >> 20) & 0xff) : base;
+    return family == 0x19;
+  }();
+  return halves;
+}
+
 Isa resolve_isa(const std::string& requested) {
   const Isa best = detect_isa();
   std::string want = requested;

@@ -27,6 +27,9 @@ bool cpu_has_avx512_vbmi2();
 // The avx512 level's INT8 GEMM then runs on tiles (same packing, bit-identical results).
 bool cpu_has_amx_int8();
 bool cpu_has_amx_bf16();  // AMX-BF16 tiles usable (needs what cpu_has_amx_int8 needs; TRIMFORMER_NO_AMX turns both off)
+// An AVX-512 CPU that runs 512-bit FMAs as two 256-bit halves: AMD family 19h (Zen 4; the family's Zen 3 parts
+// have no AVX-512), where the avx512 level takes the avx2 level's fused float attention (docs/kernels.md)
+bool cpu_halves_512bit_fma();
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 
@@ -305,6 +308,12 @@ struct KernelTable {
 };
 
 const KernelTable& kernels_for(Isa isa);
+
+namespace avx2 {  // the avx2 level's fused float attention, which the avx512 table takes on cpu_halves_512bit_fma()
+size_t attention_f32_scratch(int64_t seq, int64_t d);
+void attention_f32(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d, float alpha,
+                   const float* bias, float* out, int64_t ldo, void* scratch);
+}  // namespace avx2
 
 // Whether a block-sparse INT8 weight runs over the pair-major re-layout at this level (BsrS8::pair_quads): the one
 // rule the loader, the executor's re-layouts and the test bindings share
