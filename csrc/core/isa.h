@@ -71,6 +71,11 @@ struct Epilogue {
   uint8_t* out_at = nullptr;
   int64_t out_at_k = 0;
   bool out_at_pairs = false;  // the next layer takes its re-layout pair-major (BsrS8::pair_quads)
+  // (gemm_spf32 / gemm_nm_f32 where KernelTable::spf32_fills_next_at, no residual) the finished rows of each Y^T
+  // tile (alpha, bias, activation applied) go straight into the next sparse FP32 layer's re-layout, out_at_f32
+  // (spf32_pack_at's layout for k = out_at_f32_k, this call's token 0 at out_at_f32), instead of float rows of c
+  float* out_at_f32 = nullptr;
+  int64_t out_at_f32_k = 0;
   // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention) with qkv.q set: the attention's bf16 operands
   // instead of float rows
   QkvBf16 qkv;
@@ -305,6 +310,8 @@ struct KernelTable {
   // (d floats each, row stride ld); out rows at stride ldo
   void (*attention_f32)(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d,
                         float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
+  // gemm_spf32 / gemm_nm_f32 honour Epilogue::out_at_f32 (a sparse FP32 FFN1 writes FFN2's re-layout)
+  bool spf32_fills_next_at;
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -147,6 +147,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
   if (r.residual) r.residual += m0 * r.ld_residual;
   if (r.out_u8) r.out_u8 += m0 * r.ld_out_u8;
   if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k, at_tile);
+  if (r.out_at_f32) r.out_at_f32 += m0 * ((r.out_at_f32_k + 7) / 8 * 8);  // m0 a multiple of the re-layout's tile
   r.qkv.token0 += m0;
   return r;
 }
@@ -739,10 +740,11 @@ void EncoderEngine::ensure_workspace(Workspace& w, int64_t rows, int64_t seq, in
     w.bf.reserve(rows * ((max_k + 1) / 2 * 2) * 2 + 64);
     w.at.reserve(std::max({kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k), pair_at_bytes(rows)}) +
                  64);
-    const bool ffn_at_direct = std::any_of(layers_.begin(), layers_.end(), [](const EncoderLayer& L) {
-      return L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8;
+    const bool ffn_at_direct = std::any_of(layers_.begin(), layers_.end(), [this](const EncoderLayer& L) {
+      return (L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8) || ffn_f32_at_direct(L);
     });
-    if (ffn_at_direct) w.at_next.reserve(kt_->bsr_at_size(rows, max_k) + 64);  // FFN1 -> FFN2 re-layout
+    if (ffn_at_direct)  // FFN1 -> FFN2 re-layout
+      w.at_next.reserve(std::max(kt_->bsr_at_size(rows, max_k), kt_->spf32_at_size(rows, max_k)) + 64);
     w.row_scale.reserve(rows * 4);
     w.row_zp.reserve(rows * 4);
     w.cap_tokens = rows;
@@ -841,7 +843,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   }
   if (L.kind == LinearKind::SparseF32 || L.kind == LinearKind::NmF32) {
     // activations re-laid by rows in blocks of 16 tokens (then a barrier); output rows split in multiples of 16
-    float* at = w.at.as<float>();
+    const float* at = io.in_at_f32 ? io.in_at_f32 : w.at.as<float>();
+    if (io.out_at_f32) {  // the next layer's re-layout instead of float rows (KernelTable::spf32_fills_next_at)
+      epi.out_at_f32 = io.out_at_f32;
+      epi.out_at_f32_k = L.n;
+    }
     SparseF32 sw;
     NmF32 nw;
     sw.n = nw.n = L.n;
@@ -859,7 +865,10 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     const bool by_tokens = sparse_split_tokens(m, nt);
     const int64_t k8 = (L.k + 7) / 8 * 8;  // floats per token of At
     parallel_linear(
-        nt, m, L.n, 16, [&](int64_t lo, int64_t hi) { kt->spf32_pack_at(io.in, L.k, m, lo, hi, L.k, at); },
+        nt, m, L.n, 16,
+        [&](int64_t lo, int64_t hi) {
+          if (!io.in_at_f32) kt->spf32_pack_at(io.in, L.k, m, lo, hi, L.k, w.at.as<float>());
+        },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           const Epilogue part = by_tokens ? rows_from(epi, m0, kt->bsr_at_tile) : epi;
           const int64_t r0 = by_tokens ? m0 : 0, rows = by_tokens ? m1 - m0 : m;
@@ -1353,6 +1362,21 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         down.in_q = w.q8b.as<uint8_t>();
         if (at_direct) down.in_at = w.at_next.as<uint8_t>();
         down.rows_stay = li + 1 < layers_.size() && stays(L.ffn2, layers_[li + 1].qkv, true);
+        linear(L.ffn2, down, Mc);
+      } else if (ffn_f32_at_direct(L) && !observe_) {
+        // both sparse FP32: FFN1's epilogue writes its Y^T rows straight into FFN2's re-layout (they are its
+        // rows already: no transpose, no float rows of ff, no spf32_pack_at for FFN2). 90% unstructured FP32
+        // BERT-base on Zen 4: 0.85x the pass time at batch 1 (every round), 0.92x at batch 16 in a 6-round run and
+        // mixed in a noisier one (bench/results/zen4_spf32_ffn_at_direct_ab*.md)
+        LinearIO up;
+        up.in = x1;
+        up.out = ff;
+        up.act = cfg_.act;
+        up.out_at_f32 = w.at_next.as<float>();
+        linear(L.ffn1, up, Mc);
+        op_done("ffn1");
+        LinearIO down = residual_ln(ff, xc, x1, L.ln2_g, L.ln2_b);
+        down.in_at_f32 = w.at_next.as<float>();
         linear(L.ffn2, down, Mc);
       } else {
         linear(L.ffn1, x1, Mc, ff, cfg_.act, nullptr);

@@ -105,6 +105,8 @@ struct LinearIO {
   uint8_t* out_q = nullptr;
   uint8_t* out_at = nullptr;       // block-sparse INT8 to block-sparse INT8: the next layer's re-layout (out_q's)
   const uint8_t* in_at = nullptr;  // a re-layout written by the previous layer's epilogue (bsr_pack_at skipped)
+  float* out_at_f32 = nullptr;       // sparse FP32 to sparse FP32: the next layer's re-layout (Epilogue::out_at_f32)
+  const float* in_at_f32 = nullptr;  // a re-layout written by the previous layer's epilogue (spf32_pack_at skipped)
   const Linear* next = nullptr;
   Act act = Act::None;
   const float* residual = nullptr;
@@ -234,6 +236,12 @@ class EncoderEngine {
   std::vector<Workspace> ws_;  // [0] for the whole team; [t] for thread t when sequence groups run side by side
   void ensure_workspace(Workspace& w, int64_t rows, int64_t seq, int scratch_count);
   int64_t widest_linear() const;  // the largest Linear input or output width: sizes the per-row buffers
+  // FFN1 and FFN2 both sparse FP32 at a level whose kernels write the next layer's re-layout: FFN1's epilogue then
+  // fills FFN2's At (Epilogue::out_at_f32)
+  bool ffn_f32_at_direct(const EncoderLayer& L) const {
+    const auto sparse = [](const Linear& l) { return l.kind == LinearKind::SparseF32 || l.kind == LinearKind::NmF32; };
+    return kt_->spf32_fills_next_at && sparse(L.ffn1) && sparse(L.ffn2) && L.ffn1.n == L.ffn2.k;
+  }
   size_t pair_at_bytes(int64_t rows) const;  // the largest pair re-layout (BsrS8::pair_slots) of `rows` tokens
   int team() const;               // threads of the ops the calling thread runs (1 inside side-by-side groups)
 };

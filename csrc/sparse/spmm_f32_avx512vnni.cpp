@@ -160,6 +160,25 @@ inline void nm_entries(const float* base, int64_t tile_stride, const float* vals
 // hold zeros
 void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                 int64_t ldc, const Epilogue& epi) {
+  if (epi.out_at_f32) {  // rows of Y^T are rows of the next layer's At: no transpose, no float token rows
+    const int64_t k = epi.out_at_f32_k, k8 = round8(k);
+    const __m512 alpha = _mm512_set1_ps(epi.alpha);
+    for (int v = 0; v < vecs; ++v) {
+      const int64_t tok = m0 + 16 * v;
+      if (tok >= m) break;
+      const __mmask16 live = first(m - tok);  // padding tokens get zeros
+      float* dst = epi.out_at_f32 + (tok / kTile) * k8 * kTile + tok % kTile;
+      for (int64_t n = nb0; n < nb1; ++n) {
+        const __m512 bias = _mm512_set1_ps(epi.bias ? epi.bias[n] : 0.0f);
+        const __m512 y = act16(_mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(t + (n - nb0) * ld + 16 * v), alpha), bias),
+                               epi.act, 16);
+        _mm512_store_ps(dst + n * kTile, _mm512_maskz_mov_ps(live, y));
+      }
+      if (nb1 == k)  // the inputs past k of the next layer's re-layout are zeros, as spf32_pack_at leaves them
+        for (int64_t n = k; n < k8; ++n) _mm512_store_ps(dst + n * kTile, _mm512_setzero_ps());
+    }
+    return;
+  }
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();

@@ -242,6 +242,35 @@ def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
     assert rel_err(got, ref) < 1e-4
 
 
+@pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
+@pytest.mark.parametrize("batch, seq, threads", [(1, 19, 2), (3, 70, 2), (9, 131, 2), (5, 67, 1)])
+def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, seq, threads):
+    """Both FFN Linears sparse FP32: at a level whose kernels write the next re-layout (avx512) FFN1's epilogue
+    fills FFN2's At directly (92 intermediate features: FFN2's re-layout pads them to 96 with zeros; token counts
+    off the 16- and 64-token tiles; token and row splits, side-by-side groups); results as the float model's."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=92,
+                                 vocab_size=100, max_position_embeddings=160), add_pooling_layer=False).eval()
+    with torch.no_grad():  # biases a mix-up of rows would show (BERT initializes them to zero)
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)
+    prune_magnitude(model, 0.9 if pattern != "2:4" else 0.5, pattern)
+    ids = rng.integers(1, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    eng = compile_encoder(model, sparse=None, threads=threads, isa=isa)
+    assert eng.formats["layers.0.ffn1"] == fmt and eng.formats["layers.1.ffn2"] == fmt
+    got = eng.run(ids, mask)["last_hidden_state"]
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    assert rel_err(got, ref) < 1e-4
+    dense = compile_encoder(model, sparse=False, threads=threads, isa=isa).run(ids, mask)["last_hidden_state"]
+    assert rel_err(got, dense) < 1e-5
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
     """A model stored in nm-int8 (a planner candidate for a plain 2:4 weight only where the level multiplies input
