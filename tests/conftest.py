@@ -34,3 +34,14 @@ def minilm() -> Path:
         return assets.minilm_path()
     except assets.AssetNotFoundError as e:
         pytest.skip(str(e))
+
+
+def tiny_bert(seed: int = 0, hidden: int = 64, intermediate: int = 96, max_positions: int = 64):
+    """A 2-layer random-weight BertModel (4 heads, vocabulary 100) for planner and executor tests."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    return BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=intermediate, vocab_size=100,
+                                max_position_embeddings=max_positions), add_pooling_layer=False).eval()

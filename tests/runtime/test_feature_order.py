@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import trimformer as tf
+from conftest import tiny_bert
 from trimformer import _core
 from trimformer.compress import prune_magnitude
 from trimformer.runtime.engine import compile_encoder
@@ -43,15 +44,6 @@ def test_quad_blocks_counts_padded_quads():
     assert quad_blocks(mask) == 3
 
 
-def _model(seed=0, hidden=64, intermediate=92):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=intermediate, vocab_size=100, max_position_embeddings=64),
-                     add_pooling_layer=False).eval()
-
-
 def _inputs(rng):
     ids = rng.integers(1, 100, (3, 21))
     mask = np.ones_like(ids)
@@ -61,7 +53,7 @@ def _inputs(rng):
 
 @pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
 def test_reordered_int8_model_equals_its_own_order(isa, rng, tmp_path, monkeypatch, quantize):
-    model = _model()
+    model = tiny_bert(intermediate=92)
     prune_magnitude(model, 0.9, "unstructured")
     ids, mask = _inputs(rng)
     calib = [{"input_ids": ids, "attention_mask": mask}]
@@ -85,7 +77,7 @@ def test_reordered_int8_model_equals_its_own_order(isa, rng, tmp_path, monkeypat
 
 @pytest.mark.parametrize("pattern", ["block", "2:4"])
 def test_block_and_nm_layouts_keep_their_order(rng, pattern):
-    model = _model(intermediate=96)
+    model = tiny_bert(intermediate=96)
     prune_magnitude(model, 0.5 if pattern == "2:4" else 0.9, pattern)
     ids, mask = _inputs(rng)
     eng = compile_encoder(model, quantize="int8-dynamic", sparse=None, isa="scalar")
@@ -93,7 +85,7 @@ def test_block_and_nm_layouts_keep_their_order(rng, pattern):
 
 
 def test_float_models_keep_their_order():
-    model = _model()
+    model = tiny_bert(intermediate=92)
     prune_magnitude(model, 0.9, "unstructured")
     assert "feature_order" not in compile_encoder(model, sparse=None, isa="scalar").extra
 

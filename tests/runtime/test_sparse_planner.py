@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import trimformer as tf
-from conftest import ISA_LEVELS, rel_err
+from conftest import ISA_LEVELS, rel_err, tiny_bert
 from trimformer import _core
 from trimformer.compress import prune_magnitude
 from trimformer.runtime.engine import (
@@ -23,12 +23,7 @@ pytest.importorskip("transformers")
 
 
 def _model(seed=0, hidden=64, intermediate=96):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    return BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
-                                intermediate_size=intermediate, vocab_size=100, max_position_embeddings=64),
-                     add_pooling_layer=False).eval()
+    return tiny_bert(seed, hidden, intermediate)
 
 
 def _inputs(rng):
@@ -248,11 +243,7 @@ def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, 
     """Both FFN Linears sparse FP32: at a level whose kernels write the next re-layout (avx512) FFN1's epilogue
     fills FFN2's At directly (92 intermediate features: FFN2's re-layout pads them to 96 with zeros; token counts
     off the 16- and 64-token tiles; token and row splits, side-by-side groups); results as the float model's."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=92,
-                                 vocab_size=100, max_position_embeddings=160), add_pooling_layer=False).eval()
+    model = tiny_bert(intermediate=92, max_positions=160)
     with torch.no_grad():  # biases a mix-up of rows would show (BERT initializes them to zero)
         for name, p in model.named_parameters():
             if name.endswith("bias"):
