@@ -91,6 +91,27 @@ def swapping_builds() -> Iterator[Path]:
             install(original, module)
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command that ran this script, with the environment settings that shape a run (harness.env_prefix)."""
+    return env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+
+def report_head(title: str, command: str, description: str, notes: list[str]) -> list[str]:
+    """A report's first Markdown lines: the dated title, the command, what the tables hold, the --note lines."""
+    lines = [f"# {title} ({time.strftime('%Y-%m-%d', time.gmtime())})", "", f"Command: `{command}`", "",
+             description, ""]
+    return lines + [f"- {n}" for n in notes] + ([""] if notes else [])
+
+
+def write_report(out: str, data: dict, lines: list[str]) -> None:
+    """out.json (data) and out.md (lines), the Markdown also printed."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    path.with_suffix(".md").write_text("\n".join(lines))
+    print(path.with_suffix(".md").read_text())
+
+
 def run_profile(case: dict, out: Path) -> dict:
     cmd = [sys.executable, str(HERE / "profile_encoder.py"), "--out", str(out)]
     for key in CASE_KEYS:
@@ -121,18 +142,12 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_profile(case, Path(tmp) / f"{label}_{name}_{rnd}")
                     runs.append({"case": label, "build": name, "round": rnd, **r})
                     print(f"round {rnd} {label} {name}: {r['wall_ms']:.2f} ms", file=sys.stderr)
-    command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "builds": {k: str(v) for k, v in
-                                                    builds.items()}, "cases": cases, "runs": runs}, indent=1))
+    command = command_line(argv)
     first = next(iter(builds))
-    lines = [f"# A/B of native builds ({time.strftime('%Y-%m-%d', time.gmtime())})", "", f"Command: `{command}`", "",
-             "Wall: median over the rounds of each run's median pass (profiler off); ratio against "
-             f"`{first}`. Ops: medians over the rounds of each run's per-op medians (profiled passes).", ""]
-    lines += [f"- {n}" for n in args.note]
-    if args.note:
-        lines.append("")
+    lines = report_head("A/B of native builds", command,
+                        "Wall: median over the rounds of each run's median pass (profiler off); ratio against "
+                        f"`{first}`. Ops: medians over the rounds of each run's per-op medians (profiled passes).",
+                        args.note)
     for label, case in cases.items():
         desc = ", ".join(f"{k} {case[k]}" for k in CASE_KEYS)
         lines += [f"## {label} ({desc})", ""]
@@ -149,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                          + " ".join(f"{r['wall_ms']:.2f}" for r in mine) + " | "
                          + " | ".join(f"{v:.3f}" for v in per_op) + " |")
         lines.append("")
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print(out.with_suffix(".md").read_text())
+    write_report(args.out, {"command": command, "builds": {k: str(v) for k, v in builds.items()}, "cases": cases,
+                            "runs": runs}, lines)
     return 0
 
 

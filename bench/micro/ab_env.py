@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -29,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import parse_case  # noqa: E402  (bench/micro, this script's directory)
+from ab_builds import command_line, parse_case, report_head, write_report  # noqa: E402  (bench/micro, this script's directory)
 
 import peers  # noqa: E402  (seeded random-weight models, pruned as bench_dense prunes them)
 import trimformer  # noqa: E402
-from harness import cpu_model, env_prefix  # noqa: E402
+from harness import cpu_model  # noqa: E402
 from trimformer.runtime.engine import compile_encoder  # noqa: E402
 
 CASE_KEYS = {"model": str, "sparsity": float, "pattern": str, "quantize": str, "batch": int, "seq": int,
@@ -130,22 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = measure(engines, ids, mask, args.blocks, args.per_block)
         del engines
         print(f"{label}: done", file=sys.stderr)
-    command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "cpu": cpu_model(), "variants": variants,
-                                                    "cases": cases, "times_ms": results}, indent=1))
+    command = command_line(argv)
     first = next(iter(variants))
-    lines = [f"# A/B of engine settings ({time.strftime('%Y-%m-%d', time.gmtime())}, {cpu_model()})", "",
-             f"Command: `{command}`", "",
-             f"{args.blocks} blocks of {args.per_block} passes per variant, interleaved (the order alternating per "
-             f"block), in one process. Ratio: the median over blocks of the block's median pass against `{first}`'s "
-             "in the same block, with the blocks' 25th-75th percentiles."
-             + (" Same plan: each case compiled once, saved, and loaded per variant with its settings."
-                if args.same_plan else " Each variant compiled with its settings."), ""]
-    lines += [f"- {n}" for n in args.note]
-    if args.note:
-        lines.append("")
+    lines = report_head(f"A/B of engine settings ({cpu_model()})", command,
+                        f"{args.blocks} blocks of {args.per_block} passes per variant, interleaved (the order "
+                        f"alternating per block), in one process. Ratio: the median over blocks of the block's median "
+                        f"pass against `{first}`'s in the same block, with the blocks' 25th-75th percentiles."
+                        + (" Same plan: each case compiled once, saved, and loaded per variant with its settings."
+                           if args.same_plan else " Each variant compiled with its settings."), args.note)
     for label, case in cases.items():
         lines += [f"## {label} (" + ", ".join(f"{k} {case[k]}" for k in CASE_KEYS) + ")", "",
                   f"| variant | settings | median ms | min ms | vs {first} | blocks' 25-75% |",
@@ -159,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {settings} | {np.median(t):.3f} | {t.min():.3f} | {np.median(ratio):.4f} | "
                          f"{q1:.4f}-{q3:.4f} |")
         lines.append("")
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print(out.with_suffix(".md").read_text())
+    write_report(args.out, {"command": command, "cpu": cpu_model(), "variants": variants, "cases": cases,
+                            "times_ms": results}, lines)
     return 0
 
 

@@ -14,15 +14,20 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import install, parse_builds, round_order, swapping_builds  # noqa: E402
-
-from harness import env_prefix  # noqa: E402
+from ab_builds import (  # noqa: E402
+    command_line,
+    install,
+    parse_builds,
+    report_head,
+    round_order,
+    swapping_builds,
+    write_report,
+)
 
 SHAPES = {"qkv": (2304, 768), "ffn1": (3072, 768), "ffn2": (768, 3072), "attn_out": (768, 768)}
 
@@ -73,20 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 ms = time_build(args)
                 runs.append({"build": name, "round": rnd, "ms": ms})
                 print(f"round {rnd} {name}: " + " ".join(f"{k} {v:.3f}" for k, v in ms.items()), file=sys.stderr)
-    command = env_prefix() + "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "builds": {k: str(v) for k, v in
-                                                    builds.items()}, "shapes": SHAPES, "runs": runs}, indent=1))
+    command = command_line(argv)
     first = next(iter(builds))
-    lines = [f"# A/B of native builds on single Linears ({time.strftime('%Y-%m-%d', time.gmtime())})", "",
-             f"Command: `{command}`", "",
-             f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, "
-             f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights) per round; the median over "
-             f"the rounds, and the sum over the shapes against `{first}`.", ""]
-    lines += [f"- {n}" for n in args.note]
-    if args.note:
-        lines.append("")
+    lines = report_head("A/B of native builds on single Linears", command,
+                        f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, "
+                        f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights) per round; the "
+                        f"median over the rounds, and the sum over the shapes against `{first}`.", args.note)
     lines += ["| build | " + " | ".join(SHAPES) + " | sum | vs " + first + " |", "|---|" + "---|" * (len(SHAPES) + 2)]
     base = None
     for name in builds:
@@ -97,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{med[s]:.3f} ({', '.join(f'{r[s]:.3f}' for r in mine)})" for s in SHAPES]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {total:.3f} | {total / base:.3f} |")
     lines.append("")
-    out.with_suffix(".md").write_text("\n".join(lines))
-    print(out.with_suffix(".md").read_text())
+    write_report(args.out, {"command": command, "builds": {k: str(v) for k, v in builds.items()}, "shapes": SHAPES,
+                            "runs": runs}, lines)
     return 0
 
 

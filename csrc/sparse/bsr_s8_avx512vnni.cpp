@@ -57,24 +57,27 @@ inline void add_block(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
   for (int v = 0; v < V; ++v) TF_DPBUSD(acc[v], _mm512_load_si512(ap + 64 * v), wb);
 }
 
+// Line t (16 blocks) of the block indices and values from block b on: the weight prefetch of the row walks below
+inline void prefetch_block_line(const int32_t* cols, const int8_t* vals, int64_t b, int32_t t) {
+  _mm_prefetch(reinterpret_cast<const char*>(cols + b + 16 * t), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(vals + 4 * (b + 16 * t)), _MM_HINT_T0);
+}
+
 // acc[v] for one output row over its blocks, asking on the way for the next row's blocks (pf_blocks indices and
-// values from pf_cols / pf_vals, a line of each per step): in a pass the weights stream from beyond L2 (a
+// values from block pf_b on, a line of each per step): in a pass the weights stream from beyond L2 (a
 // layer's csr-int8 weight is 1.6 MB at FFN1) and the At reads crowd out the hardware prefetchers. Zen 4, single
 // Linears (1 thread, 128 tokens, cold weights): QKV, FFN1 and attn_out 0.95-0.97x the time; 2 rows ahead was no
 // better (bench/results/zen4_csr_int8_row_prefetch_ab.md). 90% unstructured static INT8 BERT-base at batch 16:
 // its Linear ops 0.85-0.98x in three runs, the wall time within the host's noise (zen4_sparse_weight_prefetch_*)
 template <int V>
 inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const int8_t* vals,
-                    int32_t nb, __m512i* acc, const int32_t* pf_cols = nullptr, const int8_t* pf_vals = nullptr,
-                    int32_t pf_blocks = 0) {
+                    int32_t nb, __m512i* acc, const int32_t* all_cols, const int8_t* all_vals, int32_t pf_b,
+                    int32_t pf_blocks) {
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
   const int32_t pf_lines = (pf_blocks + 15) / 16;
   for (int32_t j = 0; j < nb; ++j) {
-    if (j < pf_lines) {
-      _mm_prefetch(reinterpret_cast<const char*>(pf_cols + 16 * j), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(pf_vals + 64 * j), _MM_HINT_T0);
-    }
+    if (j < pf_lines) prefetch_block_line(all_cols, all_vals, pf_b, j);
     add_block<V>(at, m_pad, cols, vals, j, acc);
   }
 }
@@ -107,10 +110,7 @@ inline void rows_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, cons
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_si512();
   }
   for (int32_t t = 0; t < both; ++t) {
-    if (t < pf_lines) {
-      _mm_prefetch(reinterpret_cast<const char*>(cols + pf0 + 16 * t), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(vals + 4 * (pf0 + 16 * t)), _MM_HINT_T0);
-    }
+    if (t < pf_lines) prefetch_block_line(cols, vals, pf0, t);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) add_block<V>(at, m_pad, cols, vals, j[r] + t, acc[r]);
   }
@@ -404,9 +404,8 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     for (; i < 16 && nb0 + i < nb1; ++i) {
       __m512i acc[V];
       const int32_t b0 = w.rowptr[nb0 + i], b1 = w.rowptr[nb0 + i + 1];
-      const int64_t next = nb0 + i + 1;  // the row after (rowptr has n + 1 entries: none past the last row)
-      const int32_t p0 = w.rowptr[next < w.n ? next : w.n], p1 = w.rowptr[next < w.n ? next + 1 : w.n];
-      row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc, w.cols + p0, w.values + 4 * p0, p1 - p0);
+      const int32_t p1 = nb0 + i + 1 < w.n ? w.rowptr[nb0 + i + 2] : b1;  // the next row's blocks: b1 .. p1
+      row_dot<V>(at, m_pad, w.cols + b0, w.values + 4 * b0, b1 - b0, acc, w.cols, w.values, b1, p1 - b1);
       store_row(i, acc);
     }
   }

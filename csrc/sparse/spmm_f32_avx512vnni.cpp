@@ -65,7 +65,7 @@ constexpr int64_t kCsrPrefetchRows = 2;
 // pf1-1 (another row's) are prefetched on the way, a line of indices and one of values per step.
 template <int V>
 inline void row_entries(const float* base, const int32_t* cols, const float* vals, int32_t j0, int32_t j1,
-                        float* acc, int32_t pf0 = 0, int32_t pf1 = 0) {
+                        float* acc, int32_t pf0, int32_t pf1) {
   __m512 a[V], b[V];
 #pragma GCC unroll 8
   for (int v = 0; v < V; ++v) {
@@ -163,9 +163,8 @@ void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int
   if (epi.out_at_f32) {  // rows of Y^T are rows of the next layer's At: no transpose, no float token rows
     const int64_t k = epi.out_at_f32_k, k8 = round8(k);
     const __m512 alpha = _mm512_set1_ps(epi.alpha);
-    for (int v = 0; v < vecs; ++v) {
+    for (int v = 0; v < vecs; ++v) {  // drive's vecs: those holding a token below m
       const int64_t tok = m0 + 16 * v;
-      if (tok >= m) break;
       const __mmask16 live = first(m - tok);  // padding tokens get zeros
       float* dst = epi.out_at_f32 + (tok / kTile) * k8 * kTile + tok % kTile;
       for (int64_t n = nb0; n < nb1; ++n) {
