@@ -154,6 +154,20 @@ struct BsrS8 {
   // (bsr_pair_quads: 4x4 blocks of 16-bit weights, short rows, at avx2) the re-layout holds each tile's quads
   // pair-major (bsr_pack_at's pair_quads) and the kernel runs 16-token passes over it
   bool pair_quads = false;
+  // Row pairs (1x4 blocks at levels with KernelTable::bsr_row_pairs_max_quads, rows of fewer quads; set, the
+  // kernel reads these instead of rowptr / cols / values, which the loader then drops): the rows of every 16-row
+  // tile (rows 16i .. 16i+15) matched in pairs, and each pair's quads in three lists: those both rows hold (one
+  // At load per token vector feeds both rows' products), then row a's own, then row b's own. Tile i's pairs are
+  // pair_tile[i] .. pair_tile[i+1]-1; pair t's lists end at pair_ptr[3t+1], [3t+2], [3t+3] (starting at
+  // pair_ptr[3t]); its rows within the tile are pair_rows[t] & 0xff and >> 8 (0xff: row a has no partner); its
+  // entries' quads are pair_cols[j] and its values start at pair_values + pair_voff[t]: 8 bytes per shared entry
+  // (a's quad, then b's), 4 per own entry.
+  const int32_t* pair_tile = nullptr;
+  const int32_t* pair_ptr = nullptr;
+  const uint16_t* pair_rows = nullptr;
+  const int32_t* pair_cols = nullptr;
+  const int8_t* pair_values = nullptr;
+  const int32_t* pair_voff = nullptr;
 };
 // Whether every value of a block-sparse INT8 weight lies in [-64, 64] (BsrS8::narrow's condition): the loader and
 // the test bindings decide the kernel from the values themselves
@@ -312,6 +326,9 @@ struct KernelTable {
                         float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
   // gemm_spf32 / gemm_nm_f32 honour Epilogue::out_at_f32 (a sparse FP32 FFN1 writes FFN2's re-layout)
   bool spf32_fills_next_at;
+  // 1x4-block INT8 weights (no pair records) of fewer input quads than this run as row pairs (BsrS8::pair_tile:
+  // the loader builds them); 0: never
+  int64_t bsr_row_pairs_max_quads;
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -5,6 +5,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <exception>
 #include <cmath>
@@ -269,7 +271,9 @@ const char* linear_kind_name(LinearKind kind) {
 
 size_t Linear::weight_bytes() const {
   return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() +
-         bsr_values16.size() * 2 + sp_values.size() * 4 + nm_idx.size() + sp_chunk_ptr.size() * 4;
+         bsr_values16.size() * 2 + sp_values.size() * 4 + nm_idx.size() + sp_chunk_ptr.size() * 4 +
+         (bsr_pair_tile.size() + bsr_pair_ptr.size() + bsr_pair_cols.size() + bsr_pair_voff.size()) * 4 +
+         bsr_pair_rows.size() * 2 + bsr_pair_values.size();
 }
 
 void Linear::evict() const {
@@ -285,6 +289,12 @@ void Linear::evict() const {
   flush(sp_values.data(), sp_values.size() * 4);
   flush(sp_chunk_ptr.data(), sp_chunk_ptr.size() * 4);
   flush(nm_idx.data(), nm_idx.size());
+  flush(bsr_pair_tile.data(), bsr_pair_tile.size() * 4);
+  flush(bsr_pair_ptr.data(), bsr_pair_ptr.size() * 4);
+  flush(bsr_pair_cols.data(), bsr_pair_cols.size() * 4);
+  flush(bsr_pair_voff.data(), bsr_pair_voff.size() * 4);
+  flush(bsr_pair_rows.data(), bsr_pair_rows.size() * 2);
+  flush(bsr_pair_values.data(), bsr_pair_values.size());
   flush(bias.data(), bias.size() * 4);
   flush(w_scale.data(), w_scale.size() * 4);
   flush(col_sum.data(), col_sum.size() * 4);
@@ -392,6 +402,8 @@ void EncoderEngine::load_static_activation(Linear* L, const std::string& name,
   }
 }
 
+void build_row_pairs(Linear* L, const KernelTable& kt);  // below
+
 namespace {
 // A block-sparse INT8 weight's values in the form the level's kernel reads (KernelTable::bsr_wide_values: widened
 // to 16 bits, the 8-bit copy freed), except 4x4 values that all lie in [-64, 64] where the level multiplies those
@@ -448,7 +460,92 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
       for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
         for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
   widen_bsr_values(L, *kt_);
+  build_row_pairs(L, *kt_);
   load_static_activation(L, name, t);
+}
+
+// 1x4-block rows -> row pairs (BsrS8::pair_tile) where the level runs them: within each 16-row tile the rows are
+// matched greedily by the quads they share (the pair sharing most first), each pair's quads split into the shared
+// list and each row's own; then the plain lists are dropped (the kernel reads only the pairs).
+namespace {
+// TRIMFORMER_ROW_PAIRS=0 at load: 1x4 rows one at a time (for A/B runs)
+bool row_pairs_off() {
+  const char* v = std::getenv("TRIMFORMER_ROW_PAIRS");
+  return v && std::string(v) == "0";
+}
+}  // namespace
+
+void build_row_pairs(Linear* L, const KernelTable& kt) {
+  const int64_t kq = (L->k + 3) / 4;
+  if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
+      kq >= kt.bsr_row_pairs_max_quads || row_pairs_off())
+    return;
+  const int32_t* rp = L->bsr_rowptr.data();
+  const int32_t* cols = L->bsr_cols.data();
+  const int8_t* vals = L->bsr_values.data();
+  const auto shared = [&](int64_t a, int64_t b) {
+    int n = 0;
+    for (int32_t i = rp[a], j = rp[b]; i < rp[a + 1] && j < rp[b + 1];) {
+      if (cols[i] == cols[j]) ++n, ++i, ++j;
+      else if (cols[i] < cols[j]) ++i;
+      else ++j;
+    }
+    return n;
+  };
+  L->bsr_pair_tile.assign(1, 0);
+  L->bsr_pair_ptr.assign(1, 0);
+  L->bsr_pair_cols.clear();
+  L->bsr_pair_voff.assign(1, 0);
+  L->bsr_pair_rows.clear();
+  L->bsr_pair_values.clear();
+  const auto push = [&](int32_t col, const int8_t* qa, const int8_t* qb) {
+    L->bsr_pair_cols.push_back(col);
+    if (qa) L->bsr_pair_values.insert(L->bsr_pair_values.end(), qa, qa + 4);
+    if (qb) L->bsr_pair_values.insert(L->bsr_pair_values.end(), qb, qb + 4);
+  };
+  const auto ends = [&] { L->bsr_pair_ptr.push_back(static_cast<int32_t>(L->bsr_pair_cols.size())); };
+  for (int64_t r0 = 0; r0 < L->n; r0 += 16) {
+    const int64_t g = std::min<int64_t>(16, L->n - r0);
+    std::vector<std::array<int, 3>> cand;  // (shared quads, a, b)
+    for (int a = 0; a < g; ++a)
+      for (int b = a + 1; b < g; ++b) cand.push_back({shared(r0 + a, r0 + b), a, b});
+    std::stable_sort(cand.begin(), cand.end(), [](const auto& x, const auto& y) { return x[0] > y[0]; });
+    bool used[16] = {};
+    std::vector<std::pair<int, int>> pairs;
+    for (const auto& c : cand)
+      if (!used[c[1]] && !used[c[2]]) {
+        used[c[1]] = used[c[2]] = true;
+        pairs.push_back({c[1], c[2]});
+      }
+    for (int a = 0; a < g; ++a)
+      if (!used[a]) pairs.push_back({a, 0xff});  // an odd tile's last row: alone
+    for (const auto& [a, b] : pairs) {
+      const int64_t ra = r0 + a;
+      L->bsr_pair_rows.push_back(static_cast<uint16_t>(a | (b << 8)));
+      std::vector<int32_t> own_a, own_b;  // entry indices of quads only one row holds
+      int32_t i = rp[ra], j = b == 0xff ? 0 : rp[r0 + b];
+      const int32_t i1 = rp[ra + 1], j1 = b == 0xff ? 0 : rp[r0 + b + 1];
+      while (i < i1 || j < j1) {
+        if (i < i1 && j < j1 && cols[i] == cols[j]) push(cols[i], vals + 4 * i, vals + 4 * j), ++i, ++j;
+        else if (j >= j1 || (i < i1 && cols[i] < cols[j])) own_a.push_back(i++);
+        else own_b.push_back(j++);
+      }
+      ends();
+      for (int32_t e : own_a) push(cols[e], vals + 4 * e, nullptr);
+      ends();
+      for (int32_t e : own_b) push(cols[e], nullptr, vals + 4 * e);
+      ends();
+      L->bsr_pair_voff.push_back(static_cast<int32_t>(L->bsr_pair_values.size()));
+    }
+    L->bsr_pair_tile.push_back(static_cast<int32_t>(L->bsr_pair_rows.size()));
+  }
+  // the kernel reads the next pair's list ends and prefetches its entries: past the last pair, an empty one
+  for (int e = 0; e < 3; ++e) L->bsr_pair_ptr.push_back(L->bsr_pair_ptr.back());
+  L->bsr_pair_voff.push_back(L->bsr_pair_voff.back());
+  L->bsr_pair_cols.resize(L->bsr_pair_cols.size() + 1, 0);
+  L->bsr_pair_values.resize(L->bsr_pair_values.size() + 16, 0);
+  std::vector<int32_t>().swap(L->bsr_cols);
+  std::vector<int8_t>().swap(L->bsr_values);
 }
 
 namespace {
@@ -496,6 +593,7 @@ void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
   });
   L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
   widen_bsr_values(L, *kt_);
+  build_row_pairs(L, *kt_);
 }
 
 // INT8 rows given densely -> pair records (BsrS8::pair_slots): per output row and input quad, the fewest slots
@@ -658,6 +756,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   region_per_op_ = env_flag("TRIMFORMER_REGION_PER_OP");
+  side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -936,6 +1035,14 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.pair_slots = L.bsr_pair_slots;
     bw.narrow = L.bsr_narrow;
     bw.pair_quads = bsr_pair_quads(*kt, L.bsr_rows, L.bsr_narrow, L.bsr_pair_slots, L.k);
+    if (!L.bsr_pair_tile.empty()) {
+      bw.pair_tile = L.bsr_pair_tile.data();
+      bw.pair_ptr = L.bsr_pair_ptr.data();
+      bw.pair_rows = L.bsr_pair_rows.data();
+      bw.pair_cols = L.bsr_pair_cols.data();
+      bw.pair_values = L.bsr_pair_values.data();
+      bw.pair_voff = L.bsr_pair_voff.data();
+    }
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
     if (io.out_at) {  // the next layer's re-layout, in the form its kernel takes
       epi.out_at = io.out_at;
@@ -1388,7 +1495,10 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   };
   // With small weights and a batch of at least two groups per thread, the groups run side by side, each on one
   // thread with its own workspace: a sequence's activations then stay in that core's L2 through the whole stack
-  // (the ops' own splits across threads would share them); observers and the profiler keep the team mode.
+  // (the ops' own splits across threads would share them); observers and the profiler keep the team mode. Each
+  // thread takes the next group from a shared counter when it is done with one, so a core that a neighbour slows
+  // runs fewer: 0.989x / 0.997x the pass time of fixed halves for 90% unstructured FP32 / INT8 BERT-base at batch
+  // 16 on Zen 4 (bench/results/zen4_side_by_side_dynamic_ab.md; TRIMFORMER_SIDE_STATIC=1: fixed halves).
   const int64_t groups = (batch + per_chunk - 1) / per_chunk;
   const bool side_by_side = cfg_.chunk_rows > 0 && threads_ > 1 && batch >= 2 * threads_ && !observe_ && !profile_;
   if (side_by_side) {
@@ -1399,16 +1509,23 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     const int64_t group = std::min(side_group, per_thread);
     for (int t = 1; t < threads_; ++t) ensure_workspace(ws_[t], group * seq, seq, 1);  // ws_[0]: ensure_buffers
     TeamError error;
+    std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads_)
     {
       const int t = omp_get_thread_num();
       tl_ws = &ws_[t];
       tl_team = 1;
-      int64_t lo, hi;
-      split_range(batch, 1, omp_get_num_threads(), t, &lo, &hi);
-      error.guard([&] {
-        for (int64_t b0 = lo; b0 < hi; b0 += group) run_group(b0, std::min(group, hi - b0));
-      });
+      if (side_static_) {
+        int64_t lo, hi;
+        split_range(batch, 1, omp_get_num_threads(), t, &lo, &hi);
+        error.guard([&] {
+          for (int64_t b0 = lo; b0 < hi; b0 += group) run_group(b0, std::min(group, hi - b0));
+        });
+      } else {
+        error.guard([&] {
+          for (int64_t b0; (b0 = next.fetch_add(group)) < batch;) run_group(b0, std::min(group, batch - b0));
+        });
+      }
       tl_team = 0;
     }
     tl_ws = &ws_[0];

@@ -69,6 +69,10 @@ struct Linear {
   int64_t bsr_rows = 1;
   int64_t bsr_pair_slots = 0;  // BsrS8 as pair records (BsrS8::pair_slots; pairs_from_rows)
   bool bsr_narrow = false;     // BsrS8::narrow: 4x4 values in [-64, 64] kept 8-bit (KernelTable::bsr_narrow_values)
+  // BsrS8 row pairs (BsrS8::pair_tile .. pair_voff; build_row_pairs): set, bsr_cols and bsr_values are dropped
+  std::vector<int32_t> bsr_pair_tile, bsr_pair_ptr, bsr_pair_cols, bsr_pair_voff;
+  std::vector<uint16_t> bsr_pair_rows;
+  std::vector<int8_t> bsr_pair_values;
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
@@ -226,6 +230,8 @@ class EncoderEngine {
   bool profile_ = false;
   // a parallel region per op instead of one per pass (TRIMFORMER_REGION_PER_OP=1 at construction: for A/B runs)
   bool region_per_op_ = false;
+  // side-by-side groups taken from a shared counter as threads free up (TRIMFORMER_SIDE_STATIC=1: fixed halves)
+  bool side_static_ = false;
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;

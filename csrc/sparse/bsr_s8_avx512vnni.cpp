@@ -10,6 +10,8 @@
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
+#include <stdexcept>
+
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
 #include "../ops/epilogue_avx512.h"
@@ -86,7 +88,7 @@ inline void row_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, const
 // R address streams in flight instead of one: on rows of at least kRows4MinQuads quads, whose At slice (192 KiB at
 // FFN2's 3072 inputs) lies beyond L1, 4 rows took 0.78x the time of one at a time on Zen 4 (single Linears, 1
 // thread, 128 tokens: bench/results/zen4_csr_int8_rows4_ab.md); at 768 inputs (a 48 KiB slice) 1.06-1.09x, so
-// shorter rows stay one at a time (2 rows measured level there).
+// shorter rows run as row pairs instead (pair_dot; one at a time, 2 rows interleaved measured level there).
 constexpr int64_t kRows4MinQuads = 384;
 
 template <int V, int R>
@@ -140,6 +142,41 @@ inline void rows4_dot(const uint8_t* at, int64_t m_pad, const int32_t* cols, con
       TF_DPBUSD(acc[3][v], x, w3);
     }
   }
+}
+
+// Row pair t (BsrS8::pair_tile): a[v] and b[v] for its two rows. The quads both rows hold come first, each At
+// load feeding both rows' vpdpbusd, then each row's own. Rows of a 16-row tile are matched by the quads they share
+// (greedily, at load): on 90% unstructured weights about 40% of a row's quads, so a pair needs about a fifth fewer
+// At loads than its rows one at a time. The next pair's indices and values are asked for on the way in. 90%
+// unstructured static INT8 BERT-base on Zen 4: 0.964x the pass time at batch 16, 0.958x at batch 1
+// (bench/results/zen4_csr_int8_row_pairs_ab2.md, _ab.md).
+template <int V>
+inline void pair_dot(const uint8_t* at, int64_t m_pad, const BsrS8& w, int32_t t, __m512i* a, __m512i* b) {
+#pragma GCC unroll 8
+  for (int v = 0; v < V; ++v) a[v] = b[v] = _mm512_setzero_si512();
+  const int32_t* p = w.pair_ptr + 3 * t;
+  const int32_t* cols = w.pair_cols;
+  const int8_t* vals = w.pair_values + w.pair_voff[t];
+  {
+    const int32_t n0 = p[3], n1 = p[6];  // the next pair's entries (past the last pair: the padding at the end)
+    for (int32_t j = n0; j < n1; j += 16) _mm_prefetch(reinterpret_cast<const char*>(cols + j), _MM_HINT_T0);
+    const int8_t* nv = w.pair_values + w.pair_voff[t + 1];
+    const int64_t nbytes = 4 * static_cast<int64_t>(n1 - n0) + 4 * (p[4] - p[3]);
+    for (int64_t i = 0; i < nbytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(nv + i), _MM_HINT_T0);
+  }
+  int32_t j = p[0];
+  for (; j < p[1]; ++j, vals += 8) {
+    const __m512i wa = bcast_quad(vals), wb = bcast_quad(vals + 4);
+    const uint8_t* ap = at + static_cast<int64_t>(cols[j]) * m_pad * 4;
+#pragma GCC unroll 8
+    for (int v = 0; v < V; ++v) {
+      const __m512i x = _mm512_load_si512(ap + 64 * v);
+      TF_DPBUSD(a[v], x, wa);
+      TF_DPBUSD(b[v], x, wb);
+    }
+  }
+  for (; j < p[2]; ++j, vals += 4) add_block<V>(at, m_pad, cols + j, vals, 0, a);
+  for (; j < p[3]; ++j, vals += 4) add_block<V>(at, m_pad, cols + j, vals, 0, b);
 }
 
 // Whether a tile of this epilogue ends in finish_u8_rows (requantized without a residual, an activation it does in
@@ -393,7 +430,15 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
     for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
   }
-  if (!rows4) {
+  if (!rows4 && w.pair_tile) {  // nb0 % 16 == 0 (gemm_bsr_s8 checks): this tile's row pairs
+    for (int32_t t = w.pair_tile[nb0 / 16]; t < w.pair_tile[nb0 / 16 + 1]; ++t) {
+      __m512i a[V], b[V];
+      pair_dot<V>(at, m_pad, w, t, a, b);
+      const int64_t ra = w.pair_rows[t] & 0xff, rb = w.pair_rows[t] >> 8;
+      if (nb0 + ra < nb1) store_row(ra, a);
+      if (rb != 0xff && nb0 + rb < nb1) store_row(rb, b);
+    }
+  } else if (!rows4) {
     int64_t i = 0;
     if ((w.k + 3) / 4 >= kRows4MinQuads)
       for (; i + 3 < 16 && nb0 + i + 3 < nb1; i += 4) {
@@ -425,6 +470,8 @@ static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 }  // namespace
 
 const int64_t kBsrTile = kAtTile;
+// shorter 1x4 rows run as row pairs (BsrS8::pair_tile); longer ones 4 at a time, interleaved (rows_dot)
+const int64_t kBsrRowPairsMaxQuads = kRows4MinQuads;
 
 size_t bsr_at_size(int64_t m, int64_t k) {
   return static_cast<size_t>((m + kAtTile - 1) / kAtTile * kAtTile * ((k + 3) / 4) * 4 + 64);
@@ -484,6 +531,8 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   (void)q;
   (void)ldq;
+  if (w.pair_tile && n0 % 16 != 0)  // row pairs are matched within 16-row tiles (the executor splits rows by 16)
+    throw std::invalid_argument("gemm_bsr_s8: row pairs need a row range starting at a multiple of 16");
   // token tiles outside, output rows inside: one At tile's slice of the re-laid activations (k/4 x 64 tokens x 4
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   const PieceFn piece = finish_piece_for(epi);

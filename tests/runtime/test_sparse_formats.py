@@ -70,6 +70,28 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         np.testing.assert_array_equal(r.run(x, 1, res), _runner("nm-f32", wb, bias, isa).run(x, 1, res))
 
 
+@pytest.mark.parametrize("n,k", [(16, 64), (45, 200), (70, 1532), (33, 7)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_csr_int8_row_pairs_equal_dense(isa, rng, n, k, threads):
+    """csr-int8 rows run in pairs where the level has them (avx512, rows under 384 quads): rows matched within
+    16-row tiles, a tile's odd row alone, rows with nothing in common, identical rows, empty rows; the same bytes as
+    dense INT8 for every token count and thread split."""
+    w = _weight(rng, n, k, "unstructured", 0.7)
+    w[1] = w[2]  # a pair that shares every quad
+    w[3, : k // 2] = 0.0
+    w[4, k // 2:] = 0.0  # rows 3 and 4 share none
+    w[5] = 0.0
+    bias = rng.standard_normal(n).astype(np.float32)
+    r = _runner("csr-int8", w, bias, isa, threads)
+    dense = _runner("int8", w, bias, isa, threads)
+    assert r.row_pairs == (isa == "avx512_vnni" and (k + 3) // 4 < 384)
+    for m in (1, 17, 64, 131):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        np.testing.assert_array_equal(r.run(x, 1, res), dense.run(x, 1, res))
+        np.testing.assert_array_equal(r.run(x, 0), dense.run(x, 0))
+
+
 def test_sparse_storage_shrinks_with_sparsity(rng):
     w = _weight(rng, 64, 96, "unstructured", 0.9)
     f32 = sum(t.nbytes for t in get_format("f32").encode(w).values())

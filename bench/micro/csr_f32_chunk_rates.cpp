@@ -1,0 +1,274 @@
+// The csr-f32 walk over one 64-token At tile in isolation (AVX-512): FMAs per cycle for 90% unstructured weights
+// at BERT-base shapes, whole rows against input chunks small enough for a chunk of At to stay in L1, and the ways
+// of paying for a chunk's short row pieces. Every variant computes the same Y^T tile (checked against the first).
+//
+//   rows         each row's entries in input order, accumulators in registers (two sets: 8 FMA chains), one
+//                store per row: every entry reads 256 bytes of At from wherever the tile's slice is (192 KiB at
+//                768 inputs: L2)
+//   chunkC       groups of 16 rows, inputs in chunks of C; each row adds its entries of the chunk to accumulators
+//                in L1 (loaded and stored per row piece): the kernel's scheme (bench/../spmm_f32_avx512vnni.cpp),
+//                whose pieces have a variable length (a loop exit the branch predictor misses)
+//   fixedC       the same chunks, each row piece cut into pieces of exactly 8 entries and then of exactly 4, the
+//                last padded with zero weights on an input of the chunk: two loops of fixed bodies per group and
+//                chunk, no exit per row piece, at the price of the padding's FMAs
+//
+//   g++ -O2 -march=native -o /tmp/csr_f32_chunk_rates bench/micro/csr_f32_chunk_rates.cpp && /tmp/csr_f32_chunk_rates
+#include <immintrin.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "micro_common.h"
+
+namespace {
+constexpr int kTile = 64;
+constexpr int kV = kTile / 16;  // token vectors per tile
+
+struct Csr {
+  int64_t n, k;
+  std::vector<int32_t> rowptr, cols;
+  std::vector<float> vals;
+};
+
+Csr random_csr(int64_t n, int64_t k, double density, uint32_t seed) {
+  Csr w{n, k, {0}, {}, {}};
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c)
+      if (u(rng) < density) {
+        w.cols.push_back(static_cast<int32_t>(c));
+        w.vals.push_back(u(rng) - 0.5f);
+      }
+    w.rowptr.push_back(static_cast<int32_t>(w.cols.size()));
+  }
+  return w;
+}
+
+// the entries of rows [r0, r0+16) in input chunk ch, as pieces of exactly E entries (E = 8, then E = 4), padded
+struct Fixed {
+  std::vector<int32_t> row8, row4;        // per piece: the accumulator row's float offset (row * 64)
+  std::vector<int32_t> col8, col4;        // per entry: the At float offset (input * 64)
+  std::vector<float> val8, val4;
+  std::vector<int64_t> g8, g4;             // per (group, chunk): first piece, pieces end at the next one's
+};
+
+Fixed make_fixed(const Csr& w, int64_t chunk) {
+  Fixed f;
+  const int64_t chunks = (w.k + chunk - 1) / chunk;
+  for (int64_t r0 = 0; r0 < w.n; r0 += 16)
+    for (int64_t ch = 0; ch < chunks; ++ch) {
+      f.g8.push_back(static_cast<int64_t>(f.row8.size()));
+      f.g4.push_back(static_cast<int64_t>(f.row4.size()));
+      // each row's entries of the chunk; pieces go round-robin over the rows, so that a row's next piece is not
+      // the next one walked (it would wait for the previous piece's accumulator store)
+      std::vector<std::vector<int32_t>> c(16);
+      std::vector<std::vector<float>> v(16);
+      for (int64_t r = r0; r < r0 + 16 && r < w.n; ++r)
+        for (int32_t j = w.rowptr[r]; j < w.rowptr[r + 1]; ++j)
+          if (w.cols[j] / chunk == ch) {
+            c[r - r0].push_back(w.cols[j]);
+            v[r - r0].push_back(w.vals[j]);
+          }
+      std::vector<size_t> at(16, 0);
+      for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < 16; ++i)
+          if (at[i] + 8 <= c[i].size()) {
+            f.row8.push_back(i * kTile);
+            for (int e = 0; e < 8; ++e) {
+              f.col8.push_back(c[i][at[i] + e] * kTile);
+              f.val8.push_back(v[i][at[i] + e]);
+            }
+            at[i] += 8;
+            more = true;
+          }
+      }
+      for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < 16; ++i)
+          if (at[i] < c[i].size()) {
+            f.row4.push_back(i * kTile);
+            for (int e = 0; e < 4; ++e) {
+              const bool real = at[i] + e < c[i].size();
+              f.col4.push_back((real ? c[i][at[i] + e] : static_cast<int32_t>(ch * chunk)) * kTile);
+              f.val4.push_back(real ? v[i][at[i] + e] : 0.0f);
+            }
+            at[i] += 4;
+            more = true;
+          }
+      }
+    }
+  f.g8.push_back(static_cast<int64_t>(f.row8.size()));
+  f.g4.push_back(static_cast<int64_t>(f.row4.size()));
+  return f;
+}
+
+inline void fma4(__m512* a, __m512 w, const float* p) {
+  _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) a[v] = _mm512_fmadd_ps(w, _mm512_load_ps(p + 16 * v), a[v]);
+}
+
+// rows: whole rows, registers
+void walk_rows(const Csr& w, const float* at, float* y) {
+  for (int64_t r = 0; r < w.n; ++r) {
+    __m512 a[4], b[4];
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) a[v] = b[v] = _mm512_setzero_ps();
+    int32_t j = w.rowptr[r];
+    const int32_t j1 = w.rowptr[r + 1];
+    for (; j + 1 < j1; j += 2) {
+      fma4(a, _mm512_set1_ps(w.vals[j]), at + static_cast<int64_t>(w.cols[j]) * kTile);
+      fma4(b, _mm512_set1_ps(w.vals[j + 1]), at + static_cast<int64_t>(w.cols[j + 1]) * kTile);
+    }
+    if (j < j1) fma4(a, _mm512_set1_ps(w.vals[j]), at + static_cast<int64_t>(w.cols[j]) * kTile);
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) _mm512_store_ps(y + r * kTile + 16 * v, _mm512_add_ps(a[v], b[v]));
+  }
+}
+
+// chunkC: groups of 16 rows, chunks of C inputs, per-row pieces (chunk pointers: ptr[r * (chunks + 1) + ch])
+void walk_chunks(const Csr& w, const std::vector<int32_t>& ptr, int64_t chunk, const float* at, float* y) {
+  const int64_t chunks = (w.k + chunk - 1) / chunk;
+  alignas(64) static float acc[16 * kTile];
+  for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
+    std::memset(acc, 0, sizeof(acc));
+    for (int64_t ch = 0; ch < chunks; ++ch)
+      for (int64_t r = r0; r < r0 + 16; ++r) {
+        const int32_t* cp = ptr.data() + r * (chunks + 1) + ch;
+        int32_t j = cp[0];
+        const int32_t j1 = cp[1];
+        if (j == j1) continue;
+        float* ar = acc + (r - r0) * kTile;
+        __m512 a[4], b[4];
+        _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) {
+          a[v] = _mm512_load_ps(ar + 16 * v);
+          b[v] = _mm512_setzero_ps();
+        }
+        for (; j + 1 < j1; j += 2) {
+          fma4(a, _mm512_set1_ps(w.vals[j]), at + static_cast<int64_t>(w.cols[j]) * kTile);
+          fma4(b, _mm512_set1_ps(w.vals[j + 1]), at + static_cast<int64_t>(w.cols[j + 1]) * kTile);
+        }
+        if (j < j1) fma4(a, _mm512_set1_ps(w.vals[j]), at + static_cast<int64_t>(w.cols[j]) * kTile);
+        _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) _mm512_store_ps(ar + 16 * v, _mm512_add_ps(a[v], b[v]));
+      }
+    std::memcpy(y + r0 * kTile, acc, sizeof(acc));
+  }
+}
+
+template <int E>
+inline void fixed_pieces(const int32_t* rows, const int32_t* cols, const float* vals, int64_t p0, int64_t p1,
+                         const float* at, float* acc) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float* ar = acc + rows[p];
+    __m512 a[4], b[4];
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) {
+      a[v] = _mm512_load_ps(ar + 16 * v);
+      b[v] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 8
+    for (int e = 0; e < E; e += 2) {
+      fma4(a, _mm512_set1_ps(vals[p * E + e]), at + cols[p * E + e]);
+      fma4(b, _mm512_set1_ps(vals[p * E + e + 1]), at + cols[p * E + e + 1]);
+    }
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) _mm512_store_ps(ar + 16 * v, _mm512_add_ps(a[v], b[v]));
+  }
+}
+
+void walk_fixed(const Csr& w, const Fixed& f, int64_t chunk, const float* at, float* y) {
+  const int64_t chunks = (w.k + chunk - 1) / chunk;
+  alignas(64) static float acc[16 * kTile];
+  int64_t g = 0;
+  for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
+    std::memset(acc, 0, sizeof(acc));
+    for (int64_t ch = 0; ch < chunks; ++ch, ++g) {
+      fixed_pieces<8>(f.row8.data(), f.col8.data(), f.val8.data(), f.g8[g], f.g8[g + 1], at, acc);
+      fixed_pieces<4>(f.row4.data(), f.col4.data(), f.val4.data(), f.g4[g], f.g4[g + 1], at, acc);
+    }
+    std::memcpy(y + r0 * kTile, acc, sizeof(acc));
+  }
+}
+
+std::vector<int32_t> chunk_ptr(const Csr& w, int64_t chunk) {
+  const int64_t chunks = (w.k + chunk - 1) / chunk;
+  std::vector<int32_t> ptr;
+  for (int64_t r = 0; r < w.n; ++r) {
+    int32_t j = w.rowptr[r];
+    for (int64_t ch = 0; ch <= chunks; ++ch) {
+      while (j < w.rowptr[r + 1] && w.cols[j] < ch * chunk) ++j;
+      ptr.push_back(j);
+    }
+  }
+  return ptr;
+}
+
+// n Y^T rows of 64 floats, 64-byte aligned (the walks store whole vectors)
+struct AlignedRows {
+  explicit AlignedRows(int64_t n) : size(static_cast<size_t>(n) * kTile) {
+    p = static_cast<float*>(std::aligned_alloc(64, size * sizeof(float)));
+  }
+  ~AlignedRows() { std::free(p); }
+  float* data() { return p; }
+  float operator[](size_t i) const { return p[i]; }
+  float* p;
+  size_t size;
+};
+
+double max_rel_diff(const AlignedRows& a, const AlignedRows& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size; ++i) m = std::fmax(m, std::fabs(a[i] - b[i]) / (std::fabs(a[i]) + 1e-3));
+  return m;
+}
+}  // namespace
+
+int main() {
+  const double ghz = vpaddd_clock_ghz();
+  std::printf("clock %.2f GHz (vpaddd chain)\n", ghz);
+  struct Shape { const char* name; int64_t n, k; };
+  const Shape shapes[] = {{"ffn1 3072x768", 3072, 768}, {"384x768 (weights in L2)", 384, 768}, {"96x3072 (weights in L2)", 96, 3072}};
+  for (const Shape& s : shapes) {
+    const Csr w = random_csr(s.n, s.k, 0.1, 7);
+    std::vector<float> at(static_cast<size_t>(s.k) * kTile + 16);
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float& x : at) x = u(rng);
+    float* atp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(at.data()) + 63) & ~uintptr_t(63));
+    AlignedRows ref(s.n), y(s.n);
+    walk_rows(w, atp, ref.data());
+    const double fmas = 4.0 * static_cast<double>(w.cols.size());
+    auto report = [&](const char* what, auto fn) {
+      const long reps = 400;
+      const double sec = best_of_5([&](long r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        for (long i = 0; i < r; ++i) fn();
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }, reps);
+      std::printf("  %-12s %.3f FMA/cycle  %.1f us/tile  (max rel diff %.1e)\n", what, fmas * reps / (sec * ghz * 1e9),
+                  sec / reps * 1e6, max_rel_diff(ref, y));
+    };
+    std::printf("%s, %zu entries\n", s.name, w.cols.size());
+    report("rows", [&] { walk_rows(w, atp, y.data()); });
+    {  // the same walk with every entry's input folded into the first 96 (a 24 KiB At slice, in L1): the walk's
+       // rate without At's misses (its results differ: no check)
+      Csr l1 = w;
+      for (int32_t& c : l1.cols) c %= 96;
+      report("rows_l1_at", [&] { walk_rows(l1, atp, y.data()); });
+    }
+    for (int64_t chunk : {64, 96, 128, 384}) {
+      const std::vector<int32_t> ptr = chunk_ptr(w, chunk);
+      char name[32];
+      std::snprintf(name, sizeof(name), "chunk%lld", static_cast<long long>(chunk));
+      report(name, [&] { walk_chunks(w, ptr, chunk, atp, y.data()); });
+      if (chunk > 128) continue;
+      const Fixed f = make_fixed(w, chunk);
+      std::snprintf(name, sizeof(name), "fixed%lld", static_cast<long long>(chunk));
+      const double pad = static_cast<double>(f.val8.size() + f.val4.size()) / static_cast<double>(w.cols.size());
+      report(name, [&] { walk_fixed(w, f, chunk, atp, y.data()); });
+      std::printf("    (fixed pieces: %.2fx the entries)\n", pad);
+    }
+  }
+  return 0;
+}
