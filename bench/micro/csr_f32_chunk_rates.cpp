@@ -5,8 +5,12 @@
 //   rows         each row's entries in input order, accumulators in registers (two sets: 8 FMA chains), one
 //                store per row: every entry reads 256 bytes of At from wherever the tile's slice is (192 KiB at
 //                768 inputs: L2)
+//   rows_l1_at   the same walk with every entry's input folded into the first 96 (At in L1): its rate without
+//                At's misses (other sums: not checked)
+//   pairs        rows in pairs matched within 16 by shared inputs, as csr-int8's row pairs (BsrS8::pair_tile): the
+//                inputs both rows hold read their At row once for two rows' FMAs
 //   chunkC       groups of 16 rows, inputs in chunks of C; each row adds its entries of the chunk to accumulators
-//                in L1 (loaded and stored per row piece): the kernel's scheme (bench/../spmm_f32_avx512vnni.cpp),
+//                in L1 (loaded and stored per row piece): the kernel's scheme (csrc/sparse/spmm_f32_avx512vnni.cpp),
 //                whose pieces have a variable length (a loop exit the branch predictor misses)
 //   fixedC       the same chunks, each row piece cut into pieces of exactly 8 entries and then of exactly 4, the
 //                last padded with zero weights on an input of the chunk: two loops of fixed bodies per group and
@@ -15,6 +19,8 @@
 //   g++ -O2 -march=native -o /tmp/csr_f32_chunk_rates bench/micro/csr_f32_chunk_rates.cpp && /tmp/csr_f32_chunk_rates
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -192,6 +198,92 @@ void walk_fixed(const Csr& w, const Fixed& f, int64_t chunk, const float* at, fl
   }
 }
 
+// Row pairs, as csr-int8's (BsrS8::pair_tile): the rows of every 16 matched greedily by shared inputs, each
+// pair's entries as three lists (inputs both rows hold: one At row load feeds both rows' FMAs; then each row's own)
+struct Pairs {
+  std::vector<int32_t> ptr{0};  // per pair: ends of its shared, a's own and b's own lists
+  std::vector<int32_t> cols;    // At float offsets
+  std::vector<float> vals;      // shared entries: a's value, b's value; own entries: one
+  std::vector<int32_t> voff{0};
+  std::vector<int32_t> row_a, row_b;
+  int64_t shared = 0;
+};
+
+Pairs make_pairs(const Csr& w) {
+  Pairs p;
+  const auto* rp = w.rowptr.data();
+  const auto* cols = w.cols.data();
+  const auto common = [&](int64_t a, int64_t b) {
+    int n = 0;
+    for (int32_t i = rp[a], j = rp[b]; i < rp[a + 1] && j < rp[b + 1];) {
+      if (cols[i] == cols[j]) ++n, ++i, ++j;
+      else if (cols[i] < cols[j]) ++i;
+      else ++j;
+    }
+    return n;
+  };
+  for (int64_t r0 = 0; r0 < w.n; r0 += 16) {
+    const int g = static_cast<int>(std::min<int64_t>(16, w.n - r0));
+    std::vector<std::array<int, 3>> cand;
+    for (int a = 0; a < g; ++a)
+      for (int b = a + 1; b < g; ++b) cand.push_back({common(r0 + a, r0 + b), a, b});
+    std::stable_sort(cand.begin(), cand.end(), [](const auto& x, const auto& y) { return x[0] > y[0]; });
+    bool used[16] = {};
+    for (const auto& c : cand) {
+      if (used[c[1]] || used[c[2]]) continue;
+      used[c[1]] = used[c[2]] = true;
+      const int64_t ra = r0 + c[1], rb = r0 + c[2];
+      p.row_a.push_back(static_cast<int32_t>(ra));
+      p.row_b.push_back(static_cast<int32_t>(rb));
+      std::vector<int32_t> own_a, own_b;
+      int32_t i = rp[ra], j = rp[rb];
+      while (i < rp[ra + 1] || j < rp[rb + 1]) {
+        if (i < rp[ra + 1] && j < rp[rb + 1] && cols[i] == cols[j]) {
+          p.cols.push_back(cols[i] * kTile);
+          p.vals.push_back(w.vals[i++]);
+          p.vals.push_back(w.vals[j++]);
+          ++p.shared;
+        } else if (j >= rp[rb + 1] || (i < rp[ra + 1] && cols[i] < cols[j])) {
+          own_a.push_back(i++);
+        } else {
+          own_b.push_back(j++);
+        }
+      }
+      p.ptr.push_back(static_cast<int32_t>(p.cols.size()));
+      for (int32_t e : own_a) p.cols.push_back(cols[e] * kTile), p.vals.push_back(w.vals[e]);
+      p.ptr.push_back(static_cast<int32_t>(p.cols.size()));
+      for (int32_t e : own_b) p.cols.push_back(cols[e] * kTile), p.vals.push_back(w.vals[e]);
+      p.ptr.push_back(static_cast<int32_t>(p.cols.size()));
+      p.voff.push_back(static_cast<int32_t>(p.vals.size()));
+    }
+  }
+  return p;
+}
+
+void walk_pairs(const Pairs& p, const float* at, float* y) {
+  int32_t j = 0;
+  for (size_t t = 0; t < p.row_a.size(); ++t) {
+    __m512 a[kV], b[kV];
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) a[v] = b[v] = _mm512_setzero_ps();
+    const float* vp = p.vals.data() + p.voff[t];
+    for (; j < p.ptr[3 * t + 1]; ++j, vp += 2) {
+      const __m512 wa = _mm512_set1_ps(vp[0]), wb = _mm512_set1_ps(vp[1]);
+      const float* ap = at + p.cols[j];
+      _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) {
+        const __m512 x = _mm512_load_ps(ap + 16 * v);
+        a[v] = _mm512_fmadd_ps(wa, x, a[v]);
+        b[v] = _mm512_fmadd_ps(wb, x, b[v]);
+      }
+    }
+    for (; j < p.ptr[3 * t + 2]; ++j, ++vp) fma4(a, _mm512_set1_ps(*vp), at + p.cols[j]);
+    for (; j < p.ptr[3 * t + 3]; ++j, ++vp) fma4(b, _mm512_set1_ps(*vp), at + p.cols[j]);
+    _Pragma("GCC unroll 4") for (int v = 0; v < kV; ++v) {
+      _mm512_store_ps(y + p.row_a[t] * kTile + 16 * v, a[v]);
+      _mm512_store_ps(y + p.row_b[t] * kTile + 16 * v, b[v]);
+    }
+  }
+}
+
 std::vector<int32_t> chunk_ptr(const Csr& w, int64_t chunk) {
   const int64_t chunks = (w.k + chunk - 1) / chunk;
   std::vector<int32_t> ptr;
@@ -256,6 +348,11 @@ int main() {
       Csr l1 = w;
       for (int32_t& c : l1.cols) c %= 96;
       report("rows_l1_at", [&] { walk_rows(l1, atp, y.data()); });
+    }
+    {
+      const Pairs pr = make_pairs(w);
+      report("pairs", [&] { walk_pairs(pr, atp, y.data()); });
+      std::printf("    (pairs: %.0f%% of the entries shared)\n", 200.0 * pr.shared / w.cols.size());
     }
     for (int64_t chunk : {64, 96, 128, 384}) {
       const std::vector<int32_t> ptr = chunk_ptr(w, chunk);
