@@ -7,6 +7,8 @@
 //                768 inputs: L2)
 //   rows_l1_at   the same walk with every entry's input folded into the first 96 (At in L1): its rate without
 //                At's misses (other sums: not checked)
+//   *_chain      rows (and the kernel's 384-input chunks) in a greedy chain order, each row followed by the one
+//                sharing most inputs with it (an FFN1's output order is free): its At rows partly still in L1
 //   pairs        rows in pairs matched within 16 by shared inputs, as csr-int8's row pairs (BsrS8::pair_tile): the
 //                inputs both rows hold read their At row once for two rows' FMAs
 //   chunkC       groups of 16 rows, inputs in chunks of C; each row adds its entries of the chunk to accumulators
@@ -284,6 +286,38 @@ void walk_pairs(const Pairs& p, const float* at, float* y) {
   }
 }
 
+// The rows of w reordered into a greedy chain: each next row the remaining one sharing most inputs with the last
+// (an FFN1's output order is free: FFN2's inputs follow it), so that a row's At rows are partly the ones its
+// predecessor just brought into L1
+Csr chained(const Csr& w) {
+  const int64_t words = (w.k + 63) / 64;
+  std::vector<uint64_t> bits(static_cast<size_t>(w.n * words), 0);
+  for (int64_t r = 0; r < w.n; ++r)
+    for (int32_t j = w.rowptr[r]; j < w.rowptr[r + 1]; ++j) bits[r * words + w.cols[j] / 64] |= 1ull << (w.cols[j] % 64);
+  std::vector<bool> used(w.n, false);
+  std::vector<int64_t> order{0};
+  used[0] = true;
+  for (int64_t step = 1; step < w.n; ++step) {
+    const uint64_t* last = bits.data() + order.back() * words;
+    int64_t best = -1, best_n = -1;
+    for (int64_t r = 0; r < w.n; ++r) {
+      if (used[r]) continue;
+      int64_t n = 0;
+      for (int64_t i = 0; i < words; ++i) n += __builtin_popcountll(last[i] & bits[r * words + i]);
+      if (n > best_n) best_n = n, best = r;
+    }
+    used[best] = true;
+    order.push_back(best);
+  }
+  Csr out{w.n, w.k, {0}, {}, {}};
+  for (int64_t r : order) {
+    out.cols.insert(out.cols.end(), w.cols.begin() + w.rowptr[r], w.cols.begin() + w.rowptr[r + 1]);
+    out.vals.insert(out.vals.end(), w.vals.begin() + w.rowptr[r], w.vals.begin() + w.rowptr[r + 1]);
+    out.rowptr.push_back(static_cast<int32_t>(out.cols.size()));
+  }
+  return out;
+}
+
 std::vector<int32_t> chunk_ptr(const Csr& w, int64_t chunk) {
   const int64_t chunks = (w.k + chunk - 1) / chunk;
   std::vector<int32_t> ptr;
@@ -348,6 +382,12 @@ int main() {
       Csr l1 = w;
       for (int32_t& c : l1.cols) c %= 96;
       report("rows_l1_at", [&] { walk_rows(l1, atp, y.data()); });
+    }
+    {  // rows in a chained order (other row order: its results are not compared)
+      const Csr wc = chained(w);
+      report("rows_chain", [&] { walk_rows(wc, atp, y.data()); });
+      const std::vector<int32_t> ptr = chunk_ptr(wc, 384);
+      report("chunk384_chain", [&] { walk_chunks(wc, ptr, 384, atp, y.data()); });
     }
     {
       const Pairs pr = make_pairs(w);
