@@ -464,9 +464,6 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
   load_static_activation(L, name, t);
 }
 
-// 1x4-block rows -> row pairs (BsrS8::pair_tile) where the level runs them: within each 16-row tile the rows are
-// matched greedily by the quads they share (the pair sharing most first), each pair's quads split into the shared
-// list and each row's own; then the plain lists are dropped (the kernel reads only the pairs).
 namespace {
 // TRIMFORMER_ROW_PAIRS=0 at load: 1x4 rows one at a time (for A/B runs)
 bool row_pairs_off() {
@@ -475,6 +472,9 @@ bool row_pairs_off() {
 }
 }  // namespace
 
+// 1x4-block rows -> row pairs (BsrS8::pair_tile) where the level runs them: within each 16-row tile the rows are
+// matched greedily by the quads they share (the pair sharing most first), each pair's quads split into the shared
+// list and each row's own; then the plain lists are dropped (the kernel reads only the pairs).
 void build_row_pairs(Linear* L, const KernelTable& kt) {
   const int64_t kq = (L->k + 3) / 4;
   if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
@@ -486,9 +486,15 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
   const auto shared = [&](int64_t a, int64_t b) {
     int n = 0;
     for (int32_t i = rp[a], j = rp[b]; i < rp[a + 1] && j < rp[b + 1];) {
-      if (cols[i] == cols[j]) ++n, ++i, ++j;
-      else if (cols[i] < cols[j]) ++i;
-      else ++j;
+      if (cols[i] == cols[j]) {
+        ++n;
+        ++i;
+        ++j;
+      } else if (cols[i] < cols[j]) {
+        ++i;
+      } else {
+        ++j;
+      }
     }
     return n;
   };
@@ -526,9 +532,15 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
       int32_t i = rp[ra], j = b == 0xff ? 0 : rp[r0 + b];
       const int32_t i1 = rp[ra + 1], j1 = b == 0xff ? 0 : rp[r0 + b + 1];
       while (i < i1 || j < j1) {
-        if (i < i1 && j < j1 && cols[i] == cols[j]) push(cols[i], vals + 4 * i, vals + 4 * j), ++i, ++j;
-        else if (j >= j1 || (i < i1 && cols[i] < cols[j])) own_a.push_back(i++);
-        else own_b.push_back(j++);
+        if (i < i1 && j < j1 && cols[i] == cols[j]) {
+          push(cols[i], vals + 4 * i, vals + 4 * j);
+          ++i;
+          ++j;
+        } else if (j >= j1 || (i < i1 && cols[i] < cols[j])) {
+          own_a.push_back(i++);
+        } else {
+          own_b.push_back(j++);
+        }
       }
       ends();
       for (int32_t e : own_a) push(cols[e], vals + 4 * e, nullptr);
