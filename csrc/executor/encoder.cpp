@@ -483,19 +483,12 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
   const int32_t* rp = L->bsr_rowptr.data();
   const int32_t* cols = L->bsr_cols.data();
   const int8_t* vals = L->bsr_values.data();
-  const auto shared = [&](int64_t a, int64_t b) {
+  // each row's quads as a bitset (kq < bsr_row_pairs_max_quads): the quads two rows share are a popcount
+  const int64_t words = (kq + 63) / 64;
+  std::vector<uint64_t> bits(static_cast<size_t>(16 * words));
+  const auto shared = [&](int a, int b) {
     int n = 0;
-    for (int32_t i = rp[a], j = rp[b]; i < rp[a + 1] && j < rp[b + 1];) {
-      if (cols[i] == cols[j]) {
-        ++n;
-        ++i;
-        ++j;
-      } else if (cols[i] < cols[j]) {
-        ++i;
-      } else {
-        ++j;
-      }
-    }
+    for (int64_t i = 0; i < words; ++i) n += __builtin_popcountll(bits[a * words + i] & bits[b * words + i]);
     return n;
   };
   L->bsr_pair_tile.assign(1, 0);
@@ -512,9 +505,12 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
   const auto ends = [&] { L->bsr_pair_ptr.push_back(static_cast<int32_t>(L->bsr_pair_cols.size())); };
   for (int64_t r0 = 0; r0 < L->n; r0 += 16) {
     const int64_t g = std::min<int64_t>(16, L->n - r0);
+    std::fill(bits.begin(), bits.end(), 0);
+    for (int64_t a = 0; a < g; ++a)
+      for (int32_t j = rp[r0 + a]; j < rp[r0 + a + 1]; ++j) bits[a * words + cols[j] / 64] |= 1ull << (cols[j] % 64);
     std::vector<std::array<int, 3>> cand;  // (shared quads, a, b)
     for (int a = 0; a < g; ++a)
-      for (int b = a + 1; b < g; ++b) cand.push_back({shared(r0 + a, r0 + b), a, b});
+      for (int b = a + 1; b < g; ++b) cand.push_back({shared(a, b), a, b});
     std::stable_sort(cand.begin(), cand.end(), [](const auto& x, const auto& y) { return x[0] > y[0]; });
     bool used[16] = {};
     std::vector<std::pair<int, int>> pairs;
