@@ -163,3 +163,32 @@ def test_random_corruption_never_crashes(rng):
         except ValueError:
             continue
         assert np.isfinite(r.run(x)).all()
+
+
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+def test_encoder_with_row_pairs_equals_rows_one_at_a_time(isa, rng, tmp_path, monkeypatch, quantize):
+    """A whole 90% unstructured INT8 encoder (csr-int8 everywhere) loaded with row pairs and without
+    (TRIMFORMER_ROW_PAIRS=0) gives the same bytes, in the team mode (batch 1) and side by side (batch 5)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import trimformer as tf
+    from conftest import tiny_bert
+    from trimformer.compress import prune_magnitude
+    from trimformer.runtime.engine import compile_encoder
+
+    model = tiny_bert(intermediate=92)
+    prune_magnitude(model, 0.9, "unstructured")
+    ids = rng.integers(1, 100, (5, 33))
+    mask = np.ones_like(ids)
+    mask[2, 20:] = 0
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    eng = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None, isa=isa, threads=2)
+    assert set(eng.formats.values()) == {"csr-int8"}
+    path = tf.save(eng, tmp_path / "m")
+    monkeypatch.setenv("TRIMFORMER_ROW_PAIRS", "0")
+    single = tf.load(path, isa=isa, threads=2)
+    monkeypatch.delenv("TRIMFORMER_ROW_PAIRS")
+    paired = tf.load(path, isa=isa, threads=2)
+    for b in (1, 5):
+        np.testing.assert_array_equal(paired.run(ids[:b], mask[:b])["last_hidden_state"],
+                                      single.run(ids[:b], mask[:b])["last_hidden_state"])
