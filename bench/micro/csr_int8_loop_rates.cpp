@@ -10,7 +10,8 @@
 //   no_at        no At loads (one register for every product): the loop's issue rate alone
 //   pairs        rows in pairs (2i, 2i+1), each pair as three lists: the quads both hold (one At load per token
 //                vector feeds both rows' vpdpbusd), then each row's own (the kernel's row pairs, BsrS8::pair_tile)
-//   matched      the same with the rows of every 16 matched greedily by shared quads, as the loader matches them
+//   matched      the same with the rows of every 16 matched greedily by shared quads (each free row in turn with
+//                its best free partner; the loader takes the pairs sharing most first)
 //   chunked      rows in groups of 16, the inputs in chunks of 192 quads (48 KiB of At); each row adds its quads of
 //                the chunk to accumulators kept in L1 (4 KiB per group) and read / written once per chunk
 //

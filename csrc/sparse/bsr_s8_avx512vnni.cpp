@@ -157,13 +157,10 @@ inline void pair_dot(const uint8_t* at, int64_t m_pad, const BsrS8& w, int32_t t
   const int32_t* p = w.pair_ptr + 3 * t;
   const int32_t* cols = w.pair_cols;
   const int8_t* vals = w.pair_values + w.pair_voff[t];
-  {
-    const int32_t n0 = p[3], n1 = p[6];  // the next pair's entries (past the last pair: the padding at the end)
-    for (int32_t j = n0; j < n1; j += 16) _mm_prefetch(reinterpret_cast<const char*>(cols + j), _MM_HINT_T0);
-    const int8_t* nv = w.pair_values + w.pair_voff[t + 1];
-    const int64_t nbytes = 4 * static_cast<int64_t>(n1 - n0) + 4 * (p[4] - p[3]);
-    for (int64_t i = 0; i < nbytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(nv + i), _MM_HINT_T0);
-  }
+  // the next pair's entries (past the last pair: the empty one the loader pads with)
+  for (int32_t j = p[3]; j < p[6]; j += 16) _mm_prefetch(reinterpret_cast<const char*>(cols + j), _MM_HINT_T0);
+  for (int32_t i = w.pair_voff[t + 1]; i < w.pair_voff[t + 2]; i += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(w.pair_values + i), _MM_HINT_T0);
   int32_t j = p[0];
   for (; j < p[1]; ++j, vals += 8) {
     const __m512i wa = bcast_quad(vals), wb = bcast_quad(vals + 4);
