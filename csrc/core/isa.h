@@ -168,6 +168,14 @@ struct BsrS8 {
   const int32_t* pair_cols = nullptr;
   const int8_t* pair_values = nullptr;
   const int32_t* pair_voff = nullptr;
+  // Gathered quads (1x4 rows at levels with KernelTable::bsr_pack_bytes, where the loader finds the quads sparse
+  // enough; set, the kernel reads these and bsr_pack_bytes' re-layout instead of the quads and bsr_pack_at's): row
+  // r's non-zeros in groups of four of any inputs, in input order, the last group padded with zero weights; its
+  // groups are gq_ptr[r] .. gq_ptr[r+1]-1, group j's inputs gq_inputs[4j .. 4j+3] and its weights the 4 bytes at
+  // gq_values + 4j. The kernel interleaves the four inputs' activation bytes into VNNI quads at run time.
+  const int32_t* gq_ptr = nullptr;
+  const uint16_t* gq_inputs = nullptr;
+  const int8_t* gq_values = nullptr;
 };
 // Whether every value of a block-sparse INT8 weight lies in [-64, 64] (BsrS8::narrow's condition): the loader and
 // the test bindings decide the kernel from the values themselves
@@ -329,6 +337,14 @@ struct KernelTable {
   // 1x4-block INT8 weights (no pair records) of fewer input quads than this run as row pairs (BsrS8::pair_tile:
   // the loader builds them); 0: never
   int64_t bsr_row_pairs_max_quads;
+  // optional (null where absent; set at avx512): the byte re-layout of rows [m0, m1) (m0 a multiple of 16) that
+  // gathered quads read (BsrS8::gq_ptr), bsr_at_size bytes and tiles of bsr_at_tile tokens as bsr_pack_at's: per
+  // tile, one 64-byte row per input, token t of the tile at byte 16 ((t % 16) / 4) + 4 (t / 16) + t % 4 (the order
+  // in which the kernel's byte and word interleaves hand its four token vectors back in token order)
+  void (*bsr_pack_bytes)(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at);
+  // the same straight from float rows with the static quantization (bsr_quant_pack_at's arithmetic)
+  void (*bsr_quant_pack_bytes)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
+                               float inv_scale, int32_t zp, uint8_t* at);
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -273,7 +273,8 @@ size_t Linear::weight_bytes() const {
   return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() +
          bsr_values16.size() * 2 + sp_values.size() * 4 + nm_idx.size() + sp_chunk_ptr.size() * 4 +
          (bsr_pair_tile.size() + bsr_pair_ptr.size() + bsr_pair_cols.size() + bsr_pair_voff.size()) * 4 +
-         bsr_pair_rows.size() * 2 + bsr_pair_values.size();
+         bsr_pair_rows.size() * 2 + bsr_pair_values.size() + bsr_gq_ptr.size() * 4 + bsr_gq_inputs.size() * 2 +
+         bsr_gq_values.size();
 }
 
 void Linear::evict() const {
@@ -295,6 +296,9 @@ void Linear::evict() const {
   flush(bsr_pair_voff.data(), bsr_pair_voff.size() * 4);
   flush(bsr_pair_rows.data(), bsr_pair_rows.size() * 2);
   flush(bsr_pair_values.data(), bsr_pair_values.size());
+  flush(bsr_gq_ptr.data(), bsr_gq_ptr.size() * 4);
+  flush(bsr_gq_inputs.data(), bsr_gq_inputs.size() * 2);
+  flush(bsr_gq_values.data(), bsr_gq_values.size());
   flush(bias.data(), bias.size() * 4);
   flush(w_scale.data(), w_scale.size() * 4);
   flush(col_sum.data(), col_sum.size() * 4);
@@ -402,7 +406,8 @@ void EncoderEngine::load_static_activation(Linear* L, const std::string& name,
   }
 }
 
-void build_row_pairs(Linear* L, const KernelTable& kt);  // below
+void build_row_pairs(Linear* L, const KernelTable& kt);       // below
+void build_gathered_quads(Linear* L, const KernelTable& kt);  // below
 
 namespace {
 // A block-sparse INT8 weight's values in the form the level's kernel reads (KernelTable::bsr_wide_values: widened
@@ -460,6 +465,7 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
       for (int64_t i = 0; i < R && b * R + i < L->n; ++i)
         for (int tt = 0; tt < 4; ++tt) L->col_sum[b * R + i] += vals[(j * R + i) * 4 + tt];
   widen_bsr_values(L, *kt_);
+  build_gathered_quads(L, *kt_);
   build_row_pairs(L, *kt_);
   load_static_activation(L, name, t);
 }
@@ -557,6 +563,61 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
 }
 
 namespace {
+// TRIMFORMER_GATHERED_QUADS=0 at load: 1x4 rows stay quads (row pairs or one at a time), for A/B runs
+bool gathered_quads_off() {
+  const char* v = std::getenv("TRIMFORMER_GATHERED_QUADS");
+  return v && std::string(v) == "0";
+}
+// Quads holding at least this many non-zeros on average stay quads: a gathered group's unpacks cost about what
+// 1.5 quads' loads and products do in the loop alone (bench/results/csr_int8_groups_rates_zen4.md: a group of four
+// non-zeros in 7.5-8 cycles, a quad in 4.3-6.3), so block-pruned rows (4 per quad) keep their quads, and
+// unstructured (1.16 at 90%, 1.36 at 80%) and 2:4 (2) rows gather
+constexpr int64_t kGatheredMaxPerQuad = 3;
+}  // namespace
+
+// 1x4-block rows -> gathered quads (BsrS8::gq_ptr) where the level has their re-layout (bsr_pack_bytes) and the
+// quads are sparse: each row's non-zeros in input order, four to a group, the last group padded with zero weights
+// (on a real input of the row, so the kernel's loads stay inside the re-layout); then the quads are dropped
+void build_gathered_quads(Linear* L, const KernelTable& kt) {
+  if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
+      !kt.bsr_pack_bytes || L->k > 65536 || gathered_quads_off())
+    return;
+  const int32_t* rp = L->bsr_rowptr.data();
+  const int32_t* cols = L->bsr_cols.data();
+  const int8_t* vals = L->bsr_values.data();
+  const int64_t quads = rp[L->n];
+  int64_t nnz = 0;
+  for (int64_t j = 0; j < 4 * quads; ++j) nnz += vals[j] != 0;
+  if (quads == 0 || nnz >= kGatheredMaxPerQuad * quads) return;
+  L->bsr_gq_ptr.assign(1, 0);
+  L->bsr_gq_inputs.clear();
+  L->bsr_gq_values.clear();
+  for (int64_t r = 0; r < L->n; ++r) {
+    int in_group = 0;
+    uint16_t first = 0;
+    for (int32_t j = rp[r]; j < rp[r + 1]; ++j)
+      for (int i = 0; i < 4; ++i) {
+        const int8_t v = vals[4 * j + i];
+        if (v == 0) continue;
+        const uint16_t input = static_cast<uint16_t>(4 * cols[j] + i);
+        if (in_group == 0) first = input;
+        L->bsr_gq_inputs.push_back(input);
+        L->bsr_gq_values.push_back(v);
+        in_group = (in_group + 1) % 4;
+      }
+    for (; in_group != 0; in_group = (in_group + 1) % 4) {
+      L->bsr_gq_inputs.push_back(first);
+      L->bsr_gq_values.push_back(0);
+    }
+    L->bsr_gq_ptr.push_back(static_cast<int32_t>(L->bsr_gq_values.size() / 4));
+  }
+  L->bsr_gq_inputs.resize(L->bsr_gq_inputs.size() + 32, 0);  // room past the end, as the quads had
+  L->bsr_gq_values.resize(L->bsr_gq_values.size() + 64, 0);
+  std::vector<int32_t>().swap(L->bsr_cols);
+  std::vector<int8_t>().swap(L->bsr_values);
+}
+
+namespace {
 // Resets L to an empty BsrS8 of 1-row blocks and walks the dense INT8 rows w [n][k] quad by quad:
 // record(g, quad, nonzero) appends the entries of input quad g of the current row (nonzero: bit i set where input
 // 4g + i is non-zero; inputs past k read as zeros); the row pointers and weight sums are kept here.
@@ -601,6 +662,7 @@ void EncoderEngine::quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
   });
   L->bsr_values.resize(L->bsr_values.size() + 16, 0);  // kernels may read one block's worth past the end
   widen_bsr_values(L, *kt_);
+  build_gathered_quads(L, *kt_);
   build_row_pairs(L, *kt_);
 }
 
@@ -879,6 +941,12 @@ void EncoderEngine::ensure_buffers(int64_t batch, int64_t seq) {
   cap_batch_ = std::max(cap_batch_, batch);
 }
 
+int64_t EncoderEngine::token_align(const Linear& L, int64_t m) const {
+  // gathered quads' re-layout holds each token tile's tokens in the kernel's order: calls start at a tile
+  if (bsr_split_short(m, team())) return L.gathered() ? kt_->bsr_at_tile : 16;
+  return kSparseAtTile;
+}
+
 bool EncoderEngine::splits_tokens(const Linear& L, int64_t m) const {
   const int nt = team();
   return L.kind == LinearKind::BsrS8 && (bsr_split_short(m, nt) || sparse_split_tokens(m, nt));
@@ -1043,6 +1111,12 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     bw.pair_slots = L.bsr_pair_slots;
     bw.narrow = L.bsr_narrow;
     bw.pair_quads = bsr_pair_quads(*kt, L.bsr_rows, L.bsr_narrow, L.bsr_pair_slots, L.k);
+    if (L.gathered()) {
+      bw.gq_ptr = L.bsr_gq_ptr.data();
+      bw.gq_inputs = L.bsr_gq_inputs.data();
+      bw.gq_values = L.bsr_gq_values.data();
+      if (io.in_at) throw std::logic_error("a gathered-quad Linear takes no other layer's re-layout");
+    }
     if (!L.bsr_pair_tile.empty()) {
       bw.pair_tile = L.bsr_pair_tile.data();
       bw.pair_ptr = L.bsr_pair_ptr.data();
@@ -1068,11 +1142,15 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
           prep(lo, hi, !fused_prep);
-          if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
+          if (fused_prep && L.gathered())
+            kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
+          else if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
             kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>(),
                                   bw.pair_quads);
           else if (!io.in_at && L.bsr_pair_slots)
             kt->bsr_pack_pairs(q, ldq, m, lo, hi, L.k, L.bsr_pair_slots, w.at.as<uint8_t>());
+          else if (!io.in_at && L.gathered())
+            kt->bsr_pack_bytes(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
           else if (!io.in_at)
             kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>(), bw.pair_quads);
         },
@@ -1094,7 +1172,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
             p = end;
           }
         },
-        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/short_split ? 16 : by_tokens ? kSparseAtTile : 16,
+        by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? token_align(L, m) : 16,
         L.col_groups, ln, ln_rows, io.rows_stay && by_tokens);
     return;
   }
@@ -1426,11 +1504,12 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     const Linear* segment = nullptr;  // the first op since the last barrier that prepares into w.at / w.q8
     const auto same_layout = [](const Linear& a, const Linear& b) {
       return a.k == b.k && a.bsr_rows == b.bsr_rows && a.bsr_pair_slots == b.bsr_pair_slots &&
-             a.bsr_narrow == b.bsr_narrow;
+             a.bsr_narrow == b.bsr_narrow && a.gathered() == b.gathered();
     };
     // after op a, before op b (b_prepares: b writes w.at / w.q8): false = a barrier, and a new segment from b
     const auto stays = [&](const Linear& a, const Linear& b, bool b_prepares) {
       const bool go_on = team && splits_tokens(a, Mc) && splits_tokens(b, Mc) &&
+                         token_align(a, Mc) == token_align(b, Mc) &&
                          (!b_prepares || !segment || same_layout(*segment, b));
       if (!go_on) segment = nullptr;
       if (b_prepares && !segment) segment = &b;
@@ -1461,7 +1540,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
         // bsr_pack_at for FFN2)
         const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
-                               !L.ffn2.bsr_pair_slots && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
+                               !L.ffn2.bsr_pair_slots && !L.ffn2.gathered() && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
                                bsr_fills_next_at(cfg_.act);
         LinearIO up;
         up.in = x1;

@@ -73,6 +73,11 @@ struct Linear {
   std::vector<int32_t> bsr_pair_tile, bsr_pair_ptr, bsr_pair_cols, bsr_pair_voff;
   std::vector<uint16_t> bsr_pair_rows;
   std::vector<int8_t> bsr_pair_values;
+  // BsrS8 gathered quads (BsrS8::gq_ptr .. gq_values; build_gathered_quads): set, bsr_cols and bsr_values are dropped
+  std::vector<int32_t> bsr_gq_ptr;
+  std::vector<uint16_t> bsr_gq_inputs;
+  std::vector<int8_t> bsr_gq_values;
+  bool gathered() const { return !bsr_gq_ptr.empty(); }
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
@@ -222,6 +227,9 @@ class EncoderEngine {
   // L splits m tokens between the threads by whole rows (the same rows for every such Linear, its LayerNorm and the
   // next one's input preparation): a block-sparse INT8 Linear under a token split
   bool splits_tokens(const Linear& L, int64_t m) const;
+  // the multiple of tokens at which such a split cuts (gathered quads: whole re-layout tiles); ops that split alike
+  // and cut alike hand each thread the same rows
+  int64_t token_align(const Linear& L, int64_t m) const;
 
   EncoderConfig cfg_;
   const KernelTable* kt_;

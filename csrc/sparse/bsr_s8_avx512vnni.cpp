@@ -4,9 +4,12 @@
 // block against the 4 matching activation bytes of 16 tokens, so activations are re-laid out per call, in tiles of
 // 64 tokens, as At[tile][k/4][64][4] (tokens along the vector: one 64-byte load = 16 tokens x 4 features) with
 // 16x16 32-bit transposes. Each non-zero block then costs one broadcast and, per 16 tokens, one load + one
-// vpdpbusd: no work is spent on zeros. Results come out as Y^T tiles (16 output rows x up to 64 tokens), are
-// dequantized, transposed back with the same 16x16 transpose and finished piece by piece (bias, activation,
-// residual, requantization for the next INT8 layer) before they are stored. See docs/kernels.md.
+// vpdpbusd: no work is spent on zero blocks. Rows whose quads are sparse (unstructured or 2:4 weights, where most
+// of a quad's bytes are zeros) run as gathered quads instead: any four non-zeros of a row form one quad, over a
+// byte re-layout (one 64-byte row of 64 tokens per input) whose four rows the kernel interleaves into VNNI's
+// operand at run time (gathered_dot, bsr_pack_bytes). Results come out as Y^T tiles (16 output rows x up to 64
+// tokens), are dequantized, transposed back with the same 16x16 transpose and finished piece by piece (bias,
+// activation, residual, requantization for the next INT8 layer) before they are stored. See docs/kernels.md.
 #define TF_ISA_NS avx512
 #include <immintrin.h>
 
@@ -174,6 +177,39 @@ inline void pair_dot(const uint8_t* at, int64_t m_pad, const BsrS8& w, int32_t t
   }
   for (; j < p[2]; ++j, vals += 4) add_block<V>(at, m_pad, cols + j, vals, 0, a);
   for (; j < p[3]; ++j, vals += 4) add_block<V>(at, m_pad, cols + j, vals, 0, b);
+}
+
+// Gathered quads (BsrS8::gq_ptr): a[0..3] for one output row over its groups of four non-zeros. Each group loads
+// its four inputs' byte rows of the tile (64 tokens each, bsr_pack_bytes' order), interleaves them with two
+// rounds of unpacks (bytes, then words) into four vectors of 16 tokens x the four inputs' bytes, and adds each
+// against the group's 4 weights broadcast: 4 vpdpbusd per 4 non-zeros, where 1x4 quads spend 4 per quad and a
+// 90% unstructured quad holds 1.16 non-zeros. The unpacks work within 128-bit lanes, which is why the re-layout
+// stores the tokens in the order that comes back out as tokens 16q .. 16q + 15 in a[q]. The next row's inputs
+// and weights are asked for on the way (pf: its first group, pf_groups of them). Zen 4, the loop alone over a
+// 64-token tile: 0.37x / 0.28x the time of the quads' walk at 768 / 3072 inputs
+// (bench/results/csr_int8_groups_rates_zen4.md).
+inline void gathered_dot(const uint8_t* at, const BsrS8& w, int32_t g0, int32_t g1, int32_t pf, int32_t pf_groups,
+                         __m512i* a) {
+#pragma GCC unroll 4
+  for (int v = 0; v < 4; ++v) a[v] = _mm512_setzero_si512();
+  const int32_t in_lines = (pf_groups + 7) / 8, val_lines = (pf_groups + 15) / 16;
+  for (int32_t j = g0; j < g1; ++j) {
+    const int32_t t = j - g0;
+    if (t < in_lines) _mm_prefetch(reinterpret_cast<const char*>(w.gq_inputs + 4 * (pf + 8 * t)), _MM_HINT_T0);
+    if (t < val_lines) _mm_prefetch(reinterpret_cast<const char*>(w.gq_values + 4 * (pf + 16 * t)), _MM_HINT_T0);
+    const uint16_t* in = w.gq_inputs + 4 * j;
+    const __m512i x0 = _mm512_load_si512(at + static_cast<int64_t>(in[0]) * kAtTile);
+    const __m512i x1 = _mm512_load_si512(at + static_cast<int64_t>(in[1]) * kAtTile);
+    const __m512i x2 = _mm512_load_si512(at + static_cast<int64_t>(in[2]) * kAtTile);
+    const __m512i x3 = _mm512_load_si512(at + static_cast<int64_t>(in[3]) * kAtTile);
+    const __m512i lo01 = _mm512_unpacklo_epi8(x0, x1), hi01 = _mm512_unpackhi_epi8(x0, x1);
+    const __m512i lo23 = _mm512_unpacklo_epi8(x2, x3), hi23 = _mm512_unpackhi_epi8(x2, x3);
+    const __m512i wq = bcast_quad(w.gq_values + 4 * j);
+    TF_DPBUSD(a[0], _mm512_unpacklo_epi16(lo01, lo23), wq);
+    TF_DPBUSD(a[1], _mm512_unpackhi_epi16(lo01, lo23), wq);
+    TF_DPBUSD(a[2], _mm512_unpacklo_epi16(hi01, hi23), wq);
+    TF_DPBUSD(a[3], _mm512_unpackhi_epi16(hi01, hi23), wq);
+  }
 }
 
 // Whether a tile of this epilogue ends in finish_u8_rows (requantized without a residual, an activation it does in
@@ -427,7 +463,16 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     rows4_dot<V>(at, m_pad, w.cols + b0, w.values + 16 * b0, b1 - b0, acc);
     for (int r = 0; r < 4 && nb0 + i + r < nb1; ++r) store_row(i + r, acc[r]);
   }
-  if (!rows4 && w.pair_tile) {  // nb0 % 16 == 0 (gemm_bsr_s8 checks): this tile's row pairs
+  if (!rows4 && w.gq_ptr) {  // gathered quads: all 4 token vectors (a partial tile's others are not stored)
+    const uint8_t* at8 = at_all + (m0 / kAtTile) * ((w.k + 3) / 4) * kAtTile * 4;
+    for (int64_t i = 0; i < 16 && nb0 + i < nb1; ++i) {
+      __m512i acc[4];
+      const int64_t n = nb0 + i;
+      const int32_t pf = w.gq_ptr[n + 1], pf_end = n + 1 < w.n ? w.gq_ptr[n + 2] : pf;
+      gathered_dot(at8, w, w.gq_ptr[n], w.gq_ptr[n + 1], pf, pf_end - pf, acc);
+      store_row(i, acc);
+    }
+  } else if (!rows4 && w.pair_tile) {  // nb0 % 16 == 0 (gemm_bsr_s8 checks): this tile's row pairs
     for (int32_t t = w.pair_tile[nb0 / 16]; t < w.pair_tile[nb0 / 16 + 1]; ++t) {
       __m512i a[V], b[V];
       pair_dot<V>(at, m_pad, w, t, a, b);
@@ -475,53 +520,113 @@ size_t bsr_at_size(int64_t m, int64_t k) {
 }
 
 namespace {
-// Re-lays tokens [m0, m1) (m0 a multiple of 16) into At, 16 tokens x 16 quads at a time: row(token, g) gives one
-// token's 16 quads from quad g on as a register (zero past m), and a 16x16 dword transpose turns 16 of them into
-// 16 quad rows of 16 tokens. Interleaved: row() gives the quads in packus order (dword 4L + j = quad 4j + L, see
-// bsr_quant_pack_at), and transposed row d is stored as that quad.
-template <bool Interleaved, class Row>
-void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
+// Re-lays tokens [m0, m1) (m0 a multiple of 16), 16 tokens x 16 quads at a time: row(token, g) gives one token's
+// 16 quads from quad g on as a register (zero past m), and a 16x16 dword transpose turns 16 of them into 16 quad
+// rows of 16 tokens, each handed to store(mb, quad, r) (r: input quad `quad` of tokens mb .. mb + 15, 4 bytes per
+// token). Interleaved: row() gives the quads in packus order (dword 4L + j = quad 4j + L, see quantized_quads),
+// and transposed row d is that quad.
+template <bool Interleaved, class Row, class Store>
+void relayout(int64_t m, int64_t m0, int64_t m1, int64_t k, Row row, Store store) {
   const int64_t kq = (k + 3) / 4;
   for (int64_t mb = m0; mb < m1; mb += 16) {
-    uint8_t* dst = at + bsr_at_offset(mb, k, kAtTile);
     for (int64_t g = 0; g < kq; g += 16) {
       __m512i r[16];
       for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
       transpose16(r);
       for (int64_t i = 0; i < 16; ++i) {
         const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
-        if (quad < kq) _mm512_store_si512(dst + quad * kAtTile * 4, r[i]);
+        if (quad < kq) store(mb, quad, r[i]);
       }
     }
   }
 }
-}  // namespace
 
-void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at,
-                 bool /*pair_quads: never at this level*/) {
-  const int64_t kq = (k + 3) / 4;
-  relayout_at<false>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
-    return _mm512_maskz_loadu_epi32(first(kq - g), q + token * ldq + g * 4);
+template <bool Interleaved, class Row>
+void relayout_at(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
+  relayout<Interleaved>(m, m0, m1, k, row, [&](int64_t mb, int64_t quad, __m512i r) {
+    _mm512_store_si512(at + bsr_at_offset(mb, k, kAtTile) + quad * kAtTile * 4, r);
   });
 }
 
-// quantize_u8's arithmetic on a token's 64 inputs from quad g on, one register of bytes, then bsr_pack_at's
-// transpose: the u8 rows are never stored. The clamp to 0..255 is done by the saturating packs (quant_i32_16 is
-// at most 32000 + zp, below the signed 16-bit range the second pack reads: the same bytes as quant_u8_16) in 3
+// bsr_pack_bytes' order: within a tile, token t = 16 q + 4 L + j (q: its 16-token block, L: the 128-bit lane it
+// holds in that block's registers, j: its dword there) goes to byte 16 L + 4 q + j of each input's row. So a
+// block's quad register r (lane L: tokens 4L .. 4L+3, 4 input bytes each) turns into byte rows by one in-lane byte
+// shuffle per input i (bytes i, 4+i, 8+i, 12+i of each lane to dword q of that lane) and a store of those dwords.
+struct ByteRowShuffles {
+  __m512i ctl[4][4];  // [input i of the quad][block q]
+  ByteRowShuffles() {
+    for (int i = 0; i < 4; ++i)
+      for (int q = 0; q < 4; ++q) {
+        alignas(64) int8_t b[64];
+        for (int x = 0; x < 64; ++x) {
+          const int pos = x % 16;  // vpshufb indexes within the lane
+          b[x] = pos / 4 == q ? static_cast<int8_t>(4 * (pos % 4) + i) : static_cast<int8_t>(-128);
+        }
+        ctl[i][q] = _mm512_load_si512(b);
+      }
+  }
+};
+
+template <bool Interleaved, class Row>
+void relayout_bytes(int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at, Row row) {
+  static const ByteRowShuffles shuffles;
+  const int64_t k4 = (k + 3) / 4 * 4;
+  relayout<Interleaved>(m, m0, m1, k, row, [&](int64_t mb, int64_t quad, __m512i r) {
+    const int q = static_cast<int>((mb % kAtTile) / 16);
+    const __mmask16 lanes = static_cast<__mmask16>(0x1111 << q);
+    uint8_t* rows = at + (mb / kAtTile) * kAtTile * k4 + 4 * quad * kAtTile;
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+      _mm512_mask_storeu_epi32(rows + i * kAtTile, lanes, _mm512_shuffle_epi8(r, shuffles.ctl[i][q]));
+  });
+}
+}  // namespace
+
+namespace {
+// relayout's row() for u8 rows: a token's 16 quads from quad g on (zeros past k's quads)
+inline auto u8_quads(const uint8_t* q, int64_t ldq, int64_t k) {
+  return [=](int64_t token, int64_t g) {
+    return _mm512_maskz_loadu_epi32(first((k + 3) / 4 - g), q + token * ldq + g * 4);
+  };
+}
+
+// relayout's row() for float rows under the static quantization: quantize_u8's arithmetic on a token's 64 inputs
+// from quad g on, one register of bytes. The clamp to 0..255 is done by the saturating packs (quant_i32_16 is at
+// most 32000 + zp, below the signed 16-bit range the second pack reads: the same bytes as quant_u8_16) in 3
 // shuffles per 64 inputs instead of 4 narrowing converts and 3 inserts; they leave the quads interleaved across
-// the 128-bit lanes, which relayout_at undoes for free by where it stores each transposed row. Inputs past k read
-// as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
-void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
-                       int32_t zp, uint8_t* at, bool /*pair_quads: never at this level*/) {
+// the 128-bit lanes (dword 4L + j = quad 4j + L), which relayout<true> undoes for free by where it stores each
+// transposed row. Inputs past k read as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
+inline auto quantized_quads(const float* x, int64_t ldx, int64_t k, float inv_scale, int32_t zp) {
   const __m512 inv = _mm512_set1_ps(inv_scale);
   const __m512i zpv = _mm512_set1_epi32(zp);
-  relayout_at<true>(m, m0, m1, k, at, [&](int64_t token, int64_t g) {
+  return [=](int64_t token, int64_t g) {
     const float* xr = x + token * ldx + 4 * g;
     const auto part = [&](int j) {
       return quant_i32_16(_mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j), inv, zpv);
     };
     return _mm512_packus_epi16(_mm512_packus_epi32(part(0), part(1)), _mm512_packus_epi32(part(2), part(3)));
-  });
+  };
+}
+}  // namespace
+
+void bsr_pack_at(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at,
+                 bool /*pair_quads: never at this level*/) {
+  relayout_at<false>(m, m0, m1, k, at, u8_quads(q, ldq, k));
+}
+
+// the static quantization and bsr_pack_at's re-layout in one pass: the u8 rows are never stored
+void bsr_quant_pack_at(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k, float inv_scale,
+                       int32_t zp, uint8_t* at, bool /*pair_quads: never at this level*/) {
+  relayout_at<true>(m, m0, m1, k, at, quantized_quads(x, ldx, k, inv_scale, zp));
+}
+
+void bsr_pack_bytes(const uint8_t* q, int64_t ldq, int64_t m, int64_t m0, int64_t m1, int64_t k, uint8_t* at) {
+  relayout_bytes<false>(m, m0, m1, k, at, u8_quads(q, ldq, k));
+}
+
+void bsr_quant_pack_bytes(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
+                          float inv_scale, int32_t zp, uint8_t* at) {
+  relayout_bytes<true>(m, m0, m1, k, at, quantized_quads(x, ldx, k, inv_scale, zp));
 }
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
@@ -530,6 +635,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   (void)ldq;
   if (w.pair_tile && n0 % 16 != 0)  // row pairs are matched within 16-row tiles (the executor splits rows by 16)
     throw std::invalid_argument("gemm_bsr_s8: row pairs need a row range starting at a multiple of 16");
+  if (w.gq_ptr && w.block_rows != 1) throw std::invalid_argument("gemm_bsr_s8: gathered quads are 1x4 rows");
   // token tiles outside, output rows inside: one At tile's slice of the re-laid activations (k/4 x 64 tokens x 4
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   const PieceFn piece = finish_piece_for(epi);

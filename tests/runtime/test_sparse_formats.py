@@ -72,10 +72,11 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
 
 @pytest.mark.parametrize("n,k", [(16, 64), (45, 200), (70, 1532), (33, 7)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_csr_int8_row_pairs_equal_dense(isa, rng, n, k, threads):
-    """csr-int8 rows run in pairs where the level has them (avx512, rows under 384 quads): rows matched within
-    16-row tiles, a tile's odd row alone, rows with nothing in common, identical rows, empty rows; the same bytes as
-    dense INT8 for every token count and thread split."""
+def test_csr_int8_row_pairs_equal_dense(isa, rng, monkeypatch, n, k, threads):
+    """csr-int8 rows run in pairs where the level has them (avx512, rows under 384 quads, gathered quads off):
+    rows matched within 16-row tiles, a tile's odd row alone, rows with nothing in common, identical rows, empty
+    rows; the same bytes as dense INT8 for every token count and thread split."""
+    monkeypatch.setenv("TRIMFORMER_GATHERED_QUADS", "0")
     w = _weight(rng, n, k, "unstructured", 0.7)
     w[1] = w[2]  # a pair that shares every quad
     w[3, : k // 2] = 0.0
@@ -85,11 +86,47 @@ def test_csr_int8_row_pairs_equal_dense(isa, rng, n, k, threads):
     r = _runner("csr-int8", w, bias, isa, threads)
     dense = _runner("int8", w, bias, isa, threads)
     assert r.row_pairs == (isa == "avx512_vnni" and (k + 3) // 4 < 384)
+    assert not r.gathered_quads
     for m in (1, 17, 64, 131):
         x = rng.standard_normal((m, k)).astype(np.float32)
         res = rng.standard_normal((m, n)).astype(np.float32)
         np.testing.assert_array_equal(r.run(x, 1, res), dense.run(x, 1, res))
         np.testing.assert_array_equal(r.run(x, 0), dense.run(x, 0))
+
+
+@pytest.mark.parametrize("n,k", [(16, 64), (45, 200), (70, 1539), (33, 7), (17, 3)])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_csr_int8_gathered_quads_equal_dense(isa, rng, n, k, threads, pattern):
+    """1x4 INT8 rows whose quads are sparse run as gathered quads where the level has their byte re-layout
+    (avx512): any four non-zeros of a row form one VNNI quad, their activation bytes interleaved at run time.
+    Rows of 1, 2, 3 and 5 non-zeros (padded groups), an empty row, a dense row, rows sharing every input; static
+    and dynamic activations, activation and residual epilogue, every token count from one to several partial
+    tiles: the same bytes as dense INT8."""
+    w = _weight(rng, n, k, pattern, 0.5 if pattern == "2:4" else 0.85)
+    if pattern == "unstructured" and n >= 8:
+        for r, count in zip((1, 2, 3, 4), (1, 2, 3, 5), strict=True):
+            w[r] = 0.0
+            w[r, rng.choice(k, min(count, k), replace=False)] = rng.standard_normal(min(count, k))
+        w[5] = rng.standard_normal(k)  # a dense row
+        w[6] = w[7]
+    bias = rng.standard_normal(n).astype(np.float32)
+    fmt = "nm-int8" if pattern == "2:4" else "csr-int8"
+    r = _runner(fmt, w, bias, isa, threads)
+    assert r.gathered_quads == (isa == "avx512_vnni" and bool((w != 0).any()))
+    dense = _runner("int8", w, bias, isa, threads)
+    for m in (1, 16, 17, 63, 64, 65, 131, 200):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        np.testing.assert_array_equal(r.run(x, 1, res), dense.run(x, 1, res), err_msg=f"m={m}")
+        np.testing.assert_array_equal(r.run(x, 0), dense.run(x, 0), err_msg=f"m={m}")
+
+
+def test_dense_quads_stay_quads(isa, rng):
+    """Block-pruned 1x4 rows (four non-zeros per quad) keep their quads: gathering would only add unpacks."""
+    w = _weight(rng, 32, 96, "block", 0.75)
+    r = _runner("csr-int8", w, np.zeros(32, np.float32), isa, 1)
+    assert not r.gathered_quads
 
 
 def test_sparse_storage_shrinks_with_sparsity(rng):
@@ -166,29 +203,55 @@ def test_random_corruption_never_crashes(rng):
 
 
 @pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
-def test_encoder_with_row_pairs_equals_rows_one_at_a_time(isa, rng, tmp_path, monkeypatch, quantize):
-    """A whole 90% unstructured INT8 encoder (csr-int8 everywhere) loaded with row pairs and without
-    (TRIMFORMER_ROW_PAIRS=0) gives the same bytes, in the team mode (batch 1) and side by side (batch 5)."""
+@pytest.mark.parametrize("mixed", [False, True])
+def test_encoder_with_row_pairs_equals_rows_one_at_a_time(isa, rng, tmp_path, monkeypatch, quantize, mixed):
+    """A whole 90% unstructured INT8 encoder (csr-int8 everywhere) loaded with gathered quads (the default at
+    avx512), with row pairs (TRIMFORMER_GATHERED_QUADS=0) and with neither (TRIMFORMER_ROW_PAIRS=0 too) gives the
+    same bytes, in the team mode (batch 1: 33 tokens; 130 and 2 x 100, split between the threads) and side by
+    side (batch 5).
+    mixed: the attention output projections block-pruned (block-int8, 4x4 blocks) between gathered Linears: the
+    threads' token cuts then differ between neighbouring ops."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
+    import torch
+
     import trimformer as tf
     from conftest import tiny_bert
     from trimformer.compress import prune_magnitude
     from trimformer.runtime.engine import compile_encoder
 
-    model = tiny_bert(intermediate=92)
+    model = tiny_bert(intermediate=92, max_positions=160)
     prune_magnitude(model, 0.9, "unstructured")
-    ids = rng.integers(1, 100, (5, 33))
+    if mixed:
+        for layer in model.encoder.layer:
+            dense = layer.attention.output.dense
+            with torch.no_grad():
+                dense.weight.copy_(torch.randn_like(dense.weight) * magnitude_mask_torch(dense.weight))
+    ids = rng.integers(1, 100, (5, 130))
     mask = np.ones_like(ids)
     mask[2, 20:] = 0
     calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
     eng = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None, isa=isa, threads=2)
-    assert set(eng.formats.values()) == {"csr-int8"}
+    want = {n: "block-int8" if mixed and n.endswith("attn_out") else "csr-int8" for n in eng.formats}
+    assert eng.formats == want
     path = tf.save(eng, tmp_path / "m")
+    monkeypatch.setenv("TRIMFORMER_GATHERED_QUADS", "0")
+    paired = tf.load(path, isa=isa, threads=2)
     monkeypatch.setenv("TRIMFORMER_ROW_PAIRS", "0")
     single = tf.load(path, isa=isa, threads=2)
     monkeypatch.delenv("TRIMFORMER_ROW_PAIRS")
-    paired = tf.load(path, isa=isa, threads=2)
-    for b in (1, 5):
-        np.testing.assert_array_equal(paired.run(ids[:b], mask[:b])["last_hidden_state"],
-                                      single.run(ids[:b], mask[:b])["last_hidden_state"])
+    monkeypatch.delenv("TRIMFORMER_GATHERED_QUADS")
+    gathered = tf.load(path, isa=isa, threads=2)
+    for b, seq in ((1, 33), (1, 130), (2, 100), (5, 33), (5, 130)):
+        want = single.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"]
+        np.testing.assert_array_equal(paired.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
+        np.testing.assert_array_equal(gathered.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
+
+
+def magnitude_mask_torch(weight):
+    """4x4 blocks kept (every other one): quads of four non-zeros, which stay quads when loaded"""
+    import torch
+
+    n, k = weight.shape
+    keep = (torch.arange(n)[:, None] // 4 + torch.arange(k)[None, :] // 4) % 2 == 0
+    return keep.to(weight.dtype)
