@@ -43,6 +43,14 @@ struct QkvBf16 {
   char* v = nullptr;
   int64_t kv_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
 };
+// A sparse FP32 QKV's output as the fused float attention's operands (KernelTable::attention_f32_packed), per
+// (sequence b, head h) at base + (b * heads + h) * 3 * seq * head_dim floats: Q's rows [seq][head_dim], then K in
+// panels of 16 keys [seq/16][head_dim][16], then V in panels of 16 channels [head_dim/16][seq][16] (seq and
+// head_dim multiples of 16). token0: the call's first token within the sequences.
+struct QkvF32 {
+  float* base = nullptr;  // null: not in use
+  int64_t seq = 0, heads = 0, head_dim = 0, token0 = 0;
+};
 
 // What happens to a GEMM tile after accumulation, applied while the tile is hot in cache:
 //   v = alpha * acc (fp32) or a_scale * w_scale[n] * (acc - a_zp * col_sum[n]) (int8)
@@ -79,6 +87,9 @@ struct Epilogue {
   // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention) with qkv.q set: the attention's bf16 operands
   // instead of float rows
   QkvBf16 qkv;
+  // (gemm_spf32 / gemm_nm_f32 at levels with attention_f32_packed, QKV before the fused float attention) with
+  // qkv_f32.base set: the attention's operands instead of float rows of c
+  QkvF32 qkv_f32;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
@@ -345,6 +356,11 @@ struct KernelTable {
   // the same straight from float rows with the static quantization (bsr_quant_pack_at's arithmetic)
   void (*bsr_quant_pack_bytes)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
                                float inv_scale, int32_t zp, uint8_t* at);
+  // optional, with attention_f32: the same attention over operands already in its layout (q rows at stride ldq, K
+  // in panels of 16 keys [seq/16][d][16], V in panels of 16 channels [d/16][seq][16]; seq and d multiples of 16),
+  // as a sparse FP32 QKV's epilogue writes them (Epilogue::qkv_f32); scratch as attention_f32's
+  void (*attention_f32_packed)(const float* q, int64_t ldq, const float* kpack, const float* vpack, int64_t seq,
+                               int64_t d, float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
 };
 
 const KernelTable& kernels_for(Isa isa);
@@ -353,6 +369,8 @@ namespace avx2 {  // the avx2 level's fused float attention, which the avx512 ta
 size_t attention_f32_scratch(int64_t seq, int64_t d);
 void attention_f32(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d, float alpha,
                    const float* bias, float* out, int64_t ldo, void* scratch);
+void attention_f32_packed(const float* q, int64_t ldq, const float* kpack, const float* vpack, int64_t seq,
+                          int64_t d, float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
 }  // namespace avx2
 
 // Whether a block-sparse INT8 weight runs over the pair-major re-layout at this level (BsrS8::pair_quads): the one

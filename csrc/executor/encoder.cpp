@@ -151,6 +151,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
   if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k, at_tile);
   if (r.out_at_f32) r.out_at_f32 += m0 * ((r.out_at_f32_k + 7) / 8 * 8);  // m0 a multiple of the re-layout's tile
   r.qkv.token0 += m0;
+  r.qkv_f32.token0 += m0;
   return r;
 }
 
@@ -827,6 +828,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   region_per_op_ = env_flag("TRIMFORMER_REGION_PER_OP");
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
+  qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -1023,6 +1025,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       epi.out_at_f32 = io.out_at_f32;
       epi.out_at_f32_k = L.n;
     }
+    epi.qkv_f32 = io.qkv_f32;
     SparseF32 sw;
     NmF32 nw;
     sw.n = nw.n = L.n;
@@ -1381,6 +1384,20 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
   });
 }
 
+void EncoderEngine::attention_f32_ops(const float* ops, const float* mask_bias, int64_t batch, int64_t seq,
+                                      float* ctx) {
+  const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d;
+  const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
+  const KernelTable* kt = kt_;
+  AlignedBuf* scr = tl_ws->scratch.data();
+  team_for(team(), batch * nh, [&](int64_t task) {
+    const int64_t b = task / nh, h = task % nh;
+    const float* block = ops + task * 3 * seq * d;
+    kt->attention_f32_packed(block, d, block + seq * d, block + 2 * seq * d, seq, d, alpha, mask_bias + b * seq,
+                             ctx + b * seq * H + h * d, H, scr[omp_get_thread_num()].as<void>());
+  });
+}
+
 void EncoderEngine::embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq,
                           float* x) {
   const int64_t H = cfg_.hidden;
@@ -1521,9 +1538,18 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       qio.in = xc;
       qio.out = qkv;
       if (L.qkv.kind == LinearKind::BsrS8) qio.qkv = bf16_ops;
+      // a sparse FP32 QKV writes the fused float attention's operands (K and V in its panels) where the shapes
+      // come in 16s: 0.97x the 90% unstructured FP32 BERT-base pass at batch 16, 0.98x at batch 1 on Zen 4
+      // (bench/results/zen4_qkv_f32_operands_ab3.md)
+      const bool qkv_ops = kt->attention_f32_packed && cfg_.attention_mode == 0 && !observe_ &&
+                           (L.qkv.kind == LinearKind::SparseF32 || L.qkv.kind == LinearKind::NmF32) &&
+                           seq % 16 == 0 && cfg_.head_dim % 16 == 0 && !qkv_ops_off_ && qio.act == Act::None &&
+                           !qio.residual;
+      if (qkv_ops) qio.qkv_f32 = QkvF32{qkv, seq, cfg_.heads, cfg_.head_dim, 0};
       linear(L.qkv, qio, Mc);
       op_done("qkv");
-      if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      if (qkv_ops) attention_f32_ops(qkv, mbc, nb, seq, ctx);
+      else if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
       else if (cfg_.attention_mode == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       op_done("attention");

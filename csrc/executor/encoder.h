@@ -127,6 +127,9 @@ struct LinearIO {
   // block-sparse INT8 QKV before BF16 attention, with qkv.q set: the attention's bf16 operands instead of float rows
   // in `out` (Epilogue::qkv; EncoderEngine::qkv_bf16_operands)
   QkvBf16 qkv;
+  // sparse FP32 QKV before the fused float attention, with qkv_f32.base set: the attention's operands instead of
+  // float rows in `out` (Epilogue::qkv_f32; EncoderEngine::attention_f32_ops reads them)
+  QkvF32 qkv_f32;
   // Inside the pass's one parallel region (EncoderEngine::run): the next op reads only the rows this thread wrote,
   // split the same way (EncoderEngine::splits_tokens), and re-lays its input as the ops since the last barrier did
   // (run_group's `stays`), so the threads go on without a barrier
@@ -214,6 +217,8 @@ class EncoderEngine {
   void linear(Linear& L, const LinearIO& io, int64_t m);
   int64_t q_stride(int64_t k) const;
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  // the fused float attention over the operands a sparse FP32 QKV wrote (QkvF32's layout at ops)
+  void attention_f32_ops(const float* ops, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // ops: the bf16 operands a block-sparse QKV wrote (qkv_bf16_operands), or null for qkv's float rows
   void attention_bf16(const float* qkv, const QkvBf16* ops, const float* mask_bias, int64_t batch, int64_t seq,
@@ -240,6 +245,8 @@ class EncoderEngine {
   bool region_per_op_ = false;
   // side-by-side groups taken from a shared counter as threads free up (TRIMFORMER_SIDE_STATIC=1: fixed halves)
   bool side_static_ = false;
+  // TRIMFORMER_QKV_ROWS=1 at construction: a sparse FP32 QKV writes float rows for the attention to pack (A/B runs)
+  bool qkv_ops_off_ = false;
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;

@@ -159,26 +159,34 @@ size_t attention_f32_scratch(int64_t seq, int64_t d) {
          align64(MR * round16(seq) * 4) + 64;
 }
 
-void attention_f32(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d, float alpha,
-                   const float* bias, float* out, int64_t ldo, void* scratch) {
+void attention_f32_packed(const float* q, int64_t ldq, const float* kpack, const float* vpack, int64_t seq,
+                          int64_t d, float alpha, const float* bias, float* out, int64_t ldo, void* scratch) {
+  // scratch: the mask bias with the panel's padding keys, then a block's scores (attention_f32_scratch's tail)
   char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
   const int64_t sp = round16(seq);
-  float* kpack = reinterpret_cast<float*>(base);
-  float* vpack = reinterpret_cast<float*>(base + align64(pack_f32_size(seq, d)));
-  float* bias_p = vpack + align64(pack_f32_size(d, seq)) / 4;
+  float* bias_p = reinterpret_cast<float*>(base);
   float* s = bias_p + align64(sp * 4) / 4;
-  // K^T in panels of 16 keys (padding keys zero), V in panels of 16 channels
-  if (d % 8 == 0) pack_keys(k, ld, seq, d, kpack);
-  else pack_f32_nk(k, ld, seq, d, kpack);
-  if (d % 16 == 0) pack_values(v, ld, seq, d, vpack);
-  else pack_f32_kn(v, ld, d, seq, vpack);
   std::memcpy(bias_p, bias, seq * 4);
   for (int64_t j = seq; j < sp; ++j) bias_p[j] = -INFINITY;  // padding keys: exp gives exactly 0
   const __m256 a = _mm256_set1_ps(alpha);
   for (int64_t i = 0; i < seq; i += MR) {
     const int rows = static_cast<int>(seq - i < MR ? seq - i : MR);
-    kRowBlock[rows](q + i * ld, ld, kpack, vpack, bias_p, seq, d, a, s, out + i * ldo, ldo);
+    kRowBlock[rows](q + i * ldq, ldq, kpack, vpack, bias_p, seq, d, a, s, out + i * ldo, ldo);
   }
+}
+
+void attention_f32(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, int64_t d, float alpha,
+                   const float* bias, float* out, int64_t ldo, void* scratch) {
+  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(scratch) + 63) / 64 * 64);
+  float* kpack = reinterpret_cast<float*>(base);
+  float* vpack = reinterpret_cast<float*>(base + align64(pack_f32_size(seq, d)));
+  // K^T in panels of 16 keys (padding keys zero), V in panels of 16 channels
+  if (d % 8 == 0) pack_keys(k, ld, seq, d, kpack);
+  else pack_f32_nk(k, ld, seq, d, kpack);
+  if (d % 16 == 0) pack_values(v, ld, seq, d, vpack);
+  else pack_f32_kn(v, ld, d, seq, vpack);
+  attention_f32_packed(q, ld, kpack, vpack, seq, d, alpha, bias, out, ldo,
+                       vpack + align64(pack_f32_size(d, seq)) / 4);
 }
 
 }  // namespace avx2

@@ -155,6 +155,48 @@ inline void nm_entries(const float* base, int64_t tile_stride, const float* vals
   for (int v = 0; v < V; ++v) _mm512_store_ps(acc + 16 * v, _mm512_add_ps(a[0][v], a[1][v]));
 }
 
+// Y^T rows nb0 .. nb0+15 of a QKV (one head's channels of Q, K or V: head_dim and the call's tokens, sequence by
+// sequence, come in 16s) as the fused float attention's operands (QkvF32): K's rows are rows of its key panels as
+// they stand (16 keys x one channel), Q's and V's are transposed into token rows of Q or of a V panel. Every store
+// lands in one (sequence, head)'s contiguous block instead of spreading a row group's 64-byte pieces over the
+// 9 KiB rows of a BERT-base QKV output, and the attention packs neither K nor V. (alpha and bias as store_tile
+// applies them, in its order: the same bits; a QKV has no activation or residual.)
+void store_qkv_operands(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0,
+                        const Epilogue& epi) {
+  const QkvF32& o = epi.qkv_f32;
+  const int64_t d = o.head_dim, width = o.heads * d, which = nb0 / width, head = (nb0 % width) / d, c0 = nb0 % d;
+  const __m512 alpha = _mm512_set1_ps(epi.alpha);
+  for (int v = 0; v < vecs; ++v) {
+    const int64_t tok = m0 + 16 * v, rows = m - tok < 16 ? m - tok : 16;
+    if (rows <= 0) break;
+    const int64_t at = o.token0 + tok, b = at / o.seq, s = at % o.seq;
+    float* block = o.base + (b * o.heads + head) * 3 * o.seq * d;
+    if (which == 1) {  // K: channel c0 + i of keys s .. s+15 is row c0 + i of key panel s / 16
+      float* panel = block + o.seq * d + (s / 16) * d * 16;
+      const __mmask16 live = first(rows);
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        const __m512 bias = _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f);
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_load_ps(t + i * ld + 16 * v), alpha), bias);
+        _mm512_mask_storeu_ps(panel + (c0 + i) * 16, live, y);
+      }
+      continue;
+    }
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
+    transpose16(r);
+    const __m512 bias = epi.bias ? _mm512_loadu_ps(epi.bias + nb0) : _mm512_setzero_ps();
+    // Q: token s + i's channels c0 .. c0+15 in its row; V: in panel c0 / 16's row for that token
+    float* dst = which == 0 ? block + s * d + c0 : block + 2 * o.seq * d + (c0 / 16) * o.seq * 16 + s * 16;
+    const int64_t step = which == 0 ? d : 16;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)  // constant indices keep r in registers
+      if (i < rows)
+        _mm512_storeu_ps(dst + i * step, _mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias));
+  }
+}
+
 // Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
 // out in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t
 // hold zeros
@@ -178,6 +220,10 @@ void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int
     }
     return;
   }
+  if (epi.qkv_f32.base) {
+    store_qkv_operands(t, ld, vecs, m, m0, nb0, epi);
+    return;
+  }
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
   const __mmask16 ck = first(cols);
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
@@ -185,10 +231,13 @@ void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int
   for (int v = 0; v < vecs; ++v) {
     if (m - m0 - 16 * v <= 0) break;
     __m512 r[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
     transpose16(r);
     const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
-    for (int64_t i = 0; i < rows; ++i) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {  // constant indices keep r in registers
+      if (i >= rows) break;
       const int64_t row = m0 + 16 * v + i;
       __m512 y = act16(_mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias), epi.act, cols);
       if (epi.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));

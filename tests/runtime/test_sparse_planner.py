@@ -262,6 +262,36 @@ def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, 
     assert rel_err(got, dense) < 1e-5
 
 
+@pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
+@pytest.mark.parametrize("batch, seq, threads", [(1, 32, 2), (1, 128, 2), (9, 48, 2), (5, 64, 1), (2, 33, 2)])
+def test_sparse_float32_qkv_writes_attention_operands(isa, rng, tmp_path, monkeypatch, pattern, fmt, batch, seq,
+                                                      threads):
+    """A sparse FP32 QKV before the fused float attention (Zen 4's avx512 table) writes the attention's operands
+    (Q rows, K and V panels) where the sequence and head sizes come in 16s: the same bytes as its float rows packed
+    by the attention (TRIMFORMER_QKV_ROWS=1), in the team mode (token and column splits) and side by side; 33
+    tokens take the rows. Elsewhere both loads run the rows."""
+    model = tiny_bert(intermediate=92, max_positions=160)
+    with torch.no_grad():  # biases a mix-up of Q, K and V would show (BERT initializes them to zero)
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)
+    prune_magnitude(model, 0.9 if pattern != "2:4" else 0.5, pattern)
+    ids = rng.integers(1, 100, (batch, seq))
+    mask = np.ones_like(ids)
+    mask[-1, seq // 2:] = 0
+    eng = compile_encoder(model, sparse=None, threads=threads, isa=isa)
+    assert eng.formats["layers.0.qkv"] == fmt
+    path = tf.save(eng, tmp_path / "m")
+    monkeypatch.setenv("TRIMFORMER_QKV_ROWS", "1")
+    rows = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
+    monkeypatch.delenv("TRIMFORMER_QKV_ROWS")
+    got = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
+    np.testing.assert_array_equal(got, rows)
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
+    assert rel_err(got, ref) < 1e-4
+
+
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
     """A model stored in nm-int8 (a planner candidate for a plain 2:4 weight only where the level multiplies input
