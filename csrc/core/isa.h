@@ -79,6 +79,7 @@ struct Epilogue {
   uint8_t* out_at = nullptr;
   int64_t out_at_k = 0;
   bool out_at_pairs = false;  // the next layer takes its re-layout pair-major (BsrS8::pair_quads)
+  bool out_at_bytes = false;  // ... or as byte rows (gathered quads: KernelTable::bsr_pack_bytes' layout)
   // (gemm_spf32 / gemm_nm_f32 where KernelTable::spf32_fills_next_at, no residual) the finished rows of each Y^T
   // tile (alpha, bias, activation applied) go straight into the next sparse FP32 layer's re-layout, out_at_f32
   // (spf32_pack_at's layout for k = out_at_f32_k, this call's token 0 at out_at_f32), instead of float rows of c

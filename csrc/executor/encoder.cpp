@@ -829,6 +829,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   region_per_op_ = env_flag("TRIMFORMER_REGION_PER_OP");
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
+  bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -1118,7 +1119,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       bw.gq_ptr = L.bsr_gq_ptr.data();
       bw.gq_inputs = L.bsr_gq_inputs.data();
       bw.gq_values = L.bsr_gq_values.data();
-      if (io.in_at) throw std::logic_error("a gathered-quad Linear takes no other layer's re-layout");
+      if (io.in_at && !io.at_bytes) throw std::logic_error("a gathered-quad Linear reads byte rows");
     }
     if (!L.bsr_pair_tile.empty()) {
       bw.pair_tile = L.bsr_pair_tile.data();
@@ -1129,9 +1130,11 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       bw.pair_voff = L.bsr_pair_voff.data();
     }
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
+    if (io.in_at && io.at_bytes && !L.gathered()) throw std::logic_error("byte rows feed gathered quads only");
     if (io.out_at) {  // the next layer's re-layout, in the form its kernel takes
       epi.out_at = io.out_at;
       epi.out_at_k = L.n;
+      epi.out_at_bytes = io.at_bytes;
       epi.out_at_pairs =
           bsr_pair_quads(*kt, io.next->bsr_rows, io.next->bsr_narrow, io.next->bsr_pair_slots, io.next->k);
     }
@@ -1568,19 +1571,24 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
                                !L.ffn2.bsr_pair_slots && !L.ffn2.gathered() && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
                                bsr_fills_next_at(cfg_.act);
+        // both gathered quads: FFN1's finished rows are FFN2's byte rows (their calls start at whole tiles)
+        const bool bytes_direct = L.ffn1.gathered() && L.ffn2.gathered() && bsr_fills_next_at(cfg_.act) &&
+                                  !bytes_direct_off_;
         LinearIO up;
         up.in = x1;
         up.out = ff;
         up.out_q = w.q8b.as<uint8_t>();
-        if (at_direct) up.out_at = w.at_next.as<uint8_t>();
+        if (at_direct || bytes_direct) up.out_at = w.at_next.as<uint8_t>();
+        up.at_bytes = bytes_direct;
         up.next = &L.ffn2;
         up.act = cfg_.act;
-        up.rows_stay = stays(L.ffn1, L.ffn2, !at_direct);
+        up.rows_stay = stays(L.ffn1, L.ffn2, !at_direct && !bytes_direct);
         linear(L.ffn1, up, Mc);
         op_done("ffn1");
         LinearIO down = residual_ln(nullptr, xc, x1, L.ln2_g, L.ln2_b);
         down.in_q = w.q8b.as<uint8_t>();
-        if (at_direct) down.in_at = w.at_next.as<uint8_t>();
+        if (at_direct || bytes_direct) down.in_at = w.at_next.as<uint8_t>();
+        down.at_bytes = bytes_direct;
         down.rows_stay = li + 1 < layers_.size() && stays(L.ffn2, layers_[li + 1].qkv, true);
         linear(L.ffn2, down, Mc);
       } else if (ffn_f32_at_direct(L) && !observe_) {

@@ -114,6 +114,7 @@ struct LinearIO {
   uint8_t* out_q = nullptr;
   uint8_t* out_at = nullptr;       // block-sparse INT8 to block-sparse INT8: the next layer's re-layout (out_q's)
   const uint8_t* in_at = nullptr;  // a re-layout written by the previous layer's epilogue (bsr_pack_at skipped)
+  bool at_bytes = false;           // out_at / in_at as byte rows (gathered quads: bsr_pack_bytes' layout)
   float* out_at_f32 = nullptr;       // sparse FP32 to sparse FP32: the next layer's re-layout (Epilogue::out_at_f32)
   const float* in_at_f32 = nullptr;  // a re-layout written by the previous layer's epilogue (spf32_pack_at skipped)
   const Linear* next = nullptr;
@@ -247,6 +248,8 @@ class EncoderEngine {
   bool side_static_ = false;
   // TRIMFORMER_QKV_ROWS=1 at construction: a sparse FP32 QKV writes float rows for the attention to pack (A/B runs)
   bool qkv_ops_off_ = false;
+  // TRIMFORMER_FFN_BYTE_ROWS_OFF=1 at construction: a gathered FFN1 writes u8 rows that FFN2 re-lays (A/B runs)
+  bool bytes_direct_off_ = false;
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;

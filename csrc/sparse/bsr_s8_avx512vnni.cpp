@@ -225,6 +225,22 @@ inline bool ends_in_u8_rows(const Epilogue& epi) {
 // 128-bit lane gives each token its 16 bytes. That replaces the 16x16 float transpose. The activation is a
 // template parameter (GELU-erf, ReLU or none: those act16 does in registers), so act16's row-loop call for the
 // other forms folds away and no call sits in the loop.
+// Four finished output rows n0 .. n0+3 (q[r]: 16 tokens from `tok` on, quant_i32_16's values) into the next
+// gathered layer's byte re-layout at epi.out_at (Epilogue::out_at_bytes): each row's 16 bytes are dwords 4L + b of
+// that input's 64-byte row in its tile (b: the tokens' 16-token block in the tile; bsr_pack_bytes' order).
+inline void store_byte_rows4(const __m512i* q, const Epilogue& epi, int64_t tok, int64_t n0, int64_t n1) {
+  const __m512i lane_of_dword = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __mmask16 block = static_cast<__mmask16>(0x1111 << ((tok % kAtTile) / 16));
+  uint8_t* tile = epi.out_at + (tok / kAtTile) * kAtTile * ((epi.out_at_k + 3) / 4 * 4);
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {
+    if (n0 + r >= n1) return;
+    const __m128i b = _mm512_cvtusepi32_epi8(_mm512_max_epi32(q[r], _mm512_setzero_si512()));
+    _mm512_mask_storeu_epi32(tile + (n0 + r) * kAtTile, block,
+                             _mm512_permutexvar_epi32(lane_of_dword, _mm512_castsi128_si512(b)));
+  }
+}
+
 template <int V, Act A>
 void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
@@ -235,6 +251,7 @@ void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, in
   const auto bias = [&](int64_t i) {
     return _mm512_set1_ps(epi.bias ? epi.bias[nb0 + (i < cols ? i : cols - 1)] : 0.0f);
   };
+  const bool bytes = epi.out_at && epi.out_at_bytes;
   for (int v = 0; v < V; ++v) {
     const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
     __m512i packed[4];
@@ -245,8 +262,13 @@ void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, in
         const __m512 y = _mm512_add_ps(_mm512_load_ps(&t[4 * g + r][16 * v]), bias(4 * g + r));
         q[r] = quant_i32_16(act16(y, A, 16), out_inv, out_zp);
       }
+      if (bytes) {  // each output row is the next layer's byte row for these 16 tokens
+        store_byte_rows4(q, epi, m0 + 16 * v, nb0 + 4 * g, nb1);
+        continue;
+      }
       packed[g] = pack_rows4_u8(q);
     }
+    if (bytes) continue;
     if (epi.out_at) {  // packed[g] is quad row nb0 / 4 + g of the next layer's re-layout for these 16 tokens
       uint8_t* dst = epi.out_at + bsr_at_offset(m0 + 16 * v, epi.out_at_k, kAtTile);
       const int64_t quads = (epi.out_at_k + 3) / 4 - nb0 / 4;

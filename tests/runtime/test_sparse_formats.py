@@ -206,7 +206,8 @@ def test_random_corruption_never_crashes(rng):
 @pytest.mark.parametrize("mixed", [False, True])
 def test_encoder_with_row_pairs_equals_rows_one_at_a_time(isa, rng, tmp_path, monkeypatch, quantize, mixed):
     """A whole 90% unstructured INT8 encoder (csr-int8 everywhere) loaded with gathered quads (the default at
-    avx512), with row pairs (TRIMFORMER_GATHERED_QUADS=0) and with neither (TRIMFORMER_ROW_PAIRS=0 too) gives the
+    avx512; static INT8's FFN1 then writes FFN2's byte rows, or u8 rows with TRIMFORMER_FFN_BYTE_ROWS_OFF=1), with
+    row pairs (TRIMFORMER_GATHERED_QUADS=0) and with neither (TRIMFORMER_ROW_PAIRS=0 too) gives the
     same bytes, in the team mode (batch 1: 33 tokens; 130 and 2 x 100, split between the threads) and side by
     side (batch 5).
     mixed: the attention output projections block-pruned (block-int8, 4x4 blocks) between gathered Linears: the
@@ -241,10 +242,14 @@ def test_encoder_with_row_pairs_equals_rows_one_at_a_time(isa, rng, tmp_path, mo
     single = tf.load(path, isa=isa, threads=2)
     monkeypatch.delenv("TRIMFORMER_ROW_PAIRS")
     monkeypatch.delenv("TRIMFORMER_GATHERED_QUADS")
-    gathered = tf.load(path, isa=isa, threads=2)
+    monkeypatch.setenv("TRIMFORMER_FFN_BYTE_ROWS_OFF", "1")  # static INT8: FFN1 writes u8 rows, FFN2 re-lays them
+    gathered_rows = tf.load(path, isa=isa, threads=2)
+    monkeypatch.delenv("TRIMFORMER_FFN_BYTE_ROWS_OFF")
+    gathered = tf.load(path, isa=isa, threads=2)  # static INT8: FFN1 writes FFN2's byte rows
     for b, seq in ((1, 33), (1, 130), (2, 100), (5, 33), (5, 130)):
         want = single.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"]
         np.testing.assert_array_equal(paired.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
+        np.testing.assert_array_equal(gathered_rows.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
         np.testing.assert_array_equal(gathered.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
 
 
