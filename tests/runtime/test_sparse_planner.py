@@ -237,14 +237,11 @@ def test_float32_sparse_batch_split_by_tokens(rng, pattern, fmt):
     assert rel_err(got, ref) < 1e-4
 
 
-@pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
-@pytest.mark.parametrize("batch, seq, threads", [(1, 19, 2), (3, 70, 2), (9, 131, 2), (5, 67, 1)])
-def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, seq, threads):
-    """Both FFN Linears sparse FP32: at a level whose kernels write the next re-layout (avx512) FFN1's epilogue
-    fills FFN2's At directly (92 intermediate features: FFN2's re-layout pads them to 96 with zeros; token counts
-    off the 16- and 64-token tiles; token and row splits, side-by-side groups); results as the float model's."""
+def _sparse_float32_model(rng, pattern, batch, seq, threads, isa):
+    """A pruned 2-layer BERT with random biases (a mix-up of rows, or of Q, K and V, shows; BERT initializes them
+    to zero), inputs with a padded last sequence, and its float32 engine with the first sparse format per layer."""
     model = tiny_bert(intermediate=92, max_positions=160)
-    with torch.no_grad():  # biases a mix-up of rows would show (BERT initializes them to zero)
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0.0, 0.5)
@@ -252,7 +249,16 @@ def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, 
     ids = rng.integers(1, 100, (batch, seq))
     mask = np.ones_like(ids)
     mask[-1, seq // 2:] = 0
-    eng = compile_encoder(model, sparse=None, threads=threads, isa=isa)
+    return model, ids, mask, compile_encoder(model, sparse=None, threads=threads, isa=isa)
+
+
+@pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
+@pytest.mark.parametrize("batch, seq, threads", [(1, 19, 2), (3, 70, 2), (9, 131, 2), (5, 67, 1)])
+def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, seq, threads):
+    """Both FFN Linears sparse FP32: at a level whose kernels write the next re-layout (avx512) FFN1's epilogue
+    fills FFN2's At directly (92 intermediate features: FFN2's re-layout pads them to 96 with zeros; token counts
+    off the 16- and 64-token tiles; token and row splits, side-by-side groups); results as the float model's."""
+    model, ids, mask, eng = _sparse_float32_model(rng, pattern, batch, seq, threads, isa)
     assert eng.formats["layers.0.ffn1"] == fmt and eng.formats["layers.1.ffn2"] == fmt
     got = eng.run(ids, mask)["last_hidden_state"]
     with torch.no_grad():
@@ -270,16 +276,7 @@ def test_sparse_float32_qkv_writes_attention_operands(isa, rng, tmp_path, monkey
     (Q rows, K and V panels) where the sequence and head sizes come in 16s: the same bytes as its float rows packed
     by the attention (TRIMFORMER_QKV_ROWS=1), in the team mode (token and column splits) and side by side; 33
     tokens take the rows. Elsewhere both loads run the rows."""
-    model = tiny_bert(intermediate=92, max_positions=160)
-    with torch.no_grad():  # biases a mix-up of Q, K and V would show (BERT initializes them to zero)
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.5)
-    prune_magnitude(model, 0.9 if pattern != "2:4" else 0.5, pattern)
-    ids = rng.integers(1, 100, (batch, seq))
-    mask = np.ones_like(ids)
-    mask[-1, seq // 2:] = 0
-    eng = compile_encoder(model, sparse=None, threads=threads, isa=isa)
+    model, ids, mask, eng = _sparse_float32_model(rng, pattern, batch, seq, threads, isa)
     assert eng.formats["layers.0.qkv"] == fmt
     path = tf.save(eng, tmp_path / "m")
     monkeypatch.setenv("TRIMFORMER_QKV_ROWS", "1")
