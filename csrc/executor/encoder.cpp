@@ -830,6 +830,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
+  if (const char* v = std::getenv("TRIMFORMER_FFN_PIECE")) ffn_piece_ = std::max<int64_t>(0, std::atoll(v)) / 64 * 64;
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -1596,16 +1597,23 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // rows already: no transpose, no float rows of ff, no spf32_pack_at for FFN2). 90% unstructured FP32
         // BERT-base on Zen 4: 0.85x the pass time at batch 1 (every round), 0.92x at batch 16 in a 6-round run and
         // mixed in a noisier one (bench/results/zen4_spf32_ffn_at_direct_ab*.md)
-        LinearIO up;
-        up.in = x1;
-        up.out = ff;
-        up.act = cfg_.act;
-        up.out_at_f32 = w.at_next.as<float>();
-        linear(L.ffn1, up, Mc);
-        op_done("ffn1");
-        LinearIO down = residual_ln(ff, xc, x1, L.ln2_g, L.ln2_b);
-        down.in_at_f32 = w.at_next.as<float>();
-        linear(L.ffn2, down, Mc);
+        // One thread's group (side by side) runs the FFN a piece of tokens at a time, FFN1 then FFN2: FFN2's
+        // re-layout of a 64-token piece (768 KiB at BERT-base's 3072 inputs) is then still in L2 when FFN2 reads
+        // it, where a whole 128-token group's (1.5 MiB) was not
+        const int64_t piece = this->team() == 1 && ffn_piece_ > 0 ? ffn_piece_ : Mc;
+        for (int64_t t0 = 0; t0 < Mc; t0 += piece) {
+          const int64_t mt = std::min(piece, Mc - t0);
+          LinearIO up;
+          up.in = x1 + t0 * L.ffn1.k;
+          up.out = ff + t0 * L.ffn1.n;
+          up.act = cfg_.act;
+          up.out_at_f32 = w.at_next.as<float>();
+          linear(L.ffn1, up, mt);
+          if (piece == Mc) op_done("ffn1");
+          LinearIO down = residual_ln(ff + t0 * L.ffn1.n, xc + t0 * L.ffn2.n, x1 + t0 * L.ffn2.n, L.ln2_g, L.ln2_b);
+          down.in_at_f32 = w.at_next.as<float>();
+          linear(L.ffn2, down, mt);
+        }
       } else {
         linear(L.ffn1, x1, Mc, ff, cfg_.act, nullptr);
         op_done("ffn1");

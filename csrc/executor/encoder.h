@@ -250,6 +250,9 @@ class EncoderEngine {
   bool qkv_ops_off_ = false;
   // TRIMFORMER_FFN_BYTE_ROWS_OFF=1 at construction: a gathered FFN1 writes u8 rows that FFN2 re-lays (A/B runs)
   bool bytes_direct_off_ = false;
+  // tokens per FFN1 -> FFN2 round of a side-by-side group with sparse FP32 FFNs (a multiple of the re-layout's
+  // 64-token tile; 0: the whole group); TRIMFORMER_FFN_PIECE at construction
+  int64_t ffn_piece_ = 64;
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;

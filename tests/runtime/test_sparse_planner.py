@@ -275,15 +275,20 @@ def test_sparse_float32_qkv_writes_attention_operands(isa, rng, tmp_path, monkey
     """A sparse FP32 QKV before the fused float attention (Zen 4's avx512 table) writes the attention's operands
     (Q rows, K and V panels) where the sequence and head sizes come in 16s: the same bytes as its float rows packed
     by the attention (TRIMFORMER_QKV_ROWS=1), in the team mode (token and column splits) and side by side; 33
-    tokens take the rows. Elsewhere both loads run the rows."""
+    tokens take the rows. Elsewhere both loads run the rows. Side-by-side groups run their FFN in 64-token pieces:
+    the same bytes as in one round (TRIMFORMER_FFN_PIECE=0)."""
     model, ids, mask, eng = _sparse_float32_model(rng, pattern, batch, seq, threads, isa)
     assert eng.formats["layers.0.qkv"] == fmt
     path = tf.save(eng, tmp_path / "m")
     monkeypatch.setenv("TRIMFORMER_QKV_ROWS", "1")
     rows = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
     monkeypatch.delenv("TRIMFORMER_QKV_ROWS")
+    monkeypatch.setenv("TRIMFORMER_FFN_PIECE", "0")  # a side-by-side group's FFN1 -> FFN2 in one round
+    whole = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
+    monkeypatch.delenv("TRIMFORMER_FFN_PIECE")
     got = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
     np.testing.assert_array_equal(got, rows)
+    np.testing.assert_array_equal(got, whole)
     with torch.no_grad():
         ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state.numpy()
     assert rel_err(got, ref) < 1e-4
