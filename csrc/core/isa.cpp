@@ -80,6 +80,11 @@ bool env_flag(const char* name) {
   return v && *v && std::string(v) != "0";
 }
 
+bool env_off(const char* name) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == "0";
+}
+
 bool cpu_has_avx512_vbmi2() { return !env_flag("TRIMFORMER_NO_VBMI2") && read_flags().avx512vbmi2; }
 
 // AMX needs the CPU bits, the OS's XCR0 tile state and, on Linux, a per-process permission for the 8 KiB of tile

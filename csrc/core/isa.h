@@ -20,6 +20,8 @@ Isa detect_isa();
 Isa resolve_isa(const std::string& requested);
 // Whether the switch `name` is set in the environment to anything but empty or "0" (TRIMFORMER_NO_AMX and the like)
 bool env_flag(const char* name);
+// Whether the switch `name` is set to exactly "0" (switches on by default, turned off for A/B runs)
+bool env_off(const char* name);
 bool cpu_has_avx512_bf16();
 // AVX512_VBMI2 (byte expand-loads); TRIMFORMER_NO_VBMI2=1 reports false (to test the portable kernels)
 bool cpu_has_avx512_vbmi2();

@@ -270,12 +270,35 @@ const char* linear_kind_name(LinearKind kind) {
   }
 }
 
+namespace {
+// f(data, bytes) for each array a Linear's weight occupies: the one list weight_bytes and evict walk
+template <class F>
+void for_each_weight_array(const Linear& L, F f) {
+  const auto vec = [&](const auto& v) { f(v.data(), v.size() * sizeof(v[0])); };
+  f(L.packed.as<char>(), L.packed.size());
+  vec(L.bsr_rowptr);
+  vec(L.bsr_cols);
+  vec(L.bsr_values);
+  vec(L.bsr_values16);
+  vec(L.sp_values);
+  vec(L.sp_chunk_ptr);
+  vec(L.nm_idx);
+  vec(L.bsr_pair_tile);
+  vec(L.bsr_pair_ptr);
+  vec(L.bsr_pair_cols);
+  vec(L.bsr_pair_voff);
+  vec(L.bsr_pair_rows);
+  vec(L.bsr_pair_values);
+  vec(L.bsr_gq_ptr);
+  vec(L.bsr_gq_inputs);
+  vec(L.bsr_gq_values);
+}
+}  // namespace
+
 size_t Linear::weight_bytes() const {
-  return packed.size() + bsr_rowptr.size() * 4 + bsr_cols.size() * 4 + bsr_values.size() +
-         bsr_values16.size() * 2 + sp_values.size() * 4 + nm_idx.size() + sp_chunk_ptr.size() * 4 +
-         (bsr_pair_tile.size() + bsr_pair_ptr.size() + bsr_pair_cols.size() + bsr_pair_voff.size()) * 4 +
-         bsr_pair_rows.size() * 2 + bsr_pair_values.size() + bsr_gq_ptr.size() * 4 + bsr_gq_inputs.size() * 2 +
-         bsr_gq_values.size();
+  size_t bytes = 0;
+  for_each_weight_array(*this, [&](const void*, size_t b) { bytes += b; });
+  return bytes;
 }
 
 void Linear::evict() const {
@@ -283,23 +306,7 @@ void Linear::evict() const {
     const char* c = static_cast<const char*>(p);
     for (size_t i = 0; i < bytes; i += 64) _mm_clflush(c + i);
   };
-  flush(packed.as<char>(), packed.size());
-  flush(bsr_rowptr.data(), bsr_rowptr.size() * 4);
-  flush(bsr_cols.data(), bsr_cols.size() * 4);
-  flush(bsr_values.data(), bsr_values.size());
-  flush(bsr_values16.data(), bsr_values16.size() * 2);
-  flush(sp_values.data(), sp_values.size() * 4);
-  flush(sp_chunk_ptr.data(), sp_chunk_ptr.size() * 4);
-  flush(nm_idx.data(), nm_idx.size());
-  flush(bsr_pair_tile.data(), bsr_pair_tile.size() * 4);
-  flush(bsr_pair_ptr.data(), bsr_pair_ptr.size() * 4);
-  flush(bsr_pair_cols.data(), bsr_pair_cols.size() * 4);
-  flush(bsr_pair_voff.data(), bsr_pair_voff.size() * 4);
-  flush(bsr_pair_rows.data(), bsr_pair_rows.size() * 2);
-  flush(bsr_pair_values.data(), bsr_pair_values.size());
-  flush(bsr_gq_ptr.data(), bsr_gq_ptr.size() * 4);
-  flush(bsr_gq_inputs.data(), bsr_gq_inputs.size() * 2);
-  flush(bsr_gq_values.data(), bsr_gq_values.size());
+  for_each_weight_array(*this, flush);
   flush(bias.data(), bias.size() * 4);
   flush(w_scale.data(), w_scale.size() * 4);
   flush(col_sum.data(), col_sum.size() * 4);
@@ -471,21 +478,13 @@ void EncoderEngine::load_block_sparse(Linear* L, const std::string& name, const 
   load_static_activation(L, name, t);
 }
 
-namespace {
-// TRIMFORMER_ROW_PAIRS=0 at load: 1x4 rows one at a time (for A/B runs)
-bool row_pairs_off() {
-  const char* v = std::getenv("TRIMFORMER_ROW_PAIRS");
-  return v && std::string(v) == "0";
-}
-}  // namespace
-
 // 1x4-block rows -> row pairs (BsrS8::pair_tile) where the level runs them: within each 16-row tile the rows are
 // matched greedily by the quads they share (the pair sharing most first), each pair's quads split into the shared
 // list and each row's own; then the plain lists are dropped (the kernel reads only the pairs).
 void build_row_pairs(Linear* L, const KernelTable& kt) {
   const int64_t kq = (L->k + 3) / 4;
   if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
-      kq >= kt.bsr_row_pairs_max_quads || row_pairs_off())
+      kq >= kt.bsr_row_pairs_max_quads || env_off("TRIMFORMER_ROW_PAIRS"))  // =0 at load: rows one at a time
     return;
   const int32_t* rp = L->bsr_rowptr.data();
   const int32_t* cols = L->bsr_cols.data();
@@ -564,15 +563,11 @@ void build_row_pairs(Linear* L, const KernelTable& kt) {
 }
 
 namespace {
-// TRIMFORMER_GATHERED_QUADS=0 at load: 1x4 rows stay quads (row pairs or one at a time), for A/B runs
-bool gathered_quads_off() {
-  const char* v = std::getenv("TRIMFORMER_GATHERED_QUADS");
-  return v && std::string(v) == "0";
-}
-// Quads holding at least this many non-zeros on average stay quads: a gathered group's unpacks cost about what
-// 1.5 quads' loads and products do in the loop alone (bench/results/csr_int8_groups_rates_zen4.md: a group of four
-// non-zeros in 7.5-8 cycles, a quad in 4.3-6.3), so block-pruned rows (4 per quad) keep their quads, and
-// unstructured (1.16 at 90%, 1.36 at 80%) and 2:4 (2) rows gather
+// Quads holding at least this many non-zeros on average stay quads. In the loop alone a gathered group of four
+// non-zeros took 7.7-8.2 cycles, a quad 6.0-8.5 whatever it holds (bench/results/csr_int8_groups_rates_zen4.md:
+// 1.92-2.04 and 5.1-7.3 cycles per non-zero at 1.16 per quad), so quads pay off only from about 3-4 non-zeros
+// each: block-pruned rows (4 per quad) keep their quads, unstructured (1.16 at 90%, 1.36 at 80%) and 2:4 (2) rows
+// gather
 constexpr int64_t kGatheredMaxPerQuad = 3;
 }  // namespace
 
@@ -581,7 +576,7 @@ constexpr int64_t kGatheredMaxPerQuad = 3;
 // (on a real input of the row, so the kernel's loads stay inside the re-layout); then the quads are dropped
 void build_gathered_quads(Linear* L, const KernelTable& kt) {
   if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
-      !kt.bsr_pack_bytes || L->k > 65536 || gathered_quads_off())
+      !kt.bsr_pack_bytes || L->k > 65536 || env_off("TRIMFORMER_GATHERED_QUADS"))  // =0 at load: quads
     return;
   const int32_t* rp = L->bsr_rowptr.data();
   const int32_t* cols = L->bsr_cols.data();
@@ -1120,7 +1115,6 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       bw.gq_ptr = L.bsr_gq_ptr.data();
       bw.gq_inputs = L.bsr_gq_inputs.data();
       bw.gq_values = L.bsr_gq_values.data();
-      if (io.in_at && !io.at_bytes) throw std::logic_error("a gathered-quad Linear reads byte rows");
     }
     if (!L.bsr_pair_tile.empty()) {
       bw.pair_tile = L.bsr_pair_tile.data();
@@ -1131,7 +1125,8 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       bw.pair_voff = L.bsr_pair_voff.data();
     }
     const uint8_t* at = io.in_at ? io.in_at : w.at.as<uint8_t>();
-    if (io.in_at && io.at_bytes && !L.gathered()) throw std::logic_error("byte rows feed gathered quads only");
+    if (io.in_at && io.at_bytes != L.gathered())  // byte rows feed gathered quads, quad rows the others
+      throw std::logic_error("a previous layer's re-layout in the wrong form");
     if (io.out_at) {  // the next layer's re-layout, in the form its kernel takes
       epi.out_at = io.out_at;
       epi.out_at_k = L.n;
@@ -1547,8 +1542,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       // (bench/results/zen4_qkv_f32_operands_ab3.md)
       const bool qkv_ops = kt->attention_f32_packed && cfg_.attention_mode == 0 && !observe_ &&
                            (L.qkv.kind == LinearKind::SparseF32 || L.qkv.kind == LinearKind::NmF32) &&
-                           seq % 16 == 0 && cfg_.head_dim % 16 == 0 && !qkv_ops_off_ && qio.act == Act::None &&
-                           !qio.residual;
+                           seq % 16 == 0 && cfg_.head_dim % 16 == 0 && !qkv_ops_off_;
       if (qkv_ops) qio.qkv_f32 = QkvF32{qkv, seq, cfg_.heads, cfg_.head_dim, 0};
       linear(L.qkv, qio, Mc);
       op_done("qkv");
