@@ -759,6 +759,10 @@ NB_MODULE(_core, m) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_pair_quads_max_k;
   }, "isa"_a = "");
   // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
+  // whether N:M INT8 weights run as permuted quads at that level on this CPU (tf::perm_s8_available)
+  m.def("perm_s8_kernel", [](const std::string& isa) {
+    return tf::perm_s8_available(tf::kernels_for(tf::resolve_isa(isa)));
+  }, "isa"_a = "");
   m.def("bsr_narrow_kernel", [](const std::string& isa) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_narrow_values;
   }, "isa"_a = "");

@@ -34,7 +34,7 @@ static uint64_t xgetbv0() {
 
 struct CpuFlags {
   bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false,
-       avx512vnni = false, avx512bf16 = false, avx512vbmi2 = false;
+       avx512vnni = false, avx512bf16 = false, avx512vbmi2 = false, avx512vbmi = false;
 };
 
 static CpuFlags query_flags() {
@@ -55,6 +55,7 @@ static CpuFlags query_flags() {
   f.avx512vl = zmm_state && (b & (1u << 31));
   f.avx512vnni = zmm_state && (c & (1u << 11));
   f.avx512vbmi2 = zmm_state && (c & (1u << 6));
+  f.avx512vbmi = zmm_state && (c & (1u << 1));
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm_state && (a & (1u << 5));
   return f;
 }
@@ -86,6 +87,8 @@ bool env_off(const char* name) {
 }
 
 bool cpu_has_avx512_vbmi2() { return !env_flag("TRIMFORMER_NO_VBMI2") && read_flags().avx512vbmi2; }
+
+bool cpu_has_avx512_vbmi() { return !env_flag("TRIMFORMER_NO_VBMI") && read_flags().avx512vbmi; }
 
 // AMX needs the CPU bits, the OS's XCR0 tile state and, on Linux, a per-process permission for the 8 KiB of tile
 // data (arch_prctl ARCH_REQ_XCOMP_PERM): without it the first tile instruction faults. Asked once per process.

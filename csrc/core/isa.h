@@ -25,6 +25,8 @@ bool env_off(const char* name);
 bool cpu_has_avx512_bf16();
 // AVX512_VBMI2 (byte expand-loads); TRIMFORMER_NO_VBMI2=1 reports false (to test the portable kernels)
 bool cpu_has_avx512_vbmi2();
+// AVX512_VBMI (vpermb: any byte of a 64-byte vector to any lane); TRIMFORMER_NO_VBMI=1 reports false
+bool cpu_has_avx512_vbmi();
 // AMX-TILE + AMX-INT8 with the tile state granted by the OS (requested once); TRIMFORMER_NO_AMX=1 reports false.
 // The avx512 level's INT8 GEMM then runs on tiles (same packing, bit-identical results).
 bool cpu_has_amx_int8();
@@ -146,6 +148,20 @@ inline bool bsr_fills_next_at(Act act) { return act == Act::None || act == Act::
 // Block-sparse INT8 weight with R x 4 blocks (R = block_rows consecutive output rows x 4 consecutive input
 // features; R is 1 or 4): row block b (rows R*b .. R*b+R-1) owns blocks rowptr[b] .. rowptr[b+1]-1; block j covers
 // inputs 4*cols[j] .. 4*cols[j]+3 and holds R x 4 bytes at values[4R*j ..] (row-major: output row, then input).
+// INT8 weights as permuted quads (gemm_perm_s8; built by EncoderEngine::build_perm_quads): output rows in panels
+// of kPermPanel, inputs in chunks of kPermChunk. Each (panel, chunk) has `steps` steps of 256 bytes: for each of
+// the panel's two 16-row tiles, 64 index bytes then 64 int8 codes, lane l's 4 bytes holding 4 of row
+// (16 tile + l)'s non-zeros in the chunk (code 0 where the row has fewer) and the index bytes which of the chunk's
+// inputs each multiplies. A panel's steps are the most any of its rows needs (a row's non-zeros / 4, rounded up).
+constexpr int64_t kPermPanel = 32;
+constexpr int64_t kPermChunk = 64;
+struct PermS8 {
+  int64_t n = 0, k = 0;
+  const uint8_t* records = nullptr;
+  const int64_t* panel_off = nullptr;  // byte offset of each panel's records
+  const uint8_t* steps = nullptr;      // [panel][chunk]
+};
+
 struct BsrS8 {
   int64_t n = 0, k = 0;
   int64_t block_rows = 1;
@@ -364,6 +380,11 @@ struct KernelTable {
   // as a sparse FP32 QKV's epilogue writes them (Epilogue::qkv_f32); scratch as attention_f32's
   void (*attention_f32_packed)(const float* q, int64_t ldq, const float* kpack, const float* vpack, int64_t seq,
                                int64_t d, float alpha, const float* bias, float* out, int64_t ldo, void* scratch);
+  // optional (null where absent; avx512, called only where cpu_has_avx512_vbmi()): INT8 weights as permuted quads
+  // (PermS8) over the quantized activation rows, rows [m0, m1) x columns [n0, n1) (n0 a multiple of kPermPanel);
+  // epilogue and results as gemm_s8's (the same int32 sums)
+  void (*gemm_perm_s8)(const uint8_t* a, int64_t lda, const PermS8& w, float* c, int64_t ldc, int64_t m0, int64_t m1,
+                       int64_t n0, int64_t n1, const Epilogue& epi);
 };
 
 const KernelTable& kernels_for(Isa isa);
@@ -380,6 +401,12 @@ void attention_f32_packed(const float* q, int64_t ldq, const float* kpack, const
 // rule the loader, the executor's re-layouts and the test bindings share
 inline bool bsr_pair_quads(const KernelTable& kt, int64_t block_rows, bool narrow, int64_t pair_slots, int64_t k) {
   return block_rows == 4 && !narrow && pair_slots == 0 && k <= kt.bsr_pair_quads_max_k;
+}
+
+// Whether N:M INT8 weights load as permuted quads (PermS8) here: the level's kernel, a CPU with VBMI, and not
+// turned off for an A/B run (TRIMFORMER_PERM_QUADS=0); the loader, the planner's candidates and the tests share it
+inline bool perm_s8_available(const KernelTable& kt) {
+  return kt.gemm_perm_s8 != nullptr && cpu_has_avx512_vbmi() && !env_off("TRIMFORMER_PERM_QUADS");
 }
 
 namespace scalar { const KernelTable& table(); }

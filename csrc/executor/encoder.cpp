@@ -266,6 +266,7 @@ const char* linear_kind_name(LinearKind kind) {
     case LinearKind::BsrS8: return "bsr-s8";
     case LinearKind::SparseF32: return "sparse-f32";
     case LinearKind::NmF32: return "nm-f32";
+    case LinearKind::PermS8: return "perm-s8";
     default: return "f32";
   }
 }
@@ -292,6 +293,8 @@ void for_each_weight_array(const Linear& L, F f) {
   vec(L.bsr_gq_ptr);
   vec(L.bsr_gq_inputs);
   vec(L.bsr_gq_values);
+  vec(L.perm_panel_off);
+  vec(L.perm_steps);
 }
 }  // namespace
 
@@ -681,8 +684,65 @@ void EncoderEngine::pairs_from_rows(Linear* L, const std::vector<int8_t>& w, int
   L->bsr_values16.resize(L->bsr_values16.size() + 16, 0);  // as quads_from_rows: room past the end
 }
 
-void EncoderEngine::sparse_int8_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots) {
-  if (kt_->bsr_pack_pairs) pairs_from_rows(L, w, slots);
+// INT8 rows given densely -> permuted quads (PermS8): per panel of kPermPanel rows and chunk of kPermChunk
+// inputs, each row's non-zeros in input order, four to a lane per step; the panel takes as many steps as its
+// fullest row needs, the other rows' lanes padded with code 0 (index 0: any input, times zero).
+void EncoderEngine::perm_quads_from_rows(Linear* L, const std::vector<int8_t>& w) {
+  const int64_t n = L->n, k = L->k, chunks = (k + kPermChunk - 1) / kPermChunk;
+  const int64_t panels = (n + kPermPanel - 1) / kPermPanel;
+  L->int8 = true;
+  L->kind = LinearKind::PermS8;
+  L->col_sum.assign(n, 0);
+  L->perm_steps.assign(panels * chunks, 0);
+  L->perm_panel_off.assign(panels + 1, 0);
+  const auto nonzeros = [&](int64_t r, int64_t c) {
+    int64_t count = 0;
+    for (int64_t i = c * kPermChunk; i < std::min(k, (c + 1) * kPermChunk); ++i) count += w[r * k + i] != 0;
+    return count;
+  };
+  for (int64_t p = 0; p < panels; ++p) {
+    int64_t bytes = 0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      int64_t steps = 0;
+      for (int64_t r = p * kPermPanel; r < std::min(n, (p + 1) * kPermPanel); ++r)
+        steps = std::max(steps, (nonzeros(r, c) + 3) / 4);
+      L->perm_steps[p * chunks + c] = static_cast<uint8_t>(steps);  // at most kPermChunk / 4
+      bytes += steps * 256;
+    }
+    L->perm_panel_off[p + 1] = L->perm_panel_off[p] + bytes;
+  }
+  const size_t total = static_cast<size_t>(std::max<int64_t>(L->perm_panel_off[panels], 64));
+  L->packed.reserve(total);
+  uint8_t* rec = L->packed.as<uint8_t>();
+  std::memset(rec, 0, total);
+  for (int64_t p = 0; p < panels; ++p) {
+    uint8_t* out = rec + L->perm_panel_off[p];
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t steps = L->perm_steps[p * chunks + c];
+      for (int64_t j = 0; j < 2; ++j)
+        for (int64_t l = 0; l < 16; ++l) {
+          const int64_t r = p * kPermPanel + 16 * j + l;
+          if (r >= n) break;
+          int64_t e = 0;  // the row's e-th non-zero in the chunk: step e / 4, byte 4 l + e % 4 of the lane
+          for (int64_t i = c * kPermChunk; i < std::min(k, (c + 1) * kPermChunk); ++i) {
+            const int8_t v = w[r * k + i];
+            if (v == 0) continue;
+            uint8_t* step = out + (e / 4) * 256 + 128 * j;
+            step[4 * l + e % 4] = static_cast<uint8_t>(i - c * kPermChunk);
+            step[64 + 4 * l + e % 4] = static_cast<uint8_t>(v);
+            ++e;
+          }
+        }
+      out += steps * 256;
+    }
+  }
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t i = 0; i < k; ++i) L->col_sum[r] += w[r * k + i];
+}
+
+void EncoderEngine::sparse_int8_rows(Linear* L, const std::vector<int8_t>& w, int64_t slots, bool nm) {
+  if (nm && perm_s8_available(*kt_)) perm_quads_from_rows(L, w);
+  else if (kt_->bsr_pack_pairs) pairs_from_rows(L, w, slots);
   else quads_from_rows(L, w);
 }
 
@@ -703,7 +763,7 @@ void EncoderEngine::load_csr(Linear* L, const std::string& name, const std::map<
     std::vector<int8_t> dense(L->n * L->k, 0);
     for (int64_t r = 0; r < L->n; ++r)
       for (int32_t j = rowptr[r]; j < rowptr[r + 1]; ++j) dense[r * L->k + cols[j]] = q[j];
-    sparse_int8_rows(L, dense, 2);
+    sparse_int8_rows(L, dense, 2, false);
     L->w_scale = copy_f32(t, name + ".wscale", {L->n});
     load_static_activation(L, name, t);
     return;
@@ -780,7 +840,7 @@ void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<s
         else if (q[r * per_row + j] != 0)
           throw std::invalid_argument("'" + name + "': N:M value stored past the last input");
       }
-    sparse_int8_rows(L, dense, keep == 2 && group == 4 ? 6 : 2);
+    sparse_int8_rows(L, dense, keep == 2 && group == 4 ? 6 : 2, true);
     L->w_scale = copy_f32(t, name + ".wscale", {L->n});
     load_static_activation(L, name, t);
     return;
@@ -1176,6 +1236,21 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         },
         by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? token_align(L, m) : 16,
         L.col_groups, ln, ln_rows, io.rows_stay && by_tokens);
+    return;
+  }
+  if (L.kind == LinearKind::PermS8) {  // the dense GEMM's driver and epilogue, the permuted-quad kernel
+    PermS8 pw;
+    pw.n = L.n;
+    pw.k = L.k;
+    pw.records = L.packed.as<uint8_t>();
+    pw.panel_off = L.perm_panel_off.data();
+    pw.steps = L.perm_steps.data();
+    parallel_linear(
+        nt, m, L.n, kPermPanel, prep,
+        [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+          kt->gemm_perm_s8(q, ldq, pw, io.out, L.n, m0, m1, n0, n1, epi);
+        },
+        Split::Auto, 1, L.col_groups, ln, ln_rows);
     return;
   }
   parallel_linear(

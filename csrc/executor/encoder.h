@@ -44,6 +44,7 @@ enum class LinearKind : int {
   BsrS8 = 3,      // INT8 in R x 4 blocks (gemm_bsr_s8): block-int8, and csr-int8 / nm-int8 as 1x4 input quads
   SparseF32 = 4,  // float32 entries per row (R = 1, csr-f32) or per 4x1 block (R = 4, block-f32) (gemm_spf32)
   NmF32 = 5,      // float32 N:M groups with in-group indices (gemm_nm_f32)
+  PermS8 = 6,     // INT8 as permuted quads (gemm_perm_s8): nm-int8 (and csr-int8) where the CPU has VBMI
 };
 const char* linear_kind_name(LinearKind kind);
 // Whether an encoder's dense bf16 weights run on the level's BF16 GEMM rather than widened to float32 (the float32
@@ -78,6 +79,9 @@ struct Linear {
   std::vector<uint16_t> bsr_gq_inputs;
   std::vector<int8_t> bsr_gq_values;
   bool gathered() const { return !bsr_gq_ptr.empty(); }
+  // PermS8 (records in `packed`): each panel's byte offset and the steps per (panel, chunk)
+  std::vector<int64_t> perm_panel_off;
+  std::vector<uint8_t> perm_steps;
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
@@ -211,8 +215,10 @@ class EncoderEngine {
   void load_nm(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
   void pairs_from_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
-  // unstructured (slots 2) or 2:4 (slots 6) INT8 rows: pair records where the level has bsr_pack_pairs, else quads
-  void sparse_int8_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
+  void perm_quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
+  // unstructured (slots 2) or N:M (slots 6 for 2:4, 2 for 4:8) INT8 rows: permuted quads for N:M rows where
+  // perm_s8_available, else pair records where the level has bsr_pack_pairs, else quads
+  void sparse_int8_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots, bool nm);
   void load_static_activation(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);

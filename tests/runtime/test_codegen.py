@@ -41,6 +41,7 @@ KERNELS = [
     ("csrc/gemm/gemm_bf16_avx512.cpp", "TF_AVX512_FLAGS", ["-mavx512bf16"]),
     ("csrc/sparse/bsr_s8_avx512vnni.cpp", "TF_AVX512_FLAGS", []),
     ("csrc/sparse/spmm_f32_avx512vnni.cpp", "TF_AVX512_FLAGS", []),
+    ("csrc/sparse/perm_s8_avx512vbmi.cpp", "TF_AVX512_FLAGS", ["-mavx512vbmi"]),
 ]
 
 

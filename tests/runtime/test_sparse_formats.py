@@ -48,7 +48,7 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         assert rel_err(r.run(x, 1, res), ref_f32) < 1e-5, fmt
     for fmt in INT8_FORMATS[pattern]:
         r = _runner(fmt, w, bias, isa)
-        assert r.kind == "bsr-s8"
+        assert r.kind == ("perm-s8" if fmt == "nm-int8" and _core.perm_s8_kernel(isa) else "bsr-s8")
         np.testing.assert_array_equal(r.run(x, 1, res), ref_s8, err_msg=fmt)
     # block-int7: codes in [-64, 64] (4x4 blocks: at avx2 multiplied 8-bit, vpmaddubsw) equal dense INT8 run on
     # the same codes and scales
@@ -97,12 +97,13 @@ def test_csr_int8_row_pairs_equal_dense(isa, rng, monkeypatch, n, k, threads):
 @pytest.mark.parametrize("n,k", [(16, 64), (45, 200), (70, 1539), (33, 7), (17, 3)])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
-def test_csr_int8_gathered_quads_equal_dense(isa, rng, n, k, threads, pattern):
+def test_csr_int8_gathered_quads_equal_dense(isa, rng, monkeypatch, n, k, threads, pattern):
     """1x4 INT8 rows whose quads are sparse run as gathered quads where the level has their byte re-layout
     (avx512): any four non-zeros of a row form one VNNI quad, their activation bytes interleaved at run time.
     Rows of 1, 2, 3 and 5 non-zeros (padded groups), an empty row, a dense row, rows sharing every input; static
     and dynamic activations, activation and residual epilogue, every token count from one to several partial
-    tiles: the same bytes as dense INT8."""
+    tiles: the same bytes as dense INT8. (2:4 rows with the permuted quads off, which VBMI CPUs take for them.)"""
+    monkeypatch.setenv("TRIMFORMER_PERM_QUADS", "0")
     w = _weight(rng, n, k, pattern, 0.5 if pattern == "2:4" else 0.85)
     if pattern == "unstructured" and n >= 8:
         for r, count in zip((1, 2, 3, 4), (1, 2, 3, 5), strict=True):
@@ -120,6 +121,47 @@ def test_csr_int8_gathered_quads_equal_dense(isa, rng, n, k, threads, pattern):
         res = rng.standard_normal((m, n)).astype(np.float32)
         np.testing.assert_array_equal(r.run(x, 1, res), dense.run(x, 1, res), err_msg=f"m={m}")
         np.testing.assert_array_equal(r.run(x, 0), dense.run(x, 0), err_msg=f"m={m}")
+
+
+@pytest.mark.parametrize("n,k", [(32, 64), (45, 200), (70, 1539), (33, 7), (17, 3), (96, 130)])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("pattern", ["2:4", "4:8"])
+def test_nm_int8_permuted_quads_equal_dense(isa, rng, n, k, threads, pattern):
+    """N:M INT8 rows run as permuted quads where the CPU has AVX512-VBMI (vpermb picks each lane's four
+    activations out of a 64-input chunk): panels of 32 rows and partial ones, chunks of 64 inputs and a partial
+    last one (k under 64 too), rows sparser than the pattern (a chunk's steps are its fullest row's; the others
+    padded with zero codes), empty rows and an empty chunk, bias, activation and residual, every token count
+    around the 8-token micro-tile; the same bytes as dense INT8. Without VBMI (TRIMFORMER_NO_VBMI=1) the same
+    weight loads as quads and agrees too."""
+    w = _weight(rng, n, k, pattern, 0.5)
+    if n >= 8:
+        w[1] *= rng.random(k) < 0.3  # sparser than the pattern
+        w[2, : min(k, 64)] = 0.0  # a chunk with nothing in it for this row
+        w[3] = 0.0
+    bias = rng.standard_normal(n).astype(np.float32)
+    r = _runner("nm-int8", w, bias, isa, threads)
+    assert r.kind == ("perm-s8" if _core.perm_s8_kernel(isa) else "bsr-s8")
+    assert _core.perm_s8_kernel(isa) == (isa == "avx512_vnni" and _core.perm_s8_kernel())
+    dense = _runner("int8", w, bias, isa, threads)
+    for m in (1, 2, 7, 8, 9, 16, 17, 63, 64, 131):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        np.testing.assert_array_equal(r.run(x, 1, res), dense.run(x, 1, res), err_msg=f"m={m}")
+        np.testing.assert_array_equal(r.run(x, 0), dense.run(x, 0), err_msg=f"m={m}")
+
+
+def test_nm_int8_without_vbmi_loads_as_quads(rng, monkeypatch):
+    w = _weight(rng, 40, 96, "2:4", 0.5)
+    bias = rng.standard_normal(40).astype(np.float32)
+    x = rng.standard_normal((19, 96)).astype(np.float32)
+    want = _runner("int8", w, bias, "").run(x, 1)
+    for switch in ("TRIMFORMER_NO_VBMI", "TRIMFORMER_PERM_QUADS"):
+        monkeypatch.setenv(switch, "1" if switch == "TRIMFORMER_NO_VBMI" else "0")
+        assert not _core.perm_s8_kernel()
+        r = _runner("nm-int8", w, bias, "")
+        assert r.kind == "bsr-s8"
+        np.testing.assert_array_equal(r.run(x, 1), want)
+        monkeypatch.delenv(switch)
 
 
 def test_dense_quads_stay_quads(isa, rng):

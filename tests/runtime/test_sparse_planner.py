@@ -71,6 +71,10 @@ def test_candidates_follow_the_pattern(rng):
         dense_pairs = w * magnitude_mask(w, 0.5, "unstructured")  # about 75% of its pairs
         assert sparse_candidates(dense_pairs, "int8", "avx2") == ["csr-int8"]
         assert sparse_candidates(block, "int8", "avx2") == ["block-int8", "csr-int8"]
+    if _core.perm_s8_kernel("avx512_vnni"):  # N:M rows as permuted quads: half the dense kernel's vpdpbusd
+        assert sparse_candidates(nm, "int8", "avx512_vnni") == ["nm-int8"]
+        assert sparse_candidates(w * magnitude_mask(w, 0.0, "4:8"), "int8", "avx512_vnni") == ["nm-int8"]
+        assert sparse_candidates(half, "int8", "avx512_vnni") == []  # no N:M pattern, too many quads
     t = time_formats(unstructured, ["f32", "csr-f32"], tokens=8, iters=2, threads=1)
     assert set(t) == {"f32", "csr-f32"} and all(v > 0 for v in t.values())
 
@@ -164,10 +168,11 @@ def test_block_int8_short_split_by_tokens_equals_dense_int8(isa, rng, batch, seq
     # Static INT8 block-sparse layers also quantize straight into their re-layout, and FFN1 writes FFN2's: widths
     # that are not multiples of 16 quads (68, 100) check the partial quad groups of both, 102 a partial last quad
     # (unstructured: csr-int8, run as 1x4 blocks, or at avx2 as pair records in 32-token tiles: 144 tokens start the
-    # second thread's inside one; 2:4: nm-int8 where the level runs pair records, else dense INT8)
+    # second thread's inside one; 2:4: nm-int8 where the level runs pair records or permuted quads, else dense
+    # INT8; permuted quads requantize in the dense driver's epilogue)
     model = _model(hidden=hidden, intermediate=intermediate)
     prune_magnitude(model, 0.5 if pattern == "2:4" else 0.9, pattern)
-    if pattern == "2:4" and not _core.bsr_pair_kernel(isa):
+    if pattern == "2:4" and not (_core.bsr_pair_kernel(isa) or _core.perm_s8_kernel(isa)):
         fmt = "int8"
     ids = rng.integers(1, 100, (batch, seq))
     mask = np.ones_like(ids)
@@ -296,8 +301,8 @@ def test_sparse_float32_qkv_writes_attention_operands(isa, rng, tmp_path, monkey
 
 @pytest.mark.parametrize("pattern", ["2:4", "4:8"])
 def test_nm_int8_model_equals_dense_int8(rng, tmp_path, pattern):
-    """A model stored in nm-int8 (a planner candidate for a plain 2:4 weight only where the level multiplies input
-    pairs: avx2) runs bit-identically to dense INT8 and reloads."""
+    """A model stored in nm-int8 (a planner candidate for a plain 2:4 weight where the level multiplies input
+    pairs, avx2, or runs permuted quads, AVX512-VBMI) runs bit-identically to dense INT8 and reloads."""
     from trimformer.runtime.engine import Engine, _encode_linears
 
     model = _model()

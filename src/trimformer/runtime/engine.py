@@ -416,12 +416,16 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
             return sorted(work, key=work.get)
         # csr-int8 and nm-int8 both run on the 1x4 input quads that hold a non-zero (VNNI multiplies 4 consecutive
         # inputs at once): a plain 2:4 / 4:8 weight has a non-zero in (nearly) every quad, so it stays dense INT8
-        # unless it is sparser than its pattern; where both fit, CSR stores less
+        # unless it is sparser than its pattern; where both fit, CSR stores less. Where N:M rows run as permuted
+        # quads (`_core.perm_s8_kernel`: AVX512-VBMI), every 8 inputs of such a row cost one vpdpbusd and one
+        # vpermb against the dense kernel's two vpdpbusd, so nm-int8 is a candidate whenever the pattern fits
         if st["quad_density"] <= SPARSE_MAX_BLOCK_DENSITY:
             if st["zeros"] >= SPARSE_MIN_ZEROS:
                 work["csr-int8"] = st["quad_density"]
             if st["nm"]:
                 work["nm-int8"] = st["quad_density"]
+        if st["nm"] and _core.perm_s8_kernel(isa or ""):
+            work["nm-int8"] = min(work.get("nm-int8", 1.0), nm_work)
     else:
         if st["nm"]:
             work["nm-f32"] = nm_work
