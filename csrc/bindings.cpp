@@ -787,7 +787,11 @@ NB_MODULE(_core, m) {
       .def_prop_ro("weight_bytes", [](PyLinear& p) { return p.engine_->only_linear().weight_bytes(); })
       // 1x4-block INT8 rows run as row pairs at this level (BsrS8::pair_tile)
       .def_prop_ro("row_pairs", [](PyLinear& p) { return !p.engine_->only_linear().bsr_pair_tile.empty(); })
-      .def_prop_ro("gathered_quads", [](PyLinear& p) { return p.engine_->only_linear().gathered(); });
+      .def_prop_ro("gathered_quads", [](PyLinear& p) { return p.engine_->only_linear().gathered(); })
+      .def_prop_ro("jit_code_bytes", [](PyLinear& p) {
+        const tf::Linear& L = p.engine_->only_linear();
+        return L.spf32_jit ? L.spf32_jit->code_bytes() : size_t{0};
+      });
   nb::class_<PyEncoder>(m, "EncoderEngine")
       .def(nb::init<const nb::dict&, const std::map<std::string, AnyArray>&, const std::string&, int>(), "config"_a, "tensors"_a,
            "isa"_a = "", "threads"_a = 1)

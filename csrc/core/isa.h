@@ -216,6 +216,26 @@ inline bool bsr_values_narrow(const int8_t* v, size_t n) {
 }
 
 // ---- sparse runtime (issue 3): FP32 sparse weights ----
+// csr-f32 as generated code (JitF32Code builds it at load, gemm_spf32 runs it where KernelTable::spf32_jit): one
+// function per group of at most kJitRows output rows, called as f(at, values, yt) (the SysV argument registers):
+// `at` a 16-token quarter of a 64-token At tile (rows 256 bytes apart), `values` the group's values, `yt` its first
+// Y^T row at that quarter (rows 256 bytes apart). The rows' accumulators stay in zmm0 .. zmm27; each input the
+// group holds is loaded once (zmm28-31 in turn) and multiplied into every row holding it with the weight as an
+// embedded broadcast; no index loads, no branches. Groups form blocks of whole 16-row units.
+constexpr int64_t kJitRows = 28;
+struct JitGroupF32 {
+  int32_t row0 = 0, rows = 0;
+  int64_t code_off = 0, value_off = 0;
+};
+struct SparseF32Jit {
+  const uint8_t* code = nullptr;
+  int64_t code_bytes = 0;
+  const float* values = nullptr;
+  const JitGroupF32* groups = nullptr;
+  const int32_t* block_groups = nullptr;  // block b holds groups block_groups[b] .. block_groups[b + 1] - 1
+  int64_t blocks = 0;
+  int64_t max_block_rows = 0;
+};
 // Sparse FP32 weight in rows of R (R = block_rows: 1 for csr-f32, 4 for block-f32's 4x1 blocks): row block b
 // (rows R*b .. R*b+R-1) owns entries rowptr[b] .. rowptr[b+1]-1; entry j is input feature cols[j] and holds R
 // values at values[R*j ..] (one per output row of the block).
@@ -230,6 +250,7 @@ struct SparseF32 {
   // levels whose kernel walks the inputs in chunks (KernelTable::spf32_chunk_k > 0; see build_chunk_pointers)
   int64_t chunk_k = 0;
   const int32_t* chunk_ptr = nullptr;
+  const SparseF32Jit* jit = nullptr;  // csr-f32 as generated code (levels with KernelTable::spf32_jit)
 };
 // N:M semi-structured FP32 weight (at most N non-zeros in each group of M consecutive inputs, M in {4, 8}):
 // row r keeps exactly N values per group (zeros where a group has fewer), values[r * groups * N + g * N + i]
@@ -385,6 +406,9 @@ struct KernelTable {
   // epilogue and results as gemm_s8's (the same int32 sums)
   void (*gemm_perm_s8)(const uint8_t* a, int64_t lda, const PermS8& w, float* c, int64_t ldc, int64_t m0, int64_t m1,
                        int64_t n0, int64_t n1, const Epilogue& epi);
+  // gemm_spf32 runs csr-f32 weights as generated code (SparseF32::jit; avx512, whose 64-token re-layout the code
+  // reads)
+  bool spf32_jit;
 };
 
 const KernelTable& kernels_for(Isa isa);

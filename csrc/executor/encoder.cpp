@@ -295,6 +295,10 @@ void for_each_weight_array(const Linear& L, F f) {
   vec(L.bsr_gq_values);
   vec(L.perm_panel_off);
   vec(L.perm_steps);
+  if (L.spf32_jit) {
+    f(L.spf32_jit->code(), L.spf32_jit->code_bytes());
+    vec(L.spf32_jit->values());
+  }
 }
 }  // namespace
 
@@ -861,6 +865,48 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
   load_linear(&head_[0], name, t);
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
+  build_all_jit();
+}
+
+// Blocks of kJitBlock rows (4 groups of 28: whole 16-row units), cut also where a column split of 2 .. threads_
+// threads falls (split_range over each of col_groups equal groups, as parallel_linear splits), so a thread's rows
+// are whole blocks and it computes no other rows
+// (Weights of more than kJitMaxEntries stored values keep the plain kernel: their code, about 10 bytes per value,
+// would pass 40 MB.)
+void EncoderEngine::build_jit(Linear* L) {
+  constexpr int64_t kJitBlock = 4 * kJitRows, kJitMaxEntries = int64_t{4} << 20;
+  if (L->kind != LinearKind::SparseF32 || L->bsr_rows != 1 || !kt_->spf32_jit || env_off("TRIMFORMER_JIT")) return;
+  if (L->bsr_rowptr.empty() || L->bsr_rowptr.back() > kJitMaxEntries) return;
+  const int64_t n = L->n, groups = L->col_groups > 1 && n % L->col_groups == 0 && (n / L->col_groups) % 16 == 0
+                                       ? L->col_groups
+                                       : 1;
+  const int64_t gn = n / groups;
+  std::vector<int32_t> cuts;
+  for (int64_t r = 0; r < n; r += kJitBlock) cuts.push_back(static_cast<int32_t>(r));
+  for (int64_t g = 0; g < groups; ++g) {
+    cuts.push_back(static_cast<int32_t>(g * gn));
+    for (int cnt = 2; cnt <= threads_; ++cnt)
+      for (int i = 1; i < cnt; ++i) {
+        int64_t lo, hi;
+        split_range(gn, 16, cnt, i, &lo, &hi);
+        if (lo < gn) cuts.push_back(static_cast<int32_t>(g * gn + lo));
+      }
+  }
+  std::sort(cuts.begin(), cuts.end());
+  cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
+  auto code = std::make_unique<JitF32Code>();
+  if (code->build(n, L->k, L->bsr_rowptr.data(), L->bsr_cols.data(), L->sp_values.data(), cuts, 4 * 64, 4 * 64))
+    L->spf32_jit = std::move(code);
+}
+
+void EncoderEngine::build_all_jit() {
+  for (auto& L : layers_) {
+    build_jit(&L.qkv);
+    build_jit(&L.attn_out);
+    build_jit(&L.ffn1);
+    build_jit(&L.ffn2);
+  }
+  for (auto& L : head_) build_jit(&L);
 }
 
 const Linear& EncoderEngine::only_linear() const {
@@ -922,6 +968,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     if (head_[j].k != prev) throw std::invalid_argument("head layer shapes do not chain");
     prev = head_[j].n;
   }
+  build_all_jit();
 }
 
 size_t EncoderEngine::packed_bytes() const {
@@ -1093,6 +1140,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     sw.values = nw.values = L.sp_values.data();
     sw.chunk_k = kt->spf32_chunk_k;
     sw.chunk_ptr = L.sp_chunk_ptr.data();
+    sw.jit = L.spf32_jit ? &L.spf32_jit->view() : nullptr;
     nw.idx = L.nm_idx.data();
     nw.keep = L.nm_keep;
     nw.group = L.nm_group;

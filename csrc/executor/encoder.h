@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/isa.h"
+#include "../sparse/jit_f32.h"
 
 namespace tf {
 
@@ -82,6 +83,8 @@ struct Linear {
   // PermS8 (records in `packed`): each panel's byte offset and the steps per (panel, chunk)
   std::vector<int64_t> perm_panel_off;
   std::vector<uint8_t> perm_steps;
+  // csr-f32 as generated code (EncoderEngine::build_jit; KernelTable::spf32_jit), set after every Linear is loaded
+  std::unique_ptr<JitF32Code> spf32_jit;
   std::vector<float> sp_values;  // SparseF32 / NmF32 values
   std::vector<int32_t> sp_chunk_ptr;  // SparseF32 entry ranges per input chunk (levels that walk chunks)
   std::vector<uint8_t> nm_idx;   // NmF32 in-group index of every value
@@ -216,6 +219,10 @@ class EncoderEngine {
   void quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
   void pairs_from_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
   void perm_quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
+  // a csr-f32 Linear's generated code (where the level runs it and TRIMFORMER_JIT is not 0), its blocks cut where
+  // the column splits of up to threads_ threads fall (col_groups set)
+  void build_jit(Linear* L);
+  void build_all_jit();
   // unstructured (slots 2) or N:M (slots 6 for 2:4, 2 for 4:8) INT8 rows: permuted quads for N:M rows where
   // perm_s8_available, else pair records where the level has bsr_pack_pairs, else quads
   void sparse_int8_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots, bool nm);

@@ -273,6 +273,24 @@ def test_sparse_float32_ffn1_fills_ffn2_relayout(isa, rng, pattern, fmt, batch, 
     assert rel_err(got, dense) < 1e-5
 
 
+@pytest.mark.parametrize("batch, seq, threads", [(1, 19, 2), (1, 130, 2), (2, 100, 2), (5, 33, 2), (3, 70, 3),
+                                                 (4, 64, 1)])
+def test_csr_f32_generated_code_in_an_encoder(isa, rng, tmp_path, monkeypatch, batch, seq, threads):
+    """A 90% unstructured FP32 encoder whose csr-f32 Linears run as generated code (avx512) against the same model
+    loaded with TRIMFORMER_JIT=0: the team mode (column splits at batch 1: the code's blocks are cut where they
+    fall; token splits), side-by-side groups, FFN1 writing FFN2's re-layout and QKV the attention's operands;
+    within 1e-5."""
+    model, ids, mask, eng = _sparse_float32_model(rng, "unstructured", batch, seq, threads, isa)
+    assert set(eng.formats.values()) == {"csr-f32"}
+    path = tf.save(eng, tmp_path / "m")
+    got = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
+    monkeypatch.setenv("TRIMFORMER_JIT", "0")
+    plain = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
+    assert rel_err(got, plain) < 1e-5
+    dense = compile_encoder(model, sparse=False, threads=threads, isa=isa).run(ids, mask)["last_hidden_state"]
+    assert rel_err(got, dense) < 1e-5
+
+
 @pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])
 @pytest.mark.parametrize("batch, seq, threads", [(1, 32, 2), (1, 128, 2), (9, 48, 2), (5, 64, 1), (2, 33, 2)])
 def test_sparse_float32_qkv_writes_attention_operands(isa, rng, tmp_path, monkeypatch, pattern, fmt, batch, seq,
