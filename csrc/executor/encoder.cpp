@@ -895,8 +895,13 @@ void EncoderEngine::build_jit(Linear* L) {
   std::sort(cuts.begin(), cuts.end());
   cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
   auto code = std::make_unique<JitF32Code>();
-  if (code->build(n, L->k, L->bsr_rowptr.data(), L->bsr_cols.data(), L->sp_values.data(), cuts, 4 * 64, 4 * 64))
-    L->spf32_jit = std::move(code);
+  if (!code->build(n, L->k, L->bsr_rowptr.data(), L->bsr_cols.data(), L->sp_values.data(), cuts, 4 * 64, 4 * 64))
+    return;  // no executable memory here: the plain kernel
+  L->spf32_jit = std::move(code);
+  // the code holds the inputs and its own copy of the values: the plain kernel's arrays are not read again
+  std::vector<int32_t>().swap(L->bsr_cols);
+  std::vector<float>().swap(L->sp_values);
+  std::vector<int32_t>().swap(L->sp_chunk_ptr);
 }
 
 void EncoderEngine::build_all_jit() {
