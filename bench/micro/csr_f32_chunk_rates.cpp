@@ -38,27 +38,6 @@ namespace {
 constexpr int kTile = 64;
 constexpr int kV = kTile / 16;  // token vectors per tile
 
-struct Csr {
-  int64_t n, k;
-  std::vector<int32_t> rowptr, cols;
-  std::vector<float> vals;
-};
-
-Csr random_csr(int64_t n, int64_t k, double density, uint32_t seed) {
-  Csr w{n, k, {0}, {}, {}};
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(0.0f, 1.0f);
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t c = 0; c < k; ++c)
-      if (u(rng) < density) {
-        w.cols.push_back(static_cast<int32_t>(c));
-        w.vals.push_back(u(rng) - 0.5f);
-      }
-    w.rowptr.push_back(static_cast<int32_t>(w.cols.size()));
-  }
-  return w;
-}
-
 // the entries of rows [r0, r0+16) in input chunk ch, as pieces of exactly E entries (E = 8, then E = 4), padded
 struct Fixed {
   std::vector<int32_t> row8, row4;        // per piece: the accumulator row's float offset (row * 64)

@@ -5,6 +5,9 @@
 #include <immintrin.h>
 
 #include <chrono>
+#include <cstdint>
+#include <random>
+#include <vector>
 
 // GHz of a dependent vpaddd chain (one cycle per add), on the widest vectors the build has (zmm with AVX-512, so
 // a frequency license of zmm code shows in the clock too; ymm for the avx2 experiment)
@@ -43,3 +46,26 @@ inline __m512i sum8(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, 
                           _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
 }
 #endif
+
+// A random CSR weight (csr_f32_chunk_rates.cpp, csr_f32_jit_rates.cpp): each of n x k weights kept with
+// probability `density`, values in [-0.5, 0.5)
+struct Csr {
+  int64_t n, k;
+  std::vector<int32_t> rowptr, cols;
+  std::vector<float> vals;
+};
+
+inline Csr random_csr(int64_t n, int64_t k, double density, uint32_t seed) {
+  Csr w{n, k, {0}, {}, {}};
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t c = 0; c < k; ++c)
+      if (u(rng) < density) {
+        w.cols.push_back(static_cast<int32_t>(c));
+        w.vals.push_back(u(rng) - 0.5f);
+      }
+    w.rowptr.push_back(static_cast<int32_t>(w.cols.size()));
+  }
+  return w;
+}
