@@ -783,6 +783,7 @@ NB_MODULE(_core, m) {
       .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
       .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
+      .def_prop_ro("kernel", [](PyLinear& p) { return tf::linear_kernel(p.engine_->only_linear()); })
       .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })
       .def_prop_ro("weight_bytes", [](PyLinear& p) { return p.engine_->only_linear().weight_bytes(); })
       // 1x4-block INT8 rows run as row pairs at this level (BsrS8::pair_tile)
@@ -809,6 +810,11 @@ NB_MODULE(_core, m) {
       .def("set_profile", [](PyEncoder& e, bool on) { e.engine_->set_profile(on); })
       .def("profile", [](PyEncoder& e) { return e.engine_->profile(); })
       .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })
-      .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); });
+      .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); })
+      .def_prop_ro("linear_kernels", [](PyEncoder& e) {
+        nb::dict d;
+        for (const auto& [name, kernel] : e.engine_->linear_kernels()) d[nb::str(name.c_str())] = kernel;
+        return d;
+      });
   tf::register_decoder(m);
 }

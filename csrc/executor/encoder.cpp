@@ -10,6 +10,7 @@
 #include <chrono>
 #include <exception>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -269,6 +270,19 @@ const char* linear_kind_name(LinearKind kind) {
     case LinearKind::PermS8: return "perm-s8";
     default: return "f32";
   }
+}
+
+std::string linear_kernel(const Linear& L) {
+  std::string s = linear_kind_name(L.kind);
+  if (L.kind == LinearKind::BsrS8 && L.gathered()) s += ", gathered quads";
+  else if (L.kind == LinearKind::BsrS8 && !L.bsr_pair_tile.empty()) s += ", row pairs";
+  else if (L.kind == LinearKind::BsrS8 && L.bsr_pair_slots) s += ", pair records";
+  if (L.spf32_jit) {
+    char mb[32];
+    std::snprintf(mb, sizeof mb, "%.1f", static_cast<double>(L.spf32_jit->code_bytes()) / (1 << 20));
+    s += std::string(", generated code ") + mb + " MiB";
+  }
+  return s;
 }
 
 namespace {
@@ -981,6 +995,14 @@ size_t EncoderEngine::packed_bytes() const {
   for (const auto& L : layers_) b += L.qkv.weight_bytes() + L.attn_out.weight_bytes() + L.ffn1.weight_bytes() +
                                      L.ffn2.weight_bytes();
   return b;
+}
+
+std::vector<std::pair<std::string, std::string>> EncoderEngine::linear_kernels() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& L : layers_)
+    for (const Linear* l : {&L.qkv, &L.attn_out, &L.ffn1, &L.ffn2}) out.emplace_back(l->name, linear_kernel(*l));
+  for (const auto& L : head_) out.emplace_back(L.name, linear_kernel(L));
+  return out;
 }
 
 size_t EncoderEngine::pair_at_bytes(int64_t rows) const {

@@ -48,6 +48,9 @@ enum class LinearKind : int {
   PermS8 = 6,     // INT8 as permuted quads (gemm_perm_s8): nm-int8 (and csr-int8) where the CPU has VBMI
 };
 const char* linear_kind_name(LinearKind kind);
+// What runs a loaded Linear, in words: the kind plus the load-time form of a sparse weight (gathered quads, row
+// pairs, pair records, permuted quads, generated code and its size)
+std::string linear_kernel(const struct Linear& L);
 // Whether an encoder's dense bf16 weights run on the level's BF16 GEMM rather than widened to float32 (the float32
 // GEMM; the decoder keeps bf16 wherever it can, its decode being bound by the weights' bytes):
 // always with AMX tiles; with vdpbf16ps only where it measures faster than the float32 GEMM on a layer-sized
@@ -206,6 +209,8 @@ class EncoderEngine {
   std::map<std::string, std::pair<float, float>> observed_ranges() const;
   void reset_observers();
   size_t packed_bytes() const;
+  // every Linear's name and linear_kernel(), in layer order
+  std::vector<std::pair<std::string, std::string>> linear_kernels() const;
   // per-op wall time (ms) accumulated over runs while profiling is on
   void set_profile(bool on) { profile_ = on; if (on) profile_ms_.clear(); }
   const std::map<std::string, double>& profile() const { return profile_ms_; }

@@ -115,6 +115,7 @@ def test_csr_int8_gathered_quads_equal_dense(isa, rng, monkeypatch, n, k, thread
     fmt = "nm-int8" if pattern == "2:4" else "csr-int8"
     r = _runner(fmt, w, bias, isa, threads)
     assert r.gathered_quads == (isa == "avx512_vnni" and bool((w != 0).any()))
+    assert ("gathered quads" in r.kernel) == r.gathered_quads
     dense = _runner("int8", w, bias, isa, threads)
     for m in (1, 16, 17, 63, 64, 65, 131, 200):
         x = rng.standard_normal((m, k)).astype(np.float32)
@@ -141,6 +142,7 @@ def test_nm_int8_permuted_quads_equal_dense(isa, rng, n, k, threads, pattern):
     bias = rng.standard_normal(n).astype(np.float32)
     r = _runner("nm-int8", w, bias, isa, threads)
     assert r.kind == ("perm-s8" if _core.perm_s8_kernel(isa) else "bsr-s8")
+    assert r.kernel.startswith(r.kind)
     assert _core.perm_s8_kernel(isa) == (isa == "avx512_vnni" and _core.perm_s8_kernel())
     dense = _runner("int8", w, bias, isa, threads)
     for m in (1, 2, 7, 8, 9, 16, 17, 63, 64, 131):
@@ -166,6 +168,7 @@ def test_csr_f32_generated_code_equals_plain_kernel(isa, rng, monkeypatch, n, k,
     bias = rng.standard_normal(n).astype(np.float32)
     r = _runner("csr-f32", w, bias, isa, threads)
     assert (r.jit_code_bytes > 0) == (isa == "avx512_vnni")
+    assert ("generated code" in r.kernel) == (isa == "avx512_vnni")
     dense = _runner("f32", w, bias, isa, threads)
     monkeypatch.setenv("TRIMFORMER_JIT", "0")
     plain = _runner("csr-f32", w, bias, isa, threads)

@@ -282,6 +282,8 @@ def test_csr_f32_generated_code_in_an_encoder(isa, rng, tmp_path, monkeypatch, b
     within 1e-5."""
     model, ids, mask, eng = _sparse_float32_model(rng, "unstructured", batch, seq, threads, isa)
     assert set(eng.formats.values()) == {"csr-f32"}
+    generated = ["generated code" in v for v in eng.linear_kernels.values()]
+    assert len(generated) == len(eng.formats) and set(generated) == {isa == "avx512_vnni"}
     path = tf.save(eng, tmp_path / "m")
     got = tf.load(path, isa=isa, threads=threads).run(ids, mask)["last_hidden_state"]
     monkeypatch.setenv("TRIMFORMER_JIT", "0")
@@ -377,6 +379,7 @@ def test_compile_verbose_shows_the_choice(tmp_path):
         assert main(["compile", str(src), "--out", str(out), "--quantize", "int8-dynamic", "--verbose"]) == 0
     text = buf.getvalue()
     assert "dispatch" in text and "csr-int8" in text and "int8" in text
+    assert "kernel here" in text and "bsr-s8" in text  # what runs each Linear at this load
     # at the quad levels the FFN features are reordered for csr-int8 (runtime/feature_order.py), and it says so
     assert ("FFN features reordered in 2 layer(s)" in text) == (not _core.bsr_pair_kernel(""))
 

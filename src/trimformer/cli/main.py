@@ -113,9 +113,11 @@ def load_model(path: str | Path, *, threads: int | None = None, isa: str | None 
 
 
 def linear_rows(engine) -> list[dict[str, Any]]:
-    """Per-Linear layer: name, shape, format, bits per weight, stored bytes, static activation qparams."""
+    """Per-Linear layer: name, shape, format, the kernel that runs it here, bits per weight, stored bytes, static
+    activation qparams."""
     from ..formats.registry import get_format
 
+    kernels = getattr(engine, "linear_kernels", None) or {}
     rows = []
     for name in engine.spec.linear_names():
         fmt = get_format(engine.formats[name])
@@ -124,6 +126,8 @@ def linear_rows(engine) -> list[dict[str, Any]]:
         nbytes = sum(np.asarray(t).nbytes for t in (*stored.values(), *extra.values()))
         row = {"name": name, "shape": list(fmt.logical_shape(stored)), "format": fmt.name,
                "bits": fmt.bits_per_weight, "bytes": int(nbytes)}
+        if name in kernels:
+            row["kernel"] = kernels[name]
         timed = (engine.extra.get("dispatch") or {}).get(name)
         if timed and "ms" in timed:  # compile-time timings of the candidate formats on this layer's weight
             row["dispatch_ms"] = dict(timed["ms"])
@@ -141,14 +145,16 @@ def _linear_table(engine):
     rows = linear_rows(engine)
     timed = any("dispatch_ms" in r for r in rows)
     t = Table(title="Linear layers")
-    cols = ["layer", "shape", "format", "bits/w", "bytes", "act scale", "act zp"]
+    cols = ["layer", "shape", "format", "kernel here", "bits/w", "bytes", "act scale", "act zp"]
     if timed:
         tokens = next(r["dispatch_tokens"] for r in rows if "dispatch_ms" in r)
         cols.append(f"dispatch (ms at {tokens} tokens, * chosen)")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("layer", "format") or col.startswith("dispatch") else "right")
+        t.add_column(col, justify="left" if col in ("layer", "format", "kernel here") or col.startswith("dispatch")
+                     else "right")
     for r in rows:
-        cells = [r["name"], "x".join(map(str, r["shape"])), r["format"], f"{r['bits']:g}", _fmt_bytes(r["bytes"]),
+        cells = [r["name"], "x".join(map(str, r["shape"])), r["format"], r.get("kernel", "-"), f"{r['bits']:g}",
+                 _fmt_bytes(r["bytes"]),
                  f"{r['act_scale']:.4g}" if "act_scale" in r else "-", str(r.get("act_zero_point", "-"))]
         if timed:
             ms = r.get("dispatch_ms", {})

@@ -206,6 +206,13 @@ class Engine(NativeEngine):
     def packed_bytes(self) -> int:
         return int(self._native.packed_bytes)
 
+    @property
+    def linear_kernels(self) -> dict[str, str]:
+        """What runs each Linear at this load, in words: the kernel family and the load-time form of a sparse
+        weight (e.g. "sparse-f32, generated code 2.2 MiB", "bsr-s8, gathered quads", "perm-s8"); it depends on the
+        ISA level and CPU, not on the saved model."""
+        return dict(self._native.linear_kernels)
+
     def __repr__(self) -> str:
         s = self.spec
         return (f"Engine({s.arch}, task={s.task}, layers={s.layers}, hidden={s.hidden}, quantize={self.quantize}, "
