@@ -885,12 +885,15 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
 // Blocks of kJitBlock rows (4 groups of 28: whole 16-row units), cut also where a column split of 2 .. threads_
 // threads falls (split_range over each of col_groups equal groups, as parallel_linear splits), so a thread's rows
 // are whole blocks and it computes no other rows
-// (Weights of more than kJitMaxEntries stored values keep the plain kernel: their code, about 10 bytes per value,
-// would pass 40 MB.)
+// The code and its values take about 14 bytes per stored value, so weights keep the plain kernel where they would
+// outgrow the dense float32 weight (more than 2 values in 7 stored: 2:4 weights, whose code the planner picked over
+// nm-f32 for 45 of BERT-base's 48 Linears, bench/results/zen4_tried_2of4_fp32_jit.md) or the code would pass 40 MB
+// (kJitMaxEntries values).
 void EncoderEngine::build_jit(Linear* L) {
   constexpr int64_t kJitBlock = 4 * kJitRows, kJitMaxEntries = int64_t{4} << 20;
   if (L->kind != LinearKind::SparseF32 || L->bsr_rows != 1 || !kt_->spf32_jit || env_off("TRIMFORMER_JIT")) return;
   if (L->bsr_rowptr.empty() || L->bsr_rowptr.back() > kJitMaxEntries) return;
+  if (L->bsr_rowptr.back() * 14 > L->n * L->k * 4) return;
   const int64_t n = L->n, groups = L->col_groups > 1 && n % L->col_groups == 0 && (n / L->col_groups) % 16 == 0
                                        ? L->col_groups
                                        : 1;

@@ -182,6 +182,18 @@ def test_csr_f32_generated_code_equals_plain_kernel(isa, rng, monkeypatch, n, k,
         assert rel_err(r.run(x, 0), dense.run(x, 0)) < 1e-5, m
 
 
+def test_csr_f32_generated_code_only_where_it_stays_smaller_than_dense(rng):
+    """The code and its values take about 14 bytes per stored value: a weight with more than 2 values in 7 stored
+    (here half of them) keeps the plain kernel, which gives the same results."""
+    bias = np.zeros(64, np.float32)
+    for sparsity, generated in ((0.9, True), (0.75, True), (0.5, False)):
+        w = _weight(rng, 64, 300, "unstructured", sparsity)
+        r = _runner("csr-f32", w, bias, "")
+        assert (r.jit_code_bytes > 0) == (generated and _core.resolve_isa("") == "avx512_vnni"), sparsity
+        x = rng.standard_normal((20, 300)).astype(np.float32)
+        assert rel_err(r.run(x), _runner("f32", w, bias, "").run(x)) < 1e-5
+
+
 def test_nm_int8_without_vbmi_loads_as_quads(rng, monkeypatch):
     w = _weight(rng, 40, 96, "2:4", 0.5)
     bias = rng.standard_normal(40).astype(np.float32)
