@@ -759,6 +759,10 @@ NB_MODULE(_core, m) {
     return tf::kernels_for(tf::resolve_isa(isa)).bsr_pair_quads_max_k;
   }, "isa"_a = "");
   // whether a level multiplies 4x4 block-sparse weights within [-64, 64] 8-bit (KernelTable::bsr_narrow_values)
+  // whether sparse 1x4 INT8 rows run as gathered quads at that level (tf::gathered_quads_available)
+  m.def("gathered_quads_kernel", [](const std::string& isa) {
+    return tf::gathered_quads_available(tf::kernels_for(tf::resolve_isa(isa)));
+  }, "isa"_a = "");
   // whether N:M INT8 weights run as permuted quads at that level on this CPU (tf::perm_s8_available)
   m.def("perm_s8_kernel", [](const std::string& isa) {
     return tf::perm_s8_available(tf::kernels_for(tf::resolve_isa(isa)));

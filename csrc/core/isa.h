@@ -433,6 +433,13 @@ inline bool perm_s8_available(const KernelTable& kt) {
   return kt.gemm_perm_s8 != nullptr && cpu_has_avx512_vbmi() && !env_off("TRIMFORMER_PERM_QUADS");
 }
 
+// Whether 1x4 INT8 rows (csr-int8, nm-int8) load as gathered quads here when their quads are sparse: the level's
+// byte re-layout (avx512) and not turned off for an A/B run (TRIMFORMER_GATHERED_QUADS=0); the loader and the
+// planner's candidates share it
+inline bool gathered_quads_available(const KernelTable& kt) {
+  return kt.bsr_pack_bytes != nullptr && !env_off("TRIMFORMER_GATHERED_QUADS");
+}
+
 namespace scalar { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }
 namespace avx512 { const KernelTable& table(); }

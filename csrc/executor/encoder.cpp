@@ -597,7 +597,7 @@ constexpr int64_t kGatheredMaxPerQuad = 3;
 // (on a real input of the row, so the kernel's loads stay inside the re-layout); then the quads are dropped
 void build_gathered_quads(Linear* L, const KernelTable& kt) {
   if (L->kind != LinearKind::BsrS8 || L->bsr_rows != 1 || L->bsr_pair_slots != 0 || L->bsr_values.empty() ||
-      !kt.bsr_pack_bytes || L->k > 65536 || env_off("TRIMFORMER_GATHERED_QUADS"))  // =0 at load: quads
+      !gathered_quads_available(kt) || L->k > 65536)
     return;
   const int32_t* rp = L->bsr_rowptr.data();
   const int32_t* cols = L->bsr_cols.data();

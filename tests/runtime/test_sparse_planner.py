@@ -71,6 +71,11 @@ def test_candidates_follow_the_pattern(rng):
         dense_pairs = w * magnitude_mask(w, 0.5, "unstructured")  # about 75% of its pairs
         assert sparse_candidates(dense_pairs, "int8", "avx2") == ["csr-int8"]
         assert sparse_candidates(block, "int8", "avx2") == ["block-int8", "csr-int8"]
+    if _core.gathered_quads_kernel("avx512_vnni"):  # any four non-zeros of a row in one quad: from 70% zeros on
+        eighty = w * magnitude_mask(w, 0.8, "unstructured")  # about 59% of its 1x4 quads hold a non-zero
+        assert sparse_candidates(eighty, "int8", "avx512_vnni")[0] == "csr-int8"
+        assert sparse_candidates(eighty, "int8", quads) == []  # quads alone: too many of them
+        assert "csr-int8" not in sparse_candidates(half, "int8", "avx512_vnni")
     if _core.perm_s8_kernel("avx512_vnni"):  # N:M rows as permuted quads: half the dense kernel's vpdpbusd
         assert sparse_candidates(nm, "int8", "avx512_vnni") == ["nm-int8"]
         assert sparse_candidates(w * magnitude_mask(w, 0.0, "4:8"), "int8", "avx512_vnni") == ["nm-int8"]

@@ -32,6 +32,12 @@ SPARSE_MIN_ZEROS = 0.5
 # bench/results/sparse_kernels_avx2.md; nm-int8 on 4:8 weights, about 0.79, 1.15-1.21x,
 # bench/results/sparse_kernels_nm_avx2.md)
 SPARSE_MAX_PAIR_DENSITY = 0.8
+# Where 1x4 INT8 rows run as gathered quads (`_core.gathered_quads_kernel`: avx512, any four non-zeros of a row in
+# one VNNI quad), csr-int8 costs about one quad per four non-zeros whatever their positions, so it is offered from
+# this fraction of zeros on even when most 1x4 quads hold a non-zero: on Zen 4 at 128 tokens it took 0.65-0.92x
+# our dense INT8's time on BERT-base and MiniLM shapes at 70% unstructured, 0.48-0.54x at 80%, and 1.03-2.17x at 50%
+# (bench/results/sparse_kernels_unstructured_50_80_zen4.md)
+SPARSE_MIN_ZEROS_GATHERED = 0.7
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                     "merges.txt", "vocab.json", "sentencepiece.bpe.model")
 
@@ -431,6 +437,8 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
                 work["csr-int8"] = st["quad_density"]
             if st["nm"]:
                 work["nm-int8"] = st["quad_density"]
+        elif st["zeros"] >= SPARSE_MIN_ZEROS_GATHERED and _core.gathered_quads_kernel(isa or ""):
+            work["csr-int8"] = 1.0 - st["zeros"]  # a quad per four non-zeros: the stored fraction
         if st["nm"] and _core.perm_s8_kernel(isa or ""):
             work["nm-int8"] = min(work.get("nm-int8", 1.0), nm_work)
     else:
