@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+import harness  # noqa: E402
 import peers
 from harness import (
     BUDGET_BATCHES,
@@ -702,7 +703,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         + (f" in each of {runs['rounds']} rounds over the runtime list in turn, samples pooled"
            if runs.get("rounds", 1) > 1 else "")
         + ", median / p90 of per-call latency; "
-        "throughput = batch / median. Seeded random token ids, full attention mask, random-weight models.",
+        "throughput = batch / median. Seeded random token ids, full attention mask, random-weight models."
+        + (" numpy's BLAS on one thread in the benchmark processes (bench/harness.py)"
+           if runs.get("blas_threads_limited") else ""),
         "",
         "Ratios are trimformer latency / peer latency at the same config: < 1.00x means trimformer is faster.",
         '"ORT best INT8" is the fastest of ort-int8-dynamic (fused graph), ort-int8-dynamic-unfused and '
@@ -968,6 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pattern",
         )
     }
+    run["blas_threads_limited"] = harness.BLAS_THREADS_LIMITED
     report: dict[str, Any] = {"meta": meta, "run": run, "models": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
