@@ -21,14 +21,17 @@ import numpy as np
 # limited to one thread (then 2.22-2.24 ms in three runs; development check, the runs' files carry the setting).
 # So the benchmark processes run BLAS on one thread: in this process through threadpoolctl where it is installed,
 # in child processes (the DeepSparse runner) through the environment. The runtimes timed keep their own threads.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-try:
-    from threadpoolctl import threadpool_limits
+# BENCH_BLAS_THREADS=keep leaves BLAS as it is (an A/B of this setting).
+BLAS_THREADS_LIMITED = False
+if os.environ.get("BENCH_BLAS_THREADS") != "keep":
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        from threadpoolctl import threadpool_limits
 
-    BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
-    BLAS_THREADS_LIMITED = True
-except Exception:  # not installed (the DeepSparse venv): the environment variable above, read at numpy's import
-    BLAS_THREADS_LIMITED = os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+        BLAS_LIMIT = threadpool_limits(limits=1, user_api="blas")
+        BLAS_THREADS_LIMITED = True
+    except Exception:  # not installed (the DeepSparse venv): the environment variable above, read at numpy's import
+        BLAS_THREADS_LIMITED = os.environ.get("OPENBLAS_NUM_THREADS") == "1"
 
 # A runner takes (input_ids, attention_mask, token_type_ids) int64 arrays [batch, seq] and returns
 # last_hidden_state [batch, seq, hidden]. Runners that have no token types ignore the third array.
