@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-import harness  # noqa: E402
+import harness
 import peers
 from harness import (
     BUDGET_BATCHES,

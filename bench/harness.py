@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 # numpy's OpenBLAS keeps its worker threads spinning after each BLAS call (the benchmark's own output checks make
-# some), and on a 2-core machine they take a core from whichever runtime is timed next in the process: a MiniLM-L6
-# batch-1 pass of our INT8 engine read 2.2 ms in some benchmark processes and 3.3-6.2 ms in others until BLAS was
-# limited to one thread (then 2.22-2.24 ms in three runs; development check, the runs' files carry the setting).
+# some), and on a 2-core machine they take a core from whichever runtime is timed next in the process: our MiniLM-L6
+# batch-1 INT8 pass read about 6.2 ms in two runs (bench/results/sparse_e2e_unstructured_0.9_minilm_zen4_6f44f27.md,
+# _r2.md) and 2.26 ms in the next, BLAS limited to one thread (_blas1.md).
 # So the benchmark processes run BLAS on one thread: in this process through threadpoolctl where it is installed,
 # in child processes (the DeepSparse runner) through the environment. The runtimes timed keep their own threads.
 # BENCH_BLAS_THREADS=keep leaves BLAS as it is (an A/B of this setting).

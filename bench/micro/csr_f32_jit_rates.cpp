@@ -74,7 +74,7 @@ std::unique_ptr<Jit> make_jit(const Csr& w, int R, int at_stride, int y_stride) 
   auto j = std::make_unique<Jit>();
   std::vector<int32_t> blocks;
   for (int64_t r = 0; r < w.n; r += R) blocks.push_back(static_cast<int32_t>(r));
-  if (!j->code.build(w.n, w.k, w.rowptr.data(), w.cols.data(), w.vals.data(), blocks, at_stride, y_stride)) {
+  if (!j->code.build(w.n, w.rowptr.data(), w.cols.data(), w.vals.data(), blocks, at_stride, y_stride)) {
     std::fprintf(stderr, "no executable memory\n");
     std::exit(1);
   }

@@ -884,7 +884,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
 
 // Blocks of kJitBlock rows (4 groups of 28: whole 16-row units), cut also where a column split of 2 .. threads_
 // threads falls (split_range over each of col_groups equal groups, as parallel_linear splits), so a thread's rows
-// are whole blocks and it computes no other rows
+// are whole blocks and it computes no other rows.
 // The code and its values take about 14 bytes per stored value, so weights keep the plain kernel where they would
 // outgrow the dense float32 weight (more than 2 values in 7 stored: 2:4 weights, whose code the planner picked over
 // nm-f32 for 45 of BERT-base's 48 Linears, bench/results/zen4_tried_2of4_fp32_jit.md) or the code would pass 40 MB
@@ -912,7 +912,7 @@ void EncoderEngine::build_jit(Linear* L) {
   std::sort(cuts.begin(), cuts.end());
   cuts.erase(std::unique(cuts.begin(), cuts.end()), cuts.end());
   auto code = std::make_unique<JitF32Code>();
-  if (!code->build(n, L->k, L->bsr_rowptr.data(), L->bsr_cols.data(), L->sp_values.data(), cuts, 4 * 64, 4 * 64))
+  if (!code->build(n, L->bsr_rowptr.data(), L->bsr_cols.data(), L->sp_values.data(), cuts, 4 * 64, 4 * 64))
     return;  // no executable memory here: the plain kernel
   L->spf32_jit = std::move(code);
   // the code holds the inputs and its own copy of the values: the plain kernel's arrays are not read again

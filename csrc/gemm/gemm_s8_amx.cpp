@@ -38,11 +38,7 @@ void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n,
         float* dst = epi.out_u8 ? tile : c + m * ldc + col;
         const int64_t ldd = epi.out_u8 ? BN : ldc;
         __m512 colsum[2], wscale[2];
-        for (int j = 0; j < 2; ++j) {
-          const __mmask16 mk = lane_mask(cols, j);
-          colsum[j] = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + col + 16 * j));
-          wscale[j] = _mm512_maskz_loadu_ps(mk, epi.w_scale + col + 16 * j);
-        }
+        s8::panel_scales<2>(epi, col, cols, colsum, wscale);
         for (int64_t i = 0; i < brows; ++i) {
           const __m512 zi = _mm512_set1_ps(epi.row_zp[m + i]), si = _mm512_set1_ps(epi.row_scale[m + i]);
           for (int j = 0; j < 2; ++j)
@@ -50,11 +46,7 @@ void gemm_s8_amx(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n,
                                   s8::dequant(_mm512_load_si512(acc + i * BN + 16 * j), zi, si, colsum[j],
                                               wscale[j]));
         }
-        epilogue_f32(dst, ldd, brows, cols, m, col, rest);
-        if (epi.out_u8)
-          for (int64_t i = 0; i < brows; ++i)
-            quantize_u8(tile + i * BN, BN, epi.out_u8 + (m + i) * epi.ld_out_u8 + col, cols, 1, cols,
-                        epi.out_inv_scale, epi.out_zp);
+        s8::finish_tile(dst, ldd, brows, cols, m, col, rest, epi);
       });
 }
 

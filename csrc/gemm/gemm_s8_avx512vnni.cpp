@@ -152,11 +152,7 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
   for (int64_t p = n0; p < n1; p += NR) {
     const int64_t cols = (n1 - p < NR ? n1 - p : NR);
     __m512 colsum[4], wscale[4];
-    for (int j = 0; j < 4; ++j) {
-      const __mmask16 mk = lane_mask(cols, j);
-      colsum[j] = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + p + 16 * j));
-      wscale[j] = _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j);
-    }
+    s8::panel_scales<4>(epi, p, cols, colsum, wscale);
     const int8_t* bp = pb + p * kq * 4;
     alignas(64) float tile[MR * NR];
     for (int64_t m = m0; m < m1; m += MR) {
@@ -164,11 +160,7 @@ void gemm_s8(const uint8_t* a, int64_t lda, const void* packed_b, int64_t n, int
       float* dst = epi.out_u8 ? tile : c + m * ldc + p;
       const int64_t ldd = epi.out_u8 ? NR : ldc;
       kMicro[rows](a + m * lda, lda, bp, kq, dst, ldd, cols, colsum, wscale, epi.row_scale + m, epi.row_zp + m);
-      epilogue_f32(dst, ldd, rows, cols, m, p, rest);
-      if (epi.out_u8)
-        for (int i = 0; i < rows; ++i)
-          quantize_u8(tile + i * NR, NR, epi.out_u8 + (m + i) * epi.ld_out_u8 + p, cols, 1, cols, epi.out_inv_scale,
-                      epi.out_zp);
+      s8::finish_tile(dst, ldd, rows, cols, m, p, rest, epi);
     }
   }
   (void)n;

@@ -77,9 +77,8 @@ JitF32Code::~JitF32Code() {
   if (code_) munmap(code_, mapped_);
 }
 
-bool JitF32Code::build(int64_t n, int64_t k, const int32_t* rowptr, const int32_t* cols, const float* values,
+bool JitF32Code::build(int64_t n, const int32_t* rowptr, const int32_t* cols, const float* values,
                        const std::vector<int32_t>& block_start, int32_t at_stride, int32_t y_stride) {
-  (void)k;
 #if !defined(__x86_64__) || defined(_WIN32)
   return false;  // the code takes its arguments in rdi, rsi, rdx and clobbers every vector register: System V only
 #endif

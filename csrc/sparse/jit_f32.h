@@ -21,7 +21,7 @@ class JitF32Code {
   // block_start (ascending, from 0, each a multiple of 16; the last block ends at n): every block split into
   // groups of at most kJitRows rows. At rows are at_stride bytes apart, Y^T rows y_stride bytes apart. Returns
   // false (and holds nothing) where the system refuses executable memory.
-  bool build(int64_t n, int64_t k, const int32_t* rowptr, const int32_t* cols, const float* values,
+  bool build(int64_t n, const int32_t* rowptr, const int32_t* cols, const float* values,
              const std::vector<int32_t>& block_start, int32_t at_stride, int32_t y_stride);
   const SparseF32Jit& view() const { return view_; }
   size_t code_bytes() const { return code_size_; }

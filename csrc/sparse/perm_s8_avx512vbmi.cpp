@@ -76,11 +76,7 @@ void gemm_perm_s8(const uint8_t* a, int64_t lda, const PermS8& w, float* c, int6
   for (int64_t p = n0; p < n1; p += kPermPanel) {
     const int64_t cols = n1 - p < kPermPanel ? n1 - p : kPermPanel;
     __m512 colsum[2], wscale[2];
-    for (int j = 0; j < 2; ++j) {
-      const __mmask16 mk = s8::lane_mask(cols, j);
-      colsum[j] = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, epi.col_sum + p + 16 * j));
-      wscale[j] = _mm512_maskz_loadu_ps(mk, epi.w_scale + p + 16 * j);
-    }
+    s8::panel_scales<2>(epi, p, cols, colsum, wscale);
     const int64_t panel = p / kPermPanel;
     const uint8_t* rec = w.records + w.panel_off[panel];
     const uint8_t* steps = w.steps + panel * chunks;
@@ -91,11 +87,7 @@ void gemm_perm_s8(const uint8_t* a, int64_t lda, const PermS8& w, float* c, int6
       const int64_t ldd = epi.out_u8 ? kPermPanel : ldc;
       kMicro[rows](a + m * lda, lda, rec, steps, chunks, last_mask, dst, ldd, cols, colsum, wscale,
                    epi.row_scale + m, epi.row_zp + m);
-      epilogue_f32(dst, ldd, rows, cols, m, p, rest);
-      if (epi.out_u8)
-        for (int i = 0; i < rows; ++i)
-          quantize_u8(tile + i * kPermPanel, kPermPanel, epi.out_u8 + (m + i) * epi.ld_out_u8 + p, cols, 1, cols,
-                      epi.out_inv_scale, epi.out_zp);
+      s8::finish_tile(dst, ldd, rows, cols, m, p, rest, epi);
     }
   }
 }

@@ -589,8 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _limit_blas_threads() -> None:
     """numpy's OpenBLAS leaves its worker threads spinning after each BLAS call, and on a machine with few cores
-    they take a core from the engine's threads (a MiniLM-L6 batch-1 pass: 2.2 ms against up to 6.2 ms in
-    benchmark processes, bench/harness.py). The commands that run engines own their process: there BLAS runs on
+    they take a core from the engine's threads (a MiniLM-L6 batch-1 pass: about 6.2 ms in two benchmark runs, 2.26 ms
+    with BLAS on one thread; bench/harness.py). The commands that run engines own their process: there BLAS runs on
     one thread (threadpoolctl, where installed)."""
     try:
         from threadpoolctl import threadpool_limits
