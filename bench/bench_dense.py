@@ -331,6 +331,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "notes": {},
         }
         t1 = time.perf_counter()
+        before = harness.core_roundtrip_ns()
         log(f"{name}: {rt} (round {rnd + 1}/{args.rounds}) ...")
         try:
             if rt.startswith("deepsparse"):
@@ -342,6 +343,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         except Exception as e:
             entry.update(status="error", error=f"{e!r}", traceback=traceback.format_exc(limit=6))
         entry["wall_s"] = round(time.perf_counter() - t1, 2)
+        entry["core_roundtrip_ns"] = [before, harness.core_roundtrip_ns()]  # where the host had the cores
         rounds[rt].append(entry)
         summary = ", ".join(f"s{r['seq']}b{r['batch']}={r['median_ms']:.2f}ms" for r in entry["results"])
         busy = (entry.get("foreign_load") or {}).get("other_cores")
@@ -354,6 +356,7 @@ def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         time.sleep(0.5)  # let idle worker threads of the previous runtime park before the next one
     model["runtimes"] = {rt: pool_rounds(entries) for rt, entries in rounds.items()}
+    model["core_roundtrip_ns"] = {rt: [e.get("core_roundtrip_ns") for e in entries] for rt, entries in rounds.items()}
     return model
 
 
@@ -795,6 +798,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 f"{_fmt(rr['fp32_vs_torch_fp32'], suffix='x')} |"
             )
         lines += _round_ratio_lines(model, runs, ok_rts)
+        lines += _core_distance_lines(model)
         budgets = [(r, model["runtimes"][r]["budget"]) for r in ok_rts if model["runtimes"][r].get("budget")]
         if budgets:
             lines += [
@@ -858,6 +862,25 @@ def _round_ratio_lines(model: dict[str, Any], runs: dict[str, Any], ok_rts: Sequ
             "pooled: the medians over all rounds, as in the tables above.", "",
             "| config | runtime | vs ORT best INT8, pooled | rounds | vs DeepSparse INT8, pooled | rounds |",
             "|---|---|---|---|---|---|", *rows]
+
+
+def _core_distance_lines(model: dict[str, Any]) -> list[str]:
+    """The cross-core round trip measured before and after each runtime's round (harness.core_roundtrip_ns)."""
+    per_rt = {rt: v for rt, v in (model.get("core_roundtrip_ns") or {}).items() if any(x and any(x) for x in v)}
+    if not per_rt:
+        return []
+    n = max(len(v) for v in per_rt.values())
+
+    def cell(x: list[float | None] | None) -> str:
+        return " / ".join(_fmt(v, ".0f") for v in x) if x else "n/a"
+
+    return ["", "### Cross-core round trip around each runtime's rounds (ns, before / after)", "",
+            "One cache line bounced between the two CPUs (harness.core_roundtrip_ns): on a VM it says where the host "
+            "had the cores (on the Zen 4 machines about 100 ns near, about 320 ns apart: "
+            "bench/results/zen4_core_distance_ab.md).", "",
+            "| runtime | " + " | ".join(f"round {i + 1}" for i in range(n)) + " |",
+            "|---|" + "---|" * n,
+            *(f"| {rt} | " + " | ".join(cell(x) for x in v) + " |" for rt, v in per_rt.items())]
 
 
 def _budget_cell(x: dict[str, Any] | None) -> str:

@@ -68,6 +68,22 @@ def env_prefix() -> str:
     return f"TRIMFORMER_NO_AMX={value} " if value else ""
 
 
+def core_roundtrip_ns(iters: int = 5000) -> float | None:
+    """The round trip of one cache line between the first two CPUs this process may run on (trimformer's
+    _core.core_roundtrip_ns), or None where it cannot be measured (one CPU, no trimformer build). On a VM it says
+    where the host put the cores: on the 2-vCPU Zen 4 machines about 100 ns near, about 320 ns apart, and
+    2-thread passes that hand rows between the threads slow down apart (bench/results/zen4_core_distance_ab.md)."""
+    try:
+        from trimformer import _core
+
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        if len(cpus) < 2:
+            return None
+        return round(float(_core.core_roundtrip_ns(cpus[0], cpus[1], iters)), 1)
+    except Exception:
+        return None
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo ("unknown" where there is none), for result headers."""
     with contextlib.suppress(OSError):

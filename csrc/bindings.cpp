@@ -15,6 +15,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "core/core_distance.h"
 #include "core/isa.h"
 #include "bindings_common.h"
 #include "executor/encoder.h"
@@ -732,6 +733,11 @@ NB_MODULE(_core, m) {
   m.def("rowop", &k_rowop, "x"_a, "op"_a, "g"_a = nb::none(), "b"_a = nb::none(), "eps"_a = 1e-12f, "isa"_a = "");
   m.def("time_gemm", &k_time_gemm, "kind"_a, "m"_a, "n"_a, "k"_a, "iters"_a = 10, "isa"_a = "", "threads"_a = 1,
         "density"_a = 1.0, "block_rows"_a = 1);
+  // the round trip of one cache line between two CPUs (core/core_distance.h): where the host placed this VM's cores
+  m.def("core_roundtrip_ns", [](int cpu_a, int cpu_b, int64_t iters) {
+    nb::gil_scoped_release release;
+    return tf::core_roundtrip_ns(cpu_a, cpu_b, iters);
+  }, "cpu_a"_a, "cpu_b"_a, "iters"_a = 20000);
   // which INT8 GEMM a level runs for calls of at least 16 rows: "amx" (tiles) or "vnni" at avx512, else the level
   m.def("gemm_s8_kernel", [](const std::string& isa) {
     const tf::Isa level = tf::resolve_isa(isa);

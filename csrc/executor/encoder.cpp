@@ -165,9 +165,7 @@ bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseA
 // per thread on: a row split makes every thread read the whole re-layout, half of it written by the other core
 // (after a barrier), and leaves each thread's output rows (the residual stream the next LayerNorm reads by tokens)
 // half in the other core's cache. BERT-base 90% block static INT8, 2 threads:
-// bench/results/profile_block90_int8_smallsplit_*.md. QKV included: its head-aligned row split kept each head's
-// Q, K and V with the thread that runs that head's attention, but at 128 tokens QKV's output (1.2 MB for BERT-base)
-// outgrows a core's L2 anyway, and the token split measured faster (bench/results/qkv_token_split_avx2_ab.md).
+// bench/results/profile_block90_int8_smallsplit_*.md. QKV is the exception (EncoderEngine::splits_tokens).
 bool bsr_split_short(int64_t m, int nt) { return nt > 1 && m >= 64 * nt && !sparse_split_tokens(m, nt); }
 
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then
@@ -950,6 +948,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   region_per_op_ = env_flag("TRIMFORMER_REGION_PER_OP");
+  qkv_token_split_ = env_flag("TRIMFORMER_QKV_TOKEN_SPLIT");
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
@@ -1085,6 +1084,15 @@ int64_t EncoderEngine::token_align(const Linear& L, int64_t m) const {
 
 bool EncoderEngine::splits_tokens(const Linear& L, int64_t m) const {
   const int nt = team();
+  // A block-sparse QKV splits its output rows by heads (col_groups: the same share of Q, K and V), as the attention
+  // after it splits the heads: each thread then writes the Q, K and V the attention reads on its own core. Under a
+  // token split each thread wrote every head's rows of its tokens, so half of what the attention read came from the
+  // other core, and the next layer's QKV wrote over lines the other core held. That costs little when the host
+  // has the two vCPUs on one CCD and much when it has them apart: BERT-base 90% block static INT8, 2 threads on
+  // Zen 4, the token split took 1.03x this pass at batch 1 x 128 tokens with the cores near and 1.17x apart
+  // (bench/results/zen4_core_distance_ab.md). An older AVX2 A/B had read the token split faster
+  // (qkv_token_split_avx2_ab.md, cores' placement not recorded). TRIMFORMER_QKV_TOKEN_SPLIT=1: the token split.
+  if (L.col_groups == 3 && !qkv_token_split_ && L.kind == LinearKind::BsrS8 && nt > 1) return false;
   return L.kind == LinearKind::BsrS8 && (bsr_split_short(m, nt) || sparse_split_tokens(m, nt));
 }
 
@@ -1277,7 +1285,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
     const bool short_split = bsr_split_short(m, nt);
-    const bool by_tokens = short_split || sparse_split_tokens(m, nt);
+    const bool by_tokens = splits_tokens(L, m);
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {

@@ -262,6 +262,7 @@ class EncoderEngine {
   bool profile_ = false;
   // a parallel region per op instead of one per pass (TRIMFORMER_REGION_PER_OP=1 at construction: for A/B runs)
   bool region_per_op_ = false;
+  bool qkv_token_split_ = false;
   // side-by-side groups taken from a shared counter as threads free up (TRIMFORMER_SIDE_STATIC=1: fixed halves)
   bool side_static_ = false;
   // TRIMFORMER_QKV_ROWS=1 at construction: a sparse FP32 QKV writes float rows for the attention to pack (A/B runs)

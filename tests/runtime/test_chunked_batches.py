@@ -116,3 +116,33 @@ def test_one_region_per_pass_equals_a_region_per_op(isa, rng, monkeypatch, quant
     native.set_profile(False)
     assert {"qkv", "attention", "attn_out", "ffn1", "ffn2"} <= set(native.profile())
     np.testing.assert_array_equal(got["last_hidden_state"], want["last_hidden_state"])
+
+
+@pytest.mark.parametrize("quantize", ["int8-static", "int8-dynamic"])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_qkv_split_by_heads_equals_the_token_split(isa, rng, monkeypatch, quantize, threads):
+    # A block-sparse QKV under the team splits its output rows by heads (each thread the Q, K and V of the heads its
+    # attention runs); TRIMFORMER_QKV_TOKEN_SPLIT=1 splits its tokens as the other Linears do. Same bits, with the
+    # token counts of a short split (from 64 per thread) and of whole-tile splits, and a padded last sequence
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=100,
+        max_position_embeddings=320, num_labels=3)).eval()
+    prune_magnitude(model, 0.9, "block")
+    monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "0")
+    calib = [{"input_ids": rng.integers(1, 100, (2, 23)), "attention_mask": np.ones((2, 23), np.int64)}]
+    engines = {}
+    for token_split in ("1", "0"):
+        monkeypatch.setenv("TRIMFORMER_QKV_TOKEN_SPLIT", token_split)
+        engines[token_split] = compile_encoder(model, quantize=quantize, isa=isa, threads=threads, sparse=None,
+                                               calibration=calib if quantize == "int8-static" else None)
+    assert "bsr-s8" in " ".join(engines["0"].linear_kernels.values())
+    for batch, seq in ((1, 200), (2, 97), (1, 300), (1, 37)):
+        ids = rng.integers(1, 100, (batch, seq))
+        mask = np.ones_like(ids)
+        mask[-1, seq // 2:] = 0
+        want = engines["1"].run(ids, mask)["last_hidden_state"]
+        for _ in range(2):
+            np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"], want)

@@ -1,0 +1,24 @@
+import os
+
+import pytest
+
+from trimformer import _core
+
+
+def test_core_roundtrip_between_two_cpus():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    ns = _core.core_roundtrip_ns(cpus[0], cpus[1], 2000)
+    assert 1.0 < ns < 1e6  # a line's round trip: nanoseconds, not zero, not a stalled partner
+    assert os.sched_getaffinity(0) == set(cpus)  # the caller's mask is restored
+
+
+def test_core_roundtrip_refuses_bad_cpus():
+    cpus = sorted(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match="two different"):
+        _core.core_roundtrip_ns(cpus[0], cpus[0], 10)
+    with pytest.raises(ValueError, match="affinity"):
+        _core.core_roundtrip_ns(cpus[0], max(cpus) + 1, 10)
+    with pytest.raises(ValueError, match="positive"):
+        _core.core_roundtrip_ns(cpus[0], cpus[-1] if len(cpus) > 1 else cpus[0] + 1, 0)
