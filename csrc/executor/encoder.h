@@ -262,6 +262,8 @@ class EncoderEngine {
   bool profile_ = false;
   // a parallel region per op instead of one per pass (TRIMFORMER_REGION_PER_OP=1 at construction: for A/B runs)
   bool region_per_op_ = false;
+  // TRIMFORMER_QKV_TOKEN_SPLIT=1 at construction: a block-sparse QKV under the team splits its tokens, not its
+  // heads' output rows (splits_tokens; for A/B runs)
   bool qkv_token_split_ = false;
   // side-by-side groups taken from a shared counter as threads free up (TRIMFORMER_SIDE_STATIC=1: fixed halves)
   bool side_static_ = false;
