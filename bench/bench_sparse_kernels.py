@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import env_prefix
+from harness import core_roundtrip_ns, env_prefix
 from trimformer import _core
 from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
@@ -55,10 +55,13 @@ def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[
                 for sp in levels:
                     w = w0 * magnitude_mask(w0, sp, pattern)
                     # dense baselines timed in the same interleaved loop (on the pruned weight: same cost as dense)
+                    before = core_roundtrip_ns() if threads > 1 else None
                     t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads)
+                    cores = [before, core_roundtrip_ns()] if threads > 1 else None  # where the host had the cores
                     base = {"int8": t["int8"], "f32": t["f32"]}
                     row = {"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp,
-                           "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {}}
+                           "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {},
+                           "core_roundtrip_ns": cores}
                     for fmt in FORMATS[pattern]:
                         dense = base["int8"] if get_format(fmt).int8_activations else base["f32"]
                         row["formats"][fmt] = {
@@ -81,19 +84,23 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
              "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
              "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
-             "not results: the committed tables come from a quiet machine.", ""]
+             "not results: the committed tables come from a quiet machine. Cores: the cross-core round trip "
+             "before / after the row's timings (harness.core_roundtrip_ns; on the Zen 4 VMs about 100 ns with the "
+             "host's vCPUs near, about 320 ns apart).", ""]
     for pattern in dict.fromkeys(r["pattern"] for r in rows):
         sub = [r for r in rows if r["pattern"] == pattern]
         fmts = list(sub[0]["formats"])
         lines += [f"## {pattern}", "",
                   "| shape | m | sparsity | dense INT8 ms | dense FP32 ms | " +
-                  " | ".join(f"{f} (x dense, GOP/s)" for f in fmts) + " |",
-                  "|---|---|---|---|---|" + "---|" * len(fmts)]
+                  " | ".join(f"{f} (x dense, GOP/s)" for f in fmts) + " | cores (ns) |",
+                  "|---|---|---|---|---|" + "---|" * len(fmts) + "---|"]
         for r in sub:
             cells = [f"{r['formats'][f]['speedup_vs_dense_same_precision']:.2f}x, "
                      f"{r['formats'][f]['effective_gops']:.3g}" for f in fmts]
             lines.append(f"| {r['shape']} | {r['m']} | {r['sparsity']:.0%} | {r['dense_int8_ms']:.3f} | "
-                         f"{r['dense_f32_ms']:.3f} | " + " | ".join(cells) + " |")
+                         f"{r['dense_f32_ms']:.3f} | " + " | ".join(cells) + " | "
+                         + (" / ".join("n/a" if v is None else f"{v:.0f}" for v in r["core_roundtrip_ns"])
+                            if r.get("core_roundtrip_ns") else "n/a") + " |")
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:
