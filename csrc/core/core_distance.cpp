@@ -40,28 +40,41 @@ double core_roundtrip_ns(int cpu_a, int cpu_b, int64_t iters) {
   cpu_set_t old;
   if (sched_getaffinity(0, sizeof old, &old) != 0 || !CPU_ISSET(cpu_a, &old) || !CPU_ISSET(cpu_b, &old))
     throw std::invalid_argument("both CPUs must be in this thread's affinity mask");
-  alignas(64) std::atomic<int64_t> turn{0};  // odd: the partner's move, even: ours; one line, bounced
+  // odd: the partner's move, even: ours; -1: stop. One line, bounced. On a CPU another process keeps busy the
+  // partner may wait for whole time slices: the measure then stops after about half a second, over the round
+  // trips done by then.
+  alignas(64) std::atomic<int64_t> turn{0};
   std::atomic<bool> pinned{true};
   std::thread partner([&] {
     if (!pin_to(cpu_b)) pinned = false;
-    for (int64_t i = 0; i < iters; ++i) {
-      while (turn.load(std::memory_order_acquire) != 2 * i + 1) {
+    for (int64_t i = 0;; ++i) {
+      int64_t t;
+      while ((t = turn.load(std::memory_order_acquire)) != 2 * i + 1) {
+        if (t < 0) return;
       }
       turn.store(2 * i + 2, std::memory_order_release);
     }
   });
   if (!pin_to(cpu_a)) pinned = false;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < iters; ++i) {
+  const auto bounce = [&](int64_t i) {
     turn.store(2 * i + 1, std::memory_order_release);
     while (turn.load(std::memory_order_acquire) != 2 * i + 2) {
     }
+  };
+  bounce(0);  // untimed: the partner started and pinned
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + std::chrono::milliseconds(500);
+  int64_t done = 0;
+  while (done < iters) {
+    bounce(++done);
+    if ((done & 255) == 0 && std::chrono::steady_clock::now() > deadline) break;
   }
   const auto t1 = std::chrono::steady_clock::now();
+  turn.store(-1, std::memory_order_release);
   partner.join();
   pthread_setaffinity_np(pthread_self(), sizeof old, &old);
   if (!pinned) throw std::runtime_error("could not pin the threads to the two CPUs");
-  return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iters);
+  return std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(done);
 #else
   (void)cpu_a;
   (void)cpu_b;

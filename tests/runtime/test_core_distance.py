@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -12,6 +13,9 @@ def test_core_roundtrip_between_two_cpus():
     ns = _core.core_roundtrip_ns(cpus[0], cpus[1], 2000)
     assert 1.0 < ns < 1e6  # a line's round trip: nanoseconds, not zero, not a stalled partner
     assert os.sched_getaffinity(0) == set(cpus)  # the caller's mask is restored
+    t0 = time.perf_counter()
+    assert 1.0 < _core.core_roundtrip_ns(cpus[0], cpus[1], 10**12) < 1e6  # capped at about half a second
+    assert time.perf_counter() - t0 < 10
 
 
 def test_core_roundtrip_refuses_bad_cpus():
