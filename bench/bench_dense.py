@@ -870,17 +870,13 @@ def _core_distance_lines(model: dict[str, Any]) -> list[str]:
     if not per_rt:
         return []
     n = max(len(v) for v in per_rt.values())
-
-    def cell(x: list[float | None] | None) -> str:
-        return " / ".join(_fmt(v, ".0f") for v in x) if x else "n/a"
-
     return ["", "### Cross-core round trip around each runtime's rounds (ns, before / after)", "",
             "One cache line bounced between the two CPUs (harness.core_roundtrip_ns): on a VM it says where the host "
             "had the cores (on the Zen 4 machines about 100 ns near, about 320 ns apart: "
             "bench/results/zen4_core_distance_ab.md).", "",
             "| runtime | " + " | ".join(f"round {i + 1}" for i in range(n)) + " |",
             "|---|" + "---|" * n,
-            *(f"| {rt} | " + " | ".join(cell(x) for x in v) + " |" for rt, v in per_rt.items())]
+            *(f"| {rt} | " + " | ".join(harness.format_roundtrips(x) for x in v) + " |" for rt, v in per_rt.items())]
 
 
 def _budget_cell(x: dict[str, Any] | None) -> str:

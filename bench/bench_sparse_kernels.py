@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import core_roundtrip_ns, env_prefix
+from harness import core_roundtrip_ns, env_prefix, format_roundtrips
 from trimformer import _core
 from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
@@ -99,8 +99,7 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
                      f"{r['formats'][f]['effective_gops']:.3g}" for f in fmts]
             lines.append(f"| {r['shape']} | {r['m']} | {r['sparsity']:.0%} | {r['dense_int8_ms']:.3f} | "
                          f"{r['dense_f32_ms']:.3f} | " + " | ".join(cells) + " | "
-                         + (" / ".join("n/a" if v is None else f"{v:.0f}" for v in r["core_roundtrip_ns"])
-                            if r.get("core_roundtrip_ns") else "n/a") + " |")
+                         + format_roundtrips(r.get("core_roundtrip_ns")) + " |")
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:

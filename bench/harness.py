@@ -84,6 +84,13 @@ def core_roundtrip_ns(iters: int = 5000) -> float | None:
         return None
 
 
+def format_roundtrips(pair: Sequence[float | None] | None) -> str:
+    """A [before, after] pair of core_roundtrip_ns values as report text: "98 / 331", "n/a" where missing."""
+    if not pair:
+        return "n/a"
+    return " / ".join("n/a" if v is None else f"{v:.0f}" for v in pair)
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo ("unknown" where there is none), for result headers."""
     with contextlib.suppress(OSError):

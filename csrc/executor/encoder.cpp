@@ -1092,8 +1092,8 @@ bool EncoderEngine::splits_tokens(const Linear& L, int64_t m) const {
   // Zen 4, the token split took 1.03x this pass at batch 1 x 128 tokens with the cores near and 1.17x apart
   // (bench/results/zen4_core_distance_ab.md). An older AVX2 A/B had read the token split faster
   // (qkv_token_split_avx2_ab.md, cores' placement not recorded). TRIMFORMER_QKV_TOKEN_SPLIT=1: the token split.
-  if (L.col_groups == 3 && !qkv_token_split_ && L.kind == LinearKind::BsrS8 && nt > 1) return false;
-  return L.kind == LinearKind::BsrS8 && (bsr_split_short(m, nt) || sparse_split_tokens(m, nt));
+  if (L.kind != LinearKind::BsrS8 || (L.col_groups == 3 && !qkv_token_split_)) return false;
+  return bsr_split_short(m, nt) || sparse_split_tokens(m, nt);
 }
 
 int64_t EncoderEngine::q_stride(int64_t k) const {

@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
-def _model(seed=0):
+def _model(seed=0, positions=64):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     return BertForSequenceClassification(BertConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=100,
-        max_position_embeddings=64, num_labels=3)).eval()
+        max_position_embeddings=positions, num_labels=3)).eval()
 
 
 @pytest.mark.parametrize("quantize,sparsity,pattern", [
@@ -124,12 +124,7 @@ def test_qkv_split_by_heads_equals_the_token_split(isa, rng, monkeypatch, quanti
     # A block-sparse QKV under the team splits its output rows by heads (each thread the Q, K and V of the heads its
     # attention runs); TRIMFORMER_QKV_TOKEN_SPLIT=1 splits its tokens as the other Linears do. Same bits, with the
     # token counts of a short split (from 64 per thread) and of whole-tile splits, and a padded last sequence
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(1)
-    model = BertForSequenceClassification(BertConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, vocab_size=100,
-        max_position_embeddings=320, num_labels=3)).eval()
+    model = _model(seed=1, positions=320)
     prune_magnitude(model, 0.9, "block")
     monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", "0")
     calib = [{"input_ids": rng.integers(1, 100, (2, 23)), "attention_mask": np.ones((2, 23), np.int64)}]
