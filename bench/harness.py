@@ -62,10 +62,10 @@ class Timing:
 
 
 def env_prefix() -> str:
-    """The environment a run's kernels depend on, as the shell prefix of its recorded command: TRIMFORMER_NO_AMX
-    (dense INT8 / BF16 on VNNI / vdpbf16ps instead of AMX tiles), or "" when unset."""
-    value = os.environ.get("TRIMFORMER_NO_AMX", "")
-    return f"TRIMFORMER_NO_AMX={value} " if value else ""
+    """The environment a run's kernels depend on, as the shell prefix of its recorded command: every TRIMFORMER_*
+    setting that is set (TRIMFORMER_NO_AMX: dense INT8 / BF16 on VNNI / vdpbf16ps instead of AMX tiles; the A/B
+    switches of docs/contract.md), or "" when none is."""
+    return "".join(f"{k}={v} " for k, v in sorted(os.environ.items()) if k.startswith("TRIMFORMER_") and v)
 
 
 def core_roundtrip_ns(iters: int = 5000) -> float | None:

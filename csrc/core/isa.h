@@ -95,6 +95,9 @@ struct Epilogue {
   // (gemm_spf32 / gemm_nm_f32 at levels with attention_f32_packed, QKV before the fused float attention) with
   // qkv_f32.base set: the attention's operands instead of float rows of c
   QkvF32 qkv_f32;
+  // (gemm_bsr_s8 at the avx512 level, 4x4 blocks) token vectors of 16 per tile, 1, 2 or 4; else the kernel's rule.
+  // For A/B runs (EncoderEngine: TRIMFORMER_BSR_TILE_VECS)
+  int tile_vecs = 0;
 };
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.

@@ -877,6 +877,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
   load_linear(&head_[0], name, t);
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
+  if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   build_all_jit();
 }
 
@@ -953,6 +954,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
   if (const char* v = std::getenv("TRIMFORMER_FFN_PIECE")) ffn_piece_ = std::max<int64_t>(0, std::atoll(v)) / 64 * 64;
+  if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
@@ -1281,6 +1283,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           bsr_pair_quads(*kt, io.next->bsr_rows, io.next->bsr_narrow, io.next->bsr_pair_slots, io.next->k);
     }
     epi.qkv = io.qkv;
+    epi.tile_vecs = bsr_tile_vecs_;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
