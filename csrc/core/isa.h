@@ -412,6 +412,11 @@ struct KernelTable {
   // gemm_spf32 runs csr-f32 weights as generated code (SparseF32::jit; avx512, whose 64-token re-layout the code
   // reads)
   bool spf32_jit;
+  // optional (avx512): quantize_rows_u8 (dynamic: each row's own range, scale and zero point written to
+  // row_scale / row_zp) and bsr_pack_at of float rows [m0, m1) in one pass, 16 rows at a time, the u8 rows never
+  // stored; the same bytes and parameters
+  void (*bsr_quant_rows_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
+                                 float* row_scale, float* row_zp, uint8_t* at);
 };
 
 const KernelTable& kernels_for(Isa isa);

@@ -877,6 +877,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
   load_linear(&head_[0], name, t);
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
+  fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   build_all_jit();
 }
@@ -953,6 +954,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
+  fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   if (const char* v = std::getenv("TRIMFORMER_FFN_PIECE")) ffn_piece_ = std::max<int64_t>(0, std::atoll(v)) / 64 * 64;
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   const int64_t H = cfg.hidden;
@@ -1238,7 +1240,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
       if (!io.in_q && quantize)
         kt->quantize_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
-    } else {
+    } else if (quantize) {
       kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
     }
     if (io.out_q && epi.ld_out_u8 > L.n)  // padding columns of the requantized output hold the zero point
@@ -1287,13 +1289,18 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
+    // the dynamic quantization fused the same way (quad rows only: gathered quads and pair records keep the u8 rows)
+    const bool fused_rows = kt->bsr_quant_rows_pack_at && !L.static_act && !io.in_q && !io.in_at &&
+                            !L.bsr_pair_slots && !L.gathered() && !fused_rows_off_;
     const bool short_split = bsr_split_short(m, nt);
     const bool by_tokens = splits_tokens(L, m);
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
-          prep(lo, hi, !fused_prep);
-          if (fused_prep && L.gathered())
+          prep(lo, hi, !fused_prep && !fused_rows);
+          if (fused_rows)
+            kt->bsr_quant_rows_pack_at(io.in, L.k, m, lo, hi, L.k, rs, rz, w.at.as<uint8_t>());
+          else if (fused_prep && L.gathered())
             kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
           else if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
             kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>(),

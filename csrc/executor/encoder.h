@@ -274,6 +274,7 @@ class EncoderEngine {
   // tokens per FFN1 -> FFN2 round of a side-by-side group with sparse FP32 FFNs (a multiple of the re-layout's
   // 64-token tile; 0: the whole group); TRIMFORMER_FFN_PIECE at construction
   int64_t ffn_piece_ = 64;
+  bool fused_rows_off_ = false;  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;

@@ -141,3 +141,23 @@ def test_qkv_split_by_heads_equals_the_token_split(isa, rng, monkeypatch, quanti
         want = engines["1"].run(ids, mask)["last_hidden_state"]
         for _ in range(2):
             np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"], want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dynamic_fused_relayout_equals_the_u8_rows(isa, rng, monkeypatch, threads):
+    # Dynamic INT8 block-sparse inputs are quantized straight into the re-layout where the level can
+    # (bsr_quant_rows_pack_at, avx512); TRIMFORMER_DYNAMIC_U8_ROWS=1 quantizes them into u8 rows first, as the
+    # other levels do. Same bits, for token counts that end inside a 16-token group and a padded last sequence
+    model = _model(seed=2, positions=320)
+    prune_magnitude(model, 0.9, "block")
+    engines = {}
+    for u8_rows in ("1", "0"):
+        monkeypatch.setenv("TRIMFORMER_DYNAMIC_U8_ROWS", u8_rows)
+        engines[u8_rows] = compile_encoder(model, quantize="int8-dynamic", isa=isa, threads=threads, sparse=None)
+    assert "bsr-s8" in " ".join(engines["0"].linear_kernels.values())
+    for batch, seq in ((1, 200), (3, 97), (1, 37)):
+        ids = rng.integers(1, 100, (batch, seq))
+        mask = np.ones_like(ids)
+        mask[-1, seq // 2:] = 0
+        np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"],
+                                      engines["1"].run(ids, mask)["last_hidden_state"])
