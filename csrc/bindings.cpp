@@ -78,6 +78,8 @@ class PyEncoder {
     c.act = act_from(static_cast<int>(geti("act")));
     c.head_pool = static_cast<int>(geti("head_pool"));
     c.attention_mode = config.contains("attention_mode") ? nb::cast<int>(config["attention_mode"]) : 0;
+    c.bf16_attention_max_seq =
+        config.contains("bf16_attention_max_seq") ? nb::cast<int64_t>(config["bf16_attention_max_seq"]) : 0;
     c.chunk_rows = config.contains("chunk_rows") ? nb::cast<int64_t>(config["chunk_rows"]) : 0;
     if (c.chunk_rows < 0) throw std::invalid_argument("chunk_rows must be >= 0");
     for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
@@ -723,6 +725,8 @@ NB_MODULE(_core, m) {
   m.def("resolve_isa", [](const std::string& s) { return std::string(tf::isa_name(tf::resolve_isa(s))); },
         "requested"_a = "");
   m.def("has_avx512_bf16", &tf::cpu_has_avx512_bf16);
+  // AMD Zen 4: 512-bit FMAs (and vpdpbusd / vdpbf16ps) issued as two 256-bit halves
+  m.def("halves_512bit_fma", &tf::cpu_halves_512bit_fma);
   m.def("max_threads", [] { return omp_get_max_threads(); });
   m.def("gemm_f32", &k_gemm_f32, "a"_a, "w"_a, "bias"_a = nb::none(), "act"_a = 0, "residual"_a = nb::none(),
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);

@@ -962,7 +962,8 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");
   if (cfg_.head_dim == 0) cfg_.head_dim = H / cfg.heads;
   const int64_t A = cfg_.heads * cfg_.head_dim;  // attention width
-  if (cfg.attention_mode == 2 && !(kt_->gemm_bf16 && cpu_has_avx512_bf16()))
+  if (cfg.attention_mode < 0 || cfg.attention_mode > 3) throw std::invalid_argument("attention_mode must be 0-3");
+  if (cfg.attention_mode >= 2 && !(kt_->gemm_bf16 && cpu_has_avx512_bf16()))
     throw std::invalid_argument("BF16 attention needs AVX512_BF16 at the avx512_vnni level");
   word_ = copy_f32(t, "emb.word", {cfg.vocab, H});
   pos_ = copy_f32(t, "emb.pos", {cfg.max_positions, H});
@@ -1391,7 +1392,7 @@ QkvBf16 EncoderEngine::qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) 
   QkvBf16 ops;
   const int64_t d = cfg_.head_dim, nh = cfg_.heads;
   // a piece of the block-sparse kernel's epilogue is 16 tokens x 16 output rows: within one sequence and one head
-  if (cfg_.attention_mode != 2 || !kt_->bsr_qkv_bf16 || seq % 16 != 0 || d % 16 != 0) return ops;
+  if (attention_now_ != 2 || !kt_->bsr_qkv_bf16 || seq % 16 != 0 || d % 16 != 0) return ops;
   const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
   const size_t kv = al(std::max(kt_->pack_bf16_size(seq, d), kt_->pack_bf16_size(d, seq)));
   const size_t q = al(nb * seq * nh * d * 2);
@@ -1622,6 +1623,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
                         RunResult* out, int pooling, bool normalize) {
   if (batch <= 0 || seq <= 0) throw std::invalid_argument("batch and sequence length must be positive");
   const int64_t M = batch * seq, H = cfg_.hidden;
+  attention_now_ = cfg_.attention_mode != 3 ? cfg_.attention_mode : seq <= cfg_.bf16_attention_max_seq ? 2 : 1;
   for (int64_t i = 0; i < M; ++i) {
     if (ids[i] < 0 || ids[i] >= cfg_.vocab) throw std::invalid_argument("input_ids out of the vocabulary range");
     if (types && (types[i] < 0 || types[i] >= std::max<int64_t>(cfg_.type_vocab, 1)))
@@ -1711,15 +1713,15 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       // a sparse FP32 QKV writes the fused float attention's operands (K and V in its panels) where the shapes
       // come in 16s: 0.97x the 90% unstructured FP32 BERT-base pass at batch 16, 0.98x at batch 1 on Zen 4
       // (bench/results/zen4_qkv_f32_operands_ab3.md)
-      const bool qkv_ops = kt->attention_f32_packed && cfg_.attention_mode == 0 && !observe_ &&
+      const bool qkv_ops = kt->attention_f32_packed && attention_now_ == 0 && !observe_ &&
                            (L.qkv.kind == LinearKind::SparseF32 || L.qkv.kind == LinearKind::NmF32) &&
                            seq % 16 == 0 && cfg_.head_dim % 16 == 0 && !qkv_ops_off_;
       if (qkv_ops) qio.qkv_f32 = QkvF32{qkv, seq, cfg_.heads, cfg_.head_dim, 0};
       linear(L.qkv, qio, Mc);
       op_done("qkv");
       if (qkv_ops) attention_f32_ops(qkv, mbc, nb, seq, ctx);
-      else if (cfg_.attention_mode == 1) attention_s8(qkv, mbc, nb, seq, ctx);
-      else if (cfg_.attention_mode == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
+      else if (attention_now_ == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      else if (attention_now_ == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       op_done("attention");
       // attn_out and FFN2 finish with their LayerNorm (LinearIO::ln_gamma): the profile's "attn_out" and "ffn2"

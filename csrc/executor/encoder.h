@@ -162,7 +162,9 @@ struct EncoderConfig {
   float ln_eps = 1e-12f;
   Act act = Act::GeluErf;
   int head_pool = 0;  // 0: per token, 1: first token ([CLS])
-  int attention_mode = 0;  // 0: float32; 1: INT8 (u8 x s8 GEMMs); 2: BF16 GEMMs with float32 accumulation
+  int attention_mode = 0;  // 0: float32; 1: INT8 (u8 x s8 GEMMs); 2: BF16 GEMMs with float32 accumulation;
+                           // 3: by sequence length, BF16 up to bf16_attention_max_seq tokens and INT8 beyond
+  int64_t bf16_attention_max_seq = 0;
   int64_t chunk_rows = 0;  // > 0: a batch's sequences pass the layer stack in groups of about this many tokens
   std::vector<Act> head_acts;
 };
@@ -274,6 +276,7 @@ class EncoderEngine {
   // tokens per FFN1 -> FFN2 round of a side-by-side group with sparse FP32 FFNs (a multiple of the re-layout's
   // 64-token tile; 0: the whole group); TRIMFORMER_FFN_PIECE at construction
   int64_t ffn_piece_ = 64;
+  int attention_now_ = 0;  // the pass in progress's attention mode (0-2: attention_mode, or mode 3's pick)
   bool fused_rows_off_ = false;  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   std::map<std::string, double> profile_ms_;

@@ -480,6 +480,34 @@ def test_block_int8_qkv_writes_bf16_attention_operands(rng, quantize, batch, seq
                                   dense.run(ids, mask)["last_hidden_state"])
 
 
+@pytest.mark.skipif(not bf16_available(), reason="CPU has no AVX512_BF16")
+def test_auto_attention_picks_bf16_or_int8_by_length(rng, monkeypatch):
+    # attention="auto": BF16 for sequences of up to BF16_ATTENTION_MAX_SEQ tokens, INT8 beyond, chosen per pass;
+    # each pass gives the bits of the plan compiled with that mode (block-sparse static INT8 QKV: the BF16 passes
+    # take its bf16 operands), passes of both kinds alternating on one engine
+    from transformers import BertConfig, BertModel
+
+    import trimformer.runtime.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "BF16_ATTENTION_MAX_SEQ", 32)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=96, vocab_size=100, max_position_embeddings=64),
+                      add_pooling_layer=False).eval()
+    prune_magnitude(model, 0.9, "block")
+    calib = [{"input_ids": rng.integers(1, 100, (2, 32)), "attention_mask": np.ones((2, 32), np.int64)}]
+    kw = dict(quantize="int8-static", calibration=calib, threads=2, sparse=None)
+    auto, bf16, int8 = (compile_encoder(model, attention=a, **kw) for a in ("auto", "bf16", "int8"))
+    assert auto.attention == "auto"
+    for seq, want in ((32, bf16), (48, int8), (16, bf16), (33, int8)):
+        ids = rng.integers(1, 100, (3, seq))
+        mask = np.ones_like(ids)
+        mask[-1, seq // 2:] = 0
+        np.testing.assert_array_equal(auto.run(ids, mask)["last_hidden_state"],
+                                      want.run(ids, mask)["last_hidden_state"], err_msg=str(seq))
+    assert compile_encoder(model, attention="auto", isa="avx2", **kw).attention == "int8"  # no BF16 kernels
+
+
 def test_default_attention_takes_int8_only_with_vnni():
     # without VNNI (avx2, scalar) INT8 attention loses to float32 (bench/results/attention_modes_avx2.md)
     for level in ("avx2", "scalar"):
@@ -487,4 +515,4 @@ def test_default_attention_takes_int8_only_with_vnni():
     assert default_attention("int8-static", 32) == "f32"  # small heads: float32 on every level
     assert default_attention(None, 64) == "f32"
     if _core.resolve_isa("") == "avx512_vnni":
-        assert default_attention("int8-dynamic", 64) in ("int8", "bf16")
+        assert default_attention("int8-dynamic", 64) in ("int8", "bf16", "auto")

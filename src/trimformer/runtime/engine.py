@@ -19,7 +19,9 @@ from ..models.encoder import EncoderSpec, load_hf_dir, load_hf_model
 from .feature_order import order_ffn_features
 
 QUANTIZE_MODES = (None, "bf16", "int8-dynamic", "int8-static")
-ATTENTION_MODES = ("f32", "int8", "bf16")  # index = the native attention_mode
+ATTENTION_MODES = ("f32", "int8", "bf16", "auto")  # index = the native attention_mode
+# "auto" attention: BF16 for sequences of up to this many tokens, INT8 for longer ones (default_attention)
+BF16_ATTENTION_MAX_SEQ = 128
 # Sparse candidates per Linear (then timed on the layer's own weight with sparse="tune"): block formats when at
 # most this fraction of their blocks hold a non-zero (bench_sparse_kernels.py: at 50% sparsity the 4x4 INT8 kernel
 # is already 1.3-1.8x our dense INT8), CSR when at least this fraction of the weights is zero, N:M whenever the
@@ -57,14 +59,19 @@ def default_attention(quantize: str | None, head_dim: int, isa: str | None = Non
     (bench/results/attention_bf16_amx.md). Without VNNI (the avx2 level: exact INT8 products by vpmaddwd, two
     per 32-bit lane) INT8 attention loses to float32 at head size 64 too: with float32 attention the whole pass
     takes 0.89x-0.93x the time on Zen 3 (bench/results/attention_modes_avx2.md). On AMD Zen 4 (VNNI and
-    AVX512-BF16, no AMX) BF16 attention took 0.95-0.97x INT8's pass time at seq 128 but 1.21x at seq 384
-    (bench/results/attention_modes_zen4.md), so INT8 stays the choice there."""
+    AVX512-BF16 issued in 256-bit halves, no AMX) BF16 attention took 0.95-0.97x INT8's pass time at seq 128 but
+    1.21x at seq 384 (bench/results/attention_modes_zen4.md); in three later runs 0.96-0.98x at seq 128 (batch 1
+    and 16), 0.94-1.09x at 256 and 1.00-1.04x at 384-512 (attention_modes_zen4_by_length_1-3.md). There INT8
+    plans take "auto": BF16 for sequences of up to BF16_ATTENTION_MAX_SEQ tokens, INT8 for longer ones, chosen per
+    pass."""
     if quantize is None or head_dim < 64:
         return "f32"
     if quantize.startswith("int8"):
         if _core.resolve_isa(isa or "") != "avx512_vnni":
             return "f32"
-        return "bf16" if bf16_available(isa) and _core.gemm_bf16_kernel() == "amx" else "int8"
+        if bf16_available(isa) and _core.gemm_bf16_kernel() == "amx":
+            return "bf16"
+        return "auto" if bf16_available(isa) and _core.halves_512bit_fma() else "int8"
     return "bf16" if quantize == "bf16" and bf16_available(isa) else "f32"
 
 
@@ -160,12 +167,14 @@ class Engine(NativeEngine):
             warnings.warn("this CPU/ISA level has no AVX512_BF16: attention runs in float32 instead of bf16",
                           stacklevel=2)
             attention = "f32"
+        if attention == "auto" and not bf16_available(isa):
+            attention = "int8"  # auto picks between BF16 and INT8: without BF16 kernels, INT8 at every length
         self.attention = attention
         self._lock = threading.Lock()
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
         self.chunk_rows = chunk_rows_for(native, spec.layers)
         config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention),
-                  "chunk_rows": self.chunk_rows}
+                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
         self._native = _core.EncoderEngine(config, native, isa or "", threads or default_threads())
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
@@ -260,7 +269,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     """Plan and build an Engine from an HF checkpoint directory or an in-memory transformers model.
 
     keep_float: Linear names (e.g. "layers.3.ffn2") or name suffixes (".ffn2") left in float32 when quantizing.
-    attention: precision of the attention matmuls, "f32", "int8" or "bf16" (default: `default_attention`).
+    attention: precision of the attention matmuls, "f32", "int8", "bf16" or "auto" (BF16 for sequences of up to
+        BF16_ATTENTION_MAX_SEQ tokens, INT8 beyond, chosen per pass; INT8 where the CPU has no BF16 kernels)
+        (default: `default_attention`).
     calibration_method: how static ranges are set from the calibration batches: "minmax", "percentile", "mse" or
     "entropy" (KL; see runtime/calibration.py).
     sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
