@@ -168,6 +168,10 @@ bool sparse_split_tokens(int64_t m, int nt) { return nt > 1 && m >= 2 * kSparseA
 // bench/results/profile_block90_int8_smallsplit_*.md. QKV is the exception (EncoderEngine::splits_tokens).
 bool bsr_split_short(int64_t m, int nt) { return nt > 1 && m >= 64 * nt && !sparse_split_tokens(m, nt); }
 
+// Tokens per piece of a long token split of a block-sparse INT8 Linear (EncoderEngine::linear): a multiple of
+// kSparseAtTile, where those shares start
+constexpr int64_t kBsrPieceTokens = 128;
+
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then
 // runs the GEMM on its share of weight panels (after a barrier), or on the rows it prepared when there are too few
 // panels, and, with has_post, post(lo, hi) on its share of finished rows (LinearIO::ln_gamma). Every gemm(m0, m1,
@@ -878,6 +882,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
+  bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   build_all_jit();
 }
@@ -955,6 +960,7 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
+  bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   if (const char* v = std::getenv("TRIMFORMER_FFN_PIECE")) ffn_piece_ = std::max<int64_t>(0, std::atoll(v)) / 64 * 64;
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   const int64_t H = cfg.hidden;
@@ -1295,40 +1301,53 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
                             !L.bsr_pair_slots && !L.gathered() && !fused_rows_off_;
     const bool short_split = bsr_split_short(m, nt);
     const bool by_tokens = splits_tokens(L, m);
+    // A long token split (shares from 256 tokens on, kSparseAtTile-aligned) prepares and multiplies its tokens
+    // kBsrPieceTokens at a time, so that each piece's re-layout is still in L2 when the kernel reads it (a share of
+    // 1024 tokens at 3072 inputs is 3 MiB of re-layout, written out and read back). TRIMFORMER_BSR_PIECES_OFF=1:
+    // the whole share first.
+    const bool pieces = by_tokens && !short_split && !bsr_pieces_off_;
+    const auto prepare = [&](int64_t lo, int64_t hi) {
+      prep(lo, hi, !fused_prep && !fused_rows);
+      if (fused_rows)
+        kt->bsr_quant_rows_pack_at(io.in, L.k, m, lo, hi, L.k, rs, rz, w.at.as<uint8_t>());
+      else if (fused_prep && L.gathered())
+        kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
+      else if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
+        kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>(),
+                              bw.pair_quads);
+      else if (!io.in_at && L.bsr_pair_slots)
+        kt->bsr_pack_pairs(q, ldq, m, lo, hi, L.k, L.bsr_pair_slots, w.at.as<uint8_t>());
+      else if (!io.in_at && L.gathered())
+        kt->bsr_pack_bytes(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
+      else if (!io.in_at)
+        kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>(), bw.pair_quads);
+    };
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
-          prep(lo, hi, !fused_prep && !fused_rows);
-          if (fused_rows)
-            kt->bsr_quant_rows_pack_at(io.in, L.k, m, lo, hi, L.k, rs, rz, w.at.as<uint8_t>());
-          else if (fused_prep && L.gathered())
-            kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
-          else if (fused_prep)  // the static quantization and the re-layout in one pass (no u8 rows)
-            kt->bsr_quant_pack_at(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>(),
-                                  bw.pair_quads);
-          else if (!io.in_at && L.bsr_pair_slots)
-            kt->bsr_pack_pairs(q, ldq, m, lo, hi, L.k, L.bsr_pair_slots, w.at.as<uint8_t>());
-          else if (!io.in_at && L.gathered())
-            kt->bsr_pack_bytes(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>());
-          else if (!io.in_at)
-            kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>(), bw.pair_quads);
+          if (!pieces) prepare(lo, hi);
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {
             kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
-          // this thread's tokens m0 .. m1-1 as calls of their own: to the tile's end from an m0 inside a
-          // re-layout tile, then (from a tile-aligned start) one call for the rest (bsr_at_offset). At avx2's
-          // 8-token tiles a call per tile left the 1x4 and pair kernels 8-token passes only.
-          for (int64_t p = m0; p < m1;) {
-            const int64_t tile = L.bsr_pair_slots ? kPairAtTile : kt->bsr_at_tile;
-            const int64_t end = short_split && p % tile != 0 ? std::min(m1, (p / tile + 1) * tile) : m1;
-            const int64_t at_p = L.bsr_pair_slots ? bsr_pairs_at_offset(p, L.k, L.bsr_pair_slots)
-                                                  : bsr_at_offset(p, L.k, tile);
-            kt->gemm_bsr_s8(q + p * ldq, ldq, at + at_p, end - p, bw, io.out + p * L.n, L.n, n0, n1,
-                            rows_from(epi, p, kt->bsr_at_tile));  // out_at: the next layer's u8 re-layout
-            p = end;
+          for (int64_t c0 = m0; c0 < m1;) {
+            const int64_t c1 = pieces ? std::min(m1, c0 + kBsrPieceTokens) : m1;
+            if (pieces) prepare(c0, c1);
+            // these tokens as calls of their own: to the tile's end from a c0 inside a re-layout tile, then (from
+            // a tile-aligned start) one call for the rest (bsr_at_offset). At avx2's 8-token tiles a call per tile
+            // left the 1x4 and pair kernels 8-token passes only.
+            for (int64_t p = c0; p < c1;) {
+              const int64_t tile = L.bsr_pair_slots ? kPairAtTile : kt->bsr_at_tile;
+              const int64_t end = short_split && p % tile != 0 ? std::min(c1, (p / tile + 1) * tile) : c1;
+              const int64_t at_p = L.bsr_pair_slots ? bsr_pairs_at_offset(p, L.k, L.bsr_pair_slots)
+                                                    : bsr_at_offset(p, L.k, tile);
+              kt->gemm_bsr_s8(q + p * ldq, ldq, at + at_p, end - p, bw, io.out + p * L.n, L.n, n0, n1,
+                              rows_from(epi, p, kt->bsr_at_tile));  // out_at: the next layer's u8 re-layout
+              p = end;
+            }
+            c0 = c1;
           }
         },
         by_tokens ? Split::Rows : Split::Cols, /*row_align=*/by_tokens ? token_align(L, m) : 16,

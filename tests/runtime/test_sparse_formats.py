@@ -349,18 +349,21 @@ def magnitude_mask_torch(weight):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_block_int8_long_calls_at_every_tile_width(isa, rng, monkeypatch, threads):
-    # 4x4 blocks on calls longer than 8 re-layout tiles (600 tokens: 4 token vectors per tile at the avx512 level,
-    # 2 on calls of 129-512 tokens) and under each TRIMFORMER_BSR_TILE_VECS (1, 2, 4; others: the kernel's rule):
+@pytest.mark.parametrize("pattern,fmt", [("block", "block-int8"), ("unstructured", "csr-int8")])
+def test_long_calls_at_every_tile_width_and_in_pieces(isa, rng, monkeypatch, threads, pattern, fmt):
+    # Calls longer than 8 re-layout tiles (600 tokens: 4 token vectors per 4x4-block tile at the avx512 level, 2 on
+    # calls of 129-512 tokens), under each TRIMFORMER_BSR_TILE_VECS (1, 2, 4; others: the kernel's rule), and 2
+    # threads' long token split prepared and multiplied in pieces or (TRIMFORMER_BSR_PIECES_OFF=1) share by share:
     # the dense INT8 bits, with a bias, GELU and a residual
     m, n, k = 600, 70, 130
-    w = _weight(rng, n, k, "block", 0.8)
+    w = _weight(rng, n, k, pattern, 0.8)
     x = rng.standard_normal((m, k)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     res = rng.standard_normal((m, n)).astype(np.float32)
     ref = _runner("int8", w, bias, isa, threads).run(x, 1, res)
-    for vecs in ("0", "1", "2", "3", "4"):
+    for vecs, whole in (("0", "0"), ("1", "0"), ("2", "1"), ("3", "0"), ("4", "1"), ("0", "1")):
         monkeypatch.setenv("TRIMFORMER_BSR_TILE_VECS", vecs)  # read when the runner is built
-        r = _runner("block-int8", w, bias, isa, threads)
+        monkeypatch.setenv("TRIMFORMER_BSR_PIECES_OFF", whole)
+        r = _runner(fmt, w, bias, isa, threads)
         assert r.kind == "bsr-s8"
-        np.testing.assert_array_equal(r.run(x, 1, res), ref, err_msg=vecs)
+        np.testing.assert_array_equal(r.run(x, 1, res), ref, err_msg=f"{vecs} {whole}")
