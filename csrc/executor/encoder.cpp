@@ -881,10 +881,14 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
   load_linear(&head_[0], name, t);
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
+  read_linear_settings();
+  build_all_jit();
+}
+
+void EncoderEngine::read_linear_settings() {
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
-  build_all_jit();
 }
 
 // Blocks of kJitBlock rows (4 groups of 28: whole 16-row units), cut also where a column split of 2 .. threads_
@@ -959,10 +963,8 @@ EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::strin
   side_static_ = env_flag("TRIMFORMER_SIDE_STATIC");
   qkv_ops_off_ = env_flag("TRIMFORMER_QKV_ROWS");
   bytes_direct_off_ = env_flag("TRIMFORMER_FFN_BYTE_ROWS_OFF");
-  fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
-  bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
+  read_linear_settings();
   if (const char* v = std::getenv("TRIMFORMER_FFN_PIECE")) ffn_piece_ = std::max<int64_t>(0, std::atoll(v)) / 64 * 64;
-  if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
   const int64_t H = cfg.hidden;
   if (H <= 0 || cfg.heads <= 0 || cfg.head_dim < 0 || (cfg.head_dim == 0 && H % cfg.heads != 0))
     throw std::invalid_argument("hidden must divide into heads (or head_dim be given)");

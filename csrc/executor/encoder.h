@@ -277,9 +277,11 @@ class EncoderEngine {
   // 64-token tile; 0: the whole group); TRIMFORMER_FFN_PIECE at construction
   int64_t ffn_piece_ = 64;
   int attention_now_ = 0;  // the pass in progress's attention mode (0-2: attention_mode, or mode 3's pick)
-  bool fused_rows_off_ = false;
-  bool bsr_pieces_off_ = false;  // TRIMFORMER_BSR_PIECES_OFF: a long token split prepares its whole share first  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
+  // the Linear settings both constructors read (read_linear_settings)
+  bool fused_rows_off_ = false;  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
+  bool bsr_pieces_off_ = false;  // TRIMFORMER_BSR_PIECES_OFF: a long token split prepares its whole share first
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
+  void read_linear_settings();
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;
   std::vector<EncoderLayer> layers_;
