@@ -1302,11 +1302,12 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     const bool fused_rows = kt->bsr_quant_rows_pack_at && !L.static_act && !io.in_q && !io.in_at &&
                             !L.bsr_pair_slots && !L.gathered() && !fused_rows_off_;
     const bool short_split = bsr_split_short(m, nt);
-    const bool by_tokens = splits_tokens(L, m);
-    // A long token split (shares from 256 tokens on, kSparseAtTile-aligned) prepares and multiplies its tokens
-    // kBsrPieceTokens at a time, so that each piece's re-layout is still in L2 when the kernel reads it (a share of
-    // 1024 tokens at 3072 inputs is 3 MiB of re-layout, written out and read back). TRIMFORMER_BSR_PIECES_OFF=1:
-    // the whole share first.
+    // A long token split (shares from 256 tokens on, kSparseAtTile-aligned), or one thread's call of as many tokens,
+    // prepares and multiplies its tokens kBsrPieceTokens at a time, so that each piece's re-layout is still in L2
+    // when the kernel reads it (a share of 1024 tokens at 3072 inputs is 3 MiB of re-layout, written out and read
+    // back). TRIMFORMER_BSR_PIECES_OFF=1: the whole share first.
+    const bool alone_long = nt == 1 && m >= 2 * kBsrPieceTokens && !bsr_pieces_off_;
+    const bool by_tokens = splits_tokens(L, m) || alone_long;
     const bool pieces = by_tokens && !short_split && !bsr_pieces_off_;
     const auto prepare = [&](int64_t lo, int64_t hi) {
       prep(lo, hi, !fused_prep && !fused_rows);
