@@ -699,9 +699,8 @@ class PyLinear {
   double time(int64_t m, int iters, bool cold) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
-    // 64-byte aligned, as the executor's buffers are: a std::vector's 2048 x 3072 float output sat 16 bytes off a
-    // line, and the block-sparse kernel's time into it differed from its time into aligned rows (with 2 token vectors
-    // per tile, one thread: 6.4 ms against 8.7 ms; development timing)
+    // 64-byte aligned, as the executor's buffers are (a std::vector's large float output sits 16 bytes off a cache
+    // line, which changes what the kernels' stores cost and so what the planner and the kernel benchmark compare)
     tf::AlignedBuf xb(m * L.k * sizeof(float)), yb(m * L.n * sizeof(float));
     float *x = xb.as<float>(), *y = yb.as<float>();
     for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;

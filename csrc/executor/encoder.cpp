@@ -1306,9 +1306,9 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // prepares and multiplies its tokens kBsrPieceTokens at a time, so that each piece's re-layout is still in L2
     // when the kernel reads it (a share of 1024 tokens at 3072 inputs is 3 MiB of re-layout, written out and read
     // back). TRIMFORMER_BSR_PIECES_OFF=1: the whole share first.
-    const bool alone_long = nt == 1 && m >= 2 * kBsrPieceTokens && !bsr_pieces_off_;
-    const bool by_tokens = splits_tokens(L, m) || alone_long;
-    const bool pieces = by_tokens && !short_split && !bsr_pieces_off_;
+    const bool split = splits_tokens(L, m);
+    const bool pieces = !bsr_pieces_off_ && ((split && !short_split) || (nt == 1 && m >= 2 * kBsrPieceTokens));
+    const bool by_tokens = split || pieces;
     const auto prepare = [&](int64_t lo, int64_t hi) {
       prep(lo, hi, !fused_prep && !fused_rows);
       if (fused_rows)
