@@ -688,7 +688,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // 4x4-block tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors
   // on calls of 3 to 8 At tiles: measured faster there (bench/results/profile_block90_int8_attile64_rowpieces.md).
   // Longer calls keep 4: on a single Linear of 1024 or 2048 tokens into 64-byte aligned float rows, 2 vectors took
-  // up to 1.9x the time of 4 on Zen 4 (FFN1's 3072 outputs most; bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
+  // up to 2.1x the time of 4 on Zen 4 (FFN1's 3072 outputs most; bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
   // 1x4 rows (csr-int8) keep 4: with 2 a row has 2 dependency chains and one broadcast per 2 products; on Zen 4
   // their QKV took 0.73x the time with 4 at 1 x 384 tokens (bench/results/csr_int8_rows_v4_zen4_ab.md)
   const bool row_pieces = !epi.qkv.q && !ends_in_u8_rows(epi);
