@@ -408,7 +408,7 @@ BsrHost bsr_from_dense(const int8_t* w, int64_t n, int64_t k, const float* ws, i
 nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> a,
                          nb::ndarray<const int8_t, nb::ro, nb::ndim<2>, nb::c_contig, nb::device::cpu> w,
                          F32In w_scale, float a_scale, int a_zp, nb::object bias, int act, const std::string& isa,
-                         int block_rows, float out_scale, int out_zp, int pair_quads) {
+                         int block_rows, float out_scale, int out_zp, int pair_quads, bool few_tokens) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   const int64_t m = a.shape(0), k = a.shape(1), n = w.shape(0);
   if ((int64_t)w.shape(1) != k) throw std::invalid_argument("inner dims differ");
@@ -444,9 +444,13 @@ nb::object k_gemm_bsr_s8(nb::ndarray<const uint8_t, nb::ro, nb::ndim<2>, nb::c_c
     epi.out_inv_scale = 1.0f / out_scale;
     epi.out_zp = out_zp;
   }
+  // few_tokens: the u8 rows without a re-layout (KernelTable::bsr_few_tokens), as the executor runs such calls
+  if (few_tokens && (m > kt.bsr_few_tokens || block_rows != 4))
+    throw std::invalid_argument("few_tokens: 4x4 blocks and at most bsr_few_tokens tokens at this level");
+  const uint8_t* at_or_rows = few_tokens ? nullptr : at.as<uint8_t>();
   const int64_t nsplit = n / 32 * 16;  // two column ranges, as threads split them
-  kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, 0, nsplit, epi);
-  kt.gemm_bsr_s8(ap.data(), ldq, at.as<uint8_t>(), m, bw, c.data(), n, nsplit, n, epi);
+  kt.gemm_bsr_s8(ap.data(), ldq, at_or_rows, m, bw, c.data(), n, 0, nsplit, epi);
+  kt.gemm_bsr_s8(ap.data(), ldq, at_or_rows, m, bw, c.data(), n, nsplit, n, epi);
   if (out_scale > 0.0f) return nb::cast(to_numpy(std::move(oq), {(size_t)m, (size_t)n}));
   return nb::cast(to_numpy(std::move(c), {(size_t)m, (size_t)n}));
 }
@@ -733,7 +737,11 @@ NB_MODULE(_core, m) {
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
         "act"_a = 0, "isa"_a = "", "out_scale"_a = 0.0f, "out_zp"_a = 0);
   m.def("gemm_bsr_s8", &k_gemm_bsr_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
-        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0, "pair_quads"_a = -1);
+        "act"_a = 0, "isa"_a = "", "block_rows"_a = 1, "out_scale"_a = 0.0f, "out_zp"_a = 0, "pair_quads"_a = -1,
+        "few_tokens"_a = false);
+  // the most tokens a block-sparse INT8 call may have to run over its u8 rows (KernelTable::bsr_few_tokens; 0: none)
+  m.def("bsr_few_tokens", [](const std::string& isa) { return tf::kernels_for(tf::resolve_isa(isa)).bsr_few_tokens; },
+        "isa"_a = "");
   m.def("bsr_quant_pack", &k_bsr_quant_pack, "x"_a, "inv_scale"_a, "zp"_a, "isa"_a = "", "pair_quads"_a = false);
   m.def("pack_bf16", &k_pack_bf16, "w"_a, "how"_a);
   m.def("gemm_bf16", &k_gemm_bf16, "a"_a, "w_bits"_a, "bias"_a = nb::none(), "act"_a = 0);

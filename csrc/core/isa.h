@@ -417,6 +417,10 @@ struct KernelTable {
   // stored; the same bytes and parameters
   void (*bsr_quant_rows_pack_at)(const float* x, int64_t ldx, int64_t m, int64_t m0, int64_t m1, int64_t k,
                                  float* row_scale, float* row_zp, uint8_t* at);
+  // gemm_bsr_s8 takes calls of 1 .. bsr_few_tokens tokens of 4x4 blocks (not gathered, no row pairs) with at ==
+  // nullptr: it then reads the quantized rows q (ldq apart) instead of a re-layout, a block's 4 rows per token in
+  // one 128-bit product; output columns from a multiple of 4, an epilogue without out_at or qkv (0: never)
+  int64_t bsr_few_tokens;
 };
 
 const KernelTable& kernels_for(Isa isa);

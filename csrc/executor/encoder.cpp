@@ -888,6 +888,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
 void EncoderEngine::read_linear_settings() {
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
+  bsr_few_off_ = env_flag("TRIMFORMER_BSR_FEW_TOKENS_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
 }
 
@@ -1297,10 +1298,16 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     epi.tile_vecs = bsr_tile_vecs_;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
-    const bool fused_prep = kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots;
+    // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)
+    // unless its input comes re-laid or its output goes into the next layer's re-layout or the attention's bf16
+    // operands. TRIMFORMER_BSR_FEW_TOKENS_OFF=1: the tiles' path.
+    const bool few = m <= kt->bsr_few_tokens && L.bsr_rows == 4 && !L.gathered() && !L.bsr_pair_slots &&
+                     L.bsr_pair_tile.empty() && !io.in_at && !io.out_at && !io.qkv.q && !bsr_few_off_;
+    const bool fused_prep =
+        kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots && !few;
     // the dynamic quantization fused the same way (quad rows only: gathered quads and pair records keep the u8 rows)
     const bool fused_rows = kt->bsr_quant_rows_pack_at && !L.static_act && !io.in_q && !io.in_at &&
-                            !L.bsr_pair_slots && !L.gathered() && !fused_rows_off_;
+                            !L.bsr_pair_slots && !L.gathered() && !fused_rows_off_ && !few;
     const bool short_split = bsr_split_short(m, nt);
     // A long token split (shares from 256 tokens on, kSparseAtTile-aligned), or one thread's call of as many tokens,
     // prepares and multiplies its tokens kBsrPieceTokens at a time, so that each piece's re-layout is still in L2
@@ -1311,7 +1318,9 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     const bool by_tokens = split || pieces;
     const auto prepare = [&](int64_t lo, int64_t hi) {
       prep(lo, hi, !fused_prep && !fused_rows);
-      if (fused_rows)
+      if (few)
+        return;
+      else if (fused_rows)
         kt->bsr_quant_rows_pack_at(io.in, L.k, m, lo, hi, L.k, rs, rz, w.at.as<uint8_t>());
       else if (fused_prep && L.gathered())
         kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
@@ -1332,7 +1341,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {
-            kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
+            kt->gemm_bsr_s8(q, ldq, few ? nullptr : at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
           for (int64_t c0 = m0; c0 < m1;) {

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <utility>
 #include <stdexcept>
 
 #include "../core/isa.h"
@@ -310,6 +311,18 @@ using PieceFn = void (*)(const float (*)[64], int, int64_t, int64_t, int64_t, in
 // shuffles and float ops take the issue ports the dot products use: bench/results/port_contention.md), and the
 // run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
 // the stack than finishing them.
+// One token row's 16 dequantized outputs from nb0 on (the first `cols` real) finished: bias, then (in the shared
+// epilogue's order) activation, residual and the requantization for the next INT8 layer, stored as float or u8
+template <Act A, bool Residual, bool OutU8>
+inline void finish_row(__m512 y, int64_t row, int64_t nb0, int64_t cols, __mmask16 ck, __m512 bias, float* c,
+                       int64_t ldc, const Epilogue& epi, __m512 out_inv, __m512i out_zp) {
+  y = _mm512_add_ps(y, bias);
+  y = act16(y, A, cols);
+  if (Residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+  if (OutU8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
+  else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+}
+
 template <Act A, bool Residual, bool OutU8>
 void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                   int64_t ldc, const Epilogue& epi) {
@@ -325,12 +338,8 @@ void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb
   const int64_t row0 = m0 + 16 * v;
   const int64_t rows = m - row0 < 16 ? m - row0 : 16;
   const auto finish = [&](int64_t i, __m512i ri) {
-    const int64_t row = row0 + i;
-    __m512 y = _mm512_add_ps(_mm512_castsi512_ps(ri), bias);
-    y = act16(y, A, cols);
-    if (Residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
-    if (OutU8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
-    else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+    finish_row<A, Residual, OutU8>(_mm512_castsi512_ps(ri), row0 + i, nb0, cols, ck, bias, c, ldc, epi, out_inv,
+                                   out_zp);
   };
   if (rows == 16) {  // every row: unrolled, so the transposed rows stay in registers
 #pragma GCC unroll 16
@@ -532,9 +541,139 @@ using TileFn = void (*)(const uint8_t*, int64_t, int64_t, const BsrS8&, int64_t,
                         const Epilogue&, PieceFn);
 const TileFn kTile[5] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>};
 static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
+
+// ---- calls of a few tokens: 4x4 blocks over the quantized rows, no re-layout ----
+// A tile's dot products put 16 tokens along each vector, so a call of one token used 1/16 of every vpdpbusd, and
+// its re-layout and epilogue still transposed 16 x 16 pieces. Here a 4x4 block is one 128-bit operand as it is
+// stored (dword r: row r's weights for the block's 4 inputs) against the token's 4 input bytes broadcast: one
+// vpdpbusd per block and token, the 4 rows' sums in its lanes, read straight from the u8 rows (no re-layout) and
+// finished by token rows (no transpose). Several independent sums per token: vpdpbusd's latency is several
+// cycles, a block's work one. Up to 4 tokens: each token costs a broadcast and a 128-bit product per block, where
+// a tile's 16 lanes take up to 16 at the price of one; on Zen 4 (single Linears, 90% block, 2 threads; limit 8 in
+// that build) the four BERT-base shapes took 0.44x the time at 1 token, 0.63x at 4, 0.95x at 6 and 1.23x at 8
+// (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
+constexpr int kFewTokens = 4;
+
+inline __m128i bcast_quad128(const uint8_t* p) {  // as bcast_quad: a load-port uop, not a move through a GPR
+  __m128i r;
+  asm("vpbroadcastd %1, %0" : "=v"(r) : "m"(*reinterpret_cast<const int32_t*>(p)));
+  return r;
+}
+
+// acc += u8 a . s8 block at p (from memory). As TF_DPBUSD: through the intrinsic gcc copied every sum to another
+// register around each product (vpdpbusd overwrites its sum)
+inline void dpbusd_block(__m128i& acc, __m128i a, const int8_t* p) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const __m128i*>(p)));
+}
+
+// acc[t]: the 4 rows' int32 sums of one row block (nb blocks from cols / vals) for tokens t < M (u8 rows ldq apart)
+template <int M>
+inline void block_row_few(const uint8_t* q, int64_t ldq, const int32_t* cols, const int8_t* vals, int32_t nb,
+                          __m128i* acc) {
+  constexpr int C = M == 1 ? 4 : (M == 2 ? 2 : 1);  // sums per token: at least 4 in flight per block step
+  __m128i a[C][M];
+#pragma GCC unroll 4
+  for (int i = 0; i < C; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < M; ++t) a[i][t] = _mm_setzero_si128();
+  int32_t j = 0;
+  for (; j + C <= nb; j += C) {
+#pragma GCC unroll 4
+    for (int i = 0; i < C; ++i) {
+      const int8_t* wv = vals + 16 * (j + i);
+      const uint8_t* x = q + 4 * static_cast<int64_t>(cols[j + i]);
+#pragma GCC unroll 8
+      for (int t = 0; t < M; ++t) dpbusd_block(a[i][t], bcast_quad128(x + t * ldq), wv);
+    }
+  }
+  for (; j < nb; ++j) {
+    const uint8_t* x = q + 4 * static_cast<int64_t>(cols[j]);
+#pragma GCC unroll 8
+    for (int t = 0; t < M; ++t) dpbusd_block(a[0][t], bcast_quad128(x + t * ldq), vals + 16 * j);
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < M; ++t) {
+    acc[t] = a[0][t];
+#pragma GCC unroll 4
+    for (int i = 1; i < C; ++i) acc[t] = _mm_add_epi32(acc[t], a[i][t]);
+  }
+}
+
+// Output rows [n0, n1) (n0 a multiple of 4) of M tokens: per 16 rows, each row block's sums, then per token the 16
+// rows dequantized as the tiles' store_row does (the same float ops on the same values: zp x col_sum, scale x
+// w_scale, (sum - that) x this) and finished as a tile's piece (finish_row)
+template <int M, Act A, bool Residual, bool OutU8>
+void few_tokens(const uint8_t* q, int64_t ldq, const BsrS8& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
+                const Epilogue& epi) {
+  const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
+  const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
+  __m512 zp[M], sc[M];
+#pragma GCC unroll 8
+  for (int t = 0; t < M; ++t) {
+    zp[t] = _mm512_set1_ps(epi.row_zp[t]);
+    sc[t] = _mm512_set1_ps(epi.row_scale[t]);
+  }
+  for (int64_t nb = n0; nb < n1; nb += 16) {
+    const int64_t cols = n1 - nb < 16 ? n1 - nb : 16;
+    const __mmask16 ck = first(cols);
+    __m128i acc[4][M];
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      if (4 * g >= cols) {
+#pragma GCC unroll 8
+        for (int t = 0; t < M; ++t) acc[g][t] = _mm_setzero_si128();
+        continue;
+      }
+      const int64_t b = (nb + 4 * g) / 4;
+      const int32_t b0 = w.rowptr[b], b1 = w.rowptr[b + 1];
+      block_row_few<M>(q, ldq, w.cols + b0, w.values + 16 * static_cast<int64_t>(b0), b1 - b0, acc[g]);
+    }
+    const __m512 cs = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(ck, w.col_sum + nb));
+    const __m512 ws = _mm512_maskz_loadu_ps(ck, w.w_scale + nb);
+    const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+    for (int t = 0; t < M; ++t) {
+      __m512i r = _mm512_castsi128_si512(acc[0][t]);
+      r = _mm512_inserti32x4(r, acc[1][t], 1);
+      r = _mm512_inserti32x4(r, acc[2][t], 2);
+      r = _mm512_inserti32x4(r, acc[3][t], 3);
+      const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_mul_ps(zp[t], cs));
+      const __m512 y = _mm512_mul_ps(centered, _mm512_mul_ps(sc[t], ws));
+      finish_row<A, Residual, OutU8>(y, t, nb, cols, ck, bias, c, ldc, epi, out_inv, out_zp);
+    }
+  }
+}
+
+using FewFn = void (*)(const uint8_t*, int64_t, const BsrS8&, float*, int64_t, int64_t, int64_t, const Epilogue&);
+
+template <Act A, bool Residual, bool OutU8, int... Ms>
+FewFn few_tokens_for_m(int64_t m, std::integer_sequence<int, Ms...>) {
+  FewFn fn = nullptr;
+  ((fn = (m == Ms + 1 ? few_tokens<Ms + 1, A, Residual, OutU8> : fn)), ...);
+  return fn;
+}
+
+template <Act A>
+FewFn few_tokens_for(int64_t m, const Epilogue& epi) {
+  using Ms = std::make_integer_sequence<int, kFewTokens>;
+  if (epi.residual) return epi.out_u8 ? few_tokens_for_m<A, true, true>(m, Ms()) : few_tokens_for_m<A, true, false>(m, Ms());
+  return epi.out_u8 ? few_tokens_for_m<A, false, true>(m, Ms()) : few_tokens_for_m<A, false, false>(m, Ms());
+}
+
+FewFn few_tokens_for(int64_t m, const Epilogue& epi) {
+  switch (epi.act) {
+    case Act::None: return few_tokens_for<Act::None>(m, epi);
+    case Act::GeluErf: return few_tokens_for<Act::GeluErf>(m, epi);
+    case Act::Relu: return few_tokens_for<Act::Relu>(m, epi);
+    case Act::GeluTanh: return few_tokens_for<Act::GeluTanh>(m, epi);
+    case Act::Tanh: return few_tokens_for<Act::Tanh>(m, epi);
+  }
+  return few_tokens_for<Act::None>(m, epi);
+}
 }  // namespace
 
 const int64_t kBsrTile = kAtTile;
+const int64_t kBsrFewTokens = kFewTokens;
 // shorter 1x4 rows run as row pairs (BsrS8::pair_tile); longer ones 4 at a time, interleaved (rows_dot)
 const int64_t kBsrRowPairsMaxQuads = kRows4MinQuads;
 
@@ -677,8 +816,13 @@ void bsr_quant_pack_bytes(const float* x, int64_t ldx, int64_t m, int64_t m0, in
 
 void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
-  (void)q;
-  (void)ldq;
+  if (!at) {  // a call of a few tokens over its u8 rows (KernelTable::bsr_few_tokens)
+    if (w.block_rows != 4 || w.gq_ptr || w.pair_tile || m < 1 || m > kFewTokens || n0 % 4 != 0 || epi.out_at ||
+        epi.qkv.q)
+      throw std::invalid_argument("gemm_bsr_s8: no re-layout is only for calls of a few tokens of 4x4 blocks");
+    few_tokens_for(m, epi)(q, ldq, w, c, ldc, n0, n1, epi);
+    return;
+  }
   if (w.pair_tile && n0 % 16 != 0)  // row pairs are matched within 16-row tiles (the executor splits rows by 16)
     throw std::invalid_argument("gemm_bsr_s8: row pairs need a row range starting at a multiple of 16");
   if (w.gq_ptr && w.block_rows != 1) throw std::invalid_argument("gemm_bsr_s8: gathered quads are 1x4 rows");

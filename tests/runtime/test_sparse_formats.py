@@ -367,3 +367,51 @@ def test_long_calls_at_every_tile_width_and_in_pieces(isa, rng, monkeypatch, thr
         r = _runner(fmt, w, bias, isa, threads)
         assert r.kind == "bsr-s8"
         np.testing.assert_array_equal(r.run(x, 1, res), ref, err_msg=f"{vecs} {whole}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_calls_of_a_few_tokens_equal_dense(isa, rng, monkeypatch, threads):
+    # Calls of up to _core.bsr_few_tokens tokens run 4x4 blocks over the u8 rows, without a re-layout (at levels
+    # that have it), and with TRIMFORMER_BSR_FEW_TOKENS_OFF=1 as longer calls do: the dense INT8 bits either way, one
+    # token past the limit too, with a bias, GELU and a residual, on outputs that end in a partial row block
+    n, k = 70, 130
+    w = _weight(rng, n, k, "block", 0.8)
+    bias = rng.standard_normal(n).astype(np.float32)
+    dense = _runner("int8", w, bias, isa, threads)
+    few = _runner("block-int8", w, bias, isa, threads)
+    monkeypatch.setenv("TRIMFORMER_BSR_FEW_TOKENS_OFF", "1")  # read when the runner is built
+    tiles = _runner("block-int8", w, bias, isa, threads)
+    for m in range(1, max(_core.bsr_few_tokens(isa), 1) + 2):
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        want = dense.run(x, 1, res)
+        np.testing.assert_array_equal(few.run(x, 1, res), want, err_msg=str(m))
+        np.testing.assert_array_equal(tiles.run(x, 1, res), want, err_msg=str(m))
+
+
+@pytest.mark.parametrize("quantize", ["int8-dynamic", "int8-static"])
+def test_encoder_on_a_few_tokens_equals_the_tiles_path(isa, rng, tmp_path, monkeypatch, quantize):
+    """A 4x4 block-pruned INT8 encoder on passes of 1 to 9 tokens (its Linears' calls of a few tokens run over the
+    u8 rows where the level has that path) gives the bytes of the same engine loaded with
+    TRIMFORMER_BSR_FEW_TOKENS_OFF=1, static (requantized inputs from the previous epilogue) and dynamic INT8."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import trimformer as tf
+    from conftest import tiny_bert
+    from trimformer.compress import prune_magnitude
+    from trimformer.runtime.engine import compile_encoder
+
+    model = tiny_bert(intermediate=92, max_positions=40)
+    prune_magnitude(model, 0.8, "block")
+    ids = rng.integers(1, 100, (3, 9))
+    mask = np.ones_like(ids)
+    calib = [{"input_ids": ids[:2], "attention_mask": mask[:2]}]
+    eng = compile_encoder(model, quantize=quantize, calibration=calib, sparse=None, isa=isa, threads=2)
+    assert set(eng.formats.values()) == {"block-int8"}
+    path = tf.save(eng, tmp_path / "m")
+    few = tf.load(path, isa=isa, threads=2)
+    monkeypatch.setenv("TRIMFORMER_BSR_FEW_TOKENS_OFF", "1")
+    tiles = tf.load(path, isa=isa, threads=2)
+    for b, seq in ((1, 1), (1, 3), (1, 8), (1, 9), (2, 3), (3, 2)):
+        want = tiles.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"]
+        np.testing.assert_array_equal(few.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)

@@ -48,6 +48,46 @@ def test_block_sparse_equals_dense_int8(isa, rng, m, n, k, density, block_rows, 
             sparse_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=block_rows,
                                          out_scale=0.05, out_zp=17, pair_quads=layout)
             np.testing.assert_array_equal(sparse_q, dense_q)
+        if block_rows == 4 and m <= _core.bsr_few_tokens(isa):
+            # a call of a few tokens over its u8 rows, no re-layout (where the level has it)
+            few = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=4, few_tokens=True)
+            np.testing.assert_array_equal(few, dense)
+            few_q = _core.gemm_bsr_s8(a, w, ws, 0.013, 5, bias=bias, act=act, isa=isa, block_rows=4,
+                                      few_tokens=True, out_scale=0.05, out_zp=17)
+            np.testing.assert_array_equal(few_q, dense_q)
+
+
+# calls of 1 .. 4 tokens (the avx512 level's bsr_few_tokens) over rows of odd widths, outputs ending in a partial
+# row block and a partial 16-row tile
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("n,k", [(6, 5), (45, 130), (70, 1001)])
+@pytest.mark.parametrize("density", [0.0, 0.1, 1.0])
+def test_few_token_calls_equal_dense_int8(isa, rng, m, n, k, density):
+    if m > _core.bsr_few_tokens(isa):
+        pytest.skip("no few-token path at this level")
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    a[0] = 255
+    w = rng.integers(-127, 128, (n, k), dtype=np.int8)
+    keep = rng.random((-(-n // 4), -(-k // 4))) < density
+    w = (w * np.repeat(np.repeat(keep, 4, 0), 4, 1)[:n, :k]).astype(np.int8)
+    ws = rng.random(n, dtype=np.float32) + 0.01
+    bias = rng.standard_normal(n, dtype=np.float32)
+    for act in range(5):
+        dense = _core.gemm_s8(a, w, ws, 0.02, 3, bias=bias, act=act, isa=isa)
+        got = _core.gemm_bsr_s8(a, w, ws, 0.02, 3, bias=bias, act=act, isa=isa, block_rows=4, few_tokens=True)
+        np.testing.assert_array_equal(got, dense)
+
+
+def test_few_token_calls_refuse_what_they_cannot_run():
+    few = _core.bsr_few_tokens("")
+    if few == 0:
+        pytest.skip("no few-token path at this level")
+    a = np.zeros((few + 1, 8), np.uint8)
+    w = np.ones((4, 8), np.int8)
+    with pytest.raises(ValueError, match="few_tokens"):
+        _core.gemm_bsr_s8(a, w, np.ones(4, np.float32), 1.0, 0, block_rows=4, few_tokens=True)
+    with pytest.raises(ValueError, match="few_tokens"):
+        _core.gemm_bsr_s8(a[:1], w, np.ones(4, np.float32), 1.0, 0, block_rows=1, few_tokens=True)
 
 
 @pytest.mark.parametrize("m,k", [(1, 1), (7, 5), (8, 32), (16, 33), (37, 130), (130, 67), (64, 768), (9, 1001)])
