@@ -172,6 +172,9 @@ bool bsr_split_short(int64_t m, int nt) { return nt > 1 && m >= 64 * nt && !spar
 // kSparseAtTile, where those shares start
 constexpr int64_t kBsrPieceTokens = 128;
 
+// The most tokens a block-sparse INT8 call runs over its u8 rows (KernelTable::bsr_few_tokens, at most this)
+constexpr int64_t kFewTokensMax = 16;
+
 // One parallel region per Linear: each thread prepares its share of rows (quantizes / converts the input), then
 // runs the GEMM on its share of weight panels (after a barrier), or on the rows it prepared when there are too few
 // panels, and, with has_post, post(lo, hi) on its share of finished rows (LinearIO::ln_gamma). Every gemm(m0, m1,
@@ -182,10 +185,11 @@ struct NoPost {
 };
 
 // Inside the pass's region (tl_team_error) the current team runs it, and it ends with a barrier unless rows_stay.
+// prep_barrier = false: the column split's gemm reads nothing prep wrote (each thread prepares what it reads itself)
 template <class Prep, class Gemm, class Post = NoPost>
 void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm gemm, Split split = Split::Auto,
                      int64_t row_align = 1, int64_t groups = 1, bool has_post = false, Post post = Post(),
-                     bool rows_stay = false) {
+                     bool rows_stay = false, bool prep_barrier = true) {
   const bool split_n = split == Split::Cols || (split == Split::Auto && (n / nr) >= 2 * nt);
   if (groups < 1 || n % groups != 0 || (n / groups) % nr != 0) groups = 1;
   const int64_t gn = n / groups;
@@ -197,7 +201,9 @@ void parallel_linear(int nt, int64_t m, int64_t n, int64_t nr, Prep prep, Gemm g
     if (split_n) {
       // a column split reads every thread's prepared rows; a row split only the rows this thread just prepared
       // (the same lo, hi): no barrier there, so a thread that is done early goes on to its GEMM
+      if (prep_barrier) {
 #pragma omp barrier
+      }
       int64_t n0, n1;
       split_range(gn, nr, cnt, i, &n0, &n1);
       err.guard([&] {
@@ -1301,7 +1307,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)
     // unless its input comes re-laid or its output goes into the next layer's re-layout or the attention's bf16
     // operands. TRIMFORMER_BSR_FEW_TOKENS_OFF=1: the tiles' path.
-    const bool few = m <= kt->bsr_few_tokens && L.bsr_rows == 4 && !L.gathered() && !L.bsr_pair_slots &&
+    const bool few = m <= std::min(kt->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 && !L.gathered() && !L.bsr_pair_slots &&
                      L.bsr_pair_tile.empty() && !io.in_at && !io.out_at && !io.qkv.q && !bsr_few_off_;
     const bool fused_prep =
         kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots && !few;
@@ -1318,9 +1324,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     const bool by_tokens = split || pieces;
     const auto prepare = [&](int64_t lo, int64_t hi) {
       prep(lo, hi, !fused_prep && !fused_rows);
-      if (few)
-        return;
-      else if (fused_rows)
+      if (fused_rows)
         kt->bsr_quant_rows_pack_at(io.in, L.k, m, lo, hi, L.k, rs, rz, w.at.as<uint8_t>());
       else if (fused_prep && L.gathered())
         kt->bsr_quant_pack_bytes(io.in, L.k, m, lo, hi, L.k, 1.0f / L.a_scale, L.a_zp, w.at.as<uint8_t>());
@@ -1334,6 +1338,41 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
       else if (!io.in_at)
         kt->bsr_pack_at(q, ldq, m, lo, hi, L.k, w.at.as<uint8_t>(), bw.pair_quads);
     };
+    if (few) {
+      // each thread quantizes the few rows itself, into rows of its own, and goes straight on to its output columns:
+      // no barrier between the threads' preparation and their products
+      parallel_linear(
+          nt, m, L.n, 16, [](int64_t, int64_t) {},
+          [&](int64_t, int64_t, int64_t n0, int64_t n1) {
+            thread_local AlignedBuf own_rows;
+            float own_scale[kFewTokensMax], own_zp[kFewTokensMax];
+            const uint8_t* rows = io.in_q;
+            if (L.static_act) {
+              std::fill(own_scale, own_scale + m, L.a_scale);
+              std::fill(own_zp, own_zp + m, static_cast<float>(L.a_zp));
+            }
+            if (!io.in_q) {
+              own_rows.reserve(m * ldq);
+              uint8_t* mine = own_rows.as<uint8_t>();
+              if (L.static_act)
+                kt->quantize_u8(io.in, L.k, mine, ldq, m, L.k, 1.0f / L.a_scale, L.a_zp);
+              else
+                kt->quantize_rows_u8(io.in, L.k, mine, ldq, m, L.k, own_scale, own_zp);
+              rows = mine;
+            } else if (!L.static_act) {
+              throw std::logic_error("a requantized input under a dynamic quantization");
+            }
+            if (io.out_q && epi.ld_out_u8 > L.n && n1 == L.n)  // the output rows' padding holds the zero point
+              for (int64_t r = 0; r < m; ++r)
+                std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
+            Epilogue own = epi;
+            own.row_scale = own_scale;
+            own.row_zp = own_zp;
+            kt->gemm_bsr_s8(rows, ldq, nullptr, m, bw, io.out, L.n, n0, n1, own);
+          },
+          Split::Cols, 16, L.col_groups, ln, ln_rows, false, /*prep_barrier=*/false);
+      return;
+    }
     parallel_linear(
         nt, m, L.n, 16,
         [&](int64_t lo, int64_t hi) {
@@ -1341,7 +1380,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
         },
         [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
           if (!by_tokens) {
-            kt->gemm_bsr_s8(q, ldq, few ? nullptr : at, m, bw, io.out, L.n, n0, n1, epi);
+            kt->gemm_bsr_s8(q, ldq, at, m, bw, io.out, L.n, n0, n1, epi);
             return;
           }
           for (int64_t c0 = m0; c0 < m1;) {
