@@ -1307,8 +1307,9 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)
     // unless its input comes re-laid or its output goes into the next layer's re-layout or the attention's bf16
     // operands. TRIMFORMER_BSR_FEW_TOKENS_OFF=1: the tiles' path.
-    const bool few = m <= std::min(kt->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 && !L.gathered() && !L.bsr_pair_slots &&
-                     L.bsr_pair_tile.empty() && !io.in_at && !io.out_at && !io.qkv.q && !bsr_few_off_;
+    const bool few = m <= std::min(kt->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 && !L.gathered() &&
+                     !L.bsr_pair_slots && L.bsr_pair_tile.empty() && !io.in_at && !io.out_at && !io.qkv.q &&
+                     !bsr_few_off_;
     const bool fused_prep =
         kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots && !few;
     // the dynamic quantization fused the same way (quad rows only: gathered quads and pair records keep the u8 rows)

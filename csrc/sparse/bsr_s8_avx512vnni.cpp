@@ -14,8 +14,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <utility>
 #include <stdexcept>
+#include <utility>
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
@@ -304,13 +304,6 @@ void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, in
 using PieceFn = void (*)(const float (*)[64], int, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
                          const Epilogue&);
 
-// The general end of a tile, one 16 x 16 piece: transpose back to token rows and finish them in registers: bias,
-// then (in the shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so
-// neither the activation nor the requantization makes a second pass over the output (c is not written when out_u8
-// is set). Specialised on what the layer's epilogue does: a piece's instruction count is what it costs (its
-// shuffles and float ops take the issue ports the dot products use: bench/results/port_contention.md), and the
-// run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
-// the stack than finishing them.
 // One token row's 16 dequantized outputs from nb0 on (the first `cols` real) finished: bias, then (in the shared
 // epilogue's order) activation, residual and the requantization for the next INT8 layer, stored as float or u8
 template <Act A, bool Residual, bool OutU8>
@@ -323,6 +316,13 @@ inline void finish_row(__m512 y, int64_t row, int64_t nb0, int64_t cols, __mmask
   else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
 }
 
+// The general end of a tile, one 16 x 16 piece: transpose back to token rows and finish them in registers: bias,
+// then (in the shared epilogue's order) activation, residual and the requantization for the next INT8 layer, so
+// neither the activation nor the requantization makes a second pass over the output (c is not written when out_u8
+// is set). Specialised on what the layer's epilogue does: a piece's instruction count is what it costs (its
+// shuffles and float ops take the issue ports the dot products use: bench/results/port_contention.md), and the
+// run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
+// the stack than finishing them.
 template <Act A, bool Residual, bool OutU8>
 void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                   int64_t ldc, const Epilogue& epi) {
@@ -549,9 +549,9 @@ static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 // vpdpbusd per block and token, the 4 rows' sums in its lanes, read straight from the u8 rows (no re-layout) and
 // finished by token rows (no transpose). Several independent sums per token: vpdpbusd's latency is several
 // cycles, a block's work one. Up to 4 tokens: each token costs a broadcast and a 128-bit product per block, where
-// a tile's 16 lanes take up to 16 at the price of one; on Zen 4 (single Linears, 90% block, 2 threads; limit 8 in
-// that build) the four BERT-base shapes took 0.44x the time at 1 token, 0.63x at 4, 0.95x at 6 and 1.23x at 8
-// (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
+// a tile's 16 lanes take up to 16 at the price of one; on Zen 4 (single Linears, 90% block, 2 threads) the four
+// BERT-base shapes took 0.41x the time at 1 token, 0.63x at 4, and with the limit raised to 8, 0.95x at 6 and
+// 1.23x at 8 (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
 constexpr int kFewTokens = 4;
 
 inline __m128i bcast_quad128(const uint8_t* p) {  // as bcast_quad: a load-port uop, not a move through a GPR
@@ -656,7 +656,8 @@ FewFn few_tokens_for_m(int64_t m, std::integer_sequence<int, Ms...>) {
 template <Act A>
 FewFn few_tokens_for(int64_t m, const Epilogue& epi) {
   using Ms = std::make_integer_sequence<int, kFewTokens>;
-  if (epi.residual) return epi.out_u8 ? few_tokens_for_m<A, true, true>(m, Ms()) : few_tokens_for_m<A, true, false>(m, Ms());
+  if (epi.residual)
+    return epi.out_u8 ? few_tokens_for_m<A, true, true>(m, Ms()) : few_tokens_for_m<A, true, false>(m, Ms());
   return epi.out_u8 ? few_tokens_for_m<A, false, true>(m, Ms()) : few_tokens_for_m<A, false, false>(m, Ms());
 }
 
