@@ -1251,17 +1251,25 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   }
   uint8_t* q8 = w.q8.as<uint8_t>();
   // quantize = false: the row parameters and the output padding only (a fused re-layout quantizes)
-  auto prep = [&](int64_t lo, int64_t hi, bool quantize = true) {
+  // rows [lo, hi): their scales and zero points into scale / zp, and (quantize) their u8 rows into dst (row r at
+  // dst + r * ldq)
+  const auto prep_into = [&](int64_t lo, int64_t hi, bool quantize, uint8_t* dst, float* scale, float* zp) {
     if (L.static_act) {
-      for (int64_t r = lo; r < hi; ++r) { rs[r] = L.a_scale; rz[r] = static_cast<float>(L.a_zp); }
+      for (int64_t r = lo; r < hi; ++r) { scale[r] = L.a_scale; zp[r] = static_cast<float>(L.a_zp); }
       if (!io.in_q && quantize)
-        kt->quantize_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
+        kt->quantize_u8(io.in + lo * L.k, L.k, dst + lo * ldq, ldq, hi - lo, L.k, 1.0f / L.a_scale, L.a_zp);
     } else if (quantize) {
-      kt->quantize_rows_u8(io.in + lo * L.k, L.k, q8 + lo * ldq, ldq, hi - lo, L.k, rs + lo, rz + lo);
+      kt->quantize_rows_u8(io.in + lo * L.k, L.k, dst + lo * ldq, ldq, hi - lo, L.k, scale + lo, zp + lo);
     }
-    if (io.out_q && epi.ld_out_u8 > L.n)  // padding columns of the requantized output hold the zero point
+  };
+  const auto pad_out = [&](int64_t lo, int64_t hi) {  // padding columns of the requantized output hold the zp
+    if (io.out_q && epi.ld_out_u8 > L.n)
       for (int64_t r = lo; r < hi; ++r)
         std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
+  };
+  auto prep = [&](int64_t lo, int64_t hi, bool quantize = true) {
+    prep_into(lo, hi, quantize, q8, rs, rz);
+    pad_out(lo, hi);
   };
   if (L.kind == LinearKind::BsrS8) {
     BsrS8 bw;
@@ -1347,29 +1355,14 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           [&](int64_t, int64_t, int64_t n0, int64_t n1) {
             thread_local AlignedBuf own_rows;
             float own_scale[kFewTokensMax], own_zp[kFewTokensMax];
-            const uint8_t* rows = io.in_q;
-            if (L.static_act) {
-              std::fill(own_scale, own_scale + m, L.a_scale);
-              std::fill(own_zp, own_zp + m, static_cast<float>(L.a_zp));
-            }
-            if (!io.in_q) {
-              own_rows.reserve(m * ldq);
-              uint8_t* mine = own_rows.as<uint8_t>();
-              if (L.static_act)
-                kt->quantize_u8(io.in, L.k, mine, ldq, m, L.k, 1.0f / L.a_scale, L.a_zp);
-              else
-                kt->quantize_rows_u8(io.in, L.k, mine, ldq, m, L.k, own_scale, own_zp);
-              rows = mine;
-            } else if (!L.static_act) {
-              throw std::logic_error("a requantized input under a dynamic quantization");
-            }
-            if (io.out_q && epi.ld_out_u8 > L.n && n1 == L.n)  // the output rows' padding holds the zero point
-              for (int64_t r = 0; r < m; ++r)
-                std::memset(io.out_q + r * epi.ld_out_u8 + L.n, epi.out_zp, epi.ld_out_u8 - L.n);
+            own_rows.reserve(m * ldq);
+            prep_into(0, m, true, own_rows.as<uint8_t>(), own_scale, own_zp);
+            if (n1 == L.n) pad_out(0, m);  // by one thread
             Epilogue own = epi;
             own.row_scale = own_scale;
             own.row_zp = own_zp;
-            kt->gemm_bsr_s8(rows, ldq, nullptr, m, bw, io.out, L.n, n0, n1, own);
+            kt->gemm_bsr_s8(io.in_q ? io.in_q : own_rows.as<uint8_t>(), ldq, nullptr, m, bw, io.out, L.n, n0, n1,
+                            own);
           },
           Split::Cols, 16, L.col_groups, ln, ln_rows, false, /*prep_barrier=*/false);
       return;

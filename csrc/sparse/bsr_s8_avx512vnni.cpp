@@ -19,6 +19,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../gemm/s8_dequant_avx512.h"
 #include "../ops/epilogue_avx512.h"
 #include "avx512_lanes.h"
 
@@ -28,12 +29,13 @@ namespace avx512 {
 namespace {
 #define TF_DPBUSD(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
 
-// One weight quad broadcast to 16 lanes straight from memory: a load-port uop. (Written as set1 after a memcpy, gcc
-// moves the quads through general registers and broadcasts from there: a port-5 uop per quad, the port the
-// vpdpbusd use, so 4x4 blocks spent 20 instead of 16 uops per block on them.)
-inline __m512i bcast_quad(const int8_t* p) {
-  __m512i r;
-  asm("vpbroadcastd %1, %0" : "=v"(r) : "m"(*reinterpret_cast<const int32_t*>(p)));
+// One weight (or input) quad broadcast to every dword lane of a register straight from memory: a load-port uop.
+// (Written as set1 after a memcpy, gcc moves the quads through general registers and broadcasts from there: a
+// port-5 uop per quad, the port the vpdpbusd use, so 4x4 blocks spent 20 instead of 16 uops per block on them.)
+template <class Vec = __m512i>
+inline Vec bcast_quad(const void* p) {
+  Vec r;
+  asm("vpbroadcastd %1, %0" : "=v"(r) : "m"(*static_cast<const int32_t*>(p)));
   return r;
 }
 
@@ -476,10 +478,7 @@ void tile(const uint8_t* at_all, int64_t m, int64_t m0, const BsrS8& w, int64_t 
     const int64_t n = nb0 + i;
     const __m512 cs = _mm512_set1_ps(static_cast<float>(w.col_sum[n])), ws = _mm512_set1_ps(w.w_scale[n]);
 #pragma GCC unroll 8
-    for (int v = 0; v < V; ++v) {
-      const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(acc[v]), _mm512_mul_ps(zp[v], cs));
-      _mm512_store_ps(&t[i][16 * v], _mm512_mul_ps(centered, _mm512_mul_ps(sc[v], ws)));
-    }
+    for (int v = 0; v < V; ++v) _mm512_store_ps(&t[i][16 * v], s8::dequant(acc[v], zp[v], sc[v], cs, ws));
   };
   for (int64_t i = 0; i < 16; ++i)
     if (nb0 + i >= nb1)
@@ -554,12 +553,6 @@ static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 // 1.23x at 8 (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
 constexpr int kFewTokens = 4;
 
-inline __m128i bcast_quad128(const uint8_t* p) {  // as bcast_quad: a load-port uop, not a move through a GPR
-  __m128i r;
-  asm("vpbroadcastd %1, %0" : "=v"(r) : "m"(*reinterpret_cast<const int32_t*>(p)));
-  return r;
-}
-
 // acc += u8 a . s8 block at p (from memory). As TF_DPBUSD: through the intrinsic gcc copied every sum to another
 // register around each product (vpdpbusd overwrites its sum)
 inline void dpbusd_block(__m128i& acc, __m128i a, const int8_t* p) {
@@ -583,13 +576,13 @@ inline void block_row_few(const uint8_t* q, int64_t ldq, const int32_t* cols, co
       const int8_t* wv = vals + 16 * (j + i);
       const uint8_t* x = q + 4 * static_cast<int64_t>(cols[j + i]);
 #pragma GCC unroll 8
-      for (int t = 0; t < M; ++t) dpbusd_block(a[i][t], bcast_quad128(x + t * ldq), wv);
+      for (int t = 0; t < M; ++t) dpbusd_block(a[i][t], bcast_quad<__m128i>(x + t * ldq), wv);
     }
   }
   for (; j < nb; ++j) {
     const uint8_t* x = q + 4 * static_cast<int64_t>(cols[j]);
 #pragma GCC unroll 8
-    for (int t = 0; t < M; ++t) dpbusd_block(a[0][t], bcast_quad128(x + t * ldq), vals + 16 * j);
+    for (int t = 0; t < M; ++t) dpbusd_block(a[0][t], bcast_quad<__m128i>(x + t * ldq), vals + 16 * j);
   }
 #pragma GCC unroll 8
   for (int t = 0; t < M; ++t) {
@@ -600,8 +593,8 @@ inline void block_row_few(const uint8_t* q, int64_t ldq, const int32_t* cols, co
 }
 
 // Output rows [n0, n1) (n0 a multiple of 4) of M tokens: per 16 rows, each row block's sums, then per token the 16
-// rows dequantized as the tiles' store_row does (the same float ops on the same values: zp x col_sum, scale x
-// w_scale, (sum - that) x this) and finished as a tile's piece (finish_row)
+// rows dequantized as the tiles' store_row does (s8::dequant, the dense kernels' float ops) and finished as a tile's
+// piece (finish_row)
 template <int M, Act A, bool Residual, bool OutU8>
 void few_tokens(const uint8_t* q, int64_t ldq, const BsrS8& w, float* c, int64_t ldc, int64_t n0, int64_t n1,
                 const Epilogue& epi) {
@@ -637,9 +630,8 @@ void few_tokens(const uint8_t* q, int64_t ldq, const BsrS8& w, float* c, int64_t
       r = _mm512_inserti32x4(r, acc[1][t], 1);
       r = _mm512_inserti32x4(r, acc[2][t], 2);
       r = _mm512_inserti32x4(r, acc[3][t], 3);
-      const __m512 centered = _mm512_sub_ps(_mm512_cvtepi32_ps(r), _mm512_mul_ps(zp[t], cs));
-      const __m512 y = _mm512_mul_ps(centered, _mm512_mul_ps(sc[t], ws));
-      finish_row<A, Residual, OutU8>(y, t, nb, cols, ck, bias, c, ldc, epi, out_inv, out_zp);
+      finish_row<A, Residual, OutU8>(s8::dequant(r, zp[t], sc[t], cs, ws), t, nb, cols, ck, bias, c, ldc, epi,
+                                     out_inv, out_zp);
     }
   }
 }
@@ -833,7 +825,8 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // 4x4-block tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors
   // on calls of 3 to 8 At tiles: measured faster there (bench/results/profile_block90_int8_attile64_rowpieces.md).
   // Longer calls keep 4: on a single Linear of 1024 or 2048 tokens into 64-byte aligned float rows, 2 vectors took
-  // up to 2.1x the time of 4 on Zen 4 (FFN1's 3072 outputs most; bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
+  // up to 2.1x the time of 4 on Zen 4 (FFN1's 3072 outputs most;
+  // bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
   // 1x4 rows (csr-int8) keep 4: with 2 a row has 2 dependency chains and one broadcast per 2 products; on Zen 4
   // their QKV took 0.73x the time with 4 at 1 x 384 tokens (bench/results/csr_int8_rows_v4_zen4_ab.md)
   const bool row_pieces = !epi.qkv.q && !ends_in_u8_rows(epi);
