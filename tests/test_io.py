@@ -122,6 +122,12 @@ def test_load_errors(model_dir, tmp_path):
     (path / "model.json").write_text(json.dumps(bad))
     with pytest.raises(tf.ModelFormatError, match="layers.0.qkv.qweight"):
         tf.load(path)
+    for field, value in [("hidden", "32"), ("heads", 2.0), ("layers", True), ("ln_eps", "tiny"), ("act", 3)]:
+        bad = json.loads(json.dumps(meta))
+        bad["spec"][field] = value  # a size the C++ core would read as a wrong type (hidden "32": std::bad_cast)
+        (path / "model.json").write_text(json.dumps(bad))
+        with pytest.raises(tf.ModelFormatError, match=f"malformed .*spec field '{field}'"):
+            tf.load(path)
     bad = json.loads(json.dumps(meta))
     bad["linear_formats"]["layers.0.qkv"] = "int17"
     (path / "model.json").write_text(json.dumps(bad))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -146,6 +148,10 @@ def test_save_load_roundtrip_and_compile_dispatch(tmp_path):
     (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
     with pytest.raises(tf.ModelFormatError, match="missing tensor"):
         tf.load(tmp_path / "m")
+    doc["spec"]["layers"], doc["spec"]["kv_heads"] = 6, "2"  # a wrong type is malformed, not a C++ bad_cast
+    (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(tf.ModelFormatError, match="malformed .*'kv_heads'"):
+        tf.load(tmp_path / "m")
 
 
 def test_bad_decoder_checkpoints(tmp_path):
@@ -177,3 +183,14 @@ def test_bad_decoder_checkpoints(tmp_path):
     (shape / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="JSON"):
         load_hf_dir(shape)
+    # malformed sizes stop at the config, the key named (0 heads was a ZeroDivisionError, a missing size a KeyError)
+    for change, message in [({"num_attention_heads": 0}, "'num_attention_heads' must be an integer >= 1, got 0"),
+                            ({"hidden_size": "32"}, "'hidden_size' must be an integer"),
+                            ({"num_key_value_heads": 3}, "key/value heads"),
+                            ({"intermediate_size": None}, "lacks 'intermediate_size'"),
+                            ({"rms_norm_eps": [1e-6]}, "malformed value"),
+                            ({"model_type": "gpt2", "n_embd": 30, "n_head": 4, "n_layer": 1, "n_positions": 8},
+                             "not divisible")]:
+        (shape / "config.json").write_text(json.dumps({**cfg, **change}))
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            load_hf_dir(shape)

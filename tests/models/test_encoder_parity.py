@@ -1,6 +1,8 @@
 """FP32 outputs equal transformers' PyTorch outputs (max relative error < 1e-4) for random-config encoders with
 every head, at every ISA level, with padding; INT8 stays close; unsupported models fail clearly."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -193,6 +195,32 @@ def test_unsupported_architecture_names_supported_ones(tmp_path):
         tf.compile(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "llama", "architectures": ["LlamaForCausalLM"]}')
     with pytest.raises(tf.CheckpointError, match="hidden_size"):  # a decoder type, but an incomplete config
+        tf.compile(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": None}, "lacks 'hidden_size'"),
+    ({"num_attention_heads": 0}, "'num_attention_heads' must be an integer >= 1, got 0"),
+    ({"num_hidden_layers": "2"}, "'num_hidden_layers' must be an integer >= 1, got '2'"),
+    ({"intermediate_size": 37.5}, "'intermediate_size' must be an integer"),
+    ({"vocab_size": True}, "'vocab_size' must be an integer"),
+    ({"type_vocab_size": -1}, "'type_vocab_size' must be an integer >= 0"),
+    ({"layer_norm_eps": "small"}, "malformed value"),
+    ({"id2label": ["a", "b"]}, "malformed value"),
+])
+def test_malformed_configs_fail_clearly(tmp_path, saved, change, message):
+    # a config whose sizes are missing, zero, strings or fractions stops at the config with the key named: it must
+    # not reach the packer or the C++ core (0 heads was a ZeroDivisionError, a missing size a bare KeyError)
+    import json
+
+    _, path = saved["bert"]
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update({"architectures": ["BertForSequenceClassification"]} if "id2label" in change else {})
+    cfg.update(change)
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    with pytest.raises(tf.CheckpointError, match=re.escape(message)):
         tf.compile(tmp_path)
 
 

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from ..formats.safetensors_io import SafetensorsError, SafetensorsFile
-from .encoder import CheckpointError, UnsupportedModelError
+from .encoder import (
+    CheckpointError,
+    UnsupportedModelError,
+    check_spec_fields,
+    config_errors_as_checkpoint_errors,
+    config_int,
+)
 
 SUPPORTED_DECODER_TYPES = ("llama", "mistral", "gpt2")
 _ACTS = {"silu": 0, "gelu_tanh": 1, "gelu": 2}
@@ -63,6 +69,7 @@ class DecoderSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown decoder spec fields: {sorted(unknown)}")
+        check_spec_fields(cls, d)
         d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
         return cls(**d)
 
@@ -83,26 +90,22 @@ def _eos_list(v: Any) -> tuple[int, ...]:
     return tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v]))
 
 
+@config_errors_as_checkpoint_errors
 def spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
-    try:
-        return _spec_from_config(cfg)
-    except KeyError as e:
-        raise CheckpointError(f"config.json lacks {e.args[0]!r} (needed for model_type {cfg.get('model_type')!r})") from None
-
-
-def _spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
     mt = cfg.get("model_type")
     if mt not in SUPPORTED_DECODER_TYPES:
         raise UnsupportedModelError(f"model_type {mt!r} is not a supported decoder; supported: "
                                     f"{', '.join(SUPPORTED_DECODER_TYPES)}")
     if mt == "gpt2":
-        h = int(cfg["n_embd"])
-        heads = int(cfg["n_head"])
+        h, heads = config_int(cfg, "n_embd"), config_int(cfg, "n_head")
+        if h % heads:
+            raise CheckpointError(f"config.json: n_embd {h} is not divisible by n_head {heads}")
         act = cfg.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
             raise UnsupportedModelError(f"GPT-2 activation {act!r} is not supported")
-        return DecoderSpec("gpt2", h, int(cfg["n_layer"]), heads, heads, h // heads,
-                           int(cfg.get("n_inner") or 4 * h), int(cfg["vocab_size"]), int(cfg["n_positions"]),
+        return DecoderSpec("gpt2", h, config_int(cfg, "n_layer"), heads, heads, h // heads,
+                           config_int(cfg, "n_inner", default=4 * h), config_int(cfg, "vocab_size"),
+                           config_int(cfg, "n_positions"),
                            float(cfg.get("layer_norm_epsilon", 1e-5)), act="gelu" if act == "gelu" else "gelu_tanh",
                            tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
                            bos_token_id=cfg.get("bos_token_id"), eos_token_ids=_eos_list(cfg.get("eos_token_id")),
@@ -114,14 +117,19 @@ def _spec_from_config(cfg: dict[str, Any]) -> DecoderSpec:
         raise UnsupportedModelError(f"Llama hidden_act {cfg.get('hidden_act')!r} is not supported (silu only)")
     if cfg.get("attention_bias") or cfg.get("mlp_bias"):
         raise UnsupportedModelError("Llama checkpoints with attention/MLP biases are not supported")
-    h, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-    head_dim = int(cfg.get("head_dim") or h // heads)
+    h, heads = config_int(cfg, "hidden_size"), config_int(cfg, "num_attention_heads")
+    kv_heads = config_int(cfg, "num_key_value_heads", default=heads)
+    if heads % kv_heads:
+        raise CheckpointError(f"config.json: {heads} attention heads do not share {kv_heads} key/value heads evenly")
+    if cfg.get("head_dim") is None and h % heads:
+        raise CheckpointError(f"config.json: hidden_size {h} is not divisible by {heads} heads (and no head_dim)")
+    head_dim = config_int(cfg, "head_dim", default=h // heads)
     theta = cfg.get("rope_theta")
     if theta is None:
         theta = (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
-    return DecoderSpec("llama", h, int(cfg["num_hidden_layers"]), heads,
-                       int(cfg.get("num_key_value_heads") or heads), head_dim, int(cfg["intermediate_size"]),
-                       int(cfg["vocab_size"]), int(cfg.get("max_position_embeddings", 2048)),
+    return DecoderSpec("llama", h, config_int(cfg, "num_hidden_layers"), heads, kv_heads, head_dim,
+                       config_int(cfg, "intermediate_size"), config_int(cfg, "vocab_size"),
+                       config_int(cfg, "max_position_embeddings", default=2048),
                        float(cfg.get("rms_norm_eps", 1e-6)), rope_theta=float(theta), act="silu",
                        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
                        bos_token_id=cfg.get("bos_token_id"), eos_token_ids=_eos_list(cfg.get("eos_token_id")),

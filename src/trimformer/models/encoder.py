@@ -7,10 +7,12 @@ needs torch: checkpoints are read from safetensors; an in-memory `transformers` 
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,12 +25,28 @@ _HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_t
            "relu": "relu"}
 
 
+T = TypeVar("T")
+
+
 class UnsupportedModelError(ValueError):
     """The checkpoint's architecture is not one trimformer runs."""
 
 
 class CheckpointError(ValueError):
     """The checkpoint directory is missing files or has tensors that do not match its config."""
+
+
+def config_int(cfg: dict[str, Any], key: str, *, minimum: int = 1, default: int | None = None) -> int:
+    """cfg[key] as an integer >= minimum (a missing or null key: `default`), else a CheckpointError naming the key:
+    a config with a size of "768", 0 or 12.5 must not reach the packer or the C++ core."""
+    value = cfg.get(key)
+    if value is None:
+        if default is not None:
+            return default
+        raise CheckpointError(f"config.json lacks {key!r} (needed for model_type {cfg.get('model_type')!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
+        raise CheckpointError(f"config.json: {key!r} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -70,6 +88,7 @@ class EncoderSpec:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown encoder spec fields: {sorted(unknown)}")
+        check_spec_fields(cls, d)
         return cls(**d)
 
     def native_config(self) -> dict[str, Any]:
@@ -96,6 +115,36 @@ def _task_of(architecture: str) -> str:
     return "feature-extraction"
 
 
+def config_errors_as_checkpoint_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """A config reader whose malformed values (a string where a number goes, a list where a mapping does) raise
+    a CheckpointError naming the file, not whatever Python error reading them hit first."""
+
+    @functools.wraps(fn)
+    def read(cfg: dict[str, Any], *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(cfg, *args, **kwargs)
+        except (CheckpointError, UnsupportedModelError):
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"config.json has a malformed value ({type(e).__name__}: {e})") from None
+
+    return read
+
+
+_SPEC_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "int | None": (int, type(None))}
+
+
+def check_spec_fields(cls: type, d: dict[str, Any]) -> None:
+    """A saved spec's scalar fields have their declared types (ValueError otherwise): a model.json edited to say
+    "hidden": "384" must fail as malformed, not as a C++ std::bad_cast."""
+    for name, f in cls.__dataclass_fields__.items():
+        allowed = _SPEC_FIELD_TYPES.get(str(f.type))
+        value = d.get(name)
+        if name in d and allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+            raise ValueError(f"spec field {name!r} should be {f.type}, got {value!r}")
+
+
+@config_errors_as_checkpoint_errors
 def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> EncoderSpec:
     model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -115,8 +164,9 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
     if model_type == "distilbert":
         act = _HF_ACT.get(cfg.get("activation", "gelu"))
         spec = EncoderSpec(
-            arch="distilbert", hidden=cfg["dim"], layers=cfg["n_layers"], heads=cfg["n_heads"],
-            intermediate=cfg["hidden_dim"], vocab=cfg["vocab_size"], max_positions=cfg["max_position_embeddings"],
+            arch="distilbert", hidden=config_int(cfg, "dim"), layers=config_int(cfg, "n_layers"),
+            heads=config_int(cfg, "n_heads"), intermediate=config_int(cfg, "hidden_dim"),
+            vocab=config_int(cfg, "vocab_size"), max_positions=config_int(cfg, "max_position_embeddings"),
             type_vocab=0, pad_token_id=int(cfg.get("pad_token_id") or 0), position_mode=0, ln_eps=1e-12,
             act=act or "", task=task, id2label=id2label,
         )
@@ -128,9 +178,11 @@ def spec_from_config(cfg: dict[str, Any], architecture: str | None = None) -> En
         roberta = model_type in ("roberta", "xlm-roberta")
         raw_act = cfg.get("hidden_act", "gelu")
         spec = EncoderSpec(
-            arch="roberta" if roberta else "bert", hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-            heads=cfg["num_attention_heads"], intermediate=cfg["intermediate_size"], vocab=cfg["vocab_size"],
-            max_positions=cfg["max_position_embeddings"], type_vocab=int(cfg.get("type_vocab_size", 2)),
+            arch="roberta" if roberta else "bert", hidden=config_int(cfg, "hidden_size"),
+            layers=config_int(cfg, "num_hidden_layers"), heads=config_int(cfg, "num_attention_heads"),
+            intermediate=config_int(cfg, "intermediate_size"), vocab=config_int(cfg, "vocab_size"),
+            max_positions=config_int(cfg, "max_position_embeddings"),
+            type_vocab=config_int(cfg, "type_vocab_size", minimum=0, default=2),
             pad_token_id=int(cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None else (1 if roberta else 0)),
             position_mode=1 if roberta else 0, ln_eps=float(cfg.get("layer_norm_eps", 1e-12)),
             act=_HF_ACT.get(raw_act, ""), task=task, id2label=id2label,
