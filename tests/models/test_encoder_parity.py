@@ -187,6 +187,20 @@ def test_bad_inputs_raise_clear_errors(saved):
         eng.run(np.ones((1, 5), np.float32))
     with pytest.raises(ValueError, match="token_type_ids"):
         eng.run(np.ones((1, 5), np.int64), None, np.full((1, 5), 7))
+    # a mask holds 0 / 1 (a 7 is not "attend"); booleans are the same mask
+    with pytest.raises(ValueError, match="only 0 .padding. and 1"):
+        eng.run(np.ones((1, 5), np.int64), np.full((1, 5), 7))
+    mask = np.array([[1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(eng.run(np.ones((1, 5), np.int64), mask.astype(bool))["last_hidden_state"],
+                                  eng.run(np.ones((1, 5), np.int64), mask)["last_hidden_state"])
+    # thread counts: None / 0 the default, else 1 .. 256
+    for bad in (-3, 257, 2.5, "2"):
+        with pytest.raises(ValueError, match="threads must be an integer"):
+            tf.compile(path, threads=bad)
+        with pytest.raises(ValueError, match="threads must be an integer"):
+            eng.threads = bad
+    eng.threads = 0
+    assert eng.threads >= 1
 
 
 def test_unsupported_architecture_names_supported_ones(tmp_path):

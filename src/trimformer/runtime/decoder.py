@@ -32,7 +32,7 @@ from ..formats.registry import (
     to_bf16_bits,
 )
 from ..models.decoder import DecoderSpec, load_decoder
-from .engine import NativeEngine, default_threads
+from .engine import NativeEngine, resolve_threads
 
 DECODER_WEIGHTS = ("f32", "bf16", "w8a8", "llm-int8", "gguf", "sparse", "sparse-int8", "bitmask-f32", "bitmask-int8")
 BITMASK_FORMATS = ("bitmask-f32", "bitmask-int8")
@@ -108,7 +108,7 @@ class DecoderEngine(NativeEngine):
         self._lock = threading.Lock()
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
         config = {**spec.native_config(), "embed_from_head": "emb.tok" not in self.tensors}
-        self._native = _core.DecoderEngine(config, native, isa or "", threads or default_threads())
+        self._native = _core.DecoderEngine(config, native, isa or "", resolve_threads(threads))
         self._tokenizer = None
 
     # ------------------------------------------------------------------ properties

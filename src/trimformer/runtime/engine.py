@@ -129,6 +129,18 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+MAX_THREADS = 256  # the native engines' cap (EncoderEngine::set_threads)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """An engine's thread count: None or 0 -> default_threads(), else an integer 1 .. MAX_THREADS (ValueError)."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads == 0):
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS} (or None for the default), got {threads!r}")
+    return int(threads)
+
+
 class NativeEngine:
     """What every compiled engine exposes of its native core (`self._native`): ISA level and thread count."""
 
@@ -144,7 +156,7 @@ class NativeEngine:
 
     @threads.setter
     def threads(self, n: int) -> None:
-        self._native.threads = int(n)
+        self._native.threads = resolve_threads(n)
 
 
 
@@ -175,7 +187,7 @@ class Engine(NativeEngine):
         self.chunk_rows = chunk_rows_for(native, spec.layers)
         config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention),
                   "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
-        self._native = _core.EncoderEngine(config, native, isa or "", threads or default_threads())
+        self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
             pooling: str | None = None, normalize: bool = False) -> dict[str, np.ndarray]:
@@ -186,13 +198,17 @@ class Engine(NativeEngine):
         if normalize and pooling is None:
             raise ValueError("normalize=True needs pooling='mean' or 'cls'")
         ids = _as_ids(input_ids, "input_ids")
-        mask = None if attention_mask is None else _as_ids(attention_mask, "attention_mask")
+        mask = None if attention_mask is None else _as_mask(attention_mask)
         types = None if token_type_ids is None else _as_ids(token_type_ids, "token_type_ids")
         for name, arr in (("attention_mask", mask), ("token_type_ids", types)):
             if arr is not None and arr.shape != ids.shape:
                 raise ValueError(f"{name} has shape {arr.shape}, input_ids has {ids.shape}")
         with self._lock:
-            hidden, head, pooled = self._native.run(ids, mask, types, pooling or "", normalize)
+            try:
+                hidden, head, pooled = self._native.run(ids, mask, types, pooling or "", normalize)
+            except MemoryError:
+                raise MemoryError(f"a batch of {ids.shape[0]} x {ids.shape[1]} tokens needs more memory than this "
+                                  "machine can give the engine; run it in smaller batches") from None
         out = {"last_hidden_state": hidden}
         if pooled is not None:
             out["pooled"] = pooled
@@ -245,6 +261,17 @@ def _as_ids(x: Any, name: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must be integers, got {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _as_mask(x: Any) -> np.ndarray:
+    """An attention mask of 0 / 1 (or booleans): other values (a 7, a -1) are refused, not read as "attend"."""
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.int64)
+    arr = _as_ids(arr, "attention_mask")
+    if ((arr != 0) & (arr != 1)).any():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    return arr
 
 
 def _encode_linears(spec: EncoderSpec, dense: Mapping[str, np.ndarray], fmt_of: Mapping[str, str]) -> dict:
@@ -473,7 +500,7 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
     runners = {}
     for fmt in formats:
         stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
-        runners[fmt] = _core.LinearRunner(stored, "x", isa or "", threads or default_threads())
+        runners[fmt] = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
     best = dict.fromkeys(runners, float("inf"))
     for _ in range(iters):
         for fmt, runner in runners.items():
