@@ -33,6 +33,8 @@ def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
     """Write `engine` (an encoder Engine or a DecoderEngine) to directory `path` atomically and return the path."""
     from . import __version__
 
+    if not isinstance(engine, (Engine, DecoderEngine)):
+        raise TypeError(f"save() takes a compiled Engine or DecoderEngine, not {type(engine).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}

@@ -94,6 +94,8 @@ def test_per_layer_targets_and_bad_input():
         prune(model, 0.5, method="random")
     with pytest.raises(ValueError, match="calibration"):
         prune(model, 0.5, method="obs")
+    with pytest.raises(TypeError, match="expected a PyTorch"):  # a path where the model goes
+        prune("models/bert", 0.5)
 
 
 def _layer_error(dense, pruned, batches, name):

@@ -241,6 +241,16 @@ def test_malformed_configs_fail_clearly(tmp_path, saved, change, message):
 def test_missing_or_corrupt_checkpoint(tmp_path, saved):
     with pytest.raises(FileNotFoundError):
         tf.compile(tmp_path / "nope")
+    for not_a_model in (None, 123, {"hidden_size": 8}):
+        with pytest.raises(TypeError, match="must be a checkpoint directory"):
+            tf.compile(not_a_model)
+    with pytest.raises(TypeError, match="takes a compiled Engine"):
+        tf.save("model.tf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    compiled = tmp_path / "compiled"
+    tf.save(tf.compile(saved["bert"][1]), compiled)
+    with pytest.raises(tf.CheckpointError, match="already compiled: open it with trimformer.load"):
+        tf.compile(compiled)
     with pytest.raises(tf.CheckpointError, match="config.json"):
         tf.compile(tmp_path)
     _, path = saved["bert"]

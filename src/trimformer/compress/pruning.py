@@ -30,6 +30,8 @@ def encoder_linears(model: Any) -> dict[str, Any]:
     """Qualified name -> nn.Linear for every Linear inside the encoder blocks of `model`."""
     import torch
 
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"expected a PyTorch (Hugging Face) encoder model, got {type(model).__name__}")
     return {name: mod for name, mod in model.named_modules()
             if isinstance(mod, torch.nn.Linear) and any(s in name for s in _ENCODER_SCOPES)}
 

@@ -338,6 +338,8 @@ def load_hf_dir(path: str | Path) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
     path = Path(path)
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
+        if (path / "model.json").is_file():
+            raise CheckpointError(f"{path}: a saved trimformer model, already compiled: open it with trimformer.load")
         raise CheckpointError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     try:
         cfg = json.loads(cfg_file.read_text())
@@ -364,6 +366,9 @@ def load_hf_dir(path: str | Path) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
 
 def load_hf_model(model: Any) -> tuple[EncoderSpec, dict[str, np.ndarray]]:
     """Read an in-memory `transformers` model (needs torch, which the caller already has)."""
+    if not hasattr(getattr(model, "config", None), "to_dict") or not hasattr(model, "state_dict"):
+        raise TypeError("model must be a checkpoint directory, a .gguf file or an in-memory transformers model, "
+                        f"not {type(model).__name__}")
     cfg = model.config.to_dict()
     spec = spec_from_config(cfg, architecture=type(model).__name__)
     state = {k: v for k, v in model.state_dict().items()}
