@@ -19,7 +19,7 @@ from .formats.safetensors_io import SafetensorsError, SafetensorsFile, save_safe
 from .models.decoder import DecoderSpec
 from .models.encoder import EncoderSpec
 from .runtime.decoder import DecoderEngine
-from .runtime.engine import _TOKENIZER_FILES, Engine
+from .runtime.engine import _TOKENIZER_FILES, Engine, resolve_threads
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "trimformer"
@@ -82,6 +82,7 @@ def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
 
 def load(path: str | Path, threads: int | None = None, isa: str | None = None) -> Engine:
     """Load a model saved by `save` (weights memory-mapped, then packed for this CPU)."""
+    threads = resolve_threads(threads)  # a bad count is the caller's error, not the model's: checked first
     path = Path(path)
     meta_file = path / "model.json"
     if not meta_file.is_file():

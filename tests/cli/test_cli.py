@@ -71,6 +71,13 @@ def test_compile_info_run_bench(minilm, compiled, capsys, tmp_path):
     assert "layers.5.ffn2" in out and "f32" in out and "int8" in out
     assert main(["info", str(minilm), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["kind"] == "huggingface-checkpoint"
+    # bf16 weights from the CLI too (the Python API's quantize="bf16")
+    assert main(["compile", str(minilm), "--out", str(tmp_path / "bf16"), "--quantize", "bf16", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "bf16" / "model.json").read_text())["quantize"] == "bf16"
+    # a bad thread count is named as such, before the model is read
+    assert main(["bench", str(compiled), "--threads", "-2"]) != 0
+    assert "threads must be an integer" in capsys.readouterr().err
 
 
 def test_run_text_classification(minilm, tmp_path, capsys):

@@ -369,3 +369,16 @@ def test_errors(bert_cls, minilm):
         pipeline("text-classification", model=path, pooling="mean")
     with pytest.raises(ValueError, match="quantize"):
         pipeline("text-classification", model=tf.compile(path), quantize="int8-dynamic")
+    with pytest.raises(ValueError, match="this Engine is an encoder"):
+        pipeline("text-generation", model=tf.compile(path))
+    # inputs that are not texts are named, not left to the tokenizer's "TextEncodeInput must be Union[...]"
+    clf, fe = pipeline("text-classification", model=path), pipeline("feature-extraction", model=path)
+    with pytest.raises(TypeError, match="input 1 is int 3"):
+        fe(["a text", 3])
+    with pytest.raises(TypeError, match="inputs must be strings"):
+        clf(["a text", 3])
+    with pytest.raises(TypeError, match="not int"):
+        fe(123)
+    with pytest.raises(TypeError, match="not bytes"):
+        fe(b"a text")
+    assert len(fe([("a text", "its pair"), ["another", "pair"]])) == 2

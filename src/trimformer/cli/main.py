@@ -24,7 +24,7 @@ import numpy as np
 
 EXIT_ERROR = 2
 ISA_CHOICES = ("auto", "avx512_vnni", "avx2", "scalar")
-QUANTIZE_CHOICES = ("none", "int8-dynamic", "int8-static")
+QUANTIZE_CHOICES = ("none", "bf16", "int8-dynamic", "int8-static")
 
 
 class CLIError(Exception):

@@ -108,6 +108,8 @@ def _text_generation(model: Any, tokenizer: Any, threads: int | None, **kwargs: 
             raise ValueError(f"{model} is an encoder: text-generation needs a decoder (Llama family, GPT-2)")
     elif model is None:
         raise ValueError("text-generation needs model= (a decoder checkpoint, .gguf file or DecoderEngine)")
+    elif isinstance(model, Engine):
+        raise ValueError("this Engine is an encoder: text-generation needs a decoder (Llama family, GPT-2)")
     else:
         engine = compile_decoder(model, weights=weights, threads=threads)
     tok = load_tokenizer(tokenizer) if tokenizer is not None else None

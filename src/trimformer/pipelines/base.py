@@ -211,7 +211,13 @@ class Pipeline:
     def encode(self, inputs: Sequence[str | tuple[str, str]]) -> list[Encoding]:
         if not inputs:
             return []
-        return self.tokenizer.encode_batch(list(inputs), add_special_tokens=True)
+        for i, item in enumerate(inputs):  # named here, not by the tokenizer's "TextEncodeInput must be Union[...]"
+            pair = isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(t, str) for t in item)
+            if not isinstance(item, str) and not pair:
+                raise TypeError(f"input {i} is {type(item).__name__} {item!r:.60}: a pipeline takes a text, a (text, "
+                                "text pair) or a list of them")
+        return self.tokenizer.encode_batch([tuple(x) if isinstance(x, list) else x for x in inputs],
+                                           add_special_tokens=True)
 
     def forward(self, encodings: Sequence[Encoding], keys: Iterable[str] = ("last_hidden_state",)) -> list[dict]:
         """Run encodings in length-sorted batches; per encoding, its outputs without padding, in input order."""
@@ -261,6 +267,8 @@ def as_list(inputs: Any, single_types: tuple[type, ...] = (str,)) -> tuple[list[
         return [inputs], True
     if inputs is None:
         raise ValueError("no inputs given")
+    if isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"inputs must be a text or a list of texts, not {type(inputs).__name__}")
     return list(inputs), False
 
 
