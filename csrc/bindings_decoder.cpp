@@ -172,7 +172,7 @@ void register_decoder(nb::module_& m) {
     return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
   m.def("kbit_gemv_a8", [](F32In x, U8In codes, F32In scales, nb::object offsets, int mode, int64_t k,
-                           int64_t group, F32In lut, const std::string& isa) {
+                           int64_t group, F32In lut, const std::string& isa, bool gemm) {
     std::vector<float> off;
     const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
     if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
@@ -183,9 +183,15 @@ void register_decoder(nb::module_& m) {
     std::vector<int8_t> xq(mrows * ldxq);
     std::vector<float> ax(mrows), xs(mrows * G), y(mrows * w.n);
     dk.quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(), xs.data());
-    dk.kbit_gemv_a8(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
+    if (gemm && !dk.kbit_gemm_a8) throw std::invalid_argument("no W4A8 prefill GEMM at this ISA level");
+    (gemm ? dk.kbit_gemm_a8 : dk.kbit_gemv_a8)(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
     return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
-  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "");
+  }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "",
+     "gemm"_a = false);
+  // whether this ISA level has the W4A8 prefill GEMM (kbit_gemm_a8)
+  m.def("kbit_gemm_a8_available", [](const std::string& isa) {
+    return decoder_kernels_for(resolve_isa(isa)).kbit_gemm_a8 != nullptr;
+  }, "isa"_a = "");
   m.def("kbit_dequant", [](U8In codes, F32In scales, nb::object offsets, int mode, int64_t k, int64_t group, F32In lut,
                            const std::string& isa) {
     std::vector<float> off;

@@ -80,6 +80,11 @@ struct DecoderKernels {
   // types, k % 64 == 0, group % 32 == 0 (32, or a multiple of 64)
   void (*kbit_gemv_a8)(const int8_t* xq, int64_t ldxq, const float* ax, int64_t m, const KbitWeight& w,
                        const float* xsum, float* y, int64_t ldy, int64_t n0, int64_t n1);
+  // the same product for many token rows (prefill): codes expanded once per 16 weight rows into a VNNI panel,
+  // the rows in the lanes; equal to kbit_gemv_a8 up to the order of float rounding. Null below avx512 (the GEMV
+  // serves every row count there)
+  void (*kbit_gemm_a8)(const int8_t* xq, int64_t ldxq, const float* ax, int64_t m, const KbitWeight& w,
+                       const float* xsum, float* y, int64_t ldy, int64_t n0, int64_t n1);
   // ---- bitmask sparse (csrc/sparse/bitmask.inc) ----
   // y[r, n0:n1] = x[r, :] . W[n0:n1, :]^T for r < m (decode rows), plain store
   void (*bitmask_gemv_f32)(const float* x, int64_t ldx, int64_t m, const BitmaskWeight& w, float* y, int64_t ldy,

@@ -31,6 +31,10 @@ const HostTensor* find_t(const std::map<std::string, HostTensor>& t, const std::
 
 constexpr int64_t kKbitGemvMaxRows = 8;  // up to this many tokens the k-bit GEMV beats dequantize + GEMM
 constexpr int64_t kKbitChunkRows = 64;   // rows dequantized (and packed) at a time by the prefill path
+// from this many tokens a W4A8 Linear runs the GEMM (codes expanded once per 16 rows) instead of the GEMV, where
+// the kernel exists (avx512). SmolLM2's 1536 x 576 int4 kernel alone, 1 thread, quantization included: 0.84x /
+// 0.82x the GEMV's time at 4 rows (group 32 / 128), 1.3x / 1.1x at 2, 0.30x / 0.35x at 64
+constexpr int64_t kKbitA8GemmMinRows = 4;
 constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
 // Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers
@@ -220,6 +224,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
 DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), dk_(&decoder_kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
+  a8_gemv_only_ = env_flag("TRIMFORMER_A8_GEMV_ONLY");
   const int64_t H = cfg.hidden, d = cfg.head_dim;
   if (H <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kv_heads <= 0 || d <= 0 || cfg.heads % cfg.kv_heads != 0 ||
       d % 2 != 0 || cfg.vocab <= 0 || cfg.intermediate <= 0)
@@ -489,9 +494,13 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
         }
         int64_t n0, n1;
         split_range(L.n, 16, nt, tid, &n0, &n1);
-        for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them
-          const int64_t b1 = std::min(b0 + 16, n1);
-          dk_->kbit_gemv_a8(xq, ldxq, ax, m, w, xs, out, L.n, b0, b1);
+        if (dk_->kbit_gemm_a8 && m >= kKbitA8GemmMinRows && !a8_gemv_only_) {
+          if (n0 < n1) dk_->kbit_gemm_a8(xq, ldxq, ax, m, w, xs, out, L.n, n0, n1);
+        } else {
+          for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them
+            const int64_t b1 = std::min(b0 + 16, n1);
+            dk_->kbit_gemv_a8(xq, ldxq, ax, m, w, xs, out, L.n, b0, b1);
+          }
         }
         if (n0 < n1 && (epi.bias || epi.act != Act::None || epi.residual))
           kt->epilogue_f32(out + n0, L.n, m, n1 - n0, 0, n0, epi);

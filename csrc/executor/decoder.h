@@ -95,6 +95,7 @@ class DecoderEngine {
   DecoderConfig cfg_;
   const KernelTable* kt_;
   const DecoderKernels* dk_;
+  bool a8_gemv_only_ = false;  // TRIMFORMER_A8_GEMV_ONLY=1: W4A8 Linears run the GEMV at every row count (A/B runs)
   int threads_;
   std::vector<float> tok_, pos_emb_, final_g_, final_b_;
   std::vector<DecoderLayerW> layers_;

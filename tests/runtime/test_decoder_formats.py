@@ -127,6 +127,23 @@ def test_w4a8_engine(weights, isa):
     assert step.generate(prompts, 12, stop_tokens=()) == step.generate(prompts, 12, stop_tokens=(), use_cache=False)
 
 
+@pytest.mark.parametrize("weights", ["int4-g32", "int4-asym-g64"])
+def test_w4a8_prefill_gemm_engine_matches_the_gemv(weights, monkeypatch):
+    # from 4 token rows the avx512 level runs W4A8 Linears on the prefill GEMM; TRIMFORMER_A8_GEMV_ONLY=1 keeps the
+    # GEMV: the same integer group sums, so the logits agree to float rounding, and they do differ (the path ran)
+    from trimformer import _core
+
+    if not _core.kbit_gemm_a8_available(""):
+        pytest.skip("no W4A8 prefill GEMM at this level")
+    model = _model(2)
+    ids = np.random.default_rng(6).integers(0, 101, size=(2, 24))
+    gemm = compile_decoder(model, weights=weights, threads=2, activations="int8").logits(ids)
+    monkeypatch.setenv("TRIMFORMER_A8_GEMV_ONLY", "1")
+    gemv = compile_decoder(model, weights=weights, threads=2, activations="int8").logits(ids)
+    assert not np.array_equal(gemm, gemv)
+    np.testing.assert_allclose(gemm, gemv, rtol=1e-4, atol=1e-4 * np.abs(gemv).max())
+
+
 def test_w4a8_refuses_what_it_cannot_run():
     with pytest.raises(ValueError, match="4-bit integer"):
         compile_decoder(_model(), weights="nf4-g64", activations="int8")

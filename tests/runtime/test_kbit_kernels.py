@@ -96,6 +96,38 @@ def test_w4a8_gemv_matches_int8_activation_reference(type_name, m, n, k, group, 
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("type_name", ["int4", "int4-asym", "int2-asym"])
+@pytest.mark.parametrize("m", [1, 3, 13, 37])
+@pytest.mark.parametrize("n,k,group", [(37, 128, 32), (19, 576, 128), (5, 192, 64), (33, 576, 32), (16, 64, 64)])
+def test_w4a8_prefill_gemm_equals_the_gemv(type_name, m, n, k, group, rng):
+    # the prefill GEMM (codes expanded once per 16 rows into a VNNI panel; avx512 only) computes the GEMV's
+    # integer group sums, so only the order of float rounding differs: row counts past and short of its 8-token
+    # register block, row blocks short of 16, group 32's interleaved runs, and extreme codes (0 and 15)
+    if not _core.kbit_gemm_a8_available("avx512_vnni") or _core.resolve_isa("") != "avx512_vnni":
+        pytest.skip("no W4A8 prefill GEMM on this CPU")
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[0, :] = 0.0  # a row whose groups are all zero
+    w[-1, : k // 2] = 40.0 * np.sign(w[-1, : k // 2])  # codes at the ends of the range
+    codes, scales, offsets = quantize_rtn(w, type_name, group)
+    st = pack_kbit(codes, scales, offsets, type_name, group)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[0] *= 50.0  # a row with a large scale
+    gemv = _call(_core.kbit_gemv_a8, st, x, isa="avx512_vnni")
+    gemm = _core.kbit_gemv_a8(x, st[".kcodes"], st[".kscales"], st.get(".koffsets"), *(int(v) for v in st[".kmeta"]),
+                              st[".klut"], isa="avx512_vnni", gemm=True)
+    np.testing.assert_allclose(gemm, gemv, rtol=1e-5, atol=1e-5 * np.abs(gemv).max())
+    np.testing.assert_allclose(gemm, _a8_reference(x, st), rtol=1e-4, atol=1e-4 * np.abs(gemv).max())
+
+
+def test_w4a8_prefill_gemm_only_where_it_exists():
+    st = pack_kbit(np.zeros((2, 64), np.uint8), np.ones((2, 2), np.float32), None, "int4", 32)
+    for level in ("avx2", "scalar"):
+        assert not _core.kbit_gemm_a8_available(level)
+        with pytest.raises(ValueError, match="prefill GEMM"):
+            _core.kbit_gemv_a8(np.zeros((2, 64), np.float32), st[".kcodes"], st[".kscales"], None,
+                               *(int(v) for v in st[".kmeta"]), st[".klut"], isa=level, gemm=True)
+
+
 def test_w4a8_rejects_unsupported_layouts():
     st = pack_kbit(np.zeros((2, 96), np.uint8), np.ones((2, 3), np.float32), None, "int4", 32)
     with pytest.raises(ValueError, match="W4A8"):
