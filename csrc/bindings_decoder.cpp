@@ -188,6 +188,17 @@ void register_decoder(nb::module_& m) {
     return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "",
      "gemm"_a = false);
+  // W4A8's activation quantization alone: (xq [m][ldxq] in the a8 layout, ax [m], qsum [m][groups])
+  m.def("quantize_a8", [](F32In x, int64_t group, const std::string& isa) {
+    if (x.ndim() != 2 || group <= 0) throw std::invalid_argument("x must be [m, k] and group positive");
+    const int64_t mrows = x.shape(0), k = x.shape(1), G = (k + group - 1) / group, ldxq = (k + 63) / 64 * 64;
+    std::vector<int8_t> xq(mrows * ldxq);
+    std::vector<float> ax(mrows), xs(mrows * G);
+    decoder_kernels_for(resolve_isa(isa)).quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(),
+                                                       xs.data());
+    return nb::make_tuple(to_numpy(std::move(xq), {(size_t)mrows, (size_t)ldxq}), to_numpy(std::move(ax), {(size_t)mrows}),
+                          to_numpy(std::move(xs), {(size_t)mrows, (size_t)G}));
+  }, "x"_a, "group"_a, "isa"_a = "");
   // whether this ISA level has the W4A8 prefill GEMM (kbit_gemm_a8)
   m.def("kbit_gemm_a8_available", [](const std::string& isa) {
     return decoder_kernels_for(resolve_isa(isa)).kbit_gemm_a8 != nullptr;

@@ -119,6 +119,20 @@ def test_w4a8_prefill_gemm_equals_the_gemv(type_name, m, n, k, group, rng):
     np.testing.assert_allclose(gemm, _a8_reference(x, st), rtol=1e-4, atol=1e-4 * np.abs(gemv).max())
 
 
+@pytest.mark.parametrize("k,group", [(64, 64), (576, 32), (576, 128), (192, 64), (96, 32), (100, 50)])
+def test_w4a8_activation_quantization_equals_the_scalar_loop(k, group, isa, rng):
+    # the vector quantization (k % 64 == 0) stores the same bytes in the same a8 slots, with the same group sums
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    x[1] = 0.0
+    x[2, ::7] *= 1e3  # a few large inputs: most of the row rounds to small integers, ties included
+    x[3] = rng.integers(-100, 100, k) + 0.5  # max |x| 127 -> scale 1: every input a tie (nearest even)
+    x[3, 0] = 127.0
+    got, want = _core.quantize_a8(x, group, isa=isa), _core.quantize_a8(x, group, isa="scalar")
+    assert got[1][3] == 1.0
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_w4a8_prefill_gemm_only_where_it_exists():
     st = pack_kbit(np.zeros((2, 64), np.uint8), np.ones((2, 2), np.float32), None, "int4", 32)
     for level in ("avx2", "scalar"):
