@@ -32,9 +32,9 @@ const HostTensor* find_t(const std::map<std::string, HostTensor>& t, const std::
 constexpr int64_t kKbitGemvMaxRows = 8;  // up to this many tokens the k-bit GEMV beats dequantize + GEMM
 constexpr int64_t kKbitChunkRows = 64;   // rows dequantized (and packed) at a time by the prefill path
 // from this many tokens a W4A8 Linear runs the GEMM (codes expanded once per 16 rows) instead of the GEMV, where
-// the kernel exists (avx512). SmolLM2's 1536 x 576 int4 kernel alone, 1 thread, quantization included: 0.84x /
-// 0.82x the GEMV's time at 4 rows (group 32 / 128), 1.3x / 1.1x at 2, 0.30x / 0.35x at 64
-constexpr int64_t kKbitA8GemmMinRows = 4;
+// the kernel exists (avx512). SmolLM2 on Zen 4, 2 threads (bench/results/zen4_a8_gemm_ab.md): decode at batch 4
+// 0.69-0.72x the GEMV's rate, 6 0.97-0.99x, 8 1.01-1.11x, 16 1.30-1.32x; a 512-token prefill 1.77-2.39x
+constexpr int64_t kKbitA8GemmMinRows = 8;
 constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
 // Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers
@@ -482,7 +482,8 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
       const KbitWeight& w = L.kw;
       const int64_t G = (w.k + w.group - 1) / w.group;
       if (L.a8) {
-        // W4A8 at every row count: per-token int8 activations (so prefill, decode and perplexity share numerics)
+        // W4A8 at every row count: per-token int8 activations (prefill, decode and perplexity see the same integers;
+        // the prefill GEMM sums their float parts in another order)
         const int64_t ldxq = (L.k + 63) / 64 * 64;
         int8_t* xq = reinterpret_cast<int8_t*>(priv ? pv.q8 : q8_.as<uint8_t>());
         float* ax = priv ? pv.rs : rs_.as<float>();

@@ -129,7 +129,7 @@ def test_w4a8_engine(weights, isa):
 
 @pytest.mark.parametrize("weights", ["int4-g32", "int4-asym-g64"])
 def test_w4a8_prefill_gemm_engine_matches_the_gemv(weights, monkeypatch):
-    # from 4 token rows the avx512 level runs W4A8 Linears on the prefill GEMM; TRIMFORMER_A8_GEMV_ONLY=1 keeps the
+    # from 8 token rows the avx512 level runs W4A8 Linears on the prefill GEMM; TRIMFORMER_A8_GEMV_ONLY=1 keeps the
     # GEMV: the same integer group sums, so the logits agree to float rounding, and they do differ (the path ran)
     from trimformer import _core
 
