@@ -196,8 +196,8 @@ void register_decoder(nb::module_& m) {
     std::vector<float> ax(mrows), xs(mrows * G);
     decoder_kernels_for(resolve_isa(isa)).quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(),
                                                        xs.data());
-    return nb::make_tuple(to_numpy(std::move(xq), {(size_t)mrows, (size_t)ldxq}), to_numpy(std::move(ax), {(size_t)mrows}),
-                          to_numpy(std::move(xs), {(size_t)mrows, (size_t)G}));
+    return nb::make_tuple(to_numpy(std::move(xq), {(size_t)mrows, (size_t)ldxq}),
+                          to_numpy(std::move(ax), {(size_t)mrows}), to_numpy(std::move(xs), {(size_t)mrows, (size_t)G}));
   }, "x"_a, "group"_a, "isa"_a = "");
   // whether this ISA level has the W4A8 prefill GEMM (kbit_gemm_a8)
   m.def("kbit_gemm_a8_available", [](const std::string& isa) {

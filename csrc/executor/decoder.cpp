@@ -495,7 +495,9 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
         }
         int64_t n0, n1;
         split_range(L.n, 16, nt, tid, &n0, &n1);
-        if (dk_->kbit_gemm_a8 && m >= kKbitA8GemmMinRows && !a8_gemv_only_) {
+        // (the GEMM's layouts, checked here: it throws on others, which must not happen inside the region)
+        const bool gemm_layout = w.mode == KbitMode::Lut4 && w.k % 64 == 0 && (w.group == 32 || w.group % 64 == 0);
+        if (dk_->kbit_gemm_a8 && gemm_layout && m >= kKbitA8GemmMinRows && !a8_gemv_only_) {
           if (n0 < n1) dk_->kbit_gemm_a8(xq, ldxq, ax, m, w, xs, out, L.n, n0, n1);
         } else {
           for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them
