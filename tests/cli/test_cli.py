@@ -176,3 +176,9 @@ def test_eval_perplexity_and_generate_on_a_tiny_decoder(tmp_path, capsys, monkey
     assert out["tokens"] == 599 and out["perplexity"] > 1
     assert main(["generate", str(d), "--prompt", "Hello", "-n", "5", "--weights", "int4-g32"]) == 0
     assert capsys.readouterr().out.startswith("Hello")
+    assert main(["generate", str(d), "--prompt", "Hello", "-n", "0"]) == 0
+    assert capsys.readouterr().out == "Hello\n"
+    # a refused request prints nothing on stdout (the prompt was echoed before the check)
+    assert main(["generate", str(d), "--prompt", "Hello", "-n", "-3"]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "max_new_tokens" in captured.err

@@ -65,15 +65,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     count = 0
 
+    echoed = args.chat  # the prompt is echoed with the first piece: a request the engine refuses prints nothing
+
+    def echo_prompt() -> None:
+        nonlocal echoed
+        if not echoed:
+            sys.stdout.write(args.prompt)
+            echoed = True
+
     def show(piece: str) -> None:
         nonlocal count
         count += 1
+        echo_prompt()
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    if not args.chat:
-        sys.stdout.write(args.prompt)
     pipe(args.prompt, chat=args.chat, stream=show, **opts)
+    echo_prompt()  # max_new_tokens=0 (or an immediate stop): the prompt alone
     sys.stdout.write("\n")
     if args.stats:
         dt = time.perf_counter() - t0
