@@ -218,6 +218,8 @@ def test_unsupported_architecture_names_supported_ones(tmp_path):
     ({"num_hidden_layers": "2"}, "'num_hidden_layers' must be an integer >= 1, got '2'"),
     ({"intermediate_size": 37.5}, "'intermediate_size' must be an integer"),
     ({"vocab_size": True}, "'vocab_size' must be an integer"),
+    ({"max_position_embeddings": float("inf")}, "'max_position_embeddings' must be an integer"),
+    ({"hidden_size": float("nan")}, "'hidden_size' must be an integer"),
     ({"type_vocab_size": -1}, "'type_vocab_size' must be an integer >= 0"),
     ({"layer_norm_eps": "small"}, "malformed value"),
     ({"id2label": ["a", "b"]}, "malformed value"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +45,8 @@ def config_int(cfg: dict[str, Any], key: str, *, minimum: int = 1, default: int 
         if default is not None:
             return default
         raise CheckpointError(f"config.json lacks {key!r} (needed for model_type {cfg.get('model_type')!r})")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < minimum:
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, bool) or not finite or value != int(value) or value < minimum:
         raise CheckpointError(f"config.json: {key!r} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
