@@ -176,7 +176,7 @@ void register_decoder(nb::module_& m) {
     std::vector<float> off;
     const KbitWeight w = kbit_view(codes, scales, offsets, mode, k, group, lut, &off);
     if (x.ndim() != 2 || (int64_t)x.shape(1) != k) throw std::invalid_argument("x must be [m, k]");
-    if (w.mode != KbitMode::Lut4 || k % 64 || !(group == 32 || group % 64 == 0))
+    if (!a8_vector_layout(w.mode, k, group))
       throw std::invalid_argument("W4A8 needs 4-bit codes, k % 64 == 0 and group 32 or a multiple of 64");
     const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
     const int64_t mrows = x.shape(0), G = (k + group - 1) / group, ldxq = (k + 63) / 64 * 64;

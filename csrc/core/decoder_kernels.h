@@ -42,6 +42,12 @@ struct BitmaskWeight {
   const int32_t* col_sum = nullptr; // bitmask-int8: per output row, sum of its codes (for the activation zero point)
 };
 
+// The layouts the W4A8 kernels' vector paths take (and the engine's only W4A8 layouts, checked at load): 4-bit
+// codes, in_features a multiple of 64, group 32 or a multiple of 64
+inline bool a8_vector_layout(KbitMode mode, int64_t k, int64_t group) {
+  return mode == KbitMode::Lut4 && k % 64 == 0 && (group == 32 || group % 64 == 0);
+}
+
 struct DecoderKernels {
   Isa isa;
   // y = x / rms(x) * g, rows of `cols`, row strides ldx / ldy

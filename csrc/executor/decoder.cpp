@@ -210,7 +210,7 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
       // W4A8: integer codes whose values are code + lut[0] (int2/3/4, symmetric or affine)
       bool integer_lut = true;
       for (int i = 1; i < 4; ++i) integer_lut &= w.lut[i] == w.lut[0] + static_cast<float>(i);
-      if (km != KbitMode::Lut4 || !integer_lut || L->k % 64 != 0 || !(group == 32 || group % 64 == 0))
+      if (!integer_lut || !a8_vector_layout(km, L->k, group))
         throw std::invalid_argument("'" + name + "': int8 activations need 4-bit integer codes, in_features a "
                                     "multiple of 64 and group 32 or a multiple of 64");
       L->a8 = true;
@@ -495,9 +495,8 @@ void DecoderEngine::linear_mt(DecLinear& L, const float* in, int64_t m, float* o
         }
         int64_t n0, n1;
         split_range(L.n, 16, nt, tid, &n0, &n1);
-        // (the GEMM's layouts, checked here: it throws on others, which must not happen inside the region)
-        const bool gemm_layout = w.mode == KbitMode::Lut4 && w.k % 64 == 0 && (w.group == 32 || w.group % 64 == 0);
-        if (dk_->kbit_gemm_a8 && gemm_layout && m >= kKbitA8GemmMinRows && !a8_gemv_only_) {
+        // (the load refused W4A8 Linears of other layouts than a8_vector_layout's, so the GEMM never throws here)
+        if (dk_->kbit_gemm_a8 && m >= kKbitA8GemmMinRows && !a8_gemv_only_) {
           if (n0 < n1) dk_->kbit_gemm_a8(xq, ldxq, ax, m, w, xs, out, L.n, n0, n1);
         } else {
           for (int64_t b0 = n0; b0 < n1; b0 += 16) {  // 16 weight rows stay in L1 while every token row uses them

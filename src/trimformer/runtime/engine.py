@@ -134,11 +134,11 @@ MAX_THREADS = 256  # the native engines' cap (EncoderEngine::set_threads)
 
 def resolve_threads(threads: int | None) -> int:
     """An engine's thread count: None or 0 -> default_threads(), else an integer 1 .. MAX_THREADS (ValueError)."""
-    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads == 0):
+    if threads is None:
         return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= MAX_THREADS:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= MAX_THREADS:
         raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS} (or None for the default), got {threads!r}")
-    return int(threads)
+    return int(threads) or default_threads()
 
 
 class NativeEngine:
