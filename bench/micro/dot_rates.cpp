@@ -4,6 +4,10 @@
 // writing: the two kept inputs of a 2:4 group form exactly one bf16 pair, so with the activations pre-paired for
 // the 6 possible patterns one vdpbf16ps would do a group's work for 16 tokens where nm-f32 needs two FMAs; that
 // only pays if vdpbf16ps issues at least half as often as vfmadd231ps. Results: bench/results/dot_rates.md.
+// Also vpermb alone and a vpermb + vpdpbusd pair (nm-int8's permuted quads: one pair per 4 stored codes, where the
+// dense GEMM spends two vpdpbusd): where vpdpbusd issues twice per cycle and vpermb shares one of its ports, the
+// pair costs what the two dense dot products do. vdpbf16ps is skipped on CPUs without AVX512-BF16 (it would be an
+// illegal instruction there), vpermb on CPUs without AVX512-VBMI.
 //
 //   g++ -O2 -march=native -o /tmp/dot_rates bench/micro/dot_rates.cpp && /tmp/dot_rates
 #include <immintrin.h>
@@ -41,6 +45,14 @@ TF_DOT_LOOP(run_dpbf16, OP)
 #define OP "vpdpbusd %1, %2, %0"
 TF_DOT_LOOP(run_dpbusd, OP)
 #undef OP
+#define OP "vpermb %1, %2, %0"
+TF_DOT_LOOP(run_permb, OP)
+#undef OP
+#undef D
+// the permuted quads' step: a token's bytes permuted into a scratch register, then added against the codes
+#define D(acc) asm volatile("vpermb %1, %2, %%zmm31\n\tvpdpbusd %%zmm31, %2, %0" : "+v"(acc) : "v"(x), "v"(y) : "xmm31");
+TF_DOT_LOOP(run_permb_dpbusd, "")
+#undef D
 
 // instructions per cycle, best of 5 runs of 16 chains x reps
 double per_cycle(double (*f)(long, __m512i*), double ghz) {
@@ -58,11 +70,19 @@ int main() {
   const struct {
     const char* name;
     double (*f)(long, __m512i*);
-    int macs;  // multiply-adds per instruction
-  } kinds[] = {{"vfmadd231ps zmm (fp32)", run_fma, 16}, {"vdpbf16ps zmm (bf16 pairs)", run_dpbf16, 32},
-               {"vpdpbusd zmm (u8 x s8 quads)", run_dpbusd, 64}};
+    int macs;  // multiply-adds per instruction (per pair for the last row)
+    bool runs;
+  } kinds[] = {{"vfmadd231ps zmm (fp32)", run_fma, 16, true},
+               {"vdpbf16ps zmm (bf16 pairs)", run_dpbf16, 32, __builtin_cpu_supports("avx512bf16") != 0},
+               {"vpdpbusd zmm (u8 x s8 quads)", run_dpbusd, 64, true},
+               {"vpermb zmm (no multiply-adds)", run_permb, 0, __builtin_cpu_supports("avx512vbmi") != 0},
+               {"vpermb + vpdpbusd pairs", run_permb_dpbusd, 64, __builtin_cpu_supports("avx512vbmi") != 0}};
   std::printf("| instruction (16 chains) | per cycle | multiply-adds per cycle |\n|---|---|---|\n");
   for (const auto& k : kinds) {
+    if (!k.runs) {
+      std::printf("| %s | not on this CPU | - |\n", k.name);
+      continue;
+    }
     const double ipc = per_cycle(k.f, ghz);
     std::printf("| %s | %.2f | %.1f |\n", k.name, ipc, ipc * k.macs);
   }
