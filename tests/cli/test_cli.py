@@ -24,6 +24,25 @@ def compiled(minilm, tmp_path_factory) -> Path:
     return out
 
 
+def test_linear_table_keeps_names_whole_on_a_narrow_console(compiled):
+    # rich shortens the widest columns of a table wider than the console; it cut layer names
+    # ("layers.0.attn_o…") where the kernel column was long
+    import io
+
+    from rich.console import Console
+
+    import trimformer as tf
+    from trimformer.cli.main import _linear_table
+
+    engine = tf.load(compiled)
+    buf = io.StringIO()
+    Console(file=buf, width=70, color_system=None).print(_linear_table(engine))
+    lines = buf.getvalue().splitlines()
+    for name, fmt in engine.formats.items():
+        row = next(line for line in lines if line.startswith(f"│ {name} "))
+        assert f" {fmt} " in row, (name, fmt, row)
+
+
 def test_compile_info_run_bench(minilm, compiled, capsys, tmp_path):
     assert (compiled / "model.json").is_file() and (compiled / "tokenizer.json").is_file()
     meta = json.loads((compiled / "model.json").read_text())

@@ -149,9 +149,13 @@ def _linear_table(engine):
     if timed:
         tokens = next(r["dispatch_tokens"] for r in rows if "dispatch_ms" in r)
         cols.append(f"dispatch (ms at {tokens} tokens, * chosen)")
+    # a layer's name and format are never cut (rich shortens the widest columns of a table wider than the
+    # console, and it cut "layers.0.attn_out" to "layers.0.attn_o…"); the kernel and dispatch cells wrap instead
+    whole = {"layer": max((len(r["name"]) for r in rows), default=5),
+             "format": max((len(r["format"]) for r in rows), default=6)}
     for col in cols:
         t.add_column(col, justify="left" if col in ("layer", "format", "kernel here") or col.startswith("dispatch")
-                     else "right")
+                     else "right", min_width=whole.get(col), no_wrap=col in whole)
     for r in rows:
         cells = [r["name"], "x".join(map(str, r["shape"])), r["format"], r.get("kernel", "-"), f"{r['bits']:g}",
                  _fmt_bytes(r["bytes"]),
