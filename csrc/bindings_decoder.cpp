@@ -179,11 +179,11 @@ void register_decoder(nb::module_& m) {
     if (!a8_vector_layout(w.mode, k, group))
       throw std::invalid_argument("W4A8 needs 4-bit codes, k % 64 == 0 and group 32 or a multiple of 64");
     const DecoderKernels& dk = decoder_kernels_for(resolve_isa(isa));
+    if (gemm && !dk.kbit_gemm_a8) throw std::invalid_argument("no W4A8 prefill GEMM at this ISA level");
     const int64_t mrows = x.shape(0), G = (k + group - 1) / group, ldxq = (k + 63) / 64 * 64;
     std::vector<int8_t> xq(mrows * ldxq);
     std::vector<float> ax(mrows), xs(mrows * G), y(mrows * w.n);
     dk.quantize_a8(x.data(), k, mrows, k, group, xq.data(), ldxq, ax.data(), xs.data());
-    if (gemm && !dk.kbit_gemm_a8) throw std::invalid_argument("no W4A8 prefill GEMM at this ISA level");
     (gemm ? dk.kbit_gemm_a8 : dk.kbit_gemv_a8)(xq.data(), ldxq, ax.data(), mrows, w, xs.data(), y.data(), w.n, 0, w.n);
     return to_numpy(std::move(y), {(size_t)mrows, (size_t)w.n});
   }, "x"_a, "codes"_a, "scales"_a, "offsets"_a.none(), "mode"_a, "k"_a, "group"_a, "lut"_a, "isa"_a = "",

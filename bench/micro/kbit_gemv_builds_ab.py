@@ -2,7 +2,8 @@
 W4A8 (`kbit_gemv_a8`) kernels on SmolLM2-135M's Linear shapes, each build loaded into this one process as its own
 module and timed in interleaved rounds (1 thread, one token row, best of each round's calls); then, with
 --decode, SmolLM2's decode speed (batch 1, 2 threads) with each build copied over the installed extension in
-turn, a fresh process per run, round by round (the original extension is put back at the end).
+turn, a fresh process per run, round by round (ab_builds.py's atomic install; the original extension is put back
+at the end).
 
 Each build is a copy of `trimformer/_core.cpython-*.so` saved from a build of the commit under test:
 
@@ -13,21 +14,20 @@ Each build is a copy of `trimformer/_core.cpython-*.so` saved from a build of th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import cpu_model, env_prefix  # noqa: E402
+from ab_builds import command_line, install, parse_builds, round_order, swapping_builds  # noqa: E402
+
+from harness import cpu_model  # noqa: E402
 
 # SmolLM2-135M: hidden 576, MLP 1536, 3 KV heads of 64; the tied lm_head is Q8_0 in the shipped GGUF
 SHAPES = {"q/o 576x576": (576, 576), "k/v 192x576": (192, 576), "gate/up 1536x576": (1536, 576),
@@ -55,7 +55,7 @@ print(best)
 """
 
 
-def load_build(name: str, path: str) -> ModuleType:
+def load_build(name: str, path: Path) -> ModuleType:
     # the module's last name part picks its init function (PyInit__core), so each build loads as "<name>._core"
     spec = importlib.util.spec_from_file_location(f"{name}._core", path)
     mod = importlib.util.module_from_spec(spec)
@@ -101,26 +101,12 @@ def kernel_ab(builds: dict[str, ModuleType], rounds: int, calls: int) -> list[di
     return rows
 
 
-@contextlib.contextmanager
-def installed_module() -> Iterator[Path]:
-    import trimformer._core as core
-
-    target = Path(core.__file__)
-    saved = target.with_name(target.name + ".ab_saved")
-    shutil.copy2(target, saved)
-    try:
-        yield target
-    finally:
-        shutil.copy2(saved, target)
-        saved.unlink()
-
-
-def decode_ab(paths: dict[str, str], rounds: int, reps: int) -> dict[str, dict[str, list[float]]]:
+def decode_ab(paths: dict[str, Path], rounds: int, reps: int) -> dict[str, dict[str, list[float]]]:
     runs: dict[str, dict[str, list[float]]] = {b: {"gguf": [], "gguf+a8": []} for b in paths}
-    with installed_module() as target:
+    with swapping_builds() as target:
         for r in range(rounds):
-            for b, path in paths.items():
-                shutil.copy2(path, target)
+            for b in round_order(paths, r):
+                install(paths[b], target)
                 for cfg, act in (("gguf", "f32"), ("gguf+a8", "a8")):
                     out = subprocess.run([sys.executable, "-c", DECODE_WORKER, act, str(reps)], check=True,
                                          capture_output=True, text=True).stdout
@@ -165,12 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-reps", type=int, default=2)
     ap.add_argument("--out", default="bench/results/kbit_gemv_builds_ab")
     args = ap.parse_args(argv)
-    paths = dict(b.split("=", 1) for b in args.build)
+    paths = parse_builds(args.build)
     if len(paths) < 2:
         ap.error("give at least two --build name=path")
     builds = {b: load_build(b, p) for b, p in paths.items()}
-    doc = {"command": env_prefix() + "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
-           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu_model(), "builds": paths,
+    doc = {"command": command_line(argv), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "cpu": cpu_model(), "builds": {b: str(p) for b, p in paths.items()},
            "rounds": args.rounds, "kernels": kernel_ab(builds, args.rounds, args.calls)}
     if args.decode:
         doc["decode_reps"] = args.decode_reps
