@@ -271,6 +271,34 @@ nb::ndarray<nb::numpy, float> k_softmax_bf16(F32In x, const std::string& isa) {
 
 // per-row quantization as the executor does it for dynamic activations and attention: u8 with a per-row (scale,
 // zero point), or symmetric s8 with a per-row scale and the row's integer sum; `pad` extra output columns
+// attention K's operand two ways: quantize_rows_s8 then pack_s8, and quant_pack_nk_s8 in one pass (None where the
+// level has none): (plain bytes, scales, sums, fused bytes or None, scales, sums), over the first k of x's columns
+nb::tuple k_quant_pack_nk(F32In x, int64_t k, const std::string& isa) {
+  const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
+  if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
+  const int64_t n = x.shape(0), ld = x.shape(1);
+  if (k < 1 || k > ld) throw std::invalid_argument("k must be in [1, columns]");
+  const size_t bytes = kt.pack_s8_size(n, k);
+  std::vector<int8_t> q(n * k);
+  std::vector<float> s(n), fs(n);
+  std::vector<int32_t> sums(n), fsums(n);
+  tf::AlignedBuf plain(bytes), fused(bytes);
+  std::memset(plain.as<char>(), 0x5a, bytes);  // bytes a kernel leaves unwritten show
+  std::memset(fused.as<char>(), 0x5a, bytes);
+  kt.quantize_rows_s8(x.data(), ld, q.data(), k, n, k, s.data(), sums.data());
+  kt.pack_s8(q.data(), k, n, k, plain.as<void>());
+  std::vector<int8_t> p(plain.as<int8_t>(), plain.as<int8_t>() + bytes);
+  nb::object f = nb::none(), fsc = nb::none(), fsu = nb::none();
+  if (kt.quant_pack_nk_s8) {
+    kt.quant_pack_nk_s8(x.data(), ld, n, k, fused.as<void>(), fs.data(), fsums.data());
+    f = nb::cast(to_numpy(std::vector<int8_t>(fused.as<int8_t>(), fused.as<int8_t>() + bytes), {bytes}));
+    fsc = nb::cast(to_numpy(std::move(fs), {(size_t)n}));
+    fsu = nb::cast(to_numpy(std::move(fsums), {(size_t)n}));
+  }
+  return nb::make_tuple(to_numpy(std::move(p), {bytes}), to_numpy(std::move(s), {(size_t)n}),
+                        to_numpy(std::move(sums), {(size_t)n}), f, fsc, fsu);
+}
+
 nb::tuple k_quantize_rows(F32In x, bool symmetric, int64_t pad, const std::string& isa) {
   const tf::KernelTable& kt = tf::kernels_for(tf::resolve_isa(isa));
   if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D");
@@ -799,6 +827,7 @@ NB_MODULE(_core, m) {
   m.def("softmax_bf16", &k_softmax_bf16, "x"_a, "isa"_a = "");
   m.def("quantize_u8", &k_quantize, "x"_a, "scale"_a, "zp"_a, "isa"_a = "");
   m.def("quantize_rows", &k_quantize_rows, "x"_a, "symmetric"_a = false, "pad"_a = 0, "isa"_a = "");
+  m.def("quant_pack_nk", &k_quant_pack_nk, "x"_a, "k"_a, "isa"_a = "");
   // sparse runtime (issue 3)
   m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
         "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "", "chunk_pointers"_a = true);

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -70,6 +72,15 @@ def parse_builds(items: list[str]) -> dict[str, Path]:
             raise SystemExit(f"build {name!r}: no file {path}")
         builds[name] = Path(path)
     return builds
+
+
+def load_build(name: str, path: Path) -> ModuleType:
+    """A saved build loaded into this process as a module of its own, "<name>._core" (the module's last name part
+    picks its init function, PyInit__core), beside the installed one."""
+    spec = importlib.util.spec_from_file_location(f"{name}._core", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def round_order(builds: dict[str, Path], rnd: int) -> list[str]:

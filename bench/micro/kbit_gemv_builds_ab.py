@@ -14,7 +14,6 @@ Each build is a copy of `trimformer/_core.cpython-*.so` saved from a build of th
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,7 +24,14 @@ from types import ModuleType
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, install, parse_builds, round_order, swapping_builds  # noqa: E402
+from ab_builds import (  # noqa: E402
+    command_line,
+    install,
+    load_build,
+    parse_builds,
+    round_order,
+    swapping_builds,
+)
 
 from harness import cpu_model  # noqa: E402
 
@@ -53,14 +59,6 @@ for _ in range(int(sys.argv[2])):
     best = max(best, 128 / (time.perf_counter() - t0))
 print(best)
 """
-
-
-def load_build(name: str, path: Path) -> ModuleType:
-    # the module's last name part picks its init function (PyInit__core), so each build loads as "<name>._core"
-    spec = importlib.util.spec_from_file_location(f"{name}._core", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def kernel_ab(builds: dict[str, ModuleType], rounds: int, calls: int) -> list[dict]:

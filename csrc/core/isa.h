@@ -289,6 +289,10 @@ struct KernelTable {
   // the B operand of W[n][k] = X^T (attention's V), with column scales and integer column sums
   void (*quant_pack_kn_s8)(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
                            int32_t* sum_out);
+  // optional fused path (null where absent): quantize_rows_s8 of W [n][k] (per-row symmetric scales and integer row
+  // sums) packed directly as pack_s8 lays it out (attention's K): the same bytes as the two calls
+  void (*quant_pack_nk_s8)(const float* w, int64_t ldw, int64_t n, int64_t k, void* out, float* scale_out,
+                           int32_t* sum_out);
   // ---- block-sparse INT8 GEMM (1x4 blocks) ----
   // bytes of the per-call activation re-layout (0: the level reads the row-major activations directly; else tiles
   // as kBsrAtTile says, round4(k) bytes per token: an aligned m0 starts at at + m0 * round4(k))

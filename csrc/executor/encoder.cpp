@@ -1557,9 +1557,13 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
     const float* k = q + H;
     const float* v = q + 2 * H;
     kt->quantize_rows_u8(q, ld, qa, dq, seq, d, qs, qz);
-    kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
+    if (kt->quant_pack_nk_s8) {
+      kt->quant_pack_nk_s8(k, ld, seq, d, kpack, ks, ksum);
+    } else {
+      kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
+      kt->pack_s8(k8, d, seq, d, kpack);
+    }
     for (int64_t j = 0; j < seq; ++j) ks[j] *= alpha;  // fold the 1/sqrt(d) scale into K's scales
-    kt->pack_s8(k8, d, seq, d, kpack);
     Epilogue se;
     se.bias = mask_bias + b * seq;
     se.w_scale = ks;

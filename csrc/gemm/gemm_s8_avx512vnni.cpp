@@ -19,6 +19,8 @@ const int64_t kS8Nr = 64;
 namespace {
 constexpr int64_t NR = 64;
 constexpr int MR = 6;
+// quant_pack_kn_s8 keeps its columns' ranges on the stack up to this many columns (attention's head sizes)
+constexpr int64_t kMaxQuantPackCols = 256;
 
 inline int64_t k4(int64_t k) { return (k + 3) / 4; }
 
@@ -99,12 +101,39 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
                       int32_t* sum_out) {
   // Column ranges: one symmetric scale per output column n (a channel of V), over all k rows.
   const int64_t nv = (n + 15) / 16;
+  // the column groups' ranges first, four groups side by side: each group's maximum over the k rows is a chain of
+  // dependent vmaxps, four chains hide one another's latency (max is exact in any order: the same scales)
+  constexpr int kGroups = 4;
+  alignas(64) float amax_all[((kMaxQuantPackCols + 15) / 16) * 16];
+  const bool ranges_first = n <= kMaxQuantPackCols;
+  if (ranges_first) {
+    for (int64_t v0 = 0; v0 < nv; v0 += kGroups) {
+      __m512 am[kGroups];
+      __mmask16 mk[kGroups];
+#pragma GCC unroll 4
+      for (int g = 0; g < kGroups; ++g) {
+        am[g] = _mm512_setzero_ps();
+        mk[g] = v0 + g < nv ? lane_mask(n - 16 * (v0 + g), 0) : 0;
+      }
+      for (int64_t r = 0; r < k; ++r) {
+        if (v0 == 0) prefetch_row_ahead(x, ldx, r, k, n);  // the first pass fetches the rows (one head's V slice)
+#pragma GCC unroll 4
+        for (int g = 0; g < kGroups; ++g)
+          am[g] = _mm512_max_ps(am[g], _mm512_abs_ps(_mm512_maskz_loadu_ps(mk[g], x + r * ldx + 16 * (v0 + g))));
+      }
+      for (int g = 0; g < kGroups && v0 + g < nv; ++g) _mm512_store_ps(amax_all + 16 * (v0 + g), am[g]);
+    }
+  }
   for (int64_t v = 0; v < nv; ++v) {
     const __mmask16 mk = lane_mask(n - 16 * v, 0);
     __m512 amax = _mm512_setzero_ps();
-    for (int64_t r = 0; r < k; ++r) {
-      if (v == 0) prefetch_row_ahead(x, ldx, r, k, n);  // the first pass fetches the rows (one head's V slice)
-      amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + r * ldx + 16 * v)));
+    if (ranges_first) {
+      amax = _mm512_load_ps(amax_all + 16 * v);
+    } else {
+      for (int64_t r = 0; r < k; ++r) {
+        if (v == 0) prefetch_row_ahead(x, ldx, r, k, n);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + r * ldx + 16 * v)));
+      }
     }
     const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
                                               _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
@@ -132,6 +161,66 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
   for (int64_t c = (n + 15) / 16 * 16; c < padded; c += 16) {
     int8_t* panel = static_cast<int8_t*>(out) + (c / NR) * k4(k) * NR * 4 + (c % NR) * 4;
     for (int64_t r = 0; r < k; r += 4) _mm512_store_si512(panel + (r / 4) * NR * 4, _mm512_setzero_si512());
+  }
+}
+
+// quantize_rows_s8 and pack_s8 in one pass (attention's K, W [n][k]: a token per row): per 16 rows, each row's
+// symmetric scale from its absolute maximum, then per 64 inputs each row's quantized bytes in one register (16
+// quads) and a 16 x 16 dword transpose that turns the 16 rows' quads into pack_s8's [quad][column][4] rows: 16
+// columns' 64 bytes per quad, one store. The same arithmetic as quantize_rows_s8 (scale, 1 / scale, round,
+// clamp to +-127) and the same zero padding as pack_s8, so the same bytes.
+void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* out, float* scale_out,
+                      int32_t* sum_out) {
+  const int64_t kq = k4(k), np = (n + NR - 1) / NR * NR;
+  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  int8_t* base = static_cast<int8_t*>(out);
+  for (int64_t c0 = 0; c0 < np; c0 += 16) {  // 16 columns (rows of W) of one panel
+    const int64_t rows = n - c0 < 16 ? (n - c0 > 0 ? n - c0 : 0) : 16;
+    int8_t* panel = base + (c0 / NR) * kq * NR * 4 + (c0 % NR) * 4;
+    __m512 inv[16];
+    __m512i sum[16];
+    for (int64_t i = 0; i < 16; ++i) {
+      sum[i] = _mm512_setzero_si512();
+      inv[i] = _mm512_setzero_ps();  // rows past n quantize 0.0 to 0 bytes
+      if (i >= rows) continue;
+      const float* wr = w + (c0 + i) * ldw;
+      __m512 am = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; j += 16)
+        am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_maskz_loadu_ps(lane_mask(k - j, 0), wr + j)));
+      const float amax = _mm512_reduce_max_ps(am);
+      const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+      scale_out[c0 + i] = scale;
+      inv[i] = _mm512_set1_ps(1.0f / scale);
+    }
+    for (int64_t q0 = 0; q0 < kq; q0 += 16) {  // 16 quads = 64 inputs
+      __m512i r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) {
+        if (i >= rows) {
+          r[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* wr = w + (c0 + i) * ldw + 4 * q0;
+        __m512i iv[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; ++t) {
+          const __m512 v = _mm512_roundscale_ps(
+              _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_mask(k - 4 * q0 - 16 * t, 0), wr + 16 * t), inv[i]),
+              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          iv[t] = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+          sum[i] = _mm512_add_epi32(sum[i], iv[t]);  // masked-off lanes loaded 0 and stay 0
+        }
+        // the 64 bytes in input order: dword q = quad q0 + q of this row
+        const __m512i bytes =
+            _mm512_packs_epi16(_mm512_packs_epi32(iv[0], iv[1]), _mm512_packs_epi32(iv[2], iv[3]));
+        r[i] = _mm512_permutexvar_epi32(order, bytes);
+      }
+      transpose16(r);  // r[q]: quad q0 + q of the 16 rows, dword i = row i
+      for (int64_t q = 0; q < 16 && q0 + q < kq; ++q) _mm512_storeu_si512(panel + (q0 + q) * NR * 4, r[q]);
+    }
+    if (sum_out)
+      for (int64_t i = 0; i < rows; ++i) sum_out[c0 + i] = _mm512_reduce_add_epi32(sum[i]);
   }
 }
 

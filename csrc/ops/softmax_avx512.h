@@ -34,6 +34,26 @@ inline __m512 exp16(__m512 x_in) {
   return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x_in, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ), y);
 }
 
+// exp16 for the u8 softmax's arguments x = score - row maximum <= 0: the same range reduction and polynomial in 12
+// ops instead of 15. No upper clamp (x <= 0); below -87 the result is exp16's at -87 (about 1.6e-38) where exp16
+// gives exactly 0: both quantize to byte 0 (x 255), and a row's sum holds its maximum's exp(0) = 1, beside which
+// 1.6e-38 rounds away, so the u8 softmax's bytes and scales are exp16's.
+inline __m512 exp16_le0(__m512 x_in) {
+  const __m512 x = _mm512_max_ps(x_in, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f),
+                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x));
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
 // exp(x) for the bf16 softmax (x = score - row maximum <= 0), to about 4e-5 relative (degree-4 Taylor polynomial
 // on the reduced argument |r| <= ln2 / 2): ample for probabilities rounded to bf16 (8 significant bits), in 9 ops
 // instead of exp16's 15. Masked keys (mask bias -1e30) give exactly 0: x is clamped at -110, where 2^n lies below

@@ -247,6 +247,23 @@ def test_attention_bf16_packings_match_reference(rng, n, k):
     np.testing.assert_array_equal(_core.pack_bf16(w, "kn"), ref)
 
 
+@pytest.mark.parametrize("n,ld,k", [(128, 2304, 64), (37, 50, 45), (1, 3, 3), (70, 130, 130), (65, 64, 64),
+                                    (17, 100, 96), (130, 200, 197)])
+def test_quant_pack_k_operand_in_one_pass(isa, rng, n, ld, k):
+    # attention's K: the fused quantize + pack (avx512) gives quantize_rows_s8 + pack_s8's bytes, scales and sums,
+    # over rows ld apart, odd token counts (a part panel: zero columns) and odd head sizes (zero k padding)
+    x = (rng.standard_normal((n, ld)) * 3).astype(np.float32)
+    x[0] = 0.0  # an all-zero row: scale 1
+    x[-1, :k] = np.abs(x[-1, :k])
+    plain, scale, sums, fused, fused_scale, fused_sums = _core.quant_pack_nk(x, k, isa=isa)
+    if isa != "avx512_vnni":
+        assert fused is None  # the other levels run the two calls
+        return
+    np.testing.assert_array_equal(fused, plain)
+    np.testing.assert_array_equal(fused_scale, scale)
+    np.testing.assert_array_equal(fused_sums, sums)
+
+
 @pytest.mark.parametrize("cols", [1, 15, 16, 45, 64, 130])
 def test_quantize_rows_per_row_ranges(isa, rng, cols):
     x = rng.standard_normal((6, cols), dtype=np.float32) * 3

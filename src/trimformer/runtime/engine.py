@@ -183,11 +183,17 @@ class Engine(NativeEngine):
             attention = "int8"  # auto picks between BF16 and INT8: without BF16 kernels, INT8 at every length
         self.attention = attention
         self._lock = threading.Lock()
-        native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        self.chunk_rows = chunk_rows_for(native, spec.layers)
-        config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention),
-                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
+        config, native = self.native_args()
         self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
+
+    def native_args(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The native engine's config and tensors, as this engine built it (benchmarks build the same engine
+        with another native module: bench/micro/encoder_builds_ab.py)."""
+        native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
+        self.chunk_rows = chunk_rows_for(native, self.spec.layers)
+        config = {**self.spec.native_config(), "attention_mode": ATTENTION_MODES.index(self.attention),
+                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
+        return config, native
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
             pooling: str | None = None, normalize: bool = False) -> dict[str, np.ndarray]:
