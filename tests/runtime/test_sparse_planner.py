@@ -10,6 +10,7 @@ from conftest import ISA_LEVELS, rel_err, tiny_bert
 from trimformer import _core
 from trimformer.compress import prune_magnitude
 from trimformer.runtime.engine import (
+    best_times,
     bf16_available,
     choose_format,
     compile_encoder,
@@ -516,3 +517,24 @@ def test_default_attention_takes_int8_only_with_vnni():
     assert default_attention(None, 64) == "f32"
     if _core.resolve_isa("") == "avx512_vnni":
         assert default_attention("int8-dynamic", 64) in ("int8", "bf16", "auto")
+
+
+def test_best_times_confirms_close_formats():
+    """The planner's timing: interleaved best of `iters`; with confirm, formats within that factor of the fastest
+    are timed again, so that one slow phase does not decide between close formats; far ones are not re-run."""
+    calls = {"a": 0, "b": 0, "dense": 0}
+
+    def timer(name, values):
+        def run():
+            calls[name] += 1
+            return values[min(calls[name], len(values)) - 1]
+        return run
+
+    # "a" is the faster format, but its first calls hit a slow phase; "b" is steady; dense is far slower
+    timers = {"a": timer("a", [0.40, 0.41, 0.20]), "b": timer("b", [0.30]), "dense": timer("dense", [1.0])}
+    plain = best_times(timers, iters=2)
+    assert min(plain, key=plain.get) == "b"
+    calls.update(a=0, b=0, dense=0)
+    confirmed = best_times(timers, iters=2, confirm=1.5, confirm_iters=3)
+    assert confirmed == {"a": 0.20, "b": 0.30, "dense": 1.0}
+    assert calls == {"a": 5, "b": 5, "dense": 2}  # dense (3.3x the fastest) ran only the first rounds
