@@ -14,32 +14,10 @@ namespace tf {
 namespace avx512 {
 namespace {
 
-// exp_approx of 16 lanes (same range reduction, polynomial and underflow to exactly 0)
-inline __m512 exp16(__m512 x_in) {
-  const __m512 x = _mm512_min_ps(_mm512_max_ps(x_in, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f),
-                                    _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x));
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  // p * 2^n in one vscalefps: n is in [-126, 127] after the clamp, where it equals the scalar loop's multiply by
-  // the exponent bits built from n (one op instead of convert, add, shift, multiply)
-  const __m512 y = _mm512_scalef_ps(p, n);
-  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x_in, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ), y);
-}
-
-// exp16 for the u8 softmax's arguments x = score - row maximum <= 0: the same range reduction and polynomial in 12
-// ops instead of 15. No upper clamp (x <= 0); below -87 the result is exp16's at -87 (about 1.6e-38) where exp16
-// gives exactly 0: both quantize to byte 0 (x 255), and a row's sum holds its maximum's exp(0) = 1, beside which
-// 1.6e-38 rounds away, so the u8 softmax's bytes and scales are exp16's.
-inline __m512 exp16_le0(__m512 x_in) {
-  const __m512 x = _mm512_max_ps(x_in, _mm512_set1_ps(-87.0f));
+// exp_approx's range reduction and polynomial on 16 lanes already clamped to [-87, 88]: p * 2^n in one vscalefps
+// (n is in [-126, 127] there, where it equals the scalar loop's multiply by the exponent bits built from n: one op
+// instead of convert, add, shift, multiply)
+inline __m512 exp16_clamped(__m512 x) {
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f),
@@ -53,6 +31,18 @@ inline __m512 exp16_le0(__m512 x_in) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
 }
+
+// exp_approx of 16 lanes (same range reduction, polynomial and underflow to exactly 0)
+inline __m512 exp16(__m512 x_in) {
+  const __m512 y = exp16_clamped(_mm512_min_ps(_mm512_max_ps(x_in, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f)));
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x_in, _mm512_set1_ps(-87.0f), _CMP_NLT_UQ), y);
+}
+
+// exp16 for the u8 softmax's arguments x = score - row maximum <= 0, in 12 ops instead of 15: no upper clamp
+// (x <= 0); below -87 the result is exp16's at -87 (about 1.6e-38) where exp16 gives exactly 0: both quantize to
+// byte 0 (x 255), and a row's sum holds its maximum's exp(0) = 1, beside which 1.6e-38 rounds away, so the u8
+// softmax's bytes and scales are exp16's.
+inline __m512 exp16_le0(__m512 x_in) { return exp16_clamped(_mm512_max_ps(x_in, _mm512_set1_ps(-87.0f))); }
 
 // exp(x) for the bf16 softmax (x = score - row maximum <= 0), to about 4e-5 relative (degree-4 Taylor polynomial
 // on the reduced argument |r| <= ln2 / 2): ample for probabilities rounded to bf16 (8 significant bits), in 9 ops
