@@ -184,15 +184,16 @@ class Engine(NativeEngine):
         self.attention = attention
         self._lock = threading.Lock()
         config, native = self.native_args()
+        self.chunk_rows = config["chunk_rows"]
         self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
 
     def native_args(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The native engine's config and tensors, as this engine built it (benchmarks build the same engine
         with another native module: bench/micro/encoder_builds_ab.py)."""
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        self.chunk_rows = chunk_rows_for(native, self.spec.layers)
         config = {**self.spec.native_config(), "attention_mode": ATTENTION_MODES.index(self.attention),
-                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
+                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ,
+                  "chunk_rows": chunk_rows_for(native, self.spec.layers)}
         return config, native
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
