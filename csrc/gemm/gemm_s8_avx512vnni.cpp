@@ -19,8 +19,6 @@ const int64_t kS8Nr = 64;
 namespace {
 constexpr int64_t NR = 64;
 constexpr int MR = 6;
-// quant_pack_kn_s8 keeps its columns' ranges on the stack up to this many columns (attention's head sizes)
-constexpr int64_t kMaxQuantPackCols = 256;
 
 inline int64_t k4(int64_t k) { return (k + 3) / 4; }
 
@@ -99,62 +97,49 @@ void pack_s8(const int8_t* w, int64_t ldw, int64_t n, int64_t k, void* out) {
 
 void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* out, float* scale_out,
                       int32_t* sum_out) {
-  // Column ranges: one symmetric scale per output column n (a channel of V), over all k rows.
-  const int64_t nv = (n + 15) / 16;
-  // the column groups' ranges first, four groups side by side: each group's maximum over the k rows is a chain of
-  // dependent vmaxps, four chains hide one another's latency (max is exact in any order: the same scales)
+  // Column ranges: one symmetric scale per output column n (a channel of V), over all k rows. Four 16-column groups
+  // at a time: each group's maximum over the k rows is a chain of dependent vmaxps, four chains hide one another's
+  // latency (max is exact in any order: the same scales)
   constexpr int kGroups = 4;
-  alignas(64) float amax_all[((kMaxQuantPackCols + 15) / 16) * 16];
-  const bool ranges_first = n <= kMaxQuantPackCols;
-  if (ranges_first) {
-    for (int64_t v0 = 0; v0 < nv; v0 += kGroups) {
-      __m512 am[kGroups];
-      __mmask16 mk[kGroups];
+  const int64_t nv = (n + 15) / 16;
+  for (int64_t v0 = 0; v0 < nv; v0 += kGroups) {
+    __m512 am[kGroups];
+    __mmask16 mks[kGroups];
 #pragma GCC unroll 4
-      for (int g = 0; g < kGroups; ++g) {
-        am[g] = _mm512_setzero_ps();
-        mk[g] = v0 + g < nv ? lane_mask(n - 16 * (v0 + g), 0) : 0;
-      }
-      for (int64_t r = 0; r < k; ++r) {
-        if (v0 == 0) prefetch_row_ahead(x, ldx, r, k, n);  // the first pass fetches the rows (one head's V slice)
+    for (int g = 0; g < kGroups; ++g) {
+      am[g] = _mm512_setzero_ps();
+      mks[g] = v0 + g < nv ? lane_mask(n - 16 * (v0 + g), 0) : 0;
+    }
+    for (int64_t r = 0; r < k; ++r) {
+      if (v0 == 0) prefetch_row_ahead(x, ldx, r, k, n);  // the first pass fetches the rows (one head's V slice)
 #pragma GCC unroll 4
-        for (int g = 0; g < kGroups; ++g)
-          am[g] = _mm512_max_ps(am[g], _mm512_abs_ps(_mm512_maskz_loadu_ps(mk[g], x + r * ldx + 16 * (v0 + g))));
-      }
-      for (int g = 0; g < kGroups && v0 + g < nv; ++g) _mm512_store_ps(amax_all + 16 * (v0 + g), am[g]);
+      for (int g = 0; g < kGroups; ++g)
+        am[g] = _mm512_max_ps(am[g], _mm512_abs_ps(_mm512_maskz_loadu_ps(mks[g], x + r * ldx + 16 * (v0 + g))));
     }
-  }
-  for (int64_t v = 0; v < nv; ++v) {
-    const __mmask16 mk = lane_mask(n - 16 * v, 0);
-    __m512 amax = _mm512_setzero_ps();
-    if (ranges_first) {
-      amax = _mm512_load_ps(amax_all + 16 * v);
-    } else {
-      for (int64_t r = 0; r < k; ++r) {
-        if (v == 0) prefetch_row_ahead(x, ldx, r, k, n);
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + r * ldx + 16 * v)));
+    for (int64_t v = v0; v < v0 + kGroups && v < nv; ++v) {
+      const __mmask16 mk = mks[v - v0];
+      const __m512 amax = am[v - v0];
+      const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                                _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
+      _mm512_mask_storeu_ps(scale_out + 16 * v, mk, scale);
+      const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+      __m512i sum = _mm512_setzero_si512();
+      // 4 rows at a time become one 32-bit word per column: exactly the [k/4][64][4] VNNI panel layout
+      int8_t* panel = static_cast<int8_t*>(out) + (16 * v / NR) * k4(k) * NR * 4 + (16 * v % NR) * 4;
+      for (int64_t r = 0; r < k; r += 4) {
+        __m512i word = _mm512_setzero_si512();
+        for (int t = 0; t < 4; ++t) {
+          if (r + t >= k) break;
+          const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + (r + t) * ldx + 16 * v), inv);
+          __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+          q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+          sum = _mm512_add_epi32(sum, q);
+          word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, _mm512_set1_epi32(0xFF)), 8 * t));
+        }
+        _mm512_store_si512(panel + (r / 4) * NR * 4, word);
       }
+      _mm512_mask_storeu_epi32(sum_out + 16 * v, mk, sum);
     }
-    const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
-                                              _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
-    _mm512_mask_storeu_ps(scale_out + 16 * v, mk, scale);
-    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
-    __m512i sum = _mm512_setzero_si512();
-    // 4 rows at a time become one 32-bit word per column: exactly the [k/4][64][4] VNNI panel layout
-    int8_t* panel = static_cast<int8_t*>(out) + (16 * v / NR) * k4(k) * NR * 4 + (16 * v % NR) * 4;
-    for (int64_t r = 0; r < k; r += 4) {
-      __m512i word = _mm512_setzero_si512();
-      for (int t = 0; t < 4; ++t) {
-        if (r + t >= k) break;
-        const __m512 y = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + (r + t) * ldx + 16 * v), inv);
-        __m512i q = _mm512_cvtps_epi32(_mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
-        sum = _mm512_add_epi32(sum, q);
-        word = _mm512_or_si512(word, _mm512_slli_epi32(_mm512_and_si512(q, _mm512_set1_epi32(0xFF)), 8 * t));
-      }
-      _mm512_store_si512(panel + (r / 4) * NR * 4, word);
-    }
-    _mm512_mask_storeu_epi32(sum_out + 16 * v, mk, sum);
   }
   // columns of the last panel past n stay zero
   const int64_t padded = (n + NR - 1) / NR * NR;
@@ -173,7 +158,6 @@ void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
                       int32_t* sum_out) {
   const int64_t kq = k4(k), np = (n + NR - 1) / NR * NR;
   const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   int8_t* base = static_cast<int8_t*>(out);
   for (int64_t c0 = 0; c0 < np; c0 += 16) {  // 16 columns (rows of W) of one panel
     const int64_t rows = n - c0 < 16 ? (n - c0 > 0 ? n - c0 : 0) : 16;
@@ -211,10 +195,7 @@ void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
           iv[t] = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
           sum[i] = _mm512_add_epi32(sum[i], iv[t]);  // masked-off lanes loaded 0 and stay 0
         }
-        // the 64 bytes in input order: dword q = quad q0 + q of this row
-        const __m512i bytes =
-            _mm512_packs_epi16(_mm512_packs_epi32(iv[0], iv[1]), _mm512_packs_epi32(iv[2], iv[3]));
-        r[i] = _mm512_permutexvar_epi32(order, bytes);
+        r[i] = packed_bytes64<true>(iv);  // the 64 bytes in input order: dword q = quad q0 + q of this row
       }
       transpose16(r);  // r[q]: quad q0 + q of the 16 rows, dword i = row i
       for (int64_t q = 0; q < 16 && q0 + q < kq; ++q) _mm512_storeu_si512(panel + (q0 + q) * NR * 4, r[q]);

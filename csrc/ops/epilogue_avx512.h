@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../core/isa.h"
+#include "../sparse/avx512_lanes.h"  // packed_bytes64
 #include "gelu_table.h"
 
 namespace tf {
@@ -62,22 +63,11 @@ inline void store_u8_16(uint8_t* dst, __mmask16 mask, __m512 y, __m512 inv_scale
   _mm_mask_storeu_epi8(dst, mask, quant_u8_16(y, inv_scale, zp));
 }
 
-// the first `count` of 64 byte lanes
-inline __mmask64 first64(int64_t count) {
-  return count >= 64 ? ~__mmask64{0} : (count <= 0 ? 0 : (__mmask64{1} << count) - 1);
-}
-
-// Four vectors of int32 (q[j]: 16 consecutive values) saturated to bytes (u8, or s8 with Signed) and stored as 64
-// consecutive bytes under `mask`: two rounds of packs and one dword permute that undoes their lane interleave, in
-// place of four narrowing stores (each two uops on the shuffle port, plus a store). Values must lie in int16 for
-// the first pack to saturate right (quant_i32_16 caps them there).
+// packed_bytes64 of four int32 vectors stored as 64 consecutive bytes under `mask`, in place of four narrowing
+// stores (each two uops on the shuffle port, plus a store); quant_i32_16 caps values inside int16 for the packs
 template <bool Signed = false>
 inline void store_bytes_64(void* dst, __mmask64 mask, const __m512i* q) {
-  const __m512i bytes = Signed ? _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]))
-                               : _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
-  // dword 4L + j of `bytes` holds q[j]'s values 4L .. 4L + 3; it belongs at dword 4j + L
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  _mm512_mask_storeu_epi8(dst, mask, _mm512_permutexvar_epi32(order, bytes));
+  _mm512_mask_storeu_epi8(dst, mask, packed_bytes64<Signed>(q));
 }
 
 // Four quant_i32_16 results (rows r = 0..3 of Y^T, 16 tokens each) clamped to u8 by the saturating packs and laid

@@ -42,6 +42,22 @@ inline __mmask16 first(int64_t count) {
 
 inline void transpose16(__m512* r) { transpose16(reinterpret_cast<__m512i*>(r)); }
 
+// the first `count` of 64 byte lanes
+inline __mmask64 first64(int64_t count) {
+  return count >= 64 ? ~__mmask64{0} : (count <= 0 ? 0 : (__mmask64{1} << count) - 1);
+}
+
+// Four vectors of int32 (q[j]: 16 consecutive values) saturated to 64 bytes in their order (u8, or s8 with
+// Signed): two rounds of packs and one dword permute that undoes their lane interleave. Values must lie in int16
+// for the first pack to saturate right.
+template <bool Signed = false>
+inline __m512i packed_bytes64(const __m512i* q) {
+  const __m512i bytes = Signed ? _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]))
+                               : _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
+  // dword 4L + j of `bytes` holds q[j]'s values 4L .. 4L + 3; it belongs at dword 4j + L
+  return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+}
+
 // Attention reads one head's slice of each token row (64 floats, rows 3 x hidden apart: a stride past the 4 KiB
 // page, which the hardware prefetchers do not follow): a row loop over such rows asks for the row a few ahead.
 inline void prefetch_row_ahead(const float* x, int64_t ldx, int64_t r, int64_t rows, int64_t cols) {

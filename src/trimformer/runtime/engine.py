@@ -183,18 +183,11 @@ class Engine(NativeEngine):
             attention = "int8"  # auto picks between BF16 and INT8: without BF16 kernels, INT8 at every length
         self.attention = attention
         self._lock = threading.Lock()
-        config, native = self.native_args()
-        self.chunk_rows = config["chunk_rows"]
-        self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
-
-    def native_args(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The native engine's config and tensors, as this engine built it (benchmarks build the same engine
-        with another native module: bench/micro/encoder_builds_ab.py)."""
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
-        config = {**self.spec.native_config(), "attention_mode": ATTENTION_MODES.index(self.attention),
-                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ,
-                  "chunk_rows": chunk_rows_for(native, self.spec.layers)}
-        return config, native
+        self.chunk_rows = chunk_rows_for(native, spec.layers)
+        config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention),
+                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
+        self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
             pooling: str | None = None, normalize: bool = False) -> dict[str, np.ndarray]:
@@ -498,10 +491,9 @@ def sparse_candidates(w: np.ndarray, dense_format: str, isa: str | None = None, 
 
 # The planner times again the formats whose first timings lie within PLANNER_CONFIRM of the fastest one,
 # PLANNER_CONFIRM_ITERS more interleaved rounds, before it picks: on a shared host a slow phase during one format's
-# few calls decides the choice. In one compile of an 80% block BERT-base on an Ice Lake server, the block-int8
-# timings of its twelve FFN1 layers (one shape, one sparsity) spread over more than 2x, and layers went to
-# csr-int8 on a slow phase, which also cost FFN1 -> FFN2 its direct re-layout (a development A/B of whole passes
-# read the all-block plan faster).
+# few calls decides the choice: an 80% block BERT-base's plans on an Ice Lake server kept 6-7 of 48 Linears
+# csr-int8, which also cost those FFN1 -> FFN2 pairs their direct re-layout, and 45-48 block-int8 with this
+# (bench/results/sparse_e2e_block_0.8_icelake.md, _r2.md; docs/design.md)
 PLANNER_CONFIRM = 1.5
 PLANNER_CONFIRM_ITERS = 10
 
