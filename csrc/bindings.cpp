@@ -719,11 +719,13 @@ class PyLinear {
         throw std::invalid_argument("residual must be [m, out_features]");
       rp = r.data();
     }
-    std::vector<float> y(m * L.n);
+    // into a 64-byte aligned buffer, as the executor's are (time() says why), then copied out
+    tf::AlignedBuf yb(m * L.n * sizeof(float));
     {
       nb::gil_scoped_release release;
-      engine_->run_linear(x.data(), m, y.data(), act_from(act), rp);
+      engine_->run_linear(x.data(), m, yb.as<float>(), act_from(act), rp);
     }
+    std::vector<float> y(yb.as<float>(), yb.as<float>() + m * L.n);
     return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
   }
   // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the
@@ -760,6 +762,8 @@ NB_MODULE(_core, m) {
   // AMD Zen 4: 512-bit FMAs (and vpdpbusd / vdpbf16ps) issued as two 256-bit halves
   m.def("halves_512bit_fma", &tf::cpu_halves_512bit_fma);
   m.def("max_threads", [] { return omp_get_max_threads(); });
+  // a Linear's float output from this many bytes on goes out by streaming stores where a kernel has them
+  m.attr("stream_output_bytes") = tf::kStreamOutputBytes;
   m.def("gemm_f32", &k_gemm_f32, "a"_a, "w"_a, "bias"_a = nb::none(), "act"_a = 0, "residual"_a = nb::none(),
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),

@@ -98,7 +98,17 @@ struct Epilogue {
   // (gemm_bsr_s8 at the avx512 level, 4x4 blocks) token vectors of 16 per tile, 1, 2 or 4; else the kernel's rule.
   // For A/B runs (EncoderEngine: TRIMFORMER_BSR_TILE_VECS)
   int tile_vecs = 0;
+  // (gemm_bsr_s8 at the avx512 level) float rows of c as streaming stores, where c's rows and the call's first
+  // column lie on 64-byte lines: set by the executor for Linears whose whole float output reaches
+  // kStreamOutputBytes (EncoderEngine)
+  bool stream_out = false;
 };
+
+// A Linear's float output of at least this many bytes is written by streaming stores where a kernel has them
+// (Epilogue::stream_out): through the caches each line is first read for ownership, twice the bytes of memory
+// traffic, and an output this large is not read back from cache anyway. Under it the output is written through
+// the caches, as the LayerNorm after a BERT-base attention output (768-token groups: 2.25 MiB) reads it right back.
+constexpr int64_t kStreamOutputBytes = int64_t{4} << 20;
 
 // Packed FP32 weight panel for one ISA: opaque to the executor, sized by the packer.
 struct PackedF32 {

@@ -1135,6 +1135,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   epi.act = io.act;
   epi.residual = io.residual;
   epi.ld_residual = L.n;
+  epi.stream_out = m * L.n * static_cast<int64_t>(sizeof(float)) >= kStreamOutputBytes;  // whatever the call split
   const KernelTable* kt = kt_;
   const int nt = team();
   Workspace& w = *tl_ws;

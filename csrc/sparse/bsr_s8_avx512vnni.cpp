@@ -308,13 +308,15 @@ using PieceFn = void (*)(const float (*)[64], int, int64_t, int64_t, int64_t, in
 
 // One token row's 16 dequantized outputs from nb0 on (the first `cols` real) finished: bias, then (in the shared
 // epilogue's order) activation, residual and the requantization for the next INT8 layer, stored as float or u8
-template <Act A, bool Residual, bool OutU8>
+// (Stream: whole 64-byte lines of float rows go out as streaming stores, see gemm_bsr_s8)
+template <Act A, bool Residual, bool OutU8, bool Stream>
 inline void finish_row(__m512 y, int64_t row, int64_t nb0, int64_t cols, __mmask16 ck, __m512 bias, float* c,
                        int64_t ldc, const Epilogue& epi, __m512 out_inv, __m512i out_zp) {
   y = _mm512_add_ps(y, bias);
   y = act16(y, A, cols);
   if (Residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
   if (OutU8) store_u8_16(epi.out_u8 + row * epi.ld_out_u8 + nb0, ck, y, out_inv, out_zp);
+  else if (Stream && cols == 16) _mm512_stream_ps(c + row * ldc + nb0, y);
   else _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
 }
 
@@ -325,7 +327,7 @@ inline void finish_row(__m512 y, int64_t row, int64_t nb0, int64_t cols, __mmask
 // shuffles and float ops take the issue ports the dot products use: bench/results/port_contention.md), and the
 // run-time form spent more of them testing the epilogue's fields per row and moving the transposed rows through
 // the stack than finishing them.
-template <Act A, bool Residual, bool OutU8>
+template <Act A, bool Residual, bool OutU8, bool Stream>
 void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                   int64_t ldc, const Epilogue& epi) {
   const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
@@ -340,8 +342,8 @@ void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb
   const int64_t row0 = m0 + 16 * v;
   const int64_t rows = m - row0 < 16 ? m - row0 : 16;
   const auto finish = [&](int64_t i, __m512i ri) {
-    finish_row<A, Residual, OutU8>(_mm512_castsi512_ps(ri), row0 + i, nb0, cols, ck, bias, c, ldc, epi, out_inv,
-                                   out_zp);
+    finish_row<A, Residual, OutU8, Stream>(_mm512_castsi512_ps(ri), row0 + i, nb0, cols, ck, bias, c, ldc, epi,
+                                           out_inv, out_zp);
   };
   if (rows == 16) {  // every row: unrolled, so the transposed rows stay in registers
 #pragma GCC unroll 16
@@ -442,22 +444,27 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64],
   }
 }
 
-template <Act A>
+template <Act A, bool Stream>
 PieceFn finish_piece_for(const Epilogue& epi) {
-  if (epi.residual) return epi.out_u8 ? finish_piece<A, true, true> : finish_piece<A, true, false>;
-  return epi.out_u8 ? finish_piece<A, false, true> : finish_piece<A, false, false>;
+  if (epi.residual) return epi.out_u8 ? finish_piece<A, true, true, false> : finish_piece<A, true, false, Stream>;
+  return epi.out_u8 ? finish_piece<A, false, true, false> : finish_piece<A, false, false, Stream>;
 }
 
+template <bool Stream>
 PieceFn finish_piece_for(const Epilogue& epi) {
-  if (epi.qkv.q) return finish_qkv_bf16;
   switch (epi.act) {
-    case Act::None: return finish_piece_for<Act::None>(epi);
-    case Act::GeluErf: return finish_piece_for<Act::GeluErf>(epi);
-    case Act::Relu: return finish_piece_for<Act::Relu>(epi);
-    case Act::GeluTanh: return finish_piece_for<Act::GeluTanh>(epi);
-    case Act::Tanh: return finish_piece_for<Act::Tanh>(epi);
+    case Act::None: return finish_piece_for<Act::None, Stream>(epi);
+    case Act::GeluErf: return finish_piece_for<Act::GeluErf, Stream>(epi);
+    case Act::Relu: return finish_piece_for<Act::Relu, Stream>(epi);
+    case Act::GeluTanh: return finish_piece_for<Act::GeluTanh, Stream>(epi);
+    case Act::Tanh: return finish_piece_for<Act::Tanh, Stream>(epi);
   }
-  return finish_piece_for<Act::None>(epi);
+  return finish_piece_for<Act::None, Stream>(epi);
+}
+
+PieceFn finish_piece_for(const Epilogue& epi, bool stream) {
+  if (epi.qkv.q) return finish_qkv_bf16;
+  return stream ? finish_piece_for<true>(epi) : finish_piece_for<false>(epi);
 }
 
 template <int V>
@@ -630,8 +637,8 @@ void few_tokens(const uint8_t* q, int64_t ldq, const BsrS8& w, float* c, int64_t
       r = _mm512_inserti32x4(r, acc[1][t], 1);
       r = _mm512_inserti32x4(r, acc[2][t], 2);
       r = _mm512_inserti32x4(r, acc[3][t], 3);
-      finish_row<A, Residual, OutU8>(s8::dequant(r, zp[t], sc[t], cs, ws), t, nb, cols, ck, bias, c, ldc, epi,
-                                     out_inv, out_zp);
+      finish_row<A, Residual, OutU8, false>(s8::dequant(r, zp[t], sc[t], cs, ws), t, nb, cols, ck, bias, c, ldc,
+                                            epi, out_inv, out_zp);
     }
   }
 }
@@ -821,7 +828,11 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   if (w.gq_ptr && w.block_rows != 1) throw std::invalid_argument("gemm_bsr_s8: gathered quads are 1x4 rows");
   // token tiles outside, output rows inside: one At tile's slice of the re-laid activations (k/4 x 64 tokens x 4
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
-  const PieceFn piece = finish_piece_for(epi);
+  // Float rows as streaming stores where the executor asks for them (Epilogue::stream_out, kStreamOutputBytes) and
+  // they lie on whole 64-byte lines; the fence makes them visible before the call returns
+  const bool stream = epi.stream_out && !epi.out_u8 && !epi.qkv.q && reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
+                      ldc % 16 == 0 && n0 % 16 == 0;
+  const PieceFn piece = finish_piece_for(epi, stream);
   // 4x4-block tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors
   // on calls of 3 to 8 At tiles: measured faster there (bench/results/profile_block90_int8_attile64_rowpieces.md).
   // Longer calls keep 4: on a single Linear of 1024 or 2048 tokens into 64-byte aligned float rows, 2 vectors took
@@ -839,6 +850,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
     const TileFn fn = kTile[vecs > vmax ? vmax : vecs];
     for (int64_t nb = n0; nb < n1; nb += 16) fn(at, m, m0, w, nb, nb + 16 < n1 ? nb + 16 : n1, c, ldc, epi, piece);
   }
+  if (stream) _mm_sfence();
 }
 
 }  // namespace avx512

@@ -370,6 +370,24 @@ def test_long_calls_at_every_tile_width_and_in_pieces(isa, rng, monkeypatch, thr
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1008, 1001])
+def test_outputs_past_the_streaming_size_equal_dense(isa, rng, threads, n):
+    # A call whose float output reaches _core.stream_output_bytes writes it by streaming stores at the avx512 level
+    # where its rows lie on whole 64-byte lines (n = 1008: 63 lines per row), through the caches where they do not
+    # (n = 1001): the dense INT8 bits either way, with a bias, GELU and a residual, over a partial last token tile
+    k = 70
+    m = _core.stream_output_bytes // (4 * n) + 37
+    w = _weight(rng, n, k, "block", 0.9)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    res = rng.standard_normal((m, n)).astype(np.float32)
+    assert m * n * 4 >= _core.stream_output_bytes
+    r = _runner("block-int8", w, bias, isa, threads)
+    assert r.kind == "bsr-s8"
+    np.testing.assert_array_equal(r.run(x, 1, res), _runner("int8", w, bias, isa, threads).run(x, 1, res))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_calls_of_a_few_tokens_equal_dense(isa, rng, monkeypatch, threads):
     # Calls of up to _core.bsr_few_tokens tokens run 4x4 blocks over the u8 rows, without a re-layout (at levels
     # that have it), and with TRIMFORMER_BSR_FEW_TOKENS_OFF=1 as longer calls do: the dense INT8 bits either way, one
