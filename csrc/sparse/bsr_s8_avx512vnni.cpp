@@ -559,6 +559,12 @@ static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 // BERT-base shapes took 0.41x the time at 1 token, 0.63x at 4, and with the limit raised to 8, 0.95x at 6 and
 // 1.23x at 8 (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
 constexpr int kFewTokens = 4;
+// A call of a few tokens spends its time fetching the weights (a pass flushes them from the caches between
+// layers), which the hardware prefetchers did not ask for early enough: its block walk asks for them this many
+// bytes ahead (the block indices a quarter as far). Ice Lake, 2 threads, BERT-base shapes: 0.80-0.89x the time at
+// 1 token, 0.83-0.90x at 4 (bench/results/icelake_bsr_few_prefetch_kernels_ab_1.md, _4.md); 1 and 2 KiB measured
+// about as fast, and a burst per 16-row group (the group and 2 KiB on) slowed FFN2's long rows at 4 tokens.
+constexpr int64_t kFewPrefetchBytes = 4096;
 
 // acc += u8 a . s8 block at p (from memory). As TF_DPBUSD: through the intrinsic gcc copied every sum to another
 // register around each product (vpdpbusd overwrites its sum)
@@ -578,6 +584,10 @@ inline void block_row_few(const uint8_t* q, int64_t ldq, const int32_t* cols, co
     for (int t = 0; t < M; ++t) a[i][t] = _mm_setzero_si128();
   int32_t j = 0;
   for (; j + C <= nb; j += C) {
+    // a line of values per 4 blocks and one of indices per 16, kFewPrefetchBytes on (past the call's last block
+    // row too: a prefetch never faults)
+    if (j % 4 == 0) _mm_prefetch(reinterpret_cast<const char*>(vals + 16 * j) + kFewPrefetchBytes, _MM_HINT_T0);
+    if (j % 16 == 0) _mm_prefetch(reinterpret_cast<const char*>(cols + j) + kFewPrefetchBytes / 4, _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int i = 0; i < C; ++i) {
       const int8_t* wv = vals + 16 * (j + i);
