@@ -84,19 +84,26 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, "
                         f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights) per round; the "
                         f"median over the rounds, and the sum over the shapes against `{first}`.", args.note)
-    lines += ["| build | " + " | ".join(SHAPES) + " | sum | vs " + first + " |", "|---|" + "---|" * (len(SHAPES) + 2)]
-    base = None
-    for name in builds:
-        mine = [r["ms"] for r in runs if r["build"] == name]
-        med = {s: float(np.median([r[s] for r in mine])) for s in SHAPES}
-        total = sum(med.values())
-        base = total if base is None else base
-        cells = [f"{med[s]:.3f} ({', '.join(f'{r[s]:.3f}' for r in mine)})" for s in SHAPES]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {total:.3f} | {total / base:.3f} |")
-    lines.append("")
+    lines += table_lines(builds, runs)
     write_report(args.out, {"command": command, "builds": {k: str(v) for k, v in builds.items()}, "shapes": SHAPES,
                             "runs": runs}, lines)
     return 0
+
+
+def table_lines(builds: dict, runs: list[dict]) -> list[str]:
+    """The report's table: per build and shape the median over the rounds (its ratio to the first build's) and
+    every round's time, 4 significant digits (calls of a few tokens take microseconds)"""
+    first = next(iter(builds))
+    lines = ["| build | " + " | ".join(SHAPES) + " | sum | vs " + first + " |", "|---|" + "---|" * (len(SHAPES) + 2)]
+    medians = {name: {s: float(np.median([r["ms"][s] for r in runs if r["build"] == name])) for s in SHAPES}
+               for name in builds}
+    for name in builds:
+        med, base = medians[name], medians[first]
+        rounds = [r["ms"] for r in runs if r["build"] == name]
+        cells = [f"{med[s]:.4g} ({med[s] / base[s]:.3f}x; {', '.join(f'{r[s]:.4g}' for r in rounds)})" for s in SHAPES]
+        total = sum(med.values())
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {total:.4g} | {total / sum(base.values()):.3f} |")
+    return lines + [""]
 
 
 if __name__ == "__main__":
