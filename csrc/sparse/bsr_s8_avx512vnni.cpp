@@ -560,8 +560,8 @@ static_assert(kTileVecs == 4, "kTile covers a tile's token vectors");
 // 1.23x at 8 (bench/results/zen4_bsr_few_tokens_kernels_ab_*.md)
 constexpr int kFewTokens = 4;
 // A call of a few tokens spends its time fetching the weights (a pass flushes them from the caches between
-// layers), which the hardware prefetchers did not ask for early enough: its block walk asks for them this many
-// bytes ahead (the block indices a quarter as far). Ice Lake, 2 threads, BERT-base shapes: 0.80-0.89x the time at
+// layers), and by our reading the hardware prefetchers did not ask for them early enough: its block walk asks for
+// them this many bytes ahead (the block indices a quarter as far). Ice Lake, 2 threads, BERT-base shapes: 0.80-0.89x the time at
 // 1 token, 0.83-0.90x at 4 (bench/results/icelake_bsr_few_prefetch_kernels_ab_1.md, _4.md); 1 and 2 KiB measured
 // about as fast, and a burst per 16-row group (the group and 2 KiB on) slowed FFN2's long rows at 4 tokens.
 constexpr int64_t kFewPrefetchBytes = 4096;
