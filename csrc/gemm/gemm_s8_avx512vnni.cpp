@@ -9,6 +9,7 @@
 
 #include "../core/isa.h"
 #include "../kernels/decl.inc"
+#include "../ops/epilogue_avx512.h"  // s8_row_scale, quant_s8_16 (quantize_rows_s8's arithmetic)
 #include "../sparse/avx512_lanes.h"  // prefetch_row_ahead
 #include "s8_dequant_avx512.h"
 
@@ -153,11 +154,10 @@ void quant_pack_kn_s8(const float* x, int64_t ldx, int64_t k, int64_t n, void* o
 // symmetric scale from its absolute maximum, then per 64 inputs each row's quantized bytes in one register (16
 // quads) and a 16 x 16 dword transpose that turns the 16 rows' quads into pack_s8's [quad][column][4] rows: 16
 // columns' 64 bytes per quad, one store. The same arithmetic as quantize_rows_s8 (scale, 1 / scale, round,
-// clamp to +-127) and the same zero padding as pack_s8, so the same bytes.
+// clamp to +-127: s8_row_scale, quant_s8_16) and the same zero padding as pack_s8, so the same bytes.
 void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* out, float* scale_out,
                       int32_t* sum_out) {
   const int64_t kq = k4(k), np = (n + NR - 1) / NR * NR;
-  const __m512 lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
   int8_t* base = static_cast<int8_t*>(out);
   for (int64_t c0 = 0; c0 < np; c0 += 16) {  // 16 columns (rows of W) of one panel
     const int64_t rows = n - c0 < 16 ? (n - c0 > 0 ? n - c0 : 0) : 16;
@@ -172,8 +172,7 @@ void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
       __m512 am = _mm512_setzero_ps();
       for (int64_t j = 0; j < k; j += 16)
         am = _mm512_max_ps(am, _mm512_abs_ps(_mm512_maskz_loadu_ps(lane_mask(k - j, 0), wr + j)));
-      const float amax = _mm512_reduce_max_ps(am);
-      const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+      const float scale = s8_row_scale(_mm512_reduce_max_ps(am));
       scale_out[c0 + i] = scale;
       inv[i] = _mm512_set1_ps(1.0f / scale);
     }
@@ -189,10 +188,7 @@ void quant_pack_nk_s8(const float* w, int64_t ldw, int64_t n, int64_t k, void* o
         __m512i iv[4];
 #pragma GCC unroll 4
         for (int t = 0; t < 4; ++t) {
-          const __m512 v = _mm512_roundscale_ps(
-              _mm512_mul_ps(_mm512_maskz_loadu_ps(lane_mask(k - 4 * q0 - 16 * t, 0), wr + 16 * t), inv[i]),
-              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-          iv[t] = _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+          iv[t] = quant_s8_16(_mm512_maskz_loadu_ps(lane_mask(k - 4 * q0 - 16 * t, 0), wr + 16 * t), inv[i]);
           sum[i] = _mm512_add_epi32(sum[i], iv[t]);  // masked-off lanes loaded 0 and stay 0
         }
         r[i] = packed_bytes64<true>(iv);  // the 64 bytes in input order: dword q = quad q0 + q of this row

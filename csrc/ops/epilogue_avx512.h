@@ -58,6 +58,16 @@ inline __m128i quant_u8_16(__m512 y, __m512 inv_scale, __m512i zp) {
   return _mm512_cvtusepi32_epi8(_mm512_max_epi32(quant_i32_16(y, inv_scale, zp), _mm512_setzero_si512()));
 }
 
+// quantize_rows_s8's symmetric scale of a row whose largest magnitude is amax (1 for a row of zeros)
+inline float s8_row_scale(float amax) { return amax > 0.0f ? amax / 127.0f : 1.0f; }
+
+// quantize_rows_s8 of 16 lanes: nearbyint(x * inv_scale) clamped to [-127, 127], as int32 (one definition for the
+// row quantization and quant_pack_nk_s8, which must give the same bytes)
+inline __m512i quant_s8_16(__m512 x, __m512 inv_scale) {
+  const __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(x, inv_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f)));
+}
+
 // quant_u8_16 stored under `mask`
 inline void store_u8_16(uint8_t* dst, __mmask16 mask, __m512 y, __m512 inv_scale, __m512i zp) {
   _mm_mask_storeu_epi8(dst, mask, quant_u8_16(y, inv_scale, zp));
