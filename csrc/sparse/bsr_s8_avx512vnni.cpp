@@ -703,11 +703,23 @@ void relayout(int64_t m, int64_t m0, int64_t m1, int64_t k, Row row, Store store
   for (int64_t mb = m0; mb < m1; mb += 16) {
     for (int64_t g = 0; g < kq; g += 16) {
       __m512i r[16];
-      for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
+      // 16 whole rows and 16 whole quads: unrolled, so the rows stay in registers through the transpose (the
+      // loops with their bounds checks kept them on the stack)
+      if (mb + 16 <= m) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = row(mb + i, g);
+      } else {
+        for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
+      }
       transpose16(r);
-      for (int64_t i = 0; i < 16; ++i) {
-        const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
-        if (quad < kq) store(mb, quad, r[i]);
+      if (g + 16 <= kq) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) store(mb, g + (Interleaved ? 4 * (i % 4) + i / 4 : i), r[i]);
+      } else {
+        for (int64_t i = 0; i < 16; ++i) {
+          const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
+          if (quad < kq) store(mb, quad, r[i]);
+        }
       }
     }
   }
@@ -769,8 +781,10 @@ inline auto u8_quads(const uint8_t* q, int64_t ldq, int64_t k) {
 // the 128-bit lanes (dword 4L + j = quad 4j + L), which relayout<true> undoes for free by where it stores each
 // transposed row. Inputs past k read as 0.0, which quantizes to the zero point, what the u8 rows' padding holds.
 inline __m512i quantized_quads_at(const float* xr, int64_t k, int64_t g, __m512 inv, __m512i zpv) {
+  const bool whole = 4 * g + 64 <= k;  // 64 inputs: no lane mask to work out per load
   const auto part = [&](int j) {
-    return quant_i32_16(_mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j), inv, zpv);
+    const __m512 v = whole ? _mm512_loadu_ps(xr + 16 * j) : _mm512_maskz_loadu_ps(first(k - 4 * g - 16 * j), xr + 16 * j);
+    return quant_i32_16(v, inv, zpv);
   };
   return _mm512_packus_epi16(_mm512_packus_epi32(part(0), part(1)), _mm512_packus_epi32(part(2), part(3)));
 }
