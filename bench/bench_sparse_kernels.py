@@ -43,7 +43,7 @@ def _csv(s: str) -> list[str]:
 
 
 def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
-        iters: int, threads: int, seed: int = 0) -> list[dict]:
+        iters: int, threads: int, seed: int = 0, region_per_call: bool = False) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
     for label, (n, k) in shapes.items():
@@ -56,7 +56,8 @@ def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[
                     w = w0 * magnitude_mask(w0, sp, pattern)
                     # dense baselines timed in the same interleaved loop (on the pruned weight: same cost as dense)
                     before = core_roundtrip_ns() if threads > 1 else None
-                    t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads)
+                    t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads,
+                                     region_per_call=region_per_call)
                     cores = [before, core_roundtrip_ns()] if threads > 1 else None  # where the host had the cores
                     base = {"int8": t["int8"], "f32": t["f32"]}
                     row = {"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp,
@@ -81,6 +82,10 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
              f"Command: `{meta['command']}`", "",
              f"Dense INT8 kernel: {meta.get('dense_int8', 'not recorded')} (`TRIMFORMER_NO_AMX` "
              f"{'set' if meta.get('no_amx_env') else 'unset'}).", "",
+             "Calls: " + ("each in a parallel region of its own (a fork and a join per call, as a lone Linear runs)."
+                          if meta.get("region_per_call") else
+                          "the calls of a timing share one parallel region, each ending at the team's barrier, as "
+                          "a pass's ops do (runs before 2026-12-07 opened a region per call)."), "",
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
              "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
              "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
     ap.add_argument("--patterns", type=_csv, default=list(FORMATS), help=f"comma list of {', '.join(FORMATS)}")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (a quick check that the script runs)")
+    ap.add_argument("--region-per-call", action="store_true",
+                    help="each call in a parallel region of its own (the protocol before 2026-12-07)")
     ap.add_argument("--out", default="bench/results/sparse_kernels")
     args = ap.parse_args(argv)
     bad = [s for s in args.shapes if s not in SHAPES] + [p for p in args.patterns if p not in FORMATS]
@@ -150,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     shapes = {"tiny": (40, 72)} if args.tiny else {s: SHAPES[s] for s in args.shapes}
     tokens = [int(t) for t in args.tokens.split(",")]
     sparsities = [float(s) for s in args.sparsities.split(",")]
-    rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads)
+    rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads,
+               region_per_call=args.region_per_call)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
             "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
             "command": env_prefix() + "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
-            "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", "")}
+            "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", ""), "region_per_call": args.region_per_call}
     out = Path(args.out)
     write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)

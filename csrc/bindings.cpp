@@ -729,8 +729,11 @@ class PyLinear {
     return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
   }
   // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the
-  // weight is flushed from the caches before each call (untimed), as in a pass
-  double time(int64_t m, int iters, bool cold) {
+  // weight is flushed from the caches before each call (untimed), as in a pass. The calls share one parallel region,
+  // each ending at the team's barrier, as a pass's ops do (EncoderEngine::time_linear); region_per_call: each call
+  // opens its own, as a lone run_linear does (a fork and a join per call: about 0.8 us on 2 Ice Lake cores, a fifth
+  // of a 90% block-sparse 768 x 768 call of one token)
+  double time(int64_t m, int iters, bool cold, bool region_per_call) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
     // 64-byte aligned, as the executor's buffers are (a std::vector's large float output sits 16 bytes off a cache
@@ -740,6 +743,7 @@ class PyLinear {
     for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;
     nb::gil_scoped_release release;
     engine_->run_linear(x, m, y, tf::Act::None, nullptr);
+    if (!region_per_call) return engine_->time_linear(x, m, y, iters, cold);
     double best = 1e30;
     for (int it = 0; it < iters; ++it) {
       if (cold) L.evict();
@@ -839,7 +843,7 @@ NB_MODULE(_core, m) {
       .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
            "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)
       .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
-      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false)
+      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false, "region_per_call"_a = false)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
       .def_prop_ro("kernel", [](PyLinear& p) { return tf::linear_kernel(p.engine_->only_linear()); })
       .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })

@@ -1,5 +1,6 @@
 """A/B of native builds on single Linears: the kernel timings of `trimformer.runtime.engine.time_formats` (the
-executor's own loader and kernels, activation preparation included, cold weights) on BERT-base layer shapes, run
+executor's own loader and kernels, activation preparation included, cold weights, best of interleaved calls) on
+BERT-base layer shapes, run
 with two or more saved builds of the `trimformer._core` extension, interleaved round by round as ab_builds.py does
 for whole passes.
 
@@ -32,24 +33,38 @@ from ab_builds import (  # noqa: E402
 SHAPES = {"qkv": (2304, 768), "ffn1": (3072, 768), "ffn2": (768, 3072), "attn_out": (768, 768)}
 
 # one timing run in a fresh process (the build under test is the installed module): prints {shape: ms}
+# (builds from before LinearRunner.time's region_per_call open a region per call: --region-per-call compares them
+# with newer builds on that protocol)
 CHILD = """
 import json, sys
 import numpy as np
+from trimformer import _core
+from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
-from trimformer.runtime.engine import time_formats
-fmt, pattern, sparsity, tokens, threads, iters, shapes = json.loads(sys.argv[1])
+from trimformer.runtime.engine import best_times, resolve_threads
+fmt, pattern, sparsity, tokens, threads, iters, shapes, region_per_call = json.loads(sys.argv[1])
 rng = np.random.default_rng(0)
 out = {}
 for label, (n, k) in shapes.items():
     w = rng.standard_normal((n, k)).astype(np.float32)
     w = w * magnitude_mask(w, sparsity, pattern)
-    out[label] = time_formats(w, [fmt], tokens=tokens, iters=iters, threads=threads)[fmt] * 1e3
+    stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
+    runner = _core.LinearRunner(stored, "x", "", resolve_threads(threads))
+    try:
+        runner.time(tokens, 1, True, region_per_call)
+        timer = lambda: runner.time(tokens, 1, True, region_per_call)
+    except TypeError:  # an older build: a region per call only
+        if not region_per_call:
+            raise SystemExit("this build opens a region per call: compare with --region-per-call")
+        timer = lambda: runner.time(tokens, 1, True)
+    out[label] = best_times({fmt: timer}, iters)[fmt] * 1e3
 print(json.dumps(out))
 """
 
 
 def time_build(args: argparse.Namespace) -> dict[str, float]:
-    spec = json.dumps([args.format, args.pattern, args.sparsity, args.tokens, args.threads, args.iters, SHAPES])
+    spec = json.dumps([args.format, args.pattern, args.sparsity, args.tokens, args.threads, args.iters, SHAPES,
+                       args.region_per_call])
     done = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"timing run failed:\n{done.stderr[-3000:]}")
@@ -66,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=40, help="calls per timing (best of)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--region-per-call", action="store_true",
+                    help="each call in a parallel region of its own (what builds before 2026-12-07 do)")
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -82,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(builds))
     lines = report_head("A/B of native builds on single Linears", command,
                         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, "
-                        f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights) per round; the "
-                        f"median over the rounds, and the sum over the shapes against `{first}`.", args.note)
+                        f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights; "
+                        f"{'a parallel region per call' if args.region_per_call else 'the calls in one parallel region'}"
+                        f") per round; the median over the rounds, and the sum over the shapes against `{first}`.",
+                        args.note)
     lines += table_lines(builds, runs)
     write_report(args.out, {"command": command, "builds": {k: str(v) for k, v in builds.items()}, "shapes": SHAPES,
                             "runs": runs}, lines)

@@ -962,6 +962,36 @@ void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, con
   linear(L, x, m, y, act, residual);
 }
 
+double EncoderEngine::time_linear(const float* x, int64_t m, float* y, int iters, bool cold) {
+  Linear& L = const_cast<Linear&>(only_linear());
+  if (m <= 0 || iters <= 0) throw std::invalid_argument("time_linear needs rows and iterations");
+  if (ws_.empty()) ws_.resize(1);
+  ensure_workspace(ws_[0], m, 0, 0);
+  double best = 1e30;
+  TeamError error;
+#pragma omp parallel num_threads(threads_)
+  {
+    tl_ws = &ws_[0];
+    tl_team = 0;
+    tl_team_error = &error;
+    for (int it = 0; it < iters; ++it) {
+#pragma omp master
+      {
+        if (cold) L.evict();
+      }
+#pragma omp barrier
+      const auto t0 = std::chrono::steady_clock::now();
+      error.guard([&] { linear(L, x, m, y, Act::None, nullptr); });  // ends at the team's barrier
+#pragma omp master
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    tl_team_error = nullptr;
+  }
+  tl_ws = &ws_[0];
+  error.rethrow();
+  return best;
+}
+
 EncoderEngine::EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {

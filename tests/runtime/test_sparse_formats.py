@@ -433,3 +433,24 @@ def test_encoder_on_a_few_tokens_equals_the_tiles_path(isa, rng, tmp_path, monke
     for b, seq in ((1, 1), (1, 3), (1, 8), (1, 9), (2, 3), (3, 2)):
         want = tiles.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"]
         np.testing.assert_array_equal(few.run(ids[:b, :seq], mask[:b, :seq])["last_hidden_state"], want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("fmt", ["int8", "block-int8", "csr-f32"])
+def test_timing_in_one_region_and_per_call(rng, fmt, threads):
+    # LinearRunner.time runs its calls in one parallel region (each ending at the team's barrier, as a pass's ops)
+    # or a region per call: both time real calls (a few tokens and tiles, hot and cold) and leave the runner as it
+    # was, so that run() still gives the bits it gave before
+    w = _weight(rng, 70, 45, "block", 0.9)
+    r = _runner(fmt, w, rng.standard_normal(70).astype(np.float32), "", threads)
+    x = rng.standard_normal((130, 45)).astype(np.float32)
+    before = r.run(x)
+    for m in (1, 130):
+        for cold in (False, True):
+            for per_call in (False, True):
+                t = r.time(m, 3, cold, per_call)
+                assert 0.0 < t < 1.0
+    np.testing.assert_array_equal(r.run(x), before)
+    for bad in ((0, 3), (4, 0)):
+        with pytest.raises(ValueError, match="positive"):
+            r.time(*bad, False, False)

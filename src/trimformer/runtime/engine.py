@@ -518,19 +518,20 @@ def best_times(timers: Mapping[str, Callable[[], float]], iters: int, confirm: f
 
 def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
                  threads: int | None = None, isa: str | None = None, cold: bool = True,
-                 confirm: float | None = None) -> dict[str, float]:
+                 confirm: float | None = None, region_per_call: bool = False) -> dict[str, float]:
     """Seconds per call of one Linear with weight `w` stored in each of `formats`, run by the executor's own
     loader and kernels (dynamic INT8 activations for INT8 formats) on `tokens` synthetic rows: best of `iters`,
     interleaved across formats so that a noisy neighbour hurts them alike (with `confirm`, the close ones timed
     again: best_times). cold (default): the weight is flushed from the caches before each call, as in a forward
     pass, where each layer's weights come from beyond L2 (planned from hot timings, an 80%-block BERT-base kept 44
     of 48 Linears dense and its pass took 13.82 ms against 8.88 ms planned cold, 1 x 128:
-    bench/results/planner_cold_timing.md)."""
+    bench/results/planner_cold_timing.md). The calls of one timing share a parallel region, each ending at the
+    team's barrier, as a pass's ops do; region_per_call: each opens its own (a fork and a join per call)."""
     timers = {}
     for fmt in formats:
         stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
         runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
-        timers[fmt] = lambda runner=runner: runner.time(tokens, 1, cold)
+        timers[fmt] = lambda runner=runner: runner.time(tokens, 1, cold, region_per_call)
     return best_times(timers, iters, confirm)
 
 
