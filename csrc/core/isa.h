@@ -98,6 +98,9 @@ struct Epilogue {
   // (gemm_bsr_s8 at the avx512 level, 4x4 blocks) token vectors of 16 per tile, 1, 2 or 4; else the kernel's rule.
   // For A/B runs (EncoderEngine: TRIMFORMER_BSR_TILE_VECS)
   int tile_vecs = 0;
+  // (gemm_bsr_s8 at the avx512 level) the pieces' transposes back to token rows as transpose16 over registers
+  // instead of load_transposed16 from the tile (A/B runs: TRIMFORMER_BSR_TRANSPOSE16)
+  bool bsr_transpose16 = false;
   // (gemm_bsr_s8 at the avx512 level) float rows of c as streaming stores, where c's rows and the call's first
   // column lie on 64-byte lines: set by the executor for Linears whose whole float output reaches
   // kStreamOutputBytes (EncoderEngine)

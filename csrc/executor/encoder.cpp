@@ -894,6 +894,7 @@ EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const s
 void EncoderEngine::read_linear_settings() {
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
+  bsr_transpose16_ = env_flag("TRIMFORMER_BSR_TRANSPOSE16");
   bsr_few_off_ = env_flag("TRIMFORMER_BSR_FEW_TOKENS_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
 }
@@ -1341,6 +1342,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     }
     epi.qkv = io.qkv;
     epi.tile_vecs = bsr_tile_vecs_;
+    epi.bsr_transpose16 = bsr_transpose16_;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)

@@ -36,6 +36,36 @@ inline void transpose16(__m512i* r) {
   }
 }
 
+// r[j] = (t[0][j], t[ld][j], ..., t[15 ld][j]) for j < 16: transpose16 of the 16 rows at t, ld floats apart (64-byte
+// aligned rows), done on the way in from memory. Register s[p] of column block J gathers in its 128-bit lane I the
+// 4 columns 4J .. 4J + 3 of row 4I + p (a 16-byte load and three inserts from memory, which issue on the two vector
+// ALU ports and a load port, not on the shuffle port); a 4 x 4 transpose within the lanes (8 unpacks) finishes
+// them: 32 shuffle-port uops where transpose16 spends 64.
+inline void load_transposed16(const float* t, int64_t ld, __m512i* r) {
+  const auto chunk = [&](int row, int J) { return _mm_load_si128(reinterpret_cast<const __m128i*>(t + row * ld + 4 * J)); };
+#pragma GCC unroll 4
+  for (int J = 0; J < 4; ++J) {
+    __m512i s[4];
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      __m512i x = _mm512_castsi128_si512(chunk(p, J));
+      x = _mm512_inserti32x4(x, chunk(4 + p, J), 1);
+      x = _mm512_inserti32x4(x, chunk(8 + p, J), 2);
+      s[p] = _mm512_inserti32x4(x, chunk(12 + p, J), 3);
+    }
+    const __m512i u0 = _mm512_unpacklo_epi32(s[0], s[1]), u1 = _mm512_unpackhi_epi32(s[0], s[1]);
+    const __m512i u2 = _mm512_unpacklo_epi32(s[2], s[3]), u3 = _mm512_unpackhi_epi32(s[2], s[3]);
+    r[4 * J] = _mm512_unpacklo_epi64(u0, u2);
+    r[4 * J + 1] = _mm512_unpackhi_epi64(u0, u2);
+    r[4 * J + 2] = _mm512_unpacklo_epi64(u1, u3);
+    r[4 * J + 3] = _mm512_unpackhi_epi64(u1, u3);
+  }
+}
+
+inline void load_transposed16(const float* t, int64_t ld, __m512* r) {
+  load_transposed16(t, ld, reinterpret_cast<__m512i*>(r));
+}
+
 inline __mmask16 first(int64_t count) {
   return count >= 16 ? 0xFFFF : (count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1));
 }

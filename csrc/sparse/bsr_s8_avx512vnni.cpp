@@ -336,9 +336,13 @@ void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
   const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
   __m512i r[16];
+  if (epi.bsr_transpose16) {  // the A/B setting's form: the rows into registers, then the 64 shuffles
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
-  transpose16(r);
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
+    transpose16(r);
+  } else {  // half the shuffles (the pieces' transposes take the port the dot products share)
+    load_transposed16(&t[0][16 * v], 64, r);
+  }
   const int64_t row0 = m0 + 16 * v;
   const int64_t rows = m - row0 < 16 ? m - row0 : 16;
   const auto finish = [&](int64_t i, __m512i ri) {

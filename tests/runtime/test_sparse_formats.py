@@ -454,3 +454,20 @@ def test_timing_in_one_region_and_per_call(rng, fmt, threads):
     for bad in ((0, 3), (4, 0)):
         with pytest.raises(ValueError, match="positive"):
             r.time(*bad, False, False)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_block_int8_pieces_transposed_from_the_tile_equal_transpose16(isa, rng, monkeypatch, act, threads):
+    # the tiles' pieces go back to token rows by load_transposed16 (inserts from memory); TRIMFORMER_BSR_TRANSPOSE16
+    # keeps the register transpose: the same bits, with a residual and without, over partial pieces (tokens and
+    # outputs not multiples of 16)
+    w = _weight(rng, 70, 45, "block", 0.7)
+    bias = rng.standard_normal(70).astype(np.float32)
+    x = rng.standard_normal((133, 45)).astype(np.float32)
+    res = rng.standard_normal((133, 70)).astype(np.float32)
+    new = _runner("block-int8", w, bias, isa, threads)
+    monkeypatch.setenv("TRIMFORMER_BSR_TRANSPOSE16", "1")
+    old = _runner("block-int8", w, bias, isa, threads)
+    np.testing.assert_array_equal(new.run(x, act), old.run(x, act))
+    np.testing.assert_array_equal(new.run(x, act, res), old.run(x, act, res))
