@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,14 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
-        iters: int, threads: int, seed: int = 0, region_per_call: bool = False) -> list[dict]:
+def _time_rows(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
+               iters: int, threads: int, seed: int, region_per_call: bool) -> list[dict]:
+    """One pass over the rows: each row's seconds per call for the dense baselines and its pattern's formats"""
     rng = np.random.default_rng(seed)
-    rows = []
+    timed = []
     for label, (n, k) in shapes.items():
         w0 = rng.standard_normal((n, k)).astype(np.float32)
         for m in tokens:
-            ops = 2.0 * m * n * k
             for pattern in patterns:
                 levels = [0.5] if pattern in ("2:4", "4:8") else sparsities
                 for sp in levels:
@@ -59,19 +60,50 @@ def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[
                     t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads,
                                      region_per_call=region_per_call)
                     cores = [before, core_roundtrip_ns()] if threads > 1 else None  # where the host had the cores
-                    base = {"int8": t["int8"], "f32": t["f32"]}
-                    row = {"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp,
-                           "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {},
-                           "core_roundtrip_ns": cores}
-                    for fmt in FORMATS[pattern]:
-                        dense = base["int8"] if get_format(fmt).int8_activations else base["f32"]
-                        row["formats"][fmt] = {
-                            "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
-                            "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}
-                    rows.append(row)
-                    best = max(row["formats"], key=lambda f: row["formats"][f]["speedup_vs_dense_same_precision"])
-                    print(f"{label:18s} m={m:5d} {pattern:12s} {sp:.2f}: best {best} "
-                          f"{row['formats'][best]['speedup_vs_dense_same_precision']:.2f}x its dense", file=sys.stderr)
+                    timed.append({"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp, "t": t,
+                                  "cores": cores})
+                    print(f"{label:18s} m={m:5d} {pattern:12s} {sp:.2f}: timed", file=sys.stderr)
+    return timed
+
+
+def _report_row(e: dict) -> dict:
+    t, n, k, m = e["t"], e["n"], e["k"], e["m"]
+    ops = 2.0 * m * n * k
+    base = {"int8": t["int8"], "f32": t["f32"]}
+    row = {"shape": e["shape"], "n": n, "k": k, "m": m, "pattern": e["pattern"], "sparsity": e["sparsity"],
+           "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {},
+           "core_roundtrip_ns": e["cores"]}
+    for fmt in FORMATS[e["pattern"]]:
+        dense = base["int8"] if get_format(fmt).int8_activations else base["f32"]
+        row["formats"][fmt] = {
+            "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
+            "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}
+    return row
+
+
+def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
+        iters: int, threads: int, seed: int = 0, region_per_call: bool = False, rounds: int = 1,
+        round_gap_s: float = 0.0) -> list[dict]:
+    """Every row timed `rounds` times, all rows per round (a pause between rounds), each format's time its best over
+    all calls of all rounds: the rounds spread each row's calls over the run, so that a slow phase of a shared
+    host that lasts through one pass over a row does not set that row's figures alone"""
+    merged: list[dict] | None = None
+    for r in range(rounds):
+        if r:
+            time.sleep(round_gap_s)
+        timed = _time_rows(shapes, tokens, sparsities, patterns, iters, threads, seed, region_per_call)
+        if merged is None:
+            merged = timed
+            continue
+        for a, b in zip(merged, timed, strict=True):
+            a["t"] = {f: min(a["t"][f], b["t"][f]) for f in a["t"]}
+            if a["cores"] is not None:
+                a["cores"] = a["cores"] + b["cores"]
+    rows = [_report_row(e) for e in merged or []]
+    for row in rows:
+        best = max(row["formats"], key=lambda f: row["formats"][f]["speedup_vs_dense_same_precision"])
+        print(f"{row['shape']:18s} m={row['m']:5d} {row['pattern']:12s} {row['sparsity']:.2f}: best {best} "
+              f"{row['formats'][best]['speedup_vs_dense_same_precision']:.2f}x its dense", file=sys.stderr)
     return rows
 
 
@@ -85,7 +117,9 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
              "Calls: " + ("each in a parallel region of its own (a fork and a join per call, as a lone Linear runs)."
                           if meta.get("region_per_call") else
                           "the calls of a timing share one parallel region, each ending at the team's barrier, as "
-                          "a pass's ops do (runs before 2026-12-07 opened a region per call)."), "",
+                          "a pass's ops do (runs before 2026-12-07 opened a region per call)."),
+             f"Rounds: {meta.get('rounds', 1)} pass(es) over all rows ({meta.get('round_gap_s', 0.0):g} s apart); "
+             f"each time is the best over all calls of all rounds.", "",
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
              "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
              "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
@@ -147,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sparsities", default=",".join(str(s) for s in SPARSITIES))
     ap.add_argument("--patterns", type=_csv, default=list(FORMATS), help=f"comma list of {', '.join(FORMATS)}")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (a quick check that the script runs)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="passes over all rows; each format keeps its best over all of them")
+    ap.add_argument("--round-gap-s", type=float, default=0.0, help="pause between rounds")
     ap.add_argument("--region-per-call", action="store_true",
                     help="each call in a parallel region of its own (the protocol before 2026-12-07)")
     ap.add_argument("--out", default="bench/results/sparse_kernels")
@@ -157,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     shapes = {"tiny": (40, 72)} if args.tiny else {s: SHAPES[s] for s in args.shapes}
     tokens = [int(t) for t in args.tokens.split(",")]
     sparsities = [float(s) for s in args.sparsities.split(",")]
+    if args.rounds < 1 or args.round_gap_s < 0:
+        ap.error("--rounds must be positive and --round-gap-s not negative")
     rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads,
-               region_per_call=args.region_per_call)
+               region_per_call=args.region_per_call, rounds=args.rounds, round_gap_s=args.round_gap_s)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
             "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
             "command": env_prefix() + "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
-            "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", ""), "region_per_call": args.region_per_call}
+            "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", ""), "region_per_call": args.region_per_call,
+            "rounds": args.rounds, "round_gap_s": args.round_gap_s}
     out = Path(args.out)
     write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)

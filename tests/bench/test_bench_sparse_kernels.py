@@ -1,0 +1,49 @@
+"""bench/bench_sparse_kernels.py: rows of every format against the dense baselines; with rounds, each format keeps
+its best time over all rounds."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+_BENCH = Path(__file__).parents[2] / "bench"
+sys.path.insert(0, str(_BENCH))  # it imports harness beside it
+_spec = importlib.util.spec_from_file_location("bench_sparse_kernels", _BENCH / "bench_sparse_kernels.py")
+bsk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bsk)
+
+
+def test_rounds_keep_each_formats_best_time(monkeypatch):
+    calls = []
+
+    def fake_time_formats(w, formats, **kw):
+        calls.append(kw["region_per_call"])
+        dense, sparse = (1.0, 0.5) if len(calls) == 1 else (2.0, 0.1)  # round 1 the dense best, round 2 the sparse
+        return {f: dense if f in ("int8", "f32") else sparse for f in formats}
+
+    monkeypatch.setattr(bsk, "time_formats", fake_time_formats)
+    monkeypatch.setattr(bsk, "core_roundtrip_ns", lambda: 100.0)
+    rows = bsk.run({"tiny": (40, 72)}, [5], [0.9], ["block"], iters=1, threads=2, rounds=2)
+    assert calls == [False, False]
+    (row,) = rows
+    assert row["dense_int8_ms"] == 1000.0 and row["dense_f32_ms"] == 1000.0  # round 1's
+    assert row["formats"]["block-int8"]["ms"] == 100.0  # round 2's
+    assert row["formats"]["block-int8"]["speedup_vs_dense_same_precision"] == pytest.approx(10.0)
+    assert row["core_roundtrip_ns"] == [100.0] * 4
+
+
+def test_tiny_run_writes_its_protocol(tmp_path):
+    out = tmp_path / "sk"
+    assert bsk.main(["--tiny", "--tokens", "1,5", "--iters", "1", "--rounds", "2", "--patterns", "block",
+                     "--out", str(out)]) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())["meta"]
+    assert meta["rounds"] == 2 and meta["region_per_call"] is False
+    text = out.with_suffix(".md").read_text()
+    assert "Rounds: 2 pass(es)" in text and "share one parallel region" in text
+
+
+def test_bad_rounds_fail_clearly(tmp_path):
+    with pytest.raises(SystemExit):
+        bsk.main(["--tiny", "--rounds", "0", "--out", str(tmp_path / "x")])
