@@ -285,8 +285,8 @@ class EncoderEngine {
   bool fused_rows_off_ = false;  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
   bool bsr_pieces_off_ = false;  // TRIMFORMER_BSR_PIECES_OFF: a long token split prepares its whole share first
   bool bsr_few_off_ = false;  // TRIMFORMER_BSR_FEW_TOKENS_OFF: calls of a few tokens re-lay them as longer ones
-  int bsr_tile_vecs_ = 0;
-  bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
+  int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
+  bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
   void read_linear_settings();
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;

@@ -36,8 +36,8 @@ inline void transpose16(__m512i* r) {
   }
 }
 
-// r[j] = (t[0][j], t[ld][j], ..., t[15 ld][j]) for j < 16: transpose16 of the 16 rows at t, ld floats apart (64-byte
-// aligned rows), done on the way in from memory. Register s[p] of column block J gathers in its 128-bit lane I the
+// r[j] = (t[0][j], t[ld][j], ..., t[15 ld][j]) for j < 16: transpose16 of the 16 rows at t, ld floats apart (rows
+// on 16-byte boundaries), done on the way in from memory. Register s[p] of column block J gathers in its 128-bit lane I the
 // 4 columns 4J .. 4J + 3 of row 4I + p (a 16-byte load and three inserts from memory, which issue on the two vector
 // ALU ports and a load port, not on the shuffle port); a 4 x 4 transpose within the lanes (8 unpacks) finishes
 // them: 32 shuffle-port uops where transpose16 spends 64.
