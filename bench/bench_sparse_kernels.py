@@ -117,7 +117,7 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
              "Calls: " + ("each in a parallel region of its own (a fork and a join per call, as a lone Linear runs)."
                           if meta.get("region_per_call") else
                           "the calls of a timing share one parallel region, each ending at the team's barrier, as "
-                          "a pass's ops do (runs before 2026-12-07 opened a region per call)."),
+                          "a pass's ops do (older tables opened a region per call)."),
              f"Rounds: {meta.get('rounds', 1)} pass(es) over all rows ({meta.get('round_gap_s', 0.0):g} s apart); "
              f"each time is the best over all calls of all rounds.", "",
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="passes over all rows; each format keeps its best over all of them")
     ap.add_argument("--round-gap-s", type=float, default=0.0, help="pause between rounds")
     ap.add_argument("--region-per-call", action="store_true",
-                    help="each call in a parallel region of its own (the protocol before 2026-12-07)")
+                    help="each call in a parallel region of its own (the older tables' protocol)")
     ap.add_argument("--out", default="bench/results/sparse_kernels")
     args = ap.parse_args(argv)
     bad = [s for s in args.shapes if s not in SHAPES] + [p for p in args.patterns if p not in FORMATS]

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=40, help="calls per timing (best of)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--region-per-call", action="store_true",
-                    help="each call in a parallel region of its own (what builds before 2026-12-07 do)")
+                    help="each call in a parallel region of its own (the only protocol of older builds)")
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
