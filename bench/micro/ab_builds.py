@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,21 @@ def swapping_builds() -> Iterator[Path]:
             yield module
         finally:
             install(original, module)
+
+
+@contextlib.contextmanager
+def settings(env: dict[str, str]):
+    """os.environ with `env` set, restored afterwards"""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def command_line(argv: list[str] | None) -> str:

@@ -22,8 +22,6 @@ construction only; the default compiles per variant, for settings that act at co
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -32,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, parse_case, report_head, write_report  # noqa: E402  (bench/micro, this script's directory)
+from ab_builds import command_line, parse_case, report_head, settings, write_report  # noqa: E402  (bench/micro, this script's directory)
 
 import peers  # noqa: E402  (seeded random-weight models, pruned as bench_dense prunes them)
 import trimformer  # noqa: E402
@@ -54,21 +52,6 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
             raise SystemExit(f"variant {text!r}: expected NAME=TRIMFORMER_X=V[;TRIMFORMER_Y=W]")
         env[key] = value
     return name, env
-
-
-@contextlib.contextmanager
-def settings(env: dict[str, str]):
-    """os.environ with `env` set, restored afterwards"""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def build(case: dict, env: dict[str, str], saved_plan: Path | None = None):

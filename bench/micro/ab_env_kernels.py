@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, report_head, write_report  # noqa: E402
+from ab_builds import command_line, report_head, settings, write_report  # noqa: E402
 
 from trimformer import _core  # noqa: E402
 from trimformer.formats.registry import get_format  # noqa: E402
@@ -29,18 +29,8 @@ SHAPES = {"qkv": (2304, 768), "ffn1": (3072, 768), "ffn2": (768, 3072), "attn_ou
 
 def runner_with(stored: dict, threads: int, env: tuple[str, str] | None) -> _core.LinearRunner:
     """A runner built with the variable set (env) or unset (None); the process environment is restored after"""
-    name = env[0] if env else None
-    saved = {k: os.environ.get(k) for k in ([name] if name else [])}
-    try:
-        if env:
-            os.environ[env[0]] = env[1]
+    with settings(dict([env]) if env else {}):
         return _core.LinearRunner(stored, "x", "", threads)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def ab_shape(w: np.ndarray, fmt: str, env: tuple[str, str], tokens: int, cycles: int, block: int,
