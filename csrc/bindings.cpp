@@ -731,8 +731,8 @@ class PyLinear {
   // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the
   // weight is flushed from the caches before each call (untimed), as in a pass. The calls share one parallel region,
   // each ending at the team's barrier, as a pass's ops do (EncoderEngine::time_linear); region_per_call: each call
-  // opens its own, as a lone run_linear does (a fork and a join per call: about 0.8 us on 2 Ice Lake cores, a fifth
-  // of a 90% block-sparse 768 x 768 call of one token)
+  // opens its own, as a lone run_linear does (a fork and a join per call: 0.8-1.0 us on 2 Ice Lake cores, a fifth
+  // of a 90% block-sparse 768 x 768 call of one token: bench/results/timing_protocol_icelake.md)
   double time(int64_t m, int iters, bool cold, bool region_per_call) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
@@ -743,15 +743,7 @@ class PyLinear {
     for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;
     nb::gil_scoped_release release;
     engine_->run_linear(x, m, y, tf::Act::None, nullptr);
-    if (!region_per_call) return engine_->time_linear(x, m, y, iters, cold);
-    double best = 1e30;
-    for (int it = 0; it < iters; ++it) {
-      if (cold) L.evict();
-      const auto t0 = std::chrono::steady_clock::now();
-      engine_->run_linear(x, m, y, tf::Act::None, nullptr);
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return best;
+    return engine_->time_linear(x, m, y, iters, cold, region_per_call);
   }
   std::unique_ptr<tf::EncoderEngine> engine_;
 };

@@ -39,25 +39,19 @@ CHILD = """
 import json, sys
 import numpy as np
 from trimformer import _core
-from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
-from trimformer.runtime.engine import best_times, resolve_threads
+from trimformer.runtime.engine import time_formats
 fmt, pattern, sparsity, tokens, threads, iters, shapes, region_per_call = json.loads(sys.argv[1])
+older = "region_per_call" not in (_core.LinearRunner.time.__doc__ or "")  # a region per call, its only protocol
+if older and not region_per_call:
+    raise SystemExit("this build opens a region per call: compare with --region-per-call")
 rng = np.random.default_rng(0)
 out = {}
 for label, (n, k) in shapes.items():
     w = rng.standard_normal((n, k)).astype(np.float32)
     w = w * magnitude_mask(w, sparsity, pattern)
-    stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
-    runner = _core.LinearRunner(stored, "x", "", resolve_threads(threads))
-    try:
-        runner.time(tokens, 1, True, region_per_call)
-        timer = lambda: runner.time(tokens, 1, True, region_per_call)
-    except TypeError:  # an older build: a region per call only
-        if not region_per_call:
-            raise SystemExit("this build opens a region per call: compare with --region-per-call")
-        timer = lambda: runner.time(tokens, 1, True)
-    out[label] = best_times({fmt: timer}, iters)[fmt] * 1e3
+    out[label] = time_formats(w, [fmt], tokens=tokens, iters=iters, threads=threads,
+                              region_per_call=region_per_call and not older)[fmt] * 1e3
 print(json.dumps(out))
 """
 

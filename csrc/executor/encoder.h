@@ -195,9 +195,9 @@ class EncoderEngine {
   // y [m, n] = act(x [m, k] . W^T + bias) + residual, on the Linear-only engine
   void run_linear(const float* x, int64_t m, float* y, Act act, const float* residual);
   // Best seconds per call of the only Linear over `iters` calls timed as in a pass: the calls share one parallel
-  // region and each ends at the team's barrier, as a pass's ops do (no fork or join per call); cold: the weight is
-  // evicted before each call (by one thread, untimed)
-  double time_linear(const float* x, int64_t m, float* y, int iters, bool cold);
+  // region and each ends at the team's barrier, as a pass's ops do (no fork or join per call); region_per_call:
+  // each call opens its own, as a lone run_linear does. cold: the weight is evicted before each call (untimed)
+  double time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call = false);
   const Linear& only_linear() const;
   // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
   // one run at a time per engine (the Python wrapper holds a lock).
