@@ -1,5 +1,8 @@
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -45,3 +48,15 @@ def tiny_bert(seed: int = 0, hidden: int = 64, intermediate: int = 96, max_posit
     return BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
                                 intermediate_size=intermediate, vocab_size=100,
                                 max_position_embeddings=max_positions), add_pooling_layer=False).eval()
+
+
+def load_bench_script(relpath: str) -> ModuleType:
+    """A script under bench/ (e.g. "micro/ab_env_kernels.py") as a module, with its directory on sys.path: the
+    scripts import their neighbours (harness, peers, ab_builds)"""
+    path = Path(__file__).parents[1] / "bench" / relpath
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,18 +1,13 @@
 """bench/micro/ab_env_kernels.py: two runners of one weight, built with and without a setting, take turns."""
 
-import importlib.util
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-_MICRO = Path(__file__).parents[2] / "bench" / "micro"
-sys.path.insert(0, str(_MICRO))  # it imports ab_builds beside it
-_spec = importlib.util.spec_from_file_location("ab_env_kernels", _MICRO / "ab_env_kernels.py")
-ab_env_kernels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ab_env_kernels)
+from conftest import load_bench_script
+
+ab_env_kernels = load_bench_script("micro/ab_env_kernels.py")
 
 
 def test_runners_take_turns_and_the_environment_is_restored(tmp_path, monkeypatch):

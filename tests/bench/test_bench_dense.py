@@ -1,18 +1,13 @@
 """bench/bench_dense.py's round-by-round INT8 ratios: each trimformer INT8 runtime against the fastest peer of
 the same round, and none where a runtime missed a round."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-_BENCH = Path(__file__).parents[2] / "bench"
-sys.path.insert(0, str(_BENCH))  # bench_dense imports its neighbours (harness, peers)
+from conftest import load_bench_script
+
 pytest.importorskip("onnx")
-_spec = importlib.util.spec_from_file_location("bench_dense", _BENCH / "bench_dense.py")
-bench_dense = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_dense)
+bench_dense = load_bench_script("bench_dense.py")
 
 
 def _entry(rounds_ms, rounds=None):

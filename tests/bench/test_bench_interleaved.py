@@ -1,19 +1,14 @@
 """bench/bench_interleaved.py: runtimes take turns in blocks (order rotating, an untimed call first), and the
 ratios compare trimformer with ORT's best runtime and, cycle by cycle, with the fastest ORT block."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_BENCH = Path(__file__).parents[2] / "bench"
-sys.path.insert(0, str(_BENCH))  # bench_interleaved imports its neighbours (bench_dense, harness, peers)
+from conftest import load_bench_script
+
 pytest.importorskip("onnx")
-_spec = importlib.util.spec_from_file_location("bench_interleaved", _BENCH / "bench_interleaved.py")
-bench_interleaved = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_interleaved)
+bench_interleaved = load_bench_script("bench_interleaved.py")
 
 
 def test_runtimes_take_turns_in_rotating_blocks():

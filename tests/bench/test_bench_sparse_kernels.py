@@ -1,18 +1,13 @@
 """bench/bench_sparse_kernels.py: rows of every format against the dense baselines; with rounds, each format keeps
 its best time over all rounds."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-_BENCH = Path(__file__).parents[2] / "bench"
-sys.path.insert(0, str(_BENCH))  # it imports harness beside it
-_spec = importlib.util.spec_from_file_location("bench_sparse_kernels", _BENCH / "bench_sparse_kernels.py")
-bsk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bsk)
+from conftest import load_bench_script
+
+bsk = load_bench_script("bench_sparse_kernels.py")
 
 
 def test_rounds_keep_each_formats_best_time(monkeypatch):

@@ -1,17 +1,12 @@
 """bench/micro/timing_protocol.py: both timing protocols of LinearRunner.time, sparse and dense, every shape."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-_MICRO = Path(__file__).parents[2] / "bench" / "micro"
-sys.path.insert(0, str(_MICRO))  # it imports ab_builds beside it
-_spec = importlib.util.spec_from_file_location("timing_protocol", _MICRO / "timing_protocol.py")
-timing_protocol = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(timing_protocol)
+from conftest import load_bench_script
+
+timing_protocol = load_bench_script("micro/timing_protocol.py")
 
 
 def test_report_times_both_protocols_for_each_shape(tmp_path, monkeypatch):
