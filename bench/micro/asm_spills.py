@@ -71,6 +71,22 @@ def spilling_loops(asm: str, max_loop_lines: int = 400) -> list[SpillingLoop]:
     return found
 
 
+def stack_stores_by_function(asm: str) -> dict[str, int]:
+    """{function: ymm/zmm stores to the stack anywhere in it}, for functions whose registers should never go there
+    (a tile's finishing pieces: an array of transposed rows that GCC keeps in memory costs every piece a store and a
+    reload per row, and no numeric test notices)"""
+    counts: dict[str, int] = {}
+    current = None
+    for line in asm.split("\n"):
+        f = FUNC.match(line)
+        if f and not line.startswith(".L"):
+            current = f.group(1)
+            counts.setdefault(current, 0)
+        elif current is not None and STACK_STORE.search(line):
+            counts[current] += 1
+    return counts
+
+
 def demangle(name: str) -> str:
     done = subprocess.run(["c++filt", name], capture_output=True, text=True, check=False)
     return done.stdout.strip() or name

@@ -9,8 +9,10 @@ namespace tf {
 namespace avx512 {
 namespace {
 
-// r[i][j] <- r[j][i] for a 16x16 matrix of 32-bit lanes
-inline void transpose16(__m512i* r) {
+// r[i][j] <- r[j][i] for a 16x16 matrix of 32-bit lanes. Always inlined, as load_transposed16: called out of line
+// (gcc's choice once finish_piece had both forms), the 16 rows went through the stack on their way to the caller's
+// finishing loop, 16 stores and 16 reloads per piece.
+__attribute__((always_inline)) inline void transpose16(__m512i* r) {
   __m512i t[16];
   for (int i = 0; i < 16; i += 2) {
     t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
@@ -41,17 +43,26 @@ inline void transpose16(__m512i* r) {
 // 4 columns 4J .. 4J + 3 of row 4I + p (a 16-byte load and three inserts from memory, which issue on the two vector
 // ALU ports and a load port, not on the shuffle port); a 4 x 4 transpose within the lanes (8 unpacks) finishes
 // them: 32 shuffle-port uops where transpose16 spends 64.
-inline void load_transposed16(const float* t, int64_t ld, __m512i* r) {
-  const auto chunk = [&](int row, int J) { return _mm_load_si128(reinterpret_cast<const __m128i*>(t + row * ld + 4 * J)); };
+// x with 128-bit lane L replaced by the 16 bytes at p, the insert reading memory: written as the intrinsic over a
+// load, gcc may hoist the loads into registers (spilling some when they are many) and insert from there, a
+// shuffle-port uop, which undoes what load_transposed16 is for
+template <int L>
+__attribute__((always_inline)) inline __m512i insert_lane_from(__m512i x, const void* p) {
+  asm("vinserti32x4 %2, %1, %0, %0" : "+v"(x) : "m"(*static_cast<const __m128i*>(p)), "i"(L));
+  return x;
+}
+
+__attribute__((always_inline)) inline void load_transposed16(const float* t, int64_t ld, __m512i* r) {
+  const auto at = [&](int row, int J) { return t + row * ld + 4 * J; };
 #pragma GCC unroll 4
   for (int J = 0; J < 4; ++J) {
     __m512i s[4];
 #pragma GCC unroll 4
     for (int p = 0; p < 4; ++p) {
-      __m512i x = _mm512_castsi128_si512(chunk(p, J));
-      x = _mm512_inserti32x4(x, chunk(4 + p, J), 1);
-      x = _mm512_inserti32x4(x, chunk(8 + p, J), 2);
-      s[p] = _mm512_inserti32x4(x, chunk(12 + p, J), 3);
+      __m512i x = _mm512_castsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(at(p, J))));
+      x = insert_lane_from<1>(x, at(4 + p, J));
+      x = insert_lane_from<2>(x, at(8 + p, J));
+      s[p] = insert_lane_from<3>(x, at(12 + p, J));
     }
     const __m512i u0 = _mm512_unpacklo_epi32(s[0], s[1]), u1 = _mm512_unpackhi_epi32(s[0], s[1]);
     const __m512i u2 = _mm512_unpacklo_epi32(s[2], s[3]), u3 = _mm512_unpackhi_epi32(s[2], s[3]);
@@ -62,7 +73,7 @@ inline void load_transposed16(const float* t, int64_t ld, __m512i* r) {
   }
 }
 
-inline void load_transposed16(const float* t, int64_t ld, __m512* r) {
+__attribute__((always_inline)) inline void load_transposed16(const float* t, int64_t ld, __m512* r) {
   load_transposed16(t, ld, reinterpret_cast<__m512i*>(r));
 }
 
@@ -70,7 +81,7 @@ inline __mmask16 first(int64_t count) {
   return count >= 16 ? 0xFFFF : (count <= 0 ? 0 : static_cast<__mmask16>((1u << count) - 1));
 }
 
-inline void transpose16(__m512* r) { transpose16(reinterpret_cast<__m512i*>(r)); }
+__attribute__((always_inline)) inline void transpose16(__m512* r) { transpose16(reinterpret_cast<__m512i*>(r)); }
 
 // the first `count` of 64 byte lanes
 inline __mmask64 first64(int64_t count) {

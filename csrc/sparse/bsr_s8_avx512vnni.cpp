@@ -335,25 +335,35 @@ void finish_piece(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb
   const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
   const __m512i out_zp = _mm512_set1_epi32(epi.out_zp);
-  __m512i r[16];
+  const int64_t row0 = m0 + 16 * v;
+  const int64_t rows = m - row0 < 16 ? m - row0 : 16;
+  // the 16 transposed rows finished with constant indices, so they stay in registers: r indexed by a variable (a
+  // loop to `rows`), or one array filled by either form below, put all 16 on the stack in every piece (16 stores
+  // and 16 reloads each). Each form has its own array and its own copy of this.
+  const auto finish_rows = [&](const __m512i* r) {
+    const auto finish = [&](int64_t i, __m512i ri) {
+      finish_row<A, Residual, OutU8, Stream>(_mm512_castsi512_ps(ri), row0 + i, nb0, cols, ck, bias, c, ldc, epi,
+                                             out_inv, out_zp);
+    };
+    if (rows == 16) {
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) finish(i, r[i]);
+    } else {
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i)
+        if (i < rows) finish(i, r[i]);
+    }
+  };
   if (epi.bsr_transpose16) {  // the A/B setting's form: the rows into registers, then the 64 shuffles
+    __m512i r[16];
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i) r[i] = _mm512_load_si512(&t[i][16 * v]);
     transpose16(r);
+    finish_rows(r);
   } else {  // half the shuffles (the pieces' transposes take the port the dot products share)
+    __m512i r[16];
     load_transposed16(&t[0][16 * v], 64, r);
-  }
-  const int64_t row0 = m0 + 16 * v;
-  const int64_t rows = m - row0 < 16 ? m - row0 : 16;
-  const auto finish = [&](int64_t i, __m512i ri) {
-    finish_row<A, Residual, OutU8, Stream>(_mm512_castsi512_ps(ri), row0 + i, nb0, cols, ck, bias, c, ldc, epi,
-                                           out_inv, out_zp);
-  };
-  if (rows == 16) {  // every row: unrolled, so the transposed rows stay in registers
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) finish(i, r[i]);
-  } else {
-    for (int64_t i = 0; i < rows; ++i) finish(i, r[i]);
+    finish_rows(r);
   }
 }
 
@@ -712,15 +722,17 @@ void relayout(int64_t m, int64_t m0, int64_t m1, int64_t k, Row row, Store store
       if (mb + 16 <= m) {
 #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) r[i] = row(mb + i, g);
-      } else {
-        for (int64_t i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
+      } else {  // also unrolled: r indexed by a variable anywhere put it on the stack for every group
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
       }
       transpose16(r);
       if (g + 16 <= kq) {
 #pragma GCC unroll 16
         for (int i = 0; i < 16; ++i) store(mb, g + (Interleaved ? 4 * (i % 4) + i / 4 : i), r[i]);
       } else {
-        for (int64_t i = 0; i < 16; ++i) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) {
           const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
           if (quad < kq) store(mb, quad, r[i]);
         }

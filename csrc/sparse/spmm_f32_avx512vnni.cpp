@@ -200,6 +200,55 @@ void store_qkv_operands(const float* t, int64_t ld, int vecs, int64_t m, int64_t
 // Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
 // out in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t
 // hold zeros
+// store_tile's general end: each 16-token piece of the Y^T rows transposed back to token rows and finished (alpha,
+// bias, activation, residual). Specialised on the activation and the residual: with the activation chosen at run
+// time, its out-of-line forms (act16 calls `activation` for GELU-tanh and tanh) were calls inside the row loop,
+// and a call clobbers every vector register, so all 16 transposed rows went through the stack in every piece, for
+// every activation.
+template <Act A, bool Residual>
+void store_rows(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
+                int64_t ldc, const Epilogue& epi) {
+  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
+  const __mmask16 ck = first(cols);
+  const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
+  const __m512 alpha = _mm512_set1_ps(epi.alpha);
+  for (int v = 0; v < vecs; ++v) {
+    if (m - m0 - 16 * v <= 0) break;
+    // transposed on the way in from memory (half transpose16's shuffles, and its 16 temporaries made gcc spill
+    // a few registers here)
+    __m512 r[16];
+    load_transposed16(t + 16 * v, ld, r);
+    const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) {  // constant indices keep r in registers
+      if (i >= rows) break;
+      const int64_t row = m0 + 16 * v + i;
+      __m512 y = act16(_mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias), A, cols);
+      if (Residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
+      _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
+    }
+  }
+}
+
+using StoreRowsFn = void (*)(const float*, int64_t, int, int64_t, int64_t, int64_t, int64_t, float*, int64_t,
+                             const Epilogue&);
+
+template <Act A>
+StoreRowsFn store_rows_for(const Epilogue& epi) {
+  return epi.residual ? store_rows<A, true> : store_rows<A, false>;
+}
+
+StoreRowsFn store_rows_for(const Epilogue& epi) {
+  switch (epi.act) {
+    case Act::None: return store_rows_for<Act::None>(epi);
+    case Act::GeluErf: return store_rows_for<Act::GeluErf>(epi);
+    case Act::Relu: return store_rows_for<Act::Relu>(epi);
+    case Act::GeluTanh: return store_rows_for<Act::GeluTanh>(epi);
+    case Act::Tanh: return store_rows_for<Act::Tanh>(epi);
+  }
+  return store_rows_for<Act::None>(epi);
+}
+
 void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                 int64_t ldc, const Epilogue& epi) {
   if (epi.out_at_f32) {  // rows of Y^T are rows of the next layer's At: no transpose, no float token rows
@@ -224,26 +273,7 @@ void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int
     store_qkv_operands(t, ld, vecs, m, m0, nb0, epi);
     return;
   }
-  const int64_t cols = nb1 - nb0 < 16 ? nb1 - nb0 : 16;
-  const __mmask16 ck = first(cols);
-  const __m512 bias = epi.bias ? _mm512_maskz_loadu_ps(ck, epi.bias + nb0) : _mm512_setzero_ps();
-  const __m512 alpha = _mm512_set1_ps(epi.alpha);
-  for (int v = 0; v < vecs; ++v) {
-    if (m - m0 - 16 * v <= 0) break;
-    __m512 r[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t + i * ld + 16 * v);
-    transpose16(r);
-    const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i) {  // constant indices keep r in registers
-      if (i >= rows) break;
-      const int64_t row = m0 + 16 * v + i;
-      __m512 y = act16(_mm512_add_ps(_mm512_mul_ps(r[i], alpha), bias), epi.act, cols);
-      if (epi.residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(ck, epi.residual + row * epi.ld_residual + nb0));
-      _mm512_mask_storeu_ps(c + row * ldc + nb0, ck, y);
-    }
-  }
+  store_rows_for(epi)(t, ld, vecs, m, m0, nb0, nb1, c, ldc, epi);
 }
 
 // token passes of VMAX vectors outside (one At tile, or two adjacent ones for VMAX = 8), then groups of kRowGroup
