@@ -197,9 +197,6 @@ void store_qkv_operands(const float* t, int64_t ld, int vecs, int64_t m, int64_t
   }
 }
 
-// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
-// out in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t
-// hold zeros
 // store_tile's general end: each 16-token piece of the Y^T rows transposed back to token rows and finished (alpha,
 // bias, activation, residual). Specialised on the activation and the residual: with the activation chosen at run
 // time, its out-of-line forms (act16 calls `activation` for GELU-tanh and tanh) were calls inside the row loop,
@@ -249,6 +246,9 @@ StoreRowsFn store_rows_for(const Epilogue& epi) {
   return store_rows_for<Act::None>(epi);
 }
 
+// Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
+// out in the shared epilogue's order (alpha, bias, activation, residual) while in registers; rows past nb1 of t
+// hold zeros
 void store_tile(const float* t, int64_t ld, int vecs, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                 int64_t ldc, const Epilogue& epi) {
   if (epi.out_at_f32) {  // rows of Y^T are rows of the next layer's At: no transpose, no float token rows

@@ -89,19 +89,19 @@ def test_scanner_sees_a_rolled_store_loop(tmp_path):
 
 # The tiles' finishing functions transpose 16 rows of Y^T back to token rows and finish them in registers. If GCC
 # keeps the 16 rows in an array in memory (a variable index, one array filled by two forms, a call inside the row
-# loop), every piece stores and reloads all 16: 0.92-0.97x the block-sparse INT8 kernels' time once they stopped
+# loop), every piece stores and reloads all 16: 0.89-0.96x the block-sparse INT8 kernels' time once they stopped
 # (bench/results/icelake_finish_registers_kernels_ab_128.md). Activations done in registers only (none, ReLU):
 # GELU-tanh and tanh call out of line, and GELU-erf's constants take registers of their own.
 FINISHERS = [
-    ("csrc/sparse/bsr_s8_avx512vnni.cpp", re.compile(r"finish_pieceILNS_\d+ActE[03]E"), 0),
-    ("csrc/sparse/spmm_f32_avx512vnni.cpp", re.compile(r"store_rowsILNS_\d+ActE[03]E"), 0),
+    ("csrc/sparse/bsr_s8_avx512vnni.cpp", re.compile(r"finish_pieceILNS_\d+ActE[03]E")),
+    ("csrc/sparse/spmm_f32_avx512vnni.cpp", re.compile(r"store_rowsILNS_\d+ActE[03]E")),
 ]
 
 
-@pytest.mark.parametrize("source,pattern,most", FINISHERS, ids=[f[0].split("/")[-1] for f in FINISHERS])
-def test_finishing_pieces_keep_their_rows_in_registers(source, pattern, most):
+@pytest.mark.parametrize("source,pattern", FINISHERS, ids=[f[0].split("/")[-1] for f in FINISHERS])
+def test_finishing_pieces_keep_their_rows_in_registers(source, pattern):
     scan = _scanner()
     counts = scan.stack_stores_by_function(scan.assembly(ROOT / source, _cmake_flags("TF_AVX512_FLAGS")))
     finishers = {f: n for f, n in counts.items() if pattern.search(f)}
     assert len(finishers) >= 4, sorted(counts)[:20]
-    assert all(n <= most for n in finishers.values()), {scan.demangle(f)[:100]: n for f, n in finishers.items()}
+    assert not any(finishers.values()), {scan.demangle(f)[:100]: n for f, n in finishers.items() if n}
