@@ -38,11 +38,6 @@ __attribute__((always_inline)) inline void transpose16(__m512i* r) {
   }
 }
 
-// r[j] = (t[0][j], t[ld][j], ..., t[15 ld][j]) for j < 16: transpose16 of the 16 rows at t, ld floats apart (rows
-// on 16-byte boundaries), done on the way in from memory. Register s[p] of column block J gathers in its 128-bit lane I the
-// 4 columns 4J .. 4J + 3 of row 4I + p (a 16-byte load and three inserts from memory, which issue on the two vector
-// ALU ports and a load port, not on the shuffle port); a 4 x 4 transpose within the lanes (8 unpacks) finishes
-// them: 32 shuffle-port uops where transpose16 spends 64.
 // x with 128-bit lane L replaced by the 16 bytes at p, the insert reading memory: written as the intrinsic over a
 // load, gcc may hoist the loads into registers (spilling some when they are many) and insert from there, a
 // shuffle-port uop, which undoes what load_transposed16 is for
@@ -52,6 +47,11 @@ __attribute__((always_inline)) inline __m512i insert_lane_from(__m512i x, const 
   return x;
 }
 
+// r[j] = (t[0][j], t[ld][j], ..., t[15 ld][j]) for j < 16: transpose16 of the 16 rows at t, ld floats apart (rows
+// on 16-byte boundaries), done on the way in from memory. Register s[p] of column block J gathers in its 128-bit lane I the
+// 4 columns 4J .. 4J + 3 of row 4I + p (a 16-byte load and three inserts from memory, which issue on the two vector
+// ALU ports and a load port, not on the shuffle port); a 4 x 4 transpose within the lanes (8 unpacks) finishes
+// them: 32 shuffle-port uops where transpose16 spends 64.
 __attribute__((always_inline)) inline void load_transposed16(const float* t, int64_t ld, __m512i* r) {
   const auto at = [&](int row, int J) { return t + row * ld + 4 * J; };
 #pragma GCC unroll 4

@@ -717,25 +717,16 @@ void relayout(int64_t m, int64_t m0, int64_t m1, int64_t k, Row row, Store store
   for (int64_t mb = m0; mb < m1; mb += 16) {
     for (int64_t g = 0; g < kq; g += 16) {
       __m512i r[16];
-      // 16 whole rows and 16 whole quads: unrolled, so the rows stay in registers through the transpose (the
-      // loops with their bounds checks kept them on the stack)
-      if (mb + 16 <= m) {
+      // unrolled with constant indices, so the rows stay in registers through the transpose (r indexed by a
+      // variable anywhere, as the bounded loops did, put it on the stack for every group); the bounds are a test
+      // per row
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = row(mb + i, g);
-      } else {  // also unrolled: r indexed by a variable anywhere put it on the stack for every group
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
-      }
+      for (int i = 0; i < 16; ++i) r[i] = mb + i < m ? row(mb + i, g) : _mm512_setzero_si512();
       transpose16(r);
-      if (g + 16 <= kq) {
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) store(mb, g + (Interleaved ? 4 * (i % 4) + i / 4 : i), r[i]);
-      } else {
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; ++i) {
-          const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
-          if (quad < kq) store(mb, quad, r[i]);
-        }
+      for (int i = 0; i < 16; ++i) {
+        const int64_t quad = g + (Interleaved ? 4 * (i % 4) + i / 4 : i);
+        if (quad < kq) store(mb, quad, r[i]);
       }
     }
   }
