@@ -83,6 +83,7 @@ class PyEncoder {
     c.chunk_rows = config.contains("chunk_rows") ? nb::cast<int64_t>(config["chunk_rows"]) : 0;
     if (c.chunk_rows < 0) throw std::invalid_argument("chunk_rows must be >= 0");
     for (auto a : nb::cast<std::vector<int>>(config["head_acts"])) c.head_acts.push_back(act_from(a));
+    if (config.contains("csr_f32_walk")) c.csr_f32_walk = nb::cast<std::vector<std::string>>(config["csr_f32_walk"]);
     const Isa level = tf::resolve_isa(isa);
     if (threads > 256) threads = 256;
     engine_ = std::make_unique<tf::EncoderEngine>(c, host_tensors(tensors), level, threads);
@@ -703,9 +704,9 @@ nb::ndarray<nb::numpy, float> k_gemm_sparse_f32(F32In a, F32In w, const std::str
 class PyLinear {
  public:
   PyLinear(const std::map<std::string, AnyArray>& tensors, const std::string& name, const std::string& isa,
-           int threads) {
+           int threads, bool csr_f32_code) {
     engine_ = std::make_unique<tf::EncoderEngine>(host_tensors(tensors), name, tf::resolve_isa(isa),
-                                                  std::min(threads, 256));
+                                                  std::min(threads, 256), csr_f32_code);
   }
   nb::ndarray<nb::numpy, float> run(F32In x, int act, nb::object residual) {
     const tf::Linear& L = engine_->only_linear();
@@ -832,8 +833,8 @@ NB_MODULE(_core, m) {
   m.def("gemm_sparse_f32", &k_gemm_sparse_f32, "a"_a, "w"_a, "layout"_a, "bias"_a = nb::none(), "act"_a = 0,
         "residual"_a = nb::none(), "alpha"_a = 1.0f, "isa"_a = "", "chunk_pointers"_a = true);
   nb::class_<PyLinear>(m, "LinearRunner")
-      .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int>(),
-           "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1)
+      .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int, bool>(),
+           "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1, "csr_f32_code"_a = true)
       .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
       .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false, "region_per_call"_a = false)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })

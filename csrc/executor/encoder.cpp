@@ -881,12 +881,13 @@ void EncoderEngine::load_nm(Linear* L, const std::string& name, const std::map<s
 }
 
 EncoderEngine::EncoderEngine(const std::map<std::string, HostTensor>& t, const std::string& name, Isa isa,
-                             int threads)
+                             int threads, bool csr_f32_code)
     : kt_(&kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   head_.resize(1);
   load_linear(&head_[0], name, t);
   cfg_.hidden = head_[0].k;
   cfg_.heads = 1;
+  if (!csr_f32_code) cfg_.csr_f32_walk.push_back(name);
   read_linear_settings();
   build_all_jit();
 }
@@ -909,6 +910,7 @@ void EncoderEngine::read_linear_settings() {
 void EncoderEngine::build_jit(Linear* L) {
   constexpr int64_t kJitBlock = 4 * kJitRows, kJitMaxEntries = int64_t{4} << 20;
   if (L->kind != LinearKind::SparseF32 || L->bsr_rows != 1 || !kt_->spf32_jit || env_off("TRIMFORMER_JIT")) return;
+  if (std::find(cfg_.csr_f32_walk.begin(), cfg_.csr_f32_walk.end(), L->name) != cfg_.csr_f32_walk.end()) return;
   if (L->bsr_rowptr.empty() || L->bsr_rowptr.back() > kJitMaxEntries) return;
   if (L->bsr_rowptr.back() * 14 > L->n * L->k * 4) return;
   const int64_t n = L->n, groups = L->col_groups > 1 && n % L->col_groups == 0 && (n / L->col_groups) % 16 == 0

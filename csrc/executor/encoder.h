@@ -167,6 +167,9 @@ struct EncoderConfig {
   int64_t bf16_attention_max_seq = 0;
   int64_t chunk_rows = 0;  // > 0: a batch's sequences pass the layer stack in groups of about this many tokens
   std::vector<Act> head_acts;
+  // csr-f32 Linears (by name) that run the plain row walk instead of generated code: the planner times both per
+  // layer and keeps the faster (on Ice Lake the walk, on Zen 4 the code: docs/kernels.md)
+  std::vector<std::string> csr_f32_walk;
 };
 
 struct RunResult {
@@ -191,7 +194,9 @@ class EncoderEngine {
   EncoderEngine(const EncoderConfig& cfg, const std::map<std::string, HostTensor>& tensors, Isa isa, int threads);
   // A Linear-only engine: the single Linear stored under `name` in `tensors`, loaded, validated and dispatched
   // exactly as inside an encoder. The planner times candidate formats with it; tests run formats through it.
-  EncoderEngine(const std::map<std::string, HostTensor>& tensors, const std::string& name, Isa isa, int threads);
+  // csr_f32_code false: a csr-f32 weight runs the plain row walk, not generated code.
+  EncoderEngine(const std::map<std::string, HostTensor>& tensors, const std::string& name, Isa isa, int threads,
+                bool csr_f32_code = true);
   // y [m, n] = act(x [m, k] . W^T + bias) + residual, on the Linear-only engine
   void run_linear(const float* x, int64_t m, float* y, Act act, const float* residual);
   // Best seconds per call of the only Linear over `iters` calls timed as in a pass: the calls share one parallel
@@ -230,7 +235,8 @@ class EncoderEngine {
   void quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
   void pairs_from_rows(Linear* L, const std::vector<int8_t>& dense_rows, int64_t slots);
   void perm_quads_from_rows(Linear* L, const std::vector<int8_t>& dense_rows);
-  // a csr-f32 Linear's generated code (where the level runs it and TRIMFORMER_JIT is not 0), its blocks cut where
+  // a csr-f32 Linear's generated code (where the level runs it, TRIMFORMER_JIT is not 0 and the config does not name
+  // the Linear in csr_f32_walk), its blocks cut where
   // the column splits of up to threads_ threads fall (col_groups set)
   void build_jit(Linear* L);
   void build_all_jit();

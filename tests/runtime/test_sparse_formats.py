@@ -170,6 +170,11 @@ def test_csr_f32_generated_code_equals_plain_kernel(isa, rng, monkeypatch, n, k,
     assert (r.jit_code_bytes > 0) == (isa == "avx512_vnni")
     assert ("generated code" in r.kernel) == (isa == "avx512_vnni")
     dense = _runner("f32", w, bias, isa, threads)
+    # the plain walk, as the planner times it (csr_f32_code=False) and as TRIMFORMER_JIT=0 keeps it
+    stored = {"lin" + sfx: t for sfx, t in get_format("csr-f32").encode(w).items()}
+    stored["lin.bias"] = bias
+    walk = _core.LinearRunner(stored, "lin", isa, threads, csr_f32_code=False)
+    assert walk.jit_code_bytes == 0 and "generated code" not in walk.kernel
     monkeypatch.setenv("TRIMFORMER_JIT", "0")
     plain = _runner("csr-f32", w, bias, isa, threads)
     assert plain.jit_code_bytes == 0
@@ -179,6 +184,7 @@ def test_csr_f32_generated_code_equals_plain_kernel(isa, rng, monkeypatch, n, k,
         got = r.run(x, 1, res)
         assert rel_err(got, dense.run(x, 1, res)) < 1e-5, m
         assert rel_err(got, plain.run(x, 1, res)) < 1e-5, m
+        np.testing.assert_array_equal(walk.run(x, 1, res), plain.run(x, 1, res), err_msg=f"m={m}")
         assert rel_err(r.run(x, 0), dense.run(x, 0)) < 1e-5, m
 
 

@@ -9,7 +9,9 @@ import trimformer as tf
 from conftest import ISA_LEVELS, rel_err, tiny_bert
 from trimformer import _core
 from trimformer.compress import prune_magnitude
+from trimformer.runtime import engine as engine_module
 from trimformer.runtime.engine import (
+    CSR_F32_WALK,
     best_times,
     bf16_available,
     choose_format,
@@ -297,6 +299,61 @@ def test_csr_f32_generated_code_in_an_encoder(isa, rng, tmp_path, monkeypatch, b
     assert rel_err(got, plain) < 1e-5
     dense = compile_encoder(model, sparse=False, threads=threads, isa=isa).run(ids, mask)["last_hidden_state"]
     assert rel_err(got, dense) < 1e-5
+
+
+def test_time_formats_times_the_csr_f32_walk_where_the_level_has_code(isa, rng):
+    """walk=True: where csr-f32 runs as generated code (avx512) its plain row walk is timed too, as CSR_F32_WALK;
+    elsewhere csr-f32 already is the walk and nothing is added."""
+    from trimformer.formats.sparsity import magnitude_mask
+
+    w = rng.standard_normal((48, 80)).astype(np.float32)
+    w *= magnitude_mask(w, 0.9, "unstructured")
+    t = time_formats(w, ["f32", "csr-f32"], tokens=20, iters=2, threads=2, isa=isa, walk=True)
+    assert set(t) == {"f32", "csr-f32"} | ({CSR_F32_WALK} if isa == "avx512_vnni" else set())
+    assert all(v > 0 for v in t.values())
+    assert set(time_formats(w, ["csr-f32"], tokens=20, iters=1, threads=2, isa=isa)) == {"csr-f32"}
+
+
+def test_planner_keeps_the_faster_csr_f32_kernel_per_layer(rng, tmp_path, monkeypatch):
+    """The planner times csr-f32 as generated code and as its plain walk and keeps the faster per layer: the
+    layers whose walk timed faster are in engine.extra["csr_f32_walk"], run without code, keep it through save
+    and load, show it in `compile --verbose`'s timings; results within 1e-5 of the all-code engine's. The timings
+    are scripted here (which kernel wins depends on the core)."""
+    if _core.resolve_isa("") != "avx512_vnni":
+        pytest.skip("generated csr-f32 code runs at the avx512 level only")
+    model, ids, mask, code_eng = _sparse_float32_model(rng, "unstructured", 2, 40, 2, None)
+    walk_layers = {"layers.0.ffn2", "layers.1.qkv"}
+    real = engine_module.time_formats
+
+    def scripted(w, formats, **kw):
+        t = real(w, formats, **{**kw, "iters": 1})
+        name = next(n for n in code_eng.formats if np.array_equal(w, scripted.weights[n]))
+        t = {f: 1.0 for f in t}  # the dense format and every other candidate slower
+        t["csr-f32"] = 0.5
+        if CSR_F32_WALK in t:
+            t[CSR_F32_WALK] = 0.4 if name in walk_layers else 0.6
+        return t
+
+    from trimformer.models.encoder import load_hf_model
+
+    scripted.weights = {n: load_hf_model(model)[1][n + ".weight"] for n in code_eng.formats}
+    monkeypatch.setattr(engine_module, "time_formats", scripted)
+    eng = compile_encoder(model, threads=2)
+    monkeypatch.undo()
+    assert set(eng.formats.values()) == {"csr-f32"}
+    assert set(eng.extra["csr_f32_walk"]) == walk_layers
+    for name, d in eng.extra["dispatch"].items():
+        assert d["csr_f32_kernel"] == ("walk" if name in walk_layers else "code")
+    for loaded in (eng, tf.load(tf.save(eng, tmp_path / "m"), threads=2)):
+        kernels = loaded.linear_kernels
+        assert {n for n, k in kernels.items() if "generated code" not in k} == walk_layers
+        got = loaded.run(ids, mask)["last_hidden_state"]
+        assert rel_err(got, code_eng.run(ids, mask)["last_hidden_state"]) < 1e-5
+    from trimformer.cli.main import linear_rows
+
+    rows = {r["name"]: r for r in linear_rows(eng)}
+    assert rows["layers.0.ffn2"]["dispatch_chosen"] == CSR_F32_WALK
+    assert rows["layers.0.qkv"]["dispatch_chosen"] == "csr-f32"
 
 
 @pytest.mark.parametrize("pattern, fmt", [("unstructured", "csr-f32"), ("block", "block-f32"), ("2:4", "nm-f32")])

@@ -116,6 +116,7 @@ def linear_rows(engine) -> list[dict[str, Any]]:
     """Per-Linear layer: name, shape, format, the kernel that runs it here, bits per weight, stored bytes, static
     activation qparams."""
     from ..formats.registry import get_format
+    from ..runtime.engine import CSR_F32_WALK
 
     kernels = getattr(engine, "linear_kernels", None) or {}
     rows = []
@@ -132,6 +133,8 @@ def linear_rows(engine) -> list[dict[str, Any]]:
         if timed and "ms" in timed:  # compile-time timings of the candidate formats on this layer's weight
             row["dispatch_ms"] = dict(timed["ms"])
             row["dispatch_tokens"] = timed.get("tokens")
+            if "csr_f32_kernel" in timed:  # csr-f32 timed as generated code and as its plain walk
+                row["dispatch_chosen"] = CSR_F32_WALK if timed["csr_f32_kernel"] == "walk" else "csr-f32"
         if extra:
             row["act_scale"] = float(np.asarray(extra[".act_scale"]).ravel()[0])
             row["act_zero_point"] = int(np.asarray(extra[".act_zero_point"]).ravel()[0])
@@ -162,7 +165,8 @@ def _linear_table(engine):
                  f"{r['act_scale']:.4g}" if "act_scale" in r else "-", str(r.get("act_zero_point", "-"))]
         if timed:
             ms = r.get("dispatch_ms", {})
-            cells.append(", ".join(f"{f} {v:.3g}{'*' if f == r['format'] else ''}" for f, v in ms.items()) or "-")
+            chosen = r.get("dispatch_chosen", r["format"])
+            cells.append(", ".join(f"{f} {v:.3g}{'*' if f == chosen else ''}" for f, v in ms.items()) or "-")
         t.add_row(*cells)
     return t
 

@@ -186,7 +186,8 @@ class Engine(NativeEngine):
         native = {k: np.ascontiguousarray(v) for k, v in self.tensors.items()}
         self.chunk_rows = chunk_rows_for(native, spec.layers)
         config = {**spec.native_config(), "attention_mode": ATTENTION_MODES.index(attention),
-                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows}
+                  "bf16_attention_max_seq": BF16_ATTENTION_MAX_SEQ, "chunk_rows": self.chunk_rows,
+                  "csr_f32_walk": [str(n) for n in self.extra.get("csr_f32_walk", [])]}
         self._native = _core.EncoderEngine(config, native, isa or "", resolve_threads(threads))
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None, *,
@@ -407,6 +408,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     extra: dict[str, Any] = {}
     if dispatch:
         extra["dispatch"] = dispatch
+        walked = [n for n, d in dispatch.items() if d.get("csr_f32_kernel") == "walk"]
+        if walked:  # csr-f32 layers whose plain walk timed faster than their generated code
+            extra["csr_f32_walk"] = walked
     if reordered:  # {layer: [FFN2 1x4 blocks in the model's order, in the order chosen]}
         extra["feature_order"] = {str(i): list(b) for i, b in reordered.items()}
     return Engine(spec, stored, fmt_of, quantize=quantize, threads=threads, isa=isa, tokenizer_path=tok,
@@ -518,7 +522,8 @@ def best_times(timers: Mapping[str, Callable[[], float]], iters: int, confirm: f
 
 def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
                  threads: int | None = None, isa: str | None = None, cold: bool = True,
-                 confirm: float | None = None, region_per_call: bool = False) -> dict[str, float]:
+                 confirm: float | None = None, region_per_call: bool = False,
+                 walk: bool = False) -> dict[str, float]:
     """Seconds per call of one Linear with weight `w` stored in each of `formats`, run by the executor's own
     loader and kernels (dynamic INT8 activations for INT8 formats) on `tokens` synthetic rows: best of `iters`,
     interleaved across formats so that a noisy neighbour hurts them alike (with `confirm`, the close ones timed
@@ -526,18 +531,33 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
     pass, where each layer's weights come from beyond L2 (planned from hot timings, an 80%-block BERT-base kept 44
     of 48 Linears dense and its pass took 13.82 ms against 8.88 ms planned cold, 1 x 128:
     bench/results/planner_cold_timing.md). The calls of one timing share a parallel region, each ending at the
-    team's barrier, as a pass's ops do; region_per_call: each opens its own (a fork and a join per call)."""
+    team's barrier, as a pass's ops do; region_per_call: each opens its own (a fork and a join per call).
+    walk: where csr-f32 runs as generated code at this level, also time its plain row walk, as CSR_F32_WALK."""
     timers = {}
-    for fmt in formats:
-        stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
-        runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
+
+    def add(key: str, runner: Any) -> None:
         # (the default protocol passes no flag: an extension built before the flag existed then still runs, its
         # calls each in a region of their own, for A/B runs of old builds)
         if region_per_call:
-            timers[fmt] = lambda runner=runner: runner.time(tokens, 1, cold, True)
+            timers[key] = lambda: runner.time(tokens, 1, cold, True)
         else:
-            timers[fmt] = lambda runner=runner: runner.time(tokens, 1, cold)
+            timers[key] = lambda: runner.time(tokens, 1, cold)
+
+    for fmt in formats:
+        stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
+        runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
+        add(fmt, runner)
+        if walk and fmt == "csr-f32" and runner.jit_code_bytes > 0:
+            add(CSR_F32_WALK, _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads),
+                                                 csr_f32_code=False))
     return best_times(timers, iters, confirm)
+
+
+# time_formats' key for csr-f32 run by its plain row walk where the level would run it as generated code. Which is
+# faster depends on the core (90% unstructured BERT-base FP32 passes: the code 0.82-0.86x the walk's time on Zen 4,
+# the walk about 0.85-0.90x the code's on Ice Lake, whose front end streams the code more slowly: docs/kernels.md),
+# so the planner times both and keeps the faster per layer (engine.extra["csr_f32_walk"]).
+CSR_F32_WALK = "csr-f32/walk"
 
 
 # The dense format must beat the fastest sparse one by more than this to be kept. It was 0.10 while the timing ran
@@ -564,8 +584,14 @@ def _tune_formats(dense: Mapping[str, np.ndarray], fmt_of: dict[str, str], candi
     dispatch = {}
     for name, cands in candidates.items():
         t = time_formats(dense[name + ".weight"], [fmt_of[name], *cands], tokens=tokens, threads=threads, isa=isa,
-                         confirm=PLANNER_CONFIRM)
-        chosen = choose_format(t, fmt_of[name])
+                         confirm=PLANNER_CONFIRM, walk=True)
+        by_format = {f: v for f, v in t.items() if f != CSR_F32_WALK}
+        walk = CSR_F32_WALK in t and t[CSR_F32_WALK] < t["csr-f32"]
+        if walk:  # csr-f32 competes with its faster kernel
+            by_format["csr-f32"] = t[CSR_F32_WALK]
+        chosen = choose_format(by_format, fmt_of[name])
         dispatch[name] = {"chosen": chosen, "tokens": tokens, "ms": {f: v * 1e3 for f, v in t.items()}}
+        if chosen == "csr-f32" and CSR_F32_WALK in t:
+            dispatch[name]["csr_f32_kernel"] = "walk" if walk else "code"
         fmt_of[name] = chosen
     return dispatch
