@@ -566,3 +566,67 @@ def run_deepsparse(
         res = json.loads((t / "out.json").read_text())
         out = np.load(t / "check_out.npy") if (t / "check_out.npy").exists() else None
     return res, out
+
+
+class DeepSparseWorker:
+    """A DeepSparse engine in a process of its own (bench/deepsparse_worker.py in the DeepSparse venv) that times
+    blocks of calls on request, so that a benchmark can interleave it with runtimes in its own process.
+    `run_block(n)`: one untimed call, then n calls timed in the worker (around the engine call alone); returns
+    their ms. `check_output`: its output on the check inputs given at start (None without them)."""
+
+    def __init__(self, onnx_path: Path, batch: int, seq: int, threads: int, vocab_size: int, seed: int,
+                 warmup: int = 3, check: Inputs | None = None, timeout_s: float = 1800.0):
+        py = deepsparse_python()
+        if py is None:
+            raise Unavailable(f"not installed (run bench/deepsparse_env.sh to create {DEEPSPARSE_VENV})")
+        self._tmp = tempfile.TemporaryDirectory(prefix="ds-worker-")
+        t = Path(self._tmp.name)
+        cmd = [str(py), str(BENCH_DIR / "deepsparse_worker.py"), "--onnx", str(onnx_path), "--batch", str(batch),
+               "--seq", str(seq), "--threads", str(threads), "--vocab-size", str(vocab_size), "--seed", str(seed),
+               "--warmup", str(warmup)]
+        if check is not None:
+            np.savez(t / "check.npz", input_ids=check[0], attention_mask=check[1], token_type_ids=check[2])
+            cmd += ["--check-in", str(t / "check.npz"), "--check-out", str(t / "check_out.npy")]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["NM_DISABLE_ANALYTICS"] = "1"
+        self._log = open(t / "stderr.txt", "w")  # noqa: SIM115  (closed in close())
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                      text=True, env=env, bufsize=1)
+        self._timeout_s = timeout_s
+        self.info = self._reply()
+        if not self.info.get("ready"):
+            raise RuntimeError(f"deepsparse_worker did not start: {self.info}")
+        out = t / "check_out.npy"
+        self.check_output = np.load(out) if out.exists() else None
+
+    def _reply(self) -> dict[str, Any]:
+        line = self._proc.stdout.readline() if self._proc.stdout else ""
+        if not line:
+            self._proc.wait(timeout=self._timeout_s)
+            self._log.flush()
+            text = [ln for ln in Path(self._log.name).read_text().splitlines() if ln.strip() and not _HEXLINE.match(ln)]
+            raise RuntimeError(f"deepsparse_worker exited {self._proc.returncode}: " + "\n".join(text[-12:]))
+        return json.loads(line)
+
+    def run_block(self, n: int) -> list[float]:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(f"block {int(n)}\n")
+        self._proc.stdin.flush()
+        r = self._reply()
+        if "ms" not in r:
+            raise RuntimeError(f"deepsparse_worker: {r}")
+        return [float(x) for x in r["ms"]]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                assert self._proc.stdin is not None
+                self._proc.stdin.write("quit\n")
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+        self._tmp.cleanup()
