@@ -5,7 +5,9 @@ quantization / re-layout included, pre-packed weights, no Python in the timed ca
 interleaved across formats, same threads. Effective throughput counts the dense-equivalent operations
 (2*m*n*k) so that sparse and dense are comparable. Patterns: "block" (4x4 blocks) for block-int8 / block-f32,
 "unstructured" for csr-int8 / csr-f32, "2:4" / "4:8" (50%) for nm-f32 / nm-int8; each is also run through the
-other formats it fits, as the planner would.
+other formats it fits, as the planner would. Where the level runs csr-f32 as generated code, its plain row walk is
+timed too (`csr-f32/walk`, the planner's other csr-f32 kernel: it keeps the faster per layer); where it does not
+(other levels, weights too dense for the code), csr-f32 is the walk and the column repeats its time.
 
     python bench/bench_sparse_kernels.py --threads 2 --out bench/results/sparse_kernels
 """
@@ -27,7 +29,7 @@ from harness import core_roundtrip_ns, env_prefix, format_roundtrips
 from trimformer import _core
 from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
-from trimformer.runtime.engine import time_formats
+from trimformer.runtime.engine import CSR_F32_WALK, time_formats
 
 SHAPES = {"bert-base qkv": (2304, 768), "bert-base ffn1": (3072, 768), "bert-base ffn2": (768, 3072),
           "bert-base attn_out": (768, 768), "minilm ffn1": (1536, 384)}
@@ -58,7 +60,9 @@ def _time_rows(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities
                     # dense baselines timed in the same interleaved loop (on the pruned weight: same cost as dense)
                     before = core_roundtrip_ns() if threads > 1 else None
                     t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads,
-                                     region_per_call=region_per_call)
+                                     region_per_call=region_per_call, walk=True)
+                    if "csr-f32" in t:  # without code csr-f32 is the walk: the same column in every row
+                        t.setdefault(CSR_F32_WALK, t["csr-f32"])
                     cores = [before, core_roundtrip_ns()] if threads > 1 else None  # where the host had the cores
                     timed.append({"shape": label, "n": n, "k": k, "m": m, "pattern": pattern, "sparsity": sp, "t": t,
                                   "cores": cores})
@@ -73,8 +77,8 @@ def _report_row(e: dict) -> dict:
     row = {"shape": e["shape"], "n": n, "k": k, "m": m, "pattern": e["pattern"], "sparsity": e["sparsity"],
            "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {},
            "core_roundtrip_ns": e["cores"]}
-    for fmt in FORMATS[e["pattern"]]:
-        dense = base["int8"] if get_format(fmt).int8_activations else base["f32"]
+    for fmt in [*FORMATS[e["pattern"]], *([CSR_F32_WALK] if CSR_F32_WALK in t else [])]:
+        dense = base["int8"] if get_format(fmt.split("/")[0]).int8_activations else base["f32"]
         row["formats"][fmt] = {
             "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
             "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}

@@ -29,6 +29,25 @@ def test_rounds_keep_each_formats_best_time(monkeypatch):
     assert row["core_roundtrip_ns"] == [100.0] * 4
 
 
+def test_csr_f32_walk_gets_its_own_column(monkeypatch):
+    """time_formats(walk=True) adds the csr-f32 walk where the level has code; where it has none, csr-f32 is the
+    walk and the column repeats its time, so every row of a pattern has the same columns."""
+    def fake_time_formats(w, formats, **kw):
+        assert kw["walk"] is True
+        t = {f: 1.0 if f in ("int8", "f32") else 0.5 for f in formats}
+        if "csr-f32" in formats and len(fake_time_formats.rows) == 0:  # code in the first row only
+            t[bsk.CSR_F32_WALK] = 0.25
+        fake_time_formats.rows.append(1)
+        return t
+
+    fake_time_formats.rows = []
+    monkeypatch.setattr(bsk, "time_formats", fake_time_formats)
+    monkeypatch.setattr(bsk, "core_roundtrip_ns", lambda: 100.0)
+    rows = bsk.run({"tiny": (40, 72)}, [5], [0.9, 0.5], ["unstructured"], iters=1, threads=2)
+    assert [r["formats"][bsk.CSR_F32_WALK]["speedup_vs_dense_same_precision"] for r in rows] == [4.0, 2.0]
+    assert all(list(r["formats"]) == [*bsk.FORMATS["unstructured"], bsk.CSR_F32_WALK] for r in rows)
+
+
 def test_tiny_run_writes_its_protocol(tmp_path):
     out = tmp_path / "sk"
     assert bsk.main(["--tiny", "--tokens", "1,5", "--iters", "1", "--rounds", "2", "--patterns", "block",
