@@ -305,7 +305,9 @@ def compile_encoder(model: Any, *, quantize: str | None = None, calibration: Ite
     sparse: how Linear layers with zeros are dispatched (INT8, float32 and bf16; see `sparse_candidates` for which
     sparse formats a layer's actual pattern admits): "tune" (default) times the dense format and every candidate
     on the layer's own weight at compile time and keeps the fastest (timings are recorded in
-    `engine.extra["dispatch"]` and saved with the model; where the ISA level multiplies input pairs, avx2, every
+    `engine.extra["dispatch"]` and saved with the model; a csr-f32 layer is timed both as generated code and as its
+    plain row walk where the level has the code, and the layers whose walk was faster are listed in
+    `engine.extra["csr_f32_walk"]`; where the ISA level multiplies input pairs, avx2, every
     INT8 layer also times the 4x4 block format, whose kernel beats the dense INT8 GEMM there even on dense
     weights); None takes the first candidate without timing; True does the same and also forces block-int8 on
     INT8 layers no pattern fits; False keeps every layer dense. Unless False, an INT8 FFN2 with unstructured zeros
@@ -555,8 +557,8 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
 
 # time_formats' key for csr-f32 run by its plain row walk where the level would run it as generated code. Which is
 # faster depends on the core (90% unstructured BERT-base FP32 passes: the code 0.82-0.86x the walk's time on Zen 4,
-# the walk about 0.85-0.90x the code's on Ice Lake, whose front end streams the code more slowly: docs/kernels.md),
-# so the planner times both and keeps the faster per layer (engine.extra["csr_f32_walk"]).
+# the walk 0.88-0.93x the code's on Ice Lake; docs/kernels.md, "Code or walk"), so the planner times both and keeps
+# the faster per layer (engine.extra["csr_f32_walk"]).
 CSR_F32_WALK = "csr-f32/walk"
 
 
