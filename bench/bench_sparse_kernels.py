@@ -78,7 +78,8 @@ def _report_row(e: dict) -> dict:
            "dense_int8_ms": base["int8"] * 1e3, "dense_f32_ms": base["f32"] * 1e3, "formats": {},
            "core_roundtrip_ns": e["cores"]}
     for fmt in [*FORMATS[e["pattern"]], *([CSR_F32_WALK] if CSR_F32_WALK in t else [])]:
-        dense = base["int8"] if get_format(fmt.split("/")[0]).int8_activations else base["f32"]
+        stored = "csr-f32" if fmt == CSR_F32_WALK else fmt  # the walk runs csr-f32's stored weight
+        dense = base["int8"] if get_format(stored).int8_activations else base["f32"]
         row["formats"][fmt] = {
             "ms": t[fmt] * 1e3, "speedup_vs_dense_same_precision": dense / t[fmt],
             "speedup_vs_dense_int8": base["int8"] / t[fmt], "effective_gops": ops / t[fmt] / 1e9}

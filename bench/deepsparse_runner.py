@@ -25,6 +25,17 @@ os.environ.setdefault(
 )  # set before deepsparse is imported (in main): no analytics
 
 
+def compile_engine(onnx_path: str, tmp: Path, names: list[str], batch: int, seq: int, threads: int) -> Any:
+    """A DeepSparse engine of static shape (batch, seq) for every input in `names`. Engine(..., input_shapes=...)
+    rewrites the ONNX file in place, so each engine gets its own copy under tmp."""
+    import deepsparse
+
+    path = tmp / f"b{batch}_s{seq}.onnx"
+    shutil.copyfile(onnx_path, path)
+    return deepsparse.Engine(model=str(path), batch_size=batch, num_cores=threads,
+                             input_shapes=[[batch, seq] for _ in names])
+
+
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
@@ -55,16 +66,8 @@ def main() -> None:
     compile_s: dict[str, float] = {}
 
     def engine_for(batch: int, seq: int) -> Any:
-        # Engine(..., input_shapes=...) rewrites the ONNX file in place: give each engine its own copy.
-        path = tmp / f"b{batch}_s{seq}.onnx"
-        shutil.copyfile(args.onnx, path)
         t0 = time.perf_counter()
-        eng = deepsparse.Engine(
-            model=str(path),
-            batch_size=batch,
-            num_cores=args.threads,
-            input_shapes=[[batch, seq] for _ in names],
-        )
+        eng = compile_engine(args.onnx, tmp, names, batch, seq, args.threads)
         compile_s[f"b{batch}_s{seq}"] = time.perf_counter() - t0
         return eng
 

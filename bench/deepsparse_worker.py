@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from deepsparse_runner import compile_engine
 from harness import make_inputs
 
 os.environ.setdefault("NM_DISABLE_ANALYTICS", "1")  # before deepsparse is imported (in main)
@@ -55,10 +56,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ds-worker-"))
 
     def engine_for(batch: int, seq: int) -> Any:
-        path = tmp / f"b{batch}_s{seq}.onnx"  # the engine rewrites the file's shapes in place: a copy each
-        shutil.copyfile(args.onnx, path)
-        return deepsparse.Engine(model=str(path), batch_size=batch, num_cores=args.threads,
-                                 input_shapes=[[batch, seq] for _ in names])
+        return compile_engine(args.onnx, tmp, names, batch, seq, args.threads)
 
     def run(eng: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
         return eng.run([feed[n] for n in names])[0]

@@ -501,6 +501,30 @@ def deepsparse_python() -> Path | None:
     return py if py.exists() else None
 
 
+def _deepsparse_launch() -> tuple[Path, dict[str, str]]:
+    """The DeepSparse venv's python and the environment its scripts run in (no analytics, nothing of this venv's)"""
+    py = deepsparse_python()
+    if py is None:
+        raise Unavailable(f"not installed (run bench/deepsparse_env.sh to create {DEEPSPARSE_VENV})")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["NM_DISABLE_ANALYTICS"] = "1"
+    return py, env
+
+
+def _check_args(check: Inputs | None, tmp: Path) -> list[str]:
+    """The check inputs saved under tmp for a DeepSparse script, and its arguments to read them and save its output"""
+    if check is None:
+        return []
+    np.savez(tmp / "check.npz", input_ids=check[0], attention_mask=check[1], token_type_ids=check[2])
+    return ["--check-in", str(tmp / "check.npz"), "--check-out", str(tmp / "check_out.npy")]
+
+
+def _readable_tail(text: str, lines: int = 12) -> str:
+    """The last lines of a DeepSparse script's output without the hex backtrace its aborts print (the readable lines
+    say what failed, e.g. "Assertion at ...")"""
+    return "\n".join([ln for ln in text.splitlines() if ln.strip() and not _HEXLINE.match(ln)][-lines:])
+
+
 def run_deepsparse(
     onnx_path: Path,
     seqs: Sequence[int],
@@ -517,9 +541,7 @@ def run_deepsparse(
     timeout_s: float = 3600.0,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Run bench/deepsparse_runner.py in the DeepSparse venv; returns its JSON and the check output."""
-    py = deepsparse_python()
-    if py is None:
-        raise Unavailable(f"not installed (run bench/deepsparse_env.sh to create {DEEPSPARSE_VENV})")
+    py, env = _deepsparse_launch()
     with tempfile.TemporaryDirectory(prefix="ds-bench-") as tmp:
         t = Path(tmp)
         cmd = [
@@ -548,21 +570,11 @@ def run_deepsparse(
             cmd += ["--max-time-s", str(max_time_s)]
         if budget_ms is not None:
             cmd += ["--budget-ms", str(budget_ms), "--budget-batches", ",".join(map(str, budget_batches))]
-        if check is not None:
-            np.savez(t / "check.npz", input_ids=check[0], attention_mask=check[1], token_type_ids=check[2])
-            cmd += ["--check-in", str(t / "check.npz"), "--check-out", str(t / "check_out.npy")]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env["NM_DISABLE_ANALYTICS"] = "1"
+        cmd += _check_args(check, t)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
         if proc.returncode != 0 or not (t / "out.json").exists():
-            # DeepSparse aborts print a hex backtrace: keep the readable lines (e.g. "Assertion at ...").
-            text = [
-                ln
-                for ln in (proc.stderr or proc.stdout).splitlines()
-                if ln.strip() and not _HEXLINE.match(ln)
-            ]
-            tail = "\n".join(text[-12:])
-            raise RuntimeError(f"deepsparse_runner exited {proc.returncode}: {tail}")
+            raise RuntimeError(f"deepsparse_runner exited {proc.returncode}: "
+                               f"{_readable_tail(proc.stderr or proc.stdout)}")
         res = json.loads((t / "out.json").read_text())
         out = np.load(t / "check_out.npy") if (t / "check_out.npy").exists() else None
     return res, out
@@ -576,19 +588,12 @@ class DeepSparseWorker:
 
     def __init__(self, onnx_path: Path, batch: int, seq: int, threads: int, vocab_size: int, seed: int,
                  warmup: int = 3, check: Inputs | None = None, timeout_s: float = 1800.0):
-        py = deepsparse_python()
-        if py is None:
-            raise Unavailable(f"not installed (run bench/deepsparse_env.sh to create {DEEPSPARSE_VENV})")
+        py, env = _deepsparse_launch()
         self._tmp = tempfile.TemporaryDirectory(prefix="ds-worker-")
         t = Path(self._tmp.name)
         cmd = [str(py), str(BENCH_DIR / "deepsparse_worker.py"), "--onnx", str(onnx_path), "--batch", str(batch),
                "--seq", str(seq), "--threads", str(threads), "--vocab-size", str(vocab_size), "--seed", str(seed),
-               "--warmup", str(warmup)]
-        if check is not None:
-            np.savez(t / "check.npz", input_ids=check[0], attention_mask=check[1], token_type_ids=check[2])
-            cmd += ["--check-in", str(t / "check.npz"), "--check-out", str(t / "check_out.npy")]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env["NM_DISABLE_ANALYTICS"] = "1"
+               "--warmup", str(warmup), *_check_args(check, t)]
         self._log = open(t / "stderr.txt", "w")  # noqa: SIM115  (closed in close())
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                       text=True, env=env, bufsize=1)
@@ -604,8 +609,8 @@ class DeepSparseWorker:
         if not line:
             self._proc.wait(timeout=self._timeout_s)
             self._log.flush()
-            text = [ln for ln in Path(self._log.name).read_text().splitlines() if ln.strip() and not _HEXLINE.match(ln)]
-            raise RuntimeError(f"deepsparse_worker exited {self._proc.returncode}: " + "\n".join(text[-12:]))
+            raise RuntimeError(f"deepsparse_worker exited {self._proc.returncode}: "
+                               f"{_readable_tail(Path(self._log.name).read_text())}")
         return json.loads(line)
 
     def run_block(self, n: int) -> list[float]:

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 namespace tf {
 
@@ -36,6 +37,20 @@ bool cpu_has_amx_bf16();  // AMX-BF16 tiles usable (needs what cpu_has_amx_int8 
 bool cpu_halves_512bit_fma();
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
+
+// f(std::integral_constant<Act, a>()) for the activation a known at run time: how a kernel picks its form
+// specialised on the activation (each form's f must return the same type, e.g. a function pointer)
+template <class F>
+decltype(auto) with_act(Act a, F&& f) {
+  switch (a) {
+    case Act::GeluErf: return f(std::integral_constant<Act, Act::GeluErf>());
+    case Act::GeluTanh: return f(std::integral_constant<Act, Act::GeluTanh>());
+    case Act::Relu: return f(std::integral_constant<Act, Act::Relu>());
+    case Act::Tanh: return f(std::integral_constant<Act, Act::Tanh>());
+    case Act::None: break;
+  }
+  return f(std::integral_constant<Act, Act::None>());
+}
 
 // The BF16 attention's operands as a block-sparse QKV writes them (Epilogue::qkv): Q as bf16 token rows (heads *
 // head_dim apart) and each (sequence, head)'s K and V packed as gemm_bf16's B operand (pack_bf16_nk_f32's and

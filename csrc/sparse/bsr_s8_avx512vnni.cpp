@@ -466,14 +466,7 @@ PieceFn finish_piece_for(const Epilogue& epi) {
 
 template <bool Stream>
 PieceFn finish_piece_for(const Epilogue& epi) {
-  switch (epi.act) {
-    case Act::None: return finish_piece_for<Act::None, Stream>(epi);
-    case Act::GeluErf: return finish_piece_for<Act::GeluErf, Stream>(epi);
-    case Act::Relu: return finish_piece_for<Act::Relu, Stream>(epi);
-    case Act::GeluTanh: return finish_piece_for<Act::GeluTanh, Stream>(epi);
-    case Act::Tanh: return finish_piece_for<Act::Tanh, Stream>(epi);
-  }
-  return finish_piece_for<Act::None, Stream>(epi);
+  return with_act(epi.act, [&](auto a) { return finish_piece_for<decltype(a)::value, Stream>(epi); });
 }
 
 PieceFn finish_piece_for(const Epilogue& epi, bool stream) {
@@ -685,14 +678,7 @@ FewFn few_tokens_for(int64_t m, const Epilogue& epi) {
 }
 
 FewFn few_tokens_for(int64_t m, const Epilogue& epi) {
-  switch (epi.act) {
-    case Act::None: return few_tokens_for<Act::None>(m, epi);
-    case Act::GeluErf: return few_tokens_for<Act::GeluErf>(m, epi);
-    case Act::Relu: return few_tokens_for<Act::Relu>(m, epi);
-    case Act::GeluTanh: return few_tokens_for<Act::GeluTanh>(m, epi);
-    case Act::Tanh: return few_tokens_for<Act::Tanh>(m, epi);
-  }
-  return few_tokens_for<Act::None>(m, epi);
+  return with_act(epi.act, [&](auto a) { return few_tokens_for<decltype(a)::value>(m, epi); });
 }
 }  // namespace
 

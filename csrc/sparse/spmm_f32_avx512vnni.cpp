@@ -236,14 +236,7 @@ StoreRowsFn store_rows_for(const Epilogue& epi) {
 }
 
 StoreRowsFn store_rows_for(const Epilogue& epi) {
-  switch (epi.act) {
-    case Act::None: return store_rows_for<Act::None>(epi);
-    case Act::GeluErf: return store_rows_for<Act::GeluErf>(epi);
-    case Act::Relu: return store_rows_for<Act::Relu>(epi);
-    case Act::GeluTanh: return store_rows_for<Act::GeluTanh>(epi);
-    case Act::Tanh: return store_rows_for<Act::Tanh>(epi);
-  }
-  return store_rows_for<Act::None>(epi);
+  return with_act(epi.act, [&](auto a) { return store_rows_for<decltype(a)::value>(epi); });
 }
 
 // Y^T rows nb0 .. nb1-1 (row stride ld, tokens m0 .. m0+16*vecs-1) back to token rows of c, finished on the way
