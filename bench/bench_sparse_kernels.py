@@ -8,6 +8,10 @@ interleaved across formats, same threads. Effective throughput counts the dense-
 other formats it fits, as the planner would. Where the level runs csr-f32 as generated code, its plain row walk is
 timed too (`csr-f32/walk`, the planner's other csr-f32 kernel: it keeps the faster per layer); where it does not
 (other levels, weights too dense for the code), csr-f32 is the walk and the column repeats its time.
+--activations (INT8 formats, dense and sparse alike): "dynamic" (default: each row's range found and the rows
+quantized in the call), "static" (calibrated parameters: quantized in the call, as a static INT8 pass's QKV,
+attn_out and FFN1 run) or "u8" (the input arrives quantized, and for block-sparse quads re-laid, as FFN2's does from
+FFN1's epilogue in a static INT8 pass: the GEMM with its epilogue alone, the kernel as the issue describes it).
 
     python bench/bench_sparse_kernels.py --threads 2 --out bench/results/sparse_kernels
 """
@@ -29,7 +33,7 @@ from harness import core_roundtrip_ns, env_prefix, format_roundtrips
 from trimformer import _core
 from trimformer.formats.registry import get_format
 from trimformer.formats.sparsity import magnitude_mask
-from trimformer.runtime.engine import CSR_F32_WALK, time_formats
+from trimformer.runtime.engine import ACTIVATION_MODES, CSR_F32_WALK, time_formats
 
 SHAPES = {"bert-base qkv": (2304, 768), "bert-base ffn1": (3072, 768), "bert-base ffn2": (768, 3072),
           "bert-base attn_out": (768, 768), "minilm ffn1": (1536, 384)}
@@ -39,6 +43,13 @@ SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 FORMATS = {"block": ("block-int8", "block-int7", "csr-int8", "block-f32", "csr-f32"),
            "unstructured": ("csr-int8", "block-int8", "csr-f32"),
            "2:4": ("nm-int8", "nm-f32", "csr-f32"), "4:8": ("nm-int8", "nm-f32")}
+ACTIVATIONS_NOTE = {
+    "dynamic": "dynamic (float rows in; each row's range found and the rows quantized and re-laid in the call).",
+    "static": "static (float rows in, quantized with calibrated parameters and re-laid in the call, no range pass, "
+              "as a static INT8 pass's QKV, attn_out and FFN1 run).",
+    "u8": "u8 (the rows arrive quantized with static parameters, and re-laid for block-sparse quads and gathered "
+          "quads, as FFN2's input does from FFN1's epilogue in a static INT8 pass; made once before the timed calls: "
+          "the GEMM and its epilogue alone). Float formats read float rows."}
 
 
 def _csv(s: str) -> list[str]:
@@ -46,7 +57,7 @@ def _csv(s: str) -> list[str]:
 
 
 def _time_rows(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
-               iters: int, threads: int, seed: int, region_per_call: bool) -> list[dict]:
+               iters: int, threads: int, seed: int, region_per_call: bool, activations: str) -> list[dict]:
     """One pass over the rows: each row's seconds per call for the dense baselines and its pattern's formats"""
     rng = np.random.default_rng(seed)
     timed = []
@@ -60,7 +71,7 @@ def _time_rows(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities
                     # dense baselines timed in the same interleaved loop (on the pruned weight: same cost as dense)
                     before = core_roundtrip_ns() if threads > 1 else None
                     t = time_formats(w, ["int8", "f32", *FORMATS[pattern]], tokens=m, iters=iters, threads=threads,
-                                     region_per_call=region_per_call, walk=True)
+                                     region_per_call=region_per_call, walk=True, activations=activations)
                     if "csr-f32" in t:  # without code csr-f32 is the walk: the same column in every row
                         t.setdefault(CSR_F32_WALK, t["csr-f32"])
                     cores = [before, core_roundtrip_ns()] if threads > 1 else None  # where the host had the cores
@@ -88,7 +99,7 @@ def _report_row(e: dict) -> dict:
 
 def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[float], patterns: list[str],
         iters: int, threads: int, seed: int = 0, region_per_call: bool = False, rounds: int = 1,
-        round_gap_s: float = 0.0) -> list[dict]:
+        round_gap_s: float = 0.0, activations: str = "dynamic") -> list[dict]:
     """Every row timed `rounds` times, all rows per round (a pause between rounds), each format's time its best over
     all calls of all rounds: the rounds spread each row's calls over the run, so that a slow phase of a shared
     host that lasts through one pass over a row does not set that row's figures alone"""
@@ -96,7 +107,7 @@ def run(shapes: dict[str, tuple[int, int]], tokens: list[int], sparsities: list[
     for r in range(rounds):
         if r:
             time.sleep(round_gap_s)
-        timed = _time_rows(shapes, tokens, sparsities, patterns, iters, threads, seed, region_per_call)
+        timed = _time_rows(shapes, tokens, sparsities, patterns, iters, threads, seed, region_per_call, activations)
         if merged is None:
             merged = timed
             continue
@@ -124,7 +135,8 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
                           "the calls of a timing share one parallel region, each ending at the team's barrier, as "
                           "a pass's ops do (older tables opened a region per call)."),
              f"Rounds: {meta.get('rounds', 1)} pass(es) over all rows ({meta.get('round_gap_s', 0.0):g} s apart); "
-             f"each time is the best over all calls of all rounds.", "",
+             f"each time is the best over all calls of all rounds.",
+             "INT8 activations: " + ACTIVATIONS_NOTE[meta.get("activations", "dynamic")], "",
              "Speed-up of each sparse format over our dense kernel of the same precision (INT8 formats vs dense "
              "INT8, float32 formats vs dense FP32) on the same Linear shape and token count, and effective "
              "dense-equivalent throughput (2*m*n*k / time, GOP/s). Development timings on a shared machine are "
@@ -191,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-gap-s", type=float, default=0.0, help="pause between rounds")
     ap.add_argument("--region-per-call", action="store_true",
                     help="each call in a parallel region of its own (the older tables' protocol)")
+    ap.add_argument("--activations", choices=ACTIVATION_MODES, default="dynamic",
+                    help="how the INT8 formats' input arrives (see the docstring)")
     ap.add_argument("--out", default="bench/results/sparse_kernels")
     args = ap.parse_args(argv)
     bad = [s for s in args.shapes if s not in SHAPES] + [p for p in args.patterns if p not in FORMATS]
@@ -202,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.round_gap_s < 0:
         ap.error("--rounds must be positive and --round-gap-s not negative")
     rows = run(shapes, tokens, sparsities, args.patterns, args.iters, args.threads,
-               region_per_call=args.region_per_call, rounds=args.rounds, round_gap_s=args.round_gap_s)
+               region_per_call=args.region_per_call, rounds=args.rounds, round_gap_s=args.round_gap_s,
+               activations=args.activations)
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "threads": args.threads,
             "isa": _core.detect_isa(), "machine": platform.processor() or platform.machine(),
             "command": env_prefix() + "python " + " ".join(sys.argv), "dense_int8": _core.gemm_s8_kernel(""),
             "no_amx_env": os.environ.get("TRIMFORMER_NO_AMX", ""), "region_per_call": args.region_per_call,
-            "rounds": args.rounds, "round_gap_s": args.round_gap_s}
+            "rounds": args.rounds, "round_gap_s": args.round_gap_s, "activations": args.activations}
     out = Path(args.out)
     write_reports(rows, meta, out)
     print(f"wrote {out}.json/.md/.png", file=sys.stderr)

@@ -708,7 +708,7 @@ class PyLinear {
     engine_ = std::make_unique<tf::EncoderEngine>(host_tensors(tensors), name, tf::resolve_isa(isa),
                                                   std::min(threads, 256), csr_f32_code);
   }
-  nb::ndarray<nb::numpy, float> run(F32In x, int act, nb::object residual) {
+  nb::ndarray<nb::numpy, float> run(F32In x, int act, nb::object residual, bool u8_input) {
     const tf::Linear& L = engine_->only_linear();
     if (x.ndim() != 2 || (int64_t)x.shape(1) != L.k) throw std::invalid_argument("x must be [m, in_features]");
     const int64_t m = x.shape(0);
@@ -724,7 +724,7 @@ class PyLinear {
     tf::AlignedBuf yb(m * L.n * sizeof(float));
     {
       nb::gil_scoped_release release;
-      engine_->run_linear(x.data(), m, yb.as<float>(), act_from(act), rp);
+      engine_->run_linear(x.data(), m, yb.as<float>(), act_from(act), rp, u8_input);
     }
     std::vector<float> y(yb.as<float>(), yb.as<float>() + m * L.n);
     return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
@@ -734,17 +734,21 @@ class PyLinear {
   // each ending at the team's barrier, as a pass's ops do (EncoderEngine::time_linear); region_per_call: each call
   // opens its own, as a lone run_linear does (a fork and a join per call: 0.8-1.0 us on 2 Ice Lake cores, a fifth
   // of a 90% block-sparse 768 x 768 call of one token: bench/results/timing_protocol_icelake.md)
-  double time(int64_t m, int iters, bool cold, bool region_per_call) {
+  // u8_input: the input arrives quantized (and re-laid) as FFN2's does in a static INT8 pass
+  // (EncoderEngine::run_linear), made once before the timed calls
+  double time(int64_t m, int iters, bool cold, bool region_per_call, bool u8_input) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
     // 64-byte aligned, as the executor's buffers are (a std::vector's large float output sits 16 bytes off a cache
     // line, which changes what the kernels' stores cost and so what the planner and the kernel benchmark compare)
     tf::AlignedBuf xb(m * L.k * sizeof(float)), yb(m * L.n * sizeof(float));
     float *x = xb.as<float>(), *y = yb.as<float>();
-    for (int64_t i = 0; i < m * L.k; ++i) x[i] = static_cast<float>(static_cast<int64_t>((i * 2654435761u) >> 24) - 128) / 64.0f;
+    // in [-2, 2) (_core.timing_input_range: static activation parameters are set for it)
+    for (int64_t i = 0; i < m * L.k; ++i)
+      x[i] = static_cast<float>(static_cast<int64_t>(((i * 2654435761u) >> 24) & 255) - 128) / 64.0f;
     nb::gil_scoped_release release;
-    engine_->run_linear(x, m, y, tf::Act::None, nullptr);
-    return engine_->time_linear(x, m, y, iters, cold, region_per_call);
+    engine_->run_linear(x, m, y, tf::Act::None, nullptr, u8_input);
+    return engine_->time_linear(x, m, y, iters, cold, region_per_call, u8_input);
   }
   std::unique_ptr<tf::EncoderEngine> engine_;
 };
@@ -761,6 +765,8 @@ NB_MODULE(_core, m) {
   m.def("max_threads", [] { return omp_get_max_threads(); });
   // a Linear's float output from this many bytes on goes out by streaming stores where a kernel has them
   m.attr("stream_output_bytes") = tf::kStreamOutputBytes;
+  // the range of LinearRunner.time's synthetic activations
+  m.attr("timing_input_range") = nb::make_tuple(-2.0, 2.0);
   m.def("gemm_f32", &k_gemm_f32, "a"_a, "w"_a, "bias"_a = nb::none(), "act"_a = 0, "residual"_a = nb::none(),
         "alpha"_a = 1.0f, "isa"_a = "", "w_is_kn"_a = false);
   m.def("gemm_s8", &k_gemm_s8, "a"_a, "w"_a, "w_scale"_a, "a_scale"_a, "a_zp"_a, "bias"_a = nb::none(),
@@ -835,8 +841,9 @@ NB_MODULE(_core, m) {
   nb::class_<PyLinear>(m, "LinearRunner")
       .def(nb::init<const std::map<std::string, AnyArray>&, const std::string&, const std::string&, int, bool>(),
            "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1, "csr_f32_code"_a = true)
-      .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none())
-      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false, "region_per_call"_a = false)
+      .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none(), "u8_input"_a = false)
+      .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false, "region_per_call"_a = false,
+           "u8_input"_a = false)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
       .def_prop_ro("kernel", [](PyLinear& p) { return tf::linear_kernel(p.engine_->only_linear()); })
       .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })

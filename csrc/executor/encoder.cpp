@@ -955,34 +955,72 @@ const Linear& EncoderEngine::only_linear() const {
   return head_[0];
 }
 
-void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, const float* residual) {
+LinearIO EncoderEngine::linear_input(Linear& L, const float* x, int64_t m, float* y, Act act,
+                                     const float* residual, bool u8_input, AlignedBuf& q) {
+  LinearIO io;
+  io.in = x;
+  io.out = y;
+  io.act = act;
+  io.residual = residual;
+  if (!u8_input) return io;
+  if (!L.int8 || !L.static_act)
+    throw std::invalid_argument("u8 input needs an INT8 Linear with static activation parameters");
+  const int64_t ldq = q_stride(L.k);
+  q.reserve(m * ldq);
+  std::memset(q.as<uint8_t>(), L.a_zp, m * ldq);  // padding columns hold the zero point, as a requantized output's
+  kt_->quantize_u8(x, L.k, q.as<uint8_t>(), ldq, m, L.k, 1.0f / L.a_scale, L.a_zp);
+  io.in_q = q.as<uint8_t>();
+  // FFN1's epilogue writes FFN2's re-layout for quad rows and for gathered quads' byte rows (not for pair records,
+  // whose re-layout FFN2 makes from the u8 rows), whatever the token count: here it is made once, the calls read it
+  if (L.kind != LinearKind::BsrS8 || L.bsr_pair_slots) return io;
+  uint8_t* at = tl_ws->at.as<uint8_t>();
+  if (L.gathered() && kt_->bsr_pack_bytes) {
+    kt_->bsr_pack_bytes(io.in_q, ldq, m, 0, m, L.k, at);
+  } else if (!L.gathered() && kt_->bsr_at_size(kBsrAtTile, 4) > 0) {
+    kt_->bsr_pack_at(io.in_q, ldq, m, 0, m, L.k, at, bsr_pair_quads(*kt_, L.bsr_rows, L.bsr_narrow, 0, L.k));
+  } else {
+    return io;
+  }
+  io.in_at = at;
+  io.at_bytes = L.gathered();
+  return io;
+}
+
+void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, const float* residual, bool u8_input) {
   Linear& L = const_cast<Linear&>(only_linear());
   if (m <= 0) throw std::invalid_argument("run_linear needs at least one row");
   if (ws_.empty()) ws_.resize(1);
   ensure_workspace(ws_[0], m, 0, 0);  // no attention: no scratch
   tl_ws = &ws_[0];
   tl_team = 0;
-  linear(L, x, m, y, act, residual);
+  AlignedBuf q;
+  const LinearIO io = linear_input(L, x, m, y, act, residual, u8_input, q);
+  linear(L, io, m);
 }
 
-double EncoderEngine::time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call) {
+double EncoderEngine::time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call,
+                                  bool u8_input) {
   Linear& L = const_cast<Linear&>(only_linear());
   if (m <= 0 || iters <= 0) throw std::invalid_argument("time_linear needs rows and iterations");
   const auto since = [](std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
+  if (ws_.empty()) ws_.resize(1);
+  ensure_workspace(ws_[0], m, 0, 0);
+  tl_ws = &ws_[0];
+  tl_team = 0;
+  AlignedBuf q;
+  const LinearIO io = linear_input(L, x, m, y, Act::None, nullptr, u8_input, q);
   double best = 1e30;
   if (region_per_call) {
     for (int it = 0; it < iters; ++it) {
       if (cold) L.evict();
       const auto t0 = std::chrono::steady_clock::now();
-      run_linear(x, m, y, Act::None, nullptr);
+      linear(L, io, m);
       best = std::min(best, since(t0));
     }
     return best;
   }
-  if (ws_.empty()) ws_.resize(1);
-  ensure_workspace(ws_[0], m, 0, 0);
   TeamError error;
 #pragma omp parallel num_threads(threads_)
   {
@@ -996,7 +1034,7 @@ double EncoderEngine::time_linear(const float* x, int64_t m, float* y, int iters
       }
 #pragma omp barrier
       const auto t0 = std::chrono::steady_clock::now();
-      error.guard([&] { linear(L, x, m, y, Act::None, nullptr); });  // ends at the team's barrier
+      error.guard([&] { linear(L, io, m); });  // ends at the team's barrier
 #pragma omp master
       best = std::min(best, since(t0));
     }

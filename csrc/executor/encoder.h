@@ -198,11 +198,16 @@ class EncoderEngine {
   EncoderEngine(const std::map<std::string, HostTensor>& tensors, const std::string& name, Isa isa, int threads,
                 bool csr_f32_code = true);
   // y [m, n] = act(x [m, k] . W^T + bias) + residual, on the Linear-only engine
-  void run_linear(const float* x, int64_t m, float* y, Act act, const float* residual);
+  // u8_input (a Linear with static activation parameters, INT8 formats): x arrives quantized with them, as FFN2's
+  // input does in a static INT8 pass (requantized by FFN1's epilogue), and for block-sparse quad or byte rows also
+  // re-laid, as FFN1's epilogue writes it there (linear_input): the call runs the GEMM and its epilogue only
+  void run_linear(const float* x, int64_t m, float* y, Act act, const float* residual, bool u8_input = false);
   // Best seconds per call of the only Linear over `iters` calls timed as in a pass: the calls share one parallel
   // region and each ends at the team's barrier, as a pass's ops do (no fork or join per call); region_per_call:
   // each call opens its own, as a lone run_linear does. cold: the weight is evicted before each call (untimed)
-  double time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call = false);
+  // u8_input: as run_linear's, the quantization (and re-layout) made once before the timed calls
+  double time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call = false,
+                     bool u8_input = false);
   const Linear& only_linear() const;
   // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
   // one run at a time per engine (the Python wrapper holds a lock).
@@ -246,6 +251,11 @@ class EncoderEngine {
   void load_static_activation(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
   void linear(Linear& L, const float* in, int64_t m, float* out, Act act, const float* residual);
   void linear(Linear& L, const LinearIO& io, int64_t m);
+  // The Linear-only engine's call on float rows x; with u8_input, x quantized into q with the layer's static
+  // parameters and, where a previous layer's epilogue would write it, re-laid into the workspace by one call (the
+  // workspace must be set: tl_ws)
+  LinearIO linear_input(Linear& L, const float* x, int64_t m, float* y, Act act, const float* residual,
+                        bool u8_input, AlignedBuf& q);
   int64_t q_stride(int64_t k) const;
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // the fused float attention over the operands a sparse FP32 QKV wrote (QkvF32's layout at ops)

@@ -61,3 +61,22 @@ def test_tiny_run_writes_its_protocol(tmp_path):
 def test_bad_rounds_fail_clearly(tmp_path):
     with pytest.raises(SystemExit):
         bsk.main(["--tiny", "--rounds", "0", "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("mode", ["static", "u8"])
+def test_activations_mode_reaches_the_timings_and_the_report(tmp_path, monkeypatch, mode):
+    """--activations goes to every time_formats call and into the report's protocol lines."""
+    modes = []
+    real = bsk.time_formats
+
+    def spy(w, formats, **kw):
+        modes.append(kw["activations"])
+        return real(w, formats, **kw)
+
+    monkeypatch.setattr(bsk, "time_formats", spy)
+    out = tmp_path / "sk"
+    assert bsk.main(["--tiny", "--tokens", "5", "--iters", "1", "--patterns", "block,2:4", "--sparsities", "0.9",
+                     "--activations", mode, "--out", str(out)]) == 0
+    assert modes == [mode, mode]
+    assert json.loads(out.with_suffix(".json").read_text())["meta"]["activations"] == mode
+    assert "INT8 activations: " + bsk.ACTIVATIONS_NOTE[mode] in out.with_suffix(".md").read_text()

@@ -70,6 +70,48 @@ def test_sparse_formats_equal_dense(isa, rng, m, n, k, pattern, sparsity):
         np.testing.assert_array_equal(r.run(x, 1, res), _runner("nm-f32", wb, bias, isa).run(x, 1, res))
 
 
+# (format, pattern, extra env): dense INT8, 4x4 quads, 1x4 rows as gathered quads and as pair records, N:M
+U8_INPUT_CASES = [("int8", "block", {}), ("block-int8", "block", {}), ("csr-int8", "unstructured", {}),
+                  ("csr-int8", "unstructured", {"TRIMFORMER_GATHERED_QUADS": "0"}), ("nm-int8", "2:4", {}),
+                  ("nm-int8", "2:4", {"TRIMFORMER_PERM_QUADS": "0"})]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fmt,pattern,env", U8_INPUT_CASES)
+def test_u8_input_equals_static_float_input(isa, rng, monkeypatch, fmt, pattern, env, threads):
+    """u8_input (the input quantized with the layer's static parameters, and re-laid for block-sparse quads and
+    gathered quads, before the call, as FFN2's arrives from FFN1's epilogue in a static INT8 pass: what the kernel
+    benchmark's u8 mode times): the same bits as the static layer on float rows, from one token (the few-token path
+    on float rows) to partial tiles and long rows, with an activation and a residual; timing in that mode leaves
+    run() as it was. Float formats and dynamic INT8 refuse it."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for m, n, k in [(1, 70, 45), (3, 36, 67), (17, 16, 64), (130, 70, 130), (37, 45, 1539)]:
+        w = _weight(rng, n, k, pattern, 0.5 if ":" in pattern else 0.8)
+        bias = rng.standard_normal(n).astype(np.float32)
+        stored = {"lin" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
+        stored["lin.bias"] = bias
+        stored["lin.act_scale"] = np.array([4.0 / 255], np.float32)
+        stored["lin.act_zero_point"] = np.array([120], np.int32)
+        r = _core.LinearRunner(stored, "lin", isa, threads)
+        x = rng.uniform(-2.5, 2.5, (m, k)).astype(np.float32)  # a few beyond the range: clamped alike
+        res = rng.standard_normal((m, n)).astype(np.float32)
+        want = r.run(x, 1, res)
+        np.testing.assert_array_equal(r.run(x, 1, res, u8_input=True), want, err_msg=f"{m}x{n}x{k}")
+        np.testing.assert_array_equal(r.run(x, 0, u8_input=True), r.run(x, 0), err_msg=f"{m}x{n}x{k}")
+        assert 0.0 < r.time(m, 2, True, False, True) < 1.0
+        assert 0.0 < r.time(m, 2, False, True, True) < 1.0
+        np.testing.assert_array_equal(r.run(x, 1, res), want)
+    x = rng.standard_normal((5, 45)).astype(np.float32)
+    w = _weight(rng, 70, 45, pattern, 0.5)
+    for other in (fmt, "f32"):  # dynamic INT8 (no static parameters) and float
+        r = _runner(other, w, np.zeros(70, np.float32), isa, threads)
+        with pytest.raises(ValueError, match="static activation parameters"):
+            r.run(x, u8_input=True)
+        with pytest.raises(ValueError, match="static activation parameters"):
+            r.time(5, 2, False, False, True)
+
+
 @pytest.mark.parametrize("n,k", [(16, 64), (45, 200), (70, 1532), (33, 7)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_csr_int8_row_pairs_equal_dense(isa, rng, monkeypatch, n, k, threads):

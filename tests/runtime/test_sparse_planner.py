@@ -314,6 +314,37 @@ def test_time_formats_times_the_csr_f32_walk_where_the_level_has_code(isa, rng):
     assert set(time_formats(w, ["csr-f32"], tokens=20, iters=1, threads=2, isa=isa)) == {"csr-f32"}
 
 
+def test_time_formats_activation_modes(isa, rng, monkeypatch):
+    """activations: INT8 formats are built with static parameters for the synthetic input's range in "static" and
+    "u8" mode and timed on u8 input in "u8" mode; float formats the same in every mode; an unknown mode raises."""
+    from trimformer.formats.sparsity import magnitude_mask
+
+    w = rng.standard_normal((48, 80)).astype(np.float32)
+    w *= magnitude_mask(w, 0.9, "block")
+    seen, real = [], _core.LinearRunner
+
+    class Spy:
+        def __init__(self, stored, *args, **kw):
+            self.static = "x.act_scale" in stored
+            self.runner = real(stored, *args, **kw)
+            self.jit_code_bytes = self.runner.jit_code_bytes
+
+        def time(self, *args):
+            seen.append((self.static, len(args) == 5 and args[4]))
+            return self.runner.time(*args)
+
+    monkeypatch.setattr(engine_module._core, "LinearRunner", Spy)
+    formats = ["int8", "block-int8", "f32", "block-f32"]
+    for mode, want in (("dynamic", (False, False)), ("static", (True, False)), ("u8", (True, True))):
+        seen.clear()
+        t = time_formats(w, formats, tokens=20, iters=1, threads=2, isa=isa, activations=mode)
+        assert set(t) == set(formats) and all(v > 0 for v in t.values())
+        assert seen == [want, want, (False, False), (False, False)]
+    assert _core.timing_input_range == (-2.0, 2.0)
+    with pytest.raises(ValueError, match="activations must be one of"):
+        time_formats(w, ["int8"], activations="float")
+
+
 def test_planner_keeps_the_faster_csr_f32_kernel_per_layer(rng, tmp_path, monkeypatch):
     """The planner times csr-f32 as generated code and as its plain walk and keeps the faster per layer: the
     layers whose walk timed faster are in engine.extra["csr_f32_walk"], run without code, keep it through save

@@ -525,7 +525,7 @@ def best_times(timers: Mapping[str, Callable[[], float]], iters: int, confirm: f
 def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, iters: int = 5,
                  threads: int | None = None, isa: str | None = None, cold: bool = True,
                  confirm: float | None = None, region_per_call: bool = False,
-                 walk: bool = False) -> dict[str, float]:
+                 walk: bool = False, activations: str = "dynamic") -> dict[str, float]:
     """Seconds per call of one Linear with weight `w` stored in each of `formats`, run by the executor's own
     loader and kernels (dynamic INT8 activations for INT8 formats) on `tokens` synthetic rows: best of `iters`,
     interleaved across formats so that a noisy neighbour hurts them alike (with `confirm`, the close ones timed
@@ -534,25 +534,43 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
     of 48 Linears dense and its pass took 13.82 ms against 8.88 ms planned cold, 1 x 128:
     bench/results/planner_cold_timing.md). The calls of one timing share a parallel region, each ending at the
     team's barrier, as a pass's ops do; region_per_call: each opens its own (a fork and a join per call).
-    walk: where csr-f32 runs as generated code at this level, also time its plain row walk, as CSR_F32_WALK."""
+    walk: where csr-f32 runs as generated code at this level, also time its plain row walk, as CSR_F32_WALK.
+    activations (INT8 formats; float formats read float rows in every mode): "dynamic" (each row's range found and
+    quantized in the call), "static" (calibrated parameters: quantized in the call, no range pass, as a static INT8
+    pass's QKV, attn_out and FFN1 run) or "u8" (the input arrives quantized, and re-laid for block-sparse quads, as
+    FFN2's does from FFN1's epilogue in a static INT8 pass: the GEMM and its epilogue alone)."""
+    if activations not in ACTIVATION_MODES:
+        raise ValueError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, not {activations!r}")
+    scale, zp = activation_qparams(*_core.timing_input_range)
     timers = {}
 
-    def add(key: str, runner: Any) -> None:
+    def add(key: str, runner: Any, u8: bool) -> None:
         # (the default protocol passes no flag: an extension built before the flag existed then still runs, its
         # calls each in a region of their own, for A/B runs of old builds)
-        if region_per_call:
+        if u8:
+            timers[key] = lambda: runner.time(tokens, 1, cold, region_per_call, True)
+        elif region_per_call:
             timers[key] = lambda: runner.time(tokens, 1, cold, True)
         else:
             timers[key] = lambda: runner.time(tokens, 1, cold)
 
     for fmt in formats:
-        stored = {"x" + sfx: t for sfx, t in get_format(fmt).encode(w).items()}
+        spec = get_format(fmt)
+        stored = {"x" + sfx: t for sfx, t in spec.encode(w).items()}
+        quantized = spec.int8_activations and activations != "dynamic"
+        if quantized:
+            stored["x.act_scale"] = np.array([scale], np.float32)
+            stored["x.act_zero_point"] = np.array([zp], np.int32)
         runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
-        add(fmt, runner)
+        add(fmt, runner, quantized and activations == "u8")
         if walk and fmt == "csr-f32" and runner.jit_code_bytes > 0:
             add(CSR_F32_WALK, _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads),
-                                                 csr_f32_code=False))
+                                                 csr_f32_code=False), False)
     return best_times(timers, iters, confirm)
+
+
+# time_formats' activation modes for INT8 formats (see there)
+ACTIVATION_MODES = ("dynamic", "static", "u8")
 
 
 # time_formats' key for csr-f32 run by its plain row walk where the level would run it as generated code. Which is
