@@ -971,8 +971,9 @@ LinearIO EncoderEngine::linear_input(Linear& L, const float* x, int64_t m, float
   kt_->quantize_u8(x, L.k, q.as<uint8_t>(), ldq, m, L.k, 1.0f / L.a_scale, L.a_zp);
   io.in_q = q.as<uint8_t>();
   // FFN1's epilogue writes FFN2's re-layout for quad rows and for gathered quads' byte rows (not for pair records,
-  // whose re-layout FFN2 makes from the u8 rows), whatever the token count: here it is made once, the calls read it
-  if (L.kind != LinearKind::BsrS8 || L.bsr_pair_slots) return io;
+  // whose re-layout FFN2 makes from the u8 rows, and not for a call of a few tokens that runs over its u8 rows):
+  // here it is made once, the calls read it
+  if (L.kind != LinearKind::BsrS8 || L.bsr_pair_slots || few_tokens_call(L, m)) return io;
   uint8_t* at = tl_ws->at.as<uint8_t>();
   if (L.gathered() && kt_->bsr_pack_bytes) {
     kt_->bsr_pack_bytes(io.in_q, ldq, m, 0, m, L.k, at);
@@ -1212,6 +1213,11 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
   linear(L, io, m);
 }
 
+bool EncoderEngine::few_tokens_call(const Linear& L, int64_t m) const {
+  return L.kind == LinearKind::BsrS8 && m <= std::min(kt_->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 &&
+         !L.gathered() && !L.bsr_pair_slots && L.bsr_pair_tile.empty() && !bsr_few_off_;
+}
+
 void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
   Epilogue epi;
   epi.bias = L.bias.empty() ? nullptr : L.bias.data();
@@ -1400,9 +1406,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)
     // unless its input comes re-laid or its output goes into the next layer's re-layout or the attention's bf16
     // operands. TRIMFORMER_BSR_FEW_TOKENS_OFF=1: the tiles' path.
-    const bool few = m <= std::min(kt->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 && !L.gathered() &&
-                     !L.bsr_pair_slots && L.bsr_pair_tile.empty() && !io.in_at && !io.out_at && !io.qkv.q &&
-                     !bsr_few_off_;
+    const bool few = few_tokens_call(L, m) && !io.in_at && !io.out_at && !io.qkv.q;
     const bool fused_prep =
         kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots && !few;
     // the dynamic quantization fused the same way (quad rows only: gathered quads and pair records keep the u8 rows)
@@ -1889,9 +1893,10 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // memory; block-sparse: from rows still hot, with ff as the float scratch)
         // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
         // bsr_pack_at for FFN2)
+        // (not where FFN2's call of a few tokens runs over its u8 rows: no re-layout to write)
         const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
                                !L.ffn2.bsr_pair_slots && !L.ffn2.gathered() && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
-                               bsr_fills_next_at(cfg_.act);
+                               bsr_fills_next_at(cfg_.act) && !few_tokens_call(L.ffn2, Mc);
         // both gathered quads: FFN1's finished rows are FFN2's byte rows (their calls start at whole tiles)
         const bool bytes_direct = L.ffn1.gathered() && L.ffn2.gathered() && bsr_fills_next_at(cfg_.act) &&
                                   !bytes_direct_off_;

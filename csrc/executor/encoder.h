@@ -301,6 +301,10 @@ class EncoderEngine {
   bool fused_rows_off_ = false;  // TRIMFORMER_DYNAMIC_U8_ROWS: dynamic INT8 block-sparse inputs via u8 rows
   bool bsr_pieces_off_ = false;  // TRIMFORMER_BSR_PIECES_OFF: a long token split prepares its whole share first
   bool bsr_few_off_ = false;  // TRIMFORMER_BSR_FEW_TOKENS_OFF: calls of a few tokens re-lay them as longer ones
+  // whether a block-sparse INT8 call of m tokens may run over its u8 rows (KernelTable::bsr_few_tokens: no re-layout,
+  // no transposes), given that its input does not come re-laid nor its output go into a re-layout or attention
+  // operands; where it may, FFN1 does not write FFN2's re-layout either
+  bool few_tokens_call(const Linear& L, int64_t m) const;
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
   void read_linear_settings();

@@ -459,7 +459,8 @@ def test_calls_of_a_few_tokens_equal_dense(isa, rng, monkeypatch, threads):
 def test_encoder_on_a_few_tokens_equals_the_tiles_path(isa, rng, tmp_path, monkeypatch, quantize):
     """A 4x4 block-pruned INT8 encoder on passes of 1 to 9 tokens (its Linears' calls of a few tokens run over the
     u8 rows where the level has that path) gives the bytes of the same engine loaded with
-    TRIMFORMER_BSR_FEW_TOKENS_OFF=1, static (requantized inputs from the previous epilogue) and dynamic INT8."""
+    TRIMFORMER_BSR_FEW_TOKENS_OFF=1, static (requantized inputs from the previous epilogue: on a few tokens FFN1
+    writes FFN2's u8 rows, which FFN2's call runs over, instead of its re-layout) and dynamic INT8."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     import trimformer as tf
