@@ -12,7 +12,7 @@
 //
 //   g++ -O2 -march=native -o /tmp/bsr_s8_rows4_rates bench/micro/bsr_s8_rows4_rates.cpp && /tmp/bsr_s8_rows4_rates
 //
-// The clock is measured with a dependent vpaddd chain (1 cycle each), as dot_rates.cpp does; where 512-bit work
+// The clock is measured with a dependent vpaddd chain (1 cycle each: micro_common.h); where 512-bit work
 // runs at a lower clock than that chain, every rate here reads low by the same factor.
 #include <immintrin.h>
 
@@ -23,6 +23,8 @@
 #include <cstdlib>
 #include <random>
 #include <vector>
+
+#include "micro_common.h"
 
 #define DP(acc, a, b) asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b))
 
@@ -80,31 +82,11 @@ __attribute__((noinline)) void walk(const uint8_t* at, const Blocks& w, int32_t*
   }
 }
 
-double clock_hz() {
-  const int64_t n = 200000000;
-  __m512i a = _mm512_set1_epi32(1);
-  const __m512i b = _mm512_set1_epi32(1);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < n; ++i) asm volatile("vpaddd %1, %0, %0" : "+v"(a) : "v"(b));
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return n / s;
-}
-
-template <class F>
-double best_seconds(F f) {
-  double best = 1e30;
-  for (int it = 0; it < 200; ++it) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
 }  // namespace
 
 int main() {
-  clock_hz();  // the core's clock ramps up first
-  const double hz = clock_hz();
+  vpaddd_clock_ghz();  // the core's clock ramps up first
+  const double hz = vpaddd_clock_ghz() * 1e9;
   std::printf("clock (dependent vpaddd chain): %.2f GHz\n\n", hz / 1e9);
   std::printf("| shape (outputs x inputs) | At tile KiB | weight KiB | rows4 | seq_at | no_at | regs |\n"
               "|---|---|---|---|---|---|---|\n");
@@ -131,10 +113,10 @@ int main() {
     int32_t* out = static_cast<int32_t*>(std::aligned_alloc(64, static_cast<size_t>(s.n) * 64 * 4));
     const double dps = static_cast<double>(w.cols.size()) * 16;
     const auto rate = [&](double sec) { return dps / sec / hz; };
-    const double r0 = rate(best_seconds([&] { walk<0>(at, w, out); }));
-    const double r1 = rate(best_seconds([&] { walk<1>(at, w, out); }));
-    const double r2 = rate(best_seconds([&] { walk<2>(at, w, out); }));
-    const double r3 = rate(best_seconds([&] { walk<3>(at, w, out); }));
+    const double r0 = rate(best_call_seconds([&] { walk<0>(at, w, out); }, 200));
+    const double r1 = rate(best_call_seconds([&] { walk<1>(at, w, out); }, 200));
+    const double r2 = rate(best_call_seconds([&] { walk<2>(at, w, out); }, 200));
+    const double r3 = rate(best_call_seconds([&] { walk<3>(at, w, out); }, 200));
     std::printf("| %s | %lld | %.0f | %.2f | %.2f | %.2f | %.2f |\n", s.name, static_cast<long long>(kq) * kQuad / 1024,
                 (w.cols.size() * 20.0 + w.ptr.size() * 4.0) / 1024, r0, r1, r2, r3);
     std::free(at);

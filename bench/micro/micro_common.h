@@ -1,4 +1,5 @@
-// Pieces shared by the instruction-rate experiments port_contention.cpp, dot_rates.cpp and avx2_rates.cpp
+// Pieces shared by the instruction-rate experiments (port_contention.cpp, dot_rates.cpp, avx2_rates.cpp,
+// bsr_s8_rows4_rates.cpp, ...)
 // (header-only: each is built by one g++ command): the clock they count cycles in, the best-of-5 timing, and the
 // fold that keeps their accumulators live.
 #pragma once
@@ -34,6 +35,19 @@ double best_of_5(Run run, long reps) {
   double best = 1e30;
   for (int t = 0; t < 5; ++t) {
     const double sec = run(reps);
+    if (sec < best) best = sec;
+  }
+  return best;
+}
+
+// the fastest of `times` calls f() (no arguments), in seconds
+template <class F>
+double best_call_seconds(F f, int times) {
+  double best = 1e30;
+  for (int t = 0; t < times; ++t) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (sec < best) best = sec;
   }
   return best;
