@@ -41,7 +41,7 @@ import numpy as np
 from trimformer import _core
 from trimformer.formats.sparsity import magnitude_mask
 from trimformer.runtime.engine import time_formats
-fmt, pattern, sparsity, tokens, threads, iters, shapes, region_per_call = json.loads(sys.argv[1])
+fmt, pattern, sparsity, tokens, threads, iters, shapes, region_per_call, activations = json.loads(sys.argv[1])
 older = "region_per_call" not in (_core.LinearRunner.time.__doc__ or "")  # a region per call, its only protocol
 if older and not region_per_call:
     raise SystemExit("this build opens a region per call: compare with --region-per-call")
@@ -51,14 +51,15 @@ for label, (n, k) in shapes.items():
     w = rng.standard_normal((n, k)).astype(np.float32)
     w = w * magnitude_mask(w, sparsity, pattern)
     out[label] = time_formats(w, [fmt], tokens=tokens, iters=iters, threads=threads,
-                              region_per_call=region_per_call and not older)[fmt] * 1e3
+                              region_per_call=region_per_call and not older,
+                              **({"activations": activations} if activations != "dynamic" else {}))[fmt] * 1e3
 print(json.dumps(out))
 """
 
 
 def time_build(args: argparse.Namespace) -> dict[str, float]:
     spec = json.dumps([args.format, args.pattern, args.sparsity, args.tokens, args.threads, args.iters, SHAPES,
-                       args.region_per_call])
+                       args.region_per_call, args.activations])
     done = subprocess.run([sys.executable, "-c", CHILD, spec], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"timing run failed:\n{done.stderr[-3000:]}")
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--region-per-call", action="store_true",
                     help="each call in a parallel region of its own (the only protocol of older builds)")
+    ap.add_argument("--activations", choices=("dynamic", "static", "u8"), default="dynamic",
+                    help="how INT8 formats get their input (time_formats; u8 needs a build with LinearRunner u8_input)")
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(builds))
     lines = report_head("A/B of native builds on single Linears", command,
                         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, "
-                        f"{args.threads} thread(s): ms per call (best of {args.iters}, cold weights; "
+                        f"{args.threads} thread(s), {args.activations} INT8 input: ms per call (best of {args.iters}, "
+                        f"cold weights; "
                         f"{'a parallel region per call' if args.region_per_call else 'the calls in one parallel region'}"
                         f") per round; the median over the rounds, and the sum over the shapes against `{first}`.",
                         args.note)

@@ -83,7 +83,8 @@ def test_u8_input_equals_static_float_input(isa, rng, monkeypatch, fmt, pattern,
     gathered quads, before the call, as FFN2's arrives from FFN1's epilogue in a static INT8 pass: what the kernel
     benchmark's u8 mode times): the same bits as the static layer on float rows, from one token (the few-token path
     on float rows) to partial tiles and long rows, with an activation and a residual; timing in that mode leaves
-    run() as it was. Float formats and dynamic INT8 refuse it."""
+    run() as it was; the static sparse layer gives the static dense INT8 layer's bits. Float formats and dynamic INT8
+    refuse u8 input."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for m, n, k in [(1, 70, 45), (3, 36, 67), (17, 16, 64), (130, 70, 130), (37, 45, 1539)]:
@@ -97,6 +98,11 @@ def test_u8_input_equals_static_float_input(isa, rng, monkeypatch, fmt, pattern,
         x = rng.uniform(-2.5, 2.5, (m, k)).astype(np.float32)  # a few beyond the range: clamped alike
         res = rng.standard_normal((m, n)).astype(np.float32)
         want = r.run(x, 1, res)
+        if fmt != "int8":  # static sparse equals static dense INT8, bit for bit (uniform_rows: hoisted products)
+            dense = {"lin" + sfx: t for sfx, t in get_format("int8").encode(w).items()}
+            dense.update({key: stored[key] for key in ("lin.bias", "lin.act_scale", "lin.act_zero_point")})
+            ref = _core.LinearRunner(dense, "lin", isa, threads).run(x, 1, res)
+            np.testing.assert_array_equal(want, ref, err_msg=f"{m}x{n}x{k}")
         np.testing.assert_array_equal(r.run(x, 1, res, u8_input=True), want, err_msg=f"{m}x{n}x{k}")
         np.testing.assert_array_equal(r.run(x, 0, u8_input=True), r.run(x, 0), err_msg=f"{m}x{n}x{k}")
         assert 0.0 < r.time(m, 2, True, False, True) < 1.0
