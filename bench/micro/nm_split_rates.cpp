@@ -45,6 +45,15 @@ struct Data {
   alignas(64) int32_t idx[kGroups][2][16];  // and their inputs within the group (0-3)
 };
 
+// the accumulators' sum, stored after the timed loop so that the compiler keeps every chain
+template <class... Acc>
+void keep_live(Acc... acc) {
+  __m512 s = _mm512_setzero_ps();
+  ((s = _mm512_add_ps(s, acc)), ...);
+  volatile float sink = _mm512_reduce_add_ps(s);
+  (void)sink;
+}
+
 // W walk steps and P perm tokens (P <= 8) per unit, kSteps units per pass; returns seconds. Accumulators are
 // named variables: in arrays gcc kept them in memory around each asm statement.
 #define PERM_TOKEN(T, BT)                                                                    \
@@ -86,11 +95,7 @@ __attribute__((noinline)) double run(const Data& d, int passes) {
     }
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                 _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(b0, b1), _mm512_add_ps(b2, b3)),
-                                               _mm512_add_ps(_mm512_add_ps(b4, b5), _mm512_add_ps(b6, b7))));
-  volatile float sink = _mm512_reduce_add_ps(s);
-  (void)sink;
+  keep_live(a0, a1, a2, a3, b0, b1, b2, b3, b4, b5, b6, b7);
   return sec;
 }
 
@@ -105,11 +110,7 @@ __attribute__((noinline)) double run_regs(int passes) {
     FMA_REG(a8, x, y); FMA_REG(a9, x, y); FMA_REG(a10, x, y); FMA_REG(a11, x, y);
   }
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                                 _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)),
-                                               _mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11))));
-  volatile float sink = _mm512_reduce_add_ps(s);
-  (void)sink;
+  keep_live(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11);
   return sec;
 }
 }  // namespace
