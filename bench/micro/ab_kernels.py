@@ -51,8 +51,7 @@ for label, (n, k) in shapes.items():
     w = rng.standard_normal((n, k)).astype(np.float32)
     w = w * magnitude_mask(w, sparsity, pattern)
     out[label] = time_formats(w, [fmt], tokens=tokens, iters=iters, threads=threads,
-                              region_per_call=region_per_call and not older,
-                              **({"activations": activations} if activations != "dynamic" else {}))[fmt] * 1e3
+                              region_per_call=region_per_call and not older, activations=activations)[fmt] * 1e3
 print(json.dumps(out))
 """
 

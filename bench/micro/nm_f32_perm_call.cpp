@@ -4,8 +4,8 @@
 // (with the bias), no re-layout, no transposes; per 16-row block the packed group steps (two value vectors, two
 // index vectors: 256 bytes per 16 rows x 4 inputs) stay in L1/L2 while every 8-token tile walks them. Prints the
 // best time of a call on one thread, hot caches, for BERT-base shapes at 128 tokens, and checks the result against
-// a plain loop. Compare with our dense FP32 Linear on the same shape, one thread, hot (bench/micro/nm_f32_perm_call.py
-// runs both).
+// a plain loop. Compare with our dense FP32 Linear on the same shape, one thread, hot (LinearRunner.time; the
+// short script that does so is in bench/results/nm_f32_perm_call_icelake.md).
 //
 //   g++ -O3 -march=native -o /tmp/nm_f32_perm_call bench/micro/nm_f32_perm_call.cpp && /tmp/nm_f32_perm_call
 #include <immintrin.h>
@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -23,7 +22,7 @@
 namespace {
 struct Packed {  // per 16-row block, per group of 4 inputs: v0[16], v1[16] (floats), i0[16], i1[16] (int32)
   int64_t n, k;
-  std::vector<float, std::allocator<float>> steps;  // [n/16][k/4][64] (the indices stored as int32 bits)
+  std::vector<float> steps;  // [n/16][k/4][64] (the indices stored as int32 bits)
 };
 
 Packed pack(const std::vector<float>& w, int64_t n, int64_t k) {  // w: [n][k], 2:4 along k (n % 16 == 0, k % 4 == 0)

@@ -970,18 +970,13 @@ LinearIO EncoderEngine::linear_input(Linear& L, const float* x, int64_t m, float
   std::memset(q.as<uint8_t>(), L.a_zp, m * ldq);  // padding columns hold the zero point, as a requantized output's
   kt_->quantize_u8(x, L.k, q.as<uint8_t>(), ldq, m, L.k, 1.0f / L.a_scale, L.a_zp);
   io.in_q = q.as<uint8_t>();
-  // FFN1's epilogue writes FFN2's re-layout for quad rows and for gathered quads' byte rows (not for pair records,
-  // whose re-layout FFN2 makes from the u8 rows, and not for a call of a few tokens that runs over its u8 rows):
-  // here it is made once, the calls read it
-  if (L.kind != LinearKind::BsrS8 || L.bsr_pair_slots || few_tokens_call(L, m)) return io;
+  // where FFN1's epilogue would write FFN2's re-layout, it is made here once and the calls read it
+  if (!takes_relaid_input(L, m)) return io;
   uint8_t* at = tl_ws->at.as<uint8_t>();
-  if (L.gathered() && kt_->bsr_pack_bytes) {
+  if (L.gathered())
     kt_->bsr_pack_bytes(io.in_q, ldq, m, 0, m, L.k, at);
-  } else if (!L.gathered() && kt_->bsr_at_size(kBsrAtTile, 4) > 0) {
+  else
     kt_->bsr_pack_at(io.in_q, ldq, m, 0, m, L.k, at, bsr_pair_quads(*kt_, L.bsr_rows, L.bsr_narrow, 0, L.k));
-  } else {
-    return io;
-  }
   io.in_at = at;
   io.at_bytes = L.gathered();
   return io;
@@ -1216,6 +1211,11 @@ void EncoderEngine::linear(Linear& L, const float* in, int64_t m, float* out, Ac
 bool EncoderEngine::few_tokens_call(const Linear& L, int64_t m) const {
   return L.kind == LinearKind::BsrS8 && m <= std::min(kt_->bsr_few_tokens, kFewTokensMax) && L.bsr_rows == 4 &&
          !L.gathered() && !L.bsr_pair_slots && L.bsr_pair_tile.empty() && !bsr_few_off_;
+}
+
+bool EncoderEngine::takes_relaid_input(const Linear& L, int64_t m) const {
+  if (L.kind != LinearKind::BsrS8 || L.bsr_pair_slots || few_tokens_call(L, m)) return false;
+  return L.gathered() ? kt_->bsr_pack_bytes != nullptr : kt_->bsr_at_size(kBsrAtTile, 4) > 0;
 }
 
 void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
@@ -1893,13 +1893,11 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
         // memory; block-sparse: from rows still hot, with ff as the float scratch)
         // Both block-sparse at a level with a re-layout: FFN1's tiles go straight into FFN2's (no u8 rows, no
         // bsr_pack_at for FFN2)
-        // (not where FFN2's call of a few tokens runs over its u8 rows: no re-layout to write)
-        const bool at_direct = L.ffn1.kind == LinearKind::BsrS8 && L.ffn2.kind == LinearKind::BsrS8 &&
-                               !L.ffn2.bsr_pair_slots && !L.ffn2.gathered() && kt->bsr_at_size(kBsrAtTile, 4) > 0 &&
-                               bsr_fills_next_at(cfg_.act) && !few_tokens_call(L.ffn2, Mc);
+        // (not where FFN2's call of a few tokens runs over its u8 rows: takes_relaid_input)
+        const bool relaid = takes_relaid_input(L.ffn2, Mc) && bsr_fills_next_at(cfg_.act);
+        const bool at_direct = relaid && L.ffn1.kind == LinearKind::BsrS8 && !L.ffn2.gathered();
         // both gathered quads: FFN1's finished rows are FFN2's byte rows (their calls start at whole tiles)
-        const bool bytes_direct = L.ffn1.gathered() && L.ffn2.gathered() && bsr_fills_next_at(cfg_.act) &&
-                                  !bytes_direct_off_;
+        const bool bytes_direct = relaid && L.ffn1.gathered() && L.ffn2.gathered() && !bytes_direct_off_;
         LinearIO up;
         up.in = x1;
         up.out = ff;

@@ -305,6 +305,10 @@ class EncoderEngine {
   // no transposes), given that its input does not come re-laid nor its output go into a re-layout or attention
   // operands; where it may, FFN1 does not write FFN2's re-layout either
   bool few_tokens_call(const Linear& L, int64_t m) const;
+  // whether a block-sparse INT8 call of m tokens can take its input re-laid by the previous layer's epilogue (quad
+  // rows at a level with a re-layout, or gathered quads' byte rows): not pair records, which re-lay their u8 rows
+  // themselves, nor a call of a few tokens, which runs over them
+  bool takes_relaid_input(const Linear& L, int64_t m) const;
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
   void read_linear_settings();

@@ -541,7 +541,6 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
     FFN2's does from FFN1's epilogue in a static INT8 pass: the GEMM and its epilogue alone)."""
     if activations not in ACTIVATION_MODES:
         raise ValueError(f"activations must be one of {', '.join(ACTIVATION_MODES)}, not {activations!r}")
-    scale, zp = activation_qparams(*_core.timing_input_range)
     timers = {}
 
     def add(key: str, runner: Any, u8: bool) -> None:
@@ -558,7 +557,8 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
         spec = get_format(fmt)
         stored = {"x" + sfx: t for sfx, t in spec.encode(w).items()}
         quantized = spec.int8_activations and activations != "dynamic"
-        if quantized:
+        if quantized:  # (an extension built before the modes has no timing_input_range: dynamic only)
+            scale, zp = activation_qparams(*_core.timing_input_range)
             stored["x.act_scale"] = np.array([scale], np.float32)
             stored["x.act_zero_point"] = np.array([zp], np.int32)
         runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
