@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ab_builds import command_line, report_head, settings, write_report  # noqa: E402
 
 from trimformer import _core  # noqa: E402
-from trimformer.formats.registry import get_format  # noqa: E402
+from trimformer.formats.registry import activation_qparams, get_format  # noqa: E402
 from trimformer.formats.sparsity import magnitude_mask  # noqa: E402
+from trimformer.runtime.engine import ACTIVATION_MODES  # noqa: E402
 
 SHAPES = {"qkv": (2304, 768), "ffn1": (3072, 768), "ffn2": (768, 3072), "attn_out": (768, 768)}
 
@@ -34,9 +35,17 @@ def runner_with(stored: dict, threads: int, env: tuple[str, str] | None) -> _cor
 
 
 def ab_shape(w: np.ndarray, fmt: str, env: tuple[str, str], tokens: int, cycles: int, block: int,
-             threads: int) -> dict[str, list[float]]:
-    """{"default": [...], "set": [...]} seconds per cycle (best of block calls each)"""
-    stored = {"x" + s: t for s, t in get_format(fmt).encode(w).items()}
+             threads: int, activations: str = "dynamic") -> dict[str, list[float]]:
+    """{"default": [...], "set": [...]} seconds per cycle (best of block calls each); activations as
+    time_formats' (INT8 formats: "dynamic", "static" or "u8")"""
+    spec = get_format(fmt)
+    stored = {"x" + s: t for s, t in spec.encode(w).items()}
+    quantized = spec.int8_activations and activations != "dynamic"
+    if quantized:  # time_formats' static parameters for its synthetic input
+        scale, zp = activation_qparams(*_core.timing_input_range)
+        stored["x.act_scale"] = np.array([scale], np.float32)
+        stored["x.act_zero_point"] = np.array([zp], np.int32)
+    u8 = quantized and activations == "u8"
     if os.environ.get(env[0]) is not None:
         raise SystemExit(f"{env[0]} is set in this environment: the default runner would have it too")
     runners = {"default": runner_with(stored, threads, None), "set": runner_with(stored, threads, env)}
@@ -44,8 +53,8 @@ def ab_shape(w: np.ndarray, fmt: str, env: tuple[str, str], tokens: int, cycles:
     order = ["default", "set"]
     for c in range(cycles):
         for name in order if c % 2 == 0 else order[::-1]:
-            runners[name].time(tokens, 1, True)
-            out[name].append(runners[name].time(tokens, block, True))
+            runners[name].time(tokens, 1, True, False, u8)
+            out[name].append(runners[name].time(tokens, block, True, False, u8))
     return out
 
 
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cycles", type=int, default=40)
     ap.add_argument("--block", type=int, default=10, help="calls per timing (best of)")
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--activations", choices=ACTIVATION_MODES, default="dynamic",
+                    help="INT8 input as bench_sparse_kernels.py's --activations")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -77,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         n, k = SHAPES[label]
         w = rng.standard_normal((n, k)).astype(np.float32)
         w *= magnitude_mask(w, args.sparsity, args.pattern)
-        t = ab_shape(w, args.format, (name, value), args.tokens, args.cycles, args.block, args.threads)
+        t = ab_shape(w, args.format, (name, value), args.tokens, args.cycles, args.block, args.threads,
+                     args.activations)
         ratios = np.array(t["default"]) / np.array(t["set"])
         q = np.percentile(ratios, [25, 50, 75])
         rows.append({"shape": label, "per_cycle_s": t, "ratio_quartiles": q.tolist(),
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = report_head(
         f"A/B of {args.env} on single Linears, in one process", command_line(argv),
         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, {args.threads} "
-        f"thread(s), cold weights: per cycle each runner's best of {args.block} calls, the two taking turns over "
+        f"thread(s), INT8 input {args.activations}, cold weights: per cycle each runner's best of {args.block} calls, the two taking turns over "
         f"{args.cycles} cycles. Ratio: the default's time over the time with {args.env}, per cycle (below 1: the "
         "default is faster).", args.note)
     lines += ["| shape | default ms (median) | with the setting ms (median) | ratio per cycle: median | quartiles |",

@@ -26,6 +26,19 @@ def test_runners_take_turns_and_the_environment_is_restored(tmp_path, monkeypatc
         assert 0 < lo <= mid <= hi
 
 
+@pytest.mark.parametrize("activations", ["static", "u8"])
+def test_int8_input_modes(tmp_path, monkeypatch, activations):
+    monkeypatch.setattr(ab_env_kernels, "SHAPES", {"attn_out": (36, 67)})
+    monkeypatch.delenv("TRIMFORMER_BSR_TRANSPOSE16", raising=False)
+    out = tmp_path / "ab"
+    argv = ["--env", "TRIMFORMER_BSR_TRANSPOSE16=1", "--tokens", "70", "--cycles", "2", "--block", "1",
+            "--activations", activations, "--out", str(out)]
+    assert ab_env_kernels.main(argv) == 0
+    assert f"INT8 input {activations}" in out.with_suffix(".md").read_text()
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert all(t > 0 for v in row["per_cycle_s"].values() for t in v)
+
+
 def test_a_setting_already_in_the_environment_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(ab_env_kernels, "SHAPES", {"qkv": (40, 72)})
     monkeypatch.setenv("TRIMFORMER_BSR_TRANSPOSE16", "1")
