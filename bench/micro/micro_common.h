@@ -59,6 +59,19 @@ inline __m512i sum8(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, 
   return _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
                           _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
 }
+
+inline __m512i as_epi32(__m512i v) { return v; }
+inline __m512i as_epi32(__m512 v) { return _mm512_castps_si512(v); }
+
+// the accumulators' bits summed and stored after a timed loop (int or float vectors), so that the compiler keeps
+// every chain (nm_split_rates.cpp, nm_s8_split_rates.cpp)
+template <class... Acc>
+void keep_live(Acc... acc) {
+  __m512i s = _mm512_setzero_si512();
+  ((s = _mm512_add_epi32(s, as_epi32(acc))), ...);
+  volatile int sink = _mm512_reduce_add_epi32(s);
+  (void)sink;
+}
 #endif
 
 // A random CSR weight (csr_f32_chunk_rates.cpp, csr_f32_jit_rates.cpp): each of n x k weights kept with

@@ -48,14 +48,6 @@ struct Data {
   std::vector<int32_t> codes;                   // table: the step's 4 codes
 };
 
-template <class... Acc>
-void keep_live(Acc... acc) {
-  __m512i s = _mm512_setzero_si512();
-  ((s = _mm512_add_epi32(s, acc)), ...);
-  volatile int sink = _mm512_reduce_add_epi32(s);
-  (void)sink;
-}
-
 #define TABLE_STEP(A0, A1)                                               \
   {                                                                      \
     const int jj = j & (kUnits - 1);                                     \
@@ -67,6 +59,12 @@ void keep_live(Acc... acc) {
     DP(A1, t1, w);                                                       \
     ++j;                                                                 \
   }
+// a perm step's two index and two code vectors (256 bytes of records)
+#define LOAD_STEP(r)  \
+  LOAD(i0, r);        \
+  LOAD(w0, r + 64);   \
+  LOAD(i1, r + 128);  \
+  LOAD(w1, r + 192);
 #define PERM_TOKEN(T, B0, B1)    \
   if (P > T) {                   \
     __m512i p0, p1;              \
@@ -101,10 +99,7 @@ __attribute__((noinline)) double run(const Data& d, int passes) {
       if (P > 0) {
         const uint8_t* r = d.rec[u & (kPermSteps - 1)][0];
         __m512i i0, w0, i1, w1;
-        LOAD(i0, r);
-        LOAD(w0, r + 64);
-        LOAD(i1, r + 128);
-        LOAD(w1, r + 192);
+        LOAD_STEP(r)
         PERM_TOKEN(0, b0, b1) PERM_TOKEN(1, b2, b3) PERM_TOKEN(2, b4, b5) PERM_TOKEN(3, b6, b7)
       }
     }
@@ -128,10 +123,7 @@ __attribute__((noinline)) double run_perm8(const Data& d, int passes) {
     for (int u = 0; u < kUnits; ++u) {
       const uint8_t* r = d.rec[u & (kPermSteps - 1)][0];
       __m512i i0, w0, i1, w1;
-      LOAD(i0, r);
-      LOAD(w0, r + 64);
-      LOAD(i1, r + 128);
-      LOAD(w1, r + 192);
+      LOAD_STEP(r)
       PERM_TOKEN(0, b0, c0) PERM_TOKEN(1, b1, c1) PERM_TOKEN(2, b2, c2) PERM_TOKEN(3, b3, c3)
       PERM_TOKEN(4, b4, c4) PERM_TOKEN(5, b5, c5) PERM_TOKEN(6, b6, c6) PERM_TOKEN(7, b7, c7)
     }

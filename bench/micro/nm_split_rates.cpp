@@ -46,14 +46,6 @@ struct Data {
 };
 
 // the accumulators' sum, stored after the timed loop so that the compiler keeps every chain
-template <class... Acc>
-void keep_live(Acc... acc) {
-  __m512 s = _mm512_setzero_ps();
-  ((s = _mm512_add_ps(s, acc)), ...);
-  volatile float sink = _mm512_reduce_add_ps(s);
-  (void)sink;
-}
-
 // W walk steps and P perm tokens (P <= 8) per unit, kSteps units per pass; returns seconds. Accumulators are
 // named variables: in arrays gcc kept them in memory around each asm statement.
 #define PERM_TOKEN(T, BT)                                                                    \
