@@ -873,6 +873,7 @@ NB_MODULE(_core, m) {
       .def("profile", [](PyEncoder& e) { return e.engine_->profile(); })
       .def("reset_observers", [](PyEncoder& e) { e.engine_->reset_observers(); })
       .def_prop_ro("packed_bytes", [](PyEncoder& e) { return e.engine_->packed_bytes(); })
+      .def_prop_ro("qkv_s8_layers", [](PyEncoder& e) { return e.engine_->qkv_s8_layers(); })
       .def_prop_ro("linear_kernels", [](PyEncoder& e) {
         nb::dict d;
         for (const auto& [name, kernel] : e.engine_->linear_kernels()) d[nb::str(name.c_str())] = kernel;

@@ -62,6 +62,22 @@ struct QkvBf16 {
   char* v = nullptr;
   int64_t kv_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
 };
+// The INT8 attention's Q and K as a block-sparse QKV writes them (Epilogue::qkv_s8), per (sequence b, head h) at
+// head = b * heads + h: Q's u8 rows [seq][head_dim] at q + head * seq * head_dim with their quantize_rows_u8 scale
+// and zero point at q_scale / q_zp + head * seq; K packed as gemm_s8's B operand (pack_s8's layout, seq keys x
+// head_dim inputs) at k + head * k_bytes with its quantize_rows_s8 scale and integer sum per key at k_scale /
+// k_sum + head * seq. The same bytes and floats as the attention's own quantization of the float rows. V stays
+// float rows of the call's output. seq is a multiple of 64 and head_dim of 16, at most 64; every call covers
+// whole heads. A call's token 0 is token token0 of the sequences.
+struct QkvS8 {
+  uint8_t* q = nullptr;  // null: not in use
+  float* q_scale = nullptr;
+  float* q_zp = nullptr;
+  int8_t* k = nullptr;
+  float* k_scale = nullptr;
+  int32_t* k_sum = nullptr;
+  int64_t k_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
+};
 // A sparse FP32 QKV's output as the fused float attention's operands (KernelTable::attention_f32_packed), per
 // (sequence b, head h) at base + (b * heads + h) * 3 * seq * head_dim floats: Q's rows [seq][head_dim], then K in
 // panels of 16 keys [seq/16][head_dim][16], then V in panels of 16 channels [head_dim/16][seq][16] (seq and
@@ -107,6 +123,9 @@ struct Epilogue {
   // (gemm_bsr_s8 at the avx512 level, QKV before BF16 attention) with qkv.q set: the attention's bf16 operands
   // instead of float rows
   QkvBf16 qkv;
+  // (gemm_bsr_s8 at the avx512 level, QKV before INT8 attention) with qkv_s8.q set: Q's and K's quantized operands
+  // instead of their float rows (V's rows as usual)
+  QkvS8 qkv_s8;
   // (gemm_spf32 / gemm_nm_f32 at levels with attention_f32_packed, QKV before the fused float attention) with
   // qkv_f32.base set: the attention's operands instead of float rows of c
   QkvF32 qkv_f32;
@@ -338,6 +357,7 @@ struct KernelTable {
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   bool bsr_qkv_bf16;  // gemm_bsr_s8 can write BF16 attention operands (Epilogue::qkv; only with AVX512_BF16)
+  bool bsr_qkv_s8;  // gemm_bsr_s8 can write the INT8 attention's Q and K operands (Epilogue::qkv_s8)
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
   size_t (*pack_bf16_size)(int64_t n, int64_t k);
   void (*pack_bf16)(const uint16_t* w, int64_t n, int64_t k, void* out);

@@ -152,6 +152,7 @@ Epilogue rows_from(const Epilogue& e, int64_t m0, int64_t at_tile) {
   if (r.out_at) r.out_at += bsr_at_offset(m0, r.out_at_k, at_tile);
   if (r.out_at_f32) r.out_at_f32 += m0 * ((r.out_at_f32_k + 7) / 8 * 8);  // m0 a multiple of the re-layout's tile
   r.qkv.token0 += m0;
+  r.qkv_s8.token0 += m0;
   r.qkv_f32.token0 += m0;
   return r;
 }
@@ -896,6 +897,7 @@ void EncoderEngine::read_linear_settings() {
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   bsr_transpose16_ = env_flag("TRIMFORMER_BSR_TRANSPOSE16");
+  qkv_s8_off_ = env_flag("TRIMFORMER_QKV_S8_OFF");
   bsr_few_off_ = env_flag("TRIMFORMER_BSR_FEW_TOKENS_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
 }
@@ -1399,6 +1401,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
           bsr_pair_quads(*kt, io.next->bsr_rows, io.next->bsr_narrow, io.next->bsr_pair_slots, io.next->k);
     }
     epi.qkv = io.qkv;
+    epi.qkv_s8 = io.qkv_s8;
     epi.tile_vecs = bsr_tile_vecs_;
     epi.bsr_transpose16 = bsr_transpose16_;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
@@ -1406,7 +1409,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)
     // unless its input comes re-laid or its output goes into the next layer's re-layout or the attention's bf16
     // operands. TRIMFORMER_BSR_FEW_TOKENS_OFF=1: the tiles' path.
-    const bool few = few_tokens_call(L, m) && !io.in_at && !io.out_at && !io.qkv.q;
+    const bool few = few_tokens_call(L, m) && !io.in_at && !io.out_at && !io.qkv.q && !io.qkv_s8.q;
     const bool fused_prep =
         kt->bsr_quant_pack_at && L.static_act && !io.in_q && !io.in_at && !L.bsr_pair_slots && !few;
     // the dynamic quantization fused the same way (quad rows only: gathered quads and pair records keep the u8 rows)
@@ -1565,6 +1568,48 @@ QkvBf16 EncoderEngine::qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) 
   return ops;
 }
 
+QkvS8 EncoderEngine::qkv_s8_operands(Workspace& w, int64_t nb, int64_t seq) const {
+  QkvS8 ops;
+  const int64_t d = cfg_.head_dim, nh = cfg_.heads;
+  // finish_qkv_s8 gathers a head's rows of 16 tokens within one sequence, at most 64 features, K in whole panels
+  if (attention_now_ != 1 || !kt_->bsr_qkv_s8 || qkv_s8_off_ || observe_ || seq % 64 != 0 || d % 16 != 0 || d > 64)
+    return ops;
+  const auto al = [](size_t b) { return (b + 63) / 64 * 64; };
+  const size_t rows = static_cast<size_t>(nb * nh * seq);
+  const size_t k_head = al(kt_->pack_s8_size(seq, d));
+  const size_t q = al(rows * d), scales = al(rows * sizeof(float));
+  const size_t bytes = q + 3 * scales + static_cast<size_t>(nb * nh) * k_head + al(rows * sizeof(int32_t));
+  if (w.qkv_s8.size() < bytes) w.qkv_s8.reserve(bytes);
+  char* base = w.qkv_s8.as<char>();
+  ops.q = reinterpret_cast<uint8_t*>(base);
+  ops.q_scale = reinterpret_cast<float*>(base + q);
+  ops.q_zp = reinterpret_cast<float*>(base + q + scales);
+  ops.k_scale = reinterpret_cast<float*>(base + q + 2 * scales);
+  ops.k_sum = reinterpret_cast<int32_t*>(base + q + 3 * scales);
+  ops.k = reinterpret_cast<int8_t*>(base + q + 3 * scales + al(rows * sizeof(int32_t)));
+  ops.k_bytes = static_cast<int64_t>(k_head);
+  ops.seq = seq;
+  ops.heads = nh;
+  ops.head_dim = d;
+  return ops;
+}
+
+// Whether every gemm_bsr_s8 call of block-sparse QKV L over m tokens covers whole heads (finish_qkv_s8 needs them):
+// one thread, a token split (every row), or a column split whose shares of each of Q, K and V end on heads
+bool EncoderEngine::qkv_whole_heads(const Linear& L, int64_t m) const {
+  const int nt = team();
+  if (nt == 1 || splits_tokens(L, m)) return true;
+  const int64_t d = cfg_.head_dim;
+  const int64_t groups = L.col_groups > 1 && L.n % L.col_groups == 0 && (L.n / L.col_groups) % 16 == 0 ? L.col_groups : 1;
+  const int64_t gn = L.n / groups;
+  for (int i = 0; i < nt; ++i) {  // parallel_linear's column split (nr 16)
+    int64_t n0, n1;
+    split_range(gn, 16, nt, i, &n0, &n1);
+    if (n0 % d != 0 || n1 % d != 0) return false;
+  }
+  return true;
+}
+
 // Attention with both matmuls in BF16 (float32 accumulation): no scales to compute, so unlike INT8 it also pays
 // off at small head sizes. Only built when the CPU has AVX512_BF16 (checked at engine construction). The operands
 // come from the float rows of qkv (converted and packed here, per head) or, with `ops`, as a block-sparse QKV wrote
@@ -1615,7 +1660,8 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
 // Attention with both matmuls in INT8: Q rows as u8 with per-row ranges, K rows as symmetric s8 (the "weight"
 // of Q.K^T, so the VNNI packing reads K's rows directly), P rows as u8 in [0, rowmax], and V^T rows (channels)
 // as symmetric s8. Softmax and the mask stay in float.
-void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx) {
+void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float* mask_bias, int64_t batch,
+                                 int64_t seq, float* ctx) {
   const int64_t nh = cfg_.heads, d = cfg_.head_dim, H = nh * d, ld = 3 * H;  // H: attention width
   const float alpha = 1.0f / std::sqrt(static_cast<float>(d));
   const KernelTable* kt = kt_;
@@ -1645,10 +1691,20 @@ void EncoderEngine::attention_s8(const float* qkv, const float* mask_bias, int64
     const float* q = qkv + b * seq * ld + h * d;
     const float* k = q + H;
     const float* v = q + 2 * H;
-    kt->quantize_rows_u8(q, ld, qa, dq, seq, d, qs, qz);
-    if (kt->quant_pack_nk_s8) {
-      kt->quant_pack_nk_s8(k, ld, seq, d, kpack, ks, ksum);
+    if (ops) {  // Q's rows and K's packing as QKV wrote them (d a multiple of 16: dq = d, no padding)
+      const int64_t head = b * nh + h;
+      qa = ops->q + head * seq * d;
+      qs = ops->q_scale + head * seq;
+      qz = ops->q_zp + head * seq;
+      kpack = ops->k + head * ops->k_bytes;
+      std::memcpy(ks, ops->k_scale + head * seq, seq * sizeof(float));
+      ksum = ops->k_sum + head * seq;
     } else {
+      kt->quantize_rows_u8(q, ld, qa, dq, seq, d, qs, qz);
+    }
+    if (!ops && kt->quant_pack_nk_s8) {
+      kt->quant_pack_nk_s8(k, ld, seq, d, kpack, ks, ksum);
+    } else if (!ops) {
       kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
       kt->pack_s8(k8, d, seq, d, kpack);
     }
@@ -1821,6 +1877,8 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   const bool one_region = !region_per_op_ && !observe_ && threads_ > 1;
   QkvBf16 team_ops;  // one region: set up once by this thread, for the largest group (the layout fits smaller ones)
   if (one_region && any_bsr_qkv) team_ops = qkv_bf16_operands(ws_[0], std::min(per_chunk, batch), seq);
+  QkvS8 team_s8;  // the same for the INT8 attention's Q and K
+  if (one_region && any_bsr_qkv) team_s8 = qkv_s8_operands(ws_[0], std::min(per_chunk, batch), seq);
   auto op_done = [&](const char* what) {  // the profiler's lap; inside the one region, once every thread is done
     if (!profile_) return;
     if (tl_team_error) {
@@ -1842,6 +1900,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
     float* ff = w.ff.as<float>();
     const bool team = tl_team_error != nullptr;
     const QkvBf16 bf16_ops = team ? team_ops : any_bsr_qkv ? qkv_bf16_operands(w, nb, seq) : QkvBf16();
+    const QkvS8 s8_ops = team ? team_s8 : any_bsr_qkv ? qkv_s8_operands(w, nb, seq) : QkvS8();
     // Inside the one region, from a token split into a Linear with the same split the threads go on without a
     // barrier, as long as the ops since the last barrier that prepare their input into the shared re-layout and
     // u8 rows (w.at, w.q8: a Linear that reads neither takes its input from the previous epilogue, in_at / in_q)
@@ -1867,6 +1926,11 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       qio.in = xc;
       qio.out = qkv;
       if (L.qkv.kind == LinearKind::BsrS8) qio.qkv = bf16_ops;
+      // a block-sparse QKV before INT8 attention writes Q's and K's quantized operands (qkv_s8_operands)
+      if (L.qkv.kind == LinearKind::BsrS8 && s8_ops.q && qkv_whole_heads(L.qkv, Mc)) {
+        qio.qkv_s8 = s8_ops;
+        if (!team || omp_get_thread_num() == 0) qkv_s8_layers_.fetch_add(1, std::memory_order_relaxed);
+      }
       // a sparse FP32 QKV writes the fused float attention's operands (K and V in its panels) where the shapes
       // come in 16s: 0.97x the 90% unstructured FP32 BERT-base pass at batch 16, 0.98x at batch 1 on Zen 4
       // (bench/results/zen4_qkv_f32_operands_ab3.md)
@@ -1877,7 +1941,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       linear(L.qkv, qio, Mc);
       op_done("qkv");
       if (qkv_ops) attention_f32_ops(qkv, mbc, nb, seq, ctx);
-      else if (attention_now_ == 1) attention_s8(qkv, mbc, nb, seq, ctx);
+      else if (attention_now_ == 1) attention_s8(qkv, qio.qkv_s8.q ? &qio.qkv_s8 : nullptr, mbc, nb, seq, ctx);
       else if (attention_now_ == 2) attention_bf16(qkv, qio.qkv.q ? &qio.qkv : nullptr, mbc, nb, seq, ctx);
       else attention(qkv, mbc, nb, seq, ctx);
       op_done("attention");

@@ -2,6 +2,7 @@
 // run entirely in native code over pre-packed weights and activation buffers reused across calls.
 #pragma once
 #include <cstdint>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -138,6 +139,9 @@ struct LinearIO {
   // block-sparse INT8 QKV before BF16 attention, with qkv.q set: the attention's bf16 operands instead of float rows
   // in `out` (Epilogue::qkv; EncoderEngine::qkv_bf16_operands)
   QkvBf16 qkv;
+  // block-sparse INT8 QKV before INT8 attention, with qkv_s8.q set: Q's and K's quantized operands instead of their
+  // float rows in `out` (Epilogue::qkv_s8; EncoderEngine::qkv_s8_operands)
+  QkvS8 qkv_s8;
   // sparse FP32 QKV before the fused float attention, with qkv_f32.base set: the attention's operands instead of
   // float rows in `out` (Epilogue::qkv_f32; EncoderEngine::attention_f32_ops reads them)
   QkvF32 qkv_f32;
@@ -185,6 +189,7 @@ struct RunResult {
 struct Workspace {
   AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, at_next, row_scale, row_zp;
   AlignedBuf qkv_bf;  // the BF16 attention operands written by a block-sparse QKV (LinearIO::qkv)
+  AlignedBuf qkv_s8;  // the INT8 attention's Q and K written by a block-sparse QKV (LinearIO::qkv_s8)
   std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
   int64_t cap_tokens = 0, cap_seq = 0;
 };
@@ -230,6 +235,8 @@ class EncoderEngine {
   // per-op wall time (ms) accumulated over runs while profiling is on
   void set_profile(bool on) { profile_ = on; if (on) profile_ms_.clear(); }
   const std::map<std::string, double>& profile() const { return profile_ms_; }
+  // layer passes whose block-sparse QKV wrote the INT8 attention's Q and K (qkv_s8_operands), since construction
+  int64_t qkv_s8_layers() const { return qkv_s8_layers_.load(std::memory_order_relaxed); }
 
  private:
   void load_linear(Linear* L, const std::string& name, const std::map<std::string, HostTensor>& t);
@@ -260,13 +267,20 @@ class EncoderEngine {
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // the fused float attention over the operands a sparse FP32 QKV wrote (QkvF32's layout at ops)
   void attention_f32_ops(const float* ops, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
-  void attention_s8(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
+  // ops: Q and K as a block-sparse QKV wrote them (qkv_s8_operands), or null for qkv's float rows
+  void attention_s8(const float* qkv, const QkvS8* ops, const float* mask_bias, int64_t batch, int64_t seq,
+                    float* ctx);
   // ops: the bf16 operands a block-sparse QKV wrote (qkv_bf16_operands), or null for qkv's float rows
   void attention_bf16(const float* qkv, const QkvBf16* ops, const float* mask_bias, int64_t batch, int64_t seq,
                       float* ctx);
   // Where a block-sparse QKV writes the BF16 attention's operands for nb sequences (w.qkv_bf, the packings' padding
   // zeroed), or q null where it cannot (another attention precision, seq or head_dim not a multiple of 16)
   QkvBf16 qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) const;
+  // Where a block-sparse QKV writes the INT8 attention's Q and K for nb sequences (w.qkv_s8), or q null where it
+  // cannot (another attention precision, seq not a multiple of 64, head_dim not one of 16 up to 64;
+  // TRIMFORMER_QKV_S8_OFF=1)
+  QkvS8 qkv_s8_operands(Workspace& w, int64_t nb, int64_t seq) const;
+  bool qkv_whole_heads(const Linear& L, int64_t m) const;
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);
@@ -282,6 +296,7 @@ class EncoderEngine {
   int threads_;
   bool observe_ = false;
   bool profile_ = false;
+  std::atomic<int64_t> qkv_s8_layers_{0};
   // a parallel region per op instead of one per pass (TRIMFORMER_REGION_PER_OP=1 at construction: for A/B runs)
   bool region_per_op_ = false;
   // TRIMFORMER_QKV_TOKEN_SPLIT=1 at construction: a block-sparse QKV under the team splits its tokens, not its
@@ -311,6 +326,7 @@ class EncoderEngine {
   bool takes_relaid_input(const Linear& L, int64_t m) const;
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
+  bool qkv_s8_off_ = false;  // TRIMFORMER_QKV_S8_OFF (qkv_s8_operands)
   void read_linear_settings();
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;

@@ -82,12 +82,17 @@ inline void store_bytes_64(void* dst, __mmask64 mask, const __m512i* q) {
 
 // Four quant_i32_16 results (rows r = 0..3 of Y^T, 16 tokens each) clamped to u8 by the saturating packs and laid
 // out token-major within each 128-bit lane: dword k of lane L = the 4 rows' bytes of token 4L + k.
-inline __m512i pack_rows4_u8(const __m512i* q) {
-  const __m512i bytes = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
+// Signed: the signed packs (values within +-127, quant_s8_16's), the same layout.
+template <bool Signed = false>
+inline __m512i pack_rows4(const __m512i* q) {
+  const __m512i bytes =
+      Signed ? _mm512_packs_epi16(_mm512_packs_epi32(q[0], q[1]), _mm512_packs_epi32(q[2], q[3]))
+             : _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
   // per lane: row 0's tokens 0-3, row 1's, row 2's, row 3's -> token 0's rows 0-3, token 1's, ...
   const __m512i to_tokens = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
   return _mm512_shuffle_epi8(bytes, to_tokens);
 }
+inline __m512i pack_rows4_u8(const __m512i* q) { return pack_rows4<false>(q); }
 
 }  // namespace
 }  // namespace avx512

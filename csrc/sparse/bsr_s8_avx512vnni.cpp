@@ -458,6 +458,104 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64],
   }
 }
 
+// A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows end as float rows
+// (finish_piece's). Q's and K's rows (finish_piece's floats: the dequantized sum plus the bias) are gathered per head
+// in the thread's buffer over the head's head_dim / 16 row groups, which a call runs one after another for the same
+// tokens (it covers whole heads); at the head's last group each of the 16 tokens' head row is quantized as the
+// attention would quantize it, the row's reductions running along the lanes: Q as quantize_rows_u8 (range with 0,
+// row_u8_params, quant_i32_16) into u8 token rows, K as quant_pack_nk_s8 (absolute maximum, s8_row_scale,
+// quant_s8_16, the integer sum) into pack_s8's layout, whose 4 inputs x 16 keys per quad are pack_rows4's bytes.
+// The same floats and bytes as those functions on the float rows.
+void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
+                   int64_t ldc, const Epilogue& epi) {
+  const QkvS8& ops = epi.qkv_s8;
+  const int64_t d = ops.head_dim, width = ops.heads * d, seq = ops.seq;
+  const int64_t part = nb0 / width, h = nb0 % width / d, f0 = nb0 % d;
+  if (part == 2) {
+    finish_piece<Act::None, false, false, false>(t, v, m, m0, nb0, nb1, c, ldc, epi);
+    return;
+  }
+  alignas(64) thread_local float head_rows[64][64];  // [feature of the head][token of the tile]
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i)
+    _mm512_store_ps(&head_rows[f0 + i][16 * v], _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]),
+                                                             _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f)));
+  if (f0 + 16 < d) return;
+  const int64_t token = ops.token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;  // 16 tokens of sequence b
+  const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
+  const __mmask16 tokens = first(rows);
+  const int64_t head = b * ops.heads + h;
+  const auto y = [&](int64_t f) { return _mm512_load_ps(&head_rows[f][16 * v]); };
+  if (part == 0) {  // Q
+    __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();  // rows_range_u8's ranges, which include 0
+    for (int64_t f = 0; f < d; ++f) {
+      mn = _mm512_min_ps(mn, y(f));
+      mx = _mm512_max_ps(mx, y(f));
+    }
+    // row_u8_params on every lane (mn <= 0 <= mx already)
+    __m512 scale = _mm512_div_ps(_mm512_sub_ps(mx, mn), _mm512_set1_ps(255.0f));
+    scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f),
+                                 scale);
+    __m512 zp = _mm512_roundscale_ps(_mm512_div_ps(_mm512_xor_ps(mn, _mm512_set1_ps(-0.0f)), scale),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    zp = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(zp, _mm512_setzero_ps(), _CMP_LT_OQ), zp, _mm512_setzero_ps());
+    zp = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(zp, _mm512_set1_ps(255.0f), _CMP_GT_OQ), zp,
+                              _mm512_set1_ps(255.0f));
+    _mm512_mask_storeu_ps(ops.q_scale + head * seq + s0, tokens, scale);
+    _mm512_mask_storeu_ps(ops.q_zp + head * seq + s0, tokens, zp);
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+    const __m512i zpi = _mm512_cvttps_epi32(zp);
+    uint8_t* dst = ops.q + (head * seq + s0) * d;
+    for (int64_t g = 0; g < d; g += 16) {  // 16 features: per 128-bit lane, 4 tokens' 16 bytes
+      __m512i packed[4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        __m512i q[4];
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) q[r] = quant_i32_16(y(g + 4 * k + r), inv, zpi);
+        packed[k] = pack_rows4_u8(q);
+      }
+      const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
+      const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
+      const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]);
+      const __m512i hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
+      const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
+                              _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
+      const auto store = [&](int64_t j, __m128i bytes) {  // token j of the 16
+        if (j < rows) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * d + g), bytes);
+      };
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        store(k, _mm512_castsi512_si128(tok[k]));
+        store(4 + k, _mm512_extracti32x4_epi32(tok[k], 1));
+        store(8 + k, _mm512_extracti32x4_epi32(tok[k], 2));
+        store(12 + k, _mm512_extracti32x4_epi32(tok[k], 3));
+      }
+    }
+    return;
+  }
+  // K: quant_pack_nk_s8's scale, bytes and sum per key
+  __m512 amax = _mm512_setzero_ps();
+  for (int64_t f = 0; f < d; ++f) amax = _mm512_max_ps(amax, _mm512_abs_ps(y(f)));
+  const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                            _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
+  const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+  constexpr int64_t nr = 64;  // pack_s8's panel of keys (gemm_s8_avx512vnni.cpp's NR)
+  int8_t* dst = ops.k + head * ops.k_bytes + (s0 / nr) * (d / 4) * nr * 4 + (s0 % nr) * 4;
+  __m512i sum = _mm512_setzero_si512();
+  for (int64_t g = 0; g < d; g += 4) {  // input quad g / 4: 16 keys x 4 bytes
+    __m512i q[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      q[r] = quant_s8_16(y(g + r), inv);
+      sum = _mm512_add_epi32(sum, q[r]);
+    }
+    _mm512_mask_storeu_epi32(dst + (g / 4) * nr * 4, tokens, pack_rows4<true>(q));
+  }
+  _mm512_mask_storeu_ps(ops.k_scale + head * seq + s0, tokens, scale);
+  _mm512_mask_storeu_epi32(ops.k_sum + head * seq + s0, tokens, sum);
+}
+
 template <Act A, bool Stream>
 PieceFn finish_piece_for(const Epilogue& epi) {
   if (epi.residual) return epi.out_u8 ? finish_piece<A, true, true, false> : finish_piece<A, true, false, Stream>;
@@ -471,6 +569,7 @@ PieceFn finish_piece_for(const Epilogue& epi) {
 
 PieceFn finish_piece_for(const Epilogue& epi, bool stream) {
   if (epi.qkv.q) return finish_qkv_bf16;
+  if (epi.qkv_s8.q) return finish_qkv_s8;
   return stream ? finish_piece_for<true>(epi) : finish_piece_for<false>(epi);
 }
 
@@ -835,7 +934,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
                  int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi) {
   if (!at) {  // a call of a few tokens over its u8 rows (KernelTable::bsr_few_tokens)
     if (w.block_rows != 4 || w.gq_ptr || w.pair_tile || m < 1 || m > kFewTokens || n0 % 4 != 0 || epi.out_at ||
-        epi.qkv.q)
+        epi.qkv.q || epi.qkv_s8.q)
       throw std::invalid_argument("gemm_bsr_s8: no re-layout is only for calls of a few tokens of 4x4 blocks");
     few_tokens_for(m, epi)(q, ldq, w, c, ldc, n0, n1, epi);
     return;
@@ -847,7 +946,15 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   // Float rows as streaming stores where the executor asks for them (Epilogue::stream_out, kStreamOutputBytes) and
   // they lie on whole 64-byte lines; the fence makes them visible before the call returns
-  const bool stream = epi.stream_out && !epi.out_u8 && !epi.qkv.q && reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
+  if (epi.qkv_s8.q) {  // finish_qkv_s8 gathers whole heads of 16-token pieces within one sequence
+    const QkvS8& o = epi.qkv_s8;
+    const int64_t d = o.head_dim, width = o.heads * d;
+    if (d <= 0 || d % 16 != 0 || d > 64 || o.seq % 64 != 0 || o.token0 % 16 != 0 || n0 % d != 0 ||
+        (n1 % d != 0 && n1 <= 2 * width))
+      throw std::invalid_argument("gemm_bsr_s8: INT8 attention operands need whole heads of 16-token pieces");
+  }
+  const bool stream = epi.stream_out && !epi.out_u8 && !epi.qkv.q && !epi.qkv_s8.q &&
+                      reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
                       ldc % 16 == 0 && n0 % 16 == 0;
   const PieceFn piece = finish_piece_for(epi, stream);
   // 4x4-block tiles finished as 16 x 16 row pieces (not u8 rows, not bf16 attention operands) run 2 token vectors
@@ -857,7 +964,7 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
   // 1x4 rows (csr-int8) keep 4: with 2 a row has 2 dependency chains and one broadcast per 2 products; on Zen 4
   // their QKV took 0.73x the time with 4 at 1 x 384 tokens (bench/results/csr_int8_rows_v4_zen4_ab.md)
-  const bool row_pieces = !epi.qkv.q && !ends_in_u8_rows(epi);
+  const bool row_pieces = !epi.qkv.q && !epi.qkv_s8.q && !ends_in_u8_rows(epi);
   const int64_t rule = m > 2 * kAtTile && m <= 8 * kAtTile && row_pieces && w.block_rows == 4 ? 2 : kTileVecs;
   // (an A/B setting: 1, 2 or 4 vectors, so that no tile straddles an At tile)
   const bool set = epi.tile_vecs == 1 || epi.tile_vecs == 2 || epi.tile_vecs == 4;

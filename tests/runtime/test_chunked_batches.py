@@ -143,6 +143,53 @@ def test_qkv_split_by_heads_equals_the_token_split(isa, rng, monkeypatch, quanti
             np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"], want)
 
 
+@pytest.mark.parametrize("quantize", ["int8-static", "int8-dynamic"])
+@pytest.mark.parametrize("heads,hidden", [(2, 128), (4, 128), (3, 96), (2, 256)])  # head_dim 64, 32, 32; 128
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_qkv_writes_the_int8_attention_operands(isa, rng, monkeypatch, quantize, heads, hidden, threads):
+    # A block-sparse QKV before INT8 attention writes Q's u8 rows and K's packing with their scales itself
+    # (Epilogue::qkv_s8, avx512) where seq is a multiple of 64 and head_dim of 16 up to 64, and every call covers
+    # whole heads; TRIMFORMER_QKV_S8_OFF=1: the attention quantizes QKV's float rows. Same bits, whole batches and
+    # side-by-side groups, padded last sequences; lengths that are no multiple of 64 take the float rows
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(heads + hidden)
+    model = BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                                 intermediate_size=96, vocab_size=100, max_position_embeddings=320),
+                      add_pooling_layer=False).eval()
+    prune_magnitude(model, 0.9, "block")
+    calib = [{"input_ids": rng.integers(1, 100, (2, 64)), "attention_mask": np.ones((2, 64), np.int64)}]
+    engines = {}
+    for off in ("1", "0"):
+        monkeypatch.setenv("TRIMFORMER_QKV_S8_OFF", off)
+        engines[off] = compile_encoder(model, quantize=quantize, isa=isa, threads=threads, sparse=None,
+                                       attention="int8", calibration=calib if quantize == "int8-static" else None)
+    assert "bsr-s8" in " ".join(engines["0"].linear_kernels.values())
+    d = hidden // heads
+    units = hidden // 16  # the team's column split of each of Q, K and V (split_range, 16-row units)
+    ends = np.cumsum([units // threads + (i < units % threads) for i in range(threads)]) * 16
+    capable = isa == "avx512_vnni" and d <= 64
+    fused = capable and (threads == 1 or all(e % d == 0 for e in ends))  # the team's calls too
+    for rows in ("0", "128"):  # the whole batch by the team; groups of 2 x 64 or 1 x 128 tokens side by side
+        monkeypatch.setenv("TRIMFORMER_CHUNK_ROWS", rows)
+        for batch, seq in ((1, 128), (3, 64), (2, 192), (1, 64), (2, 97), (8, 64)):
+            ids = rng.integers(1, 100, (batch, seq))
+            mask = np.ones_like(ids)
+            mask[-1, seq // 3:] = 0
+            before = engines["0"]._native.qkv_s8_layers
+            want = engines["1"].run(ids, mask)["last_hidden_state"]
+            np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"], want,
+                                          err_msg=f"{batch} x {seq}, chunk rows {rows}")
+            wrote = engines["0"]._native.qkv_s8_layers - before
+            assert wrote == 0 or (capable and seq % 64 == 0), (batch, seq, rows, wrote)
+            if fused and seq % 64 == 0:
+                assert wrote > 0, (batch, seq, rows)
+    # (a team's column split of QKV whose shares end inside a head keeps the float rows, 3 heads of 32 on 2 threads;
+    # side-by-side groups, each a team of one, write the operands whatever the team's split)
+    assert (engines["0"]._native.qkv_s8_layers > 0) == capable
+    assert engines["1"]._native.qkv_s8_layers == 0
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_dynamic_fused_relayout_equals_the_u8_rows(isa, rng, monkeypatch, threads):
     # Dynamic INT8 block-sparse inputs are quantized straight into the re-layout where the level can
