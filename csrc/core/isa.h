@@ -77,6 +77,7 @@ struct QkvS8 {
   float* k_scale = nullptr;
   int32_t* k_sum = nullptr;
   int64_t k_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
+  float* head_rows = nullptr;  // (set by gemm_bsr_s8: its buffer of a head's rows, [64][64] floats)
 };
 // A sparse FP32 QKV's output as the fused float attention's operands (KernelTable::attention_f32_packed), per
 // (sequence b, head h) at base + (b * heads + h) * 3 * seq * head_dim floats: Q's rows [seq][head_dim], then K in

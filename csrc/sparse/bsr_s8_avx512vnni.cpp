@@ -460,8 +460,8 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64],
 
 // A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows end as float rows
 // (finish_piece's). Q's and K's rows (finish_piece's floats: the dequantized sum plus the bias) are gathered per head
-// in the thread's buffer over the head's head_dim / 16 row groups, which a call runs one after another for the same
-// tokens (it covers whole heads); at the head's last group each of the 16 tokens' head row is quantized as the
+// in the call's buffer (QkvS8::head_rows) over the head's head_dim / 16 row groups, which a call runs one after
+// another for the same tokens (it covers whole heads); at the head's last group each of the 16 tokens' head row is quantized as the
 // attention would quantize it, the row's reductions running along the lanes: Q as quantize_rows_u8 (range with 0,
 // row_u8_params, quant_i32_16) into u8 token rows, K as quant_pack_nk_s8 (absolute maximum, s8_row_scale,
 // quant_s8_16, the integer sum) into pack_s8's layout, whose 4 inputs x 16 keys per quad are pack_rows4's bytes.
@@ -475,7 +475,7 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
     finish_piece<Act::None, false, false, false>(t, v, m, m0, nb0, nb1, c, ldc, epi);
     return;
   }
-  alignas(64) thread_local float head_rows[64][64];  // [feature of the head][token of the tile]
+  float(*head_rows)[64] = reinterpret_cast<float(*)[64]>(ops.head_rows);  // [feature of the head][token of the tile]
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i)
     _mm512_store_ps(&head_rows[f0 + i][16 * v], _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]),
@@ -487,12 +487,22 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
   const int64_t head = b * ops.heads + h;
   const auto y = [&](int64_t f) { return _mm512_load_ps(&head_rows[f][16 * v]); };
   if (part == 0) {  // Q
-    __m512 mn = _mm512_setzero_ps(), mx = _mm512_setzero_ps();  // rows_range_u8's ranges, which include 0
-    for (int64_t f = 0; f < d; ++f) {
-      mn = _mm512_min_ps(mn, y(f));
-      mx = _mm512_max_ps(mx, y(f));
-    }
-    // row_u8_params on every lane (mn <= 0 <= mx already)
+    // rows_range_u8's ranges, which include 0, in four chains (min and max are exact in any order; the clamps
+    // below make a zero of either sign +0, as row_u8_params does)
+    __m512 mn4[4], mx4[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) mn4[j] = mx4[j] = _mm512_setzero_ps();
+    for (int64_t f = 0; f < d; f += 4)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        mn4[j] = _mm512_min_ps(mn4[j], y(f + j));
+        mx4[j] = _mm512_max_ps(mx4[j], y(f + j));
+      }
+    __m512 mn = _mm512_min_ps(_mm512_min_ps(mn4[0], mn4[1]), _mm512_min_ps(mn4[2], mn4[3]));
+    __m512 mx = _mm512_max_ps(_mm512_max_ps(mx4[0], mx4[1]), _mm512_max_ps(mx4[2], mx4[3]));
+    // row_u8_params on every lane
+    mn = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mn, _mm512_setzero_ps(), _CMP_LT_OQ), mn);
+    mx = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mx, _mm512_setzero_ps(), _CMP_GT_OQ), mx);
     __m512 scale = _mm512_div_ps(_mm512_sub_ps(mx, mn), _mm512_set1_ps(255.0f));
     scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(scale, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.0f),
                                  scale);
@@ -535,8 +545,13 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
     return;
   }
   // K: quant_pack_nk_s8's scale, bytes and sum per key
-  __m512 amax = _mm512_setzero_ps();
-  for (int64_t f = 0; f < d; ++f) amax = _mm512_max_ps(amax, _mm512_abs_ps(y(f)));
+  __m512 am4[4];  // four chains: the maximum is exact in any order
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) am4[j] = _mm512_setzero_ps();
+  for (int64_t f = 0; f < d; f += 4)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) am4[j] = _mm512_max_ps(am4[j], _mm512_abs_ps(y(f + j)));
+  const __m512 amax = _mm512_max_ps(_mm512_max_ps(am4[0], am4[1]), _mm512_max_ps(am4[2], am4[3]));
   const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
                                             _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
   const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
@@ -946,12 +961,18 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // bytes, contiguous) stays in L1 while every output row of the range streams its blocks past it
   // Float rows as streaming stores where the executor asks for them (Epilogue::stream_out, kStreamOutputBytes) and
   // they lie on whole 64-byte lines; the fence makes them visible before the call returns
-  if (epi.qkv_s8.q) {  // finish_qkv_s8 gathers whole heads of 16-token pieces within one sequence
+  if (epi.qkv_s8.q && !epi.qkv_s8.head_rows) {  // finish_qkv_s8 gathers whole heads of 16-token pieces
     const QkvS8& o = epi.qkv_s8;
     const int64_t d = o.head_dim, width = o.heads * d;
     if (d <= 0 || d % 16 != 0 || d > 64 || o.seq % 64 != 0 || o.token0 % 16 != 0 || n0 % d != 0 ||
         (n1 % d != 0 && n1 <= 2 * width))
       throw std::invalid_argument("gemm_bsr_s8: INT8 attention operands need whole heads of 16-token pieces");
+    // in a buffer on this call's stack (a thread_local one cost a __tls_get_addr call per piece)
+    alignas(64) float head_rows[64][64];
+    Epilogue with_rows = epi;
+    with_rows.qkv_s8.head_rows = &head_rows[0][0];
+    gemm_bsr_s8(q, ldq, at, m, w, c, ldc, n0, n1, with_rows);
+    return;
   }
   const bool stream = epi.stream_out && !epi.out_u8 && !epi.qkv.q && !epi.qkv_s8.q &&
                       reinterpret_cast<uintptr_t>(c) % 64 == 0 &&
