@@ -66,9 +66,10 @@ struct QkvBf16 {
 // head = b * heads + h: Q's u8 rows [seq][head_dim] at q + head * seq * head_dim with their quantize_rows_u8 scale
 // and zero point at q_scale / q_zp + head * seq; K packed as gemm_s8's B operand (pack_s8's layout, seq keys x
 // head_dim inputs) at k + head * k_bytes with its quantize_rows_s8 scale and integer sum per key at k_scale /
-// k_sum + head * seq. The same bytes and floats as the attention's own quantization of the float rows. V stays
-// float rows of the call's output. seq is a multiple of 64 and head_dim of 16, at most 64; every call covers
-// whole heads. A call's token 0 is token token0 of the sequences.
+// k_sum + head * seq. The same bytes and floats as the attention's own quantization of the float rows. V's floats
+// go out channel-major, [head_dim][seq] at vt + head * head_dim * seq (no transpose back to token rows; the
+// attention quantizes and packs those rows by channel). seq is a multiple of 64 and head_dim of 16, at most 64;
+// every call covers whole heads. A call's token 0 is token token0 of the sequences.
 struct QkvS8 {
   uint8_t* q = nullptr;  // null: not in use
   float* q_scale = nullptr;
@@ -76,6 +77,7 @@ struct QkvS8 {
   int8_t* k = nullptr;
   float* k_scale = nullptr;
   int32_t* k_sum = nullptr;
+  float* vt = nullptr;
   int64_t k_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
   float* head_rows = nullptr;  // (set by gemm_bsr_s8: its buffer of a head's rows, [64][64] floats)
 };

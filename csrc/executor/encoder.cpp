@@ -1578,9 +1578,11 @@ QkvS8 EncoderEngine::qkv_s8_operands(Workspace& w, int64_t nb, int64_t seq) cons
   const size_t rows = static_cast<size_t>(nb * nh * seq);
   const size_t k_head = al(kt_->pack_s8_size(seq, d));
   const size_t q = al(rows * d), scales = al(rows * sizeof(float));
-  const size_t bytes = q + 3 * scales + static_cast<size_t>(nb * nh) * k_head + al(rows * sizeof(int32_t));
+  const size_t vt = al(rows * d * sizeof(float));
+  const size_t bytes = vt + q + 3 * scales + static_cast<size_t>(nb * nh) * k_head + al(rows * sizeof(int32_t));
   if (w.qkv_s8.size() < bytes) w.qkv_s8.reserve(bytes);
-  char* base = w.qkv_s8.as<char>();
+  ops.vt = w.qkv_s8.as<float>();
+  char* base = w.qkv_s8.as<char>() + vt;
   ops.q = reinterpret_cast<uint8_t*>(base);
   ops.q_scale = reinterpret_cast<float*>(base + q);
   ops.q_zp = reinterpret_cast<float*>(base + q + scales);
@@ -1717,7 +1719,9 @@ void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float
     se.row_zp = qz;
     kt->gemm_s8(qa, dq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
     kt->softmax_u8_rows(scores, seq, seq, seq, pa, sq, ps, pz);
-    if (kt->quant_pack_kn_s8) {
+    if (ops) {  // V by channel as QKV wrote it: its rows quantized and packed as K's tokens are (the same bytes)
+      kt->quant_pack_nk_s8(ops->vt + (b * nh + h) * d * seq, seq, d, seq, vpack, vs, vsum);
+    } else if (kt->quant_pack_kn_s8) {
       kt->quant_pack_kn_s8(v, ld, seq, d, vpack, vs, vsum);
     } else {  // transpose V, quantize its rows (= channels), pack
       for (int64_t j = 0; j < seq; ++j)

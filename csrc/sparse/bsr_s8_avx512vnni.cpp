@@ -458,8 +458,8 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64],
   }
 }
 
-// A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows end as float rows
-// (finish_piece's). Q's and K's rows (finish_piece's floats: the dequantized sum plus the bias) are gathered per head
+// A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows (finish_piece's floats)
+// are stored by channel, as the tile holds them. Q's and K's rows (finish_piece's floats: the dequantized sum plus the bias) are gathered per head
 // in the call's buffer (QkvS8::head_rows) over the head's head_dim / 16 row groups, which a call runs one after
 // another for the same tokens (it covers whole heads); at the head's last group each of the 16 tokens' head row is quantized as the
 // attention would quantize it, the row's reductions running along the lanes: Q as quantize_rows_u8 (range with 0,
@@ -471,8 +471,18 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
   const QkvS8& ops = epi.qkv_s8;
   const int64_t d = ops.head_dim, width = ops.heads * d, seq = ops.seq;
   const int64_t part = nb0 / width, h = nb0 % width / d, f0 = nb0 % d;
-  if (part == 2) {
-    finish_piece<Act::None, false, false, false>(t, v, m, m0, nb0, nb1, c, ldc, epi);
+  if (part == 2) {  // V: the tile's rows are its channels, stored as they are (QkvS8::vt)
+    (void)c;
+    (void)ldc;
+    const int64_t token = ops.token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;
+    const __mmask16 tokens = first(m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16);
+    float* dst = ops.vt + ((b * ops.heads + h) * d + f0) * seq + s0;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      if (nb0 + i < nb1)
+        _mm512_mask_storeu_ps(dst + i * seq, tokens,
+                              _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]),
+                                            _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f)));
     return;
   }
   float(*head_rows)[64] = reinterpret_cast<float(*)[64]>(ops.head_rows);  // [feature of the head][token of the tile]
