@@ -143,10 +143,11 @@ def test_qkv_split_by_heads_equals_the_token_split(isa, rng, monkeypatch, quanti
             np.testing.assert_array_equal(engines["0"].run(ids, mask)["last_hidden_state"], want)
 
 
-@pytest.mark.parametrize("quantize", ["int8-static", "int8-dynamic"])
+@pytest.mark.parametrize("quantize,pattern", [("int8-static", "block"), ("int8-dynamic", "block"),
+                                              ("int8-static", "unstructured")])
 @pytest.mark.parametrize("heads,hidden", [(2, 128), (4, 128), (3, 96), (2, 256)])  # head_dim 64, 32, 32; 128
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_qkv_writes_the_int8_attention_operands(isa, rng, monkeypatch, quantize, heads, hidden, threads):
+def test_qkv_writes_the_int8_attention_operands(isa, rng, monkeypatch, quantize, pattern, heads, hidden, threads):
     # A block-sparse QKV before INT8 attention writes Q's u8 rows and K's packing with their scales itself
     # (Epilogue::qkv_s8, avx512) where seq is a multiple of 64 and head_dim of 16 up to 64, and every call covers
     # whole heads; TRIMFORMER_QKV_S8_OFF=1: the attention quantizes QKV's float rows. Same bits, whole batches and
@@ -157,7 +158,7 @@ def test_qkv_writes_the_int8_attention_operands(isa, rng, monkeypatch, quantize,
     model = BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
                                  intermediate_size=96, vocab_size=100, max_position_embeddings=320),
                       add_pooling_layer=False).eval()
-    prune_magnitude(model, 0.9, "block")
+    prune_magnitude(model, 0.9, pattern)  # unstructured: csr-int8 (gathered quads at avx512)
     calib = [{"input_ids": rng.integers(1, 100, (2, 64)), "attention_mask": np.ones((2, 64), np.int64)}]
     engines = {}
     for off in ("1", "0"):
