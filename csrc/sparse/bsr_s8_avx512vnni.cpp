@@ -245,6 +245,25 @@ inline void store_byte_rows4(const __m512i* q, const Epilogue& epi, int64_t tok,
   }
 }
 
+// Four pack_rows4 registers (16 output rows x 16 tokens of bytes) handed out as each token's 16 bytes: per 128-bit
+// lane, 4 groups x 4 tokens of dwords -> 4 tokens x 4 groups (token 4L + k is lane L of tok[k]); store(token, bytes)
+template <class Store>
+inline void token_bytes16(const __m512i (&packed)[4], Store store) {
+  const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
+  const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
+  const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]);
+  const __m512i hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
+  const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
+                          _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    store(k, _mm512_castsi512_si128(tok[k]));
+    store(4 + k, _mm512_extracti32x4_epi32(tok[k], 1));
+    store(8 + k, _mm512_extracti32x4_epi32(tok[k], 2));
+    store(12 + k, _mm512_extracti32x4_epi32(tok[k], 3));
+  }
+}
+
 template <int V, Act A>
 void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, int64_t nb1, const Epilogue& epi) {
   const __m512 out_inv = _mm512_set1_ps(epi.out_inv_scale);
@@ -280,25 +299,12 @@ void finish_u8_rows(const float (*t)[64], int64_t m, int64_t m0, int64_t nb0, in
         _mm512_store_si512(dst + (nb0 / 4 + g) * kAtTile * 4, packed[g]);
       continue;
     }
-    // per 128-bit lane, 4 groups x 4 tokens of dwords -> 4 tokens x 4 groups: token 4L + k is lane L of tok[k]
-    const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
-    const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
-    const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]);
-    const __m512i hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
-    const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
-                            _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
     uint8_t* out = epi.out_u8 + (m0 + 16 * v) * epi.ld_out_u8 + nb0;
-    const auto store = [&](int64_t token, __m128i bytes) {
+    token_bytes16(packed, [&](int64_t token, __m128i bytes) {
       if (token >= rows) return;
       if (cols == 16) _mm_storeu_si128(reinterpret_cast<__m128i*>(out + token * epi.ld_out_u8), bytes);
       else _mm_mask_storeu_epi8(out + token * epi.ld_out_u8, ck, bytes);
-    };
-    for (int k = 0; k < 4; ++k) {
-      store(k, _mm512_castsi512_si128(tok[k]));
-      store(4 + k, _mm512_extracti32x4_epi32(tok[k], 1));
-      store(8 + k, _mm512_extracti32x4_epi32(tok[k], 2));
-      store(12 + k, _mm512_extracti32x4_epi32(tok[k], 3));
-    }
+    });
   }
 }
 
@@ -535,22 +541,9 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
         for (int r = 0; r < 4; ++r) q[r] = quant_i32_16(y(g + 4 * k + r), inv, zpi);
         packed[k] = pack_rows4_u8(q);
       }
-      const __m512i lo01 = _mm512_unpacklo_epi32(packed[0], packed[1]);
-      const __m512i hi01 = _mm512_unpackhi_epi32(packed[0], packed[1]);
-      const __m512i lo23 = _mm512_unpacklo_epi32(packed[2], packed[3]);
-      const __m512i hi23 = _mm512_unpackhi_epi32(packed[2], packed[3]);
-      const __m512i tok[4] = {_mm512_unpacklo_epi64(lo01, lo23), _mm512_unpackhi_epi64(lo01, lo23),
-                              _mm512_unpacklo_epi64(hi01, hi23), _mm512_unpackhi_epi64(hi01, hi23)};
-      const auto store = [&](int64_t j, __m128i bytes) {  // token j of the 16
+      token_bytes16(packed, [&](int64_t j, __m128i bytes) {  // token j of the 16: its features g .. g + 15
         if (j < rows) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * d + g), bytes);
-      };
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        store(k, _mm512_castsi512_si128(tok[k]));
-        store(4 + k, _mm512_extracti32x4_epi32(tok[k], 1));
-        store(8 + k, _mm512_extracti32x4_epi32(tok[k], 2));
-        store(12 + k, _mm512_extracti32x4_epi32(tok[k], 3));
-      }
+      });
     }
     return;
   }
