@@ -62,7 +62,7 @@ struct QkvBf16 {
   char* v = nullptr;
   int64_t kv_bytes = 0, seq = 0, heads = 0, head_dim = 0, token0 = 0;
 };
-// The INT8 attention's Q and K as a block-sparse QKV writes them (Epilogue::qkv_s8), per (sequence b, head h) at
+// The INT8 attention's Q, K and V as a block-sparse QKV writes them (Epilogue::qkv_s8), per (sequence b, head h) at
 // head = b * heads + h: Q's u8 rows [seq][head_dim] at q + head * seq * head_dim with their quantize_rows_u8 scale
 // and zero point at q_scale / q_zp + head * seq; K packed as gemm_s8's B operand (pack_s8's layout, seq keys x
 // head_dim inputs) at k + head * k_bytes with its quantize_rows_s8 scale and integer sum per key at k_scale /
@@ -127,7 +127,7 @@ struct Epilogue {
   // instead of float rows
   QkvBf16 qkv;
   // (gemm_bsr_s8 at the avx512 level, QKV before INT8 attention) with qkv_s8.q set: Q's and K's quantized operands
-  // instead of their float rows (V's rows as usual)
+  // and V's floats by channel instead of float rows
   QkvS8 qkv_s8;
   // (gemm_spf32 / gemm_nm_f32 at levels with attention_f32_packed, QKV before the fused float attention) with
   // qkv_f32.base set: the attention's operands instead of float rows of c
@@ -360,7 +360,7 @@ struct KernelTable {
   void (*gemm_bsr_s8)(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, const BsrS8& w, float* c,
                       int64_t ldc, int64_t n0, int64_t n1, const Epilogue& epi);
   bool bsr_qkv_bf16;  // gemm_bsr_s8 can write BF16 attention operands (Epilogue::qkv; only with AVX512_BF16)
-  bool bsr_qkv_s8;  // gemm_bsr_s8 can write the INT8 attention's Q and K operands (Epilogue::qkv_s8)
+  bool bsr_qkv_s8;  // gemm_bsr_s8 can write the INT8 attention's operands (Epilogue::qkv_s8)
   // ---- BF16 GEMM (null where the level has no kernel; usable only when the CPU has AVX512_BF16) ----
   size_t (*pack_bf16_size)(int64_t n, int64_t k);
   void (*pack_bf16)(const uint16_t* w, int64_t n, int64_t k, void* out);

@@ -1602,7 +1602,8 @@ bool EncoderEngine::qkv_whole_heads(const Linear& L, int64_t m) const {
   const int nt = team();
   if (nt == 1 || splits_tokens(L, m)) return true;
   const int64_t d = cfg_.head_dim;
-  const int64_t groups = L.col_groups > 1 && L.n % L.col_groups == 0 && (L.n / L.col_groups) % 16 == 0 ? L.col_groups : 1;
+  const int64_t groups =
+      L.col_groups > 1 && L.n % L.col_groups == 0 && (L.n / L.col_groups) % 16 == 0 ? L.col_groups : 1;
   const int64_t gn = L.n / groups;
   for (int i = 0; i < nt; ++i) {  // parallel_linear's column split (nr 16)
     int64_t n0, n1;
@@ -1881,7 +1882,7 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
   const bool one_region = !region_per_op_ && !observe_ && threads_ > 1;
   QkvBf16 team_ops;  // one region: set up once by this thread, for the largest group (the layout fits smaller ones)
   if (one_region && any_bsr_qkv) team_ops = qkv_bf16_operands(ws_[0], std::min(per_chunk, batch), seq);
-  QkvS8 team_s8;  // the same for the INT8 attention's Q and K
+  QkvS8 team_s8;  // the same for the INT8 attention's Q, K and V
   if (one_region && any_bsr_qkv) team_s8 = qkv_s8_operands(ws_[0], std::min(per_chunk, batch), seq);
   auto op_done = [&](const char* what) {  // the profiler's lap; inside the one region, once every thread is done
     if (!profile_) return;
@@ -1930,7 +1931,8 @@ void EncoderEngine::run(const int64_t* ids, const int64_t* mask, const int64_t* 
       qio.in = xc;
       qio.out = qkv;
       if (L.qkv.kind == LinearKind::BsrS8) qio.qkv = bf16_ops;
-      // a block-sparse QKV before INT8 attention writes Q's and K's quantized operands (qkv_s8_operands)
+      // a block-sparse QKV before INT8 attention writes Q's and K's quantized operands and V by channel
+      // (qkv_s8_operands)
       if (L.qkv.kind == LinearKind::BsrS8 && s8_ops.q && qkv_whole_heads(L.qkv, Mc)) {
         qio.qkv_s8 = s8_ops;
         if (!team || omp_get_thread_num() == 0) qkv_s8_layers_.fetch_add(1, std::memory_order_relaxed);

@@ -139,8 +139,8 @@ struct LinearIO {
   // block-sparse INT8 QKV before BF16 attention, with qkv.q set: the attention's bf16 operands instead of float rows
   // in `out` (Epilogue::qkv; EncoderEngine::qkv_bf16_operands)
   QkvBf16 qkv;
-  // block-sparse INT8 QKV before INT8 attention, with qkv_s8.q set: Q's and K's quantized operands instead of their
-  // float rows in `out` (Epilogue::qkv_s8; EncoderEngine::qkv_s8_operands)
+  // block-sparse INT8 QKV before INT8 attention, with qkv_s8.q set: Q's and K's quantized operands and V's floats by
+  // channel instead of float rows in `out` (Epilogue::qkv_s8; EncoderEngine::qkv_s8_operands)
   QkvS8 qkv_s8;
   // sparse FP32 QKV before the fused float attention, with qkv_f32.base set: the attention's operands instead of
   // float rows in `out` (Epilogue::qkv_f32; EncoderEngine::attention_f32_ops reads them)
@@ -189,7 +189,7 @@ struct RunResult {
 struct Workspace {
   AlignedBuf x1, qkv, ctx, ff, q8, q8b, bf, at, at_next, row_scale, row_zp;
   AlignedBuf qkv_bf;  // the BF16 attention operands written by a block-sparse QKV (LinearIO::qkv)
-  AlignedBuf qkv_s8;  // the INT8 attention's Q and K written by a block-sparse QKV (LinearIO::qkv_s8)
+  AlignedBuf qkv_s8;  // the INT8 attention's Q, K and V written by a block-sparse QKV (LinearIO::qkv_s8)
   std::vector<AlignedBuf> scratch;  // attention scratch, one per thread of the ops' team
   int64_t cap_tokens = 0, cap_seq = 0;
 };
@@ -235,7 +235,7 @@ class EncoderEngine {
   // per-op wall time (ms) accumulated over runs while profiling is on
   void set_profile(bool on) { profile_ = on; if (on) profile_ms_.clear(); }
   const std::map<std::string, double>& profile() const { return profile_ms_; }
-  // layer passes whose block-sparse QKV wrote the INT8 attention's Q and K (qkv_s8_operands), since construction
+  // layer passes whose block-sparse QKV wrote the INT8 attention's operands (qkv_s8_operands), since construction
   int64_t qkv_s8_layers() const { return qkv_s8_layers_.load(std::memory_order_relaxed); }
 
  private:
@@ -276,7 +276,7 @@ class EncoderEngine {
   // Where a block-sparse QKV writes the BF16 attention's operands for nb sequences (w.qkv_bf, the packings' padding
   // zeroed), or q null where it cannot (another attention precision, seq or head_dim not a multiple of 16)
   QkvBf16 qkv_bf16_operands(Workspace& w, int64_t nb, int64_t seq) const;
-  // Where a block-sparse QKV writes the INT8 attention's Q and K for nb sequences (w.qkv_s8), or q null where it
+  // Where a block-sparse QKV writes the INT8 attention's Q, K and V for nb sequences (w.qkv_s8), or q null where it
   // cannot (another attention precision, seq not a multiple of 64, head_dim not one of 16 up to 64;
   // TRIMFORMER_QKV_S8_OFF=1)
   QkvS8 qkv_s8_operands(Workspace& w, int64_t nb, int64_t seq) const;

@@ -464,14 +464,14 @@ __attribute__((target("avx512bf16"))) void finish_qkv_bf16(const float (*t)[64],
   }
 }
 
-// A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows (finish_piece's floats)
-// are stored by channel, as the tile holds them. Q's and K's rows (finish_piece's floats: the dequantized sum plus the bias) are gathered per head
-// in the call's buffer (QkvS8::head_rows) over the head's head_dim / 16 row groups, which a call runs one after
-// another for the same tokens (it covers whole heads); at the head's last group each of the 16 tokens' head row is quantized as the
-// attention would quantize it, the row's reductions running along the lanes: Q as quantize_rows_u8 (range with 0,
-// row_u8_params, quant_i32_16) into u8 token rows, K as quant_pack_nk_s8 (absolute maximum, s8_row_scale,
-// quant_s8_16, the integer sum) into pack_s8's layout, whose 4 inputs x 16 keys per quad are pack_rows4's bytes.
-// The same floats and bytes as those functions on the float rows.
+// A 16 x 16 piece of a block-sparse QKV before INT8 attention (Epilogue::qkv_s8). V's rows (finish_piece's floats) are
+// stored by channel, as the tile holds them. Q's and K's rows (finish_piece's floats: the dequantized sum plus the
+// bias) are gathered per head in the call's buffer (QkvS8::head_rows) over the head's head_dim / 16 row groups, which a
+// call runs one after another for the same tokens (it covers whole heads); at the head's last group each of the 16
+// tokens' head row is quantized as the attention would quantize it, the row's reductions running along the lanes: Q as
+// quantize_rows_u8 (range with 0, row_u8_params, quant_i32_16) into u8 token rows, K as quant_pack_nk_s8 (absolute
+// maximum, s8_row_scale, quant_s8_16, the integer sum) into pack_s8's layout, whose 4 inputs x 16 keys per quad are
+// pack_rows4's bytes. The same floats and bytes as those functions on the float rows.
 void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t nb0, int64_t nb1, float* c,
                    int64_t ldc, const Epilogue& epi) {
   const QkvS8& ops = epi.qkv_s8;
