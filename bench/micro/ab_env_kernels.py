@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ab_builds import command_line, report_head, settings, write_report  # noqa: E402
 
 from trimformer import _core  # noqa: E402
-from trimformer.formats.registry import activation_qparams, get_format  # noqa: E402
 from trimformer.formats.sparsity import magnitude_mask  # noqa: E402
-from trimformer.runtime.engine import ACTIVATION_MODES  # noqa: E402
+from trimformer.runtime.engine import ACTIVATION_MODES, timing_tensors  # noqa: E402
 
 SHAPES = {"qkv": (2304, 768), "ffn1": (3072, 768), "ffn2": (768, 3072), "attn_out": (768, 768)}
 
@@ -38,14 +37,7 @@ def ab_shape(w: np.ndarray, fmt: str, env: tuple[str, str], tokens: int, cycles:
              threads: int, activations: str = "dynamic") -> dict[str, list[float]]:
     """{"default": [...], "set": [...]} seconds per cycle (best of block calls each); activations as
     time_formats' (INT8 formats: "dynamic", "static" or "u8")"""
-    spec = get_format(fmt)
-    stored = {"x" + s: t for s, t in spec.encode(w).items()}
-    quantized = spec.int8_activations and activations != "dynamic"
-    if quantized:  # time_formats' static parameters for its synthetic input
-        scale, zp = activation_qparams(*_core.timing_input_range)
-        stored["x.act_scale"] = np.array([scale], np.float32)
-        stored["x.act_zero_point"] = np.array([zp], np.int32)
-    u8 = quantized and activations == "u8"
+    stored, u8 = timing_tensors(w, fmt, activations)
     if os.environ.get(env[0]) is not None:
         raise SystemExit(f"{env[0]} is set in this environment: the default runner would have it too")
     runners = {"default": runner_with(stored, threads, None), "set": runner_with(stored, threads, env)}
@@ -98,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = report_head(
         f"A/B of {args.env} on single Linears, in one process", command_line(argv),
         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, {args.threads} "
-        f"thread(s), INT8 input {args.activations}, cold weights: per cycle each runner's best of {args.block} calls, the two taking turns over "
-        f"{args.cycles} cycles. Ratio: the default's time over the time with {args.env}, per cycle (below 1: the "
+        f"thread(s), INT8 input {args.activations}, cold weights: per cycle each runner's best of {args.block} "
+        f"calls, the two taking turns over {args.cycles} cycles. Ratio: the default's time over the time with {args.env}, per cycle (below 1: the "
         "default is faster).", args.note)
     lines += ["| shape | default ms (median) | with the setting ms (median) | ratio per cycle: median | quartiles |",
               "|---|---|---|---|---|"]

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--region-per-call", action="store_true",
                     help="each call in a parallel region of its own (the only protocol of older builds)")
+    # (engine.ACTIVATION_MODES, spelled out: this process imports no trimformer module, since it swaps the installed
+    # extension between rounds)
     ap.add_argument("--activations", choices=("dynamic", "static", "u8"), default="dynamic",
                     help="how INT8 formats get their input (time_formats; u8 needs a build with LinearRunner u8_input)")
     ap.add_argument("--note", action="append", default=[], help="a line for the Markdown notes")

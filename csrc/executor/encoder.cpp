@@ -984,13 +984,17 @@ LinearIO EncoderEngine::linear_input(Linear& L, const float* x, int64_t m, float
   return io;
 }
 
-void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, const float* residual, bool u8_input) {
-  Linear& L = const_cast<Linear&>(only_linear());
-  if (m <= 0) throw std::invalid_argument("run_linear needs at least one row");
+void EncoderEngine::use_linear_workspace(int64_t m) {
   if (ws_.empty()) ws_.resize(1);
   ensure_workspace(ws_[0], m, 0, 0);  // no attention: no scratch
   tl_ws = &ws_[0];
   tl_team = 0;
+}
+
+void EncoderEngine::run_linear(const float* x, int64_t m, float* y, Act act, const float* residual, bool u8_input) {
+  Linear& L = const_cast<Linear&>(only_linear());
+  if (m <= 0) throw std::invalid_argument("run_linear needs at least one row");
+  use_linear_workspace(m);
   AlignedBuf q;
   const LinearIO io = linear_input(L, x, m, y, act, residual, u8_input, q);
   linear(L, io, m);
@@ -1003,10 +1007,7 @@ double EncoderEngine::time_linear(const float* x, int64_t m, float* y, int iters
   const auto since = [](std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  if (ws_.empty()) ws_.resize(1);
-  ensure_workspace(ws_[0], m, 0, 0);
-  tl_ws = &ws_[0];
-  tl_team = 0;
+  use_linear_workspace(m);
   AlignedBuf q;
   const LinearIO io = linear_input(L, x, m, y, Act::None, nullptr, u8_input, q);
   double best = 1e30;

@@ -263,6 +263,8 @@ class EncoderEngine {
   // workspace must be set: tl_ws)
   LinearIO linear_input(Linear& L, const float* x, int64_t m, float* y, Act act, const float* residual,
                         bool u8_input, AlignedBuf& q);
+  // the Linear-only engine's workspace for m rows, as this thread's (tl_ws), outside any team
+  void use_linear_workspace(int64_t m);
   int64_t q_stride(int64_t k) const;
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // the fused float attention over the operands a sparse FP32 QKV wrote (QkvF32's layout at ops)

@@ -476,31 +476,27 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
                    int64_t ldc, const Epilogue& epi) {
   const QkvS8& ops = epi.qkv_s8;
   const int64_t d = ops.head_dim, width = ops.heads * d, seq = ops.seq;
+  (void)c;
+  (void)ldc;
   const int64_t part = nb0 / width, h = nb0 % width / d, f0 = nb0 % d;
-  if (part == 2) {  // V: the tile's rows are its channels, stored as they are (QkvS8::vt)
-    (void)c;
-    (void)ldc;
-    const int64_t token = ops.token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;
-    const __mmask16 tokens = first(m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16);
-    float* dst = ops.vt + ((b * ops.heads + h) * d + f0) * seq + s0;
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i)
-      if (nb0 + i < nb1)
-        _mm512_mask_storeu_ps(dst + i * seq, tokens,
-                              _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]),
-                                            _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f)));
-    return;
-  }
-  float(*head_rows)[64] = reinterpret_cast<float(*)[64]>(ops.head_rows);  // [feature of the head][token of the tile]
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i)
-    _mm512_store_ps(&head_rows[f0 + i][16 * v], _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]),
-                                                             _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f)));
-  if (f0 + 16 < d) return;
   const int64_t token = ops.token0 + m0 + 16 * v, b = token / seq, s0 = token % seq;  // 16 tokens of sequence b
   const int64_t rows = m - m0 - 16 * v < 16 ? m - m0 - 16 * v : 16;
   const __mmask16 tokens = first(rows);
   const int64_t head = b * ops.heads + h;
+  const auto row = [&](int i) {  // output row nb0 + i over the piece's 16 tokens, as finish_piece adds its bias
+    return _mm512_add_ps(_mm512_load_ps(&t[i][16 * v]), _mm512_set1_ps(epi.bias ? epi.bias[nb0 + i] : 0.0f));
+  };
+  if (part == 2) {  // V: the tile's rows are its channels, stored as they are (QkvS8::vt)
+    float* dst = ops.vt + (head * d + f0) * seq + s0;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      if (nb0 + i < nb1) _mm512_mask_storeu_ps(dst + i * seq, tokens, row(i));
+    return;
+  }
+  float(*head_rows)[64] = reinterpret_cast<float(*)[64]>(ops.head_rows);  // [feature of the head][token of the tile]
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) _mm512_store_ps(&head_rows[f0 + i][16 * v], row(i));
+  if (f0 + 16 < d) return;
   const auto y = [&](int64_t f) { return _mm512_load_ps(&head_rows[f][16 * v]); };
   if (part == 0) {  // Q
     // rows_range_u8's ranges, which include 0, in four chains (min and max are exact in any order; the clamps

@@ -554,15 +554,9 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
             timers[key] = lambda: runner.time(tokens, 1, cold)
 
     for fmt in formats:
-        spec = get_format(fmt)
-        stored = {"x" + sfx: t for sfx, t in spec.encode(w).items()}
-        quantized = spec.int8_activations and activations != "dynamic"
-        if quantized:  # (an extension built before the modes has no timing_input_range: dynamic only)
-            scale, zp = activation_qparams(*_core.timing_input_range)
-            stored["x.act_scale"] = np.array([scale], np.float32)
-            stored["x.act_zero_point"] = np.array([zp], np.int32)
+        stored, u8 = timing_tensors(w, fmt, activations)
         runner = _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads))
-        add(fmt, runner, quantized and activations == "u8")
+        add(fmt, runner, u8)
         if walk and fmt == "csr-f32" and runner.jit_code_bytes > 0:
             add(CSR_F32_WALK, _core.LinearRunner(stored, "x", isa or "", resolve_threads(threads),
                                                  csr_f32_code=False), False)
@@ -571,6 +565,20 @@ def time_formats(w: np.ndarray, formats: Iterable[str], *, tokens: int = 128, it
 
 # time_formats' activation modes for INT8 formats (see there)
 ACTIVATION_MODES = ("dynamic", "static", "u8")
+
+
+def timing_tensors(w: np.ndarray, fmt: str, activations: str = "dynamic") -> tuple[dict[str, np.ndarray], bool]:
+    """A LinearRunner's tensors (named "x") for weight `w` stored in `fmt`, and whether its timing takes u8 input:
+    in time_formats' static and u8 modes an INT8 format gets static activation parameters for the synthetic input's
+    range (_core.timing_input_range, which an extension built before the modes lacks: dynamic only)"""
+    spec = get_format(fmt)
+    stored = {"x" + sfx: t for sfx, t in spec.encode(w).items()}
+    quantized = spec.int8_activations and activations != "dynamic"
+    if quantized:
+        scale, zp = activation_qparams(*_core.timing_input_range)
+        stored["x.act_scale"] = np.array([scale], np.float32)
+        stored["x.act_zero_point"] = np.array([zp], np.int32)
+    return stored, quantized and activations == "u8"
 
 
 # time_formats' key for csr-f32 run by its plain row walk where the level would run it as generated code. Which is
