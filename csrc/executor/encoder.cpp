@@ -898,6 +898,7 @@ void EncoderEngine::read_linear_settings() {
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   bsr_transpose16_ = env_flag("TRIMFORMER_BSR_TRANSPOSE16");
   qkv_s8_off_ = env_flag("TRIMFORMER_QKV_S8_OFF");
+  if (const char* v = std::getenv("TRIMFORMER_ATTN_ROWS")) attn_rows_ = std::atoi(v);
   bsr_few_off_ = env_flag("TRIMFORMER_BSR_FEW_TOKENS_OFF");
   if (const char* v = std::getenv("TRIMFORMER_BSR_TILE_VECS")) bsr_tile_vecs_ = std::atoi(v);
 }
@@ -1661,6 +1662,22 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
   });
 }
 
+// Query rows per chunk of the INT8 and the unfused float attention: whole heads while a head's float scores take
+// at most kAttnScoreBytes, else multiples of 48 rows (the GEMM's 6-row micro-tiles, 16-row pieces) within it. A head's
+// scores at seq 384 are 576 KiB, which with the layer's other rows did not stay in the Ice Lake Xeon's 1.25 MiB L2
+// between the score GEMM, the softmax and P.V. 90% block static INT8 BERT-base there, against whole heads: 0.958x
+// the pass time at 1 x 384, 0.918x at 1 x 512, 0.965x at 4 x 384; dynamic INT8 and dense INT8 at 1 x 384 0.986x /
+// 0.991x, within the blocks' spread (bench/results/icelake_attention_rows_e2e_ab.md; at seq 256 chunks of 48-144
+// rows were level in a development A/B); the float attention 0.978x at 1 x 384 on 90% block FP32, dense FP32 0.987x
+// (icelake_attention_rows_fp32_e2e_ab.md). TRIMFORMER_ATTN_ROWS=N at construction: chunks of N rows.
+constexpr int64_t kAttnScoreBytes = 192 << 10;
+
+int64_t EncoderEngine::attention_rows(int64_t seq) const {
+  if (attn_rows_ > 0) return attn_rows_;
+  if (seq * seq * static_cast<int64_t>(sizeof(float)) <= kAttnScoreBytes) return seq;
+  return std::max<int64_t>(48, kAttnScoreBytes / (seq * static_cast<int64_t>(sizeof(float))) / 48 * 48);
+}
+
 // Attention with both matmuls in INT8: Q rows as u8 with per-row ranges, K rows as symmetric s8 (the "weight"
 // of Q.K^T, so the VNNI packing reads K's rows directly), P rows as u8 in [0, rowmax], and V^T rows (channels)
 // as symmetric s8. Softmax and the mask stay in float.
@@ -1713,14 +1730,6 @@ void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float
       kt->pack_s8(k8, d, seq, d, kpack);
     }
     for (int64_t j = 0; j < seq; ++j) ks[j] *= alpha;  // fold the 1/sqrt(d) scale into K's scales
-    Epilogue se;
-    se.bias = mask_bias + b * seq;
-    se.w_scale = ks;
-    se.col_sum = ksum;
-    se.row_scale = qs;
-    se.row_zp = qz;
-    kt->gemm_s8(qa, dq, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
-    kt->softmax_u8_rows(scores, seq, seq, seq, pa, sq, ps, pz);
     if (ops) {  // V by channel as QKV wrote it: its rows quantized and packed as K's tokens are (the same bytes)
       kt->quant_pack_nk_s8(ops->vt + (b * nh + h) * d * seq, seq, d, seq, vpack, vs, vsum);
     } else if (kt->quant_pack_kn_s8) {
@@ -1731,12 +1740,26 @@ void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float
       kt->quantize_rows_s8(vt, seq, v8, seq, d, seq, vs, vsum);
       kt->pack_s8(v8, seq, d, seq, vpack);
     }
-    Epilogue ve;
-    ve.w_scale = vs;
-    ve.col_sum = vsum;
-    ve.row_scale = ps;
-    ve.row_zp = pz;
-    kt->gemm_s8(pa, sq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, ve);
+    // Query rows a chunk at a time (attention_rows): the chunk's scores, softmax and P.V, so that the scores are
+    // still in L2 when the softmax and the second GEMM read them. The rows are independent: the same results.
+    const int64_t chunk = attention_rows(seq);
+    for (int64_t r0 = 0; r0 < seq; r0 += chunk) {
+      const int64_t r1 = std::min(seq, r0 + chunk);
+      Epilogue se;
+      se.bias = mask_bias + b * seq;
+      se.w_scale = ks;
+      se.col_sum = ksum;
+      se.row_scale = qs + r0;
+      se.row_zp = qz + r0;
+      kt->gemm_s8(qa + r0 * dq, dq, kpack, seq, d, scores, seq, 0, r1 - r0, 0, seq, se);
+      kt->softmax_u8_rows(scores, r1 - r0, seq, seq, pa, sq, ps, pz);
+      Epilogue ve;
+      ve.w_scale = vs;
+      ve.col_sum = vsum;
+      ve.row_scale = ps;
+      ve.row_zp = pz;
+      kt->gemm_s8(pa, sq, vpack, d, seq, ctx + (b * seq + r0) * H + h * d, H, 0, r1 - r0, 0, d, ve);
+    }
   });
 }
 
@@ -1768,9 +1791,13 @@ void EncoderEngine::attention(const float* qkv, const float* mask_bias, int64_t 
     Epilogue se;
     se.alpha = alpha;
     se.bias = mask_bias + b * seq;
-    kt->gemm_f32(q, ld, kpack, seq, d, scores, seq, 0, seq, 0, seq, se);
-    kt->softmax_rows(scores, seq, seq, seq);
-    kt->gemm_f32(scores, seq, vpack, d, seq, ctx + b * seq * H + h * d, H, 0, seq, 0, d, Epilogue());
+    const int64_t chunk = attention_rows(seq);  // query rows a chunk at a time, as attention_s8
+    for (int64_t r0 = 0; r0 < seq; r0 += chunk) {
+      const int64_t rows = std::min(chunk, seq - r0);
+      kt->gemm_f32(q + r0 * ld, ld, kpack, seq, d, scores, seq, 0, rows, 0, seq, se);
+      kt->softmax_rows(scores, rows, seq, seq);
+      kt->gemm_f32(scores, seq, vpack, d, seq, ctx + (b * seq + r0) * H + h * d, H, 0, rows, 0, d, Epilogue());
+    }
   });
 }
 

@@ -283,6 +283,8 @@ class EncoderEngine {
   // TRIMFORMER_QKV_S8_OFF=1)
   QkvS8 qkv_s8_operands(Workspace& w, int64_t nb, int64_t seq) const;
   bool qkv_whole_heads(const Linear& L, int64_t m) const;
+  // the INT8 and unfused float attention's query rows per chunk (scores, softmax and P.V a chunk at a time)
+  int64_t attention_rows(int64_t seq) const;
   size_t attention_scratch_bytes(int64_t seq) const;
   void embed(const int64_t* ids, const int64_t* mask, const int64_t* types, int64_t batch, int64_t seq, float* x);
   void ensure_buffers(int64_t batch, int64_t seq);
@@ -329,6 +331,7 @@ class EncoderEngine {
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
   bool qkv_s8_off_ = false;  // TRIMFORMER_QKV_S8_OFF (qkv_s8_operands)
+  int64_t attn_rows_ = 0;  // TRIMFORMER_ATTN_ROWS=N at construction: the attention's query rows per chunk
   void read_linear_settings();
   std::map<std::string, double> profile_ms_;
   std::vector<float> word_, pos_, type_, emb_g_, emb_b_;

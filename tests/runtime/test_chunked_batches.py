@@ -191,6 +191,35 @@ def test_qkv_writes_the_int8_attention_operands(isa, rng, monkeypatch, quantize,
     assert engines["1"]._native.qkv_s8_layers == 0
 
 
+@pytest.mark.parametrize("quantize,sparsity,attention", [("int8-static", 0.9, "int8"), ("int8-dynamic", 0.0, "int8"),
+                                                        (None, 0.9, "f32")])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_by_query_chunks_equals_whole_heads(isa, rng, monkeypatch, quantize, sparsity, attention, threads):
+    # The INT8 and the unfused float attention run a head's query rows a chunk at a time (scores, softmax, P.V:
+    # EncoderEngine::attention_rows, whole heads up to seq 221 and 48-row multiples beyond); TRIMFORMER_ATTN_ROWS=N
+    # sets the chunk. Rows are independent, so every chunk size gives the same bits: chunks of 1, 17 and 48 rows, the
+    # rule (seq 300 and 320: 144-row chunks and a short last one) and whole heads, on QKV's float rows (seq 300) and on
+    # the operands a block-sparse QKV writes (seq 320, avx512), with a padded last sequence. (The fused float kernel,
+    # avx2 and Zen 4, runs its own tiles.)
+    model = _model(seed=3, positions=320)
+    if sparsity:
+        prune_magnitude(model, sparsity, "block")
+    calib = [{"input_ids": rng.integers(1, 100, (2, 64)), "attention_mask": np.ones((2, 64), np.int64)}]
+    engines = {}
+    for rows in ("100000", "1", "17", "48", "0"):
+        monkeypatch.setenv("TRIMFORMER_ATTN_ROWS", rows)
+        engines[rows] = compile_encoder(model, quantize=quantize, isa=isa, threads=threads, sparse=None,
+                                        attention=attention, calibration=calib if quantize == "int8-static" else None)
+    for batch, seq in ((1, 300), (2, 320), (3, 40)):
+        ids = rng.integers(1, 100, (batch, seq))
+        mask = np.ones_like(ids)
+        mask[-1, seq // 3:] = 0
+        want = engines["100000"].run(ids, mask)["last_hidden_state"]
+        for rows in ("1", "17", "48", "0"):
+            np.testing.assert_array_equal(engines[rows].run(ids, mask)["last_hidden_state"], want,
+                                          err_msg=f"{batch} x {seq}, {rows}-row chunks")
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_dynamic_fused_relayout_equals_the_u8_rows(isa, rng, monkeypatch, threads):
     # Dynamic INT8 block-sparse inputs are quantized straight into the re-layout where the level can
