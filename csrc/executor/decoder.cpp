@@ -36,6 +36,12 @@ constexpr int64_t kKbitChunkRows = 64;   // rows dequantized (and packed) at a t
 // 0.69-0.72x the GEMV's rate, 6 0.97-0.99x, 8 1.01-1.11x, 16 1.30-1.32x; a 512-token prefill 1.77-2.39x
 constexpr int64_t kKbitA8GemmMinRows = 8;
 constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
+
+// Query rows per chunk of the prefill attention (DecoderEngine::attention_chunk_rows): a chunk's scores take at
+// most this many bytes, so they stay in L2 between the score GEMM, the softmax and P.V. With each chunk over the keys
+// its rows may see, SmolLM2-135M's W4A8 prefill took 0.893x the time at 512 tokens and 0.733x at 1024 on the Ice Lake
+// Xeon (bench/results/icelake_llm_prefill_attention_chunks_ab_a8.md; float activations 0.926x / 0.839x)
+constexpr int64_t kAttnScoreBytes = 192 << 10;
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
 // Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers
 // instead of splitting them and meeting at a barrier: a decode step then synchronises only after each GEMM and
@@ -221,10 +227,19 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
   if (find_t(t, name + ".bias")) L->bias = copy_tensor<float>(t, name + ".bias", 'f', {L->n});
 }
 
+// Query rows per chunk of the prefill attention over S keys: kAttnScoreBytes of scores, in multiples of 16 rows, at
+// least 32 (TRIMFORMER_ATTN_ROWS=N: N)
+int64_t DecoderEngine::attention_chunk_rows(int64_t T, int64_t S) const {
+  const int64_t rows = attn_rows_ > 0 ? attn_rows_
+                                      : std::max<int64_t>(32, kAttnScoreBytes / (4 * std::max<int64_t>(S, 1)) / 16 * 16);
+  return std::min(T, rows);
+}
+
 DecoderEngine::DecoderEngine(const DecoderConfig& cfg, const std::map<std::string, HostTensor>& t, Isa isa,
                              int threads)
     : cfg_(cfg), kt_(&kernels_for(isa)), dk_(&decoder_kernels_for(isa)), threads_(threads > 0 ? threads : 1) {
   a8_gemv_only_ = env_flag("TRIMFORMER_A8_GEMV_ONLY");
+  if (const char* v = std::getenv("TRIMFORMER_ATTN_ROWS")) attn_rows_ = std::max(0, std::atoi(v));
   const int64_t H = cfg.hidden, d = cfg.head_dim;
   if (H <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kv_heads <= 0 || d <= 0 || cfg.heads % cfg.kv_heads != 0 ||
       d % 2 != 0 || cfg.vocab <= 0 || cfg.intermediate <= 0)
@@ -332,9 +347,13 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
   const int64_t s8_rows = s8_chunk_rows(kt_);  // bitmask-int8 prefill chunk (codes + packed)
   need = std::max(need, static_cast<size_t>((s8_rows * max_k + 63) / 64 * 64) + kt_->pack_s8_size(s8_rows, max_k) +
                             128);
+  // attention: the scores of one chunk of query rows over up to cap_ keys (attention_chunk_rows: at most
+  // kAttnScoreBytes or 32 rows, whatever the number of keys S <= cap_), then K and V packed
   const int64_t S = cap_;
   const int64_t T = std::min(rows, cap_);
-  need = std::max(need, static_cast<size_t>(T * S * 4) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 256);
+  const int64_t score_bytes = std::min(T * S * 4, attn_rows_ > 0 ? attn_rows_ * S * 4
+                                                                 : std::max<int64_t>(kAttnScoreBytes, 32 * S * 4));
+  need = std::max(need, static_cast<size_t>(score_bytes) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 320);
   const int64_t ldq = (max_k + 63) / 64 * 64;
   const size_t priv_bytes = static_cast<size_t>(kPrivateRows) *
                             (ldq + 4 * (2 + max_k + H + cfg_.intermediate) + 2 * ldq) + 6 * 64;
@@ -661,25 +680,43 @@ void DecoderEngine::attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T
     float* out = ctx + (b * T) * Hd + h * d;
     const int64_t* lim = limits_.data() + b * T;
     const uint8_t* valid = valid_.data() + b * cap_;
+    const int64_t chunk = attention_chunk_rows(T, S);
     float* sc = reinterpret_cast<float*>(scratch);
-    float* pk = reinterpret_cast<float*>(scratch + (T * S * 4 + 63) / 64 * 64);
+    float* pk = reinterpret_cast<float*>(scratch + (chunk * S * 4 + 63) / 64 * 64);
     float* pvp = pk + kt_->pack_f32_size(S, d) / 4;
     kt_->pack_f32_kn(kt_base, cap_, S, d, pk);
+    kt_->pack_f32_kn(v_base, d, d, S, pvp);
     Epilogue es;
     es.alpha = scale;
-    kt_->gemm_f32(q, R, pk, S, d, sc, S, 0, T, 0, S, es);
-    for (int64_t t = 0; t < T; ++t) {
-      float* row = sc + t * S;
-      bool any = false;
-      for (int64_t s = 0; s < S; ++s) {
-        if (s >= lim[t] || !valid[s]) row[s] = -INFINITY;
-        else any = true;
+    // Query rows a chunk at a time, each over the keys its rows may see (below the largest of their limits: the
+    // causal mask leaves a chunk the keys up to its last row), so a prompt's attention computes about half the
+    // products of the whole square and its scores stay in L2. Keys the chunk computes past a row's own limit are
+    // masked as before; they add exact zeros to P.V.
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+      const int64_t rows = std::min(chunk, T - t0);
+      int64_t keys = 0;
+      for (int64_t t = t0; t < t0 + rows; ++t) keys = std::max(keys, std::min(lim[t], S));
+      if (keys == 0) {  // every row fully masked: zero weights, zero output
+        for (int64_t t = t0; t < t0 + rows; ++t) std::fill(out + t * Hd, out + t * Hd + d, 0.0f);
+        continue;
       }
-      if (!any) std::fill(row, row + S, 0.0f);  // a fully padded query row: zero weights, zero output
-      else kt_->softmax_rows(row, 1, S, S);
+      kt_->gemm_f32(q + t0 * R, R, pk, S, d, sc, keys, 0, rows, 0, keys, es);
+      for (int64_t t = t0; t < t0 + rows; ++t) {
+        float* row = sc + (t - t0) * keys;
+        bool any = false;
+        for (int64_t s = 0; s < keys; ++s) {
+          if (s >= lim[t] || !valid[s]) row[s] = -INFINITY;
+          else any = true;
+        }
+        if (!any) std::fill(row, row + keys, 0.0f);  // a fully padded query row: zero weights, zero output
+        else kt_->softmax_rows(row, 1, keys, keys);
+      }
+      // P.V over the chunk's keys: V's packing holds S keys per panel of f32_nr channels, so one call per panel
+      for (int64_t p = 0; p < d; p += kt_->f32_nr) {
+        const int64_t cols = std::min(kt_->f32_nr, d - p);
+        kt_->gemm_f32(sc, keys, pvp + p * S, cols, keys, out + t0 * Hd + p, Hd, 0, rows, 0, cols, Epilogue{});
+      }
     }
-    kt_->pack_f32_kn(v_base, d, d, S, pvp);
-    kt_->gemm_f32(sc, S, pvp, d, S, out, Hd, 0, T, 0, d, Epilogue{});
   }
 #pragma omp barrier
 }

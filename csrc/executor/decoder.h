@@ -96,6 +96,9 @@ class DecoderEngine {
   const KernelTable* kt_;
   const DecoderKernels* dk_;
   bool a8_gemv_only_ = false;  // TRIMFORMER_A8_GEMV_ONLY=1: W4A8 Linears run the GEMV at every row count (A/B runs)
+  // TRIMFORMER_ATTN_ROWS=N at construction: the prefill attention's query rows per chunk (A/B runs, tests)
+  int64_t attn_rows_ = 0;
+  int64_t attention_chunk_rows(int64_t T, int64_t S) const;
   int threads_;
   std::vector<float> tok_, pos_emb_, final_g_, final_b_;
   std::vector<DecoderLayerW> layers_;

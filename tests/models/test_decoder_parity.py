@@ -54,6 +54,26 @@ def test_logits_match_transformers(make, isa, seq):
 
 
 @pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("rows", ["16", "48"])
+def test_prefill_attention_by_query_chunks(make, isa, rows, monkeypatch):
+    # A prompt's attention runs its query rows a chunk at a time, each chunk over the keys below its last row's
+    # limit (DecoderEngine::attention_chunk_rows; TRIMFORMER_ATTN_ROWS=N sets N rows): logits still match
+    # transformers, for prompts of several chunks and a last short one, left-padded rows included
+    monkeypatch.setenv("TRIMFORMER_ATTN_ROWS", rows)
+    model = make(4)
+    eng = compile_decoder(model, isa=isa, threads=2)
+    rng = np.random.default_rng(int(rows))
+    ids = rng.integers(0, model.config.vocab_size, size=(2, 70))
+    assert _rel(eng.logits(ids), _ref_logits(model, ids)) < 1e-4
+    mask = np.ones_like(ids)
+    mask[1, :23] = 0  # left padding: the chunks of row 1 start with fully masked query rows
+    eng._native.begin(2, 70)
+    got = eng._native.forward(ids, mask, 1, None)
+    ref = _ref_logits(model, ids, mask)
+    assert _rel(got[0], ref[0]) < 1e-4 and _rel(got[1, 23:], ref[1, 23:]) < 1e-4
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
 def test_left_padded_batch_matches_per_row(make):
     model = make(1)
     eng = compile_decoder(model, threads=2)
