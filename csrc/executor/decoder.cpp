@@ -681,6 +681,11 @@ void DecoderEngine::attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T
     const int64_t* lim = limits_.data() + b * T;
     const uint8_t* valid = valid_.data() + b * cap_;
     const int64_t chunk = attention_chunk_rows(T, S);
+    // this row's padding slots among the S keys, in order (none without a mask): masked in every query row
+    thread_local std::vector<int32_t> pad;
+    pad.clear();
+    for (int64_t s = 0; s < S; ++s)
+      if (!valid[s]) pad.push_back(static_cast<int32_t>(s));
     float* sc = reinterpret_cast<float*>(scratch);
     float* pk = reinterpret_cast<float*>(scratch + (chunk * S * 4 + 63) / 64 * 64);
     float* pvp = pk + kt_->pack_f32_size(S, d) / 4;
@@ -703,12 +708,12 @@ void DecoderEngine::attention_mt(int64_t layer, float* qkv, int64_t B, int64_t T
       kt_->gemm_f32(q + t0 * R, R, pk, S, d, sc, keys, 0, rows, 0, keys, es);
       for (int64_t t = t0; t < t0 + rows; ++t) {
         float* row = sc + (t - t0) * keys;
-        bool any = false;
-        for (int64_t s = 0; s < keys; ++s) {
-          if (s >= lim[t] || !valid[s]) row[s] = -INFINITY;
-          else any = true;
-        }
-        if (!any) std::fill(row, row + keys, 0.0f);  // a fully padded query row: zero weights, zero output
+        // masked: the keys from the row's limit on, and the padding slots below it
+        const int64_t seen = std::max<int64_t>(0, std::min(lim[t], keys));
+        const int64_t padded = std::lower_bound(pad.begin(), pad.end(), seen) - pad.begin();
+        for (int64_t i = 0; i < padded; ++i) row[pad[i]] = -INFINITY;
+        std::fill(row + seen, row + keys, -INFINITY);
+        if (padded == seen) std::fill(row, row + keys, 0.0f);  // a fully padded query row: zero weights, zero output
         else kt_->softmax_rows(row, 1, keys, keys);
       }
       // P.V over the chunk's keys: V's packing holds S keys per panel of f32_nr channels, so one call per panel
