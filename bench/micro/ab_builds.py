@@ -139,6 +139,24 @@ def write_report(out: str, data: dict, lines: list[str]) -> None:
     print(path.with_suffix(".md").read_text())
 
 
+def setting_ratios(t: dict[str, list[float]]) -> dict:
+    """Two runners' seconds per cycle, "default" and "set" (with a setting): the per-cycle ratios default / set as
+    quartiles, and each runner's median in ms"""
+    q = np.percentile(np.array(t["default"]) / np.array(t["set"]), [25, 50, 75])
+    return {"ratio_quartiles": q.tolist(), "median_ms": {k: float(np.median(v)) * 1e3 for k, v in t.items()}}
+
+
+def setting_table(head: str, rows: list[dict], key: str) -> list[str]:
+    """The Markdown table of setting_ratios rows (each row's `key` in the first column, headed `head`)"""
+    lines = [f"| {head} | default ms (median) | with the setting ms (median) | ratio per cycle: median | quartiles |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        q = r["ratio_quartiles"]
+        lines.append(f"| {r[key]} | {r['median_ms']['default']:.4g} | {r['median_ms']['set']:.4g} | {q[1]:.3f} | "
+                     f"{q[0]:.3f}-{q[2]:.3f} |")
+    return lines
+
+
 def run_profile(case: dict, out: Path) -> dict:
     cmd = [sys.executable, str(HERE / "profile_encoder.py"), "--out", str(out)]
     for key in CASE_KEYS:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, report_head, settings, write_report  # noqa: E402
+from ab_builds import command_line, report_head, setting_ratios, setting_table, settings, write_report  # noqa: E402
 
 from trimformer import _core  # noqa: E402
 from trimformer.formats.sparsity import magnitude_mask  # noqa: E402
@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         w *= magnitude_mask(w, args.sparsity, args.pattern)
         t = ab_shape(w, args.format, (name, value), args.tokens, args.cycles, args.block, args.threads,
                      args.activations)
-        ratios = np.array(t["default"]) / np.array(t["set"])
-        q = np.percentile(ratios, [25, 50, 75])
-        rows.append({"shape": label, "per_cycle_s": t, "ratio_quartiles": q.tolist(),
-                     "median_ms": {k2: float(np.median(v)) * 1e3 for k2, v in t.items()}})
+        rows.append({"shape": label, "per_cycle_s": t, **setting_ratios(t)})
+        q = rows[-1]["ratio_quartiles"]
         print(f"{label}: default / {args.env} per cycle {q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})", file=sys.stderr)
     lines = report_head(
         f"A/B of {args.env} on single Linears, in one process", command_line(argv),
@@ -93,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         f"thread(s), INT8 input {args.activations}, cold weights: per cycle each runner's best of {args.block} "
         f"calls, the two taking turns over {args.cycles} cycles. Ratio: the default's time over the time with {args.env}, per cycle (below 1: the "
         "default is faster).", args.note)
-    lines += ["| shape | default ms (median) | with the setting ms (median) | ratio per cycle: median | quartiles |",
-              "|---|---|---|---|---|"]
-    for r in rows:
-        q = r["ratio_quartiles"]
-        lines.append(f"| {r['shape']} | {r['median_ms']['default']:.4g} | {r['median_ms']['set']:.4g} | "
-                     f"{q[1]:.3f} | {q[0]:.3f}-{q[2]:.3f} |")
+    lines += setting_table("shape", rows, "shape")
     write_report(args.out, {"command": command_line(argv), "rows": rows}, lines)
     return 0
 

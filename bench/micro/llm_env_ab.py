@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, report_head, settings, write_report  # noqa: E402
+from ab_builds import command_line, report_head, setting_ratios, setting_table, settings, write_report  # noqa: E402
 
 from bench_llm import prompt_tokens  # noqa: E402
 from trimformer import assets  # noqa: E402
@@ -69,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in range(args.cycles):
             for label in order if c % 2 == 0 else order[::-1]:
                 t[label].append(prefill_s(engines[label], ids))
-        ratios = np.array(t["default"]) / np.array(t["set"])
-        q = np.percentile(ratios, [25, 50, 75])
-        rows.append({"prompt": n, "seconds": t, "ratio_quartiles": q.tolist(),
-                     "median_ms": {k: float(np.median(v)) * 1e3 for k, v in t.items()}})
+        rows.append({"prompt": n, "seconds": t, **setting_ratios(t)})
+        q = rows[-1]["ratio_quartiles"]
         print(f"prompt {n}: default / {args.env} per cycle {q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})", file=sys.stderr)
     lines = report_head(
         f"A/B of {args.env} on SmolLM2-135M prefill, in one process", command_line(argv),
@@ -80,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.batch}, {args.threads} thread(s): each engine's prefill of the prompt in turn over {args.cycles} cycles "
         f"(a fresh cache each). Ratio: the default's time over the time with {args.env}, per cycle (above 1: the "
         "setting is faster).", args.note)
-    lines += ["| prompt tokens | default ms (median) | with the setting ms (median) | ratio per cycle: median | "
-              "quartiles |", "|---|---|---|---|---|"]
-    for r in rows:
-        q = r["ratio_quartiles"]
-        lines.append(f"| {r['prompt']} | {r['median_ms']['default']:.4g} | {r['median_ms']['set']:.4g} | {q[1]:.3f} | "
-                     f"{q[0]:.3f}-{q[2]:.3f} |")
+    lines += setting_table("prompt tokens", rows, "prompt")
     write_report(args.out, {"command": command_line(argv), "rows": rows}, lines)
     return 0
 
