@@ -139,10 +139,11 @@ def write_report(out: str, data: dict, lines: list[str]) -> None:
     print(path.with_suffix(".md").read_text())
 
 
-def setting_ratios(t: dict[str, list[float]]) -> dict:
-    """Two runners' seconds per cycle, "default" and "set" (with a setting): the per-cycle ratios default / set as
-    quartiles, and each runner's median in ms"""
+def setting_ratios(t: dict[str, list[float]], label: str, env: str) -> dict:
+    """Two runners' seconds per cycle, "default" and "set" (with the setting env): the per-cycle ratios default /
+    set as quartiles and each runner's median in ms (printed to stderr under label)"""
     q = np.percentile(np.array(t["default"]) / np.array(t["set"]), [25, 50, 75])
+    print(f"{label}: default / {env} per cycle {q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})", file=sys.stderr)
     return {"ratio_quartiles": q.tolist(), "median_ms": {k: float(np.median(v)) * 1e3 for k, v in t.items()}}
 
 

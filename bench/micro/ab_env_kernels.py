@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         w *= magnitude_mask(w, args.sparsity, args.pattern)
         t = ab_shape(w, args.format, (name, value), args.tokens, args.cycles, args.block, args.threads,
                      args.activations)
-        rows.append({"shape": label, "per_cycle_s": t, **setting_ratios(t)})
-        q = rows[-1]["ratio_quartiles"]
-        print(f"{label}: default / {args.env} per cycle {q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})", file=sys.stderr)
+        rows.append({"shape": label, "per_cycle_s": t, **setting_ratios(t, label, args.env)})
     lines = report_head(
         f"A/B of {args.env} on single Linears, in one process", command_line(argv),
         f"{args.format} on {args.pattern} {args.sparsity:.0%} weights, {args.tokens} tokens per call, {args.threads} "

@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in range(args.cycles):
             for label in order if c % 2 == 0 else order[::-1]:
                 t[label].append(prefill_s(engines[label], ids))
-        rows.append({"prompt": n, "seconds": t, **setting_ratios(t)})
-        q = rows[-1]["ratio_quartiles"]
-        print(f"prompt {n}: default / {args.env} per cycle {q[1]:.3f} ({q[0]:.3f}-{q[2]:.3f})", file=sys.stderr)
+        rows.append({"prompt": n, "seconds": t, **setting_ratios(t, f"prompt {n}", args.env)})
     lines = report_head(
         f"A/B of {args.env} on SmolLM2-135M prefill, in one process", command_line(argv),
         f"weights {args.weights}{' + ' + args.activations + ' activations' if args.activations else ''}, batch "
