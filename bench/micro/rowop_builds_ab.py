@@ -2,7 +2,8 @@
 into this one process as a module of its own (ab_builds.load_build) and timed in interleaved rounds (the order
 reversing each round): per round and build, the best of `--calls` calls on the same rows. Each call goes through the
 Python binding (argument checks, the output's allocation), which both builds pay alike, so the ratios understate the
-kernels' own. Also checks that the builds' outputs are the same bits.
+kernels' own. Also checks that the builds' outputs are the same bits. (nanobind warns that the builds' classes are
+already registered: only the row-op function is called, so run this in a process of its own, not beside other work.)
 
     python bench/micro/rowop_builds_ab.py --build before=/tmp/before.so --build after=/tmp/after.so \
         --op layernorm --out bench/results/rowop_ab_example
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", action="append", required=True, help="NAME=PATH of a saved _core module")
     ap.add_argument("--op", default="layernorm", help="_core.rowop's op")
+    ap.add_argument("--shapes", default=",".join(f"{m}x{n}" for m, n in SHAPES), help="ROWSxCOLS,...")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--note", action="append", default=[])
@@ -35,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     builds = parse_builds(args.build)
     if len(builds) < 2 or args.rounds < 1 or args.calls < 1:
         ap.error("two or more builds, positive --rounds and --calls")
+    try:
+        shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",") if item.strip()]
+    except ValueError:
+        ap.error("--shapes takes ROWSxCOLS,...")
+    if not shapes or any(len(sh) != 2 or min(sh) < 1 for sh in shapes):
+        ap.error("--shapes takes ROWSxCOLS,... with positive sizes")
     mods = {name: load_build(name, path) for name, path in builds.items()}
     rng = np.random.default_rng(0)
     rows = []
-    for m, n in SHAPES:
+    for m, n in shapes:
         x = (rng.standard_normal((m, n)) * 2 + 0.5).astype(np.float32)
         kw = {"g": rng.standard_normal(n).astype(np.float32), "b": rng.standard_normal(n).astype(np.float32)}
         outs = {name: mod.rowop(x, args.op, **kw) for name, mod in mods.items()}
