@@ -42,6 +42,7 @@ constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, 
 // its rows may see, SmolLM2-135M's W4A8 prefill took 0.893x the time at 512 tokens and 0.733x at 1024 on the Ice Lake
 // Xeon (bench/results/icelake_llm_prefill_attention_chunks_ab_a8.md; float activations 0.926x / 0.839x)
 constexpr int64_t kAttnScoreBytes = 192 << 10;
+constexpr int64_t kAttnMinRows = 32;  // (a chunk of fewer rows than this may pass kAttnScoreBytes)
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
 // Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers
 // instead of splitting them and meeting at a barrier: a decode step then synchronises only after each GEMM and
@@ -228,10 +229,10 @@ void DecoderEngine::load_linear(DecLinear* L, const std::string& name, const std
 }
 
 // Query rows per chunk of the prefill attention over S keys: kAttnScoreBytes of scores, in multiples of 16 rows, at
-// least 32 (TRIMFORMER_ATTN_ROWS=N: N)
+// least kAttnMinRows (TRIMFORMER_ATTN_ROWS=N: N)
 int64_t DecoderEngine::attention_chunk_rows(int64_t T, int64_t S) const {
-  const int64_t rows = attn_rows_ > 0 ? attn_rows_
-                                      : std::max<int64_t>(32, kAttnScoreBytes / (4 * std::max<int64_t>(S, 1)) / 16 * 16);
+  const int64_t rows =
+      attn_rows_ > 0 ? attn_rows_ : std::max(kAttnMinRows, kAttnScoreBytes / (4 * std::max<int64_t>(S, 1)) / 16 * 16);
   return std::min(T, rows);
 }
 
@@ -347,12 +348,12 @@ void DecoderEngine::ensure_buffers(int64_t rows) {
   const int64_t s8_rows = s8_chunk_rows(kt_);  // bitmask-int8 prefill chunk (codes + packed)
   need = std::max(need, static_cast<size_t>((s8_rows * max_k + 63) / 64 * 64) + kt_->pack_s8_size(s8_rows, max_k) +
                             128);
-  // attention: the scores of one chunk of query rows over up to cap_ keys (attention_chunk_rows: at most
-  // kAttnScoreBytes or 32 rows, whatever the number of keys S <= cap_), then K and V packed
+  // attention: the scores of one chunk of query rows over up to cap_ keys, then K and V packed. A chunk over S <= cap_
+  // keys (attention_chunk_rows) takes at most kAttnScoreBytes, or kAttnMinRows rows of S, whatever S
   const int64_t S = cap_;
   const int64_t T = std::min(rows, cap_);
-  const int64_t score_bytes = std::min(T * S * 4, attn_rows_ > 0 ? attn_rows_ * S * 4
-                                                                 : std::max<int64_t>(kAttnScoreBytes, 32 * S * 4));
+  const int64_t score_bytes =
+      std::min(T * S * 4, attn_rows_ > 0 ? attn_rows_ * S * 4 : std::max(kAttnScoreBytes, kAttnMinRows * S * 4));
   need = std::max(need, static_cast<size_t>(score_bytes) + kt_->pack_f32_size(S, d) + kt_->pack_f32_size(d, S) + 320);
   const int64_t ldq = (max_k + 63) / 64 * 64;
   const size_t priv_bytes = static_cast<size_t>(kPrivateRows) *

@@ -1668,8 +1668,9 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
 // between the score GEMM, the softmax and P.V. 90% block static INT8 BERT-base there, against whole heads: 0.958x
 // the pass time at 1 x 384, 0.918x at 1 x 512, 0.965x at 4 x 384; dynamic INT8 and dense INT8 at 1 x 384 0.986x /
 // 0.991x, within the blocks' spread (bench/results/icelake_attention_rows_e2e_ab.md; at seq 256 chunks of 48-144
-// rows were level in a development A/B); the float attention 0.978x at 1 x 384 on 90% block FP32, dense FP32 0.987x
-// (icelake_attention_rows_fp32_e2e_ab.md). TRIMFORMER_ATTN_ROWS=N at construction: chunks of N rows.
+// rows were level, icelake_attention_rows_sizes_e2e_ab_r2.md); the float attention 0.978x at 1 x 384 on 90% block
+// FP32, dense FP32 0.987x (icelake_attention_rows_fp32_e2e_ab.md). TRIMFORMER_ATTN_ROWS=N at construction: chunks of
+// N rows.
 constexpr int64_t kAttnScoreBytes = 192 << 10;
 
 int64_t EncoderEngine::attention_rows(int64_t seq) const {
@@ -1718,16 +1719,16 @@ void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float
       qs = ops->q_scale + head * seq;
       qz = ops->q_zp + head * seq;
       kpack = ops->k + head * ops->k_bytes;
-      std::memcpy(ks, ops->k_scale + head * seq, seq * sizeof(float));
+      std::memcpy(ks, ops->k_scale + head * seq, seq * sizeof(float));  // (scaled by alpha below)
       ksum = ops->k_sum + head * seq;
     } else {
       kt->quantize_rows_u8(q, ld, qa, dq, seq, d, qs, qz);
-    }
-    if (!ops && kt->quant_pack_nk_s8) {
-      kt->quant_pack_nk_s8(k, ld, seq, d, kpack, ks, ksum);
-    } else if (!ops) {
-      kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
-      kt->pack_s8(k8, d, seq, d, kpack);
+      if (kt->quant_pack_nk_s8) {
+        kt->quant_pack_nk_s8(k, ld, seq, d, kpack, ks, ksum);
+      } else {
+        kt->quantize_rows_s8(k, ld, k8, d, seq, d, ks, ksum);
+        kt->pack_s8(k8, d, seq, d, kpack);
+      }
     }
     for (int64_t j = 0; j < seq; ++j) ks[j] *= alpha;  // fold the 1/sqrt(d) scale into K's scales
     if (ops) {  // V by channel as QKV wrote it: its rows quantized and packed as K's tokens are (the same bytes)
@@ -1742,23 +1743,23 @@ void EncoderEngine::attention_s8(const float* qkv, const QkvS8* ops, const float
     }
     // Query rows a chunk at a time (attention_rows): the chunk's scores, softmax and P.V, so that the scores are
     // still in L2 when the softmax and the second GEMM read them. The rows are independent: the same results.
+    Epilogue se;  // scores: the chunk's Q rows (row_scale, row_zp set per chunk) against every key
+    se.bias = mask_bias + b * seq;
+    se.w_scale = ks;
+    se.col_sum = ksum;
+    Epilogue ve;  // P.V: the chunk's P rows, at the start of pa / ps / pz
+    ve.w_scale = vs;
+    ve.col_sum = vsum;
+    ve.row_scale = ps;
+    ve.row_zp = pz;
     const int64_t chunk = attention_rows(seq);
     for (int64_t r0 = 0; r0 < seq; r0 += chunk) {
-      const int64_t r1 = std::min(seq, r0 + chunk);
-      Epilogue se;
-      se.bias = mask_bias + b * seq;
-      se.w_scale = ks;
-      se.col_sum = ksum;
+      const int64_t rows = std::min(chunk, seq - r0);
       se.row_scale = qs + r0;
       se.row_zp = qz + r0;
-      kt->gemm_s8(qa + r0 * dq, dq, kpack, seq, d, scores, seq, 0, r1 - r0, 0, seq, se);
-      kt->softmax_u8_rows(scores, r1 - r0, seq, seq, pa, sq, ps, pz);
-      Epilogue ve;
-      ve.w_scale = vs;
-      ve.col_sum = vsum;
-      ve.row_scale = ps;
-      ve.row_zp = pz;
-      kt->gemm_s8(pa, sq, vpack, d, seq, ctx + (b * seq + r0) * H + h * d, H, 0, r1 - r0, 0, d, ve);
+      kt->gemm_s8(qa + r0 * dq, dq, kpack, seq, d, scores, seq, 0, rows, 0, seq, se);
+      kt->softmax_u8_rows(scores, rows, seq, seq, pa, sq, ps, pz);
+      kt->gemm_s8(pa, sq, vpack, d, seq, ctx + (b * seq + r0) * H + h * d, H, 0, rows, 0, d, ve);
     }
   });
 }

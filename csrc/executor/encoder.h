@@ -269,7 +269,7 @@ class EncoderEngine {
   void attention(const float* qkv, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
   // the fused float attention over the operands a sparse FP32 QKV wrote (QkvF32's layout at ops)
   void attention_f32_ops(const float* ops, const float* mask_bias, int64_t batch, int64_t seq, float* ctx);
-  // ops: Q and K as a block-sparse QKV wrote them (qkv_s8_operands), or null for qkv's float rows
+  // ops: Q, K and V as a block-sparse QKV wrote them (qkv_s8_operands), or null for qkv's float rows
   void attention_s8(const float* qkv, const QkvS8* ops, const float* mask_bias, int64_t batch, int64_t seq,
                     float* ctx);
   // ops: the bf16 operands a block-sparse QKV wrote (qkv_bf16_operands), or null for qkv's float rows

@@ -554,7 +554,7 @@ void finish_qkv_s8(const float (*t)[64], int v, int64_t m, int64_t m0, int64_t n
   const __m512 scale = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
                                             _mm512_set1_ps(1.0f), _mm512_div_ps(amax, _mm512_set1_ps(127.0f)));
   const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
-  constexpr int64_t nr = 64;  // pack_s8's panel of keys (gemm_s8_avx512vnni.cpp's NR)
+  const int64_t nr = kS8Nr;  // pack_s8's panel of keys
   int8_t* dst = ops.k + head * ops.k_bytes + (s0 / nr) * (d / 4) * nr * 4 + (s0 % nr) * 4;
   __m512i sum = _mm512_setzero_si512();
   for (int64_t g = 0; g < d; g += 4) {  // input quad g / 4: 16 keys x 4 bytes
