@@ -133,7 +133,9 @@ def write_reports(rows: list[dict], meta: dict, out: Path) -> None:
              "Calls: " + ("each in a parallel region of its own (a fork and a join per call, as a lone Linear runs)."
                           if meta.get("region_per_call") else
                           "the calls of a timing share one parallel region, each ending at the team's barrier, as "
-                          "a pass's ops do (older tables opened a region per call)."),
+                          "a pass's ops do (older tables opened a region per call); the region's first call is "
+                          "untimed (LinearRunner.time's warm_call, from 2026-12-07 on: before it, the timed call was "
+                          "the region's first and read the input the master thread alone had made)."),
              f"Rounds: {meta.get('rounds', 1)} pass(es) over all rows ({meta.get('round_gap_s', 0.0):g} s apart); "
              f"each time is the best over all calls of all rounds.",
              "INT8 activations: " + ACTIVATIONS_NOTE[meta.get("activations", "dynamic")], "",

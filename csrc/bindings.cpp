@@ -729,14 +729,15 @@ class PyLinear {
     std::vector<float> y(yb.as<float>(), yb.as<float>() + m * L.n);
     return to_numpy(std::move(y), {(size_t)m, (size_t)L.n});
   }
-  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the
-  // weight is flushed from the caches before each call (untimed), as in a pass. The calls share one parallel region,
+  // best seconds per call over `iters` calls on synthetic activations (after one warm-up call); cold: the weight is
+  // flushed from the caches before each call (untimed), as in a pass. The calls share one parallel region,
   // each ending at the team's barrier, as a pass's ops do (EncoderEngine::time_linear); region_per_call: each call
   // opens its own, as a lone run_linear does (a fork and a join per call: 0.8-1.0 us on 2 Ice Lake cores, a fifth
   // of a 90% block-sparse 768 x 768 call of one token: bench/results/timing_protocol_icelake.md)
   // u8_input: the input arrives quantized (and re-laid) as FFN2's does in a static INT8 pass
   // (EncoderEngine::run_linear), made once before the timed calls
-  double time(int64_t m, int iters, bool cold, bool region_per_call, bool u8_input) {
+  // warm_call: one untimed call before the timed ones, after the input is made (EncoderEngine::time_linear says why)
+  double time(int64_t m, int iters, bool cold, bool region_per_call, bool u8_input, bool warm_call) {
     const tf::Linear& L = engine_->only_linear();
     if (m <= 0 || iters <= 0) throw std::invalid_argument("m and iters must be positive");
     // 64-byte aligned, as the executor's buffers are (a std::vector's large float output sits 16 bytes off a cache
@@ -748,7 +749,7 @@ class PyLinear {
       x[i] = static_cast<float>(static_cast<int64_t>(((i * 2654435761u) >> 24) & 255) - 128) / 64.0f;
     nb::gil_scoped_release release;
     engine_->run_linear(x, m, y, tf::Act::None, nullptr, u8_input);
-    return engine_->time_linear(x, m, y, iters, cold, region_per_call, u8_input);
+    return engine_->time_linear(x, m, y, iters, cold, region_per_call, u8_input, warm_call);
   }
   std::unique_ptr<tf::EncoderEngine> engine_;
 };
@@ -843,7 +844,7 @@ NB_MODULE(_core, m) {
            "tensors"_a, "name"_a, "isa"_a = "", "threads"_a = 1, "csr_f32_code"_a = true)
       .def("run", &PyLinear::run, "x"_a, "act"_a = 0, "residual"_a = nb::none(), "u8_input"_a = false)
       .def("time", &PyLinear::time, "m"_a = 128, "iters"_a = 5, "cold"_a = false, "region_per_call"_a = false,
-           "u8_input"_a = false)
+           "u8_input"_a = false, "warm_call"_a = true)
       .def_prop_ro("kind", [](PyLinear& p) { return std::string(tf::linear_kind_name(p.engine_->only_linear().kind)); })
       .def_prop_ro("kernel", [](PyLinear& p) { return tf::linear_kernel(p.engine_->only_linear()); })
       .def_prop_ro("isa", [](PyLinear& p) { return std::string(tf::isa_name(p.engine_->isa())); })

@@ -210,9 +210,12 @@ class EncoderEngine {
   // Best seconds per call of the only Linear over `iters` calls timed as in a pass: the calls share one parallel
   // region and each ends at the team's barrier, as a pass's ops do (no fork or join per call); region_per_call:
   // each call opens its own, as a lone run_linear does. cold: the weight is evicted before each call (untimed)
-  // u8_input: as run_linear's, the quantization (and re-layout) made once before the timed calls
+  // u8_input: as run_linear's, the quantization (and re-layout) made once before the timed calls.
+  // warm_call: one untimed call first (in the region), so that each thread has read its own share of the input, as
+  // in a pass, where a thread's input was written by that thread; the input prepared here was written by the master
+  // thread alone, and a first call read the other thread's share from the master's cache
   double time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call = false,
-                     bool u8_input = false);
+                     bool u8_input = false, bool warm_call = true);
   const Linear& only_linear() const;
   // ids/mask/types: [B, S] int64 (mask and types may be null). Fills result; thread-safe against nothing:
   // one run at a time per engine (the Python wrapper holds a lock).

@@ -107,6 +107,8 @@ def test_u8_input_equals_static_float_input(isa, rng, monkeypatch, fmt, pattern,
         np.testing.assert_array_equal(r.run(x, 0, u8_input=True), r.run(x, 0), err_msg=f"{m}x{n}x{k}")
         assert 0.0 < r.time(m, 2, True, False, True) < 1.0
         assert 0.0 < r.time(m, 2, False, True, True) < 1.0
+        assert 0.0 < r.time(m, 1, True, False, True, warm_call=False) < 1.0  # the region's first call timed
+        assert 0.0 < r.time(m, 1, False, True, True, warm_call=False) < 1.0
         np.testing.assert_array_equal(r.run(x, 1, res), want)
     x = rng.standard_normal((5, 45)).astype(np.float32)
     w = _weight(rng, 70, 45, pattern, 0.5)
