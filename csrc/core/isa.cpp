@@ -123,6 +123,14 @@ bool cpu_has_amx_bf16() {
   return available;
 }
 
+bool cpu_is_intel() {
+  static const bool intel = [] {
+    unsigned a, b, c, d;
+    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e;  // "GenuineIntel"
+  }();
+  return intel;
+}
+
 bool cpu_halves_512bit_fma() {
   static const bool halves = [] {
     if (!read_flags().avx512f) return false;

@@ -35,6 +35,8 @@ bool cpu_has_amx_bf16();  // AMX-BF16 tiles usable (needs what cpu_has_amx_int8 
 // An AVX-512 CPU that runs 512-bit FMAs as two 256-bit halves: AMD family 19h (Zen 4; the family's Zen 3 parts
 // have no AVX-512), where the avx512 level takes the avx2 level's fused float attention (docs/kernels.md)
 bool cpu_halves_512bit_fma();
+// an Intel CPU (CPUID vendor "GenuineIntel"): kernel rules measured only there
+bool cpu_is_intel();
 
 enum class Act : int { None = 0, GeluErf = 1, GeluTanh = 2, Relu = 3, Tanh = 4 };
 
@@ -138,6 +140,9 @@ struct Epilogue {
   // (gemm_bsr_s8 at the avx512 level) the pieces' transposes back to token rows as transpose16 over registers
   // instead of load_transposed16 from the tile (A/B runs: TRIMFORMER_BSR_TRANSPOSE16)
   bool bsr_transpose16 = false;
+  // (gemm_bsr_s8 at the avx512 level) 2 token vectors for every row-piece tile on calls of 3 to 8 At tiles, as
+  // before the rule kept 4 for tiles without a residual on Intel cores (A/B runs: TRIMFORMER_BSR_PIECES_V2)
+  bool bsr_pieces_v2 = false;
   // (gemm_bsr_s8 at the avx512 level) float rows of c as streaming stores, where c's rows and the call's first
   // column lie on 64-byte lines: set by the executor for Linears whose whole float output reaches
   // kStreamOutputBytes (EncoderEngine)

@@ -897,6 +897,7 @@ void EncoderEngine::read_linear_settings() {
   fused_rows_off_ = env_flag("TRIMFORMER_DYNAMIC_U8_ROWS");
   bsr_pieces_off_ = env_flag("TRIMFORMER_BSR_PIECES_OFF");
   bsr_transpose16_ = env_flag("TRIMFORMER_BSR_TRANSPOSE16");
+  bsr_pieces_v2_ = env_flag("TRIMFORMER_BSR_PIECES_V2");
   qkv_s8_off_ = env_flag("TRIMFORMER_QKV_S8_OFF");
   if (const char* v = std::getenv("TRIMFORMER_ATTN_ROWS")) attn_rows_ = std::atoi(v);
   bsr_few_off_ = env_flag("TRIMFORMER_BSR_FEW_TOKENS_OFF");
@@ -1408,6 +1409,7 @@ void EncoderEngine::linear(Linear& L, const LinearIO& io, int64_t m) {
     epi.qkv_s8 = io.qkv_s8;
     epi.tile_vecs = bsr_tile_vecs_;
     epi.bsr_transpose16 = bsr_transpose16_;
+    epi.bsr_pieces_v2 = bsr_pieces_v2_;
     // rows are quantized and re-laid in blocks of 16 tokens; then a split by tokens or by output rows (see
     // sparse_split_tokens and bsr_split_short)
     // A call of a few tokens reads its u8 rows directly (KernelTable::bsr_few_tokens: no re-layout, no transposes)

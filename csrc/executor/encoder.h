@@ -333,6 +333,7 @@ class EncoderEngine {
   bool takes_relaid_input(const Linear& L, int64_t m) const;
   int bsr_tile_vecs_ = 0;  // TRIMFORMER_BSR_TILE_VECS (Epilogue::tile_vecs)
   bool bsr_transpose16_ = false;  // TRIMFORMER_BSR_TRANSPOSE16 (Epilogue::bsr_transpose16)
+  bool bsr_pieces_v2_ = false;    // TRIMFORMER_BSR_PIECES_V2 (Epilogue::bsr_pieces_v2)
   bool qkv_s8_off_ = false;  // TRIMFORMER_QKV_S8_OFF (qkv_s8_operands)
   int64_t attn_rows_ = 0;  // TRIMFORMER_ATTN_ROWS=N at construction: the attention's query rows per chunk
   void read_linear_settings();

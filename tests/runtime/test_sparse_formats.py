@@ -426,6 +426,25 @@ def test_long_calls_at_every_tile_width_and_in_pieces(isa, rng, monkeypatch, thr
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_row_pieces_with_and_without_residual_at_either_tile_width(isa, rng, monkeypatch, threads):
+    # Calls of 3 to 8 re-layout tiles (300 tokens; 150 per thread on 2) whose 4x4-block tiles end in float token
+    # rows: on Intel cores the pieces without a residual run 4 token vectors and those with one 2;
+    # TRIMFORMER_BSR_PIECES_V2=1 runs 2 for both. The dense INT8 bits either way, with and without a residual
+    m, n, k = 300, 83, 130
+    w = _weight(rng, n, k, "block", 0.8)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    res = rng.standard_normal((m, n)).astype(np.float32)
+    dense = _runner("int8", w, bias, isa, threads)
+    want = {"residual": dense.run(x, 1, res), "none": dense.run(x, 1)}
+    for v2 in ("0", "1"):
+        monkeypatch.setenv("TRIMFORMER_BSR_PIECES_V2", v2)  # read when the runner is built
+        r = _runner("block-int8", w, bias, isa, threads)
+        np.testing.assert_array_equal(r.run(x, 1, res), want["residual"], err_msg=v2)
+        np.testing.assert_array_equal(r.run(x, 1), want["none"], err_msg=v2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [1008, 1001])
 def test_outputs_past_the_streaming_size_equal_dense(isa, rng, threads, n):
     # A call whose float output reaches _core.stream_output_bytes writes it by streaming stores at the avx512 level
