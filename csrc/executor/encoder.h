@@ -214,7 +214,7 @@ class EncoderEngine {
   // warm_call: one untimed call first (in the region), so that each thread has read its own share of the input, as
   // in a pass, where a thread's input was written by that thread; the input prepared here was written by the master
   // thread alone, and (by our reading) a first call read the other thread's share from the master's cache: with u8
-  // input it took up to 1.4x a later call's time on 2 Ice Lake cores (bench/results/icelake_first_call_u8.md)
+  // input it took up to 1.5x a later call's time on 2 Ice Lake cores (bench/results/icelake_first_call_u8.md)
   double time_linear(const float* x, int64_t m, float* y, int iters, bool cold, bool region_per_call = false,
                      bool u8_input = false, bool warm_call = true);
   const Linear& only_linear() const;
