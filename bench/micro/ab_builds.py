@@ -139,6 +139,17 @@ def write_report(out: str, data: dict, lines: list[str]) -> None:
     print(path.with_suffix(".md").read_text())
 
 
+def env_setting(ap: argparse.ArgumentParser, text: str) -> tuple[str, str]:
+    """--env's NAME=VALUE as (name, value), for an A/B of one setting against the default in one process. A variable
+    already set in this environment fails too: the default runner would have it as well"""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        ap.error("--env takes NAME=VALUE")
+    if os.environ.get(name) is not None:
+        raise SystemExit(f"{name} is set in this environment: the default runner would have it too")
+    return name, value
+
+
 def setting_ratios(t: dict[str, list[float]], label: str, env: str) -> dict:
     """Two runners' seconds per cycle, "default" and "set" (with the setting env): the per-cycle ratios default /
     set as quartiles and each runner's median in ms (printed to stderr under label)"""

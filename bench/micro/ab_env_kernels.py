@@ -11,14 +11,21 @@ report gives each cycle's ratio (default / with the setting): its median and qua
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, report_head, setting_ratios, setting_table, settings, write_report  # noqa: E402
+from ab_builds import (  # noqa: E402
+    command_line,
+    env_setting,
+    report_head,
+    setting_ratios,
+    setting_table,
+    settings,
+    write_report,
+)
 
 from trimformer import _core  # noqa: E402
 from trimformer.formats.sparsity import magnitude_mask  # noqa: E402
@@ -38,8 +45,6 @@ def ab_shape(w: np.ndarray, fmt: str, env: tuple[str, str], tokens: int, cycles:
     """{"default": [...], "set": [...]} seconds per cycle (best of block calls each); activations as
     time_formats' (INT8 formats: "dynamic", "static" or "u8")"""
     stored, u8 = timing_tensors(w, fmt, activations)
-    if os.environ.get(env[0]) is not None:
-        raise SystemExit(f"{env[0]} is set in this environment: the default runner would have it too")
     runners = {"default": runner_with(stored, threads, None), "set": runner_with(stored, threads, env)}
     out: dict[str, list[float]] = {"default": [], "set": []}
     order = ["default", "set"]
@@ -66,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    name, sep, value = args.env.partition("=")
+    name, value = env_setting(ap, args.env)
     shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
-    if not sep or not name:
-        ap.error("--env takes NAME=VALUE")
     if args.cycles < 1 or args.block < 1 or args.tokens < 1:
         ap.error("--cycles, --block and --tokens must be positive")
     if any(s not in SHAPES for s in shapes):

@@ -11,7 +11,6 @@ with the setting: above 1, the setting is faster) with its quartiles.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ab_builds import command_line, report_head, setting_ratios, setting_table, settings, write_report  # noqa: E402
+from ab_builds import (  # noqa: E402
+    command_line,
+    env_setting,
+    report_head,
+    setting_ratios,
+    setting_table,
+    settings,
+    write_report,
+)
 
 from bench_llm import prompt_tokens  # noqa: E402
 from trimformer import assets  # noqa: E402
@@ -47,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    name, sep, value = args.env.partition("=")
-    if not sep or not name:
-        ap.error("--env takes NAME=VALUE")
-    if os.environ.get(name) is not None:
-        raise SystemExit(f"{name} is set in this environment: the default engine would have it too")
+    name, value = env_setting(ap, args.env)
     lengths = [int(x) for x in args.prompts.split(",") if x.strip()]
     if args.cycles < 1 or args.batch < 1 or not lengths or min(lengths) < 1:
         ap.error("--cycles, --batch and the prompt lengths must be positive")

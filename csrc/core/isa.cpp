@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 namespace tf {
@@ -123,11 +124,17 @@ bool cpu_has_amx_bf16() {
   return available;
 }
 
+namespace {
+// whether CPUID's vendor string (leaf 0: EBX, EDX, ECX) is the 12 characters `vendor`
+bool cpu_vendor_is(const char* vendor) {
+  unsigned a, regs[3];
+  if (!__get_cpuid(0, &a, &regs[0], &regs[2], &regs[1])) return false;
+  return std::memcmp(regs, vendor, 12) == 0;
+}
+}  // namespace
+
 bool cpu_is_intel() {
-  static const bool intel = [] {
-    unsigned a, b, c, d;
-    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e;  // "GenuineIntel"
-  }();
+  static const bool intel = cpu_vendor_is("GenuineIntel");
   return intel;
 }
 
@@ -135,9 +142,7 @@ bool cpu_halves_512bit_fma() {
   static const bool halves = [] {
     if (!read_flags().avx512f) return false;
     unsigned a, b, c, d;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
-    const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
-    if (!amd || !__get_cpuid(1, &a, &b, &c, &d)) return false;
+    if (!cpu_vendor_is("AuthenticAMD") || !__get_cpuid(1, &a, &b, &c, &d)) return false;
     const unsigned base = (a >> 8) & 0xf, family = base == 0xf ? base + ((a >> 20) & 0xff) : base;
     return family == 0x19;
   }();

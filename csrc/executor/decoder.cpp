@@ -38,10 +38,9 @@ constexpr int64_t kKbitA8GemmMinRows = 8;
 constexpr int64_t kAttnGemmMinRows = 16; // from this many query rows per head, attention runs on the GEMM kernels
 
 // Query rows per chunk of the prefill attention (DecoderEngine::attention_chunk_rows): a chunk's scores take at
-// most this many bytes, so they stay in L2 between the score GEMM, the softmax and P.V. With each chunk over the keys
-// its rows may see, SmolLM2-135M's W4A8 prefill took 0.893x the time at 512 tokens and 0.733x at 1024 on the Ice Lake
-// Xeon (bench/results/icelake_llm_prefill_attention_chunks_ab_a8.md; float activations 0.926x / 0.839x)
-constexpr int64_t kAttnScoreBytes = 192 << 10;
+// most kAttnScoreBytes (isa.h). With each chunk over the keys its rows may see, SmolLM2-135M's W4A8 prefill took
+// 0.893x the time at 512 tokens and 0.733x at 1024 on the Ice Lake Xeon
+// (bench/results/icelake_llm_prefill_attention_chunks_ab_a8.md; float activations 0.926x / 0.839x)
 constexpr int64_t kAttnMinRows = 32;  // (a chunk of fewer rows than this may pass kAttnScoreBytes)
 constexpr int64_t kLogitChunk = 32;      // rows of logits materialised at a time for log-probabilities
 // Up to this many token rows (decode steps), every thread normalises / quantizes all rows into its own buffers

@@ -1667,7 +1667,7 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
 }
 
 // Query rows per chunk of the INT8 and the unfused float attention: whole heads while a head's float scores take
-// at most kAttnScoreBytes, else multiples of 48 rows (the GEMM's 6-row micro-tiles, 16-row pieces) within it. A head's
+// at most kAttnScoreBytes (isa.h), else multiples of 48 rows (the GEMM's 6-row micro-tiles, 16-row pieces) within it. A head's
 // scores at seq 384 are 576 KiB, which with the layer's other rows did not stay in the Ice Lake Xeon's 1.25 MiB L2
 // between the score GEMM, the softmax and P.V. 90% block static INT8 BERT-base there, against whole heads: 0.958x
 // the pass time at 1 x 384, 0.918x at 1 x 512, 0.965x at 4 x 384; dynamic INT8 and dense INT8 at 1 x 384 0.986x /
@@ -1675,7 +1675,6 @@ void EncoderEngine::attention_bf16(const float* qkv, const QkvBf16* ops, const f
 // rows were level, icelake_attention_rows_sizes_e2e_ab_r2.md); the float attention 0.978x at 1 x 384 on 90% block
 // FP32, dense FP32 0.987x (icelake_attention_rows_fp32_e2e_ab.md). TRIMFORMER_ATTN_ROWS=N at construction: chunks of
 // N rows.
-constexpr int64_t kAttnScoreBytes = 192 << 10;
 
 int64_t EncoderEngine::attention_rows(int64_t seq) const {
   if (attn_rows_ > 0) return attn_rows_;

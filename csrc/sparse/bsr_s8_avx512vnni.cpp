@@ -984,14 +984,15 @@ void gemm_bsr_s8(const uint8_t* q, int64_t ldq, const uint8_t* at, int64_t m, co
   // bench/results/zen4_bsr_tile_vecs_kernels_ab_2048.md, _1024.md).
   // 1x4 rows (csr-int8) keep 4: with 2 a row has 2 dependency chains and one broadcast per 2 products; on Zen 4
   // their QKV took 0.73x the time with 4 at 1 x 384 tokens (bench/results/csr_int8_rows_v4_zen4_ab.md)
-  // On Intel cores only the pieces that add a residual run 2 (Ice Lake: single Linears without one, 4 vectors
-  // against 2 at 384 tokens, FFN1 0.83x the time, FFN2 0.87x, attn_out 0.96x, QKV level:
-  // bench/results/icelake_tried_bsr_tile_vecs4_kernels_384.md; the 1 x 384 and batch 3 passes, whose row-piece
-  // layers (attn_out, FFN2) add one, 1.05-1.06x with 4: _e2e_b3_s384_r2.md)
+  // On Intel cores only the pieces that add a residual run 2. Ice Lake, against 2 for every row piece
+  // (TRIMFORMER_BSR_PIECES_V2=1): single Linears (no residual) at 384 tokens 0.79-0.89x the time
+  // (bench/results/icelake_bsr_pieces_v4_kernels_ab_384_u8.md, _dynamic.md), 90% block dynamic INT8 BERT-base passes
+  // 0.979x at 1 x 384 and 0.974x at batch 3 (icelake_bsr_pieces_v4_e2e_ab.md); the passes' residual pieces (attn_out,
+  // FFN2) had been 1.05-1.06x slower with 4 (icelake_tried_bsr_tile_vecs4_e2e_b3_s384_r2.md)
   static const bool intel = cpu_is_intel();
-  const bool row_pieces = !epi.qkv.q && !epi.qkv_s8.q && !ends_in_u8_rows(epi) &&
-                          (!intel || epi.residual || epi.bsr_pieces_v2);
-  const int64_t rule = m > 2 * kAtTile && m <= 8 * kAtTile && row_pieces && w.block_rows == 4 ? 2 : kTileVecs;
+  const bool row_pieces = !epi.qkv.q && !epi.qkv_s8.q && !ends_in_u8_rows(epi);
+  const bool two_vecs = row_pieces && (!intel || epi.residual || epi.bsr_pieces_v2);
+  const int64_t rule = m > 2 * kAtTile && m <= 8 * kAtTile && two_vecs && w.block_rows == 4 ? 2 : kTileVecs;
   // (an A/B setting: 1, 2 or 4 vectors, so that no tile straddles an At tile)
   const bool set = epi.tile_vecs == 1 || epi.tile_vecs == 2 || epi.tile_vecs == 4;
   const int64_t vmax = w.block_rows == 4 && set ? epi.tile_vecs : rule;
