@@ -151,3 +151,35 @@ def test_loaded_weights_are_memory_mapped(model_dir, tmp_path):
     eng = tf.load(path)
     arr = eng.tensors["layers.0.qkv.qweight"]
     assert not arr.flags.writeable and not arr.flags.owndata
+
+
+def test_replacing_directory_keeps_the_old_one_on_any_failure(tmp_path, monkeypatch):
+    import trimformer.io as tio
+
+    target = tmp_path / "out"
+    with tio.replacing_directory(target) as d:
+        (d / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+    # an error while writing: the old directory stays, the temporary one goes
+    with pytest.raises(RuntimeError), tio.replacing_directory(target) as d:
+        (d / "a.txt").write_text("second")
+        raise RuntimeError("writer failed")
+    assert (target / "a.txt").read_text() == "first"
+    # the swap itself failing after the old directory was moved aside: it is moved back
+    real_rename = os.rename
+
+    def failing_rename(src, dst):
+        if ".tmp-" in str(src):
+            raise OSError("rename failed")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(tio.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="rename failed"), tio.replacing_directory(target) as d:
+        (d / "a.txt").write_text("third")
+    monkeypatch.undo()
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+    # a new directory (nothing to replace), in a parent that does not exist yet
+    with tio.replacing_directory(tmp_path / "new" / "deep") as d:
+        (d / "b.txt").write_text("x")
+    assert (tmp_path / "new" / "deep" / "b.txt").read_text() == "x"

@@ -6,10 +6,12 @@ killed save leaves the previous model intact. Loads are memory-mapped and valida
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,34 @@ class ModelFormatError(ValueError):
     """A saved trimformer model is missing, corrupt, or from an unknown schema version."""
 
 
+@contextlib.contextmanager
+def replacing_directory(path: str | Path) -> Iterator[Path]:
+    """A new empty directory beside `path` for the block to write into. When the block ends without an error it
+    takes `path`'s place (what was there is moved aside, then removed; moved back if the swap fails); on an error
+    it is removed and `path` is left as it was. A killed process leaves at most a hidden `.NAME.tmp-*` or
+    `.NAME.old-*` sibling, never a half-written `path`. Every directory trimformer writes goes through here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        if not path.exists():
+            os.rename(tmp, path)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        old.rmdir()  # a fresh name to move the current one to
+        os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
     """Write `engine` (an encoder Engine or a DecoderEngine) to directory `path` atomically and return the path."""
     from . import __version__
@@ -36,7 +66,6 @@ def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
     if not isinstance(engine, (Engine, DecoderEngine)):
         raise TypeError(f"save() takes a compiled Engine or DecoderEngine, not {type(engine).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, arr in engine.tensors.items():
         tensors[name] = {"dtype": str(np.asarray(arr).dtype), "shape": list(np.shape(arr))}
@@ -54,8 +83,7 @@ def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
     if not decoder:
         doc["quantize"] = engine.quantize
         doc["attention"] = engine.attention
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with replacing_directory(path) as tmp:
         save_safetensors(engine.tensors, tmp / "weights.safetensors", metadata={"format": FORMAT_NAME})
         if decoder and engine.tokenizer_json is not None:
             (tmp / "tokenizer.json").write_text(engine.tokenizer_json)
@@ -66,17 +94,6 @@ def save(engine: Engine | DecoderEngine, path: str | Path) -> Path:
         (tmp / "model.json").write_text(json.dumps(doc, indent=1))
         with open(tmp / "model.json", "rb") as fh:
             os.fsync(fh.fileno())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            old.rmdir()
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -226,26 +224,14 @@ def load_recipe(path_or_doc: str | Path | Mapping[str, Any]) -> Recipe:
 
 def _write_outputs(out: Path, model: Any, tokenizer: Any, engine: Any, manifest: dict[str, Any]) -> None:
     from .. import save
+    from ..io import replacing_directory
     from .training import save_checkpoint
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with replacing_directory(out) as tmp:
         save_checkpoint(model, tokenizer, tmp / "hf",
                         {"trimformer_compression.json": json.dumps(manifest, indent=1, default=str)})
         save(engine, tmp / "runtime")
         (tmp / "summary.json").write_text(json.dumps(manifest, indent=1, default=str))
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
 
 TORCH_STAGES = ("finetune", "distill", "prune", "prune-ffn", "prune-heads")  # they change the HF model only
 _STAGE_FILE = "trimformer_stage.json"

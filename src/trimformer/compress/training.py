@@ -12,8 +12,6 @@ import math
 import os
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -280,25 +278,15 @@ def _load_head_pruned(model_dir: str | Path, labels: dict[str, Any]) -> Any:
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: str | Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Write an HF checkpoint dir (config, model.safetensors, tokenizer files) atomically: temp dir + rename."""
+    """Write an HF checkpoint dir (config, model.safetensors, tokenizer files) atomically (io.replacing_directory)."""
+    from ..io import replacing_directory
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with replacing_directory(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

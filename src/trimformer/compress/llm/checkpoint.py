@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,15 +73,15 @@ class CompressionRecord:
 
 def write_checkpoint(out: str | os.PathLike, model: Any, tokenizer: Any | None, record: CompressionRecord,
                      overwrite: bool = False) -> Path:
-    """Write the checkpoint directory atomically (temp dir next to ``out`` + rename)."""
+    """Write the checkpoint directory atomically (trimformer.io.replacing_directory)."""
     from safetensors.numpy import save_file
+
+    from ...io import replacing_directory
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists (pass overwrite=True / --force to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with replacing_directory(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
             tokenizer.save_pretrained(tmp)
@@ -97,16 +95,6 @@ def write_checkpoint(out: str | os.PathLike, model: Any, tokenizer: Any | None, 
         if tensors:
             save_file(tensors, str(tmp / QUANTIZED_FILE), metadata={"format": "trimformer-kbit-v1"})
         (tmp / COMPRESSION_FILE).write_text(json.dumps(record.to_json(), indent=1) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
