@@ -28,6 +28,9 @@ import peers  # noqa: E402
 from harness import cpu_model, env_prefix, make_inputs, time_runner  # noqa: E402
 from trimformer import _core  # noqa: E402
 
+# "faster than our dense kernel" needs a time ratio below 1 - TIE_MARGIN; within it either way the two tie (two
+# identical dense plans timed in this protocol differ by a few percent on a shared host)
+TIE_MARGIN = 0.02
 PRECISIONS = {"fp32": None, "bf16": "bf16", "int8-dynamic": "int8-dynamic", "int8-static": "int8-static"}
 
 
@@ -61,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             for b in (int(x) for x in args.batches.split(",")):
                 inputs = make_inputs(b, args.seq, info.vocab_size)
                 samples = {k: [] for k in engines}
-                for _ in range(args.rounds):
-                    for k, e in engines.items():
+                for rnd in range(args.rounds):  # the order reversing each round: no engine always runs first
+                    for k, e in (list(engines.items()) if rnd % 2 == 0 else list(engines.items())[::-1]):
                         t = time_runner(lambda i, m, tt, e=e: e.run(i, m, tt), inputs, args.iters, 2, max_time_s=15)
                         samples[k] += t.samples_ms
                 med = {k: float(np.median(v)) for k, v in samples.items()}
@@ -102,13 +105,13 @@ def write_markdown(report: dict, out: Path) -> None:
     nm = report["pattern"] in NM_PATTERNS
     name = report["pattern"] if nm else f"{report.get('sparsity', 0.5):.0%} {report['pattern']}"
     lines = [f"# {name} end to end vs our dense kernels on the same weights", "",
-             f"- date (UTC): {report['date']}; {report['threads']} threads; {report['rounds']} alternating rounds, "
+             f"- date (UTC): {report['date']}; {report['threads']} threads; {report['rounds']} alternating rounds (the order reversing each round), "
              f"medians of pooled per-call latencies; seq {report['rows'][0]['seq'] if report['rows'] else '?'}",
              f"- command: `{report['command']}`; CPU: {report.get('cpu') or 'not recorded'}; "
              f"git: {report.get('git', 'not recorded')}",
              f"- our dense kernels: {report.get('dense_kernels', 'not recorded')}", "",
              "Goal: the N:M model faster than our dense kernel of the same precision at batch 1 and 16 "
-             "(ratio < 1.00)." if nm else "No goal is stated for this pattern: the ratio is the sparse model's time "
+             f"(ratio < {1 - TIE_MARGIN:.2f}; within {TIE_MARGIN:.0%} either way a tie)." if nm else "No goal is stated for this pattern: the ratio is the sparse model's time "
              "over our dense kernels' on the same weights.", "",
              f"| model | precision | batch | dense ms | {'N:M' if nm else 'sparse'} ms | ratio | "
              f"{'goal' if nm else 'faster'} | formats the planner kept |",
@@ -117,7 +120,8 @@ def write_markdown(report: dict, out: Path) -> None:
         if not set(r["sparse_formats"]) - DENSE_FORMATS:
             met = f"**{'not met' if nm else 'no'}** (no sparse layer kept: the same dense kernels)"
         elif nm:
-            met = "met" if r["ratio"] < 1.0 else "**not met**"
+            met = ("met" if r["ratio"] < 1 - TIE_MARGIN else
+                   "**not met** (a tie)" if r["ratio"] <= 1 + TIE_MARGIN else "**not met**")
         else:
             met = "yes" if r["ratio"] < 1.0 else "no"
         lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {r['dense_ms']:.2f} | {r['sparse_ms']:.2f} "
