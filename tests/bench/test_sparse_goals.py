@@ -1,5 +1,5 @@
 """bench/sparse_goals.py: the goal table judged from measurement files (synthetic ones here: the measurements
-themselves take about 45 minutes and belong to bench/, not to tests)."""
+themselves take tens of minutes and belong to bench/, not to tests)."""
 
 import json
 
